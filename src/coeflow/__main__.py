@@ -1,0 +1,5 @@
+import sys
+
+from coeflow.cli import main
+
+sys.exit(main())
