@@ -6,6 +6,8 @@ mapper can decide what stays on chip. `eager_kernels` and `eager_bytes` say what
 PyTorch implementation launches and moves: e.g. an eager RMSNorm is 5 kernels (pow, mean,
 rsqrt, mul, mul) each reading and writing the activation; eager attention materialises the
 score matrix and, for grouped KV heads, copies K and V once per query head (`repeat_kv`).
+`op_kernels`/`op_bytes` are the coarser granularity of a graph compiler that runs each
+framework operator (RMSNorm, SiLU-mul, matmul, softmax) as one kernel: the paper's Unfused.
 
 Tensor parallelism (Megatron): q/k/v, gate/up column-split, o/down row-split, so each layer
 has two all-reduces of the activation (one for parallel attention+MLP, as in Falcon)."""
@@ -34,6 +36,8 @@ class Op:
     comm_bytes: float = 0.0  # collective payload per device
     eager_kernels: int = 1  # kernels in an unfused (eager PyTorch) implementation
     eager_bytes: float = 0.0  # extra HBM traffic of the eager version (intermediates)
+    op_kernels: int = 1  # kernels when each graph-level operator is its own kernel (RDU unfused)
+    op_bytes: float = 0.0  # extra HBM traffic at that granularity (attention scores)
 
     @property
     def fused_bytes(self) -> float:
@@ -140,9 +144,11 @@ def decoder_graph(shape: DecoderShape, phase: str, batch: int, new_tokens: int, 
         + 2 * scores * B  # cast writes bf16 scores, PV reads them
         + (2 * batch * kv_len * 2 * hq * d * B if repeat else 0)  # repeat_kv: write + read copies
     )
+    op_extra = 4 * scores * B + (2 * batch * kv_len * 2 * hq * d * B if repeat else 0)
     ops.append(Op("attention", "attention", flops=4.0 * scores * d, kv_read_bytes=kv_read,
                   in_bytes=m * hq * d * B, out_bytes=m * hq * d * B,
-                  eager_kernels=5 + (2 if repeat else 0), eager_bytes=eager_extra))
+                  eager_kernels=5 + (2 if repeat else 0), eager_bytes=eager_extra,
+                  op_kernels=3 + (1 if repeat else 0), op_bytes=op_extra))
     ops.append(gemm("o_proj", hq * d, h, s.linear_bias))
     if not s.parallel_attn:
         if tp > 1:

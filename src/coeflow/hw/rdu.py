@@ -8,7 +8,7 @@ slowest stage's time per tile (the bottleneck plus pipeline fill). Only the kern
 outputs, weights and KV cache touch HBM (or DDR for spilled weights); intermediates stay in
 PMUs. Collectives are stages on the peer-to-peer links; their latency cannot be hidden.
 
-Unfused: each PyTorch operator is one or more kernels as in eager PyTorch, each owning the
+Unfused: each framework operator is one kernel (attention: scores, softmax, PV), each owning the
 whole chip, intermediates through HBM, each launch loading its program and paying a host
 round trip (software orchestration).
 
@@ -153,8 +153,7 @@ def _unfused_pass(hw: Hardware, stack: Stack, graph: Graph, ddr_fraction: float)
             cost.add_bytes("interconnect", op.comm_bytes, count)
             cost.launches += count
             continue
-        kernels = 1 if op.kind in ("gemm", "embedding") else op.eager_kernels
-        extra = 0.0 if op.kind in ("gemm", "embedding") else op.eager_bytes
+        kernels, extra = op.op_kernels, op.op_bytes
         hbm_w, ddr_s = _weight_tier_times(op.weight_bytes, ddr_fraction, hw)
         hbm_bytes = op.fused_bytes - op.weight_bytes + hbm_w + extra
         t = max(op.flops / flops_rate, hbm_bytes / hbm_rate, ddr_s)
