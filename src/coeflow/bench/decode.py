@@ -1,0 +1,140 @@
+"""`coeflow bench decode`: decode tokens/s of three engines on the same weights, side by side,
+and the machine's memory read bandwidth measured in the same run.
+
+Decode rate is measured as (T(1 + n) - T(1)) for generating 1 + n tokens versus 1, so
+prefill and the first token are excluded alike for every engine, `generate` included."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from coeflow.bench.machine import machine_name, mem_read_gbps
+from coeflow.engine import Engine, SamplingParams
+from coeflow.model import ModelConfig, parse_dtype
+
+# Random-weight Llama configs. "tiny" is overhead-bound; "medium" streams ~0.6 GB/token (fp32).
+CONFIGS: dict[str, dict] = {
+    "tiny": dict(vocab_size=8000, hidden_size=256, intermediate_size=768, num_hidden_layers=4,
+                 num_attention_heads=8, num_key_value_heads=4, max_position_embeddings=2048),
+    "medium": dict(vocab_size=32000, hidden_size=768, intermediate_size=2560, num_hidden_layers=12,
+                   num_attention_heads=12, num_key_value_heads=4, max_position_embeddings=2048),
+}
+ENGINES = ("hf-transformers", "coeflow-eager", "coeflow-fused")
+
+
+@dataclass
+class Row:
+    engine: str
+    model: str
+    params: int
+    dtype: str
+    batch: int
+    tokens_per_s: float
+    weight_gbps: float
+    ms_per_step: float
+
+
+def make_checkpoint(name: str, root: Path) -> Path:
+    """A random-weight checkpoint written by transformers itself (fp32)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+    path = root / name
+    if not (path / "config.json").exists():
+        torch.manual_seed(0)
+        LlamaForCausalLM(LlamaConfig(**CONFIGS[name])).save_pretrained(path)
+    return path
+
+
+def streamed_bytes(cfg: ModelConfig, dtype: torch.dtype) -> int:
+    """Weight bytes one decode step must read: everything but the embedding table, of which a
+    step reads one row per token (unless it doubles as the output head)."""
+    params = cfg.num_params()
+    if not cfg.tie_word_embeddings:
+        params -= cfg.vocab_size * cfg.hidden_size
+    return params * dtype.itemsize
+
+
+def _time(fn: Callable[[], None], repeats: int) -> float:
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def _runner(engine: str, path: Path, dtype: torch.dtype, prompts: list[list[int]]):
+    """Returns gen(k): generate k tokens for the batch, ignoring EOS."""
+    if engine == "hf-transformers":
+        from transformers import AutoModelForCausalLM
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).eval()
+        model.generation_config.eos_token_id = None
+        model.generation_config.pad_token_id = 0
+        ids = torch.tensor(prompts)
+        mask = torch.ones_like(ids)
+
+        def gen(k: int) -> None:
+            with torch.inference_mode():
+                model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=k,
+                               min_new_tokens=k, do_sample=False)
+        return gen
+    eng = Engine.from_checkpoint(path, dtype=dtype, device="cpu", fused=engine == "coeflow-fused")
+
+    def gen(k: int) -> None:
+        eng.generate(prompts, SamplingParams(max_tokens=k, ignore_eos=True))
+    return gen
+
+
+def run(models: tuple[str, ...] = ("tiny", "medium"), dtypes: tuple[str, ...] = ("fp32", "bf16"),
+        batches: tuple[int, ...] = (1, 8), engines: tuple[str, ...] = ENGINES,
+        new_tokens: int = 32, prompt_len: int = 16, repeats: int = 3, workdir: Path | None = None,
+        progress: Callable[[str], None] = lambda s: None) -> dict:
+    tmp = tempfile.TemporaryDirectory() if workdir is None else None
+    root = Path(tmp.name) if tmp else Path(workdir)
+    rows: list[Row] = []
+    try:
+        progress("measuring memory read bandwidth")
+        bw = mem_read_gbps()
+        for name in models:
+            path = make_checkpoint(name, root)
+            cfg = ModelConfig.from_dir(path)
+            g = torch.Generator().manual_seed(1)
+            for dt_name in dtypes:
+                dtype = parse_dtype(dt_name)
+                for batch in batches:
+                    prompts = torch.randint(3, cfg.vocab_size, (batch, prompt_len), generator=g).tolist()
+                    for engine in engines:
+                        progress(f"{name} {dt_name} batch {batch}: {engine}")
+                        gen = _runner(engine, path, dtype, prompts)
+                        gen(1 + new_tokens)  # warm-up (and compilation, for the fused engine)
+                        t_first = _time(lambda: gen(1), repeats)
+                        t_all = _time(lambda: gen(1 + new_tokens), repeats)
+                        step = max(t_all - t_first, 1e-9) / new_tokens
+                        rows.append(Row(engine, name, cfg.num_params(), dt_name, batch,
+                                        tokens_per_s=batch / step,
+                                        weight_gbps=streamed_bytes(cfg, dtype) / step / 1e9,
+                                        ms_per_step=step * 1e3))
+                        del gen
+    finally:
+        if tmp:
+            tmp.cleanup()
+    return {"machine": machine_name(), "mem_read_gbps": bw, "new_tokens": new_tokens,
+            "prompt_len": prompt_len, "results": [asdict(r) for r in rows]}
+
+
+def format_table(report: dict) -> str:
+    bw = report["mem_read_gbps"]
+    lines = [f"machine: {report['machine']}",
+             f"memory read bandwidth (measured): {bw:.1f} GB/s",
+             f"{'model':8} {'params':>8} {'dtype':5} {'batch':>5} {'engine':16} {'tok/s':>9} "
+             f"{'ms/step':>8} {'weight GB/s':>11} {'% of read bw':>12}"]
+    for r in report["results"]:
+        lines.append(f"{r['model']:8} {r['params'] / 1e6:7.1f}M {r['dtype']:5} {r['batch']:5d} "
+                     f"{r['engine']:16} {r['tokens_per_s']:9.1f} {r['ms_per_step']:8.2f} "
+                     f"{r['weight_gbps']:11.2f} {100 * r['weight_gbps'] / bw:11.0f}%")
+    return "\n".join(lines)

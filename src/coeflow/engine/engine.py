@@ -1,0 +1,236 @@
+"""Generation for one model shape: prefill, then decode on a preallocated KV cache.
+
+An Engine owns one skeleton (parameters without data of their own) per model shape. Loading
+an expert points the skeleton's parameters at that expert's tensors; the compiled decode
+step takes the skeleton as an input, so every expert of that shape reuses the same compiled
+graph: a switch never recompiles."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import torch
+from torch import Tensor
+
+from coeflow.engine.kv_cache import KVCache
+from coeflow.engine.sampling import InvalidRequestError, SamplingParams, sample
+from coeflow.engine.text import TextStream
+from coeflow.model import (ModelConfig, Transformer, attach_weights, build_skeleton, load_weights,
+                           parse_dtype, resolve_device)
+
+log = logging.getLogger(__name__)
+
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
+MIN_SEQ_BUCKET = 128
+
+
+def _bucket(n: int, buckets: tuple[int, ...]) -> int:
+    for b in buckets:
+        if n <= b:
+            return b
+    raise InvalidRequestError(f"batch of {n} is larger than the engine's maximum {buckets[-1]}")
+
+
+def _seq_bucket(n: int) -> int:
+    """Cache length: next power of two, so few distinct shapes (and compiled graphs) exist."""
+    s = MIN_SEQ_BUCKET
+    while s < n:
+        s *= 2
+    return s
+
+
+def _decode_step(model: Transformer, cache: KVCache, tokens: Tensor, q_pos: Tensor,
+                 slots: Tensor) -> Tensor:
+    """One token for every row: the function that is compiled. Returns logits [B, V]."""
+    cache.slot_pos.index_copy_(1, slots, q_pos)
+    logits = model.forward_cached(tokens, q_pos, cache.keys(), cache.values(), cache.slot_pos, slots)
+    return logits[:, -1]
+
+
+@dataclass
+class Completion:
+    prompt_tokens: int
+    token_ids: list[int] = field(default_factory=list)
+    text: str = ""
+    finish_reason: str | None = None  # "stop" (EOS or stop string) or "length"
+    prefill_s: float = 0.0
+    decode_s: float = 0.0
+
+
+@dataclass
+class Delta:
+    """What one decode step produced for one sequence of the batch."""
+    index: int
+    token_id: int
+    text: str
+    finish_reason: str | None
+
+
+class Engine:
+    def __init__(self, cfg: ModelConfig, dtype: str | torch.dtype = "fp32",
+                 device: str | torch.device = "auto", fused: bool = True):
+        self.cfg = cfg
+        self.dtype = parse_dtype(dtype)
+        self.device = resolve_device(device) if isinstance(device, str) else device
+        self.model = build_skeleton(cfg, self.device)
+        self.fused = fused
+        self.loaded: str | None = None  # name of the weights now attached
+        self._caches: dict[tuple[int, int], KVCache] = {}
+        if fused:
+            mode = "reduce-overhead" if self.device.type == "cuda" else None  # CUDA graphs on GPU
+            self._step = torch.compile(_decode_step, mode=mode, fullgraph=True, dynamic=False)
+        else:
+            self._step = _decode_step
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, **kwargs) -> "Engine":
+        engine = cls(ModelConfig.from_dir(path), **kwargs)
+        engine.load(path)
+        return engine
+
+    def load(self, path: str | Path) -> None:
+        """Read a checkpoint of this engine's shape and attach it."""
+        cfg = ModelConfig.from_dir(path)
+        if cfg.shape_key != self.cfg.shape_key:
+            raise InvalidRequestError(f"{path}: checkpoint shape differs from this engine's")
+        self.set_weights(load_weights(path, cfg, self.dtype, self.device), name=str(path))
+
+    def set_weights(self, weights: dict[str, Tensor], name: str | None = None) -> None:
+        """Attach tensors already in memory (the store's host or device tier): no copy."""
+        attach_weights(self.model, weights)
+        self.loaded = name
+
+    @torch.inference_mode()
+    def generate(self, prompts: list[list[int]], params: SamplingParams | list[SamplingParams],
+                 eos_ids: set[int] | frozenset[int] = frozenset(),
+                 detokenize: Callable[[list[int]], str] | None = None) -> list[Completion]:
+        """Run to completion; returns one Completion per prompt."""
+        completions: list[Completion] | None = None
+        for completions, _ in self._run(prompts, params, eos_ids, detokenize):
+            pass
+        assert completions is not None
+        return completions
+
+    def stream(self, prompts: list[list[int]], params: SamplingParams | list[SamplingParams],
+               eos_ids: set[int] | frozenset[int] = frozenset(),
+               detokenize: Callable[[list[int]], str] | None = None) -> Iterator[list[Delta]]:
+        """Yield the deltas of each step (prefill's first token, then each decode step)."""
+        with torch.inference_mode():
+            for _, deltas in self._run(prompts, params, eos_ids, detokenize):
+                if deltas:
+                    yield deltas
+
+    def _cache(self, batch: int, seq: int) -> KVCache:
+        key = (batch, seq)
+        if key not in self._caches:
+            self._caches.clear()  # one cache alive at a time bounds memory
+            self._caches[key] = KVCache(self.cfg, batch, seq, self.dtype, self.device)
+        cache = self._caches[key]
+        cache.reset()
+        return cache
+
+    def _run(self, prompts: list[list[int]], params: SamplingParams | list[SamplingParams],
+             eos_ids, detokenize) -> Iterator[tuple[list[Completion], list[Delta]]]:
+        if self.loaded is None and any(p.is_meta for p in self.model.parameters()):
+            raise InvalidRequestError("no weights loaded into the engine")
+        n = len(prompts)
+        if n == 0:
+            raise InvalidRequestError("no prompts")
+        plist = list(params) if isinstance(params, list) else [params] * n
+        if len(plist) != n:
+            raise InvalidRequestError("one SamplingParams per prompt, or one for all")
+        for p in prompts:
+            if not p:
+                raise InvalidRequestError("empty prompt: at least one token is needed")
+            if max(p) >= self.cfg.vocab_size or min(p) < 0:
+                raise InvalidRequestError(f"token id out of range for vocabulary {self.cfg.vocab_size}")
+        longest = max(len(p) for p in prompts)
+        steps = max(p.max_tokens for p in plist)
+        need = longest + steps
+        if need > self.cfg.max_position_embeddings:
+            raise InvalidRequestError(
+                f"prompt ({longest} tokens) + max_tokens ({steps}) exceeds the model's context "
+                f"of {self.cfg.max_position_embeddings} tokens")
+        dev = self.device
+        cache = self._cache(_bucket(n, BATCH_BUCKETS), _seq_bucket(need))
+        b = cache.batch
+
+        # Prefill: prompts left-padded to the longest; padding slots stay empty (-1).
+        tokens = torch.zeros(b, longest, dtype=torch.long)
+        q_pos = torch.zeros(b, longest, dtype=torch.long)
+        slot_pos = torch.full((b, longest), -1, dtype=torch.long)
+        lengths = torch.tensor([len(p) for p in prompts] + [longest] * (b - n))
+        for i, p in enumerate(prompts):
+            off = longest - len(p)
+            tokens[i, off:] = torch.tensor(p)
+            q_pos[i, off:] = slot_pos[i, off:] = torch.arange(len(p))
+        for i in range(n, b):  # unused rows: harmless copies of position 0.. so nothing is empty
+            q_pos[i] = slot_pos[i] = torch.arange(longest)
+        slots = torch.arange(longest, device=dev)
+        cache.slot_pos[:, :longest] = slot_pos.to(dev)
+        t0 = time.perf_counter()
+        logits = self.model.forward_cached(tokens.to(dev), q_pos.to(dev), cache.keys(),
+                                           cache.values(), cache.slot_pos, slots, last_only=True)[:, -1]
+
+        gens = [p.generator() for p in plist]
+        texts = [TextStream(detokenize, p.stop) if detokenize else None for p in plist]
+        done = [Completion(prompt_tokens=len(p)) for p in prompts]
+        eos = set(eos_ids)
+        pos = lengths.clone()
+        next_tok = torch.zeros(b, 1, dtype=torch.long)
+        step_t = t0
+        for step in range(steps):
+            logits_cpu = logits.float().cpu()
+            all_greedy = all(p.greedy for p in plist)
+            chosen = logits_cpu[:n].argmax(-1).tolist() if all_greedy else [
+                sample(logits_cpu[i], plist[i], gens[i]) for i in range(n)]
+            now = time.perf_counter()
+            deltas: list[Delta] = []
+            for i, c in enumerate(done):
+                if c.finish_reason is not None:
+                    continue
+                tok = chosen[i]
+                if step == 0:
+                    c.prefill_s = now - t0
+                else:
+                    c.decode_s += now - step_t
+                reason = None
+                if tok in eos and not plist[i].ignore_eos:
+                    reason = "stop"
+                    delta = texts[i].flush() if texts[i] else ""
+                else:
+                    c.token_ids.append(tok)
+                    delta = texts[i].push(tok) if texts[i] else ""
+                    if texts[i] and texts[i].stopped:
+                        reason = "stop"
+                    elif len(c.token_ids) >= plist[i].max_tokens:
+                        reason = "length"
+                        delta += texts[i].flush() if texts[i] else ""
+                c.finish_reason = reason
+                if texts[i]:
+                    c.text = texts[i].text
+                deltas.append(Delta(i, tok, delta, reason))
+            step_t = now
+            live = [c.finish_reason is None for c in done]
+            yield done, deltas
+            if not any(live):
+                break
+            next_tok[:n, 0] = torch.tensor(chosen)
+            slot = torch.tensor([longest + step], device=dev)
+            logits = self._decode(cache, next_tok.to(dev), pos[:, None].to(dev), slot)
+            pos += 1
+
+    def _decode(self, cache: KVCache, tokens: Tensor, q_pos: Tensor, slot: Tensor) -> Tensor:
+        try:
+            return self._step(self.model, cache, tokens, q_pos, slot)
+        except Exception as e:  # a compiler missing or failing must not stop generation
+            if self._step is _decode_step:
+                raise
+            log.warning("compiled decode step failed (%s: %s); falling back to eager",
+                        type(e).__name__, str(e).splitlines()[0] if str(e) else "")
+            self._step, self.fused = _decode_step, False
+            return self._step(self.model, cache, tokens, q_pos, slot)

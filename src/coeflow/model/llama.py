@@ -1,0 +1,175 @@
+"""The Llama decoder family in one file (Llama, Mistral, Qwen2).
+
+Module and parameter names equal the Hugging Face ones, so a checkpoint's tensors drop into
+the skeleton by name. Attention always reads a key/value store addressed by *slot* and is
+masked by each slot's position (-1 = empty), which makes prefill, decode, left-padded batches
+and sliding windows one code path, and lets a compiled decode step keep fixed shapes."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from coeflow.model.config import ModelConfig, RopeConfig
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        dtype = x.dtype
+        x = x.float()
+        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * x.to(dtype)
+
+
+def rope_inv_freq(rope: RopeConfig, head_dim: int) -> Tensor:
+    inv = 1.0 / (rope.theta ** (torch.arange(0, head_dim, 2, dtype=torch.int64).float() / head_dim))
+    if rope.type == "linear":
+        inv = inv / rope.factor
+    elif rope.type == "llama3":
+        # Llama 3.1: leave high frequencies alone, divide low ones by `factor`, blend between.
+        low_wavelen = rope.original_max_position_embeddings / rope.low_freq_factor
+        high_wavelen = rope.original_max_position_embeddings / rope.high_freq_factor
+        wavelen = 2 * math.pi / inv
+        scaled = torch.where(wavelen > low_wavelen, inv / rope.factor, inv)
+        smooth = (rope.original_max_position_embeddings / wavelen - rope.low_freq_factor) / (
+            rope.high_freq_factor - rope.low_freq_factor)
+        blended = (1 - smooth) * scaled / rope.factor + smooth * scaled
+        medium = (wavelen >= high_wavelen) & (wavelen <= low_wavelen)
+        inv = torch.where(medium, blended, scaled)
+    return inv
+
+
+def rotate_half(x: Tensor) -> Tensor:
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((-x2, x1), dim=-1)
+
+
+class Linear(nn.Linear):
+    """nn.Linear, except for a single row (batch-1 decode) on the CPU under torch.compile:
+    there it is written as multiply-and-reduce, which Inductor emits as one streaming loop
+    over the weight. MKL's GEMV reads weights at well under half of this machine's memory
+    bandwidth; the generated loop gets close to it (see BENCHMARKS.md, decode)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.shape[:-1].numel() == 1 and x.device.type == "cpu" and torch.compiler.is_compiling():
+            y = (self.weight.float() * x.reshape(1, -1).float()).sum(-1).to(x.dtype)
+            if self.bias is not None:
+                y = y + self.bias
+            return y.view(*x.shape[:-1], -1)
+        return F.linear(x, self.weight, self.bias)
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: ModelConfig, window: int | None):
+        super().__init__()
+        q, kv = cfg.num_heads * cfg.head_dim, cfg.num_kv_heads * cfg.head_dim
+        self.q_proj = Linear(cfg.hidden_size, q, bias=cfg.qkv_bias)
+        self.k_proj = Linear(cfg.hidden_size, kv, bias=cfg.qkv_bias)
+        self.v_proj = Linear(cfg.hidden_size, kv, bias=cfg.qkv_bias)
+        self.o_proj = Linear(q, cfg.hidden_size, bias=cfg.o_bias)
+        self.num_heads, self.num_kv_heads, self.head_dim = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+        self.window = window
+
+    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, q_pos: Tensor, k_cache: Tensor,
+                v_cache: Tensor, slot_pos: Tensor, slots: Tensor) -> Tensor:
+        """x [B,T,D]; q_pos [B,T] positions of x; caches [B,Hkv,S,hd]; slot_pos [B,S] position
+        held by each slot after this step's write (-1 = empty); slots [T] where x's keys go."""
+        b, t, _ = x.shape
+        q = self.q_proj(x).view(b, t, self.num_heads, self.head_dim).transpose(1, 2)
+        k = self.k_proj(x).view(b, t, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        v = self.v_proj(x).view(b, t, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        q = q * cos + rotate_half(q) * sin
+        k = k * cos + rotate_half(k) * sin
+        k_cache.index_copy_(2, slots, k)
+        v_cache.index_copy_(2, slots, v)
+        kp, qp = slot_pos[:, None, None, :], q_pos[:, None, :, None]
+        mask = (kp >= 0) & (kp <= qp)
+        if self.window is not None:
+            mask = mask & (qp - kp < self.window)
+        y = F.scaled_dot_product_attention(q, k_cache, v_cache, attn_mask=mask,
+                                           enable_gqa=self.num_kv_heads != self.num_heads)
+        return self.o_proj(y.transpose(1, 2).reshape(b, t, -1))
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.gate_proj = Linear(cfg.hidden_size, cfg.intermediate_size, bias=cfg.mlp_bias)
+        self.up_proj = Linear(cfg.hidden_size, cfg.intermediate_size, bias=cfg.mlp_bias)
+        self.down_proj = Linear(cfg.intermediate_size, cfg.hidden_size, bias=cfg.mlp_bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, cfg: ModelConfig, window: int | None):
+        super().__init__()
+        self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.self_attn = Attention(cfg, window)
+        self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.mlp = MLP(cfg)
+
+    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, q_pos: Tensor, k_cache: Tensor,
+                v_cache: Tensor, slot_pos: Tensor, slots: Tensor) -> Tensor:
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, q_pos, k_cache, v_cache, slot_pos, slots)
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+
+class Body(nn.Module):
+    """`model.*` in Hugging Face names: embeddings, layers, final norm."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
+        self.layers = nn.ModuleList(DecoderLayer(cfg, w) for w in cfg.sliding_windows)
+        self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+
+
+class Transformer(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.config = cfg
+        self.model = Body(cfg)
+        self.lm_head = Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
+        self.register_buffer("inv_freq", rope_inv_freq(cfg.rope, cfg.head_dim), persistent=False)
+
+    def forward_cached(self, tokens: Tensor, q_pos: Tensor, k_caches: list[Tensor],
+                       v_caches: list[Tensor], slot_pos: Tensor, slots: Tensor,
+                       last_only: bool = False) -> Tensor:
+        """One step over a KV store: writes tokens' keys at `slots`, returns float32 logits
+        ([B,T,V], or [B,1,V] for the last position only)."""
+        h = self._run(tokens, q_pos, k_caches, v_caches, slot_pos, slots)
+        return self.lm_head(h[:, -1:] if last_only else h).float()
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        """Float32 logits [B,T,V] of a full causal pass over `tokens` (no padding, no cache)."""
+        return self.lm_head(self.hidden_states(tokens)).float()
+
+    def hidden_states(self, tokens: Tensor) -> Tensor:
+        """Final normed hidden states [B,T,D] of a full causal pass (no padding, no cache)."""
+        b, t = tokens.shape
+        cfg, dev, dtype = self.config, tokens.device, self.model.embed_tokens.weight.dtype
+        kc = [torch.empty(b, cfg.num_kv_heads, t, cfg.head_dim, device=dev, dtype=dtype)
+              for _ in range(cfg.num_layers)]
+        vc = [torch.empty_like(k) for k in kc]
+        pos = torch.arange(t, device=dev).expand(b, t)
+        return self._run(tokens, pos, kc, vc, pos, torch.arange(t, device=dev))
+
+    def _run(self, tokens: Tensor, q_pos: Tensor, k_caches: list[Tensor], v_caches: list[Tensor],
+             slot_pos: Tensor, slots: Tensor) -> Tensor:
+        x = self.model.embed_tokens(tokens)
+        freqs = q_pos[..., None].float() * self.inv_freq.float()
+        emb = torch.cat((freqs, freqs), dim=-1)[:, None]  # [B,1,T,hd], broadcast over heads
+        cos, sin = emb.cos().to(x.dtype), emb.sin().to(x.dtype)
+        for layer, kc, vc in zip(self.model.layers, k_caches, v_caches):
+            x = layer(x, cos, sin, q_pos, kc, vc, slot_pos, slots)
+        return self.model.norm(x)
