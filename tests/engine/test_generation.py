@@ -1,0 +1,103 @@
+"""Sampling, stop conditions, streaming and the chat template, as a user of `generate` sees them."""
+
+from __future__ import annotations
+
+import pytest
+
+from coeflow.engine import Engine, InvalidRequestError, SamplingParams
+from coeflow.model import Tokenizer
+
+
+@pytest.fixture(scope="module")
+def engine(checkpoints):
+    return Engine.from_checkpoint(checkpoints["llama-gqa"], fused=False)
+
+
+@pytest.fixture(scope="module")
+def tok(checkpoints):
+    return Tokenizer.from_dir(checkpoints["llama-gqa"])
+
+
+PROMPT = [1, 40, 41, 42, 43]
+
+
+def test_seed_makes_sampling_reproducible(engine):
+    p = SamplingParams(max_tokens=24, temperature=1.5, seed=7, ignore_eos=True)
+    a = engine.generate([PROMPT], p)[0].token_ids
+    assert engine.generate([PROMPT], p)[0].token_ids == a
+    others = {tuple(engine.generate([PROMPT], SamplingParams(max_tokens=24, temperature=1.5, seed=s,
+                                                              ignore_eos=True))[0].token_ids)
+              for s in range(8, 12)}
+    assert len(others | {tuple(a)}) > 1  # seeds matter: sampling is not secretly greedy
+
+
+def test_top_k_one_is_greedy(engine):
+    greedy = engine.generate([PROMPT], SamplingParams(max_tokens=16, ignore_eos=True))[0].token_ids
+    topk1 = engine.generate([PROMPT], SamplingParams(max_tokens=16, temperature=2.0, top_k=1, seed=3,
+                                                     ignore_eos=True))[0].token_ids
+    tiny_p = engine.generate([PROMPT], SamplingParams(max_tokens=16, temperature=2.0, top_p=1e-6, seed=3,
+                                                      ignore_eos=True))[0].token_ids
+    assert topk1 == greedy == tiny_p
+
+
+def test_eos_stops_generation(engine):
+    greedy = engine.generate([PROMPT], SamplingParams(max_tokens=10, ignore_eos=True))[0].token_ids
+    eos = greedy[3]
+    c = engine.generate([PROMPT], SamplingParams(max_tokens=10), eos_ids={eos})[0]
+    assert c.token_ids == greedy[:greedy.index(eos)]
+    assert c.finish_reason == "stop"
+
+
+def test_stop_string_truncates_text_and_stream_agrees(engine, tok):
+    ids = tok.encode("select name from")
+    full = engine.generate([ids], SamplingParams(max_tokens=30, ignore_eos=True), detokenize=tok.decode)[0]
+    assert len(full.text) > 6
+    stop = full.text[3:6]
+    params = SamplingParams(max_tokens=30, stop=(stop,), ignore_eos=True)
+    c = engine.generate([ids], params, detokenize=tok.decode)[0]
+    assert c.finish_reason == "stop"
+    assert c.text == full.text[:full.text.index(stop)]
+    streamed = "".join(d.text for step in engine.stream([ids], params, detokenize=tok.decode) for d in step)
+    assert streamed == c.text
+
+
+def test_stream_concatenates_to_final_text(engine, tok):
+    ids = tok.encode("the quick")
+    params = SamplingParams(max_tokens=20, ignore_eos=True)
+    final = engine.generate([ids], params, detokenize=tok.decode)[0]
+    steps = list(engine.stream([ids], params, detokenize=tok.decode))
+    assert "".join(d.text for s in steps for d in s) == final.text
+    assert [d.token_id for s in steps for d in s] == final.token_ids
+    assert steps[-1][0].finish_reason == "length"
+
+
+def test_chat_template_from_tokenizer_config(tok):
+    text = tok.apply_chat_template([{"role": "user", "content": "hi"}])
+    assert text == "<s><|user|>hi</s><|assistant|>"
+    assert tok.encode_chat([{"role": "user", "content": "hi"}])[0] == 1  # one BOS, from the template
+    assert tok.encode_chat([{"role": "user", "content": "hi"}]).count(1) == 1
+
+
+def test_plain_chat_fallback_without_template(checkpoints, tmp_path):
+    import shutil
+    d = tmp_path / "t"
+    d.mkdir()
+    shutil.copy(checkpoints["llama"] / "tokenizer.json", d)
+    tok = Tokenizer.from_dir(d)
+    assert tok.apply_chat_template([{"role": "user", "content": "hi"}]) == "user: hi\nassistant:"
+
+
+@pytest.mark.parametrize("kwargs", [dict(max_tokens=0), dict(temperature=-1.0), dict(top_p=0.0),
+                                    dict(top_k=-2), dict(stop=("",))])
+def test_invalid_sampling_params_are_refused(kwargs):
+    with pytest.raises(InvalidRequestError):
+        SamplingParams(**kwargs)
+
+
+def test_context_overflow_and_bad_tokens_are_refused(engine):
+    with pytest.raises(InvalidRequestError, match="context"):
+        engine.generate([PROMPT], SamplingParams(max_tokens=10_000))
+    with pytest.raises(InvalidRequestError, match="out of range"):
+        engine.generate([[1, 10_000]], SamplingParams(max_tokens=2))
+    with pytest.raises(InvalidRequestError, match="empty"):
+        engine.generate([[]], SamplingParams(max_tokens=2))
