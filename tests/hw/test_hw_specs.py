@@ -1,0 +1,74 @@
+"""Hardware specs are data a user can read, trust and extend."""
+
+import re
+import shutil
+
+import pytest
+
+from coeflow.errors import ConfigError
+from coeflow.hw import list_hardware, load_hardware, load_stack
+from coeflow.hw.spec import SPEC_DIR
+from coeflow.hw.units import parse_quantity
+
+SPEC_FILES = sorted(SPEC_DIR.rglob("*.yaml"))
+
+
+def test_the_paper_systems_and_gpus_ship():
+    for name in ("sn40l", "sn40l-8", "sn40l-16", "dgx-a100", "dgx-h100", "a100", "h100", "h200"):
+        assert name in list_hardware()
+        assert load_hardware(name).count >= 1
+
+
+def test_sn40l_socket_matches_table_ii():
+    d = load_hardware("sn40l-8").device
+    assert d.peak_flops == 638e12
+    assert d.onchip_bytes == 520 * 2**20
+    assert d.hbm.capacity == 64 * 2**30 and d.hbm.bandwidth == 1.8e12
+    assert d.ddr.capacity == 1.5 * 2**40 and d.ddr.bandwidth == 200e9
+    assert d.units == 1040 and d.onchip_units == 1040
+    assert 0 < d.pcu_clock_hz < 2e9  # paper: "under 2 GHz"
+
+
+@pytest.mark.parametrize("path", SPEC_FILES, ids=lambda p: p.name)
+def test_every_number_in_a_spec_file_has_a_source_comment(path):
+    for lineno, line in enumerate(path.read_text().splitlines(), 1):
+        if line.lstrip().startswith("#"):
+            continue
+        value = line.split("#", 1)[0]
+        if re.search(r":\s*[-+]?\d", value):
+            assert "#" in line, f"{path.name}:{lineno} has a number without a source: {line!r}"
+
+
+def test_units_parse_as_on_datasheets():
+    assert parse_quantity("1.8 TB/s", "B/s") == 1.8e12
+    assert parse_quantity("64 GiB", "B") == 64 * 2**30
+    assert parse_quantity("5 us", "s") == pytest.approx(5e-6)
+    assert parse_quantity("638 TFLOP/s", "FLOP/s") == 638e12
+    with pytest.raises(ConfigError):
+        parse_quantity("64 GiB/s", "B")
+
+
+def test_unknown_hardware_is_a_clear_error():
+    with pytest.raises(ConfigError, match="unknown hardware 'tpu-v9'.*dgx-h100"):
+        load_hardware("tpu-v9")
+
+
+def test_hardware_loads_from_a_user_file(tmp_path):
+    spec = tmp_path / "my-dgx.yaml"
+    text = (SPEC_DIR / "dgx-h100.yaml").read_text().replace("name: dgx-h100", "name: my-dgx")
+    spec.write_text(text.replace("devices: 8 ", "devices: 4 "))
+    hw = load_hardware(str(spec))
+    assert hw.name == "my-dgx" and hw.count == 4
+
+
+def test_a_malformed_spec_names_the_file_and_field(tmp_path):
+    spec = tmp_path / "bad.yaml"
+    shutil.copy(SPEC_DIR / "dgx-a100.yaml", spec)
+    spec.write_text(spec.read_text().replace("memory: 2 TiB", "memory: two terabytes"))
+    with pytest.raises(ConfigError, match="bad.yaml.*host.memory"):
+        load_hardware(str(spec))
+
+
+def test_a_stack_for_the_wrong_kind_of_hardware_is_refused():
+    with pytest.raises(ConfigError, match="for rdu hardware"):
+        load_stack("rdu-fused-ho", "gpu")
