@@ -67,25 +67,28 @@ def _range_row(group, name, predicted, lo, hi, note=""):
                lo <= predicted <= hi, False, note or f"paper range {lo:g}-{hi:g}")
 
 
-def table_v_rows(workload_prompt: int = CoEWorkload.prompt) -> list[Row]:
-    sn = Deployment.of(SN40L_NODE)
+def table_v_rows(workload_prompt: int = CoEWorkload.prompt, sn: Deployment | None = None,
+                 dgx: dict[str, Deployment] | None = None) -> list[Row]:
+    """Table V. `sn` and `dgx` replace the shipped deployments (sensitivity analysis)."""
+    sn = sn or Deployment.of(SN40L_NODE)
+    dgx = dgx or {label: Deployment.of(hw) for label, hw in DGX.items()}
     rows = []
     for (kind, batch, gen), refs in TABLE_V.items():
         w = CoEWorkload(prompt=workload_prompt, gen=gen, batch=batch)
         ours = sn.latency(w)
-        for (label, hw), ref in zip(DGX.items(), refs):
-            theirs = Deployment.of(hw).latency(w)
+        for (label, d), ref in zip(dgx.items(), refs):
+            theirs = d.latency(w)
             pred = (theirs.expert_s / ours.expert_s if kind == "expert only"
                     else theirs.total_s / ours.total_s)
             cal = kind == "expert only" and batch == 1 and gen == 20 and label == "DGX A100"
             rows.append(_row("Table V", f"{kind}, batch {batch}, {gen} tokens: SN40L vs {label}",
                              pred, ref, 20.0, calibration=cal))
-    for (label, hw), ref in zip(DGX.items(), SWITCHING):
-        pred = Deployment.of(hw).switch_s() / sn.switch_s()
+    for (label, d), ref in zip(dgx.items(), SWITCHING):
+        pred = d.switch_s() / sn.switch_s()
         rows.append(_row("Table V", f"model switching time: SN40L vs {label}", pred, ref, 15.0,
                          note="ratio of copy bandwidths, both stated in the paper's text"))
-    for label, hw in DGX.items():
-        cap = Deployment.of(hw).store_capacity()
+    for label, d in dgx.items():
+        cap = d.store_capacity()
         rows.append(_row("Table V", f"{label} out of memory above N experts", cap, 150.0,
                          note="host DRAM holds every expert"))
     return rows
@@ -116,10 +119,11 @@ def gpu_rows() -> list[Row]:
     return rows
 
 
-def table_iv_rows() -> list[Row]:
-    hw = load_hardware(SN40L_16)
+def table_iv_rows(hw=None, spec_override: Speculation | None = None) -> list[Row]:
+    hw = hw or load_hardware(SN40L_16)
     rows = []
     for model, (ref, spec) in TABLE_IV.items():
+        spec = spec_override if (spec and spec_override) else spec
         pred = decode_tokens_per_s(hw, model, TABLE_IV_CONTEXT, spec)
         note = ("no speculation" if spec is None else
                 f"speculative: draft {spec.draft}, k={spec.k}, acceptance {spec.acceptance}; "
@@ -129,9 +133,10 @@ def table_iv_rows() -> list[Row]:
     return rows
 
 
-def fusion_ratios(hw_name: str = SN40L_NODE, decode_batch: int = FUSION_DECODE_BATCH) -> list[dict]:
+def fusion_ratios(hw_name: str = SN40L_NODE, decode_batch: int = FUSION_DECODE_BATCH,
+                  hw=None) -> list[dict]:
     """Per benchmark: unfused/fused and SO/HO time ratios for prefill and one decode step."""
-    hw = load_hardware(hw_name)
+    hw = hw or load_hardware(hw_name)
     stacks = {n: load_stack(n, "rdu") for n in ("rdu-unfused", "rdu-fused-so", "rdu-fused-ho")}
     out = []
     for model, seq in FUSION_BENCHMARKS:
