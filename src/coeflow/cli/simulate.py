@@ -98,9 +98,7 @@ def run_paper(args: argparse.Namespace) -> int:
             group = r.group
             print(f"\n{group}")
             print(f"  {'':66s} {'ours':>10s} {'paper':>10s} {'error':>8s}  target")
-        tgt = ("" if r.met is None else ("met" if r.met else "MISSED"))
-        if r.tolerance_pct is not None:
-            tgt += f" (±{r.tolerance_pct:g}%)"
+        tgt = "" if r.met is None else f"{'met' if r.met else 'MISSED'} ({r.target})"
         tgt += " cal" if r.calibration else ""
         print(f"  {r.name:66s} {r.predicted:10.4g} {r.reference:10.4g} {r.error_pct:+7.1f}%  {tgt}"
               + (f"\n  {'':66s} {r.note}" if r.note else ""))

@@ -49,22 +49,24 @@ class Row:
     met: bool | None
     calibration: bool = False
     note: str = ""
+    target: str = ""  # how `met` was judged, e.g. "±20%", "±1", "paper range 1.5-3"
 
 
 def _row(group, name, predicted, reference, tol=None, calibration=False, note="", abs_tol=None):
     err = 100.0 * (predicted / reference - 1.0)
     if abs_tol is not None:
-        met = abs(predicted - reference) <= abs_tol
+        met, target = abs(predicted - reference) <= abs_tol, f"±{abs_tol:g}"
     else:
         met = None if tol is None else abs(err) <= tol
-    return Row(group, name, predicted, reference, err, tol, met, calibration, note)
+        target = "" if tol is None else f"±{tol:g}%"
+    return Row(group, name, predicted, reference, err, tol, met, calibration, note, target)
 
 
 def _range_row(group, name, predicted, lo, hi, note=""):
     """A paper range: error is the distance outside it (0 inside)."""
     ref = lo if predicted < lo else hi if predicted > hi else predicted
     return Row(group, name, predicted, ref, 100.0 * (predicted / ref - 1.0), None,
-               lo <= predicted <= hi, False, note or f"paper range {lo:g}-{hi:g}")
+               lo <= predicted <= hi, False, note, f"paper range {lo:g}-{hi:g}")
 
 
 def table_v_rows(workload_prompt: int = CoEWorkload.prompt, sn: Deployment | None = None,
