@@ -24,7 +24,7 @@ def _dev(hw, **device_changes):
     return replace(hw, device=replace(hw.device, **device_changes))
 
 
-def _max_err(rows, speedups_only=False) -> tuple[float, float]:
+def _max_err(rows) -> tuple[float, float]:
     sp = [abs(r.error_pct) for r in rows if r.tolerance_pct == 20.0]
     sw = [abs(r.error_pct) for r in rows if r.tolerance_pct == 15.0]
     return max(sp), max(sw)
