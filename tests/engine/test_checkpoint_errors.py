@@ -10,7 +10,7 @@ import pytest
 from coeflow.errors import CheckpointError, UnsupportedModelError
 from coeflow.engine import Engine
 from coeflow.model import load_model
-from conftest import make_checkpoint
+from checkpoints import make_checkpoint
 
 
 @pytest.fixture

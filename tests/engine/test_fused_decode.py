@@ -8,7 +8,7 @@ from torch._dynamo.utils import counters
 
 from coeflow.engine import Engine, SamplingParams
 from coeflow.model import ModelConfig, load_weights
-from conftest import make_checkpoint
+from checkpoints import make_checkpoint
 
 PROMPTS = [[1, 17, 42, 99, 7], [1, 5, 6, 250, 251, 252, 253]]
 

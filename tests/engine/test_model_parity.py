@@ -7,7 +7,7 @@ import torch
 
 from coeflow.engine import Engine, SamplingParams
 from coeflow.model import load_model
-from conftest import FAMILIES
+from checkpoints import FAMILIES
 
 PROMPTS = [[1, 17, 42, 99, 7, 250, 3, 64, 80, 81, 82, 83], [1, 5, 6]]
 

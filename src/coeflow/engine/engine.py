@@ -68,6 +68,7 @@ class Delta:
     token_id: int
     text: str
     finish_reason: str | None
+    completion_tokens: int  # generated so far (an EOS that ends it is not counted)
 
 
 class Engine:
@@ -117,10 +118,13 @@ class Engine:
 
     def stream(self, prompts: list[list[int]], params: SamplingParams | list[SamplingParams],
                eos_ids: set[int] | frozenset[int] = frozenset(),
-               detokenize: Callable[[list[int]], str] | None = None) -> Iterator[list[Delta]]:
-        """Yield the deltas of each step (prefill's first token, then each decode step)."""
+               detokenize: Callable[[list[int]], str] | None = None,
+               cancelled: Callable[[int], bool] | None = None) -> Iterator[list[Delta]]:
+        """Yield the deltas of each step (prefill's first token, then each decode step).
+        `cancelled(i)` is asked before each step: a cancelled sequence finishes at once
+        (reason "cancelled"), and the batch stops when none is left running."""
         with torch.inference_mode():
-            for _, deltas in self._run(prompts, params, eos_ids, detokenize):
+            for _, deltas in self._run(prompts, params, eos_ids, detokenize, cancelled):
                 if deltas:
                     yield deltas
 
@@ -134,7 +138,8 @@ class Engine:
         return cache
 
     def _run(self, prompts: list[list[int]], params: SamplingParams | list[SamplingParams],
-             eos_ids, detokenize) -> Iterator[tuple[list[Completion], list[Delta]]]:
+             eos_ids, detokenize, cancelled: Callable[[int], bool] | None = None,
+             ) -> Iterator[tuple[list[Completion], list[Delta]]]:
         if self.loaded is None and any(p.is_meta for p in self.model.parameters()):
             raise InvalidRequestError("no weights loaded into the engine")
         n = len(prompts)
@@ -193,6 +198,9 @@ class Engine:
             for i, c in enumerate(done):
                 if c.finish_reason is not None:
                     continue
+                if cancelled is not None and cancelled(i):
+                    c.finish_reason = "cancelled"
+                    continue
                 tok = chosen[i]
                 if step == 0:
                     c.prefill_s = now - t0
@@ -213,7 +221,7 @@ class Engine:
                 c.finish_reason = reason
                 if texts[i]:
                     c.text = texts[i].text
-                deltas.append(Delta(i, tok, delta, reason))
+                deltas.append(Delta(i, tok, delta, reason, len(c.token_ids)))
             step_t = now
             live = [c.finish_reason is None for c in done]
             yield done, deltas

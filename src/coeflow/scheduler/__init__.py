@@ -1,0 +1,7 @@
+"""Per-expert queues, batching and the order experts run in; knows nothing of HTTP."""
+
+from coeflow.scheduler.scheduler import (ExpertRuntime, Failed, Finished, GenRequest, QueueFullError,
+                                         Scheduler, ShuttingDownError, Started)
+
+__all__ = ["Scheduler", "GenRequest", "ExpertRuntime", "Started", "Finished", "Failed",
+           "QueueFullError", "ShuttingDownError"]

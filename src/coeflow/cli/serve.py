@@ -1,0 +1,75 @@
+"""`coeflow serve`: a CoE behind one OpenAI-compatible endpoint."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+
+
+def add_server_options(p: argparse.ArgumentParser) -> None:
+    """Options shared by `serve` and `demo`."""
+    g = p.add_argument_group("memory tiers")
+    g.add_argument("--device-mem", metavar="BYTES", default=None,
+                   help="device tier budget, e.g. 6GB or 512MiB (default: unlimited). On a CPU-only "
+                        "machine the device tier is the set of experts the engine may attach at once")
+    g.add_argument("--host-mem", metavar="BYTES", default=None,
+                   help="host DRAM tier budget, e.g. 40GB (default: unlimited)")
+    g.add_argument("--policy", default="lru", help="eviction policy of the tiers (default lru)")
+    e = p.add_argument_group("engine")
+    e.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"], help="weight dtype (default fp32)")
+    e.add_argument("--device", default="auto", help="auto (cuda if present, else cpu), cpu, cuda")
+    e.add_argument("--engine", default="fused", choices=["fused", "eager"],
+                   help="fused: compiled decode step shared by experts of one shape (default); eager: plain PyTorch")
+    e.add_argument("--max-batch", type=int, default=8, help="most requests of one expert batched together (default 8)")
+    lim = p.add_argument_group("limits")
+    lim.add_argument("--max-queue", type=int, default=256,
+                     help="waiting requests before new ones get HTTP 429 (default 256)")
+    lim.add_argument("--max-wait", type=float, default=10.0, metavar="SECONDS",
+                     help="a request waiting longer than this runs next, even if its expert must be "
+                          "loaded first: the bound on starvation (default 10)")
+    lim.add_argument("--max-tokens", type=int, default=2048, help="largest max_tokens a request may ask (default 2048)")
+    lim.add_argument("--max-prompt-tokens", type=int, default=8192, help="longest prompt in tokens (default 8192)")
+    p.add_argument("--no-warmup", action="store_true", help="do not compile the decode step before serving")
+
+
+def server_options(args: argparse.Namespace):
+    from coeflow.server import Limits, ServerOptions
+    from coeflow.store import parse_bytes
+    return ServerOptions(
+        device_mem=parse_bytes(args.device_mem) if args.device_mem else None,
+        host_mem=parse_bytes(args.host_mem) if args.host_mem else None,
+        dtype=args.dtype, device=args.device, fused=args.engine == "fused", policy=args.policy,
+        max_batch=args.max_batch, max_queue=args.max_queue, max_wait_s=args.max_wait,
+        limits=Limits(max_tokens=args.max_tokens, max_prompt_tokens=args.max_prompt_tokens,
+                      default_max_tokens=min(256, args.max_tokens)),
+        api_key=getattr(args, "api_key", None) or os.environ.get("COEFLOW_API_KEY") or None,
+        warm_up=not args.no_warmup)
+
+
+def register(sub: argparse._SubParsersAction, help_text: str) -> None:
+    p = sub.add_parser("serve", help=help_text, description=(
+        "Serve a CoE behind one OpenAI-compatible endpoint. 'model' in a request is an expert's "
+        "name, or 'coe' to let the router choose. Routes: POST /v1/chat/completions, "
+        "POST /v1/completions, GET /v1/models, GET /v1/experts (tiers, hits, switch times), "
+        "POST /v1/experts/NAME/load|unload|pin (admin), GET /metrics (Prometheus), GET /health."))
+    p.add_argument("--coe", required=True, metavar="FILE", help="the CoE file (coe.yaml) or its directory")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument("--api-key", default=None,
+                   help="require 'Authorization: Bearer KEY' on /v1 routes (or set COEFLOW_API_KEY)")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    add_server_options(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from coeflow.server import build_server, serve
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    srv = build_server(args.coe, server_options(args))
+    print(f"coeflow: serving {len(srv.runtimes)} experts of {srv.coe.source} at http://{args.host}:{args.port}/v1"
+          + (" (API key required)" if srv.api_key else ""), flush=True)
+    for name, why in srv.broken.items():
+        print(f"coeflow: expert {name} is unavailable: {why}", flush=True)
+    serve(srv, args.host, args.port, args.log_level)
+    return 0

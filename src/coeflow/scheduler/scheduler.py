@@ -1,0 +1,219 @@
+"""Per-expert queues in front of the engines, and the one worker thread that runs them.
+
+Which expert runs next: the expert whose oldest request has waited longest *among experts
+already resident* (no switch stalls the batch), unless some request has waited past
+`max_wait_s`: then its expert runs next even if it must be loaded first. So resident experts
+keep serving while others load, and no request waits unboundedly whatever the traffic skew.
+Every request's expert is prefetched the moment it is queued, so its load overlaps with
+other experts' compute."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Callable, Protocol
+
+from coeflow.engine import Delta, Engine, SamplingParams
+from coeflow.errors import CoeflowError
+from coeflow.model import ModelConfig, Tokenizer
+
+log = logging.getLogger(__name__)
+
+
+class QueueFullError(CoeflowError):
+    """The scheduler holds its maximum number of waiting requests (HTTP 429)."""
+
+
+class ShuttingDownError(CoeflowError):
+    """The server is stopping and takes no new work (HTTP 503)."""
+
+
+@dataclass
+class Started:
+    expert: str
+    source_tier: str
+    switch_s: float
+    queued_s: float
+
+
+@dataclass
+class Finished:
+    reason: str
+    completion_tokens: int
+
+
+@dataclass
+class Failed:
+    error: Exception
+
+
+Event = Started | Delta | Finished | Failed
+
+
+@dataclass
+class GenRequest:
+    """One sequence to generate. `sink` receives its events on the worker thread, in order:
+    Started, Delta..., then Finished (or a single Failed)."""
+    expert: str
+    prompt_ids: list[int]
+    params: SamplingParams
+    sink: Callable[[Event], None]
+    arrival: float = field(default_factory=time.monotonic)
+    cancelled: threading.Event = field(default_factory=threading.Event)
+
+
+class Store(Protocol):
+    def prefetch(self, name: str) -> Future: ...
+    def acquire(self, name: str, timeout: float | None = None): ...
+
+
+@dataclass
+class ExpertRuntime:
+    """What the scheduler needs to run an expert besides its weights."""
+    tokenizer: Tokenizer
+    eos_ids: frozenset[int]
+
+
+class Scheduler:
+    def __init__(self, store: Store, runtimes: dict[str, ExpertRuntime], *, dtype: str = "fp32",
+                 device: str = "auto", fused: bool = True, max_batch: int = 8, max_queue: int = 256,
+                 max_wait_s: float = 10.0, on_batch: Callable[[str, list[GenRequest], object], None] | None = None):
+        self.store, self.runtimes = store, runtimes
+        self.dtype, self.device, self.fused = dtype, device, fused
+        self.max_batch, self.max_queue, self.max_wait_s = max_batch, max_queue, max_wait_s
+        self.on_batch = on_batch
+        self._queues: dict[str, deque[GenRequest]] = {name: deque() for name in runtimes}
+        self._loads: dict[str, Future] = {}
+        self._engines: dict[tuple, Engine] = {}
+        self._cond = threading.Condition()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._loop, name="coeflow-scheduler", daemon=True)
+        self.busy_expert: str | None = None
+
+    # -- API used by the server ---------------------------------------------------------
+    def start(self) -> None:
+        self._thread.start()
+
+    def submit(self, req: GenRequest) -> None:
+        with self._cond:
+            if self._stopping:
+                raise ShuttingDownError("the server is shutting down")
+            if self.queued() >= self.max_queue:
+                raise QueueFullError(f"the request queue is full ({self.max_queue} waiting); retry later")
+            self._queues[req.expert].append(req)
+            self._prefetch(req.expert)
+            self._cond.notify_all()
+
+    def queued(self, expert: str | None = None) -> int:
+        if expert is not None:
+            return len(self._queues[expert])
+        return sum(len(q) for q in self._queues.values())
+
+    def stop(self, drain_s: float = 5.0) -> None:
+        """Finish what is running, give queued requests `drain_s` to be served, fail the rest."""
+        deadline = time.monotonic() + drain_s
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+            while self.queued() and time.monotonic() < deadline:
+                self._cond.wait(0.05)
+            for q in self._queues.values():
+                while q:
+                    q.popleft().sink(Failed(ShuttingDownError("the server shut down before this request ran")))
+            self._cond.notify_all()
+        if self._thread.is_alive():
+            self._thread.join(timeout=max(drain_s, 1.0))
+
+    def warm_up(self, experts: list[str]) -> None:
+        """Compile each engine shape once, before traffic, so no user waits for the compiler."""
+        for name in experts:
+            done = threading.Event()
+            self.submit(GenRequest(name, [0], SamplingParams(max_tokens=2, ignore_eos=True),
+                                   lambda ev: done.set() if isinstance(ev, (Finished, Failed)) else None))
+            done.wait()
+
+    # -- worker ---------------------------------------------------------------------------
+    def _prefetch(self, expert: str) -> None:
+        fut = self._loads.get(expert)
+        if fut is None or fut.done():
+            fut = self.store.prefetch(expert)
+            self._loads[expert] = fut
+            fut.add_done_callback(lambda _: self._notify())
+
+    def _notify(self) -> None:
+        with self._cond:
+            self._cond.notify_all()
+
+    def _pick(self) -> str | None:
+        waiting = [(q[0].arrival, name) for name, q in self._queues.items() if q]
+        if not waiting:
+            return None
+        oldest_arrival, oldest = min(waiting)
+        if time.monotonic() - oldest_arrival > self.max_wait_s or self._stopping:
+            return oldest
+        ready = [(a, n) for a, n in waiting if n not in self._loads or self._loads[n].done()]
+        return min(ready)[1] if ready else None
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                while True:
+                    if self._stopping and not self.queued():
+                        return
+                    expert = self._pick()
+                    if expert is not None:
+                        break
+                    self._cond.wait(0.05)
+                q = self._queues[expert]
+                batch: list[GenRequest] = []
+                while q and len(batch) < self.max_batch:
+                    r = q.popleft()
+                    if not r.cancelled.is_set():
+                        batch.append(r)
+                self.busy_expert = expert
+                self._cond.notify_all()
+            if batch:
+                self._run(expert, batch)
+            self.busy_expert = None
+
+    def _engine(self, cfg: ModelConfig) -> Engine:
+        key = cfg.shape_key
+        if key not in self._engines:
+            self._engines[key] = Engine(cfg, dtype=self.dtype, device=self.device, fused=self.fused)
+        return self._engines[key]
+
+    def _run(self, expert: str, batch: list[GenRequest]) -> None:
+        t0 = time.monotonic()
+        try:
+            lease = self.store.acquire(expert)
+        except Exception as e:  # a failed expert fails its own requests only
+            for r in batch:
+                r.sink(Failed(e))
+            return
+        rt = self.runtimes[expert]
+        try:
+            with lease:
+                engine = self._engine(lease.config)
+                engine.set_weights(lease.weights, name=expert)
+                for r in batch:
+                    r.sink(Started(expert, lease.source_tier, lease.switch_s, t0 - r.arrival))
+                last: list[Delta | None] = [None] * len(batch)
+                for deltas in engine.stream([r.prompt_ids for r in batch], [r.params for r in batch],
+                                            rt.eos_ids, rt.tokenizer.decode,
+                                            cancelled=lambda i: batch[i].cancelled.is_set()):
+                    for d in deltas:
+                        last[d.index] = d
+                        batch[d.index].sink(d)
+                for r, d in zip(batch, last):
+                    r.sink(Finished(d.finish_reason if d and d.finish_reason else "cancelled",
+                                    d.completion_tokens if d else 0))
+                if self.on_batch:
+                    self.on_batch(expert, batch, lease)
+        except Exception as e:
+            log.exception("generation failed on expert %s", expert)
+            for r in batch:
+                r.sink(Failed(e))

@@ -1,0 +1,75 @@
+"""Assemble a server from a CoE file: store, router, tokenizers, scheduler. An expert that
+cannot load its tokenizer or config is marked broken here and answers 503; the rest serve."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from coeflow.coefile import load_coe
+from coeflow.errors import CoeflowError, ConfigError
+from coeflow.model import ModelConfig, Tokenizer, parse_dtype, resolve_device
+from coeflow.scheduler import ExpertRuntime, Scheduler
+from coeflow.server.app import CoEServer
+from coeflow.server.protocol import Limits
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ServerOptions:
+    device_mem: int | None = None  # bytes; None = unlimited
+    host_mem: int | None = None
+    dtype: str = "fp32"
+    device: str = "auto"
+    fused: bool = True
+    policy: str = "lru"
+    max_batch: int = 8
+    max_queue: int = 256
+    max_wait_s: float = 10.0
+    limits: Limits = None  # type: ignore[assignment]
+    api_key: str | None = None
+    warm_up: bool = True
+
+    def __post_init__(self) -> None:
+        if self.limits is None:
+            self.limits = Limits()
+
+
+def build_server(coe_path: str | Path, opts: ServerOptions) -> CoEServer:
+    from coeflow.router import load_router_for_coe
+    from coeflow.store import ExpertStore
+
+    coe = load_coe(coe_path)
+    store = ExpertStore(coe, device_mem=opts.device_mem, host_mem=opts.host_mem,
+                        dtype=parse_dtype(opts.dtype), device=resolve_device(opts.device), policy=opts.policy)
+    runtimes: dict[str, ExpertRuntime] = {}
+    broken: dict[str, str] = {}
+    contexts: dict[str, int] = {}
+    shapes: dict[tuple, str] = {}  # one expert per shape is enough to compile its decode step
+    for spec in coe.experts:
+        try:
+            tok = Tokenizer.from_dir(spec.path)
+            cfg = ModelConfig.from_dir(spec.path)
+        except CoeflowError as e:
+            broken[spec.name] = str(e)
+            log.error("expert %s cannot serve: %s", spec.name, e)
+            continue
+        runtimes[spec.name] = ExpertRuntime(tok, frozenset(tok.eos_ids | set(cfg.eos_token_ids)))
+        contexts[spec.name] = cfg.max_position_embeddings
+        shapes.setdefault(cfg.shape_key, spec.name)
+    for s in store.status():
+        if s.error and s.name not in broken:
+            broken[s.name] = s.error
+    if not runtimes:
+        raise ConfigError(f"{coe.source}: no expert can serve: " + "; ".join(f"{k}: {v}" for k, v in broken.items()))
+    router = None
+    if coe.router_dir.exists():
+        router = load_router_for_coe(coe)
+    else:
+        log.warning("%s: no trained router at %s; model 'coe' is unavailable", coe.source, coe.router_dir)
+    scheduler = Scheduler(store, runtimes, dtype=opts.dtype, device=opts.device, fused=opts.fused,
+                          max_batch=opts.max_batch, max_queue=opts.max_queue, max_wait_s=opts.max_wait_s)
+    warm = [n for n in shapes.values() if n not in broken] if opts.warm_up and opts.fused else []
+    return CoEServer(coe, store, scheduler, runtimes, router, opts.limits, opts.api_key, broken, contexts, warm)

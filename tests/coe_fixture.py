@@ -1,0 +1,47 @@
+"""A tiny CoE on disk: three experts written by transformers and a trained router."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from checkpoints import make_checkpoint
+
+EXPERTS = {
+    "sql": ["select name from users where id = 1", "write a sql query joining orders and users",
+            "sql: count rows in the table", "group by country in sql", "insert into table values",
+            "delete from users where age > 30 sql"],
+    "shell": ["ls -la in my home directory", "grep recursively for a word in bash",
+              "how do I chmod a file in the shell", "bash loop over files", "tar and gzip a folder",
+              "kill a process by name in linux shell"],
+    "general": ["tell me a story about a fox", "what is the weather like in spring",
+                "write a short poem about the sea", "explain friendship to a child",
+                "describe a quiet morning", "give me advice for a job interview"],
+}
+
+
+def write_coe(root: Path, broken: str | None = None) -> Path:
+    """Experts of one shape (one compiled step serves all). `broken` gets a truncated file."""
+    experts = []
+    for i, (name, examples) in enumerate(EXPERTS.items()):
+        make_checkpoint(root / "experts" / name, "llama-gqa", seed=10 + i)
+        experts.append({"name": name, "path": f"experts/{name}", "description": f"{name} expert",
+                        "examples": examples})
+    (root / "coe.yaml").write_text(yaml.safe_dump({"name": "test", "fallback": "general", "experts": experts}))
+    from coeflow.coefile import load_coe
+    from coeflow.router import examples_from_coe, train_router
+    coe = load_coe(root / "coe.yaml")
+    train_router(examples_from_coe(coe), coe.expert_names, coe.fallback, folds=3).save(coe.router_dir)
+    if broken:
+        f = root / "experts" / broken / "model.safetensors"
+        f.write_bytes(f.read_bytes()[:-4096])
+    return root / "coe.yaml"
+
+
+def start(coe: Path, **opts):
+    from coeflow.server import ServerOptions, build_server, serving
+    opts.setdefault("fused", False)  # the compiled path is covered by the engine's tests
+    opts.setdefault("warm_up", False)
+    srv = build_server(coe, ServerOptions(**opts))
+    return srv, serving(srv)
