@@ -1,0 +1,157 @@
+"""The server as an OpenAI client sees it: chat and completions, streaming and not, routed and
+direct, concurrency, disconnects, every error in the OpenAI shape."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+
+import httpx
+import openai
+import pytest
+
+from coeflow.router import Router
+
+
+def chat(client, model, text, **kw):
+    kw.setdefault("max_tokens", 12)
+    kw.setdefault("temperature", 0)
+    return client.chat.completions.create(model=model, messages=[{"role": "user", "content": text}], **kw)
+
+
+def test_models_lists_coe_and_every_expert(client):
+    ids = [m.id for m in client.models.list()]
+    assert ids == ["coe", "sql", "shell", "general"]
+
+
+def test_chat_direct_answers_with_usage_and_expert(client):
+    raw = client.chat.completions.with_raw_response.create(
+        model="shell", messages=[{"role": "user", "content": "ls -la"}], max_tokens=10, temperature=0)
+    r = raw.parse()
+    assert raw.headers["x-coeflow-expert"] == "shell"
+    assert r.model == "shell" and r.choices[0].message.role == "assistant"
+    assert r.usage.completion_tokens <= 10 and r.usage.prompt_tokens > 0
+    assert r.usage.total_tokens == r.usage.prompt_tokens + r.usage.completion_tokens
+    assert r.choices[0].finish_reason in ("stop", "length")
+    assert r.model_extra["coeflow"]["expert"] == "shell"
+
+
+def test_routed_request_goes_where_the_router_says(client, coe_file):
+    from coeflow.coefile import load_coe
+    router = Router.load(load_coe(coe_file).router_dir)
+    for text in ("select name from users where id = 2", "grep recursively for foo in bash"):
+        raw = client.chat.completions.with_raw_response.create(
+            model="coe", messages=[{"role": "user", "content": text}], max_tokens=4, temperature=0)
+        d = router.route(text)
+        assert raw.headers["x-coeflow-expert"] == d.expert
+        assert abs(float(raw.headers["x-coeflow-confidence"]) - d.confidence) < 1e-3
+        assert raw.parse().model_extra["coeflow"]["routed"] is True
+
+
+@pytest.mark.parametrize("kind", ["chat", "completions"])
+def test_stream_equals_non_stream(client, kind):
+    if kind == "chat":
+        whole = chat(client, "sql", "select", max_tokens=16).choices[0].message.content
+        stream = chat(client, "sql", "select", max_tokens=16, stream=True,
+                      stream_options={"include_usage": True})
+        chunks = list(stream)
+        text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    else:
+        whole = client.completions.create(model="sql", prompt="select", max_tokens=16, temperature=0).choices[0].text
+        chunks = list(client.completions.create(model="sql", prompt="select", max_tokens=16, temperature=0,
+                                                stream=True, stream_options={"include_usage": True}))
+        text = "".join(c.choices[0].text for c in chunks if c.choices)
+    assert text == whole and whole
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens >= 1
+    assert any(c.choices and c.choices[0].finish_reason for c in chunks)
+
+
+def test_concurrent_streams_all_complete_and_match_sequential(client):
+    prompts = [("sql", "select id"), ("shell", "ls"), ("general", "the fox"), ("sql", "from users"),
+               ("shell", "grep foo"), ("general", "a story")] * 2
+    want = [chat(client, m, p).choices[0].message.content for m, p in prompts]
+
+    def streamed(mp):
+        m, p = mp
+        return "".join(c.choices[0].delta.content or "" for c in chat(client, m, p, stream=True) if c.choices)
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        got = list(pool.map(streamed, prompts))
+    assert got == want
+
+
+def test_client_disconnect_mid_stream_frees_its_slot(live, client):
+    srv, url = live
+    with httpx.stream("POST", f"{url}/chat/completions", timeout=30, json={
+            "model": "general", "messages": [{"role": "user", "content": "a story"}],
+            "max_tokens": 250, "stream": True, "temperature": 0}) as r:
+        for i, _ in enumerate(r.iter_lines()):
+            if i >= 3:
+                break  # hang up after a few chunks
+    # the server keeps serving, and the abandoned sequence was cancelled, not run to 250 tokens
+    assert chat(client, "sql", "select").choices[0].message.content is not None
+    metrics = httpx.get(url.removesuffix("/v1") + "/metrics").text
+    assert 'coeflow_requests_total{expert="general",outcome="cancelled"}' in metrics
+
+
+@pytest.mark.parametrize("body,status,needle", [
+    ({"model": "sql", "messages": "hi"}, 400, "messages"),
+    ({"model": "sql", "messages": [{"role": "user", "content": "x"}], "max_tokens": "ten"}, 400, "max_tokens"),
+    ({"model": "sql", "messages": [{"role": "user", "content": "x"}], "max_tokens": -1}, 400, "max_tokens"),
+    ({"model": "sql", "messages": [{"role": "user", "content": "x"}], "max_tokens": 10**9}, 400, "max_tokens"),
+    ({"model": "sql", "messages": [{"role": "user", "content": "x"}], "temperature": 7}, 400, "temperature"),
+    ({"model": "sql", "messages": [{"role": "user", "content": "x"}], "n": 3}, 400, "'n'"),
+    ({"model": "sql", "messages": [{"role": "wizard", "content": "x"}]}, 400, "role"),
+    ({"model": "sql", "messages": [{"role": "user", "content": "x" * 5000}]}, 400, "tokens"),
+    ({"messages": [{"role": "user", "content": "x"}]}, 400, "model"),
+    ({"model": "gpt-5", "messages": [{"role": "user", "content": "x"}]}, 404, "gpt-5"),
+])
+def test_bad_requests_get_openai_errors(live, body, status, needle):
+    r = httpx.post(f"{live[1]}/chat/completions", json=body, timeout=30)
+    assert r.status_code == status
+    err = r.json()["error"]
+    assert needle in err["message"] and err["type"]
+
+
+def test_malformed_json_is_a_400(live):
+    r = httpx.post(f"{live[1]}/chat/completions", content=b"{not json", timeout=30,
+                   headers={"content-type": "application/json"})
+    assert r.status_code == 400 and "JSON" in r.json()["error"]["message"]
+
+
+def test_openai_client_raises_typed_errors(client):
+    with pytest.raises(openai.NotFoundError):
+        chat(client, "no-such-expert", "x")
+    with pytest.raises(openai.BadRequestError):
+        chat(client, "sql", "x", max_tokens=0)
+
+
+def test_full_queue_is_a_429_with_a_message(live, client):
+    srv, _ = live
+    before, srv.scheduler.max_queue = srv.scheduler.max_queue, 0
+    try:
+        with pytest.raises(openai.RateLimitError, match="queue is full"):
+            chat(client, "sql", "select")
+    finally:
+        srv.scheduler.max_queue = before
+    assert chat(client, "sql", "select").choices[0].message.content is not None
+
+
+def test_experts_endpoint_and_admin_routes(live, client):
+    url = live[1]
+    chat(client, "shell", "ls")
+    rows = {r["name"]: r for r in httpx.get(f"{url}/experts").json()["data"]}
+    assert set(rows) == {"sql", "shell", "general"}
+    assert rows["shell"]["tier"] == "device" and rows["shell"]["bytes"] > 0 and rows["shell"]["hits"] + rows["shell"]["misses"] >= 1
+    assert httpx.post(f"{url}/experts/sql/pin", json={"pinned": True}).json()["pinned"] is True
+    assert httpx.post(f"{url}/experts/general/unload", json={"tier": "disk"}).json()["tier"] == "disk"
+    assert httpx.post(f"{url}/experts/general/load").json()["tier"] == "device"
+    assert httpx.post(f"{url}/experts/nobody/load").status_code == 404
+
+
+def test_metrics_count_requests_tokens_and_latency(live, client):
+    chat(client, "sql", "select", max_tokens=5)
+    text = httpx.get(live[1].removesuffix("/v1") + "/metrics").text
+    for name in ("coeflow_requests_total", "coeflow_completion_tokens_total", "coeflow_time_to_first_token_seconds_bucket",
+                 "coeflow_switch_seconds", "coeflow_router_latency_seconds", "coeflow_queue_depth",
+                 "coeflow_expert_acquires_total"):
+        assert name in text, name
