@@ -1,0 +1,124 @@
+"""The expert library: where each expert's tensors lie on disk and where they will lie in a
+tier's buffer. Computed once at start-up from config.json and the safetensors headers (no
+weight bytes read), so sizes are exact before anything is loaded and a broken checkpoint is
+found before the first request."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from coeflow.model import ModelConfig, index_checkpoint
+from coeflow.model.checkpoint import TensorInfo
+from coeflow.store.tiers import ALIGN, align_up
+
+
+@dataclass(frozen=True)
+class Placement:
+    """One tensor inside an expert's block: `offset` bytes from the block's start."""
+    name: str
+    offset: int
+    shape: tuple[int, ...]
+    dtype: torch.dtype  # the store's dtype
+    source: TensorInfo  # where it is on disk (maybe another dtype)
+
+    @property
+    def nbytes(self) -> int:
+        return _numel(self.shape) * self.dtype.itemsize
+
+    @property
+    def converted(self) -> bool:
+        return self.source.dtype != self.dtype
+
+
+@dataclass(frozen=True)
+class Run:
+    """A contiguous byte range of one file that lands unchanged at `offset` in the block:
+    the unit of the chunked parallel read."""
+    file: Path
+    file_start: int
+    length: int
+    offset: int
+
+
+@dataclass(frozen=True)
+class FileStamp:
+    """Size and mtime at start-up: a file changed since is refused, not half-trusted."""
+    file: Path
+    size: int
+    mtime_ns: int
+
+
+@dataclass(frozen=True)
+class ExpertLayout:
+    config: ModelConfig
+    tensors: tuple[Placement, ...]
+    runs: tuple[Run, ...]
+    files: tuple[FileStamp, ...]
+    nbytes: int        # real tensor bytes in the store's dtype
+    block_bytes: int   # nbytes plus alignment padding: what a tier grants
+
+    @property
+    def converted(self) -> tuple[Placement, ...]:
+        return tuple(p for p in self.tensors if p.converted)
+
+    def views(self, buffer: torch.Tensor, base: int) -> dict[str, torch.Tensor]:
+        """The expert's tensors as views of `buffer` (uint8) at `base`: no allocation of data."""
+        return {p.name: buffer[base + p.offset: base + p.offset + p.nbytes].view(p.dtype).view(p.shape)
+                for p in self.tensors}
+
+
+def plan_layout(path: str | Path, dtype: torch.dtype) -> ExpertLayout:
+    """Read config.json and the safetensors headers (validated by `index_checkpoint`) and lay
+    the tensors out in file order, so that tensors adjacent on disk and already in `dtype`
+    form one run copied straight from the file. Raises CheckpointError for a bad checkpoint."""
+    cfg = ModelConfig.from_dir(path)
+    infos = index_checkpoint(path, cfg)
+    ordered = sorted(infos.values(), key=lambda t: (str(t.file), t.start))
+    placements: list[Placement] = []
+    runs: list[Run] = []
+    offset = 0
+    cur: Run | None = None
+    for t in ordered:
+        direct = t.dtype == dtype
+        joins = (direct and cur is not None and cur.file == t.file
+                 and cur.file_start + cur.length == t.start
+                 and (t.start - cur.file_start) % dtype.itemsize == 0)
+        if joins:
+            assert cur is not None
+            placements.append(Placement(t.name, cur.offset + cur.length, t.shape, dtype, t))
+            cur = Run(cur.file, cur.file_start, cur.length + t.nbytes, cur.offset)
+            runs[-1] = cur
+            offset = cur.offset + cur.length
+            continue
+        offset = align_up(offset, ALIGN)
+        placements.append(Placement(t.name, offset, t.shape, dtype, t))
+        if direct:
+            cur = Run(t.file, t.start, t.nbytes, offset)
+            runs.append(cur)
+        else:
+            cur = None
+        offset += _numel(t.shape) * dtype.itemsize
+    by_name = {p.name: p for p in placements}
+    stamps = []
+    for f in sorted({t.file for t in ordered}):
+        st = os.stat(f)
+        stamps.append(FileStamp(f, st.st_size, st.st_mtime_ns))
+    return ExpertLayout(
+        config=cfg,
+        tensors=tuple(by_name[n] for n in infos),  # Hugging Face order
+        runs=tuple(runs),
+        files=tuple(stamps),
+        nbytes=sum(p.nbytes for p in placements),
+        block_bytes=align_up(offset, ALIGN),
+    )
+
+
+def _numel(shape: tuple[int, ...]) -> int:
+    n = 1
+    for s in shape:
+        n *= s
+    return n

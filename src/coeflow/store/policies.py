@@ -1,0 +1,133 @@
+"""Eviction policies: which resident expert leaves a full tier.
+
+The store filters first (pinned, leased, loading and awaited experts are never candidates)
+and prefers the lowest priority class; a policy only orders what is left. The same policy
+objects drive `replay`, the offline simulator of `coeflow bench cache`, where time is the
+index of the request in the trace, which is what lets Belady (which must see the future)
+sit beside the online policies."""
+
+from __future__ import annotations
+
+import bisect
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Sequence
+
+from coeflow.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """What a policy may look at: one resident, evictable expert."""
+    name: str
+    nbytes: int
+    last_used: float   # time of last acquire (or of the load, if never acquired)
+    loaded_at: float   # when it entered the tier
+    uses: int          # acquires since it entered the store
+    priority: int = 0
+
+
+class EvictionPolicy(ABC):
+    name: str = "?"
+
+    @abstractmethod
+    def victim(self, candidates: Sequence[Candidate], now: float) -> Candidate:
+        """The candidate to evict (candidates is never empty)."""
+
+
+class LRU(EvictionPolicy):
+    """Least recently used: the default; ollama, llama.cpp's router and LoRAX do the same."""
+    name = "lru"
+
+    def victim(self, candidates: Sequence[Candidate], now: float) -> Candidate:
+        return min(candidates, key=lambda c: (c.last_used, c.name))
+
+
+class LFU(EvictionPolicy):
+    """Least frequently used, ties broken by recency."""
+    name = "lfu"
+
+    def victim(self, candidates: Sequence[Candidate], now: float) -> Candidate:
+        return min(candidates, key=lambda c: (c.uses, c.last_used, c.name))
+
+
+class FIFO(EvictionPolicy):
+    """First in, first out: the baseline that ignores use."""
+    name = "fifo"
+
+    def victim(self, candidates: Sequence[Candidate], now: float) -> Candidate:
+        return min(candidates, key=lambda c: (c.loaded_at, c.name))
+
+
+class Belady(EvictionPolicy):
+    """Offline optimum for equal-size items: evict the expert whose next request lies
+    furthest in the future (never requested again = infinitely far). Needs the whole trace,
+    so it only exists for evaluation; `now` is the index of the current request."""
+    name = "belady"
+
+    def __init__(self, trace: Sequence[str]):
+        self._uses: dict[str, list[int]] = {}
+        for i, name in enumerate(trace):
+            self._uses.setdefault(name, []).append(i)
+
+    def next_use(self, name: str, now: float) -> float:
+        uses = self._uses.get(name, [])
+        i = bisect.bisect_right(uses, now)
+        return uses[i] if i < len(uses) else float("inf")
+
+    def victim(self, candidates: Sequence[Candidate], now: float) -> Candidate:
+        return max(candidates, key=lambda c: (self.next_use(c.name, now), c.name))
+
+
+ONLINE_POLICIES = {"lru": LRU, "lfu": LFU, "fifo": FIFO}
+
+
+def make_policy(policy: str | EvictionPolicy) -> EvictionPolicy:
+    if isinstance(policy, EvictionPolicy):
+        return policy
+    if policy not in ONLINE_POLICIES:
+        raise ConfigError(f"unknown eviction policy {policy!r}; choose one of "
+                          f"{', '.join(ONLINE_POLICIES)} (belady needs the trace: pass Belady(trace))")
+    return ONLINE_POLICIES[policy]()
+
+
+def choose_victim(policy: EvictionPolicy, candidates: Sequence[Candidate], now: float) -> Candidate:
+    """Priority first (lower priority leaves first), then the policy's order."""
+    lowest = min(c.priority for c in candidates)
+    return policy.victim([c for c in candidates if c.priority == lowest], now)
+
+
+@dataclass
+class ReplayResult:
+    policy: str
+    requests: int
+    hits: int
+    bytes_moved: int
+
+    @property
+    def hit_rate(self) -> float:
+        return self.hits / self.requests if self.requests else 0.0
+
+
+def replay(trace: Sequence[str], sizes: dict[str, int], capacity: int,
+           policy: EvictionPolicy) -> ReplayResult:
+    """Simulate one tier of `capacity` bytes serving `trace`: a miss loads the expert
+    (bytes moved += its size), evicting victims chosen by `policy` until it fits."""
+    resident: dict[str, Candidate] = {}
+    used = hits = moved = 0
+    for now, name in enumerate(trace):
+        if name in resident:
+            c = resident[name]
+            resident[name] = Candidate(name, c.nbytes, now, c.loaded_at, c.uses + 1, c.priority)
+            hits += 1
+            continue
+        size = sizes[name]
+        if size > capacity:
+            raise ConfigError(f"expert {name!r} ({size} bytes) is larger than the tier ({capacity} bytes)")
+        while used + size > capacity:
+            v = choose_victim(policy, list(resident.values()), now)
+            used -= resident.pop(v.name).nbytes
+        resident[name] = Candidate(name, size, now, now, 1)
+        used += size
+        moved += size
+    return ReplayResult(policy.name, len(trace), hits, moved)

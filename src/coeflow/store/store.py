@@ -1,0 +1,545 @@
+"""The expert store: every expert of a CoE file in one of three tiers, disk -> host -> device.
+
+Rules that make it safe to call from many threads at once:
+- One lock guards all bookkeeping; bytes move outside it, in loader threads.
+- An expert is served only from a tier it is *ready* in: its weights dict is published after
+  every byte is in (and, on CUDA, after the copy has landed), so a half-loaded expert is
+  never visible. A failed load frees its bytes and marks the expert failed; others go on.
+- The hierarchy is inclusive: an expert on the device also keeps its host copy, so leaving
+  the device costs nothing and "unload" goes to DRAM, not to nothing.
+- Leased, awaited, loading and pinned experts are never evicted; among the rest the lowest
+  priority class leaves first and the policy (LRU by default) orders within it.
+- One load per expert at a time: concurrent prefetches and acquires share its Future."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from coeflow.coefile import CoEFile, ExpertSpec
+from coeflow.errors import CoeflowError, ConfigError
+from coeflow.model import ModelConfig, parse_dtype, resolve_device
+from coeflow.store.library import ExpertLayout, plan_layout
+from coeflow.store.loader import copy_to_device, read_expert
+from coeflow.store.policies import Candidate, EvictionPolicy, choose_victim, make_policy
+from coeflow.store.pool import DevicePool, HostPool
+from coeflow.store.tiers import parse_bytes
+
+log = logging.getLogger(__name__)
+
+RANK = {"disk": 0, "host": 1, "device": 2}
+RECENT_SWITCHES = 10
+
+
+class ExpertUnavailableError(CoeflowError):
+    """The expert cannot be served: its checkpoint is broken, or it cannot be made resident."""
+
+
+class UnknownExpertError(ConfigError, KeyError):
+    """No expert of that name in the CoE file (also a KeyError, for dict-like callers)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+@dataclass
+class ExpertStatus:
+    name: str
+    tier: str  # "device" | "host" | "disk" | "failed" | "loading"
+    bytes: int
+    hits: int
+    misses: int
+    last_used: float | None
+    pinned: bool
+    priority: int
+    error: str | None
+    recent_switches: list[dict] = field(default_factory=list)
+    leases: int = 0
+
+
+class Lease:
+    """The right to use an expert's weights: while held, the expert stays on the device tier
+    and `weights` stay valid. Release it (or use `with`) when the engine is done with them;
+    weights attached to an engine after release may be overwritten by another expert."""
+
+    def __init__(self, store: "ExpertStore", name: str, config: ModelConfig,
+                 weights: dict[str, torch.Tensor], source_tier: str, switch_s: float):
+        self.name, self.config, self.weights = name, config, weights
+        self.source_tier, self.switch_s = source_tier, switch_s
+        self._store: ExpertStore | None = store
+        self._lock = threading.Lock()
+
+    def release(self) -> None:
+        with self._lock:
+            store, self._store = self._store, None
+        if store is not None:
+            store._release(self.name)
+
+    @property
+    def released(self) -> bool:
+        return self._store is None
+
+    def __enter__(self) -> "Lease":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+    def __repr__(self) -> str:
+        return f"Lease({self.name!r}, from {self.source_tier}, {self.switch_s * 1e3:.1f} ms)"
+
+
+@dataclass(eq=False)
+class _Expert:
+    spec: ExpertSpec
+    layout: ExpertLayout | None = None
+    error: str | None = None
+    pinned: bool = False
+    priority: int = 0
+    host_off: int | None = None
+    host_weights: dict[str, torch.Tensor] | None = None
+    host_at: float = 0.0
+    dev_off: int | None = None
+    dev_weights: dict[str, torch.Tensor] | None = None
+    dev_at: float = 0.0
+    job: Future | None = None
+    job_target: str | None = None
+    leases: int = 0
+    waiters: int = 0
+    hits: int = 0
+    misses: int = 0
+    last_used: float | None = None
+    recent: deque = field(default_factory=lambda: deque(maxlen=RECENT_SWITCHES))
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def block_bytes(self) -> int:
+        return self.layout.block_bytes if self.layout else 0
+
+    @property
+    def tier(self) -> str:
+        if self.error is not None:
+            return "failed"
+        if self.dev_weights is not None:
+            return "device"
+        return "host" if self.host_weights is not None else "disk"
+
+
+def _gb(n: int) -> str:
+    return f"{n / 1e9:.3f} GB" if n >= 10**7 else f"{n} bytes"
+
+
+class ExpertStore:
+    """Three tiers with byte budgets: `device_mem` (the experts the engine may attach; on
+    CUDA a pre-allocated slab) and `host_mem` (one pre-allocated DRAM pool, pinned when CUDA
+    is present). None means "room for every expert" (on CUDA capped at 90% of free memory).
+    `clock` gives unix time for last use and TTLs (injectable for tests)."""
+
+    def __init__(self, coe: CoEFile, *, device_mem: int | str | None, host_mem: int | str | None,
+                 dtype: torch.dtype | str = torch.float32, device: torch.device | str = "cpu",
+                 policy: str | EvictionPolicy = "lru", load_threads: int = 4,
+                 clock: Callable[[], float] = time.time):
+        self.dtype = parse_dtype(dtype)
+        self.device = resolve_device(device) if isinstance(device, str) else device
+        self.policy = make_policy(policy)
+        self._clock = clock
+        self._cond = threading.Condition(threading.RLock())
+        self._closed = False
+        self._experts: dict[str, _Expert] = {}
+        for spec in coe.experts:
+            e = _Expert(spec, pinned=spec.pin, priority=spec.priority)
+            try:
+                e.layout = plan_layout(spec.path, self.dtype)
+            except (CoeflowError, OSError) as err:
+                e.error = str(err)
+                log.warning("expert %s: marked failed: %s", spec.name, err)
+            self._experts[spec.name] = e
+        valid = [e for e in self._experts.values() if e.layout is not None]
+        everything = sum(e.block_bytes for e in valid)
+        host_cap = parse_bytes(host_mem) if host_mem is not None else everything
+        if device_mem is not None:
+            dev_cap = parse_bytes(device_mem)
+        elif self.device.type == "cuda":
+            dev_cap = min(everything, int(0.9 * torch.cuda.mem_get_info(self.device)[0]))
+        else:
+            dev_cap = host_cap
+        for e in valid:
+            for tier, cap in (("device", dev_cap), ("host", host_cap)):
+                if e.block_bytes > cap:
+                    raise ConfigError(f"expert {e.name!r} needs {_gb(e.layout.nbytes)} in "
+                                      f"{self.dtype} but the {tier} tier's budget is {_gb(cap)}")
+        pinned = sum(e.block_bytes for e in valid if e.pinned)
+        if pinned > min(dev_cap, host_cap):
+            raise ConfigError(f"pinned experts need {_gb(pinned)} but the device tier holds "
+                              f"{_gb(min(dev_cap, host_cap))}")
+        self._host = HostPool(host_cap, pinned=torch.cuda.is_available())
+        self._dev = DevicePool(dev_cap, self.device)
+        self._stream = torch.cuda.Stream(self.device) if self._dev.copies else None
+        self._io = ThreadPoolExecutor(max(1, load_threads), thread_name_prefix="coeflow-store-io")
+        self._jobs = ThreadPoolExecutor(min(32, len(self._experts) + 2),
+                                        thread_name_prefix="coeflow-store-load")
+        self._stop = threading.Event()
+        ttls = [e.spec.ttl_s for e in self._experts.values() if e.spec.ttl_s]
+        self._janitor = None
+        if ttls:
+            interval = min(30.0, max(0.5, min(ttls) / 4))
+            self._janitor = threading.Thread(target=self._janitor_loop, args=(interval,),
+                                             name="coeflow-store-ttl", daemon=True)
+            self._janitor.start()
+        log.info("store: %d experts (%d failed), host %s, device %s (%s), policy %s",
+                 len(self._experts), len(self._experts) - len(valid), _gb(host_cap), _gb(dev_cap),
+                 self.device, self.policy.name)
+        for e in valid:
+            if e.pinned:
+                self.prefetch(e.name)
+
+    # ---------------------------------------------------------------- public API
+    def acquire(self, name: str, timeout: float | None = None) -> Lease:
+        """Block until `name` is ready on the device tier; the lease keeps it there."""
+        t0 = time.perf_counter()
+        with self._cond:
+            e = self._get(name)
+            self._sweep()
+            if e.error is not None:
+                raise ExpertUnavailableError(f"expert {name!r} is unavailable: {e.error}")
+            source = e.tier
+            if e.dev_weights is not None:
+                e.hits += 1
+                return self._lease(e, source, t0, switched=False)
+            e.misses += 1
+            e.waiters += 1
+            fut = self._ensure(e, "device")
+        try:
+            fut.result(timeout=timeout)
+        except BaseException as err:
+            with self._cond:
+                e.waiters -= 1
+                self._cond.notify_all()
+            if isinstance(err, TimeoutError):
+                raise TimeoutError(f"expert {name!r} not resident after {timeout} s "
+                                   "(its load goes on)") from None
+            raise
+        with self._cond:
+            e.waiters -= 1
+            if e.dev_weights is None:  # cannot happen while waiters > 0 protects it
+                raise ExpertUnavailableError(f"expert {name!r} left the device tier while awaited")
+            return self._lease(e, source, t0, switched=True)
+
+    def prefetch(self, name: str) -> Future:
+        """Start moving `name` up to the device tier now; returns at once. Every caller
+        asking for the same expert while it moves gets the same Future."""
+        with self._cond:
+            return self._ensure(self._get(name), "device")
+
+    def load(self, name: str, tier: str = "device") -> None:
+        """Make `name` ready in `tier` ("host" or "device") and return. A failed expert is
+        retried: its checkpoint is read and checked again."""
+        if tier not in ("host", "device"):
+            raise ConfigError(f"cannot load into tier {tier!r}; choose host or device")
+        with self._cond:
+            e = self._get(name)
+            retry = e.error is not None and e.job is None
+        if retry:
+            try:
+                layout = plan_layout(e.spec.path, self.dtype)
+            except (CoeflowError, OSError) as err:
+                with self._cond:
+                    e.error = str(err)
+                raise ExpertUnavailableError(f"expert {name!r} is unavailable: {err}") from None
+            with self._cond:
+                if layout.block_bytes > min(self._host.capacity, self._dev.arena.capacity):
+                    raise ConfigError(f"expert {name!r} needs {_gb(layout.nbytes)}, more than a tier's budget")
+                e.layout, e.error = layout, None
+        with self._cond:
+            fut = self._ensure(e, tier)
+        fut.result()
+
+    def unload(self, name: str, tier: str = "host") -> None:
+        """Move `name` down to `tier`: "host" frees its device bytes, "disk" frees both."""
+        if tier not in ("host", "disk"):
+            raise ConfigError(f"cannot unload to tier {tier!r}; choose host or disk")
+        while True:
+            with self._cond:
+                e = self._get(name)
+                fut = e.job
+                if fut is None:
+                    if e.leases or e.waiters:
+                        raise ConfigError(f"expert {name!r} is in use ({e.leases} leases, "
+                                          f"{e.waiters} waiting); release them first")
+                    self._evict(e, "device" if tier == "host" else "host")
+                    self._cond.notify_all()
+                    return
+            try:
+                fut.result()
+            except CoeflowError:
+                pass
+
+    def pin(self, name: str, pinned: bool = True) -> None:
+        """Pinned experts are loaded to the device tier now and never evicted."""
+        with self._cond:
+            e = self._get(name)
+            if pinned and not e.pinned and e.layout is not None:
+                total = e.block_bytes + sum(x.block_bytes for x in self._experts.values() if x.pinned)
+                cap = min(self._host.capacity, self._dev.arena.capacity)
+                if total > cap:
+                    raise ConfigError(f"pinning {name!r} would pin {_gb(total)}, more than the "
+                                      f"device tier's {_gb(cap)}")
+            e.pinned = pinned
+            self._cond.notify_all()
+            if pinned and e.error is None:
+                self._ensure(e, "device")
+
+    def config(self, name: str) -> ModelConfig:
+        """The expert's model config (known from start-up, before any weight is read)."""
+        with self._cond:
+            e = self._get(name)
+            if e.layout is None:
+                raise ExpertUnavailableError(f"expert {name!r} is unavailable: {e.error}")
+            return e.layout.config
+
+    def status(self) -> list[ExpertStatus]:
+        with self._cond:
+            self._sweep()
+            return [ExpertStatus(
+                name=e.name,
+                tier="loading" if e.job is not None and e.error is None else e.tier,
+                bytes=e.layout.nbytes if e.layout else 0,
+                hits=e.hits, misses=e.misses, last_used=e.last_used, pinned=e.pinned,
+                priority=e.priority, error=e.error, recent_switches=list(e.recent), leases=e.leases,
+            ) for e in self._experts.values()]
+
+    @property
+    def budgets(self) -> dict[str, int]:
+        return {"host": self._host.capacity, "device": self._dev.arena.capacity}
+
+    def used(self) -> dict[str, int]:
+        """Bytes granted in each tier now (loads in flight included)."""
+        with self._cond:
+            return {"host": self._host.arena.used, "device": self._dev.arena.used}
+
+    def close(self) -> None:
+        with self._cond:
+            if self._closed:
+                return
+            self._closed = True
+            self._cond.notify_all()
+        self._stop.set()
+        self._jobs.shutdown(wait=True, cancel_futures=True)
+        self._io.shutdown(wait=True)
+        if self._janitor is not None:
+            self._janitor.join()
+
+    def __enter__(self) -> "ExpertStore":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ---------------------------------------------------------------- internals
+    def _get(self, name: str) -> _Expert:
+        if self._closed:
+            raise ExpertUnavailableError("the expert store is closed")
+        try:
+            return self._experts[name]
+        except KeyError:
+            raise UnknownExpertError(f"no expert named {name!r} (known: "
+                                     f"{', '.join(self._experts)})") from None
+
+    def _lease(self, e: _Expert, source: str, t0: float, switched: bool) -> Lease:
+        e.leases += 1
+        e.last_used = self._clock()
+        seconds = time.perf_counter() - t0
+        if switched:
+            e.recent.append({"source_tier": source, "seconds": seconds, "at": e.last_used})
+        assert e.layout is not None and e.dev_weights is not None
+        return Lease(self, e.name, e.layout.config, dict(e.dev_weights), source, seconds)
+
+    def _release(self, name: str) -> None:
+        with self._cond:
+            e = self._experts[name]
+            e.leases -= 1
+            e.last_used = self._clock()
+            self._cond.notify_all()
+
+    def _ensure(self, e: _Expert, target: str) -> Future:
+        """The Future of a job bringing `e` up to `target` (lock held): a finished one if it
+        is there already, the running job if that goes at least as high, else a new job
+        chained after the running one."""
+        if e.error is not None:
+            fut: Future = Future()
+            fut.set_exception(ExpertUnavailableError(f"expert {e.name!r} is unavailable: {e.error}"))
+            return fut
+        if RANK[e.tier] >= RANK[target]:
+            fut = Future()
+            fut.set_result(None)
+            return fut
+        if e.job is not None and RANK[e.job_target or "disk"] >= RANK[target]:
+            return e.job
+        fut = Future()
+        self._jobs.submit(self._run_job, e, target, e.job, fut)
+        e.job, e.job_target = fut, target
+        return fut
+
+    def _run_job(self, e: _Expert, target: str, prev: Future | None, fut: Future) -> None:
+        fut.set_running_or_notify_cancel()
+        error: BaseException | None = None
+        try:
+            if prev is not None:
+                try:
+                    prev.result()
+                except CoeflowError:
+                    pass
+            if e.error is not None:
+                raise ExpertUnavailableError(f"expert {e.name!r} is unavailable: {e.error}")
+            self._to_host(e)
+            if target == "device":
+                self._to_device(e)
+        except BaseException as err:  # delivered to every waiter through the Future
+            error = err
+        with self._cond:
+            if e.job is fut:
+                e.job, e.job_target = None, None
+            self._cond.notify_all()
+        if error is None:
+            fut.set_result(None)
+        else:
+            fut.set_exception(error)
+
+    def _to_host(self, e: _Expert) -> None:
+        with self._cond:
+            if e.host_weights is not None:
+                return
+            off = self._make_room("host", e)
+            e.host_off = off
+        layout = e.layout
+        assert layout is not None
+        t = time.perf_counter()
+        try:
+            read_expert(layout, self._host.buffer, self._host.view, off, self._io)
+        except Exception as err:
+            with self._cond:
+                self._host.arena.free(off)
+                e.host_off = None
+                e.error = str(err) if isinstance(err, CoeflowError) else f"{type(err).__name__}: {err}"
+                self._cond.notify_all()
+            log.error("expert %s: load failed, marked failed: %s", e.name, e.error)
+            raise ExpertUnavailableError(f"expert {e.name!r} is unavailable: {e.error}") from None
+        weights = layout.views(self._host.buffer, off)
+        dt = time.perf_counter() - t
+        with self._cond:
+            e.host_weights, e.host_at = weights, self._clock()
+            self._cond.notify_all()
+        log.info("expert %s: disk -> host %s in %.3f s (%.2f GB/s)", e.name, _gb(layout.nbytes), dt,
+                 layout.nbytes / max(dt, 1e-9) / 1e9)
+
+    def _to_device(self, e: _Expert) -> None:
+        with self._cond:
+            if e.dev_weights is not None:
+                return
+            off = self._make_room("device", e)
+            e.dev_off = off
+            host_weights, host_off = e.host_weights, e.host_off
+        layout = e.layout
+        assert layout is not None and host_weights is not None and host_off is not None
+        if not self._dev.copies:
+            weights = host_weights  # CPU: the engine attaches the host pool's tensors, no copy
+        else:
+            t = time.perf_counter()
+            try:
+                assert self._dev.buffer is not None and self._stream is not None
+                copy_to_device(self._host.buffer, host_off, self._dev.buffer, off, layout.block_bytes,
+                               self._stream)
+            except Exception as err:
+                with self._cond:
+                    self._dev.arena.free(off)
+                    e.dev_off = None
+                    self._cond.notify_all()
+                raise ExpertUnavailableError(f"expert {e.name!r}: host -> device copy failed: {err}") from None
+            weights = layout.views(self._dev.buffer, off)
+            dt = time.perf_counter() - t
+            log.info("expert %s: host -> device %s in %.3f s (%.2f GB/s)", e.name, _gb(layout.nbytes),
+                     dt, layout.nbytes / max(dt, 1e-9) / 1e9)
+        with self._cond:
+            e.dev_weights, e.dev_at = weights, self._clock()
+            self._cond.notify_all()
+
+    def _resident(self, e: _Expert, tier: str) -> bool:
+        return (e.dev_weights if tier == "device" else e.host_weights) is not None
+
+    @staticmethod
+    def _evictable(e: _Expert) -> bool:
+        return not (e.leases or e.waiters or e.job is not None or e.pinned)
+
+    def _make_room(self, tier: str, e: _Expert) -> int:
+        """Grant `e`'s bytes in `tier`, evicting as needed (lock held). Waits while the room is
+        held by leased or loading experts; refuses when only pinned experts hold it."""
+        arena = self._host.arena if tier == "host" else self._dev.arena
+        need = e.block_bytes
+        while True:
+            if self._closed:
+                raise ExpertUnavailableError("the expert store is closed")
+            off = arena.alloc(need)
+            if off is not None:
+                return off
+            self._sweep()
+            cands = [x for x in self._experts.values()
+                     if x is not e and self._resident(x, tier) and self._evictable(x)]
+            if cands:
+                now = self._clock()
+                view = [Candidate(x.name, x.block_bytes,
+                                  x.last_used if x.last_used is not None else (x.dev_at if tier == "device" else x.host_at),
+                                  x.dev_at if tier == "device" else x.host_at, x.hits + x.misses, x.priority)
+                        for x in cands]
+                victim = self._experts[choose_victim(self.policy, view, now).name]
+                log.info("expert %s: evicted from %s for %s (%s)", victim.name, tier, e.name, self.policy.name)
+                self._evict(victim, tier)
+                continue
+            busy = any(x is not e and (x.leases or x.waiters or x.job is not None)
+                       for x in self._experts.values())
+            if not busy:
+                raise ExpertUnavailableError(
+                    f"expert {e.name!r} ({_gb(need)}) does not fit in the {tier} tier "
+                    f"({_gb(arena.capacity)}): the rest is held by pinned experts")
+            log.info("expert %s: waiting for room in the %s tier (held by leased or loading experts)",
+                     e.name, tier)
+            self._cond.wait()
+
+    def _evict(self, e: _Expert, tier: str) -> None:
+        """Drop `e` from `tier` (lock held); leaving the host also leaves the device."""
+        if e.dev_off is not None:
+            self._dev.arena.free(e.dev_off)
+            e.dev_off, e.dev_weights = None, None
+        if tier == "host" and e.host_off is not None:
+            self._host.arena.free(e.host_off)
+            e.host_off, e.host_weights = None, None
+
+    def _sweep(self) -> None:
+        """Unload experts idle for longer than their TTL (lock held)."""
+        now = None
+        for e in self._experts.values():
+            ttl = e.spec.ttl_s
+            if not ttl or e.host_weights is None or not self._evictable(e):
+                continue
+            now = self._clock() if now is None else now
+            idle_since = e.last_used if e.last_used is not None else e.host_at
+            if now - idle_since > ttl:
+                log.info("expert %s: idle for %.0f s > ttl %.0f s, unloaded", e.name, now - idle_since, ttl)
+                self._evict(e, "host")
+
+    def _janitor_loop(self, interval: float) -> None:
+        while not self._stop.wait(interval):
+            with self._cond:
+                if self._closed:
+                    return
+                self._sweep()
+                self._cond.notify_all()

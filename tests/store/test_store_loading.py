@@ -1,0 +1,107 @@
+"""Loading as the server relies on it: leases give the same tokens as loading the checkpoint
+directly, acquiring from the host tier copies nothing, prefetches share one load."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import torch
+from storekit import build_coe
+
+import coeflow.store.store as store_mod
+from coeflow.engine import Engine, SamplingParams
+from coeflow.errors import ConfigError
+from coeflow.store import ExpertStore
+
+PROMPT = [1, 40, 41, 42, 43]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_lease_weights_generate_what_the_checkpoint_generates(tmp_path, checkpoints, dtype):
+    fams = ["llama", "qwen2", "llama-tied", "llama-bias"]
+    coe = build_coe(tmp_path, {f: checkpoints[f] for f in fams})
+    params = SamplingParams(max_tokens=12, ignore_eos=True)
+    with ExpertStore(coe, device_mem=None, host_mem=None, dtype=dtype) as store:
+        for f in fams:
+            with store.acquire(f) as lease:
+                assert all(t.dtype == dtype for t in lease.weights.values())
+                engine = Engine(lease.config, dtype=dtype, device="cpu", fused=False)
+                engine.set_weights(lease.weights, name=f)
+                got = engine.generate([PROMPT], params)[0].token_ids
+            want = Engine.from_checkpoint(checkpoints[f], dtype=dtype, device="cpu",
+                                          fused=False).generate([PROMPT], params)[0].token_ids
+            assert got == want, f
+
+
+def test_weights_are_views_of_the_host_pool_and_host_acquire_copies_nothing(tmp_path, checkpoints):
+    coe = build_coe(tmp_path, {"a": checkpoints["llama"], "b": checkpoints["qwen2"]})
+    with ExpertStore(coe, device_mem=None, host_mem=None) as store:
+        pool = store._host.buffer
+        lo, hi = pool.data_ptr(), pool.data_ptr() + pool.numel()
+        with store.acquire("a") as first:
+            assert first.source_tier == "disk"
+            ptrs = {n: t.data_ptr() for n, t in first.weights.items()}
+            assert all(lo <= p < hi for p in ptrs.values())
+        store.unload("a", tier="host")
+        assert {s.name: s.tier for s in store.status()}["a"] == "host"
+        with store.acquire("a") as again:
+            assert again.source_tier == "host"
+            assert {n: t.data_ptr() for n, t in again.weights.items()} == ptrs
+        with store.acquire("a") as hit:
+            assert hit.source_tier == "device"
+        st = {s.name: s for s in store.status()}["a"]
+        assert (st.hits, st.misses) == (1, 2)
+        assert [r["source_tier"] for r in st.recent_switches] == ["disk", "host"]
+        assert st.last_used is not None and st.bytes > 0
+
+
+def test_concurrent_prefetches_share_one_load(tmp_path, checkpoints, monkeypatch):
+    coe = build_coe(tmp_path, {"a": checkpoints["llama"], "b": checkpoints["qwen2"]})
+    calls, gate, started = [], threading.Event(), threading.Event()
+    real = store_mod.read_expert
+
+    def gated(layout, *args, **kwargs):
+        calls.append(layout)
+        started.set()
+        assert gate.wait(30)
+        return real(layout, *args, **kwargs)
+
+    monkeypatch.setattr(store_mod, "read_expert", gated)
+    with ExpertStore(coe, device_mem=None, host_mem=None) as store:
+        first = store.prefetch("a")
+        assert started.wait(30)  # the load is in flight from here until the gate opens
+        futures: list = []
+        threads = [threading.Thread(target=lambda: futures.append(store.prefetch("a"))) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert all(f is first for f in futures)
+        assert {s.name: s.tier for s in store.status()}["a"] == "loading"
+        with pytest.raises(TimeoutError):
+            store.acquire("a", timeout=0)  # not ready: no lease on a half-loaded expert
+        gate.set()
+        with store.acquire("a") as lease:
+            assert lease.weights
+        assert first.result() is None and len(calls) == 1
+
+
+def test_unknown_expert_is_a_config_error_and_key_error(tmp_path, checkpoints):
+    coe = build_coe(tmp_path, {"a": checkpoints["llama"]})
+    with ExpertStore(coe, device_mem=None, host_mem=None) as store:
+        for call in (store.acquire, store.prefetch, store.config):
+            with pytest.raises(ConfigError, match="no expert named 'zz'"):
+                call("zz")
+        with pytest.raises(KeyError):
+            store.acquire("zz")
+
+
+def test_unload_of_a_leased_expert_is_refused(tmp_path, checkpoints):
+    coe = build_coe(tmp_path, {"a": checkpoints["llama"]})
+    with ExpertStore(coe, device_mem=None, host_mem=None) as store:
+        with store.acquire("a"):
+            with pytest.raises(ConfigError, match="in use"):
+                store.unload("a", tier="disk")
+        store.unload("a", tier="disk")
+        assert store.status()[0].tier == "disk" and store.used() == {"host": 0, "device": 0}
