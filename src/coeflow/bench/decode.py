@@ -14,6 +14,7 @@ from typing import Callable
 
 import torch
 
+from coeflow.bench.experts import make_expert
 from coeflow.bench.machine import machine_name, mem_read_gbps
 from coeflow.engine import Engine, SamplingParams
 from coeflow.model import ModelConfig, parse_dtype
@@ -41,13 +42,7 @@ class Row:
 
 
 def make_checkpoint(name: str, root: Path) -> Path:
-    """A random-weight checkpoint written by transformers itself (fp32)."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-    path = root / name
-    if not (path / "config.json").exists():
-        torch.manual_seed(0)
-        LlamaForCausalLM(LlamaConfig(**CONFIGS[name])).save_pretrained(path)
-    return path
+    return make_expert(root / name, CONFIGS[name], seed=0, tokenizer=False)
 
 
 def streamed_bytes(cfg: ModelConfig, dtype: torch.dtype) -> int:

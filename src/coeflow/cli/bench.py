@@ -34,6 +34,31 @@ def register(sub: argparse._SubParsersAction, help_text: str) -> None:
     d.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     d.set_defaults(func=_decode)
 
+    s = bsub.add_parser("serve", help="load test on loopback: tiered store vs reload-from-disk baseline",
+                        description=(
+                            "A bounded load generator (official openai client, streaming) against a live "
+                            "server on 127.0.0.1, Zipf traffic over random-weight experts, device tier "
+                            "holding a few: coeflow (host tier holds every expert) against a baseline that "
+                            "reloads an expert from disk on every switch, in one run."))
+    s.add_argument("--requests", type=int, default=300, help="requests per run (default 300)")
+    s.add_argument("--concurrency", type=int, default=16, help="concurrent clients (default 16)")
+    s.add_argument("--experts", type=int, default=8, help="experts in the CoE (default 8)")
+    s.add_argument("--device-slots", type=int, default=2, help="experts the device tier holds (default 2)")
+    s.add_argument("--zipf", type=float, default=1.0, help="Zipf exponent of expert popularity (default 1.0)")
+    s.add_argument("--max-tokens", type=int, default=16, help="tokens per request (default 16)")
+    s.add_argument("--engine", default="fused", choices=["fused", "eager"])
+    s.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    s.set_defaults(func=_serve)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from coeflow.bench.serve import format_table, run
+    report = run(requests=args.requests, concurrency=args.concurrency, experts=args.experts,
+                 device_slots=args.device_slots, zipf_s=args.zipf, max_tokens=args.max_tokens,
+                 engine=args.engine, progress=_progress)
+    print(json.dumps(report, indent=2) if args.json else format_table(report))
+    return 0
+
 
 def _decode(args: argparse.Namespace) -> int:
     from coeflow.bench.decode import format_table, run

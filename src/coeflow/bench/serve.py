@@ -1,0 +1,162 @@
+"""`coeflow bench serve`: a bounded load on loopback (Zipf over experts) against coeflow's
+tiered store and against a baseline that reloads an expert from disk on every switch.
+
+Both runs use the same server, engine and experts; only the host tier differs. coeflow: the
+host tier holds every expert, the device tier `device_slots` of them. Baseline: the host
+tier is no larger than the device tier, so an expert that leaves the device goes back to
+disk and is read again on its next use (warm page cache: what a user who reloads with
+`from_pretrained` gets at best)."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import statistics
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import yaml
+
+from coeflow.bench.experts import make_expert
+from coeflow.bench.machine import machine_name
+
+EXPERT_CONFIG = dict(vocab_size=400, hidden_size=512, intermediate_size=1536, num_hidden_layers=8,
+                     num_attention_heads=8, num_key_value_heads=4, max_position_embeddings=1024)
+WORDS = "select name from users where id group by order limit def return class import ls grep awk the fox".split()
+
+
+@dataclass
+class RunResult:
+    requests_per_s: float
+    ttft_p50_s: float
+    ttft_p99_s: float
+    tpot_p50_s: float
+    completed: int
+    failed: int
+    wall_s: float
+    served_from: dict[str, int]  # requests by the tier their expert was in when their batch ran
+
+
+def build_coe(root: Path, experts: int) -> Path:
+    for i in range(experts):
+        make_expert(root / f"e{i}", EXPERT_CONFIG, seed=100 + i)
+    doc = {"name": "bench", "fallback": "e0",
+           "experts": [{"name": f"e{i}", "path": f"e{i}", "description": f"expert {i}"} for i in range(experts)]}
+    (root / "coe.yaml").write_text(yaml.safe_dump(doc))
+    return root / "coe.yaml"
+
+
+def zipf_trace(n: int, experts: int, s: float, seed: int) -> list[str]:
+    rng = random.Random(seed)
+    weights = [1 / (k + 1) ** s for k in range(experts)]
+    names = [f"e{i}" for i in range(experts)]
+    rng.shuffle(names)  # popularity independent of load order
+    return rng.choices(names, weights, k=n)
+
+
+def _pct(xs: list[float], q: float) -> float:
+    if not xs:
+        return float("nan")
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(round(q * (len(xs) - 1))))]
+
+
+async def _load(url: str, trace: list[str], concurrency: int, max_tokens: int, seed: int) -> RunResult:
+    from openai import AsyncOpenAI
+    client = AsyncOpenAI(base_url=url, api_key="bench", max_retries=0, timeout=600)
+    rng = random.Random(seed)
+    prompts = [" ".join(rng.choices(WORDS, k=rng.randint(4, 24))) for _ in trace]
+    todo = list(enumerate(trace))
+    ttft, tpot, tiers = [], [], {}
+    failed = 0
+
+    async def worker() -> None:
+        nonlocal failed
+        while todo:
+            i, expert = todo.pop(0)
+            t0 = time.perf_counter()
+            first = last = reason = None
+            n = 0
+            try:
+                stream = await client.completions.create(model=expert, prompt=prompts[i], max_tokens=max_tokens,
+                                                         temperature=0, stream=True)
+                async for chunk in stream:
+                    extra = chunk.model_extra.get("coeflow") if chunk.model_extra else None
+                    if extra:
+                        tiers[extra["source_tier"]] = tiers.get(extra["source_tier"], 0) + 1
+                    if chunk.choices and chunk.choices[0].text:
+                        last = time.perf_counter()
+                        first = first or last
+                        n += 1
+                    if chunk.choices and chunk.choices[0].finish_reason:
+                        reason = chunk.choices[0].finish_reason
+            except Exception:
+                failed += 1
+                continue
+            if reason is None:  # the stream ended without finishing: lost
+                failed += 1
+                continue
+            if first is None:  # finished at once (EOS first): no token to time
+                continue
+            ttft.append(first - t0)
+            if n > 1:
+                tpot.append((last - first) / (n - 1))
+
+    t = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    wall = time.perf_counter() - t
+    await client.close()
+    done = len(trace) - failed
+    return RunResult(done / wall, _pct(ttft, 0.5), _pct(ttft, 0.99), _pct(tpot, 0.5), done, failed, wall, tiers)
+
+
+def run(requests: int = 300, concurrency: int = 16, experts: int = 8, device_slots: int = 2,
+        zipf_s: float = 1.0, max_tokens: int = 16, engine: str = "fused", workdir: Path | None = None,
+        progress: Callable[[str], None] = lambda s: None) -> dict:
+    from coeflow.server import ServerOptions, build_server, serving
+    from coeflow.store import ExpertStore  # noqa: F401  (fail early if the store is missing)
+    tmp = tempfile.TemporaryDirectory() if workdir is None else None
+    root = Path(tmp.name) if tmp else Path(workdir)
+    root.mkdir(parents=True, exist_ok=True)
+    try:
+        progress(f"writing {experts} random-weight experts to {root}")
+        coe = build_coe(root, experts)
+        expert_bytes = sum(f.stat().st_size for f in (root / "e0").glob("*.safetensors"))
+        slot_bytes = device_slots * expert_bytes + device_slots * (1 << 20)
+        trace = zipf_trace(requests, experts, zipf_s, seed=0)
+        report: dict = {"machine": machine_name(), "requests": requests, "concurrency": concurrency,
+                        "experts": experts, "expert_mb": expert_bytes / 1e6, "device_slots": device_slots,
+                        "zipf_s": zipf_s, "max_tokens": max_tokens, "engine": engine}
+        for label, host in (("coeflow", None), ("baseline", slot_bytes)):
+            progress(f"{label}: starting the server (device tier {device_slots} experts, host tier "
+                     f"{'all experts' if host is None else 'none beyond the device tier'})")
+            srv = build_server(coe, ServerOptions(device_mem=slot_bytes, host_mem=host, fused=engine == "fused",
+                                                  warm_up=False))
+            with serving(srv) as url:
+                progress(f"{label}: warm-up (compiles the decode step once)")
+                asyncio.run(_load(url, ["e0"], 1, max_tokens, seed=1))
+                progress(f"{label}: {requests} requests, {concurrency} concurrent")
+                report[label] = asdict(asyncio.run(_load(url, trace, concurrency, max_tokens, seed=2)))
+        return report
+    finally:
+        if tmp:
+            tmp.cleanup()
+
+
+def format_table(r: dict) -> str:
+    lines = [f"machine: {r['machine']}",
+             f"{r['requests']} requests, {r['concurrency']} concurrent, Zipf s={r['zipf_s']} over {r['experts']} "
+             f"experts of {r['expert_mb']:.0f} MB, device tier {r['device_slots']} experts, "
+             f"{r['max_tokens']} tokens each, engine {r['engine']}",
+             f"{'':9} {'req/s':>7} {'TTFT p50':>9} {'TTFT p99':>9} {'TPOT p50':>9} {'done':>5} {'failed':>6}  served from"]
+    for label in ("coeflow", "baseline"):
+        x = r[label]
+        lines.append(f"{label:9} {x['requests_per_s']:7.2f} {x['ttft_p50_s']:8.3f}s {x['ttft_p99_s']:8.3f}s "
+                     f"{x['tpot_p50_s'] * 1e3:7.1f}ms {x['completed']:5d} {x['failed']:6d}  {x['served_from']}")
+    c, b = r["coeflow"], r["baseline"]
+    lines.append(f"throughput {c['requests_per_s'] / b['requests_per_s']:.2f}x the baseline; "
+                 f"p99 TTFT {b['ttft_p99_s'] / c['ttft_p99_s']:.2f}x lower")
+    return "\n".join(lines)
