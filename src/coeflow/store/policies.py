@@ -30,6 +30,9 @@ class Candidate:
 class EvictionPolicy(ABC):
     name: str = "?"
 
+    def on_access(self, name: str, now: float) -> None:
+        """Called on every request for `name` (hit or miss), for policies that keep history."""
+
     @abstractmethod
     def victim(self, candidates: Sequence[Candidate], now: float) -> Candidate:
         """The candidate to evict (candidates is never empty)."""
@@ -59,6 +62,29 @@ class FIFO(EvictionPolicy):
         return min(candidates, key=lambda c: (c.loaded_at, c.name))
 
 
+class LRFU(EvictionPolicy):
+    """Frequency with exponential decay (Lee et al.'s LRFU): each request adds 1 to an
+    expert's score and scores halve every `half_life` (in the clock's units: seconds in the
+    store, requests in `replay`). Long half-lives behave like LFU on steady traffic, short
+    ones like LRU; in between it follows a working set that moves without forgetting which
+    experts stay popular."""
+    name = "lrfu"
+
+    def __init__(self, half_life: float = 60.0):
+        self.half_life = half_life
+        self._score: dict[str, tuple[float, float]] = {}  # name -> (score, at)
+
+    def score(self, name: str, now: float) -> float:
+        s, at = self._score.get(name, (0.0, now))
+        return s * 0.5 ** ((now - at) / self.half_life)
+
+    def on_access(self, name: str, now: float) -> None:
+        self._score[name] = (self.score(name, now) + 1.0, now)
+
+    def victim(self, candidates: Sequence[Candidate], now: float) -> Candidate:
+        return min(candidates, key=lambda c: (self.score(c.name, now), c.last_used, c.name))
+
+
 class Belady(EvictionPolicy):
     """Offline optimum for equal-size items: evict the expert whose next request lies
     furthest in the future (never requested again = infinitely far). Needs the whole trace,
@@ -79,7 +105,7 @@ class Belady(EvictionPolicy):
         return max(candidates, key=lambda c: (self.next_use(c.name, now), c.name))
 
 
-ONLINE_POLICIES = {"lru": LRU, "lfu": LFU, "fifo": FIFO}
+ONLINE_POLICIES = {"lru": LRU, "lfu": LFU, "fifo": FIFO, "lrfu": LRFU}
 
 
 def make_policy(policy: str | EvictionPolicy) -> EvictionPolicy:
@@ -116,6 +142,7 @@ def replay(trace: Sequence[str], sizes: dict[str, int], capacity: int,
     resident: dict[str, Candidate] = {}
     used = hits = moved = 0
     for now, name in enumerate(trace):
+        policy.on_access(name, now)
         if name in resident:
             c = resident[name]
             resident[name] = Candidate(name, c.nbytes, now, c.loaded_at, c.uses + 1, c.priority)

@@ -213,6 +213,7 @@ class ExpertStore:
             if e.error is not None:
                 raise ExpertUnavailableError(f"expert {name!r} is unavailable: {e.error}")
             source = e.tier
+            self.policy.on_access(name, self._clock())
             if e.dev_weights is not None:
                 e.hits += 1
                 return self._lease(e, source, t0, switched=False)

@@ -1,0 +1,49 @@
+"""The store's benchmarks: the cache replay's report, and the page-cache control the switch
+benchmark relies on to call a read 'cold'."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from coeflow.bench.cache import run as run_cache
+from coeflow.bench.switch import cached_fraction, drop_page_cache, warm_page_cache
+from coeflow.cli import main
+
+
+def test_cache_report_has_every_policy_and_belady_is_best():
+    report = run_cache(experts=32, capacity=4, length=3000, seed=1)
+    by_trace: dict[str, dict[str, dict]] = {}
+    for r in report["results"]:
+        by_trace.setdefault(r["trace"], {})[r["policy"]] = r
+    assert any(t.startswith("zipf") for t in by_trace) and any(t.startswith("shifting") for t in by_trace)
+    for trace, rows in by_trace.items():
+        assert {"lru", "lfu", "fifo", "lrfu", "belady"} <= set(rows)
+        opt = rows["belady"]
+        for name, r in rows.items():
+            if name.endswith("(oracle)"):
+                continue
+            assert r["hit_rate"] <= opt["hit_rate"] + 1e-12, (trace, name)
+            if r["bytes_moved"] is not None:
+                misses = round((1 - r["hit_rate"]) * report["requests"])
+                assert r["bytes_moved"] == misses * report["expert_bytes"]
+
+
+def test_bench_cache_cli_prints_json(capsys):
+    assert main(["bench", "cache", "--requests", "500", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["experts"] == 32 and report["capacity"] == 4 and report["results"]
+
+
+@pytest.mark.skipif(not hasattr(os, "RWF_NOWAIT"), reason="needs preadv2 RWF_NOWAIT")
+def test_page_cache_can_be_dropped_and_warmed(tmp_path):
+    f = tmp_path / "blob"
+    f.write_bytes(os.urandom(4 << 20))
+    warm_page_cache([f])
+    assert cached_fraction([f]) == 1.0
+    method = drop_page_cache([f])
+    if method == "none":
+        pytest.skip("this machine does not let us drop the page cache")
+    assert cached_fraction([f]) < 0.05
