@@ -23,6 +23,8 @@ class LinearClassifier:
         self.l2, self.steps, self.lr = l2, steps, lr
         self.w: np.ndarray | None = None  # [n_features, C]; rows of unseen features are 0
         self.b = np.zeros(n_classes)
+        self.center: np.ndarray | None = None  # dense inputs only: standardisation
+        self.scale: np.ndarray | None = None
 
     def fit(self, x: Features, y: np.ndarray) -> "LinearClassifier":
         c = self.n_classes
@@ -32,7 +34,10 @@ class LinearClassifier:
             xc: Features = SparseRows(x.indptr, compact.astype(np.int64), x.data, len(cols))
             n_feat = len(cols)
         else:
-            cols, xc, n_feat = None, x.astype(np.float64), x.shape[1]
+            # Embeddings share large common directions; standardising each dimension lets
+            # a few hundred steps of a linear model find the directions that differ.
+            self.center, self.scale = _standardiser(x)
+            cols, xc, n_feat = None, (x - self.center) / self.scale, x.shape[1]
         counts = np.bincount(y, minlength=c).astype(np.float64)
         sample_w = (1.0 / np.maximum(counts, 1.0))[y]
         sample_w /= sample_w.sum()
@@ -63,6 +68,8 @@ class LinearClassifier:
         return self
 
     def logits(self, x: Features) -> np.ndarray:
+        if self.center is not None and not isinstance(x, SparseRows):
+            x = (np.asarray(x, dtype=np.float64) - self.center) / self.scale
         return _dot(x, self.w) + self.b
 
     def logits_one(self, idx: np.ndarray, val: np.ndarray) -> np.ndarray:
@@ -71,7 +78,10 @@ class LinearClassifier:
 
     def arrays(self) -> dict[str, np.ndarray]:
         nz = np.flatnonzero(np.any(self.w != 0, axis=1))
-        return {"w_rows": nz.astype(np.int64), "w": self.w[nz], "b": self.b, "n_features": np.array(self.w.shape[0])}
+        a = {"w_rows": nz.astype(np.int64), "w": self.w[nz], "b": self.b, "n_features": np.array(self.w.shape[0])}
+        if self.center is not None:
+            a.update(center=self.center, scale=self.scale)
+        return a
 
     @classmethod
     def from_arrays(cls, a: dict[str, np.ndarray], n_classes: int) -> "LinearClassifier":
@@ -79,6 +89,8 @@ class LinearClassifier:
         w = np.zeros((int(a["n_features"]), n_classes), dtype=np.float32)
         w[a["w_rows"]] = a["w"]
         clf.w, clf.b = w, a["b"].astype(np.float64)
+        if "center" in a:
+            clf.center, clf.scale = a["center"], a["scale"]
         return clf
 
 
@@ -90,6 +102,7 @@ class KNNClassifier:
         self.k, self.vote_temperature, self.smoothing = k, vote_temperature, smoothing
         self.labels = np.zeros(0, np.int64)
         self.dense: np.ndarray | None = None
+        self.center: np.ndarray | None = None  # dense inputs: mean removed before cosine
         # Inverted index (sparse features): feature keys[i] occurs in post_rows[ptr[i]:ptr[i+1]].
         self.keys = self.ptr = self.post_rows = self.post_vals = None
 
@@ -103,7 +116,8 @@ class KNNClassifier:
             self.post_rows = x.row_ids()[order].astype(np.int32)
             self.post_vals = x.data[order].astype(np.float32)
         else:
-            self.dense = x.astype(np.float32)
+            self.center, _ = _standardiser(x)
+            self.dense = _unit_rows(x - self.center)
         return self
 
     def similarities(self, idx: np.ndarray, val: np.ndarray) -> np.ndarray:
@@ -125,7 +139,7 @@ class KNNClassifier:
 
     def _sims(self, x: Features) -> np.ndarray:
         if self.dense is not None:
-            return np.asarray(x, dtype=np.float32) @ self.dense.T
+            return _unit_rows(np.asarray(x, dtype=np.float64) - self.center) @ self.dense.T
         return np.stack([self.similarities(*x.row(i)) for i in range(x.n_rows)])
 
     def logits_from_sims(self, sims: np.ndarray) -> np.ndarray:
@@ -154,7 +168,7 @@ class KNNClassifier:
     def arrays(self) -> dict[str, np.ndarray]:
         a = {"labels": self.labels, "params": np.array([self.k, self.vote_temperature, self.smoothing])}
         if self.dense is not None:
-            a["dense"] = self.dense
+            a["dense"], a["center"] = self.dense, self.center
         else:
             a.update(keys=self.keys, ptr=self.ptr, post_rows=self.post_rows, post_vals=self.post_vals)
         return a
@@ -165,7 +179,7 @@ class KNNClassifier:
         clf = cls(n_classes, int(k), float(vt), float(sm))
         clf.labels = a["labels"]
         if "dense" in a:
-            clf.dense = a["dense"]
+            clf.dense, clf.center = a["dense"], a["center"]
         else:
             clf.keys, clf.ptr, clf.post_rows, clf.post_vals = a["keys"], a["ptr"], a["post_rows"], a["post_vals"]
         return clf
@@ -180,6 +194,16 @@ def _dot(x: Features, w: np.ndarray) -> np.ndarray:
 
 def _t_dot(x: Features, r: np.ndarray) -> np.ndarray:
     return x.t_dot(r) if isinstance(x, SparseRows) else np.asarray(x, dtype=np.float64).T @ r
+
+
+def _standardiser(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    x = np.asarray(x, dtype=np.float64)
+    return x.mean(axis=0), np.maximum(x.std(axis=0), 1e-6)
+
+
+def _unit_rows(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:

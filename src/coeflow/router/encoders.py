@@ -184,7 +184,7 @@ def _load_llama_backend(path: Path):
         tok = Tokenizer.from_dir(path)
 
         def embed(text: str, max_tokens: int) -> np.ndarray:
-            ids = tok.encode(text, add_bos=True)[:max_tokens]
+            ids = tok.encode(text)[:max_tokens] or [0]
             with torch.inference_mode():
                 h = model.hidden_states(torch.tensor([ids], dtype=torch.long))
             return h[0].mean(dim=0).float().numpy()

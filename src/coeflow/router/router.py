@@ -105,7 +105,7 @@ class Router:
             if j in weight:
                 scored[term] = weight[j]
         best = sorted(scored.items(), key=lambda kv: -kv[1])[:n]
-        return [(t.removeprefix("w:").removeprefix("b:"), s) for t, s in best if s > 0]
+        return [(_readable(t), s) for t, s in best if s > 0]
 
     def _load_examples(self) -> list[dict[str, str]]:
         if self.examples is None and self._examples_path is not None and self._examples_path.exists():
@@ -168,6 +168,16 @@ class Router:
             report=meta.get("report", {}),
             _examples_path=d / "examples.jsonl",
         )
+
+
+def _readable(term: str) -> str:
+    """Words and word pairs as typed, capitalised words in capitals, character n-grams as ~ngram."""
+    kind, _, rest = term.partition(":")
+    if kind in ("w", "b") and rest:
+        return rest
+    if kind == "u" and rest:
+        return rest.upper()
+    return "~" + term
 
 
 def _atomic_write(path: Path, write) -> None:

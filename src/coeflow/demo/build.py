@@ -1,0 +1,271 @@
+"""`build_demo(dir, seed)`: the demo CoE from nothing, on a CPU, in a few minutes.
+
+Steps: corpora (shipped stdlib text + generators) -> shared BPE tokenizer -> five tiny
+Llama experts (python, math, sql, shell; general is the fallback, trained mostly on prose
+with a little of every domain) -> coe.yaml -> router trained beside it. Held-out text for
+`coeflow eval perplexity` goes to data/heldout_text.jsonl.
+
+Cached: a stamp records the version, seed and settings; a second run with the same ones
+returns at once, and an interrupted build resumes at the first expert not yet saved."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import random
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import torch
+import yaml
+from tqdm import tqdm
+
+from coeflow.coefile import load_coe
+from coeflow.demo.corpora import CORPORA, take_chars
+from coeflow.demo.experts import EXPERTS, FALLBACK
+from coeflow.demo.prompts import generate_router_prompts, pasted_lines
+from coeflow.demo.tokenizer import BOS, EOS, PAD, save_tokenizer, train_tokenizer
+from coeflow.demo.training import ExpertShape, TrainSettings, llama_config, train_expert
+from coeflow.router import examples_from_coe, read_jsonl, train_router
+
+# Bump EXPERTS_VERSION when the corpora, tokenizer or training change (experts retrain);
+# bump PIPELINE_VERSION when only later steps change (held-out data, router prompts).
+EXPERTS_VERSION = 1
+PIPELINE_VERSION = 3
+STAMP = ".coeflow-demo.json"
+
+
+@dataclass(frozen=True)
+class DemoSettings:
+    vocab_size: int = 3072
+    shape: ExpertShape = field(default_factory=lambda: ExpertShape(vocab_size=3072))
+    train: TrainSettings = field(default_factory=TrainSettings)
+    train_chars: int = 1_200_000  # per domain
+    tokenizer_chars: int = 250_000  # per domain
+    generalist_prose_share: float = 0.6  # the rest is split evenly over the other domains
+    heldout_samples: int = 40  # per domain
+    heldout_chars: int = 1000  # per sample (about 250-400 tokens)
+    router_prompts: int = 400  # per expert
+    router_pasted: int = 150  # pasted-line prompts drawn from, per expert
+
+
+FULL = DemoSettings()
+# For tests: the same pipeline, small enough to run in seconds.
+QUICK = DemoSettings(
+    vocab_size=512,
+    shape=ExpertShape(vocab_size=512, hidden_size=64, num_layers=1, num_heads=2, num_kv_heads=1,
+                      intermediate_size=128, max_positions=256),
+    train=TrainSettings(steps=80, batch_size=8, seq_len=64, lr=5e-3, warmup=8),
+    train_chars=120_000,
+    tokenizer_chars=40_000,
+    heldout_samples=6,
+    heldout_chars=400,
+    router_prompts=80,
+    router_pasted=20,
+)
+
+
+@dataclass
+class DemoResult:
+    directory: Path
+    coe_file: Path
+    cached: bool
+    seconds: float
+    train_loss: dict[str, float]
+
+
+def build_demo(directory: str | Path = "demo-coe", seed: int = 0, settings: DemoSettings = FULL,
+               force: bool = False, progress: bool = True, workers: int | None = None) -> DemoResult:
+    """Build (or find cached) the demo CoE in `directory`. Experts train in `workers`
+    processes (default: one per CPU core), each on one thread: the weights are the same
+    whatever the number of workers, and a busy machine slows the build gently (several
+    threads per process collapse when another process competes for the cores)."""
+    t0 = time.perf_counter()
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    key = {"version": EXPERTS_VERSION, "seed": seed, "settings": asdict(settings)}
+    full_key = {**key, "pipeline_version": PIPELINE_VERSION}
+    stamp = d / STAMP
+    if not force and _stamp_matches(stamp, full_key) and _complete(d):
+        losses = json.loads(stamp.read_text())["train_loss"]
+        return DemoResult(d, d / "coe.yaml", True, time.perf_counter() - t0, losses)
+    if stamp.exists():
+        stamp.unlink()
+    say = (lambda msg: tqdm.write(msg)) if progress else (lambda msg: None)
+
+    say("demo: preparing corpora")
+    train_docs = {n: f(seed, settings.train_chars, "train") for n, f in CORPORA.items()}
+    heldout = _heldout_samples(seed, settings, train_docs)
+    (d / "data").mkdir(exist_ok=True)
+    with open(d / "data" / "heldout_text.jsonl", "w", encoding="utf-8") as f:
+        for s in heldout:
+            f.write(json.dumps(s, ensure_ascii=False) + "\n")
+
+    say("demo: training the tokenizer")
+    tok_texts = [t for n in CORPORA for t in take_chars(train_docs[n], settings.tokenizer_chars)]
+    tok = train_tokenizer(tok_texts, settings.vocab_size)
+    tok_dir = d / "tokenizer"
+    save_tokenizer(tok, tok_dir, settings.shape.max_positions)
+    bos, eos, pad = tok.token_to_id(BOS), tok.token_to_id(EOS), tok.token_to_id(PAD)
+    streams = {n: _token_stream(tok, docs, bos, eos) for n, docs in train_docs.items()}
+    config = llama_config(replace(settings.shape, vocab_size=tok.get_vocab_size()), bos, eos, pad)
+
+    jobs = []
+    names = [e.name for e in EXPERTS]
+    losses: dict[str, float] = {}
+    for i, spec in enumerate(EXPERTS):
+        out = d / "experts" / spec.name
+        expert_key = {**key, "expert": spec.name}
+        if not force and _stamp_matches(out / STAMP, expert_key) and (out / "model.safetensors").exists():
+            losses[spec.name] = json.loads((out / STAMP).read_text())["train_loss"]
+            continue
+        if spec.name == FALLBACK:
+            others = [n for n in names if n != FALLBACK]
+            mix = [settings.generalist_prose_share] + [(1 - settings.generalist_prose_share) / len(others)] * len(others)
+            data = [streams[FALLBACK]] + [streams[n] for n in others]
+        else:
+            mix, data = [1.0], [streams[spec.name]]
+        jobs.append(_Job(spec.name, data, mix, config, settings.train, seed * 1000 + i, out, tok_dir, expert_key))
+    workers = max(1, min(workers or _cpu_count(), len(jobs)))
+    say(f"demo: training {len(jobs)} expert(s), {workers} at a time, one thread each")
+    for name, loss in _run_jobs(jobs, workers, progress):
+        losses[name] = loss
+        say(f"demo: {name} trained, final loss {loss:.3f}")
+
+    coe_file = _write_coe_file(d)
+    say("demo: training the router")
+    coe = load_coe(coe_file)
+    prompts = generate_router_prompts(
+        seed, settings.router_prompts,
+        {n: pasted_lines(n, train_docs[n], settings.router_pasted, seed) for n in CORPORA},
+    )
+    with open(d / "data" / "router_train.jsonl", "w", encoding="utf-8") as f:
+        for p in prompts:
+            f.write(json.dumps(p, ensure_ascii=False) + "\n")
+    data = examples_from_coe(coe) + read_jsonl(d / "data" / "router_train.jsonl", coe.expert_names)
+    router = train_router(data, coe.expert_names, coe.fallback, seed=seed)
+    router.save(coe.router_dir)
+    stamp.write_text(json.dumps({**full_key, "train_loss": losses}))
+    seconds = time.perf_counter() - t0
+    say(f"demo: built {coe_file} in {seconds:.0f} s")
+    return DemoResult(d, coe_file, False, seconds, losses)
+
+
+@dataclass
+class _Job:
+    name: str
+    streams: list[torch.Tensor]
+    mix: list[float]
+    config: object
+    train: TrainSettings
+    seed: int
+    out: Path
+    tok_dir: Path
+    stamp_key: dict
+
+
+def _run_job(job: _Job, position: int = 0, progress: bool = True) -> tuple[str, float]:
+    torch.set_num_threads(1)
+    model, loss = train_expert(job.streams, job.mix, job.config, job.train, job.seed, job.name, progress, position)
+    _save_expert(model, job.tok_dir, job.out)
+    (job.out / STAMP).write_text(json.dumps({**job.stamp_key, "train_loss": loss}))
+    return job.name, loss
+
+
+def _run_jobs(jobs: list[_Job], workers: int, progress: bool):
+    if workers == 1:
+        threads = torch.get_num_threads()
+        try:
+            for job in jobs:
+                yield _run_job(job, 0, progress)
+        finally:
+            torch.set_num_threads(threads)
+        return
+    ctx = multiprocessing.get_context("spawn")  # no fork of a process holding torch threads
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+        futures = [pool.submit(_run_job, job, i % workers, progress) for i, job in enumerate(jobs)]
+        for f in futures:
+            yield f.result()
+
+
+def _cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def heldout_documents(name: str, seed: int, n: int, train_docs: list[str]) -> list[str]:
+    """n held-out documents of a domain, none of them also a training document (generated
+    domains can repeat a short document by chance; the stdlib repeats some docstrings)."""
+    seen = set(train_docs)
+    chars = n * 3000
+    docs = [doc for doc in CORPORA[name](seed, chars, "heldout") if doc not in seen]
+    rng = random.Random(f"heldout-{name}-{seed}")
+    rng.shuffle(docs)
+    return docs[:n]
+
+
+def _heldout_samples(seed: int, s: DemoSettings, train_docs: dict[str, list[str]]) -> list[dict]:
+    """Held-out text per domain, each sample cut to about heldout_chars at a line break."""
+    out = []
+    for name in CORPORA:
+        for doc in heldout_documents(name, seed, s.heldout_samples, train_docs[name]):
+            text = doc[: s.heldout_chars]
+            if len(doc) > s.heldout_chars and "\n" in text[s.heldout_chars // 2 :]:
+                text = text[: text.rindex("\n")]
+            out.append({"text": text, "domain": name})
+    return out
+
+
+def _token_stream(tok, docs: list[str], bos: int, eos: int) -> torch.Tensor:
+    ids: list[int] = []
+    for enc in tok.encode_batch(docs, add_special_tokens=False):
+        ids.append(bos)
+        ids.extend(enc.ids)
+        ids.append(eos)
+    return torch.tensor(ids, dtype=torch.long)
+
+
+def _save_expert(model, tok_dir: Path, out: Path) -> None:
+    from transformers.utils import logging as hf_logging
+
+    out.mkdir(parents=True, exist_ok=True)
+    hf_logging.disable_progress_bar()  # one bar per expert is enough
+    model.save_pretrained(out, safe_serialization=True)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        (out / name).write_bytes((tok_dir / name).read_bytes())
+
+
+def _write_coe_file(d: Path) -> Path:
+    doc = {
+        "name": "demo",
+        "fallback": FALLBACK,
+        "router": "router/",
+        "experts": [
+            {"name": e.name, "path": f"experts/{e.name}", "description": e.description, "examples": list(e.examples),
+             "pin": e.name == FALLBACK, "priority": 1 if e.name == FALLBACK else 0}
+            for e in EXPERTS
+        ],
+    }
+    path = d / "coe.yaml"
+    path.write_text("# The demo CoE, written by `coeflow demo build`.\n" + yaml.safe_dump(doc, sort_keys=False,
+                    allow_unicode=True, width=110), encoding="utf-8")
+    return path
+
+
+def _stamp_matches(path: Path, key: dict) -> bool:
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return all(saved.get(k) == v for k, v in key.items())
+
+
+def _complete(d: Path) -> bool:
+    files = [d / "coe.yaml", d / "router" / "router.json", d / "data" / "heldout_text.jsonl"]
+    files += [d / "experts" / e.name / "model.safetensors" for e in EXPERTS]
+    return all(f.exists() for f in files)
