@@ -1,5 +1,5 @@
-"""`coeflow demo build`: build the demo CoE (five tiny experts, a router, coe.yaml) on this
-machine's CPU. Serving it (`coeflow demo` with no sub-command) is added separately."""
+"""`coeflow demo`: build the demo CoE if missing, serve it, show a table of routed answers.
+`coeflow demo build`: only build it (five tiny experts, a router, coe.yaml) on this CPU."""
 
 from __future__ import annotations
 
@@ -9,9 +9,23 @@ DEFAULT_DIR = "demo-coe"
 
 
 def register(sub: argparse._SubParsersAction, help_text: str) -> None:
-    p = sub.add_parser("demo", help=help_text, description=help_text)
+    from coeflow.cli.serve import add_server_options
+
+    p = sub.add_parser("demo", help=help_text, description=(
+        "Build the demo CoE if it is missing (python, math, sql, shell and general experts and a "
+        "router, trained on this CPU), serve it on loopback, send a handful of mixed prompts "
+        "through the official openai client and print what happened to each (expert, router "
+        "confidence, tier the expert was in, switch time, time to first token, tokens/s, answer). "
+        "Then keep serving until Ctrl-C, or exit with --once."))
+    p.add_argument("--dir", default=DEFAULT_DIR, help=f"where the demo CoE lives (default ./{DEFAULT_DIR})")
+    p.add_argument("--seed", type=int, default=0, help="random seed of the build (default 0)")
+    p.add_argument("--once", action="store_true", help="exit after the table instead of serving on")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument("--api-key", default=None, help="require this key on /v1 routes")
+    add_server_options(p)
     dsub = p.add_subparsers(dest="demo_command", metavar="SUBCOMMAND")
-    p.set_defaults(func=lambda args: (p.print_help(), 0)[1])
+    p.set_defaults(func=run_demo)
     b = dsub.add_parser(
         "build",
         help="build the demo CoE: python, math, sql, shell and general experts, and a router",
@@ -24,6 +38,14 @@ def register(sub: argparse._SubParsersAction, help_text: str) -> None:
     b.add_argument("--force", action="store_true", help="rebuild even if a build with this seed is there")
     b.add_argument("--quick", action="store_true", help="a much smaller build in seconds (for tests and trials)")
     b.set_defaults(func=run_build)
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    from coeflow.cli.serve import server_options
+    from coeflow.demo.showcase import run_demo as showcase
+
+    showcase(args.dir, server_options(args), args.host, args.port, once=args.once, seed=args.seed)
+    return 0
 
 
 def run_build(args: argparse.Namespace) -> int:

@@ -64,11 +64,13 @@ class GenRequest:
     sink: Callable[[Event], None]
     arrival: float = field(default_factory=time.monotonic)
     cancelled: threading.Event = field(default_factory=threading.Event)
+    arrival_tier: str = "?"  # where its expert was when it arrived (set by submit)
 
 
 class Store(Protocol):
     def prefetch(self, name: str) -> Future: ...
     def acquire(self, name: str, timeout: float | None = None): ...
+    def status(self) -> list: ...
 
 
 @dataclass
@@ -88,6 +90,7 @@ class Scheduler:
         self.on_batch = on_batch
         self._queues: dict[str, deque[GenRequest]] = {name: deque() for name in runtimes}
         self._loads: dict[str, Future] = {}
+        self._ready_at: dict[str, float] = {}  # when each expert's latest prefetch finished
         self._engines: dict[tuple, Engine] = {}
         self._cond = threading.Condition()
         self._stopping = False
@@ -104,6 +107,7 @@ class Scheduler:
                 raise ShuttingDownError("the server is shutting down")
             if self.queued() >= self.max_queue:
                 raise QueueFullError(f"the request queue is full ({self.max_queue} waiting); retry later")
+            req.arrival_tier = next((s.tier for s in self.store.status() if s.name == req.expert), "?")
             self._queues[req.expert].append(req)
             self._prefetch(req.expert)
             self._cond.notify_all()
@@ -142,10 +146,11 @@ class Scheduler:
         if fut is None or fut.done():
             fut = self.store.prefetch(expert)
             self._loads[expert] = fut
-            fut.add_done_callback(lambda _: self._notify())
+            fut.add_done_callback(lambda _: self._loaded(expert))
 
-    def _notify(self) -> None:
+    def _loaded(self, expert: str) -> None:
         with self._cond:
+            self._ready_at[expert] = time.monotonic()
             self._cond.notify_all()
 
     def _pick(self) -> str | None:
@@ -186,6 +191,14 @@ class Scheduler:
             self._engines[key] = Engine(cfg, dtype=self.dtype, device=self.device, fused=self.fused)
         return self._engines[key]
 
+    def _started(self, r: GenRequest, lease, t0: float) -> Started:
+        """What the request saw: the tier its expert was in when it arrived and how long the
+        switch (usually done by the prefetch it triggered) kept it waiting."""
+        if lease.source_tier != "device" or r.arrival_tier == "device":
+            return Started(r.expert, lease.source_tier, lease.switch_s, t0 - r.arrival)
+        waited = max(0.0, self._ready_at.get(r.expert, r.arrival) - r.arrival)
+        return Started(r.expert, r.arrival_tier, waited, t0 - r.arrival)
+
     def _run(self, expert: str, batch: list[GenRequest]) -> None:
         t0 = time.monotonic()
         try:
@@ -200,7 +213,7 @@ class Scheduler:
                 engine = self._engine(lease.config)
                 engine.set_weights(lease.weights, name=expert)
                 for r in batch:
-                    r.sink(Started(expert, lease.source_tier, lease.switch_s, t0 - r.arrival))
+                    r.sink(self._started(r, lease, t0))
                 last: list[Delta | None] = [None] * len(batch)
                 for deltas in engine.stream([r.prompt_ids for r in batch], [r.params for r in batch],
                                             rt.eos_ids, rt.tokenizer.decode,
