@@ -20,6 +20,7 @@ def register(sub: argparse._SubParsersAction, help_text: str) -> None:
     p.add_argument("--dir", default=DEFAULT_DIR, help=f"where the demo CoE lives (default ./{DEFAULT_DIR})")
     p.add_argument("--seed", type=int, default=0, help="random seed of the build (default 0)")
     p.add_argument("--once", action="store_true", help="exit after the table instead of serving on")
+    p.add_argument("--quick", action="store_true", help="a much smaller build in seconds (for tests and trials)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     p.add_argument("--api-key", default=None, help="require this key on /v1 routes")
@@ -44,7 +45,8 @@ def run_demo(args: argparse.Namespace) -> int:
     from coeflow.cli.serve import server_options
     from coeflow.demo.showcase import run_demo as showcase
 
-    showcase(args.dir, server_options(args), args.host, args.port, once=args.once, seed=args.seed)
+    showcase(args.dir, server_options(args), args.host, args.port, once=args.once, seed=args.seed,
+             quick=args.quick)
     return 0
 
 

@@ -75,10 +75,10 @@ def format_rows(rows: list[Row]) -> str:
 
 
 def run_demo(directory: str, opts, host: str = "127.0.0.1", port: int = 8000, once: bool = False,
-             seed: int = 0, say: Callable[[str], None] = print) -> list[Row]:
-    from coeflow.demo.build import FULL, build_demo
+             seed: int = 0, quick: bool = False, say: Callable[[str], None] = print) -> list[Row]:
+    from coeflow.demo.build import FULL, QUICK, build_demo
     from coeflow.server import build_server, serving
-    result = build_demo(directory, seed, FULL)
+    result = build_demo(directory, seed, QUICK if quick else FULL)
     say(f"demo CoE: {result.coe_file}" + (" (cached)" if result.cached else f" (built in {result.seconds:.0f} s)"))
     srv = build_server(result.coe_file, opts)
     warm, srv.warm_up = srv.warm_up, []  # compiled below, before the clock starts on any prompt
