@@ -19,7 +19,8 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-import torch
+from typing import TYPE_CHECKING
+
 import yaml
 from tqdm import tqdm
 
@@ -27,9 +28,11 @@ from coeflow.coefile import load_coe
 from coeflow.demo.corpora import CORPORA, take_chars
 from coeflow.demo.experts import EXPERTS, FALLBACK
 from coeflow.demo.prompts import generate_router_prompts, pasted_lines
-from coeflow.demo.tokenizer import BOS, EOS, PAD, save_tokenizer, train_tokenizer
 from coeflow.demo.training import ExpertShape, TrainSettings, llama_config, train_expert
 from coeflow.router import examples_from_coe, read_jsonl, train_router
+
+if TYPE_CHECKING:  # torch loads in a second: a cached build should not wait for it
+    import torch
 
 # Bump EXPERTS_VERSION when the corpora, tokenizer or training change (experts retrain);
 # bump PIPELINE_VERSION when only later steps change (held-out data, router prompts).
@@ -104,6 +107,8 @@ def build_demo(directory: str | Path = "demo-coe", seed: int = 0, settings: Demo
         for s in heldout:
             f.write(json.dumps(s, ensure_ascii=False) + "\n")
 
+    from coeflow.demo.tokenizer import BOS, EOS, PAD, save_tokenizer, train_tokenizer
+
     say("demo: training the tokenizer")
     tok_texts = [t for n in CORPORA for t in take_chars(train_docs[n], settings.tokenizer_chars)]
     tok = train_tokenizer(tok_texts, settings.vocab_size)
@@ -168,6 +173,8 @@ class _Job:
 
 
 def _run_job(job: _Job, position: int = 0, progress: bool = True) -> tuple[str, float]:
+    import torch
+
     torch.set_num_threads(1)
     model, loss = train_expert(job.streams, job.mix, job.config, job.train, job.seed, job.name, progress, position)
     _save_expert(model, job.tok_dir, job.out)
@@ -176,6 +183,8 @@ def _run_job(job: _Job, position: int = 0, progress: bool = True) -> tuple[str, 
 
 
 def _run_jobs(jobs: list[_Job], workers: int, progress: bool):
+    import torch
+
     if workers == 1:
         threads = torch.get_num_threads()
         try:
@@ -222,6 +231,8 @@ def _heldout_samples(seed: int, s: DemoSettings, train_docs: dict[str, list[str]
 
 
 def _token_stream(tok, docs: list[str], bos: int, eos: int) -> torch.Tensor:
+    import torch
+
     ids: list[int] = []
     for enc in tok.encode_batch(docs, add_special_tokens=False):
         ids.append(bos)

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
-from tqdm import tqdm
-from transformers import LlamaConfig, LlamaForCausalLM
+if TYPE_CHECKING:  # torch and transformers load in seconds: only when training
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,8 @@ class TrainSettings:
 
 
 def llama_config(shape: ExpertShape, bos_id: int, eos_id: int, pad_id: int) -> LlamaConfig:
+    from transformers import LlamaConfig
+
     return LlamaConfig(
         vocab_size=shape.vocab_size,
         hidden_size=shape.hidden_size,
@@ -63,6 +66,10 @@ def train_expert(
 ) -> tuple[LlamaForCausalLM, float]:
     """Train a fresh model on windows drawn from `streams` (1-D token tensors) with the
     given mixture weights. Returns the model and its final training loss (smoothed)."""
+    import torch
+    from tqdm import tqdm
+    from transformers import LlamaForCausalLM
+
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     model = LlamaForCausalLM(config)
