@@ -30,7 +30,7 @@ def test_parse_bytes_refuses_junk(junk):
 
 
 def test_arena_reuses_and_merges_freed_ranges():
-    a = Arena(1024)
+    a = Arena(1024, align=64)
     x, y, z = a.alloc(256), a.alloc(256), a.alloc(512)
     assert (x, y, z) == (0, 256, 512) and a.alloc(1) is None
     a.free(y)

@@ -7,18 +7,19 @@ import functools
 import random
 
 import pytest
+import torch
 from storekit import Clock, build_coe
 
 from coeflow.errors import ConfigError
 from coeflow.store import LFU, LRU, Belady, ExpertStore, replay
+from coeflow.store.library import plan_layout
 
 SAME = "llama-gqa"  # every expert the same size: the budgets below hold a whole number of them
 
 
 def _store(tmp_path, checkpoints, names, device_n, host_n, clock, extra=None, policy="lru"):
     coe = build_coe(tmp_path, {n: checkpoints[SAME] for n in names}, **(extra or {}))
-    with ExpertStore(coe, device_mem=None, host_mem=None) as probe:
-        size = probe.status()[0].bytes + 64
+    size = plan_layout(coe.experts[0].path, torch.float32).block_bytes  # tensor bytes + page padding
     return ExpertStore(coe, device_mem=device_n * size, host_mem=host_n * size, clock=clock, policy=policy)
 
 

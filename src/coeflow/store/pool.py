@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from coeflow.store.tiers import Arena, Counter
+from coeflow.store.tiers import PAGE, Arena, Counter
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +30,9 @@ class HostPool:
 
     def __post_init__(self) -> None:
         t = time.perf_counter()
-        self.buffer = torch.empty(max(self.capacity, 1), dtype=torch.uint8, pin_memory=self.pinned)
+        raw = torch.empty(self.capacity + PAGE, dtype=torch.uint8, pin_memory=self.pinned)
+        skip = -raw.data_ptr() % PAGE  # start on a page, as the layouts assume
+        self.buffer = raw[skip:skip + self.capacity]
         if not self.pinned:
             for start in range(0, self.capacity, PREFAULT_CHUNK):
                 self.buffer[start:start + PREFAULT_CHUNK].zero_()

@@ -9,7 +9,8 @@ import re
 
 from coeflow.errors import ConfigError
 
-ALIGN = 64  # every block starts on a cache line, so tensor views are aligned for any dtype
+ALIGN = 64  # tensors start on a cache line, so their views are aligned for any dtype
+PAGE = 4096  # blocks start on a page: see library.plan_layout for why
 
 _UNITS = {"": 1, "b": 1,
           "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40,
@@ -42,8 +43,8 @@ class Arena:
     """First-fit allocator of byte ranges inside [0, capacity) of one pre-allocated buffer.
     Experts are few and large, so a sorted free list is all the machinery needed."""
 
-    def __init__(self, capacity: int):
-        self.capacity = capacity
+    def __init__(self, capacity: int, align: int = PAGE):
+        self.capacity, self.align = capacity, align
         self._free: list[tuple[int, int]] = [(0, capacity)] if capacity > 0 else []  # (offset, size)
         self._used: dict[int, int] = {}
 
@@ -56,8 +57,9 @@ class Arena:
         return max((s for _, s in self._free), default=0)
 
     def alloc(self, nbytes: int) -> int | None:
-        """Offset of a block of `nbytes` (rounded up to ALIGN), or None if no hole is big enough."""
-        n = align_up(max(nbytes, 1))
+        """Offset of a block of `nbytes` (rounded up to `align`, so every block starts aligned),
+        or None if no hole is big enough."""
+        n = align_up(max(nbytes, 1), self.align)
         for i, (off, size) in enumerate(self._free):
             if size >= n:
                 if size == n:
