@@ -53,6 +53,7 @@ class DemoSettings:
     heldout_chars: int = 1000  # per sample (about 250-400 tokens)
     router_prompts: int = 400  # per expert
     router_pasted: int = 150  # pasted-line prompts drawn from, per expert
+    workers: int | None = None  # expert-training processes; None: one per CPU core
 
 
 FULL = DemoSettings()
@@ -68,6 +69,7 @@ QUICK = DemoSettings(
     heldout_chars=400,
     router_prompts=80,
     router_pasted=20,
+    workers=1,  # starting worker processes would cost more than these tiny trainings
 )
 
 
@@ -89,7 +91,8 @@ def build_demo(directory: str | Path = "demo-coe", seed: int = 0, settings: Demo
     t0 = time.perf_counter()
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
-    key = {"version": EXPERTS_VERSION, "seed": seed, "settings": asdict(settings)}
+    settings_key = {k: v for k, v in asdict(settings).items() if k != "workers"}  # same weights either way
+    key = {"version": EXPERTS_VERSION, "seed": seed, "settings": settings_key}
     full_key = {**key, "pipeline_version": PIPELINE_VERSION}
     stamp = d / STAMP
     if not force and _stamp_matches(stamp, full_key) and _complete(d):
@@ -134,7 +137,7 @@ def build_demo(directory: str | Path = "demo-coe", seed: int = 0, settings: Demo
         else:
             mix, data = [1.0], [streams[spec.name]]
         jobs.append(_Job(spec.name, data, mix, config, settings.train, seed * 1000 + i, out, tok_dir, expert_key))
-    workers = max(1, min(workers or _cpu_count(), len(jobs)))
+    workers = max(1, min(workers or settings.workers or _cpu_count(), len(jobs)))
     say(f"demo: training {len(jobs)} expert(s), {workers} at a time, one thread each")
     for name, loss in _run_jobs(jobs, workers, progress):
         losses[name] = loss
