@@ -162,7 +162,11 @@ def _first_token_hf(model, ids: torch.Tensor) -> int:
 
 
 def run(sizes: tuple[str, ...] = ("300MB",), repeats: int = 3, load_threads: int = 4,
-        workdir: Path | None = None, progress: Callable[[str], None] = lambda s: None) -> dict:
+        compute_threads: int | None = 1, workdir: Path | None = None,
+        progress: Callable[[str], None] = lambda s: None) -> dict:
+    """`compute_threads` sets torch's thread count for every contender alike (None: leave
+    torch's default). One is the default because on a small shared machine two OpenMP threads
+    stall whenever another process holds a core, which makes first-token times bimodal."""
     from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 
@@ -170,6 +174,8 @@ def run(sizes: tuple[str, ...] = ("300MB",), repeats: int = 3, load_threads: int
     from coeflow.engine import Engine, SamplingParams
     from coeflow.store import ExpertStore
 
+    if compute_threads:
+        torch.set_num_threads(compute_threads)
     tmp = tempfile.TemporaryDirectory(prefix="coeflow-switch-") if workdir is None else None
     root = Path(tmp.name) if tmp else Path(workdir)
     root.mkdir(parents=True, exist_ok=True)
@@ -286,7 +292,7 @@ def run(sizes: tuple[str, ...] = ("300MB",), repeats: int = 3, load_threads: int
             tmp.cleanup()
     cold = sorted(cold_methods - {"none"}) or ["none (disk-cold rows are warm)"]
     return {"machine": machine_name(), "device": str(device), "repeats": repeats,
-            "load_threads": load_threads, "engine": "coeflow eager (fused=False)",
+            "load_threads": load_threads, "compute_threads": torch.get_num_threads(), "engine": "coeflow eager (fused=False)",
             "cold_cache_method": ", ".join(cold),
             "raw_read_gbps": raw_gbps[sizes[0]] if sizes else None, "raw_read_gbps_by_size": raw_gbps,
             "memcpy_gbps": mem_gbps, "load_avg": os.getloadavg(),
@@ -296,7 +302,8 @@ def run(sizes: tuple[str, ...] = ("300MB",), repeats: int = 3, load_threads: int
 def format_table(report: dict) -> str:
     lines = [f"machine: {report['machine']} (device {report['device']})",
              f"memory copy bandwidth: {report['memcpy_gbps']:.2f} GB/s; cold page cache via "
-             f"{report['cold_cache_method']}; first token: {report['engine']}; "
+             f"{report['cold_cache_method']}; first token: {report['engine']}, "
+             f"{report['compute_threads']} compute thread(s), {report['load_threads']} read threads; "
              f"median of {report['repeats']}; load average {report['load_avg'][0]:.2f}",
              f"{'size':6} {'method':28} {'from':9} {'ready s':>9} {'GB/s':>7} {'TTFT s':>9} "
              f"{'% raw read':>10} {'TTFT vs from_pretrained':>24}"]

@@ -45,6 +45,8 @@ def register(sub: argparse._SubParsersAction, help_text: str) -> None:
                    help="expert sizes (default 300MB)")
     s.add_argument("--repeats", type=int, default=3, help="median of N runs (default 3)")
     s.add_argument("--load-threads", type=int, default=4, help="store read threads (default 4)")
+    s.add_argument("--compute-threads", type=int, default=1,
+                   help="torch threads for every contender (default 1; 0 = torch's default)")
     s.add_argument("--workdir", default=None, help="where to write the checkpoints (default: a temp dir)")
     s.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     s.set_defaults(func=_switch)
@@ -101,7 +103,7 @@ def _switch(args: argparse.Namespace) -> int:
 
     from coeflow.bench.switch import format_table, run
     report = run(sizes=tuple(args.sizes), repeats=args.repeats, load_threads=args.load_threads,
-                 workdir=Path(args.workdir) if args.workdir else None, progress=_progress)
+                 compute_threads=args.compute_threads or None, workdir=Path(args.workdir) if args.workdir else None, progress=_progress)
     print(json.dumps(report, indent=2) if args.json else format_table(report))
     return 0
 

@@ -2,7 +2,7 @@
 
 disk -> host: each run (a contiguous file range already in the store's dtype) is cut into
 large chunks that several threads read with `os.preadv` straight into the host pool's
-memory (the GIL is released during the read). No Python object per tensor is created on
+memory (the GIL is released during the read), each thread a contiguous stripe. No Python object per tensor is created on
 this path. Tensors whose checkpoint dtype differs from the store's are read into one
 staging buffer per load and converted into the pool afterwards: an extra pass over memory,
 single-threaded per tensor, which typically halves the load rate (BENCHMARKS.md).
@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import logging
 import os
-from concurrent.futures import FIRST_EXCEPTION, Executor, Future, wait
+import threading
+from concurrent.futures import Executor, wait
 from pathlib import Path
 
 import torch
@@ -59,28 +60,23 @@ def check_files(layout: ExpertLayout) -> None:
 
 
 def read_expert(layout: ExpertLayout, pool: torch.Tensor, view: memoryview, base: int,
-                executor: Executor, chunk: int | None = None) -> None:
+                executor: Executor, threads: int = 4, chunk: int | None = None) -> None:
     """Fill pool[base : base + layout.block_bytes] with the expert's tensors. Returns only
     when every byte is in, or raises CheckpointError naming the file (and tensor)."""
     chunk = chunk or CHUNK_BYTES
     check_files(layout)
-    fds: dict[Path, int] = {}
     try:
-        for stamp in layout.files:
-            fds[stamp.file] = os.open(stamp.file, os.O_RDONLY)
-            if hasattr(os, "posix_fadvise"):
-                os.posix_fadvise(fds[stamp.file], 0, 0, os.POSIX_FADV_SEQUENTIAL)
-        jobs = [(fds[r.file], r.file, view[d:d + n], f)
-                for r in layout.runs for f, d, n in _chunks(r.file_start, r.length, base + r.offset, chunk)]
-        _run_all(executor, jobs)
+        _read_striped(executor, [(r.file, f, view[d:d + n]) for r in layout.runs
+                                 for f, d, n in _chunks(r.file_start, r.length, base + r.offset, chunk)],
+                      threads)
         converted = layout.converted
         if converted:
             staging = torch.empty(max(p.source.nbytes for p in converted), dtype=torch.uint8)
             sview = memoryview(staging.numpy()).cast("B")
             for p in converted:
                 src = p.source
-                _run_all(executor, [(fds[src.file], src.file, sview[d:d + n], f)
-                                    for f, d, n in _chunks(src.start, src.nbytes, 0, chunk)])
+                _read_striped(executor, [(src.file, f, sview[d:d + n])
+                                         for f, d, n in _chunks(src.start, src.nbytes, 0, chunk)], threads)
                 dst = pool[base + p.offset: base + p.offset + p.nbytes].view(p.dtype).view(p.shape)
                 dst.copy_(staging[:src.nbytes].view(src.dtype).view(src.shape))
     except CheckpointError as e:
@@ -90,29 +86,56 @@ def read_expert(layout: ExpertLayout, pool: torch.Tensor, view: memoryview, base
         if hit:
             raise CheckpointError(f"{e} (inside tensor {hit[0]!r})") from None
         raise
+
+
+Read = tuple[Path, int, memoryview]  # file, file offset, destination
+
+
+def _read_striped(executor: Executor, reads: list[Read], threads: int) -> None:
+    """Split the chunks, in file order, into `threads` contiguous stripes of about equal
+    bytes; one thread reads each stripe in order through a descriptor of its own. The kernel
+    then sees a few sequential streams and its readahead serves each (interleaved chunks on
+    one shared descriptor defeat readahead on a cold page cache). Returns when every stripe
+    has stopped, so no thread still writes once the caller frees the block on failure."""
+    total = sum(len(dst) for _, _, dst in reads)
+    stripes: list[list[Read]] = [[]]
+    done = 0
+    for r in reads:
+        if stripes[-1] and done >= total * len(stripes) / threads:
+            stripes.append([])
+        stripes[-1].append(r)
+        done += len(r[2])
+    stop = threading.Event()
+    futures = [executor.submit(_read_stripe, s, stop) for s in stripes if s]
+    wait(futures)
+    errors = [f.exception() for f in futures if f.exception() is not None]
+    if errors:
+        raise errors[0]
+
+
+def _read_stripe(reads: list[Read], stop: threading.Event) -> None:
+    fds: dict[Path, int] = {}
+    try:
+        for file, offset, dst in reads:
+            if stop.is_set():
+                return
+            try:
+                if file not in fds:
+                    fds[file] = os.open(file, os.O_RDONLY)
+                    if hasattr(os, "posix_fadvise"):  # Linux: double the readahead window
+                        os.posix_fadvise(fds[file], 0, 0, os.POSIX_FADV_SEQUENTIAL)
+                _pread_full(fds[file], dst, offset, file)
+            except CheckpointError:
+                stop.set()
+                raise
+            except OSError as err:
+                stop.set()
+                wrapped = CheckpointError(f"{file}: read failed at byte {offset}: {err}")
+                wrapped.file, wrapped.offset = file, offset  # type: ignore[attr-defined]
+                raise wrapped from err
     finally:
         for fd in fds.values():
             os.close(fd)
-
-
-def _run_all(executor: Executor, jobs: list[tuple[int, Path, memoryview, int]]) -> None:
-    """Run the chunk reads in parallel; on the first failure cancel the rest and wait for
-    those already running, so no thread is still writing when the caller frees the block."""
-    futures: dict[Future, tuple[Path, int]] = {
-        executor.submit(_pread_full, fd, dst, off, file): (file, off) for fd, file, dst, off in jobs}
-    done, pending = wait(futures, return_when=FIRST_EXCEPTION)
-    failed = [f for f in done if f.exception() is not None]
-    if failed:
-        for f in pending:
-            f.cancel()
-        wait(pending)
-        err = failed[0].exception()
-        if isinstance(err, CheckpointError):
-            raise err
-        file, off = futures[failed[0]]
-        wrapped = CheckpointError(f"{file}: read failed at byte {off}: {err}")
-        wrapped.file, wrapped.offset = file, off  # type: ignore[attr-defined]
-        raise wrapped from err
 
 
 def copy_to_device(host: torch.Tensor, host_off: int, device_buf: torch.Tensor, dev_off: int,

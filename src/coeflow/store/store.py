@@ -185,7 +185,8 @@ class ExpertStore:
         self._host = HostPool(host_cap, pinned=torch.cuda.is_available())
         self._dev = DevicePool(dev_cap, self.device)
         self._stream = torch.cuda.Stream(self.device) if self._dev.copies else None
-        self._io = ThreadPoolExecutor(max(1, load_threads), thread_name_prefix="coeflow-store-io")
+        self._load_threads = max(1, load_threads)
+        self._io = ThreadPoolExecutor(self._load_threads, thread_name_prefix="coeflow-store-io")
         self._jobs = ThreadPoolExecutor(min(32, len(self._experts) + 2),
                                         thread_name_prefix="coeflow-store-load")
         self._stop = threading.Event()
@@ -426,7 +427,7 @@ class ExpertStore:
         assert layout is not None
         t = time.perf_counter()
         try:
-            read_expert(layout, self._host.buffer, self._host.view, off, self._io)
+            read_expert(layout, self._host.buffer, self._host.view, off, self._io, self._load_threads)
         except Exception as err:
             with self._cond:
                 self._host.arena.free(off)
