@@ -37,13 +37,15 @@ class ServerOptions:
             self.limits = Limits()
 
 
-def build_server(coe_path: str | Path, opts: ServerOptions) -> CoEServer:
+def build_server(coe_path: str | Path, opts: ServerOptions, store=None) -> CoEServer:
+    """`store` replaces the tiered ExpertStore (benchmarks use it to serve a baseline)."""
     from coeflow.router import load_router_for_coe
     from coeflow.store import ExpertStore
 
     coe = load_coe(coe_path)
-    store = ExpertStore(coe, device_mem=opts.device_mem, host_mem=opts.host_mem,
-                        dtype=parse_dtype(opts.dtype), device=resolve_device(opts.device), policy=opts.policy)
+    if store is None:
+        store = ExpertStore(coe, device_mem=opts.device_mem, host_mem=opts.host_mem,
+                            dtype=parse_dtype(opts.dtype), device=resolve_device(opts.device), policy=opts.policy)
     runtimes: dict[str, ExpertRuntime] = {}
     broken: dict[str, str] = {}
     contexts: dict[str, int] = {}
