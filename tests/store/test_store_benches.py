@@ -47,3 +47,14 @@ def test_page_cache_can_be_dropped_and_warmed(tmp_path):
     if method == "none":
         pytest.skip("this machine does not let us drop the page cache")
     assert cached_fraction([f]) < 0.05
+
+
+def test_switch_bench_reports_every_method_and_tier(tmp_path):
+    from coeflow.bench.switch import run as run_switch
+    report = run_switch(sizes=("tiny",), repeats=1, workdir=tmp_path)
+    assert report["raw_read_gbps"] > 0 and report["memcpy_gbps"] > 0
+    got = {(r["method"], r["source_tier"]) for r in report["results"]}
+    assert {("coeflow", t) for t in ("disk-cold", "disk-warm", "host", "device")} <= got
+    for m in ("hf-from_pretrained", "safetensors-load_state_dict", "raw-read"):
+        assert {(m, "disk-cold"), (m, "disk-warm")} <= got
+    assert all(r["ttft_s"] is None or r["ttft_s"] >= r["seconds"] for r in report["results"])
