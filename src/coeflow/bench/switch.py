@@ -174,6 +174,8 @@ def run(sizes: tuple[str, ...] = ("300MB",), repeats: int = 3, load_threads: int
     from coeflow.engine import Engine, SamplingParams
     from coeflow.store import ExpertStore
 
+    progress("measuring memory copy bandwidth (all threads)")
+    mem_gbps, machine = memcpy_gbps(), machine_name()
     if compute_threads:
         torch.set_num_threads(compute_threads)
     tmp = tempfile.TemporaryDirectory(prefix="coeflow-switch-") if workdir is None else None
@@ -185,8 +187,6 @@ def run(sizes: tuple[str, ...] = ("300MB",), repeats: int = 3, load_threads: int
     cold_methods: set[str] = set()
     raw_gbps: dict[str, float] = {}
     try:
-        progress("measuring memory copy bandwidth")
-        mem_gbps = memcpy_gbps()
         for size in sizes:
             progress(f"{size}: writing two random-weight checkpoints with save_pretrained")
             a, b = make_experts(root, size)
@@ -298,7 +298,7 @@ def run(sizes: tuple[str, ...] = ("300MB",), repeats: int = 3, load_threads: int
         if tmp:
             tmp.cleanup()
     cold = sorted(cold_methods - {"none"}) or ["none (disk-cold rows are warm)"]
-    return {"machine": machine_name(), "device": str(device), "repeats": repeats,
+    return {"machine": machine, "device": str(device), "repeats": repeats,
             "load_threads": load_threads, "compute_threads": torch.get_num_threads(), "engine": "coeflow eager (fused=False)",
             "cold_cache_method": ", ".join(cold),
             "raw_read_gbps": raw_gbps[sizes[0]] if sizes else None, "raw_read_gbps_by_size": raw_gbps,

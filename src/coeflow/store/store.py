@@ -17,7 +17,7 @@ import logging
 import threading
 import time
 from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -230,6 +230,8 @@ class ExpertStore:
             if isinstance(err, TimeoutError):
                 raise TimeoutError(f"expert {name!r} not resident after {timeout} s "
                                    "(its load goes on)") from None
+            if isinstance(err, CancelledError):
+                raise ExpertUnavailableError("the expert store is closed") from None
             raise
         with self._cond:
             e.waiters -= 1
@@ -336,7 +338,12 @@ class ExpertStore:
             self._closed = True
             self._cond.notify_all()
         self._stop.set()
-        self._jobs.shutdown(wait=True, cancel_futures=True)
+        self._jobs.shutdown(wait=False, cancel_futures=True)
+        with self._cond:
+            for e in self._experts.values():
+                if e.job is not None:
+                    e.job.cancel()  # only jobs that never started: their waiters must not hang
+        self._jobs.shutdown(wait=True)
         self._io.shutdown(wait=True)
         if self._janitor is not None:
             self._janitor.join()
@@ -393,7 +400,8 @@ class ExpertStore:
         return fut
 
     def _run_job(self, e: _Expert, target: str, prev: Future | None, fut: Future) -> None:
-        fut.set_running_or_notify_cancel()
+        if not fut.set_running_or_notify_cancel():
+            return  # cancelled by close() before it started
         error: BaseException | None = None
         try:
             if prev is not None:
