@@ -15,6 +15,7 @@ COMMANDS: list[tuple[str, str]] = [
     ("bench", "benchmarks: decode, switch, cache, serve"),
     ("simulate", "cost a model or a CoE on modelled hardware (SN40L, DGX)"),
     ("hw", "hardware specs: list, show, probe this machine"),
+    ("trace", "request traces: generate, stats, run against a server"),
     ("route", "show which expert the router picks for a prompt, and why"),
     ("router", "train or evaluate the router"),
     ("eval", "evaluations of the CoE (perplexity)"),

@@ -59,6 +59,10 @@ def register(sub: argparse._SubParsersAction, help_text: str) -> None:
     p.add_argument("--api-key", default=None,
                    help="require 'Authorization: Bearer KEY' on /v1 routes (or set COEFLOW_API_KEY)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--record-trace", metavar="FILE", default=None,
+                   help="append one JSONL trace line per accepted request to FILE (arrival time, "
+                        "model, prompt text and length, max_tokens): replay it with `coeflow "
+                        "simulate trace`. The file holds users' prompts")
     add_server_options(p)
     p.set_defaults(func=run)
 
@@ -67,9 +71,17 @@ def run(args: argparse.Namespace) -> int:
     from coeflow.server import build_server, serve
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     srv = build_server(args.coe, server_options(args))
+    if args.record_trace:
+        from coeflow.trace import TraceRecorder
+        srv.recorder = TraceRecorder(args.record_trace)
+        print(f"coeflow: recording requests to {args.record_trace}", flush=True)
     print(f"coeflow: serving {len(srv.runtimes)} experts of {srv.coe.source} at http://{args.host}:{args.port}/v1"
           + (" (API key required)" if srv.api_key else ""), flush=True)
     for name, why in srv.broken.items():
         print(f"coeflow: expert {name} is unavailable: {why}", flush=True)
-    serve(srv, args.host, args.port, args.log_level)
+    try:
+        serve(srv, args.host, args.port, args.log_level)
+    finally:
+        if srv.recorder is not None:
+            srv.recorder.close()
     return 0

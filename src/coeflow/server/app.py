@@ -42,6 +42,7 @@ class CoEServer:
     broken: dict[str, str] = field(default_factory=dict)  # expert -> why it cannot serve
     contexts: dict[str, int] = field(default_factory=dict)  # expert -> context length (tokens)
     warm_up: list[str] = field(default_factory=list)  # one expert per model shape, compiled at start
+    recorder: Any | None = None  # coeflow.trace.TraceRecorder: one trace line per accepted request
     created: int = field(default_factory=lambda: int(time.time()))
 
     def __post_init__(self) -> None:
@@ -184,6 +185,9 @@ async def _complete(srv: CoEServer, request: Request, chat: bool) -> Response:
         raise bad(f"prompt ({len(ids)} tokens) + max_tokens ({req.params.max_tokens}) exceeds the "
                   f"expert's context of {ctx} tokens", "max_tokens")
 
+    if srv.recorder is not None:
+        srv.recorder.record(arrival, req.model, req.routing_text, len(ids), req.params.max_tokens,
+                            route=choice.expert if choice.routed else None)
     loop = asyncio.get_running_loop()
     events: asyncio.Queue = asyncio.Queue()
     gen = GenRequest(choice.expert, ids, req.params,

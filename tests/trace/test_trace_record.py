@@ -1,0 +1,25 @@
+"""`coeflow serve --record-trace`: the server appends one line per accepted request, and the
+file is a trace the replay reads."""
+
+from openai import OpenAI
+
+from coe_fixture import start
+from coeflow.trace import TraceRecorder, read_trace
+
+
+def test_a_recording_server_writes_a_replayable_line_per_request(coe_file, tmp_path):
+    path = tmp_path / "rec.jsonl"
+    srv, ctx = start(coe_file)
+    srv.recorder = TraceRecorder(path)
+    with ctx as url:
+        client = OpenAI(base_url=url, api_key="x", max_retries=0, timeout=60)
+        client.completions.create(model="sql", prompt="select name from users", max_tokens=3)
+        client.chat.completions.create(model="coe", max_tokens=2,
+                                       messages=[{"role": "user", "content": "grep recursively in bash"}])
+    srv.recorder.close()
+    reqs = read_trace(path)
+    assert [r.expert for r in reqs] == ["sql", "coe"]
+    assert reqs[0].prompt == "select name from users" and reqs[0].max_tokens == 3
+    assert reqs[0].prompt_tokens >= 1 and reqs[0].route is None
+    assert reqs[1].prompt == "grep recursively in bash" and reqs[1].route in {"sql", "shell", "general"}
+    assert 0 <= reqs[0].arrival_s <= reqs[1].arrival_s
