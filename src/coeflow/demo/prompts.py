@@ -9,9 +9,12 @@ hand-written separately and are not produced here."""
 
 from __future__ import annotations
 
-import builtins
 import random
-import sys
+
+from coeflow.demo import vocab
+
+# Generated prompts per expert = per_expert (the build's setting) x VOCAB_FACTOR.
+VOCAB_FACTOR = 3
 
 CONCEPT_FRAMES = [
     "What is {c}?", "what's {c}", "explain {c}", "Can you explain {c} with an example?", "Tell me about {c}",
@@ -84,20 +87,6 @@ PY_ERRORS = [
     "TypeError: 'int' object is not iterable", "AttributeError: module has no attribute",
 ]
 PY_MENTION = [" in python", " in Python 3", " using python", " (python)", " with the python standard library"]
-
-
-def _python_vocab() -> tuple[list[str], list[str]]:
-    """Concepts and tasks from the interpreter itself: modules, builtins, exceptions, methods."""
-    mods = sorted(m for m in sys.stdlib_module_names if not m.startswith("_"))
-    funcs = sorted(n for n in dir(builtins) if not n.startswith("_") and callable(getattr(builtins, n))
-                   and not (isinstance(getattr(builtins, n), type) and issubclass(getattr(builtins, n), BaseException)))
-    excs = sorted(n for n in dir(builtins) if isinstance(getattr(builtins, n), type)
-                  and issubclass(getattr(builtins, n), BaseException))
-    methods = [f"{t.__name__}.{m}" for t in (str, list, dict, set) for m in dir(t) if not m.startswith("_")]
-    concepts = [f"the {m} module" for m in mods] + [f"{f}()" for f in funcs] + excs + methods
-    tasks = [f"use the {m} module" for m in mods] + [f"use {f}() correctly" for f in funcs] + \
-            [f"handle a {e}" for e in excs] + [f"call {m}" for m in methods]
-    return concepts, tasks
 
 
 # ---- math ------------------------------------------------------------------------------
@@ -322,15 +311,28 @@ GENERAL_CREATIVE = ["Write a poem about {c}", "Write a short story involving {c}
                     "Write a limerick about {c}", "Give me a fun fact about {c}", "Summarize the history of {c}"]
 
 
-def _concept(rng: random.Random, concepts: list[str]) -> str:
-    c, c2 = rng.sample(concepts, 2)
-    return rng.choice(CONCEPT_FRAMES).format(c=c, c2=c2)
+class _Deck:
+    """Draws items in a shuffled order and reshuffles when all were drawn, so that a few
+    hundred draws cover a long vocabulary list instead of repeating its favourites."""
+
+    def __init__(self, rng: random.Random, items: list[str]):
+        self.rng, self.items, self.left = rng, list(dict.fromkeys(items)), []
+
+    def draw(self) -> str:
+        if not self.left:
+            self.left = self.items[:]
+            self.rng.shuffle(self.left)
+        return self.left.pop()
 
 
-def _task(rng: random.Random, tasks: list[str], mention: list[str] | None, **slots) -> str:
+def _concept(rng: random.Random, deck: _Deck) -> str:
+    return rng.choice(CONCEPT_FRAMES).format(c=deck.draw(), c2=deck.draw())
+
+
+def _task(rng: random.Random, deck: _Deck, mention: list[str] | None, **slots) -> str:
     slots = {"n": [str(rng.randint(2, 500))], "port": [str(rng.choice([22, 80, 443, 3000, 5432, 8000, 8080, 9000]))],
              "perm": [rng.choice(["600", "644", "700", "755", "777", "+x", "u+rw"])], **slots}
-    t = rng.choice(tasks).format(**{k: rng.choice(v) for k, v in slots.items()})
+    t = deck.draw().format(**{k: rng.choice(v) for k, v in slots.items()})
     if mention and rng.random() < 0.3:
         t += rng.choice(mention)
     return rng.choice(TASK_FRAMES).format(t=t)
@@ -345,38 +347,140 @@ def _style(rng: random.Random, text: str) -> str:
     return text
 
 
-def generate_router_prompts(seed: int, per_expert: int = 400, pasted: dict[str, list[str]] | None = None) -> list[dict]:
-    """{"prompt", "expert"} dicts, `per_expert` per expert, deterministic per seed. `pasted`
-    holds short lines per expert (a line of code, a query, a command) that users paste
-    into questions; some prompts are built around them."""
+def _python_makers(rng: random.Random) -> list[tuple[float, object]]:
+    names = vocab.python_names()
+    ideas = _Deck(rng, PY_CONCEPTS + vocab.PY_IDEAS + vocab.PY_LIBRARIES)
+    # The interpreter's own names: modules, builtins, exceptions, keywords, dunders, methods,
+    # and (a deck of their own, being many) the public functions of common modules.
+    names_deck = _Deck(rng, [f"the {m} module" for m in names["modules"]] + [f"{f}()" for f in names["builtins"]]
+                       + names["exceptions"] + names["methods"] + [f"the {k} keyword" for k in names["keywords"]]
+                       + names["dunders"])
+    qualified = _Deck(rng, names["qualified"])
+    tasks = _Deck(rng, PY_TASKS + vocab.PY_VERB_TASKS + [t.format(p=p) for p in vocab.PY_PROGRAMS
+                                                          for t in rng.sample(vocab.PY_TASK_TEMPLATES, 2)])
+    doc_tasks = _Deck(rng, names["doc_tasks"])
+    errors = _Deck(rng, PY_ERRORS + vocab.PY_ERRORS_EXTRA)
+    lib = _Deck(rng, vocab.PY_LIBRARIES)
+    return [
+        (2, lambda: _concept(rng, ideas)),
+        (2, lambda: _concept(rng, names_deck)),
+        (1, lambda: _concept(rng, qualified)),
+        (4, lambda: _task(rng, tasks, PY_MENTION)),
+        (2, lambda: rng.choice(TASK_FRAMES).format(t=doc_tasks.draw() + (rng.choice(PY_MENTION) if rng.random() < 0.6 else ""))),
+        (1, lambda: rng.choice(ERROR_FRAMES).format(e=errors.draw())),
+        (1, lambda: rng.choice(["{l}: {t}", "{t} with {l}", "using {l}, how do I {t}", "{l} question: {t}"]).format(
+            l=lib.draw(), t=tasks.draw().format(n=rng.randint(2, 99)))),
+    ]
+
+
+def _math_makers(rng: random.Random) -> list[tuple[float, object]]:
+    concepts = _Deck(rng, MATH_CONCEPTS + vocab.MATH_TERMS)
+    tasks = _Deck(rng, MATH_TASKS)
+    return [
+        (6, lambda: _math_problem(rng)),
+        (2, lambda: _concept(rng, concepts)),
+        (1, lambda: _task(rng, tasks, None)),
+        (2, lambda: _math_more(rng)),
+    ]
+
+
+def _math_more(rng: random.Random) -> str:
+    """Units, shapes and functions from the vocabulary, with numbers."""
+    a, b = rng.randint(2, 40), rng.choice([0.5, 1.5, 2.5, 3, 7, 12, 45, 100, 250])
+    u1, u2 = rng.choice(vocab.MATH_UNITS)
+    shape, f = rng.choice(vocab.SHAPES), rng.choice(vocab.MATH_FUNCS)
+    return rng.choice([
+        f"convert {b} {u1} to {u2}", f"how many {u2} are in {a} {u1}?", f"{b} {u1} in {u2}",
+        f"area of a {shape} with side {a}", f"how do I find the area of a {shape}", f"volume of a {shape} of height {a}",
+        f"perimeter of a {shape}", f"what is the formula for the surface area of a {shape}",
+        f"how many sides does a {shape} have", f"sum of the interior angles of a {shape}",
+        f"differentiate {f}", f"derivative of {f}", f"integrate {f} dx", f"find the integral of {f} from 0 to {a}",
+        f"limit of {f} as x goes to infinity", f"graph of y = {f}", f"find the maximum of {f} on [0, {a}]",
+        f"solve {a}x + {b} = {a * 3}", f"what is {a}% of {b}", f"average speed for {a} km in {b} hours",
+        f"{a} workers build a wall in {a + 4} days. How long would {a + 2} workers take?",
+        f"mix {a} litres of {b}% juice with water to make it half as strong: how much water?",
+        f"the ratio of boys to girls is {a}:{a + 3} and there are {a * 7} children. How many girls?",
+        f"a number doubled and increased by {a} gives {a * 5}. find the number",
+        f"in {a} years I will be twice as old as I was {a + 2} years ago. how old am I?",
+        f"what is the probability of getting at least one six in {a % 6 + 2} rolls",
+    ])
+
+
+def _sql_makers(rng: random.Random) -> list[tuple[float, object]]:
+    concepts = _Deck(rng, SQL_CONCEPTS + vocab.SQL_KEYWORDS + vocab.SQL_FUNCTIONS + vocab.SQL_TERMS)
+    tasks = _Deck(rng, SQL_TASKS + vocab.SQL_TASKS_EXTRA)
+    errors = _Deck(rng, SQL_ERRORS + vocab.SQL_ERRORS_EXTRA)
+    tables, columns = SQL_TABLES + vocab.SQL_TABLES_EXTRA, SQL_COLUMNS + vocab.SQL_COLUMNS_EXTRA
+    slots = {"t": tables, "u": tables, "c": columns, "d": columns}
+    return [
+        (4, lambda: _concept(rng, concepts)),
+        (6, lambda: _task(rng, tasks, SQL_MENTION, **slots)),
+        (1, lambda: rng.choice(ERROR_FRAMES).format(e=errors.draw())),
+    ]
+
+
+def _shell_makers(rng: random.Random) -> list[tuple[float, object]]:
+    commands = [c for c, _ in vocab.SHELL_TOOLS]
+    concepts = _Deck(rng, SHELL_CONCEPTS + vocab.SHELL_IDEAS + commands)
+    tasks = _Deck(rng, SHELL_TASKS + vocab.SHELL_TASKS_EXTRA + [d for _, d in vocab.SHELL_TOOLS])
+    tools = _Deck(rng, [f"{c}\t{d}" for c, d in vocab.SHELL_TOOLS])
+    errors = _Deck(rng, SHELL_ERRORS + vocab.SHELL_ERRORS_EXTRA)
+
+    def tool_question() -> str:
+        c, d = tools.draw().split("\t")
+        return rng.choice(["what does {c} do", "{c}?", "how do I use {c}", "{d} with {c}", "is {c} the way to {d}",
+                           "`{c}` explained", "{c} vs {c2}", "when to use {c}"]).format(c=c, d=d, c2=rng.choice(commands))
+
+    return [
+        (3, lambda: _concept(rng, concepts)),
+        (5, lambda: _task(rng, tasks, SHELL_MENTION)),
+        (2, tool_question),
+        (1, lambda: rng.choice(ERROR_FRAMES).format(e=errors.draw())),
+    ]
+
+
+def _general_makers(rng: random.Random) -> list[tuple[float, object]]:
+    topics = _Deck(rng, GENERAL_CONCEPTS + vocab.GENERAL_TOPICS)
+    tasks = _Deck(rng, GENERAL_TASKS + vocab.GENERAL_ADVICE)
+    slots = {"p": vocab.GENERAL_PEOPLE, "c": GENERAL_CONCEPTS + vocab.GENERAL_TOPICS, "w": vocab.GENERAL_WRITING,
+             "a": vocab.GENERAL_WRITING_ABOUT, "v": vocab.GENERAL_ADVICE, "place": vocab.GENERAL_PLACES}
+
+    def framed() -> str:
+        return rng.choice(vocab.GENERAL_QUESTION_FRAMES).format(n=rng.randint(2, 10),
+                                                               **{k: rng.choice(v) for k, v in slots.items()})
+
+    return [
+        (3, lambda: _concept(rng, topics)),
+        (2, lambda: _task(rng, tasks, None)),
+        (1, lambda: rng.choice(GENERAL_QUESTIONS)),
+        (2, lambda: rng.choice(GENERAL_CREATIVE).format(c=topics.draw())),
+        (4, framed),
+    ]
+
+
+MAKERS = {"python": _python_makers, "math": _math_makers, "sql": _sql_makers, "shell": _shell_makers,
+          "general": _general_makers}
+
+
+def generate_router_prompts(seed: int, per_expert: int = 400, pasted: dict[str, list[str]] | None = None,
+                            vocab_factor: int = VOCAB_FACTOR) -> list[dict]:
+    """{"prompt", "expert"} dicts, `per_expert * vocab_factor` per expert (the vocabulary is
+    wide: a few hundred prompts would leave most of it unseen), deterministic per seed.
+    `pasted` holds short lines per expert (a line of code, a query, a command) that users
+    paste into questions; some prompts are built around them."""
     pasted = pasted or {}
     rng = random.Random(f"router-prompts-{seed}")
-    py_concepts, py_tasks = _python_vocab()
-    py_concepts = PY_CONCEPTS * 4 + py_concepts  # hand-picked concepts weigh more than mined names
-    py_tasks = PY_TASKS * 4 + py_tasks
-    sql_slots = {"t": SQL_TABLES, "u": SQL_TABLES, "c": SQL_COLUMNS, "d": SQL_COLUMNS}
-    makers = {
-        "python": [(4, lambda: _concept(rng, py_concepts)), (5, lambda: _task(rng, py_tasks, PY_MENTION)),
-                   (1, lambda: rng.choice(ERROR_FRAMES).format(e=rng.choice(PY_ERRORS)))],
-        "math": [(6, lambda: _math_problem(rng)), (2, lambda: _concept(rng, MATH_CONCEPTS)),
-                 (2, lambda: _task(rng, MATH_TASKS, None))],
-        "sql": [(3, lambda: _concept(rng, SQL_CONCEPTS)), (6, lambda: _task(rng, SQL_TASKS, SQL_MENTION, **sql_slots)),
-                (1, lambda: rng.choice(ERROR_FRAMES).format(e=rng.choice(SQL_ERRORS)))],
-        "shell": [(3, lambda: _concept(rng, SHELL_CONCEPTS)), (6, lambda: _task(rng, SHELL_TASKS, SHELL_MENTION)),
-                  (1, lambda: rng.choice(ERROR_FRAMES).format(e=rng.choice(SHELL_ERRORS)))],
-        "general": [(3, lambda: _concept(rng, GENERAL_CONCEPTS)), (3, lambda: _task(rng, GENERAL_TASKS, None)),
-                    (2, lambda: rng.choice(GENERAL_QUESTIONS)),
-                    (2, lambda: rng.choice(GENERAL_CREATIVE).format(c=rng.choice(GENERAL_CONCEPTS)))],
-    }
     out: list[dict] = []
-    for expert, weighted in makers.items():
+    for expert, makers in MAKERS.items():
+        weighted = makers(rng)
         lines = pasted.get(expert)
         if lines:
             weighted = weighted + [(2, lambda lines=lines: rng.choice(PASTE_FRAMES).format(s=rng.choice(lines)))]
         weights = [w for w, _ in weighted]
+        want = per_expert * vocab_factor
         seen: set[str] = set()
         tries = 0
-        while len(seen) < per_expert and tries < per_expert * 20:
+        while len(seen) < want and tries < want * 20:
             tries += 1
             make = rng.choices(weighted, weights=weights)[0][1]
             p = _style(rng, make())
@@ -384,7 +488,6 @@ def generate_router_prompts(seed: int, per_expert: int = 400, pasted: dict[str, 
                 seen.add(p)
                 out.append({"prompt": p, "expert": expert})
     return out
-
 
 def pasted_lines(expert: str, docs: list[str], n: int, seed: int) -> list[str]:
     """Up to n short lines of a domain's corpus that a user might paste into a question:

@@ -18,7 +18,7 @@ from coeflow.router.features import Features, SparseRows
 class LinearClassifier:
     kind = "linear"
 
-    def __init__(self, n_classes: int, l2: float = 1e-5, steps: int = 100, lr: float = 0.1):
+    def __init__(self, n_classes: int, l2: float = 1e-6, steps: int = 100, lr: float = 0.1):
         self.n_classes = n_classes
         self.l2, self.steps, self.lr = l2, steps, lr
         self.w: np.ndarray | None = None  # [n_features, C]; rows of unseen features are 0

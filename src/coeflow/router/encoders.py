@@ -28,6 +28,37 @@ class Encoder(Protocol):
 
 _TOKEN = re.compile(r"[a-z0-9_]+|[^\sa-z0-9_]")
 _CAPS = re.compile(r"\b[A-Z][A-Z_]{1,}\b")
+# "what's", "don't", "I'm": the apostrophe and its ending say nothing about the topic.
+_CONTRACTION = re.compile(r"(?<=[a-z])['\u2019](s|t|re|m|ll|ve|d)\b")
+
+# Code shape: what a prompt looks like, whatever its words. A user who types `__slots__`,
+# `os.path.join(p)`, `ls -la | grep x` or `3x + 4 = 19` shows the domain by the form of
+# what they typed, even when the words themselves were never in the training prompts.
+_SHAPES = [
+    ("dunder", re.compile(r"__[A-Za-z]\w*__")),
+    ("dotted", re.compile(r"\b[A-Za-z_]\w*\.[A-Za-z_]\w*")),
+    ("call", re.compile(r"\b[A-Za-z_]\w*\(")),
+    ("snake", re.compile(r"\b[a-z][a-z0-9]*_[a-z0-9_]+\b")),
+    ("camel", re.compile(r"\b[a-z]+[A-Z][A-Za-z]+\b")),
+    ("pyerror", re.compile(r"\b[A-Z][A-Za-z]+(?:Error|Exception|Warning)\b")),
+    ("flag", re.compile(r"(?<![\w-])--?[A-Za-z][\w-]*")),
+    ("path", re.compile(r"(?<![\w/])(?:~|\.{1,2})?/[\w.-]+")),
+    ("glob", re.compile(r"\*\.\w+")),
+    ("shellvar", re.compile(r"\$(?:[{(]|[A-Za-z_@?#]|\d(?![\d.,]))")),
+    ("redirect", re.compile(r"\d?>>?&?\d?\s|\d>&\d|\s\|\s|&&|\|\|")),
+    ("arith", re.compile(r"\d\s*[-+*/^x\u00d7\u00f7]\s*\(?\d")),
+    ("power", re.compile(r"\w\^\d|\*\*\d")),
+    ("equation", re.compile(r"\b\d*[a-z]\s*[-+=]\s*\d|\d\s*=\s*-?\d*[a-z]?\b")),
+    ("percent", re.compile(r"\d\s*%")),
+    ("money", re.compile(r"[$\u00a3\u20ac]\s?\d")),
+    ("number", re.compile(r"(?<![\w.])\d+(?:\.\d+)?(?![\w.])")),
+    ("sqlkw", re.compile(r"\b(?:SELECT|FROM|WHERE|JOIN|GROUP BY|ORDER BY|INSERT|UPDATE|DELETE|CREATE|ALTER|HAVING)\b")),
+    ("quoted", re.compile(r"'[^'\s]+'|\"[^\"\s]+\"")),
+    ("fence", re.compile(r"```|`[^`]+`")),
+    ("indent", re.compile(r"\n[ \t]+\S")),
+    ("colon_eol", re.compile(r":[ \t]*\n")),
+    ("brackets", re.compile(r"[\[{][^\]}]*[\]}]")),
+]
 
 # Function words say how a question is asked, not what it is about; left in, a router
 # learns that "what is ...?" means whichever expert's examples were phrased that way.
@@ -49,13 +80,14 @@ class HashingEncoder:
     kind = "hashing"
 
     def __init__(self, n_bits: int = 18, char_ngrams: tuple[int, int] = (3, 5), char_weight: float = 0.5,
-                 stop_words: bool = True):
+                 stop_words: bool = True, shapes: bool = True):
         if not 8 <= n_bits <= 24:
             raise ConfigError(f"hashing encoder: n_bits must be in 8..24, got {n_bits}")
         self.n_bits = n_bits
         self.char_ngrams = (int(char_ngrams[0]), int(char_ngrams[1]))
         self.char_weight = float(char_weight)
         self.stop_words = bool(stop_words)
+        self.shapes = bool(shapes)  # code-shape features and contraction folding (routers saved before: off)
         self._mask = (1 << n_bits) - 1
 
     @property
@@ -64,8 +96,16 @@ class HashingEncoder:
 
     def terms(self, text: str) -> dict[str, float]:
         """Feature name -> weight, before hashing (also what explains a decision)."""
-        raw = _TOKEN.findall(text.lower())
+        lowered = text.lower()
+        if self.shapes:
+            lowered = _CONTRACTION.sub("", lowered)
+        raw = _TOKEN.findall(lowered)
         counts: dict[str, float] = {}
+        if self.shapes:
+            for name, pattern in _SHAPES:
+                n = len(pattern.findall(text))
+                if n:
+                    counts["s:" + name] = float(n)
         # Words typed in capitals (SELECT, WHERE, PATH) are keywords or names: a signal that
         # lower-casing would lose, and never a stop word.
         for word in _CAPS.findall(text):
@@ -119,7 +159,7 @@ class HashingEncoder:
 
     def spec(self, base_dir: Path) -> dict[str, Any]:
         return {"kind": self.kind, "n_bits": self.n_bits, "char_ngrams": list(self.char_ngrams),
-                "char_weight": self.char_weight, "stop_words": self.stop_words}
+                "char_weight": self.char_weight, "stop_words": self.stop_words, "shapes": self.shapes}
 
 
 class SentenceTransformerEncoder:
@@ -217,7 +257,7 @@ def encoder_from_spec(spec: dict[str, Any], base_dir: Path) -> Encoder:
     kind = spec.get("kind")
     if kind == "hashing":
         return HashingEncoder(int(spec["n_bits"]), tuple(spec["char_ngrams"]), float(spec["char_weight"]),
-                              bool(spec.get("stop_words", True)))
+                              bool(spec.get("stop_words", True)), bool(spec.get("shapes", False)))
     if kind == "sentence-transformers":
         return SentenceTransformerEncoder(Path(base_dir) / spec["path"])
     if kind == "llama":
