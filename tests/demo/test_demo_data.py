@@ -58,7 +58,7 @@ def test_worked_arithmetic_answers_are_correct():
     assert checked > 50
 
 
-@pytest.mark.parametrize("name", ["heldout_prompts.jsonl", "heldout_prompts_fresh.jsonl"])
+@pytest.mark.parametrize("name", ["heldout_prompts.jsonl", "heldout_prompts_fresh.jsonl", "heldout_prompts_final.jsonl"])
 def test_heldout_prompts_cover_every_expert_and_are_not_generated(name):
     held = _heldout_prompts(name)
     assert len(held) >= 100
@@ -67,3 +67,19 @@ def test_heldout_prompts_cover_every_expert_and_are_not_generated(name):
     norm = lambda s: " ".join(s.lower().rstrip("?.!").split())  # noqa: E731
     generated = {norm(p["prompt"]) for seed in (0, 1) for p in generate_router_prompts(seed, 400)}
     assert not {norm(h["prompt"]) for h in held} & generated
+
+
+def test_generated_prompts_cover_the_wide_vocabulary():
+    """The decks draw every term before repeating one: most of each list shows up."""
+    from coeflow.demo import vocab
+
+    text = "\n".join(p["prompt"] for p in generate_router_prompts(0, 400)).lower()
+    commands = [c for c, _ in vocab.SHELL_TOOLS]
+    assert sum(c.lower() in text for c in commands) > 0.8 * len(commands)
+    dunders = vocab.python_names()["dunders"]
+    assert "__slots__" in dunders and sum(d in text for d in dunders) > 0.6 * len(dunders)
+    assert sum(k.lower() in text for k in vocab.SQL_FUNCTIONS) > 0.8 * len(vocab.SQL_FUNCTIONS)
+    counts = {e: 0 for e in NAMES}
+    for p in generate_router_prompts(0, 50):
+        counts[p["expert"]] += 1
+    assert counts == {e: 150 for e in NAMES}  # per_expert x VOCAB_FACTOR each

@@ -61,3 +61,28 @@ def test_model_encoders_need_a_local_directory(tmp_path):
         make_encoder("llama", tmp_path)
     with pytest.raises(ConfigError, match="unknown encoder"):
         make_encoder("word2vec")
+
+
+def test_code_shape_features_mark_what_a_prompt_looks_like():
+    terms = HashingEncoder().terms
+    assert {"s:dunder"} <= set(terms("what's the point of __slots__?"))
+    assert {"s:flag", "s:redirect"} <= set(terms("ls -la | grep x > out 2>&1"))
+    assert {"s:dotted", "s:call"} <= set(terms("os.path.join(a, b)"))
+    assert {"s:equation", "s:number"} <= set(terms("solve 3x + 4 = 19"))
+    assert not any(t.startswith("s:") for t in terms("why do cats purr"))
+
+
+def test_contractions_fold_to_their_stem():
+    enc = HashingEncoder()
+    assert enc.terms("what's wrong") == enc.terms("what wrong")
+    assert "w:s" not in enc.terms("it's late")
+
+
+def test_a_router_saved_before_shape_features_encodes_as_it_did(tmp_path):
+    from coeflow.router.encoders import encoder_from_spec
+
+    old_spec = {"kind": "hashing", "n_bits": 18, "char_ngrams": [3, 5], "char_weight": 0.5, "stop_words": True}
+    enc = encoder_from_spec(old_spec, tmp_path)
+    assert enc.shapes is False and not any(t.startswith("s:") for t in enc.terms("__slots__ ls -la"))
+    assert "w:s" in enc.terms("it's late")
+    assert encoder_from_spec(HashingEncoder().spec(tmp_path), tmp_path).shapes is True

@@ -326,7 +326,8 @@ class _Deck:
 
 
 def _concept(rng: random.Random, deck: _Deck) -> str:
-    return rng.choice(CONCEPT_FRAMES).format(c=deck.draw(), c2=deck.draw())
+    frame = rng.choice(CONCEPT_FRAMES)
+    return frame.format(c=deck.draw(), c2=deck.draw() if "{c2}" in frame else "")
 
 
 def _task(rng: random.Random, deck: _Deck, mention: list[str] | None, **slots) -> str:
@@ -352,9 +353,9 @@ def _python_makers(rng: random.Random) -> list[tuple[float, object]]:
     ideas = _Deck(rng, PY_CONCEPTS + vocab.PY_IDEAS + vocab.PY_LIBRARIES)
     # The interpreter's own names: modules, builtins, exceptions, keywords, dunders, methods,
     # and (a deck of their own, being many) the public functions of common modules.
-    names_deck = _Deck(rng, [f"the {m} module" for m in names["modules"]] + [f"{f}()" for f in names["builtins"]]
-                       + names["exceptions"] + names["methods"] + [f"the {k} keyword" for k in names["keywords"]]
-                       + names["dunders"])
+    core = _Deck(rng, [f"{f}()" for f in names["builtins"]] + names["exceptions"] + names["dunders"]
+                 + [f"the {k} keyword" for k in names["keywords"]])
+    modules = _Deck(rng, [f"the {m} module" for m in names["modules"]] + names["methods"])
     qualified = _Deck(rng, names["qualified"])
     tasks = _Deck(rng, PY_TASKS + vocab.PY_VERB_TASKS + [t.format(p=p) for p in vocab.PY_PROGRAMS
                                                           for t in rng.sample(vocab.PY_TASK_TEMPLATES, 2)])
@@ -363,7 +364,8 @@ def _python_makers(rng: random.Random) -> list[tuple[float, object]]:
     lib = _Deck(rng, vocab.PY_LIBRARIES)
     return [
         (2, lambda: _concept(rng, ideas)),
-        (2, lambda: _concept(rng, names_deck)),
+        (2, lambda: _concept(rng, core)),
+        (1, lambda: _concept(rng, modules)),
         (1, lambda: _concept(rng, qualified)),
         (4, lambda: _task(rng, tasks, PY_MENTION)),
         (2, lambda: rng.choice(TASK_FRAMES).format(t=doc_tasks.draw() + (rng.choice(PY_MENTION) if rng.random() < 0.6 else ""))),
