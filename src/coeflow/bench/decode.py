@@ -1,11 +1,13 @@
 """`coeflow bench decode`: decode tokens/s of three engines on the same weights, side by side,
 and the machine's memory read bandwidth measured in the same run.
 
-Decode rate is measured as (T(1 + n) - T(1)) for generating 1 + n tokens versus 1, so
-prefill and the first token are excluded alike for every engine, `generate` included."""
+Every engine is timed the same way: the time between its first and its last generated
+token, from timestamps taken as each token is produced (a streamer for `generate`), so
+prefill and the first token are excluded alike. Median over repeats."""
 
 from __future__ import annotations
 
+import statistics
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -54,17 +56,21 @@ def streamed_bytes(cfg: ModelConfig, dtype: torch.dtype) -> int:
     return params * dtype.itemsize
 
 
-def _time(fn: Callable[[], None], repeats: int) -> float:
-    best = float("inf")
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t)
-    return best
+class _Stamps:
+    """A `generate` streamer that notes when each new token arrives (the first `put` is the prompt)."""
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+
+    def put(self, value) -> None:
+        self.times.append(time.perf_counter())
+
+    def end(self) -> None:
+        pass
 
 
 def _runner(engine: str, path: Path, dtype: torch.dtype, prompts: list[list[int]]):
-    """Returns gen(k): generate k tokens for the batch, ignoring EOS."""
+    """Returns gen(k) -> seconds between the first and the k-th generated token (batch, no EOS)."""
     if engine == "hf-transformers":
         from transformers import AutoModelForCausalLM
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).eval()
@@ -73,15 +79,18 @@ def _runner(engine: str, path: Path, dtype: torch.dtype, prompts: list[list[int]
         ids = torch.tensor(prompts)
         mask = torch.ones_like(ids)
 
-        def gen(k: int) -> None:
+        def gen(k: int) -> float:
+            stamps = _Stamps()
             with torch.inference_mode():
-                model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=k,
-                               min_new_tokens=k, do_sample=False)
+                model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=k, min_new_tokens=k,
+                               do_sample=False, streamer=stamps)
+            return stamps.times[-1] - stamps.times[1]
         return gen
     eng = Engine.from_checkpoint(path, dtype=dtype, device="cpu", fused=engine == "coeflow-fused")
 
-    def gen(k: int) -> None:
-        eng.generate(prompts, SamplingParams(max_tokens=k, ignore_eos=True))
+    def gen(k: int) -> float:
+        times = [time.perf_counter() for _ in eng.stream(prompts, SamplingParams(max_tokens=k, ignore_eos=True))]
+        return times[-1] - times[0]
     return gen
 
 
@@ -107,9 +116,7 @@ def run(models: tuple[str, ...] = ("tiny", "medium"), dtypes: tuple[str, ...] = 
                         progress(f"{name} {dt_name} batch {batch}: {engine}")
                         gen = _runner(engine, path, dtype, prompts)
                         gen(1 + new_tokens)  # warm-up (and compilation, for the fused engine)
-                        t_first = _time(lambda: gen(1), repeats)
-                        t_all = _time(lambda: gen(1 + new_tokens), repeats)
-                        step = max(t_all - t_first, 1e-9) / new_tokens
+                        step = statistics.median(gen(1 + new_tokens) for _ in range(repeats)) / new_tokens
                         rows.append(Row(engine, name, cfg.num_params(), dt_name, batch,
                                         tokens_per_s=batch / step,
                                         weight_gbps=streamed_bytes(cfg, dtype) / step / 1e9,
