@@ -42,8 +42,8 @@ class Metrics:
                               ["expert"], buckets=LATENCY_BUCKETS, registry=r)
         self.switch = Histogram("coeflow_switch_seconds", "time to make an expert resident, by the tier it came from",
                                 ["source_tier"], buckets=LATENCY_BUCKETS, registry=r)
-        self.acquires = Counter("coeflow_expert_acquires", "batches run, by the tier the expert was in "
-                                "(device = hit)", ["source_tier"], registry=r)
+        self.acquires = Counter("coeflow_expert_acquires", "requests, by the tier their expert was in "
+                                "on arrival (device = hit)", ["source_tier"], registry=r)
         self.router_latency = Histogram("coeflow_router_latency_seconds", "time to route one prompt",
                                         buckets=LATENCY_BUCKETS, registry=r)
         r.register(_Live(queue_depth, tiers))
