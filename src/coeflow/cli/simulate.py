@@ -1,5 +1,7 @@
-"""`coeflow simulate model|paper`: cost a model on modelled hardware, or reproduce the
-SN40L paper's results next to ours. Parsing and printing only; the work is coeflow.hw/.sim."""
+"""`coeflow simulate model|paper|trace|compare`: cost a model on modelled hardware, reproduce
+the SN40L paper's results next to ours, replay a trace through the CoE core on modelled
+hardware, or compare machines on one trace. Parsing and printing only; the work is
+coeflow.hw, coeflow.sim and coeflow.backend."""
 
 from __future__ import annotations
 
@@ -44,6 +46,159 @@ def register(subparsers, help_text: str) -> None:
     q.add_argument("--plots", metavar="DIR", default=None,
                    help="also write PNG plots into DIR (created if missing)")
     q.set_defaults(func=run_paper)
+
+    t = sub.add_parser("trace", help="replay a trace through the CoE core on modelled hardware",
+                       description="Replay a JSONL trace (coeflow trace generate, or serve "
+                       "--record-trace) through the same scheduler and eviction code the server "
+                       "runs, on a simulated clock driven by the hardware model. Prints a summary "
+                       "(throughput, p50/p99 TTFT and latency, loads by tier, bytes moved, "
+                       "utilisation) and the per-request timeline (--timeline, or --json).")
+    t.add_argument("--hw", required=True, help=f"hardware name ({', '.join(list_hardware())}), "
+                   "local-cpu (after `coeflow hw probe`), or a spec .yaml path")
+    _replay_args(t)
+    t.add_argument("--timeline", metavar="FILE", default=None, help="write the per-request timeline (JSONL)")
+    t.add_argument("--json", action="store_true", help='one JSON object: {"summary": ..., "timeline": [...]}')
+    t.set_defaults(func=run_trace)
+
+    c = sub.add_parser("compare", help="one trace on several machines, side by side, with a plot",
+                       description="Replay one trace on each --hw and print the summaries side by side; "
+                       "--plot writes a PNG (latency percentiles, throughput, utilisation).")
+    c.add_argument("--hw", action="append", required=True, help="hardware (repeat: --hw sn40l-8 --hw dgx-h100)")
+    _replay_args(c)
+    c.add_argument("--plot", metavar="FILE.png", default=None, help="write a PNG comparison plot")
+    c.add_argument("--json", action="store_true", help="one JSON object: hardware -> summary")
+    c.set_defaults(func=run_compare)
+
+
+def _replay_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--trace", required=True, metavar="FILE", help="JSONL trace")
+    who = p.add_argument_group("the CoE (one of)")
+    who.add_argument("--coe", metavar="FILE", help="a CoE file: its experts' config.json shapes, its router for "
+                     "'coe' requests, its tokenizers for prompts given as text")
+    who.add_argument("--experts", type=int, metavar="N", help="N experts e0..e{N-1} of --expert-config (no checkpoints)")
+    who.add_argument("--expert-config", default="llama2-7b", metavar="CONFIG",
+                     help=f"shipped name ({', '.join(list_models())}) or config.json (default llama2-7b)")
+    p.add_argument("--router", metavar="CONFIG", default=None,
+                   help="cost a router of this shape (a prefill + one token) on the compute before queueing, "
+                        "on up to --router-batch prompts at once (default: routing costs nothing)")
+    p.add_argument("--router-batch", type=int, default=8, help="prompts the router reads at once (default 8)")
+    p.add_argument("--procedure", default="server", choices=["server", "paper"],
+                   help="server: coeflow's scheduler (prefetch on arrival, batching; default). paper: "
+                        "Samba-CoE's procedure (route a batch, copy each expert, run each pair at batch 1)")
+    p.add_argument("--max-batch", type=int, default=None, help="largest batch per expert (default 8)")
+    p.add_argument("--max-wait", type=float, default=None, metavar="SECONDS", help="starvation bound (default 10)")
+    p.add_argument("--policy", default=None, help="eviction policy: lru (default), lfu, fifo, lrfu")
+    p.add_argument("--device-mem", default=None, metavar="BYTES",
+                   help="device tier (HBM) budget; default: HBM less reserves, router and KV cache")
+    p.add_argument("--host-mem", default=None, metavar="BYTES",
+                   help="host tier (DDR on an RDU, host DRAM on a GPU server) budget; default: all of it")
+    p.add_argument("--start-tier", default=None, choices=["host", "disk"],
+                   help="where experts are at t=0 (default: disk if the spec has a disk rate, else host)")
+    p.add_argument("--stack", default=None, help="software stack (default: the hardware's)")
+    p.add_argument("--tp", type=int, default=None, help="tensor-parallel degree (default: every device)")
+
+
+def _simulate(args: argparse.Namespace, hw: str):
+    from coeflow.backend import ModelledBackend, replay
+    from coeflow.backend.workload import (coe_from_file, coe_of_copies, options_for, resolve,
+                                          resolve_machine)
+    from coeflow.store.tiers import parse_bytes
+    from coeflow.trace import read_trace
+    if (args.coe is None) == (args.experts is None):
+        raise ConfigError("give --coe FILE or --experts N (with --expert-config)")
+    coe = coe_from_file(args.coe) if args.coe else coe_of_copies(args.experts, args.expert_config)
+    machine = resolve_machine(hw, args.stack, args.tp)
+    router = load_shape(args.router) if args.router else None
+    backend = ModelledBackend(machine, coe.shapes, router)
+    start = args.start_tier or ("disk" if machine.disk_read_bps is not None else "host")
+    opts = options_for(args.procedure, max_batch=args.max_batch, max_wait_s=args.max_wait, policy=args.policy,
+                       device_mem=parse_bytes(args.device_mem) if args.device_mem else None,
+                       host_mem=parse_bytes(args.host_mem) if args.host_mem else None, start_tier=start,
+                       route_on_compute=True if router else None, router_batch=args.router_batch)
+    reqs = resolve(read_trace(args.trace), coe)
+    return machine, replay(backend, reqs, opts)
+
+
+def _fmt_s(x) -> str:
+    return "-" if x is None else f"{x * 1e3:.2f} ms" if x < 1 else f"{x:.3f} s"
+
+
+def _print_summary(s: dict, indent: str = "  ") -> None:
+    print(f"{indent}requests {s['requests']} over {s['makespan_s']:.3f} s: {s['throughput_rps']:.3f} req/s, "
+          f"{s['output_tokens_per_s']:.1f} output tokens/s")
+    print(f"{indent}TTFT     p50 {_fmt_s(s['ttft_p50_s'])}, p99 {_fmt_s(s['ttft_p99_s'])}")
+    print(f"{indent}latency  p50 {_fmt_s(s['latency_p50_s'])}, p99 {_fmt_s(s['latency_p99_s'])}")
+    print(f"{indent}requests by the tier their expert was in: "
+          + ", ".join(f"{k} {v}" for k, v in sorted(s["requests_by_source_tier"].items())))
+    print(f"{indent}loads: " + ", ".join(f"{k} {v} ({s['bytes_moved'][k] / 1e9:.2f} GB)" for k, v in s["loads"].items())
+          + "; evictions: " + ", ".join(f"{k} {v}" for k, v in s["evictions"].items()))
+    print(f"{indent}utilisation: " + ", ".join(f"{k} {100 * v:.1f}%" for k, v in s["utilisation"].items()))
+
+
+def run_trace(args: argparse.Namespace) -> int:
+    machine, res = _simulate(args, args.hw)
+    timeline = [r.to_dict() for r in res.records]
+    if args.timeline:
+        with open(args.timeline, "w") as f:
+            for row in timeline:
+                f.write(json.dumps(row) + "\n")
+    if args.json:
+        print(json.dumps({"hardware": machine.name, "summary": res.summary(), "timeline": timeline}, indent=1))
+        return 0
+    print(f"{args.trace} on {machine.name} (stack {machine.stack or machine.hw.default_stack}, "
+          f"TP{machine.devices}), procedure {args.procedure}")
+    _print_summary(res.summary())
+    print(f"  {'#':>5s} {'expert':>10s} {'arrival':>10s} {'start':>10s} {'TTFT':>10s} {'latency':>10s} "
+          f"{'from':>8s} {'switch':>10s} {'batch':>5s}")
+    shown = timeline if len(timeline) <= 20 else timeline[:10] + timeline[-10:]
+    for i, r in enumerate(shown):
+        if len(timeline) > 20 and i == 10:
+            print(f"  {'...':>5s} ({len(timeline) - 20} more; --timeline FILE writes all)")
+        print(f"  {r['index']:5d} {r['expert']:>10s} {r['arrival_s']:10.4f} {r['start_s']:10.4f} "
+              f"{_fmt_s(r['ttft_s']):>10s} {_fmt_s(r['latency_s']):>10s} {r['source_tier']:>8s} "
+              f"{_fmt_s(r['switch_s']):>10s} {r['batch']:5d}")
+    return 0
+
+
+COMPARE_ROWS = [("throughput_rps", "throughput (req/s)", 1.0), ("output_tokens_per_s", "output tokens/s", 1.0),
+                ("ttft_p50_s", "TTFT p50 (ms)", 1e3), ("ttft_p99_s", "TTFT p99 (ms)", 1e3),
+                ("latency_p50_s", "latency p50 (ms)", 1e3), ("latency_p99_s", "latency p99 (ms)", 1e3),
+                ("latency_mean_s", "latency mean (ms)", 1e3), ("makespan_s", "makespan (s)", 1.0)]
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    out = {}
+    for hw in args.hw:
+        machine, res = _simulate(args, hw)
+        out[machine.name] = res.summary()
+    if args.plot:
+        from coeflow.backend.plot import compare_plot
+        try:
+            compare_plot(out, args.plot, title=f"{args.trace} ({args.procedure} procedure)")
+        except OSError as e:
+            raise ConfigError(f"--plot {args.plot}: cannot write ({e})") from None
+    if args.json:
+        print(json.dumps(out, indent=1))
+        return 0
+    names = list(out)
+    print(f"{'':26s}" + "".join(f"{n:>16s}" for n in names))
+    for key, label, scale in COMPARE_ROWS:
+        print(f"{label:26s}" + "".join(f"{out[n][key] * scale:16.4g}" for n in names))
+    for label, fn in (("loads host->device", lambda s: s["loads"]["host->device"]),
+                      ("loads disk->host", lambda s: s["loads"]["disk->host"]),
+                      ("GB moved host->device", lambda s: s["bytes_moved"]["host->device"] / 1e9),
+                      ("compute utilisation %", lambda s: 100 * s["utilisation"]["compute"]),
+                      ("device mem bandwidth %", lambda s: 100 * s["utilisation"]["device memory bandwidth"]),
+                      ("link host->device busy %", lambda s: 100 * s["utilisation"]["link host->device"])):
+        print(f"{label:26s}" + "".join(f"{fn(out[n]):16.4g}" for n in names))
+    if len(names) > 1:
+        base = names[0]
+        for n in names[1:]:
+            print(f"{n} / {base}: mean latency {out[n]['latency_mean_s'] / out[base]['latency_mean_s']:.2f}x, "
+                  f"makespan {out[n]['makespan_s'] / out[base]['makespan_s']:.2f}x")
+    if args.plot:
+        print(f"plot: {args.plot}")
+    return 0
 
 
 def run_model(args: argparse.Namespace) -> int:

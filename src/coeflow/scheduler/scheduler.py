@@ -5,7 +5,8 @@ already resident* (no switch stalls the batch), unless some request has waited p
 `max_wait_s`: then its expert runs next even if it must be loaded first. So resident experts
 keep serving while others load, and no request waits unboundedly whatever the traffic skew.
 Every request's expert is prefetched the moment it is queued, so its load overlaps with
-other experts' compute."""
+other experts' compute. The decisions themselves are pure functions (decisions.py), shared
+with the modelled backend's replay (coeflow.backend)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from typing import Callable, Protocol
 from coeflow.engine import Delta, Engine, SamplingParams
 from coeflow.errors import CoeflowError
 from coeflow.model import ModelConfig, Tokenizer
+from coeflow.scheduler.decisions import pick_expert, take_batch
 
 log = logging.getLogger(__name__)
 
@@ -154,14 +156,9 @@ class Scheduler:
             self._cond.notify_all()
 
     def _pick(self) -> str | None:
-        waiting = [(q[0].arrival, name) for name, q in self._queues.items() if q]
-        if not waiting:
-            return None
-        oldest_arrival, oldest = min(waiting)
-        if time.monotonic() - oldest_arrival > self.max_wait_s or self._stopping:
-            return oldest
-        ready = [(a, n) for a, n in waiting if n not in self._loads or self._loads[n].done()]
-        return min(ready)[1] if ready else None
+        heads = [(q[0].arrival, name, name not in self._loads or self._loads[name].done())
+                 for name, q in self._queues.items() if q]
+        return pick_expert(heads, time.monotonic(), self.max_wait_s, self._stopping)
 
     def _loop(self) -> None:
         while True:
@@ -173,12 +170,7 @@ class Scheduler:
                     if expert is not None:
                         break
                     self._cond.wait(0.05)
-                q = self._queues[expert]
-                batch: list[GenRequest] = []
-                while q and len(batch) < self.max_batch:
-                    r = q.popleft()
-                    if not r.cancelled.is_set():
-                        batch.append(r)
+                batch = take_batch(self._queues[expert], self.max_batch, lambda r: r.cancelled.is_set())
                 self.busy_expert = expert
                 self._cond.notify_all()
             if batch:

@@ -28,7 +28,7 @@ from coeflow.errors import CoeflowError, ConfigError
 from coeflow.model import ModelConfig, parse_dtype, resolve_device
 from coeflow.store.library import ExpertLayout, plan_layout
 from coeflow.store.loader import copy_to_device, read_expert
-from coeflow.store.policies import Candidate, EvictionPolicy, choose_victim, make_policy
+from coeflow.store.policies import EvictionPolicy, choose_victim, make_policy, tier_candidate
 from coeflow.store.pool import DevicePool, HostPool
 from coeflow.store.tiers import parse_bytes
 
@@ -506,9 +506,8 @@ class ExpertStore:
                      if x is not e and self._resident(x, tier) and self._evictable(x)]
             if cands:
                 now = self._clock()
-                view = [Candidate(x.name, x.block_bytes,
-                                  x.last_used if x.last_used is not None else (x.dev_at if tier == "device" else x.host_at),
-                                  x.dev_at if tier == "device" else x.host_at, x.hits + x.misses, x.priority)
+                view = [tier_candidate(x.name, x.block_bytes, x.last_used,
+                                       x.dev_at if tier == "device" else x.host_at, x.hits + x.misses, x.priority)
                         for x in cands]
                 victim = self._experts[choose_victim(self.policy, view, now).name]
                 log.info("expert %s: evicted from %s for %s (%s)", victim.name, tier, e.name, self.policy.name)

@@ -1,0 +1,103 @@
+"""The modelled backend: time from the hardware model, no tensors. Tiers map onto the
+machine's memories: `device` is HBM (or, on a CPU, the experts the engine may attach),
+`host` is the expert store (socket DDR on an RDU, host DRAM on a GPU server or a CPU),
+`disk` is the checkpoint files (only where the machine's spec gives a disk read rate)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from coeflow.backend.interface import BatchTimes, SimClock
+from coeflow.errors import ConfigError
+from coeflow.hw.generation import generation_cost
+from coeflow.hw.placement import kv_bytes_per_device
+from coeflow.hw.shapes import DecoderShape
+from coeflow.hw.spec import Hardware, Stack
+from coeflow.hw.switching import expert_store_tier, switch_time_s
+from coeflow.sim.coe import KV_RESERVE_BATCH, KV_RESERVE_TOKENS
+
+
+@dataclass(frozen=True)
+class Machine:
+    """A modelled machine: a hardware spec plus what the spec files do not say about the
+    tiers around it. Shipped systems keep every expert in their expert store from the start
+    (the paper's setting); a probed machine (`coeflow hw probe`) also reads from disk."""
+    hw: Hardware
+    stack: str | Stack | None = None  # None: the hardware's default stack
+    tp: int | None = None  # None: every device
+    disk_read_bps: float | None = None  # disk -> host; None: experts start in the host tier
+    disk_read_latency_s: float = 0.0  # fixed cost per expert read
+    device_is_host: bool = False  # a CPU: host -> device is a pointer swap, no copy
+    bytes_per_param: int = 2  # weights as the tiers hold them (the graph counts bf16)
+
+    @property
+    def name(self) -> str:
+        return self.hw.name
+
+    @property
+    def devices(self) -> int:
+        return self.tp or self.hw.count
+
+
+class ModelledBackend:
+    """Answers the backend questions (interface.Backend) from `coeflow.hw`: generation_cost
+    for batches, switch_time_s for copies into HBM, the disk rate for reads. Experts may
+    differ in shape; `router` (a decoder shape) is costed as a prefill plus one token."""
+
+    def __init__(self, machine: Machine, shapes: dict[str, DecoderShape],
+                 router: DecoderShape | None = None):
+        if not shapes:
+            raise ConfigError("the CoE has no experts")
+        self.machine, self.shapes, self.router = machine, shapes, router
+        self.clock = SimClock()
+        self._bytes = {n: s.weight_bytes(machine.bytes_per_param) for n, s in shapes.items()}
+
+    def expert_bytes(self, expert: str) -> int:
+        return self._bytes[expert]
+
+    def move_s(self, expert: str, src: str, dst: str) -> float:
+        m, nbytes = self.machine, self._bytes[expert]
+        if (src, dst) == ("disk", "host"):
+            if m.disk_read_bps is None:
+                raise ConfigError(f"{m.name} has no disk read rate in its spec: give a host tier "
+                                  "that holds every expert")
+            return m.disk_read_latency_s + nbytes / m.disk_read_bps
+        if (src, dst) == ("host", "device"):
+            if m.device_is_host:
+                return 0.0
+            return switch_time_s(m.hw, float(nbytes), expert_store_tier(m.hw), devices=m.devices)
+        raise ConfigError(f"no move from tier {src!r} to {dst!r}; moves are disk->host, host->device")
+
+    def batch_times(self, expert: str, batch: int, prompt: int, gen: int) -> BatchTimes:
+        m = self.machine
+        c = generation_cost(m.hw, self.shapes[expert], batch, prompt, gen, m.tp, m.stack)
+        hbm = c.tp * (c.prefill.bytes_by_tier.get("hbm", 0.0)
+                      + (gen - 1) * c.decode_step.bytes_by_tier.get("hbm", 0.0))
+        return BatchTimes(c.ttft_s, c.tpot_s, hbm)
+
+    def route_s(self, batch: int, prompt: int) -> float:
+        if self.router is None:
+            return 0.0
+        m = self.machine
+        return generation_cost(m.hw, self.router, batch, prompt, 1, m.tp, m.stack).total_s
+
+    def default_budgets(self) -> dict[str, int]:
+        """Bytes per tier when the user gives none. Device: all HBM less the reserves, the
+        router and a KV cache for batch 8 at 4K tokens of the largest expert (as
+        coeflow.sim.coe.Deployment). Host: all DDR (RDU), host DRAM less its reserve (GPU,
+        CPU)."""
+        m, hw = self.machine, self.machine.hw
+        host = (hw.count * hw.device.ddr.capacity if hw.device.ddr is not None
+                else hw.host_memory - hw.host_reserve)
+        if m.device_is_host:
+            return {"device": int(host), "host": int(host)}
+        n = m.devices
+        big = max(self.shapes.values(), key=lambda s: s.weight_bytes())
+        kv = n * kv_bytes_per_device(big, n, KV_RESERVE_BATCH, KV_RESERVE_TOKENS)
+        router = self.router.weight_bytes(m.bytes_per_param) if self.router else 0
+        device = n * (hw.device.hbm.capacity - hw.device_reserve) - router - kv
+        return {"device": int(max(0, device)), "host": int(host)}
+
+    def bandwidth(self, tier: str) -> float:
+        """Peak bytes/s of the device tier's memory across the devices used (for utilisation)."""
+        return self.machine.devices * self.machine.hw.device.hbm.bandwidth

@@ -1,0 +1,367 @@
+"""Discrete-event replay of a trace through the CoE core on a backend's clock.
+
+It makes the real server's decisions with the real code: the scheduler's choice of expert
+and batch (coeflow.scheduler.decisions), the store's eviction (coeflow.store.policies:
+TierState, tier_candidate, the same policy objects). It mirrors the threaded store's rules:
+inclusive tiers, a load reserves its bytes when it starts, leased and loading experts are
+never evicted, every queued request prefetches its expert, one worker runs one batch at a
+time. Time comes from the backend: `move_s`, `batch_times`, `route_s`.
+
+Two settings differ from the server by choice:
+- `prefetch=False` loads an expert only when its batch starts (the paper's procedure:
+  route, copy, run), and then every queued expert counts as ready.
+- `route_on_compute=True` runs the router on the compute resource, on up to `router_batch`
+  waiting prompts at once, before they are queued (the paper's CoE inference). Otherwise
+  routing costs nothing here (the server routes on its HTTP thread)."""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass, field
+
+from coeflow.backend.interface import Backend
+from coeflow.errors import ConfigError
+from coeflow.scheduler.decisions import pick_expert, take_batch
+from coeflow.store.policies import Candidate, TierState, make_policy, tier_candidate
+
+LINKS = {"host": ("disk", "host"), "device": ("host", "device")}  # tier -> the hop into it
+
+
+@dataclass(frozen=True)
+class SimRequest:
+    arrival_s: float
+    expert: str  # resolved: routing already decided
+    prompt_tokens: int
+    gen_tokens: int
+    id: str | None = None
+
+
+@dataclass(frozen=True)
+class ReplayOptions:
+    max_batch: int = 8
+    max_wait_s: float = 10.0
+    policy: str = "lru"
+    device_mem: int | None = None  # bytes; None: the backend's default
+    host_mem: int | None = None
+    start_tier: str = "host"  # where every expert is at t=0: "host" or "disk"
+    prefetch: bool = True
+    route_on_compute: bool = False
+    router_batch: int = 8  # prompts the router reads at once (route_on_compute)
+
+
+@dataclass
+class RequestRecord:
+    index: int
+    id: str | None
+    expert: str
+    arrival_s: float
+    start_s: float  # its batch was picked
+    first_token_s: float
+    finish_s: float
+    source_tier: str  # where its expert was when it was queued (device/host/disk/loading)
+    switch_s: float  # how long a load kept it waiting (the server's definition)
+    batch: int
+    prompt_tokens: int
+    gen_tokens: int
+
+    @property
+    def ttft_s(self) -> float:
+        return self.first_token_s - self.arrival_s
+
+    @property
+    def latency_s(self) -> float:
+        return self.finish_s - self.arrival_s
+
+    def to_dict(self) -> dict:
+        d = dict(vars(self))
+        d.update(ttft_s=self.ttft_s, latency_s=self.latency_s, queued_s=self.start_s - self.arrival_s)
+        return d
+
+
+@dataclass
+class ReplayResult:
+    records: list[RequestRecord]
+    makespan_s: float
+    compute_busy_s: float
+    router_busy_s: float
+    link_busy_s: dict[str, float]
+    loads: dict[str, int]  # per hop "disk->host" / "host->device"
+    bytes_moved: dict[str, int]
+    budgets: dict[str, int]
+    tier_mean_used: dict[str, float]  # time-averaged bytes resident
+    hbm_bytes: float
+    hbm_bandwidth: float
+    evictions: dict[str, int] = field(default_factory=dict)
+
+    def summary(self) -> dict:
+        recs = self.records
+        span = self.makespan_s or float("nan")
+        lat = sorted(r.latency_s for r in recs)
+        ttft = sorted(r.ttft_s for r in recs)
+        by_tier: dict[str, int] = {}
+        for r in recs:
+            by_tier[r.source_tier] = by_tier.get(r.source_tier, 0) + 1
+        sw = [r.switch_s for r in recs if r.source_tier != "device"]
+        return {
+            "requests": len(recs), "makespan_s": self.makespan_s,
+            "throughput_rps": len(recs) / span,
+            "output_tokens_per_s": sum(r.gen_tokens for r in recs) / span,
+            "ttft_p50_s": _pct(ttft, 0.5), "ttft_p99_s": _pct(ttft, 0.99),
+            "latency_p50_s": _pct(lat, 0.5), "latency_p99_s": _pct(lat, 0.99),
+            "latency_mean_s": sum(lat) / len(lat),
+            "switch_p50_s": _pct(sorted(sw), 0.5),
+            "requests_by_source_tier": by_tier,
+            "loads": self.loads, "evictions": self.evictions, "bytes_moved": self.bytes_moved,
+            "utilisation": {
+                "compute": self.compute_busy_s / span,
+                "router": self.router_busy_s / span,
+                **{f"link {k}": v / span for k, v in self.link_busy_s.items()},
+                **{f"{t} tier occupancy": self.tier_mean_used[t] / self.budgets[t] if self.budgets[t] else 0.0
+                   for t in self.budgets},
+                "device memory bandwidth": self.hbm_bytes / (self.hbm_bandwidth * span),
+            },
+            "budgets_bytes": self.budgets,
+        }
+
+
+def _pct(xs: list[float], q: float) -> float | None:
+    """Nearest-rank percentile of sorted xs (as coeflow.trace.client.pct)."""
+    if not xs:
+        return None
+    return xs[min(len(xs) - 1, max(0, int(round(q * (len(xs) - 1)))))]
+
+
+class _Replay:
+    def __init__(self, backend: Backend, reqs: list[SimRequest], opts: ReplayOptions, budgets: dict[str, int]):
+        self.b, self.opts, self.reqs = backend, opts, reqs
+        self.policy = make_policy(opts.policy)
+        self.tiers = {t: TierState(budgets[t], self.policy, t) for t in ("host", "device")}
+        self.budgets = budgets
+        self.experts = sorted({r.expert for r in reqs})
+        self.uses: dict[str, int] = {}  # acquires since the store started (hits + misses)
+        self.last_used: dict[str, float] = {}
+        self.loading_until: dict[str, float] = {}  # the latest load's completion
+        self.deferred: set[str] = set()  # prefetches waiting for room
+        self.busy: str | None = None  # leased by the worker
+        self.link_free = {"host": 0.0, "device": 0.0}
+        self.link_busy = {"disk->host": 0.0, "host->device": 0.0}
+        self.loads = {"disk->host": 0, "host->device": 0}
+        self.moved = {"disk->host": 0, "host->device": 0}
+        self.evictions = {"host": 0, "device": 0}
+        self.area = {"host": 0.0, "device": 0.0}
+        self.area_t = 0.0
+        self.queues: dict[str, deque] = {}
+        self.arrival_tier: dict[int, str] = {}
+
+    # -- store bookkeeping --------------------------------------------------------------
+    def _account(self, now: float) -> None:
+        if now > self.area_t:
+            for t, tier in self.tiers.items():
+                self.area[t] += tier.used * (now - self.area_t)
+            self.area_t = now
+
+    def ready_tier(self, name: str, now: float) -> str:
+        """The highest tier whose copy of `name` is complete at `now` (the store's e.tier)."""
+        for tier in ("device", "host"):
+            st = self.tiers[tier]
+            if name in st and st.resident[name][1] <= now:
+                return tier
+        return "disk"
+
+    def tier_of(self, name: str, now: float) -> str:
+        """The store's status() view: loading while a job runs, else the highest tier."""
+        if self.loading_until.get(name, -1.0) > now or name in self.deferred:
+            return "loading"
+        return self.ready_tier(name, now)
+
+    def _evictable(self, name: str, now: float) -> bool:
+        return name != self.busy and self.loading_until.get(name, -1.0) <= now
+
+    def _make_room(self, tier: str, name: str, now: float) -> bool:
+        st = self.tiers[tier]
+        nbytes = self.b.expert_bytes(name)
+
+        def cand(n: str, b: int, at: float) -> Candidate:
+            return tier_candidate(n, b, self.last_used.get(n), at, self.uses.get(n, 0))
+        victims = st.victims(nbytes, now, cand, lambda n: n != name and self._evictable(n, now))
+        if victims is None:
+            return False
+        for v in victims:
+            st.remove(v)
+            self.evictions[tier] += 1
+            if tier == "host" and v in self.tiers["device"]:  # inclusive: leaving the host leaves the device
+                self.tiers["device"].remove(v)
+        return True
+
+    def ensure(self, name: str, now: float) -> float | None:
+        """Start bringing `name` to the device tier (a store job); its completion time, or
+        None when the tiers are full of leased or loading experts (retried on release)."""
+        self._account(now)
+        if self.loading_until.get(name, -1.0) > now:
+            return self.loading_until[name]
+        t = now
+        for tier in ("host", "device"):
+            if name in self.tiers[tier]:
+                continue
+            if not self._make_room(tier, name, now):
+                self.deferred.add(name)
+                return None
+            src, dst = LINKS[tier]
+            start = max(t, self.link_free[tier])
+            d = self.b.move_s(name, src, dst)
+            t = self.link_free[tier] = start + d
+            hop = f"{src}->{dst}"
+            self.link_busy[hop] += d
+            self.loads[hop] += 1
+            self.moved[hop] += self.b.expert_bytes(name)
+            self.tiers[tier].add(name, self.b.expert_bytes(name), t)
+        self.deferred.discard(name)
+        self.loading_until[name] = t
+        return t
+
+    def ready(self, name: str, now: float) -> bool:
+        if not self.opts.prefetch:
+            return True
+        return name not in self.deferred and self.loading_until.get(name, -1.0) <= now
+
+    def submit(self, i: int, now: float) -> None:
+        r = self.reqs[i]
+        self.arrival_tier[i] = self.tier_of(r.expert, now)
+        self.queues.setdefault(r.expert, deque()).append((now, i))
+        if self.opts.prefetch and self.tier_of(r.expert, now) != "loading":
+            self.ensure(r.expert, now)
+
+    def acquire(self, name: str, now: float) -> tuple[float, str | None]:
+        """Block the worker until `name` is on the device: (ready time, the tier it came
+        from if the worker had to wait for a load, else None)."""
+        self.policy.on_access(name, now)
+        self.uses[name] = self.uses.get(name, 0) + 1
+        self.busy = name
+        source = self.ready_tier(name, now)
+        if source == "device":
+            self.last_used[name] = now
+            return now, None
+        t = self.ensure(name, now)
+        while t is None:  # every other expert is loading: wait for the first to land
+            later = [u for u in self.loading_until.values() if u > now]
+            if not later:
+                raise ConfigError(f"expert {name!r} does not fit in the tiers next to the others")
+            now = min(later)
+            t = self.ensure(name, now)
+        self.last_used[name] = t
+        return t, source
+
+    def release(self, name: str, now: float) -> None:
+        self.busy = None
+        self.last_used[name] = now
+        for n in sorted(self.deferred):
+            self.ensure(n, now)
+
+    # -- the worker -----------------------------------------------------------------------
+    def run(self) -> ReplayResult:
+        reqs, opts, b = self.reqs, self.opts, self.b
+        if opts.start_tier == "host":
+            need = sum(b.expert_bytes(e) for e in self.experts)
+            if need > self.budgets["host"]:
+                raise ConfigError(f"{len(self.experts)} experts need {need / 1e9:.1f} GB in the host "
+                                  f"tier, which holds {self.budgets['host'] / 1e9:.1f} GB: out of memory")
+            for e in self.experts:
+                self.tiers["host"].add(e, b.expert_bytes(e), 0.0)
+        records: list[RequestRecord | None] = [None] * len(reqs)
+        hbm = compute = router = 0.0
+        t, nxt = 0.0, 0
+        unrouted: deque[int] = deque()
+
+        def admit_until(limit: float) -> None:
+            nonlocal nxt
+            while nxt < len(reqs) and reqs[nxt].arrival_s <= limit:
+                if opts.route_on_compute:
+                    unrouted.append(nxt)
+                else:
+                    self.submit(nxt, reqs[nxt].arrival_s)
+                nxt += 1
+
+        while nxt < len(reqs) or unrouted or any(self.queues.values()):
+            admit_until(t)
+            if unrouted:  # the router takes the compute: route what waits, up to a batch
+                group = [unrouted.popleft() for _ in range(min(opts.router_batch, len(unrouted)))]
+                d = b.route_s(len(group), max(reqs[i].prompt_tokens for i in group))
+                t += d
+                compute += d
+                router += d
+                for i in group:
+                    self.submit(i, t)
+                continue
+            heads = [(q[0][0], name, self.ready(name, t)) for name, q in self.queues.items() if q]
+            expert = pick_expert(heads, t, opts.max_wait_s)
+            if expert is None:
+                t = self._next_event(t, heads, nxt)
+                self._retry_deferred(t)
+                continue
+            batch = take_batch(self.queues[expert], opts.max_batch, lambda _: False)
+            start = t
+            ready_t, waited_from = self.acquire(expert, t)
+            prompt = max(reqs[i].prompt_tokens for _, i in batch)
+            gen = max(reqs[i].gen_tokens for _, i in batch)
+            times = b.batch_times(expert, len(batch), prompt, gen)
+            end = ready_t + times.finish_s(gen)
+            for queued_at, i in batch:
+                r, arrived_in = reqs[i], self.arrival_tier[i]
+                if waited_from is not None:
+                    tier, switch = waited_from, ready_t - start
+                elif arrived_in == "device":
+                    tier, switch = "device", 0.0
+                else:
+                    tier, switch = arrived_in, max(0.0, self.loading_until.get(expert, queued_at) - queued_at)
+                records[i] = RequestRecord(i, r.id, expert, r.arrival_s, start, ready_t + times.ttft_s,
+                                           ready_t + times.finish_s(r.gen_tokens), tier, switch, len(batch),
+                                           r.prompt_tokens, r.gen_tokens)
+            compute += end - ready_t
+            hbm += times.hbm_bytes
+            admit_until(end)  # requests arriving during the batch are queued (and prefetch) on time
+            t = end
+            self._account(t)
+            self.release(expert, t)
+        done = [r for r in records if r is not None]
+        self._account(t)
+        first = reqs[0].arrival_s if reqs else 0.0
+        span = max(r.finish_s for r in done) - first if done else 0.0
+        return ReplayResult(done, span, compute, router, dict(self.link_busy), dict(self.loads), dict(self.moved),
+                            dict(self.budgets), {k: v / max(self.area_t - first, 1e-12) for k, v in self.area.items()},
+                            hbm, getattr(b, "bandwidth", lambda _: math.inf)("device"), dict(self.evictions))
+
+    def _next_event(self, t: float, heads, nxt: int) -> float:
+        cands = []
+        if nxt < len(self.reqs):
+            cands.append(self.reqs[nxt].arrival_s)
+        cands += [u for u in self.loading_until.values() if u > t]
+        if heads:  # the starvation bound fires strictly after max_wait_s
+            cands.append(math.nextafter(min(h[0] for h in heads) + self.opts.max_wait_s, math.inf))
+        if not cands:
+            raise ConfigError("the replay cannot make progress: the tiers are full of pinned experts")
+        return max(t, min(cands))
+
+    def _retry_deferred(self, now: float) -> None:
+        for n in sorted(self.deferred):
+            self.ensure(n, now)
+
+
+def replay(backend: Backend, requests: list[SimRequest], opts: ReplayOptions = ReplayOptions()) -> ReplayResult:
+    """Replay `requests` (sorted by arrival) on `backend`; see the module docstring."""
+    if opts.start_tier not in ("host", "disk"):
+        raise ConfigError(f"start tier must be host or disk, not {opts.start_tier!r}")
+    if opts.max_batch < 1:
+        raise ConfigError("--max-batch must be >= 1")
+    budgets = dict(getattr(backend, "default_budgets", lambda: {})())
+    for tier, given in (("device", opts.device_mem), ("host", opts.host_mem)):
+        if given is not None:
+            budgets[tier] = given
+        if tier not in budgets:
+            raise ConfigError(f"give a {tier} tier budget")
+    for r in requests:
+        if backend.expert_bytes(r.expert) > min(budgets.values()):
+            raise ConfigError(f"expert {r.expert!r} ({backend.expert_bytes(r.expert) / 1e9:.2f} GB) is larger "
+                              f"than a tier's budget ({min(budgets.values()) / 1e9:.2f} GB)")
+    reqs = sorted(requests, key=lambda r: r.arrival_s)
+    return _Replay(backend, reqs, opts, budgets).run()

@@ -1,0 +1,38 @@
+"""The scheduler's decisions as pure functions: which expert runs next and which requests
+form its batch. The threaded scheduler (real backend) and the discrete-event replay
+(modelled backend) both call these, so a simulated run makes the choices a real one would.
+No clocks, threads or tensors here: the caller passes `now` and what is ready."""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Callable, Iterable, TypeVar
+
+T = TypeVar("T")
+
+
+def pick_expert(heads: Iterable[tuple[float, str, bool]], now: float, max_wait_s: float,
+                draining: bool = False) -> str | None:
+    """`heads`: (arrival of the oldest queued request, expert, expert ready) per non-empty
+    queue. The oldest request among ready experts goes first, so no switch stalls the
+    worker; but a request older than `max_wait_s` (or any, while draining) goes first even
+    if its expert must still be loaded: the bound on starvation. None: nothing can run."""
+    heads = list(heads)
+    if not heads:
+        return None
+    oldest_arrival, oldest, _ = min(heads)
+    if now - oldest_arrival > max_wait_s or draining:
+        return oldest
+    ready = [(arrival, name) for arrival, name, is_ready in heads if is_ready]
+    return min(ready)[1] if ready else None
+
+
+def take_batch(queue: deque[T], max_batch: int, cancelled: Callable[[T], bool]) -> list[T]:
+    """Pop up to `max_batch` requests from the front of one expert's queue, in arrival
+    order; cancelled ones are dropped (and count towards nothing)."""
+    batch: list[T] = []
+    while queue and len(batch) < max_batch:
+        r = queue.popleft()
+        if not cancelled(r):
+            batch.append(r)
+    return batch

@@ -1,0 +1,67 @@
+"""`coeflow simulate trace|compare` and `coeflow hw probe` as a user runs them."""
+
+import json
+
+import pytest
+
+from coeflow.cli import main
+from coeflow.errors import ConfigError
+from coeflow.trace import TraceSpec, generate, write_trace
+
+
+@pytest.fixture
+def trace150(tmp_path):
+    path = tmp_path / "t.jsonl"
+    write_trace(path, generate(TraceSpec(tuple(f"e{i}" for i in range(150)), rate=3.0, requests=300, seed=1)))
+    return path
+
+
+def test_simulate_trace_on_150_llama2_7b_copies_prints_summary_and_writes_the_timeline(trace150, tmp_path, capsys):
+    tl = tmp_path / "timeline.jsonl"
+    assert main(["simulate", "trace", "--trace", str(trace150), "--experts", "150", "--expert-config",
+                 "llama2-7b", "--hw", "sn40l-8", "--timeline", str(tl)]) == 0
+    out = capsys.readouterr().out
+    assert "TTFT     p50" in out and "latency  p50" in out and "utilisation: compute" in out
+    rows = [json.loads(line) for line in tl.read_text().splitlines()]
+    assert len(rows) == 300 and {"ttft_s", "latency_s", "source_tier", "switch_s"} <= set(rows[0])
+    assert main(["simulate", "trace", "--trace", str(trace150), "--experts", "150", "--hw", "dgx-h100", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["summary"]["requests"] == 300 and len(doc["timeline"]) == 300
+
+
+def test_simulate_trace_refuses_a_trace_naming_experts_the_coe_lacks(trace150, capsys):
+    assert main(["simulate", "trace", "--trace", str(trace150), "--experts", "10", "--hw", "sn40l-8"]) == 2
+    assert "no expert 'e" in capsys.readouterr().err
+
+
+def test_compare_puts_machines_side_by_side_and_plots(trace150, tmp_path, capsys):
+    png = tmp_path / "cmp.png"
+    assert main(["simulate", "compare", "--trace", str(trace150), "--experts", "150", "--hw", "sn40l-8",
+                 "--hw", "dgx-h100", "--plot", str(png), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert set(out) == {"sn40l-8", "dgx-h100"}
+    assert out["dgx-h100"]["latency_mean_s"] > out["sn40l-8"]["latency_mean_s"]  # PCIe switches
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_probe_writes_a_spec_whose_model_reproduces_the_probe_models(tmp_path, monkeypatch):
+    """Self-consistency of the fit: the written spec, loaded back, predicts the decode step
+    of the probe model it was fitted on (the validation on real experts is in BENCHMARKS)."""
+    import coeflow.bench.machine as machine
+    from coeflow.backend.workload import resolve_machine
+    from coeflow.hw.generation import generation_cost
+    from coeflow.hw.probe import PROBE_CONFIG, probe, write_spec
+    from coeflow.hw.shapes import shape_from_dict
+    monkeypatch.setattr(machine, "mem_read_gbps", lambda *a, **k: 5.0)  # skip the compiled read kernel
+    spec = probe(("eager",), repeats=2, workdir=tmp_path)
+    path = write_spec(spec, tmp_path / "local-cpu.yaml")
+    text = path.read_text()
+    assert "measured by coeflow hw probe on" in text and "kernel_overhead" in text
+    m = resolve_machine(str(path))
+    assert m.device_is_host and m.disk_read_bps > 0 and m.bytes_per_param == 4
+    fit = spec["probe"]["engine_fits"]["eager"][6]
+    shape = shape_from_dict({**PROBE_CONFIG, "num_hidden_layers": 6}, "p6")
+    cost = generation_cost(m.hw, shape, 1, 16, 33, None, m.stack)
+    assert cost.tpot_s == pytest.approx(fit["step_s"], rel=0.35)
+    with pytest.raises(ConfigError, match="no stack"):
+        resolve_machine(str(path), stack="local-fused")

@@ -1,0 +1,94 @@
+"""The modelled backend's replay: the server's decisions on a simulated clock, with times
+from the hardware model."""
+
+import random
+import time
+
+import pytest
+
+from coeflow.backend import Machine, ModelledBackend, ReplayOptions, SimRequest, replay
+from coeflow.backend.paper import table_v_rows_via_trace
+from coeflow.backend.workload import coe_of_copies, resolve
+from coeflow.errors import ConfigError
+from coeflow.hw import generation_cost, load_hardware, load_shape, switch_time_s
+from coeflow.sim.paper import table_v_rows
+from coeflow.trace import TraceRequest, TraceSpec, generate
+
+SHAPE = load_shape("llama2-7b")
+
+
+def backend(hw="dgx-h100", n=150):
+    return ModelledBackend(Machine(load_hardware(hw)), {f"e{i}": SHAPE for i in range(n)})
+
+
+def test_a_cold_expert_waits_one_modelled_copy_and_a_resident_one_none():
+    b, hw = backend(), load_hardware("dgx-h100")
+    res = replay(b, [SimRequest(0.0, "e1", 128, 20), SimRequest(10.0, "e1", 128, 20)])
+    cold, warm = res.records
+    copy = switch_time_s(hw, SHAPE.weight_bytes(), "host")
+    gen = generation_cost(hw, SHAPE, 1, 128, 20)
+    assert (cold.source_tier, warm.source_tier) == ("host", "device")
+    assert cold.switch_s == pytest.approx(copy) and warm.switch_s == 0.0
+    assert cold.latency_s == pytest.approx(copy + gen.total_s)
+    assert warm.ttft_s == pytest.approx(gen.ttft_s) and warm.latency_s == pytest.approx(gen.total_s)
+    assert res.loads["host->device"] == 1 and res.bytes_moved["host->device"] == SHAPE.weight_bytes()
+
+
+def test_requests_for_one_expert_that_queue_while_it_loads_are_batched():
+    res = replay(backend(), [SimRequest(0.0, "e0", 128, 20)] + [SimRequest(0.01, "e0", 128, 20)] * 5,
+                 ReplayOptions(max_batch=4))
+    assert [r.batch for r in res.records] == [4, 4, 4, 4, 2, 2]
+    assert res.records[0].start_s == res.records[3].start_s < res.records[4].start_s
+
+
+def test_eviction_is_the_stores_policy_on_the_device_budget():
+    b = backend()
+    two = 2 * b.expert_bytes("e0")
+    reqs = [SimRequest(t, e, 16, 2) for t, e in ((0, "e0"), (5, "e1"), (10, "e0"), (15, "e2"), (20, "e1"), (25, "e0"))]
+    tiers = [r.source_tier for r in replay(b, reqs, ReplayOptions(device_mem=two)).records]
+    assert tiers == ["host", "host", "device", "host", "host", "host"]  # LRU: e2 evicts e1, e1 evicts e0
+    tiers = [r.source_tier for r in replay(b, reqs, ReplayOptions(device_mem=two, policy="fifo")).records]
+    assert tiers == ["host", "host", "device", "host", "device", "host"]  # FIFO: e2 evicts e0
+
+
+def test_a_loading_expert_does_not_block_a_resident_one():
+    """Prefetch overlaps loads with compute: a request for a resident expert that arrives
+    while another expert loads runs first (the scheduler's ready rule)."""
+    b = backend()
+    res = replay(b, [SimRequest(0.0, "e0", 128, 20), SimRequest(1.0, "e1", 128, 20), SimRequest(1.01, "e0", 128, 20)])
+    e1, e0_again = res.records[1], res.records[2]
+    assert e0_again.start_s < e1.start_s and e0_again.source_tier == "device"
+
+
+def test_experts_beyond_the_host_memory_are_out_of_memory_on_a_dgx():
+    with pytest.raises(ConfigError, match="out of memory"):
+        replay(backend(n=200), [SimRequest(0.0, f"e{i}", 16, 2) for i in range(200)])
+
+
+def test_10000_requests_over_150_experts_replay_in_under_10_s():
+    trace = generate(TraceSpec(tuple(f"e{i}" for i in range(150)), rate=4.0, requests=10_000, zipf_s=0.9,
+                               prompt_tokens=(64, 512), max_tokens=(16, 256), seed=5))
+    reqs = resolve(trace, coe_of_copies(150, "llama2-7b"))
+    t0 = time.perf_counter()
+    res = replay(backend("sn40l-8"), reqs)
+    assert time.perf_counter() - t0 < 10.0
+    s = res.summary()
+    assert s["requests"] == 10_000 and sum(s["requests_by_source_tier"].values()) == 10_000
+    assert res.loads["host->device"] >= s["requests_by_source_tier"].get("host", 0) > 0
+    assert s["latency_p99_s"] >= s["latency_p50_s"] >= s["ttft_p50_s"] > 0
+    assert 0 < s["utilisation"]["compute"] <= 1
+
+
+def test_routed_requests_use_the_recorded_route_and_unknown_experts_are_named():
+    coe = coe_of_copies(3, "llama2-7b")
+    assert resolve([TraceRequest(0, "coe", 5, prompt_tokens=3, route="e2")], coe)[0].expert == "e2"
+    with pytest.raises(ConfigError, match="trace request 1 .*no expert 'sql'"):
+        resolve([TraceRequest(0, "sql", 5, prompt_tokens=3)], coe)
+
+
+def test_table_v_through_the_trace_path_equals_simulate_paper():
+    closed = {r.name: r.predicted for r in table_v_rows()}
+    via = table_v_rows_via_trace()
+    assert len(via) == 14
+    for r in via:
+        assert r.predicted == pytest.approx(closed[r.name], rel=1e-12), r.name
