@@ -37,7 +37,7 @@ if TYPE_CHECKING:  # torch loads in a second: a cached build should not wait for
 # Bump EXPERTS_VERSION when the corpora, tokenizer or training change (experts retrain);
 # bump PIPELINE_VERSION when only later steps change (held-out data, router prompts).
 EXPERTS_VERSION = 1
-PIPELINE_VERSION = 3
+PIPELINE_VERSION = 4
 STAMP = ".coeflow-demo.json"
 
 
