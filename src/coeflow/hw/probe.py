@@ -4,8 +4,9 @@ backend can predict what the real one will do here.
 What is measured, and what each number becomes in the spec:
 - memory read bandwidth (coeflow.bench.machine.mem_read_gbps) -> the device tier's memory;
 - fp32 matmul FLOP/s (1024^3, all threads) -> peak compute, GEMM efficiency 1;
-- disk (page cache) read rate and per-read latency, two file sizes read as the store reads
-  (striped preadv, one descriptor per thread) -> the disk -> host tier;
+- disk (page cache) read rate, two file sizes read as the store reads (striped preadv, one
+  descriptor per thread), and the fixed cost of one store load (the probe checkpoints loaded
+  by coeflow's ExpertStore, less their bytes at that rate) -> the disk -> host tier;
 - the engines' fixed costs, fitted on probe models of two depths (not any expert's shape):
   per-kernel overhead (slope of decode-step time over the graph's kernel count), per-step
   overhead (intercept), per-call overhead (TTFT less the modelled prefill and step).
@@ -164,6 +165,27 @@ def disk_read(workdir: Path, sizes=(4 << 20, 128 << 20), threads: int = 4, repea
     return bps, max(0.0, t0 - s0 / bps)
 
 
+def store_load_latency(root: Path, paths: dict[int, Path], disk_bps: float, repeats: int) -> float:
+    """Fixed cost of one expert load by coeflow's store (checks, thread hand-offs, views):
+    the time of a disk -> host load of each probe checkpoint less its bytes at the raw rate."""
+    import yaml as _yaml
+    from coeflow.coefile import load_coe
+    from coeflow.store import ExpertStore
+    doc = {"name": "probe", "fallback": f"p{min(paths)}",
+           "experts": [{"name": f"p{d}", "path": str(p.relative_to(root))} for d, p in paths.items()]}
+    (root / "coe.yaml").write_text(_yaml.safe_dump(doc))
+    extra = []
+    with ExpertStore(load_coe(root / "coe.yaml"), device_mem=None, host_mem=None) as store:
+        sizes = {s.name: s.bytes for s in store.status()}
+        for name, nbytes in sizes.items():
+            times = []
+            for _ in range(repeats + 1):
+                store.unload(name, "disk")
+                times.append(_timed(lambda: store.load(name, "device")))
+            extra.append(statistics.median(times[1:]) - nbytes / disk_bps)
+    return max(0.0, statistics.fmean(extra))
+
+
 @dataclass
 class EngineFit:
     kernel_overhead_s: float
@@ -229,13 +251,15 @@ def probe(engines: tuple[str, ...] = ("eager", "fused"), repeats: int = 5, workd
         progress("matmul FLOP/s")
         flops = matmul_flops()
         progress("disk (page cache) reads")
-        disk_bps, disk_lat = disk_read(root)
+        disk_bps, _ = disk_read(root)
         ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
         hw = Hardware("probe", "", Device("probe", "gpu", flops, 1.0, os.cpu_count() or 1, 32 << 20, 0, 0, 0, 1.0,
                                           Tier("hbm", ram, mem / 2, 1.0), None, 1.0, 0, 0, 0, 0),
                       1, 1.0, 0.0, ram, 0, float("inf"), 1.0, 0.0, "probe", "probe")
         paths = {d: make_expert(root / f"probe-{d}", {**PROBE_CONFIG, "num_hidden_layers": d}, seed=d, tokenizer=False)
                  for d in PROBE_DEPTHS}
+        progress("store loads (disk -> host) of the probe checkpoints")
+        disk_lat = store_load_latency(root, paths, disk_bps, repeats)
         fits = {}
         for eng in engines:
             progress(f"{eng} engine overheads (probe models of {PROBE_DEPTHS} layers)")
@@ -285,7 +309,7 @@ NOTES = {
     "invocation_overhead": "measured: TTFT less modelled prefill and step overhead, probe models",
     "step_overhead": "measured: decode-step intercept, probe models",
     "disk_read_bandwidth": "measured: striped preadv, 4 threads, 4 and 128 MiB files, page cache warm",
-    "disk_read_latency": "measured: intercept of the same fit",
+    "disk_read_latency": "measured: store loads of the probe checkpoints less their bytes at that rate",
     "device_is_host": "a CPU attaches host-pool tensors: no copy",
     "bytes_per_param": "the engine serves fp32",
 }
