@@ -25,9 +25,11 @@ def compare_plot(summaries: dict[str, dict], path: str | Path, title: str = "") 
         ax.bar_label(bars, fmt="%.3g", fontsize=7)
     ax.set_xticks([j + width * (len(names) - 1) / 2 for j in range(len(keys))], [label for _, label in keys])
     ax.set_yscale("log")
+    lo, hi = ax.get_ylim()
+    ax.set_ylim(lo, hi * 10)  # headroom for the legend above the tallest bar
     ax.set_ylabel("milliseconds (log)")
     ax.set_title("per-request times")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", ncol=len(names))
     ax = axes[1]
     bars = ax.bar(names, [summaries[n]["throughput_rps"] for n in names], color=[f"C{i}" for i in range(len(names))])
     ax.bar_label(bars, fmt="%.3g", fontsize=8)
