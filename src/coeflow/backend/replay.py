@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 from coeflow.backend.interface import Backend
 from coeflow.errors import ConfigError
-from coeflow.scheduler.decisions import pick_expert, take_batch
+from coeflow.scheduler.decisions import pick_expert, prefetch_tier, take_batch
 from coeflow.store.policies import Candidate, TierState, make_policy, tier_candidate
 
 LINKS = {"host": ("disk", "host"), "device": ("host", "device")}  # tier -> the hop into it
@@ -139,6 +139,8 @@ class _Replay:
         self.tiers = {t: TierState(budgets[t], self.policy, t) for t in ("host", "device")}
         self.budgets = budgets
         self.experts = sorted({r.expert for r in reqs})
+        # the scheduler's rule: prefetch to the device only when its last hop costs a copy
+        self.prefetch_to = prefetch_tier(any(backend.move_s(e, "host", "device") > 0 for e in self.experts[:1]))
         self.uses: dict[str, int] = {}  # acquires since the store started (hits + misses)
         self.last_used: dict[str, float] = {}
         self.loading_until: dict[str, float] = {}  # the latest load's completion
@@ -194,14 +196,14 @@ class _Replay:
                 self.tiers["device"].remove(v)
         return True
 
-    def ensure(self, name: str, now: float) -> float | None:
-        """Start bringing `name` to the device tier (a store job); its completion time, or
+    def ensure(self, name: str, now: float, top: str = "device") -> float | None:
+        """Start bringing `name` up to tier `top` (a store job); its completion time, or
         None when the tiers are full of leased or loading experts (retried on release)."""
         self._account(now)
         if self.loading_until.get(name, -1.0) > now:
             return self.loading_until[name]
         t = now
-        for tier in ("host", "device"):
+        for tier in ("host", "device")[: 1 if top == "host" else 2]:
             if name in self.tiers[tier]:
                 continue
             if not self._make_room(tier, name, now):
@@ -230,7 +232,7 @@ class _Replay:
         self.arrival_tier[i] = self.tier_of(r.expert, now)
         self.queues.setdefault(r.expert, deque()).append((now, i))
         if self.opts.prefetch and self.tier_of(r.expert, now) != "loading":
-            self.ensure(r.expert, now)
+            self.ensure(r.expert, now, self.prefetch_to)
 
     def acquire(self, name: str, now: float) -> tuple[float, str | None]:
         """Block the worker until `name` is on the device: (ready time, the tier it came
@@ -256,7 +258,7 @@ class _Replay:
         self.busy = None
         self.last_used[name] = now
         for n in sorted(self.deferred):
-            self.ensure(n, now)
+            self.ensure(n, now, self.prefetch_to)
 
     # -- the worker -----------------------------------------------------------------------
     def run(self) -> ReplayResult:
@@ -344,7 +346,7 @@ class _Replay:
 
     def _retry_deferred(self, now: float) -> None:
         for n in sorted(self.deferred):
-            self.ensure(n, now)
+            self.ensure(n, now, self.prefetch_to)
 
 
 def replay(backend: Backend, requests: list[SimRequest], opts: ReplayOptions = ReplayOptions()) -> ReplayResult:

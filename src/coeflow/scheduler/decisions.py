@@ -11,6 +11,16 @@ from typing import Callable, Iterable, TypeVar
 T = TypeVar("T")
 
 
+def prefetch_tier(device_hop_copies: bool) -> str:
+    """Where a queued request's expert is prefetched to. When the last hop (host -> device)
+    is a copy (GPU, RDU), prefetch all the way so the copy overlaps other experts' compute.
+    When it is free (a CPU, where the device tier is a pointer swap), stop at the host: the
+    device tier holds only the experts about to run, and prefetching every queued expert
+    into it makes prefetches evict each other, and wait behind leased experts, before
+    their batches run (measured: p99 time to first token 27.6 s against 3.4 s, bench serve)."""
+    return "device" if device_hop_copies else "host"
+
+
 def pick_expert(heads: Iterable[tuple[float, str, bool]], now: float, max_wait_s: float,
                 draining: bool = False) -> str | None:
     """`heads`: (arrival of the oldest queued request, expert, expert ready) per non-empty

@@ -21,7 +21,7 @@ from typing import Callable, Protocol
 from coeflow.engine import Delta, Engine, SamplingParams
 from coeflow.errors import CoeflowError
 from coeflow.model import ModelConfig, Tokenizer
-from coeflow.scheduler.decisions import pick_expert, take_batch
+from coeflow.scheduler.decisions import pick_expert, prefetch_tier, take_batch
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ class GenRequest:
 
 
 class Store(Protocol):
-    def prefetch(self, name: str) -> Future: ...
+    def prefetch(self, name: str, tier: str = "device") -> Future: ...
     def acquire(self, name: str, timeout: float | None = None): ...
     def status(self) -> list: ...
 
@@ -93,6 +93,7 @@ class Scheduler:
         self._queues: dict[str, deque[GenRequest]] = {name: deque() for name in runtimes}
         self._loads: dict[str, Future] = {}
         self._ready_at: dict[str, float] = {}  # when each expert's latest prefetch finished
+        self._prefetch_to = prefetch_tier(getattr(store, "device_copies", False))
         self._engines: dict[tuple, Engine] = {}
         self._cond = threading.Condition()
         self._stopping = False
@@ -146,7 +147,7 @@ class Scheduler:
     def _prefetch(self, expert: str) -> None:
         fut = self._loads.get(expert)
         if fut is None or fut.done():
-            fut = self.store.prefetch(expert)
+            fut = self.store.prefetch(expert, self._prefetch_to)
             self._loads[expert] = fut
             fut.add_done_callback(lambda _: self._loaded(expert))
 

@@ -239,11 +239,18 @@ class ExpertStore:
                 raise ExpertUnavailableError(f"expert {name!r} left the device tier while awaited")
             return self._lease(e, source, t0, switched=True)
 
-    def prefetch(self, name: str) -> Future:
-        """Start moving `name` up to the device tier now; returns at once. Every caller
-        asking for the same expert while it moves gets the same Future."""
+    @property
+    def device_copies(self) -> bool:
+        """Whether host -> device is a copy (CUDA) rather than a pointer swap (CPU)."""
+        return self._dev.copies
+
+    def prefetch(self, name: str, tier: str = "device") -> Future:
+        """Start moving `name` up to `tier` ("host" or "device") now; returns at once. Every
+        caller asking for the same expert while it moves gets the same Future."""
+        if tier not in ("host", "device"):
+            raise ConfigError(f"cannot prefetch into tier {tier!r}; choose host or device")
         with self._cond:
-            return self._ensure(self._get(name), "device")
+            return self._ensure(self._get(name), tier)
 
     def load(self, name: str, tier: str = "device") -> None:
         """Make `name` ready in `tier` ("host" or "device") and return. A failed expert is
