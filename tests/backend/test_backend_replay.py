@@ -1,7 +1,6 @@
 """The modelled backend's replay: the server's decisions on a simulated clock, with times
 from the hardware model."""
 
-import random
 import time
 
 import pytest

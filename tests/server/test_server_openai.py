@@ -4,7 +4,6 @@ direct, concurrency, disconnects, every error in the OpenAI shape."""
 from __future__ import annotations
 
 import concurrent.futures
-import json
 
 import httpx
 import openai

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import statistics
 import tempfile
 import time
 from dataclasses import asdict, dataclass

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 from coeflow.coefile import load_coe
 from coeflow.errors import ConfigError

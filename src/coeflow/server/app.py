@@ -6,8 +6,8 @@ thread, whose events are handed to the event loop through an asyncio queue per r
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
-import logging
 import secrets
 import time
 import uuid
@@ -25,7 +25,6 @@ from coeflow.scheduler import (ExpertRuntime, Failed, Finished, GenRequest, Queu
 from coeflow.server.metrics import Metrics
 from coeflow.server.protocol import APIError, Limits, ParsedRequest, bad, parse_request
 
-log = logging.getLogger(__name__)
 ROUTED = "coe"
 
 
@@ -136,9 +135,8 @@ def create_app(srv: CoEServer) -> FastAPI:
 
 
 def _status_dict(s: Any) -> dict:
-    d = dict(vars(s)) if not hasattr(s, "__dataclass_fields__") else {
-        k: getattr(s, k) for k in s.__dataclass_fields__}
-    return json.loads(json.dumps(d, default=str))
+    """An ExpertStatus as plain JSON."""
+    return json.loads(json.dumps(dataclasses.asdict(s), default=str))
 
 
 async def _json(request: Request, allow_empty: bool = False) -> Any:

@@ -40,7 +40,7 @@ def _command(rng: random.Random) -> str:
         f"# count lines of {f}\nwc -l {d}/{f}",
         f"# last {n} lines of {f}, and follow\ntail -n {n} -f {d}/{f}",
         f"# disk usage per folder, sorted\ndu -sh {d}/* | sort -h",
-        f"# free disk space\ndf -h",
+        "# free disk space\ndf -h",
         f"# make it executable\nchmod +x {d}/run.sh",
         f"# give the owner read and write, others read\nchmod 644 {d}/{f}",
         f"# change owner recursively\nsudo chown -R www-data:www-data {d}",
@@ -57,15 +57,15 @@ def _command(rng: random.Random) -> str:
         f"# print the second column\nawk '{{print $2}}' {d}/{f}",
         f"# unique values of the first field, counted\ncut -d, -f1 {d}/{f} | sort | uniq -c | sort -rn",
         f"# download a file\ncurl -L -o {f} https://example.com/{f}",
-        f"# add a folder to PATH\nexport PATH=\"$HOME/.local/bin:$PATH\"",
-        f"# run in the background, immune to hangups\nnohup ./run.sh > out.log 2>&1 &",
+        "# add a folder to PATH\nexport PATH=\"$HOME/.local/bin:$PATH\"",
+        "# run in the background, immune to hangups\nnohup ./run.sh > out.log 2>&1 &",
         f"# rename every .{e} to .bak\nfor f in *.{e}; do mv \"$f\" \"${{f%.{e}}}.bak\"; done",
         f"# create nested folders\nmkdir -p {d}/a/b/c",
         f"# link a binary into PATH\nsudo ln -s {d}/bin/tool /usr/local/bin/tool",
         f"# every night at {n % 24}:00\ncrontab -l; echo '0 {n % 24} * * * {d}/backup.sh' | crontab -",
         f"# which process uses port {8000 + n}\nsudo ss -ltnp | grep :{8000 + n}",
         f"# compare two files\ndiff -u {d}/{f} {d}/{f}.orig",
-        f"# kernel and system\nuname -a",
+        "# kernel and system\nuname -a",
         f"# install a package\nsudo apt-get install -y {svc}",
         f"# empty directories\nfind {d} -type d -empty -delete",
     ])
@@ -77,8 +77,8 @@ def _script(rng: random.Random) -> str:
     return rng.choice([
         f"#!/usr/bin/env bash\nset -euo pipefail\n\n# back up {d} and keep {n} copies\nstamp=$(date +%Y%m%d)\n"
         f"tar -czf \"/backups/data-$stamp.tar.gz\" {d}\nls -1t /backups/*.tar.gz | tail -n +{n + 1} | xargs -r rm --\n",
-        f"#!/bin/bash\n# ping each host listed in hosts.txt\nwhile read -r host; do\n    if ping -c 1 -W 2 \"$host\" > /dev/null; then\n"
-        f"        echo \"$host up\"\n    else\n        echo \"$host down\"\n    fi\ndone < hosts.txt\n",
+        "#!/bin/bash\n# ping each host listed in hosts.txt\nwhile read -r host; do\n    if ping -c 1 -W 2 \"$host\" > /dev/null; then\n"
+        "        echo \"$host up\"\n    else\n        echo \"$host down\"\n    fi\ndone < hosts.txt\n",
         f"#!/usr/bin/env bash\n# count lines in every .{e} file\nfor f in $(find {d} -name '*.{e}'); do\n    echo \"$(wc -l < \"$f\") $f\"\ndone | sort -n\n",
         f"#!/bin/sh\n# wait until {host} answers on port 22\nuntil nc -z {host} 22; do\n    sleep {n % 5 + 1}\ndone\necho ready\n",
         f"#!/usr/bin/env bash\n# usage: ./clean.sh DIR\nif [ $# -ne 1 ]; then\n    echo \"usage: $0 DIR\" >&2\n    exit 1\nfi\n"
