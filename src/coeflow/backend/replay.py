@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 from coeflow.backend.interface import Backend
 from coeflow.errors import ConfigError
-from coeflow.scheduler.decisions import pick_expert, prefetch_tier, take_batch
+from coeflow.scheduler.decisions import DISTANCE, pick_expert, prefetch_tier, take_batch
 from coeflow.store.policies import Candidate, TierState, make_policy, tier_candidate
 
 LINKS = {"host": ("disk", "host"), "device": ("host", "device")}  # tier -> the hop into it
@@ -145,6 +145,7 @@ class _Replay:
         self.last_used: dict[str, float] = {}
         self.loading_until: dict[str, float] = {}  # the latest load's completion
         self.deferred: set[str] = set()  # prefetches waiting for room
+        self.prefetch_done: dict[str, float] = {}  # when each expert's latest prefetch completes
         self.busy: str | None = None  # leased by the worker
         self.link_free = {"host": 0.0, "device": 0.0}
         self.link_busy = {"disk->host": 0.0, "host->device": 0.0}
@@ -222,6 +223,11 @@ class _Replay:
         self.loading_until[name] = t
         return t
 
+    def _prefetch(self, name: str, now: float) -> None:
+        t = self.ensure(name, now, self.prefetch_to)
+        if t is not None:
+            self.prefetch_done[name] = t
+
     def ready(self, name: str, now: float) -> bool:
         if not self.opts.prefetch:
             return True
@@ -232,7 +238,7 @@ class _Replay:
         self.arrival_tier[i] = self.tier_of(r.expert, now)
         self.queues.setdefault(r.expert, deque()).append((now, i))
         if self.opts.prefetch and self.tier_of(r.expert, now) != "loading":
-            self.ensure(r.expert, now, self.prefetch_to)
+            self._prefetch(r.expert, now)
 
     def acquire(self, name: str, now: float) -> tuple[float, str | None]:
         """Block the worker until `name` is on the device: (ready time, the tier it came
@@ -258,7 +264,7 @@ class _Replay:
         self.busy = None
         self.last_used[name] = now
         for n in sorted(self.deferred):
-            self.ensure(n, now, self.prefetch_to)
+            self._prefetch(n, now)
 
     # -- the worker -----------------------------------------------------------------------
     def run(self) -> ReplayResult:
@@ -310,12 +316,12 @@ class _Replay:
             end = ready_t + times.finish_s(gen)
             for queued_at, i in batch:
                 r, arrived_in = reqs[i], self.arrival_tier[i]
-                if waited_from is not None:
-                    tier, switch = waited_from, ready_t - start
-                elif arrived_in == "device":
-                    tier, switch = "device", 0.0
-                else:
-                    tier, switch = arrived_in, max(0.0, self.loading_until.get(expert, queued_at) - queued_at)
+                # the server's rule (Scheduler._started): the farther of the arrival tier and the
+                # tier the acquire found, and the prefetch's part of the move plus the acquire's
+                tier, switch = (waited_from, ready_t - start) if waited_from is not None else ("device", 0.0)
+                if DISTANCE.get(arrived_in, -1) > DISTANCE.get(tier, 0):
+                    tier = arrived_in
+                    switch += max(0.0, min(self.prefetch_done.get(expert, queued_at), start) - queued_at)
                 records[i] = RequestRecord(i, r.id, expert, r.arrival_s, start, ready_t + times.ttft_s,
                                            ready_t + times.finish_s(r.gen_tokens), tier, switch, len(batch),
                                            r.prompt_tokens, r.gen_tokens)
@@ -346,7 +352,7 @@ class _Replay:
 
     def _retry_deferred(self, now: float) -> None:
         for n in sorted(self.deferred):
-            self.ensure(n, now, self.prefetch_to)
+            self._prefetch(n, now)
 
 
 def replay(backend: Backend, requests: list[SimRequest], opts: ReplayOptions = ReplayOptions()) -> ReplayResult:

@@ -10,6 +10,11 @@ from typing import Callable, Iterable, TypeVar
 
 T = TypeVar("T")
 
+# How far each tier is from the engine; "loading": another request's prefetch is moving it.
+# A request reports the farther of the tier its expert was in on arrival and the tier its
+# batch found it in (Scheduler._started, and the replay alike).
+DISTANCE = {"device": 0, "host": 1, "loading": 2, "disk": 2}
+
 
 def prefetch_tier(device_hop_copies: bool) -> str:
     """Where a queued request's expert is prefetched to. When the last hop (host -> device)

@@ -21,7 +21,7 @@ from typing import Callable, Protocol
 from coeflow.engine import Delta, Engine, SamplingParams
 from coeflow.errors import CoeflowError
 from coeflow.model import ModelConfig, Tokenizer
-from coeflow.scheduler.decisions import pick_expert, prefetch_tier, take_batch
+from coeflow.scheduler.decisions import DISTANCE, pick_expert, prefetch_tier, take_batch
 
 log = logging.getLogger(__name__)
 
@@ -185,12 +185,15 @@ class Scheduler:
         return self._engines[key]
 
     def _started(self, r: GenRequest, lease, t0: float) -> Started:
-        """What the request saw: the tier its expert was in when it arrived and how long the
-        switch (usually done by the prefetch it triggered) kept it waiting."""
-        if lease.source_tier != "device" or r.arrival_tier == "device":
-            return Started(r.expert, lease.source_tier, lease.switch_s, t0 - r.arrival)
-        waited = max(0.0, self._ready_at.get(r.expert, r.arrival) - r.arrival)
-        return Started(r.expert, r.arrival_tier, waited, t0 - r.arrival)
+        """What the request saw: the farther of the tier its expert was in when it arrived and
+        the tier the batch's acquire found it in, and the whole switch that kept it waiting
+        (the part its prefetch did before the batch, plus the acquire's)."""
+        src = lease.source_tier
+        waited = lease.switch_s
+        if DISTANCE.get(r.arrival_tier, -1) > DISTANCE.get(src, 0):
+            src = r.arrival_tier
+            waited += max(0.0, self._ready_at.get(r.expert, r.arrival) - r.arrival)
+        return Started(r.expert, src, waited, t0 - r.arrival)
 
     def _run(self, expert: str, batch: list[GenRequest]) -> None:
         t0 = time.monotonic()
