@@ -81,7 +81,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"coeflow: expert {name} is unavailable: {why}", flush=True)
     try:
         serve(srv, args.host, args.port, args.log_level)
+    except KeyboardInterrupt:  # uvicorn re-raises Ctrl-C after its graceful shutdown
+        pass
     finally:
         if srv.recorder is not None:
             srv.recorder.close()
+    print("coeflow: stopped", flush=True)
     return 0

@@ -1,0 +1,43 @@
+"""`coeflow serve` as a user runs it: a real process on loopback, a request through the
+official client, then Ctrl-C (SIGINT) stops it cleanly."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+
+import httpx
+from openai import OpenAI
+
+from coeflow.server import free_port
+
+
+def test_serve_process_answers_and_stops_cleanly_on_ctrl_c(coe_file):
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "coeflow", "serve", "--coe", str(coe_file), "--port", str(port),
+                             "--engine", "eager", "--api-key", "k", "--log-level", "warning"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while True:  # readiness: the first moment /health answers
+            assert proc.poll() is None, proc.stderr.read()
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, "server did not start in 120 s"
+                time.sleep(0.1)  # poll interval while it starts, not a timing assumption
+        client = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="k", max_retries=0)
+        r = client.chat.completions.create(model="coe", messages=[{"role": "user", "content": "ls -la"}],
+                                           max_tokens=4, temperature=0)
+        assert r.model_extra["coeflow"]["expert"] in ("sql", "shell", "general")
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err[-2000:]
+    assert f"at http://127.0.0.1:{port}/v1 (API key required)" in out
+    assert "coeflow: stopped" in out and "Traceback" not in err
