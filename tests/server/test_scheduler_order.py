@@ -23,8 +23,8 @@ class HeldStore:
     def acquire(self, name, timeout=None):
         return self.store.acquire(name, timeout)
 
-    def status(self):
-        return self.store.status()
+    def tier_of(self, name):
+        return self.store.tier_of(name)
 
 
 def run_two(coe_file, max_wait_s: float) -> list[str]:

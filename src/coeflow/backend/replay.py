@@ -24,6 +24,7 @@ from coeflow.backend.interface import Backend
 from coeflow.errors import ConfigError
 from coeflow.scheduler.decisions import DISTANCE, pick_expert, prefetch_tier, take_batch
 from coeflow.store.policies import Candidate, TierState, make_policy, tier_candidate
+from coeflow.trace.client import pct
 
 LINKS = {"host": ("disk", "host"), "device": ("host", "device")}  # tier -> the hop into it
 
@@ -107,10 +108,10 @@ class ReplayResult:
             "requests": len(recs), "makespan_s": self.makespan_s,
             "throughput_rps": len(recs) / span,
             "output_tokens_per_s": sum(r.gen_tokens for r in recs) / span,
-            "ttft_p50_s": _pct(ttft, 0.5), "ttft_p99_s": _pct(ttft, 0.99),
-            "latency_p50_s": _pct(lat, 0.5), "latency_p99_s": _pct(lat, 0.99),
+            "ttft_p50_s": pct(ttft, 0.5), "ttft_p99_s": pct(ttft, 0.99),
+            "latency_p50_s": pct(lat, 0.5), "latency_p99_s": pct(lat, 0.99),
             "latency_mean_s": sum(lat) / len(lat),
-            "switch_p50_s": _pct(sorted(sw), 0.5),
+            "switch_p50_s": pct(sw, 0.5),
             "requests_by_source_tier": by_tier,
             "loads": self.loads, "evictions": self.evictions, "bytes_moved": self.bytes_moved,
             "utilisation": {
@@ -123,13 +124,6 @@ class ReplayResult:
             },
             "budgets_bytes": self.budgets,
         }
-
-
-def _pct(xs: list[float], q: float) -> float | None:
-    """Nearest-rank percentile of sorted xs (as coeflow.trace.client.pct)."""
-    if not xs:
-        return None
-    return xs[min(len(xs) - 1, max(0, int(round(q * (len(xs) - 1)))))]
 
 
 class _Replay:

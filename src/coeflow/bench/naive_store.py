@@ -82,6 +82,10 @@ class ReloadingStore:
             st.recent_switches = (st.recent_switches + [{"source_tier": "disk", "seconds": seconds}])[-10:]
             return _Lease(name, cfg, weights, "disk", seconds)
 
+    def tier_of(self, name: str) -> str:
+        with self._lock:
+            return self._status[name].tier
+
     def status(self) -> list[_Status]:
         with self._lock:
             return list(self._status.values())

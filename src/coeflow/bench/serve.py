@@ -23,6 +23,7 @@ import yaml
 
 from coeflow.bench.experts import make_expert
 from coeflow.bench.machine import machine_name
+from coeflow.trace.client import pct as percentile
 
 EXPERT_CONFIG = dict(vocab_size=400, hidden_size=512, intermediate_size=1536, num_hidden_layers=8,
                      num_attention_heads=8, num_key_value_heads=4, max_position_embeddings=1024)
@@ -56,13 +57,6 @@ def zipf_trace(n: int, experts: int, s: float, seed: int) -> list[str]:
     names = [f"e{i}" for i in range(experts)]
     rng.shuffle(names)  # popularity independent of load order
     return rng.choices(names, weights, k=n)
-
-
-def _pct(xs: list[float], q: float) -> float:
-    if not xs:
-        return float("nan")
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(round(q * (len(xs) - 1))))]
 
 
 async def _load(url: str, trace: list[str], concurrency: int, max_tokens: int, seed: int) -> RunResult:
@@ -111,14 +105,16 @@ async def _load(url: str, trace: list[str], concurrency: int, max_tokens: int, s
     wall = time.perf_counter() - t
     await client.close()
     done = len(trace) - failed
-    return RunResult(done / wall, _pct(ttft, 0.5), _pct(ttft, 0.99), _pct(tpot, 0.5), done, failed, wall, tiers)
+    def pct(xs: list[float], q: float) -> float:
+        p = percentile(xs, q)  # None when nothing was timed
+        return float("nan") if p is None else p
+    return RunResult(done / wall, pct(ttft, 0.5), pct(ttft, 0.99), pct(tpot, 0.5), done, failed, wall, tiers)
 
 
 def run(requests: int = 300, concurrency: int = 16, experts: int = 8, device_slots: int = 2,
         zipf_s: float = 1.0, max_tokens: int = 16, engine: str = "fused", workdir: Path | None = None,
         progress: Callable[[str], None] = lambda s: None) -> dict:
     from coeflow.server import ServerOptions, build_server, serving
-    from coeflow.store import ExpertStore  # noqa: F401  (fail early if the store is missing)
     tmp = tempfile.TemporaryDirectory() if workdir is None else None
     root = Path(tmp.name) if tmp else Path(workdir)
     root.mkdir(parents=True, exist_ok=True)

@@ -8,7 +8,7 @@ import sys
 import time
 
 from coeflow.engine import Engine, SamplingParams
-from coeflow.model import ModelConfig, Tokenizer
+from coeflow.model import Tokenizer
 
 
 def register(sub: argparse._SubParsersAction, help_text: str) -> None:
@@ -40,14 +40,13 @@ def register(sub: argparse._SubParsersAction, help_text: str) -> None:
 def run(args: argparse.Namespace) -> int:
     params = SamplingParams(max_tokens=args.max_tokens, temperature=args.temperature, top_k=args.top_k,
                             top_p=args.top_p, seed=args.seed, stop=tuple(args.stop))
-    cfg = ModelConfig.from_dir(args.model)
-    tok = Tokenizer.from_dir(args.model)
     t0 = time.perf_counter()
-    engine = Engine(cfg, dtype=args.dtype, device=args.device, fused=args.engine == "fused")
-    engine.load(args.model)
+    engine = Engine.from_checkpoint(args.model, dtype=args.dtype, device=args.device,
+                                    fused=args.engine == "fused")
     load_s = time.perf_counter() - t0
+    tok = Tokenizer.from_dir(args.model)
     ids = tok.encode_chat([{"role": "user", "content": args.prompt}]) if args.chat else tok.encode(args.prompt)
-    eos = tok.eos_ids | set(cfg.eos_token_ids)
+    eos = tok.eos_ids  # generation_config.json, config.json and tokenizer_config.json
     if args.json:
         c = engine.generate([ids], params, eos, tok.decode)[0]
         print(json.dumps({

@@ -80,6 +80,7 @@ class Engine:
         self.model = build_skeleton(cfg, self.device)
         self.fused = fused
         self.loaded: str | None = None  # name of the weights now attached
+        self._attached = False
         self._caches: dict[tuple[int, int], KVCache] = {}
         if fused:
             mode = "reduce-overhead" if self.device.type == "cuda" else None  # CUDA graphs on GPU
@@ -103,7 +104,7 @@ class Engine:
     def set_weights(self, weights: dict[str, Tensor], name: str | None = None) -> None:
         """Attach tensors already in memory (the store's host or device tier): no copy."""
         attach_weights(self.model, weights)
-        self.loaded = name
+        self.loaded, self._attached = name, True
 
     @torch.inference_mode()
     def generate(self, prompts: list[list[int]], params: SamplingParams | list[SamplingParams],
@@ -140,7 +141,7 @@ class Engine:
     def _run(self, prompts: list[list[int]], params: SamplingParams | list[SamplingParams],
              eos_ids, detokenize, cancelled: Callable[[int], bool] | None = None,
              ) -> Iterator[tuple[list[Completion], list[Delta]]]:
-        if self.loaded is None and any(p.is_meta for p in self.model.parameters()):
+        if not self._attached:
             raise InvalidRequestError("no weights loaded into the engine")
         n = len(prompts)
         if n == 0:
@@ -188,9 +189,9 @@ class Engine:
         pos = lengths.clone()
         next_tok = torch.zeros(b, 1, dtype=torch.long)
         step_t = t0
+        all_greedy = all(p.greedy for p in plist)
         for step in range(steps):
             logits_cpu = logits.float().cpu()
-            all_greedy = all(p.greedy for p in plist)
             chosen = logits_cpu[:n].argmax(-1).tolist() if all_greedy else [
                 sample(logits_cpu[i], plist[i], gens[i]) for i in range(n)]
             now = time.perf_counter()

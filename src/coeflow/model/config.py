@@ -46,8 +46,6 @@ class ModelConfig:
     mlp_bias: bool = False
     # per layer: None for full attention, else the window in tokens
     sliding_windows: tuple[int | None, ...] = ()
-    bos_token_id: int | None = None
-    eos_token_ids: tuple[int, ...] = ()
 
     @property
     def shape_key(self) -> tuple:
@@ -115,15 +113,7 @@ class ModelConfig:
             o_bias=model_type != "qwen2" and bool(raw.get("attention_bias", False)),
             mlp_bias=bool(raw.get("mlp_bias", False)),
             sliding_windows=_sliding_windows(raw, model_type, layers, source),
-            bos_token_id=raw.get("bos_token_id"),
-            eos_token_ids=_ids(raw.get("eos_token_id")),
         )
-
-
-def _ids(value: Any) -> tuple[int, ...]:
-    if value is None:
-        return ()
-    return tuple(int(v) for v in value) if isinstance(value, list) else (int(value),)
 
 
 def _rope(raw: dict[str, Any], source: str) -> RopeConfig:

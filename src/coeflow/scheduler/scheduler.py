@@ -72,7 +72,7 @@ class GenRequest:
 class Store(Protocol):
     def prefetch(self, name: str, tier: str = "device") -> Future: ...
     def acquire(self, name: str, timeout: float | None = None): ...
-    def status(self) -> list: ...
+    def tier_of(self, name: str) -> str: ...
 
 
 @dataclass
@@ -98,7 +98,6 @@ class Scheduler:
         self._cond = threading.Condition()
         self._stopping = False
         self._thread = threading.Thread(target=self._loop, name="coeflow-scheduler", daemon=True)
-        self.busy_expert: str | None = None
 
     # -- API used by the server ---------------------------------------------------------
     def start(self) -> None:
@@ -110,7 +109,7 @@ class Scheduler:
                 raise ShuttingDownError("the server is shutting down")
             if self.queued() >= self.max_queue:
                 raise QueueFullError(f"the request queue is full ({self.max_queue} waiting); retry later")
-            req.arrival_tier = next((s.tier for s in self.store.status() if s.name == req.expert), "?")
+            req.arrival_tier = self.store.tier_of(req.expert)
             self._queues[req.expert].append(req)
             self._prefetch(req.expert)
             self._cond.notify_all()
@@ -172,11 +171,9 @@ class Scheduler:
                         break
                     self._cond.wait(0.05)
                 batch = take_batch(self._queues[expert], self.max_batch, lambda r: r.cancelled.is_set())
-                self.busy_expert = expert
                 self._cond.notify_all()
             if batch:
                 self._run(expert, batch)
-            self.busy_expert = None
 
     def _engine(self, cfg: ModelConfig) -> Engine:
         key = cfg.shape_key

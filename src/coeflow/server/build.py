@@ -58,7 +58,7 @@ def build_server(coe_path: str | Path, opts: ServerOptions, store=None) -> CoESe
             broken[spec.name] = str(e)
             log.error("expert %s cannot serve: %s", spec.name, e)
             continue
-        runtimes[spec.name] = ExpertRuntime(tok, frozenset(tok.eos_ids | set(cfg.eos_token_ids)))
+        runtimes[spec.name] = ExpertRuntime(tok, frozenset(tok.eos_ids))
         contexts[spec.name] = cfg.max_position_embeddings
         shapes.setdefault(cfg.shape_key, spec.name)
     for s in store.status():

@@ -318,12 +318,22 @@ class ExpertStore:
                 raise ExpertUnavailableError(f"expert {name!r} is unavailable: {e.error}")
             return e.layout.config
 
+    def tier_of(self, name: str) -> str:
+        """The tier `status()` would report for one expert, without building every status
+        (the scheduler asks on each request)."""
+        with self._cond:
+            return self._reported_tier(self._get(name))
+
+    @staticmethod
+    def _reported_tier(e: "_Expert") -> str:
+        return "loading" if e.job is not None and e.error is None else e.tier
+
     def status(self) -> list[ExpertStatus]:
         with self._cond:
             self._sweep()
             return [ExpertStatus(
                 name=e.name,
-                tier="loading" if e.job is not None and e.error is None else e.tier,
+                tier=self._reported_tier(e),
                 bytes=e.layout.nbytes if e.layout else 0,
                 hits=e.hits, misses=e.misses, last_used=e.last_used, pinned=e.pinned,
                 priority=e.priority, error=e.error, recent_switches=list(e.recent), leases=e.leases,
