@@ -79,3 +79,14 @@ def test_config_json_by_path_and_refusals(tmp_path):
         load_shape("no-such-model")
     with pytest.raises(ConfigError, match="tensor parallel degree 3"):
         decoder_graph(load_shape("llama2-7b"), "decode", 1, 1, 1, 3)
+
+
+def test_verification_asks_the_lm_head_for_every_position():
+    # speculative verification of k = 4 drafts needs logits at all 5 positions
+    s = load_shape("llama3-70b")
+    one, five = (decoder_graph(s, "prefill", 1, 5, 1000, 16, logits=n) for n in (1, 5))
+    head = lambda g: next(op for op in g.head_ops if op.name == "lm_head")  # noqa: E731
+    assert head(five).flops == 5 * head(one).flops
+    assert head(five).weight_bytes == head(one).weight_bytes  # the weights stream once
+    with pytest.raises(ConfigError):
+        decoder_graph(s, "decode", 1, 1, 1000, 16, logits=2)

@@ -55,9 +55,11 @@ class GenerationCost:
 
 
 def forward_pass(hw: Hardware, stack: Stack, shape: DecoderShape, phase: str, batch: int,
-                 new_tokens: int, context: int, tp: int, ddr_fraction: float = 0.0) -> PassCost:
-    """One prefill or decode pass, mapped for the hardware's kind."""
-    graph = decoder_graph(shape, phase, batch, new_tokens, context, tp)
+                 new_tokens: int, context: int, tp: int, ddr_fraction: float = 0.0,
+                 logits: int = 1) -> PassCost:
+    """One prefill or decode pass, mapped for the hardware's kind (`logits`: positions per
+    sequence that need the LM head, see `decoder_graph`)."""
+    graph = decoder_graph(shape, phase, batch, new_tokens, context, tp, logits)
     if hw.kind == "rdu":
         return rdu_pass(hw, stack, graph, ddr_fraction)
     return gpu_pass(hw, stack, graph)

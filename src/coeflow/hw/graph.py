@@ -90,13 +90,18 @@ def _attended(shape: DecoderShape, new: int, context: int) -> float:
 
 @lru_cache(maxsize=4096)
 def decoder_graph(shape: DecoderShape, phase: str, batch: int, new_tokens: int, context: int = 0,
-                  tp: int = 1) -> Graph:
+                  tp: int = 1, logits: int = 1) -> Graph:
     """The per-device operator graph of one prefill (new_tokens = prompt) or decode pass
-    (new_tokens = 1, context = tokens already cached)."""
+    (new_tokens = 1, context = tokens already cached). `logits`: positions per sequence that
+    need the LM head (1 for generation; k + 1 when a pass verifies k speculated tokens, since
+    every position's distribution is compared with the draft's)."""
     if phase not in ("prefill", "decode"):
         raise ConfigError(f"phase must be prefill or decode, not {phase!r}")
     if batch < 1 or new_tokens < 1 or context < 0:
         raise ConfigError("batch and token counts must be positive")
+    if not 1 <= logits <= new_tokens:
+        raise ConfigError(f"logits positions ({logits}) must be between 1 and the new tokens "
+                          f"({new_tokens})")
     if tp < 1 or shape.heads % tp or shape.intermediate % tp:
         raise ConfigError(f"{shape.name}: tensor parallel degree {tp} must divide the "
                           f"{shape.heads} heads and the {shape.intermediate} MLP width")
@@ -170,8 +175,9 @@ def decoder_graph(shape: DecoderShape, phase: str, batch: int, new_tokens: int, 
     ops.append(elementwise("mlp_residual", h, reads=3 if s.parallel_attn else 2,
                            kernels=2 if s.parallel_attn else 1))
 
-    # head: embedding gather, final norm, LM head on the last token of each sequence, sampling
-    last = batch  # logits only for the last position of each sequence
+    # head: embedding gather, final norm, LM head on the last `logits` positions of each
+    # sequence, sampling
+    last = batch * logits
     vocab_shard = s.vocab // tp if s.vocab % tp == 0 else -(-s.vocab // tp)
     head = [
         Op("embedding", "embedding", weight_bytes=m * h * B, out_bytes=act),

@@ -15,7 +15,7 @@ from coeflow.hw.shapes import load_shape
 from coeflow.hw.spec import load_hardware, load_stack
 from coeflow.sim.anchors import GPU_ANCHORS
 from coeflow.sim.coe import CoEWorkload, Deployment
-from coeflow.sim.speculative import Speculation, decode_tokens_per_s
+from coeflow.sim.speculative import Speculation, decode_tokens_per_s, speculative_cost
 
 SN40L_NODE, SN40L_16 = "sn40l-8", "sn40l-16"
 DGX = {"DGX A100": "dgx-a100", "DGX H100": "dgx-h100"}
@@ -30,7 +30,15 @@ TABLE_V = {
 SWITCHING = (31.0, 15.0)
 TABLE_IV = {"llama3-8b": (1042.0, None), "llama3-70b": (457.0, Speculation()),
             "llama3-405b": (129.0, Speculation())}
-TABLE_IV_CONTEXT = 8192  # paper: 8K sequence; decode costed with a full 8K KV cache
+# Table IV's numbers are Artificial Analysis (AA) measurements: SambaNova's blog of 10 Sep 2024
+# by two of the paper's authors gives the same 1042/457/129 "from benchmarking results
+# published by artificialanalysis.ai". AA's default workload is ~1,000 input and ~1,000 output
+# tokens (artificialanalysis.ai/methodology/performance-benchmarking), so decode runs at a mean
+# KV length of 1,500 tokens; the paper's "8K" is the sequence length the deployment supports.
+# A full 8K cache on every step (a statically sized attention) is the pessimistic end, and AA's
+# 100-token workload the other: both are in the sensitivity table.
+TABLE_IV_PROMPT, TABLE_IV_OUTPUT = 1000, 1000
+TABLE_IV_CONTEXT = TABLE_IV_PROMPT + TABLE_IV_OUTPUT // 2
 # Fusion benchmarks (paper's list; llava1.5's language model is Llama-2-7B-shaped and
 # FlashFFTConv/sparseGPT-training are not decoder inference, so they are left out)
 FUSION_BENCHMARKS = (("llama2-7b", 4096), ("llama2-70b", 4096), ("bloom-176b", 8192),
@@ -121,15 +129,21 @@ def gpu_rows() -> list[Row]:
     return rows
 
 
-def table_iv_rows(hw=None, spec_override: Speculation | None = None) -> list[Row]:
+def table_iv_rows(hw=None, spec_override: Speculation | None = None,
+                  context: int = TABLE_IV_CONTEXT) -> list[Row]:
+    """Decode tokens/s per user on 16 sockets at a mean KV length of `context` tokens."""
     hw = hw or load_hardware(SN40L_16)
     rows = []
     for model, (ref, spec) in TABLE_IV.items():
         spec = spec_override if (spec and spec_override) else spec
-        pred = decode_tokens_per_s(hw, model, TABLE_IV_CONTEXT, spec)
-        note = ("no speculation" if spec is None else
-                f"speculative: draft {spec.draft}, k={spec.k}, acceptance {spec.acceptance}; "
-                f"without: {decode_tokens_per_s(hw, model, TABLE_IV_CONTEXT):.0f} tok/s")
+        if spec is None:
+            pred, note = decode_tokens_per_s(hw, model, context), "no speculation"
+        else:
+            sc = speculative_cost(hw, model, context, spec)
+            pred = sc.tokens_per_s
+            note = (f"speculative: draft {spec.draft} on the same sockets, acceptance "
+                    f"{spec.acceptance}, k={sc.k} ({'given' if spec.k else 'fastest'}); "
+                    f"without: {decode_tokens_per_s(hw, model, context):.0f} tok/s")
         rows.append(_row("Table IV", f"{model} on 16 sockets, tokens/s per user", pred, ref, 25.0,
                          note=note))
     return rows

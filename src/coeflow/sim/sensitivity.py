@@ -74,11 +74,19 @@ def sweeps() -> list[tuple[str, str, str]]:
         out.append(("SN40L software-orchestrated launch", f"{so * 1e6:.0f} us",
                     f"decode HO/SO {min(ho):.2f}-{max(ho):.2f}x (paper 1.4-8), "
                     f"fused/unfused {min(fu):.1f}-{max(fu):.1f}x (paper 1-13)"))
-    for k, a in ((4, 0.7), (4, 0.8), (4, 0.9), (8, 0.9)):
+    for k, a in ((None, 0.7), (None, 0.8), (None, 0.9), (4, 0.8), (4, 0.9)):
         t4 = table_iv_rows(spec_override=Speculation(k=k, acceptance=a))
-        out.append(("speculative decoding (draft llama3-8b)", f"k={k}, acceptance {a}",
+        ks = "/".join(r.note.split("k=")[1].split(" ")[0] for r in t4[1:])
+        out.append(("speculative decoding (draft llama3-8b)",
+                    f"acceptance {a}, k {'fastest' if k is None else k}",
                     f"70B {t4[1].predicted:.0f} tok/s ({t4[1].error_pct:+.0f}%), "
-                    f"405B {t4[2].predicted:.0f} ({t4[2].error_pct:+.0f}%)"))
+                    f"405B {t4[2].predicted:.0f} ({t4[2].error_pct:+.0f}%), k={ks}"))
+    for ctx, why in ((250, "AA 100-token workload"), (1500, "AA 1k workload (shipped)"),
+                     (8192, "full 8K cache every step")):
+        t4 = table_iv_rows(context=ctx)
+        out.append(("Table IV mean KV length", f"{ctx} ({why})",
+                    ", ".join(f"{r.name.split(' ')[0].removeprefix('llama3-')} "
+                              f"{r.predicted:.0f} ({r.error_pct:+.0f}%)" for r in t4)))
     return out
 
 
