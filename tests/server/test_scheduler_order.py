@@ -31,7 +31,7 @@ def run_two(coe_file, max_wait_s: float) -> list[str]:
     """Submit a request for `sql` (held loading) and then one for `shell`; the order they finish."""
     srv = build_server(coe_file, ServerOptions(fused=False, warm_up=False))
     store = HeldStore(srv.store, "sql")
-    sched = Scheduler(store, srv.runtimes, fused=False, max_wait_s=max_wait_s)
+    sched = Scheduler(store, srv.scheduler.backend, list(srv.runtimes), max_wait_s=max_wait_s)
     order: list[str] = []
     done = {n: threading.Event() for n in ("sql", "shell")}
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from storekit import build_coe
 
-import coeflow.store.store as store_mod
+import coeflow.backend.real as real_backend
 from coeflow.engine import Engine, SamplingParams
 from coeflow.errors import ConfigError
 from coeflow.store import ExpertStore
@@ -37,7 +37,7 @@ def test_lease_weights_generate_what_the_checkpoint_generates(tmp_path, checkpoi
 def test_weights_are_views_of_the_host_pool_and_host_acquire_copies_nothing(tmp_path, checkpoints):
     coe = build_coe(tmp_path, {"a": checkpoints["llama"], "b": checkpoints["qwen2"]})
     with ExpertStore(coe, device_mem=None, host_mem=None) as store:
-        pool = store._host.buffer
+        pool = store.backend._host.buffer
         lo, hi = pool.data_ptr(), pool.data_ptr() + pool.numel()
         with store.acquire("a") as first:
             assert first.source_tier == "disk"
@@ -59,7 +59,7 @@ def test_weights_are_views_of_the_host_pool_and_host_acquire_copies_nothing(tmp_
 def test_concurrent_prefetches_share_one_load(tmp_path, checkpoints, monkeypatch):
     coe = build_coe(tmp_path, {"a": checkpoints["llama"], "b": checkpoints["qwen2"]})
     calls, gate, started = [], threading.Event(), threading.Event()
-    real = store_mod.read_expert
+    real = real_backend.read_expert
 
     def gated(layout, *args, **kwargs):
         calls.append(layout)
@@ -67,7 +67,7 @@ def test_concurrent_prefetches_share_one_load(tmp_path, checkpoints, monkeypatch
         assert gate.wait(30)
         return real(layout, *args, **kwargs)
 
-    monkeypatch.setattr(store_mod, "read_expert", gated)
+    monkeypatch.setattr(real_backend, "read_expert", gated)
     with ExpertStore(coe, device_mem=None, host_mem=None) as store:
         first = store.prefetch("a")
         assert started.wait(30)  # the load is in flight from here until the gate opens

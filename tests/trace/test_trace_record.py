@@ -10,7 +10,7 @@ from coeflow.trace import TraceRecorder, read_trace
 def test_a_recording_server_writes_a_replayable_line_per_request(coe_file, tmp_path):
     path = tmp_path / "rec.jsonl"
     srv, ctx = start(coe_file)
-    srv.recorder = TraceRecorder(path)
+    srv.recorder = TraceRecorder(path, clock=srv.scheduler.clock.now)
     with ctx as url:
         client = OpenAI(base_url=url, api_key="x", max_retries=0, timeout=60)
         client.completions.create(model="sql", prompt="select name from users", max_tokens=3)

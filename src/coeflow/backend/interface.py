@@ -1,11 +1,19 @@
-"""What the CoE core asks of a backend: how long moving an expert between tiers takes, how
-long generating a batch on an expert takes, and what time it is. The discrete-event replay
-(replay.py) asks only this, so any implementation of it can be replayed on."""
+"""What the CoE core asks of the machine under it: move an expert from one tier to the next,
+run a batch on an expert, and tell the time. The store and the scheduler (the real path) and
+the discrete-event replay (the modelled path) ask only this, so the same decisions run on
+PyTorch and the wall clock (real.RealBackend) or on the hardware model and a simulated clock
+(modelled.ModelledBackend).
+
+A backend *does* each operation and says how long it took: the real one blocks while bytes
+move or tokens are generated and returns the measured seconds; the modelled one moves
+nothing and returns the seconds the hardware model predicts, which the replay adds to its
+simulated clock."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Callable, Protocol, Sequence
 
 TIERS = ("disk", "host", "device")  # the store's tier names, slowest first
 
@@ -22,6 +30,24 @@ class BatchTimes:
         return self.ttft_s + (max(gen, 1) - 1) * self.tpot_s
 
 
+@dataclass(frozen=True)
+class Moved:
+    """One hop done: how long it took, and the expert's weights in the destination tier
+    (tensors on the real backend; None on the modelled one, which holds no tensors)."""
+    seconds: float
+    weights: Any = None
+
+
+class BatchJob(Protocol):
+    """What any backend reads of a request in a batch. The real backend also needs the
+    token ids, sampling parameters and a cancel flag (coeflow.scheduler.GenRequest)."""
+    @property
+    def prompt_tokens(self) -> int: ...
+
+    @property
+    def gen_tokens(self) -> int: ...  # the most tokens it may generate
+
+
 class Clock(Protocol):
     def now(self) -> float: ...
 
@@ -29,21 +55,60 @@ class Clock(Protocol):
 class Backend(Protocol):
     clock: Clock
 
+    @property
+    def device_copies(self) -> bool:
+        """Whether host -> device is a copy (GPU, RDU) or free (a CPU: a pointer swap)."""
+
     def expert_bytes(self, expert: str) -> int:
         """Bytes of the expert's weights as a tier holds them."""
 
-    def move_s(self, expert: str, src: str, dst: str) -> float:
-        """Seconds to bring `expert` from tier `src` up to tier `dst` (one hop)."""
+    def move(self, expert: str, src: str, dst: str, slot: int = 0) -> Moved:
+        """Bring `expert` from tier `src` up to tier `dst` (one hop: disk -> host or host ->
+        device), into the byte offset `slot` of the destination tier that the store granted."""
 
-    def batch_times(self, expert: str, batch: int, prompt: int, gen: int) -> BatchTimes:
-        """Prefill `batch` prompts of `prompt` tokens, then decode up to `gen` tokens."""
+    def run_batch(self, expert: str, resident: Any, batch: Sequence[BatchJob],
+                  on_token: Callable[[Any], None] | None = None) -> BatchTimes:
+        """Prefill the batch's prompts, then decode until each is done. `resident` is what the
+        store handed out for the expert (config and weights; None on the modelled backend);
+        `on_token` receives each generated token (engine.Delta) as it comes."""
 
     def route_s(self, batch: int, prompt: int) -> float:
-        """Seconds the router takes for a batch of prompts (0 when it is not modelled)."""
+        """Seconds the router takes on the compute resource for a batch of prompts (0 where
+        routing runs elsewhere: the server routes on its HTTP threads)."""
+
+
+class ExpertPlan(Protocol):
+    """How a backend will hold one expert: known from its checkpoint's headers alone."""
+    config: Any  # coeflow.model.ModelConfig
+    nbytes: int  # the weights' bytes
+    block_bytes: int  # what a tier grants for it (nbytes plus alignment)
+
+
+class StoreBackend(Backend, Protocol):
+    """What the threaded store (coeflow.store.ExpertStore) needs besides the operations: to
+    plan each expert at start-up, and to reserve each tier's memory once."""
+
+    def plan(self, expert: str, path: Any) -> ExpertPlan:
+        """Read the checkpoint's headers; raise CoeflowError/OSError if it cannot be served."""
+
+    def default_device_budget(self, everything: int) -> int:
+        """The device tier's bytes when the user gives no budget."""
+
+    def reserve(self, host_bytes: int, device_bytes: int) -> None:
+        """Allocate the tiers' memory (before any move)."""
+
+
+class WallClock:
+    """Real time: seconds since the epoch, so timestamps the store reports (last use) read
+    as dates, and differences as durations."""
+
+    def now(self) -> float:
+        return time.time()
 
 
 class SimClock:
-    """Simulated time: starts at 0 and moves only when the replay advances it."""
+    """Simulated time: starts at 0 and moves only when the replay advances it (the modelled
+    backend's operations take time only in the replay's accounting)."""
 
     def __init__(self) -> None:
         self._t = 0.0

@@ -6,8 +6,9 @@ machine's memories: `device` is HBM (or, on a CPU, the experts the engine may at
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Callable, Sequence
 
-from coeflow.backend.interface import BatchTimes, SimClock
+from coeflow.backend.interface import BatchJob, BatchTimes, Moved, SimClock
 from coeflow.errors import ConfigError
 from coeflow.hw.generation import generation_cost
 from coeflow.hw.placement import kv_bytes_per_device
@@ -40,7 +41,8 @@ class Machine:
 
 
 class ModelledBackend:
-    """Answers the backend questions (interface.Backend) from `coeflow.hw`: generation_cost
+    """The backend operations (interface.Backend) done on paper: nothing moves and nothing
+    runs, each operation returns the seconds `coeflow.hw` predicts for it: generation_cost
     for batches, switch_time_s for copies into HBM, the disk rate for reads. Experts may
     differ in shape; `router` (a decoder shape) is costed as a prefill plus one token."""
 
@@ -52,8 +54,21 @@ class ModelledBackend:
         self.clock = SimClock()
         self._bytes = {n: s.weight_bytes(machine.bytes_per_param) for n, s in shapes.items()}
 
+    @property
+    def device_copies(self) -> bool:
+        return not self.machine.device_is_host
+
     def expert_bytes(self, expert: str) -> int:
         return self._bytes[expert]
+
+    def move(self, expert: str, src: str, dst: str, slot: int = 0) -> Moved:
+        return Moved(self.move_s(expert, src, dst))
+
+    def run_batch(self, expert: str, resident: Any, batch: Sequence[BatchJob],
+                  on_token: Callable[[Any], None] | None = None) -> BatchTimes:
+        """The batch runs to its longest prompt and its longest generation."""
+        return self.batch_times(expert, len(batch), max(r.prompt_tokens for r in batch),
+                                max(r.gen_tokens for r in batch))
 
     def move_s(self, expert: str, src: str, dst: str) -> float:
         m, nbytes = self.machine, self._bytes[expert]

@@ -5,7 +5,8 @@ and batch (coeflow.scheduler.decisions), the store's eviction (coeflow.store.pol
 TierState, tier_candidate, the same policy objects). It mirrors the threaded store's rules:
 inclusive tiers, a load reserves its bytes when it starts, leased and loading experts are
 never evicted, every queued request prefetches its expert, one worker runs one batch at a
-time. Time comes from the backend: `move_s`, `batch_times`, `route_s`.
+time. It asks the backend what the server asks (interface.Backend): `move` for each hop,
+`run_batch` for each batch, `route_s`; their seconds advance the backend's clock.
 
 Two settings differ from the server by choice:
 - `prefetch=False` loads an expert only when its batch starts (the paper's procedure:
@@ -134,7 +135,7 @@ class _Replay:
         self.budgets = budgets
         self.experts = sorted({r.expert for r in reqs})
         # the scheduler's rule: prefetch to the device only when its last hop costs a copy
-        self.prefetch_to = prefetch_tier(any(backend.move_s(e, "host", "device") > 0 for e in self.experts[:1]))
+        self.prefetch_to = prefetch_tier(backend.device_copies)
         self.uses: dict[str, int] = {}  # acquires since the store started (hits + misses)
         self.last_used: dict[str, float] = {}
         self.loading_until: dict[str, float] = {}  # the latest load's completion
@@ -206,7 +207,7 @@ class _Replay:
                 return None
             src, dst = LINKS[tier]
             start = max(t, self.link_free[tier])
-            d = self.b.move_s(name, src, dst)
+            d = self.b.move(name, src, dst).seconds
             t = self.link_free[tier] = start + d
             hop = f"{src}->{dst}"
             self.link_busy[hop] += d
@@ -285,6 +286,7 @@ class _Replay:
                 nxt += 1
 
         while nxt < len(reqs) or unrouted or any(self.queues.values()):
+            b.clock.advance_to(t)
             admit_until(t)
             if unrouted:  # the router takes the compute: route what waits, up to a batch
                 group = [unrouted.popleft() for _ in range(min(opts.router_batch, len(unrouted)))]
@@ -304,9 +306,8 @@ class _Replay:
             batch = take_batch(self.queues[expert], opts.max_batch, lambda _: False)
             start = t
             ready_t, waited_from = self.acquire(expert, t)
-            prompt = max(reqs[i].prompt_tokens for _, i in batch)
             gen = max(reqs[i].gen_tokens for _, i in batch)
-            times = b.batch_times(expert, len(batch), prompt, gen)
+            times = b.run_batch(expert, None, [reqs[i] for _, i in batch])
             end = ready_t + times.finish_s(gen)
             for queued_at, i in batch:
                 r, arrived_in = reqs[i], self.arrival_tier[i]
@@ -326,6 +327,7 @@ class _Replay:
             self._account(t)
             self.release(expert, t)
         done = [r for r in records if r is not None]
+        b.clock.advance_to(t)
         self._account(t)
         first = reqs[0].arrival_s if reqs else 0.0
         span = max(r.finish_s for r in done) - first if done else 0.0

@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     srv = build_server(args.coe, server_options(args))
     if args.record_trace:
         from coeflow.trace import TraceRecorder
-        srv.recorder = TraceRecorder(args.record_trace)
+        srv.recorder = TraceRecorder(args.record_trace, clock=srv.scheduler.clock.now)
         print(f"coeflow: recording requests to {args.record_trace}", flush=True)
     print(f"coeflow: serving {len(srv.runtimes)} experts of {srv.coe.source} at http://{args.host}:{args.port}/v1"
           + (" (API key required)" if srv.api_key else ""), flush=True)

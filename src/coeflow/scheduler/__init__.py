@@ -1,7 +1,6 @@
 """Per-expert queues, batching and the order experts run in; knows nothing of HTTP."""
 
-from coeflow.scheduler.scheduler import (ExpertRuntime, Failed, Finished, GenRequest, QueueFullError,
-                                         Scheduler, ShuttingDownError, Started)
+from coeflow.scheduler.scheduler import (Failed, Finished, GenRequest, QueueFullError, Scheduler,
+                                         ShuttingDownError, Started)
 
-__all__ = ["Scheduler", "GenRequest", "ExpertRuntime", "Started", "Finished", "Failed",
-           "QueueFullError", "ShuttingDownError"]
+__all__ = ["Scheduler", "GenRequest", "Started", "Finished", "Failed", "QueueFullError", "ShuttingDownError"]

@@ -6,22 +6,24 @@ already resident* (no switch stalls the batch), unless some request has waited p
 keep serving while others load, and no request waits unboundedly whatever the traffic skew.
 Every request's expert is prefetched the moment it is queued, so its load overlaps with
 other experts' compute. The decisions themselves are pure functions (decisions.py), shared
-with the modelled backend's replay (coeflow.backend)."""
+with the modelled backend's replay (coeflow.backend). Batches run on the backend
+(`run_batch`) and time comes from its clock: nothing here knows of PyTorch or wall time."""
 
 from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections import deque
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Callable, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Protocol
 
-from coeflow.engine import Delta, Engine, SamplingParams
 from coeflow.errors import CoeflowError
-from coeflow.model import ModelConfig, Tokenizer
 from coeflow.scheduler.decisions import DISTANCE, pick_expert, prefetch_tier, take_batch
+
+if TYPE_CHECKING:
+    from coeflow.backend.interface import Backend
+    from coeflow.engine import Delta, SamplingParams
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +55,7 @@ class Failed:
     error: Exception
 
 
-Event = Started | Delta | Finished | Failed
+Event = Any  # Started | engine.Delta | Finished | Failed
 
 
 @dataclass
@@ -62,11 +64,19 @@ class GenRequest:
     Started, Delta..., then Finished (or a single Failed)."""
     expert: str
     prompt_ids: list[int]
-    params: SamplingParams
+    params: "SamplingParams"
     sink: Callable[[Event], None]
-    arrival: float = field(default_factory=time.monotonic)
+    arrival: float | None = None  # on the backend's clock; None: when submitted
     cancelled: threading.Event = field(default_factory=threading.Event)
     arrival_tier: str = "?"  # where its expert was when it arrived (set by submit)
+
+    @property
+    def prompt_tokens(self) -> int:
+        return len(self.prompt_ids)
+
+    @property
+    def gen_tokens(self) -> int:
+        return self.params.max_tokens
 
 
 class Store(Protocol):
@@ -75,26 +85,20 @@ class Store(Protocol):
     def tier_of(self, name: str) -> str: ...
 
 
-@dataclass
-class ExpertRuntime:
-    """What the scheduler needs to run an expert besides its weights."""
-    tokenizer: Tokenizer
-    eos_ids: frozenset[int]
-
-
 class Scheduler:
-    def __init__(self, store: Store, runtimes: dict[str, ExpertRuntime], *, dtype: str = "fp32",
-                 device: str = "auto", fused: bool = True, max_batch: int = 8, max_queue: int = 256,
-                 max_wait_s: float = 10.0, on_batch: Callable[[str, list[GenRequest], object], None] | None = None):
-        self.store, self.runtimes = store, runtimes
-        self.dtype, self.device, self.fused = dtype, device, fused
+    """`experts`: the names it queues for; the store leases their weights and the backend
+    runs their batches (the real one needs a runtime per expert: backend.runtimes)."""
+
+    def __init__(self, store: Store, backend: "Backend", experts: Iterable[str], *, max_batch: int = 8,
+                 max_queue: int = 256, max_wait_s: float = 10.0,
+                 on_batch: Callable[[str, list[GenRequest], object], None] | None = None):
+        self.store, self.backend, self.clock = store, backend, backend.clock
         self.max_batch, self.max_queue, self.max_wait_s = max_batch, max_queue, max_wait_s
         self.on_batch = on_batch
-        self._queues: dict[str, deque[GenRequest]] = {name: deque() for name in runtimes}
+        self._queues: dict[str, deque[GenRequest]] = {name: deque() for name in experts}
         self._loads: dict[str, Future] = {}
         self._ready_at: dict[str, float] = {}  # when each expert's latest prefetch finished
-        self._prefetch_to = prefetch_tier(getattr(store, "device_copies", False))
-        self._engines: dict[tuple, Engine] = {}
+        self._prefetch_to = prefetch_tier(backend.device_copies)
         self._cond = threading.Condition()
         self._stopping = False
         self._thread = threading.Thread(target=self._loop, name="coeflow-scheduler", daemon=True)
@@ -109,6 +113,8 @@ class Scheduler:
                 raise ShuttingDownError("the server is shutting down")
             if self.queued() >= self.max_queue:
                 raise QueueFullError(f"the request queue is full ({self.max_queue} waiting); retry later")
+            if req.arrival is None:
+                req.arrival = self.clock.now()
             req.arrival_tier = self.store.tier_of(req.expert)
             self._queues[req.expert].append(req)
             self._prefetch(req.expert)
@@ -121,11 +127,11 @@ class Scheduler:
 
     def stop(self, drain_s: float = 5.0) -> None:
         """Finish what is running, give queued requests `drain_s` to be served, fail the rest."""
-        deadline = time.monotonic() + drain_s
+        deadline = self.clock.now() + drain_s
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
-            while self.queued() and time.monotonic() < deadline:
+            while self.queued() and self.clock.now() < deadline:
                 self._cond.wait(0.05)
             for q in self._queues.values():
                 while q:
@@ -136,6 +142,7 @@ class Scheduler:
 
     def warm_up(self, experts: list[str]) -> None:
         """Compile each engine shape once, before traffic, so no user waits for the compiler."""
+        from coeflow.engine import SamplingParams
         for name in experts:
             done = threading.Event()
             self.submit(GenRequest(name, [0], SamplingParams(max_tokens=2, ignore_eos=True),
@@ -152,13 +159,13 @@ class Scheduler:
 
     def _loaded(self, expert: str) -> None:
         with self._cond:
-            self._ready_at[expert] = time.monotonic()
+            self._ready_at[expert] = self.clock.now()
             self._cond.notify_all()
 
     def _pick(self) -> str | None:
         heads = [(q[0].arrival, name, name not in self._loads or self._loads[name].done())
                  for name, q in self._queues.items() if q]
-        return pick_expert(heads, time.monotonic(), self.max_wait_s, self._stopping)
+        return pick_expert(heads, self.clock.now(), self.max_wait_s, self._stopping)
 
     def _loop(self) -> None:
         while True:
@@ -175,12 +182,6 @@ class Scheduler:
             if batch:
                 self._run(expert, batch)
 
-    def _engine(self, cfg: ModelConfig) -> Engine:
-        key = cfg.shape_key
-        if key not in self._engines:
-            self._engines[key] = Engine(cfg, dtype=self.dtype, device=self.device, fused=self.fused)
-        return self._engines[key]
-
     def _started(self, r: GenRequest, lease, t0: float) -> Started:
         """What the request saw: the farther of the tier its expert was in when it arrived and
         the tier the batch's acquire found it in, and the whole switch that kept it waiting
@@ -193,27 +194,23 @@ class Scheduler:
         return Started(r.expert, src, waited, t0 - r.arrival)
 
     def _run(self, expert: str, batch: list[GenRequest]) -> None:
-        t0 = time.monotonic()
+        t0 = self.clock.now()
         try:
             lease = self.store.acquire(expert)
         except Exception as e:  # a failed expert fails its own requests only
             for r in batch:
                 r.sink(Failed(e))
             return
-        rt = self.runtimes[expert]
+        last: list[Delta | None] = [None] * len(batch)
+
+        def on_token(d: Delta) -> None:
+            last[d.index] = d
+            batch[d.index].sink(d)
         try:
             with lease:
-                engine = self._engine(lease.config)
-                engine.set_weights(lease.weights, name=expert)
                 for r in batch:
                     r.sink(self._started(r, lease, t0))
-                last: list[Delta | None] = [None] * len(batch)
-                for deltas in engine.stream([r.prompt_ids for r in batch], [r.params for r in batch],
-                                            rt.eos_ids, rt.tokenizer.decode,
-                                            cancelled=lambda i: batch[i].cancelled.is_set()):
-                    for d in deltas:
-                        last[d.index] = d
-                        batch[d.index].sink(d)
+                self.backend.run_batch(expert, lease, batch, on_token)
                 for r, d in zip(batch, last):
                     r.sink(Finished(d.finish_reason if d and d.finish_reason else "cancelled",
                                     d.completion_tokens if d else 0))

@@ -20,8 +20,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response, Streami
 from coeflow.coefile import CoEFile
 from coeflow.engine import Delta
 from coeflow.errors import CoeflowError
-from coeflow.scheduler import (ExpertRuntime, Failed, Finished, GenRequest, QueueFullError, Scheduler,
-                               ShuttingDownError, Started)
+from coeflow.scheduler import Failed, Finished, GenRequest, QueueFullError, Scheduler, ShuttingDownError, Started
 from coeflow.server.metrics import Metrics
 from coeflow.server.protocol import APIError, Limits, ParsedRequest, bad, parse_request
 
@@ -34,7 +33,7 @@ class CoEServer:
     coe: CoEFile
     store: Any  # coeflow.store.ExpertStore
     scheduler: Scheduler
-    runtimes: dict[str, ExpertRuntime]
+    runtimes: dict[str, Any]  # expert -> coeflow.backend.real.ExpertRuntime
     router: Any | None  # coeflow.router.Router
     limits: Limits = field(default_factory=Limits)
     api_key: str | None = None
@@ -165,7 +164,7 @@ def _choose(srv: CoEServer, req: ParsedRequest) -> Choice:
 
 
 async def _complete(srv: CoEServer, request: Request, chat: bool) -> Response:
-    arrival = time.monotonic()
+    arrival = srv.scheduler.clock.now()
     req = parse_request(await _json(request), chat, srv.limits)
     choice = _choose(srv, req)
     if choice.expert in srv.broken:
@@ -270,7 +269,7 @@ class _Timing:
         srv.metrics.prompt_tokens.labels(expert).inc(prompt_tokens)
 
     def token(self) -> None:
-        self.last = time.monotonic()
+        self.last = self.srv.scheduler.clock.now()
         if self.first is None:
             self.first = self.last
             self.srv.metrics.ttft.labels(self.expert).observe(self.first - self.arrival)

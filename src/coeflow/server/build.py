@@ -1,5 +1,6 @@
-"""Assemble a server from a CoE file: store, router, tokenizers, scheduler. An expert that
-cannot load its tokenizer or config is marked broken here and answers 503; the rest serve."""
+"""Assemble a server from a CoE file: the real backend, store, router, tokenizers, scheduler.
+An expert that cannot load its tokenizer or config is marked broken here and answers 503;
+the rest serve."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ from pathlib import Path
 
 from coeflow.coefile import load_coe
 from coeflow.errors import CoeflowError, ConfigError
-from coeflow.model import ModelConfig, Tokenizer, parse_dtype, resolve_device
-from coeflow.scheduler import ExpertRuntime, Scheduler
+from coeflow.model import ModelConfig, Tokenizer
+from coeflow.scheduler import Scheduler
 from coeflow.server.app import CoEServer
 from coeflow.server.protocol import Limits
 
@@ -38,15 +39,18 @@ class ServerOptions:
 
 
 def build_server(coe_path: str | Path, opts: ServerOptions, store=None) -> CoEServer:
-    """`store` replaces the tiered ExpertStore (benchmarks use it to serve a baseline)."""
+    """`store` replaces the tiered ExpertStore (benchmarks use it to serve a baseline); it
+    must hand out weights in the options' dtype and device."""
+    from coeflow.backend.real import ExpertRuntime, RealBackend
     from coeflow.router import load_router_for_coe
     from coeflow.store import ExpertStore
 
     coe = load_coe(coe_path)
+    backend = RealBackend(opts.dtype, opts.device, fused=opts.fused)
     if store is None:
-        store = ExpertStore(coe, device_mem=opts.device_mem, host_mem=opts.host_mem,
-                            dtype=parse_dtype(opts.dtype), device=resolve_device(opts.device), policy=opts.policy)
-    runtimes: dict[str, ExpertRuntime] = {}
+        store = ExpertStore(coe, device_mem=opts.device_mem, host_mem=opts.host_mem, policy=opts.policy,
+                            backend=backend)
+    runtimes = backend.runtimes
     broken: dict[str, str] = {}
     contexts: dict[str, int] = {}
     shapes: dict[tuple, str] = {}  # one expert per shape is enough to compile its decode step
@@ -71,7 +75,7 @@ def build_server(coe_path: str | Path, opts: ServerOptions, store=None) -> CoESe
         router = load_router_for_coe(coe)
     else:
         log.warning("%s: no trained router at %s; model 'coe' is unavailable", coe.source, coe.router_dir)
-    scheduler = Scheduler(store, runtimes, dtype=opts.dtype, device=opts.device, fused=opts.fused,
-                          max_batch=opts.max_batch, max_queue=opts.max_queue, max_wait_s=opts.max_wait_s)
+    scheduler = Scheduler(store, backend, list(runtimes), max_batch=opts.max_batch, max_queue=opts.max_queue,
+                          max_wait_s=opts.max_wait_s)
     warm = [n for n in shapes.values() if n not in broken] if opts.warm_up and opts.fused else []
     return CoEServer(coe, store, scheduler, runtimes, router, opts.limits, opts.api_key, broken, contexts, warm)

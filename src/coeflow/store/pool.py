@@ -1,6 +1,7 @@
-"""The pre-allocated buffers behind the host and device tiers. One big uint8 tensor per tier,
-allocated once at start-up; experts are byte ranges of it and their tensors are views, so a
-load never allocates per tensor and freeing an expert is returning a range to the Arena."""
+"""The pre-allocated buffers behind the host and device tiers (the real backend's). One big
+uint8 tensor per tier, allocated once at start-up; experts are byte ranges of it, granted by
+the store's Arena, and their tensors are views, so a load never allocates per tensor and
+freeing an expert is returning a range to the Arena."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from coeflow.store.tiers import PAGE, Arena, Counter
+from coeflow.store.tiers import PAGE
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +27,6 @@ class HostPool:
     pinned: bool
     buffer: torch.Tensor = field(init=False)
     view: memoryview = field(init=False)
-    arena: Arena = field(init=False)
 
     def __post_init__(self) -> None:
         t = time.perf_counter()
@@ -37,29 +37,18 @@ class HostPool:
             for start in range(0, self.capacity, PREFAULT_CHUNK):
                 self.buffer[start:start + PREFAULT_CHUNK].zero_()
         self.view = memoryview(self.buffer.numpy()).cast("B")
-        self.arena = Arena(self.capacity)
         log.info("host pool: %.2f GB %s in %.2f s", self.capacity / 1e9,
                  "pinned" if self.pinned else "pageable", time.perf_counter() - t)
 
 
 @dataclass
 class DevicePool:
-    """Device memory for the device tier. On CUDA a pre-allocated slab into which experts are
-    copied (slots of any size carved by the Arena); on a CPU the engine attaches host-pool
-    tensors directly, so the tier is only a byte budget (a Counter) and has no buffer."""
+    """Device memory for the device tier where host -> device is a copy (CUDA): a
+    pre-allocated slab into which experts are copied. (On a CPU there is none: the engine
+    attaches host-pool tensors directly and the tier is only a byte budget.)"""
     capacity: int
     device: torch.device
-    buffer: torch.Tensor | None = field(init=False, default=None)
-    arena: Arena | Counter = field(init=False)
+    buffer: torch.Tensor = field(init=False)
 
     def __post_init__(self) -> None:
-        if self.device.type == "cpu":
-            self.arena = Counter(self.capacity)
-        else:
-            self.buffer = torch.empty(max(self.capacity, 1), dtype=torch.uint8, device=self.device)
-            self.arena = Arena(self.capacity)
-
-    @property
-    def copies(self) -> bool:
-        """Whether host -> device is a real copy (False on a CPU: a pointer swap)."""
-        return self.buffer is not None
+        self.buffer = torch.empty(max(self.capacity, 1), dtype=torch.uint8, device=self.device)

@@ -9,28 +9,30 @@ Rules that make it safe to call from many threads at once:
   the device costs nothing and "unload" goes to DRAM, not to nothing.
 - Leased, awaited, loading and pinned experts are never evicted; among the rest the lowest
   priority class leaves first and the policy (LRU by default) orders within it.
-- One load per expert at a time: concurrent prefetches and acquires share its Future."""
+- One load per expert at a time: concurrent prefetches and acquires share its Future.
+
+The store decides; its backend (coeflow.backend.real.RealBackend by default) moves the
+bytes: this module holds no tensors of its own and takes every time from the backend's
+clock, so it knows nothing of PyTorch or of the wall clock."""
 
 from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections import deque
 from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable
-
-import torch
+from typing import TYPE_CHECKING, Any, Callable
 
 from coeflow.coefile import CoEFile, ExpertSpec
 from coeflow.errors import CoeflowError, ConfigError
-from coeflow.model import ModelConfig, parse_dtype, resolve_device
-from coeflow.store.library import ExpertLayout, plan_layout
-from coeflow.store.loader import copy_to_device, read_expert
 from coeflow.store.policies import EvictionPolicy, choose_victim, make_policy, tier_candidate
-from coeflow.store.pool import DevicePool, HostPool
-from coeflow.store.tiers import parse_bytes
+from coeflow.store.tiers import Arena, Counter, parse_bytes
+
+if TYPE_CHECKING:
+    from coeflow.backend.interface import StoreBackend
+    from coeflow.model.config import ModelConfig
+    from coeflow.store.library import ExpertLayout
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +71,8 @@ class Lease:
     and `weights` stay valid. Release it (or use `with`) when the engine is done with them;
     weights attached to an engine after release may be overwritten by another expert."""
 
-    def __init__(self, store: "ExpertStore", name: str, config: ModelConfig,
-                 weights: dict[str, torch.Tensor], source_tier: str, switch_s: float):
+    def __init__(self, store: "ExpertStore", name: str, config: "ModelConfig",
+                 weights: dict[str, Any], source_tier: str, switch_s: float):
         self.name, self.config, self.weights = name, config, weights
         self.source_tier, self.switch_s = source_tier, switch_s
         self._store: ExpertStore | None = store
@@ -99,15 +101,15 @@ class Lease:
 @dataclass(eq=False)
 class _Expert:
     spec: ExpertSpec
-    layout: ExpertLayout | None = None
+    layout: "ExpertLayout | None" = None
     error: str | None = None
     pinned: bool = False
     priority: int = 0
     host_off: int | None = None
-    host_weights: dict[str, torch.Tensor] | None = None
+    host_weights: dict[str, Any] | None = None
     host_at: float = 0.0
     dev_off: int | None = None
-    dev_weights: dict[str, torch.Tensor] | None = None
+    dev_weights: dict[str, Any] | None = None
     dev_at: float = 0.0
     job: Future | None = None
     job_target: str | None = None
@@ -143,23 +145,26 @@ class ExpertStore:
     """Three tiers with byte budgets: `device_mem` (the experts the engine may attach; on
     CUDA a pre-allocated slab) and `host_mem` (one pre-allocated DRAM pool, pinned when CUDA
     is present). None means "room for every expert" (on CUDA capped at 90% of free memory).
-    `clock` gives unix time for last use and TTLs (injectable for tests)."""
+    `backend` moves the bytes; by default a RealBackend(dtype, device, load_threads).
+    `clock` gives the time for last use and TTLs (the backend's; injectable for tests)."""
 
     def __init__(self, coe: CoEFile, *, device_mem: int | str | None, host_mem: int | str | None,
-                 dtype: torch.dtype | str = torch.float32, device: torch.device | str = "cpu",
-                 policy: str | EvictionPolicy = "lru", load_threads: int = 4,
-                 clock: Callable[[], float] = time.time):
-        self.dtype = parse_dtype(dtype)
-        self.device = resolve_device(device) if isinstance(device, str) else device
+                 dtype: Any = "fp32", device: Any = "cpu", policy: str | EvictionPolicy = "lru",
+                 load_threads: int = 4, clock: Callable[[], float] | None = None,
+                 backend: "StoreBackend | None" = None):
+        if backend is None:
+            from coeflow.backend.real import RealBackend  # the default: PyTorch on this machine
+            backend = RealBackend(dtype, device, load_threads=load_threads)
+        self.backend = backend
         self.policy = make_policy(policy)
-        self._clock = clock
+        self._clock = clock or backend.clock.now
         self._cond = threading.Condition(threading.RLock())
         self._closed = False
         self._experts: dict[str, _Expert] = {}
         for spec in coe.experts:
             e = _Expert(spec, pinned=spec.pin, priority=spec.priority)
             try:
-                e.layout = plan_layout(spec.path, self.dtype)
+                e.layout = backend.plan(spec.name, spec.path)
             except (CoeflowError, OSError) as err:
                 e.error = str(err)
                 log.warning("expert %s: marked failed: %s", spec.name, err)
@@ -167,26 +172,20 @@ class ExpertStore:
         valid = [e for e in self._experts.values() if e.layout is not None]
         everything = sum(e.block_bytes for e in valid)
         host_cap = parse_bytes(host_mem) if host_mem is not None else everything
-        if device_mem is not None:
-            dev_cap = parse_bytes(device_mem)
-        elif self.device.type == "cuda":
-            dev_cap = min(everything, int(0.9 * torch.cuda.mem_get_info(self.device)[0]))
-        else:
-            dev_cap = host_cap
+        dev_cap = parse_bytes(device_mem) if device_mem is not None else backend.default_device_budget(host_cap)
         for e in valid:
             for tier, cap in (("device", dev_cap), ("host", host_cap)):
                 if e.block_bytes > cap:
+                    dtype = getattr(backend, "dtype", "its dtype")
                     raise ConfigError(f"expert {e.name!r} needs {_gb(e.layout.nbytes)} in "
-                                      f"{self.dtype} but the {tier} tier's budget is {_gb(cap)}")
+                                      f"{dtype} but the {tier} tier's budget is {_gb(cap)}")
         pinned = sum(e.block_bytes for e in valid if e.pinned)
         if pinned > min(dev_cap, host_cap):
             raise ConfigError(f"pinned experts need {_gb(pinned)} but the device tier holds "
                               f"{_gb(min(dev_cap, host_cap))}")
-        self._host = HostPool(host_cap, pinned=torch.cuda.is_available())
-        self._dev = DevicePool(dev_cap, self.device)
-        self._stream = torch.cuda.Stream(self.device) if self._dev.copies else None
-        self._load_threads = max(1, load_threads)
-        self._io = ThreadPoolExecutor(self._load_threads, thread_name_prefix="coeflow-store-io")
+        backend.reserve(host_cap, dev_cap)
+        self._host_arena = Arena(host_cap)  # byte ranges of the backend's host pool
+        self._dev_arena: Arena | Counter = Arena(dev_cap) if backend.device_copies else Counter(dev_cap)
         self._jobs = ThreadPoolExecutor(min(32, len(self._experts) + 2),
                                         thread_name_prefix="coeflow-store-load")
         self._stop = threading.Event()
@@ -199,7 +198,7 @@ class ExpertStore:
             self._janitor.start()
         log.info("store: %d experts (%d failed), host %s, device %s (%s), policy %s",
                  len(self._experts), len(self._experts) - len(valid), _gb(host_cap), _gb(dev_cap),
-                 self.device, self.policy.name)
+                 "copies" if backend.device_copies else "pointer swap", self.policy.name)
         for e in valid:
             if e.pinned:
                 self.prefetch(e.name)
@@ -207,7 +206,7 @@ class ExpertStore:
     # ---------------------------------------------------------------- public API
     def acquire(self, name: str, timeout: float | None = None) -> Lease:
         """Block until `name` is ready on the device tier; the lease keeps it there."""
-        t0 = time.perf_counter()
+        t0 = self.backend.clock.now()
         with self._cond:
             e = self._get(name)
             self._sweep()
@@ -242,7 +241,7 @@ class ExpertStore:
     @property
     def device_copies(self) -> bool:
         """Whether host -> device is a copy (CUDA) rather than a pointer swap (CPU)."""
-        return self._dev.copies
+        return self.backend.device_copies
 
     def prefetch(self, name: str, tier: str = "device") -> Future:
         """Start moving `name` up to `tier` ("host" or "device") now; returns at once. Every
@@ -262,13 +261,13 @@ class ExpertStore:
             retry = e.error is not None and e.job is None
         if retry:
             try:
-                layout = plan_layout(e.spec.path, self.dtype)
+                layout = self.backend.plan(name, e.spec.path)
             except (CoeflowError, OSError) as err:
                 with self._cond:
                     e.error = str(err)
                 raise ExpertUnavailableError(f"expert {name!r} is unavailable: {err}") from None
             with self._cond:
-                if layout.block_bytes > min(self._host.capacity, self._dev.arena.capacity):
+                if layout.block_bytes > min(self._host_arena.capacity, self._dev_arena.capacity):
                     raise ConfigError(f"expert {name!r} needs {_gb(layout.nbytes)}, more than a tier's budget")
                 e.layout, e.error = layout, None
         with self._cond:
@@ -301,7 +300,7 @@ class ExpertStore:
             e = self._get(name)
             if pinned and not e.pinned and e.layout is not None:
                 total = e.block_bytes + sum(x.block_bytes for x in self._experts.values() if x.pinned)
-                cap = min(self._host.capacity, self._dev.arena.capacity)
+                cap = min(self._host_arena.capacity, self._dev_arena.capacity)
                 if total > cap:
                     raise ConfigError(f"pinning {name!r} would pin {_gb(total)}, more than the "
                                       f"device tier's {_gb(cap)}")
@@ -310,7 +309,7 @@ class ExpertStore:
             if pinned and e.error is None:
                 self._ensure(e, "device")
 
-    def config(self, name: str) -> ModelConfig:
+    def config(self, name: str) -> "ModelConfig":
         """The expert's model config (known from start-up, before any weight is read)."""
         with self._cond:
             e = self._get(name)
@@ -341,12 +340,12 @@ class ExpertStore:
 
     @property
     def budgets(self) -> dict[str, int]:
-        return {"host": self._host.capacity, "device": self._dev.arena.capacity}
+        return {"host": self._host_arena.capacity, "device": self._dev_arena.capacity}
 
     def used(self) -> dict[str, int]:
         """Bytes granted in each tier now (loads in flight included)."""
         with self._cond:
-            return {"host": self._host.arena.used, "device": self._dev.arena.used}
+            return {"host": self._host_arena.used, "device": self._dev_arena.used}
 
     def close(self) -> None:
         with self._cond:
@@ -361,7 +360,7 @@ class ExpertStore:
                 if e.job is not None:
                     e.job.cancel()  # only jobs that never started: their waiters must not hang
         self._jobs.shutdown(wait=True)
-        self._io.shutdown(wait=True)
+        getattr(self.backend, "close", lambda: None)()
         if self._janitor is not None:
             self._janitor.join()
 
@@ -384,7 +383,7 @@ class ExpertStore:
     def _lease(self, e: _Expert, source: str, t0: float, switched: bool) -> Lease:
         e.leases += 1
         e.last_used = self._clock()
-        seconds = time.perf_counter() - t0
+        seconds = self.backend.clock.now() - t0
         if switched:
             e.recent.append({"source_tier": source, "seconds": seconds, "at": e.last_used})
         assert e.layout is not None and e.dev_weights is not None
@@ -450,24 +449,21 @@ class ExpertStore:
             e.host_off = off
         layout = e.layout
         assert layout is not None
-        t = time.perf_counter()
         try:
-            read_expert(layout, self._host.buffer, self._host.view, off, self._io, self._load_threads)
+            moved = self.backend.move(e.name, "disk", "host", off)
         except Exception as err:
             with self._cond:
-                self._host.arena.free(off)
+                self._host_arena.free(off)
                 e.host_off = None
                 e.error = str(err) if isinstance(err, CoeflowError) else f"{type(err).__name__}: {err}"
                 self._cond.notify_all()
             log.error("expert %s: load failed, marked failed: %s", e.name, e.error)
             raise ExpertUnavailableError(f"expert {e.name!r} is unavailable: {e.error}") from None
-        weights = layout.views(self._host.buffer, off)
-        dt = time.perf_counter() - t
         with self._cond:
-            e.host_weights, e.host_at = weights, self._clock()
+            e.host_weights, e.host_at = moved.weights, self._clock()
             self._cond.notify_all()
-        log.info("expert %s: disk -> host %s in %.3f s (%.2f GB/s)", e.name, _gb(layout.nbytes), dt,
-                 layout.nbytes / max(dt, 1e-9) / 1e9)
+        log.info("expert %s: disk -> host %s in %.3f s (%.2f GB/s)", e.name, _gb(layout.nbytes), moved.seconds,
+                 layout.nbytes / max(moved.seconds, 1e-9) / 1e9)
 
     def _to_device(self, e: _Expert) -> None:
         with self._cond:
@@ -475,29 +471,21 @@ class ExpertStore:
                 return
             off = self._make_room("device", e)
             e.dev_off = off
-            host_weights, host_off = e.host_weights, e.host_off
         layout = e.layout
-        assert layout is not None and host_weights is not None and host_off is not None
-        if not self._dev.copies:
-            weights = host_weights  # CPU: the engine attaches the host pool's tensors, no copy
-        else:
-            t = time.perf_counter()
-            try:
-                assert self._dev.buffer is not None and self._stream is not None
-                copy_to_device(self._host.buffer, host_off, self._dev.buffer, off, layout.block_bytes,
-                               self._stream)
-            except Exception as err:
-                with self._cond:
-                    self._dev.arena.free(off)
-                    e.dev_off = None
-                    self._cond.notify_all()
-                raise ExpertUnavailableError(f"expert {e.name!r}: host -> device copy failed: {err}") from None
-            weights = layout.views(self._dev.buffer, off)
-            dt = time.perf_counter() - t
+        assert layout is not None
+        try:
+            moved = self.backend.move(e.name, "host", "device", off)
+        except Exception as err:
+            with self._cond:
+                self._dev_arena.free(off)
+                e.dev_off = None
+                self._cond.notify_all()
+            raise ExpertUnavailableError(f"expert {e.name!r}: host -> device copy failed: {err}") from None
+        if self.backend.device_copies:
             log.info("expert %s: host -> device %s in %.3f s (%.2f GB/s)", e.name, _gb(layout.nbytes),
-                     dt, layout.nbytes / max(dt, 1e-9) / 1e9)
+                     moved.seconds, layout.nbytes / max(moved.seconds, 1e-9) / 1e9)
         with self._cond:
-            e.dev_weights, e.dev_at = weights, self._clock()
+            e.dev_weights, e.dev_at = moved.weights, self._clock()
             self._cond.notify_all()
 
     def _resident(self, e: _Expert, tier: str) -> bool:
@@ -510,7 +498,7 @@ class ExpertStore:
     def _make_room(self, tier: str, e: _Expert) -> int:
         """Grant `e`'s bytes in `tier`, evicting as needed (lock held). Waits while the room is
         held by leased or loading experts; refuses when only pinned experts hold it."""
-        arena = self._host.arena if tier == "host" else self._dev.arena
+        arena = self._host_arena if tier == "host" else self._dev_arena
         need = e.block_bytes
         while True:
             if self._closed:
@@ -543,10 +531,10 @@ class ExpertStore:
     def _evict(self, e: _Expert, tier: str) -> None:
         """Drop `e` from `tier` (lock held); leaving the host also leaves the device."""
         if e.dev_off is not None:
-            self._dev.arena.free(e.dev_off)
+            self._dev_arena.free(e.dev_off)
             e.dev_off, e.dev_weights = None, None
         if tier == "host" and e.host_off is not None:
-            self._host.arena.free(e.host_off)
+            self._host_arena.free(e.host_off)
             e.host_off, e.host_weights = None, None
 
     def _sweep(self) -> None:

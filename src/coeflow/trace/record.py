@@ -28,7 +28,7 @@ class TraceRecorder:
 
     def record(self, arrival: float, expert: str, prompt: str | None, prompt_tokens: int,
                max_tokens: int, route: str | None = None) -> None:
-        """`arrival` is on the recorder's clock (time.monotonic by default)."""
+        """`arrival` is on the recorder's clock (the server passes its scheduler's)."""
         r = TraceRequest(round(max(0.0, arrival - self._t0), 6), expert, max_tokens, prompt,
                          prompt_tokens, route=route)
         with self._lock:

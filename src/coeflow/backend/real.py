@@ -1,0 +1,144 @@
+"""The real backend: checkpoint files, PyTorch tensors and the wall clock.
+
+It owns everything the store and the scheduler must not know about: the pre-allocated
+host pool and device slab, the threads that read checkpoints into them, the CUDA copy
+stream, and one engine per model shape (experts of the same shape share its skeleton and
+its compiled decode step, so a switch is `set_weights`, never a rebuild). The store decides
+*what* goes where (slots, budgets, eviction); this module moves the bytes and runs the
+batches, and reports how long each took."""
+
+from __future__ import annotations
+
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+
+from coeflow.backend.interface import BatchTimes, Moved, WallClock
+from coeflow.engine import Delta, Engine
+from coeflow.errors import ConfigError
+from coeflow.model import ModelConfig, Tokenizer, parse_dtype, resolve_device
+from coeflow.store.library import ExpertLayout, plan_layout
+from coeflow.store.loader import copy_to_device, read_expert
+from coeflow.store.pool import DevicePool, HostPool
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ExpertRuntime:
+    """What running an expert needs besides its weights: its tokenizer (to decode the text
+    it streams) and its end-of-sequence ids."""
+    tokenizer: Tokenizer
+    eos_ids: frozenset[int]
+
+
+class RealBackend:
+    """`dtype` and `device` are the store's and the engines' ("auto": CUDA when present).
+    `load_threads` read one checkpoint in parallel stripes; `fused` compiles the decode step."""
+
+    def __init__(self, dtype: str | torch.dtype = "fp32", device: str | torch.device = "cpu", *,
+                 fused: bool = True, load_threads: int = 4):
+        self.dtype = parse_dtype(dtype)
+        self.device = resolve_device(device) if isinstance(device, str) else device
+        self.fused = fused
+        self.load_threads = max(1, load_threads)
+        self.clock = WallClock()
+        self.runtimes: dict[str, ExpertRuntime] = {}
+        self._layouts: dict[str, ExpertLayout] = {}
+        self._host_slots: dict[str, tuple[int, dict[str, torch.Tensor]]] = {}  # expert -> (slot, views)
+        self._host: HostPool | None = None
+        self._dev: DevicePool | None = None
+        self._stream: torch.cuda.Stream | None = None
+        self._io = ThreadPoolExecutor(self.load_threads, thread_name_prefix="coeflow-io")
+        self._engines: dict[tuple, Engine] = {}
+
+    # -- tiers ----------------------------------------------------------------------------
+    @property
+    def device_copies(self) -> bool:
+        return self.device.type != "cpu"
+
+    def plan(self, expert: str, path: str | Path) -> ExpertLayout:
+        """Read the checkpoint's headers (no weights) and lay the expert out in this backend's
+        dtype; raises CheckpointError/ConfigError/OSError for a checkpoint it cannot serve."""
+        layout = plan_layout(path, self.dtype)
+        self._layouts[expert] = layout
+        return layout
+
+    def expert_bytes(self, expert: str) -> int:
+        return self._layouts[expert].block_bytes
+
+    def default_device_budget(self, everything: int) -> int:
+        """The device tier's bytes when the user gives none: room for every expert, capped on
+        CUDA at 90% of the memory free now (the rest is for KV caches and activations)."""
+        if self.device.type == "cuda":
+            return min(everything, int(0.9 * torch.cuda.mem_get_info(self.device)[0]))
+        return everything
+
+    def reserve(self, host_bytes: int, device_bytes: int) -> None:
+        """Allocate the host pool (pinned when CUDA is present) and, where host -> device is a
+        copy, the device slab: once, at start-up, so no load allocates."""
+        self._host = HostPool(host_bytes, pinned=torch.cuda.is_available())
+        if self.device_copies:
+            self._dev = DevicePool(device_bytes, self.device)
+            self._stream = torch.cuda.Stream(self.device)
+
+    def move(self, expert: str, src: str, dst: str, slot: int = 0) -> Moved:
+        """disk -> host: parallel striped reads of the checkpoint into the host pool at `slot`.
+        host -> device: one async copy on the copy stream into the device slab at `slot`; on a
+        CPU the engine attaches the host pool's tensors, so the hop is free."""
+        layout, host = self._layouts[expert], self._host
+        assert host is not None, "reserve() the tiers first"
+        t = time.perf_counter()
+        if (src, dst) == ("disk", "host"):
+            read_expert(layout, host.buffer, host.view, slot, self._io, self.load_threads)
+            weights = layout.views(host.buffer, slot)
+            self._host_slots[expert] = (slot, weights)
+        elif (src, dst) == ("host", "device"):
+            host_slot, host_weights = self._host_slots[expert]
+            if not self.device_copies:
+                return Moved(0.0, host_weights)
+            assert self._dev is not None and self._stream is not None
+            copy_to_device(host.buffer, host_slot, self._dev.buffer, slot, layout.block_bytes, self._stream)
+            weights = layout.views(self._dev.buffer, slot)
+        else:
+            raise ConfigError(f"no move from tier {src!r} to {dst!r}; moves are disk->host, host->device")
+        return Moved(time.perf_counter() - t, weights)
+
+    # -- compute --------------------------------------------------------------------------
+    def engine(self, cfg: ModelConfig) -> Engine:
+        """The engine for this model shape, built (and, fused, compiled) on first use."""
+        key = cfg.shape_key
+        if key not in self._engines:
+            self._engines[key] = Engine(cfg, dtype=self.dtype, device=self.device, fused=self.fused)
+        return self._engines[key]
+
+    def run_batch(self, expert: str, resident: Any, batch: Sequence[Any],
+                  on_token: Callable[[Delta], None] | None = None) -> BatchTimes:
+        """`resident`: a store lease (config + weights); `batch`: scheduler GenRequests."""
+        rt = self.runtimes[expert]
+        engine = self.engine(resident.config)
+        engine.set_weights(resident.weights, name=expert)
+        t0 = time.perf_counter()
+        first = last = t0
+        steps = 0
+        for deltas in engine.stream([r.prompt_ids for r in batch], [r.params for r in batch], rt.eos_ids,
+                                    rt.tokenizer.decode, cancelled=lambda i: batch[i].cancelled.is_set()):
+            last = time.perf_counter()
+            if steps == 0:
+                first = last
+            steps += 1
+            if on_token is not None:
+                for d in deltas:
+                    on_token(d)
+        return BatchTimes(first - t0, (last - first) / (steps - 1) if steps > 1 else 0.0)
+
+    def route_s(self, batch: int, prompt: int) -> float:
+        return 0.0  # the server routes on its HTTP threads, not on the engines' compute
+
+    def close(self) -> None:
+        self._io.shutdown(wait=True)

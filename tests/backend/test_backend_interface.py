@@ -1,0 +1,158 @@
+"""The store and the scheduler use the backend interface only: on a backend that holds no
+tensors and keeps its own clock, they make the moves and run the batches through it, and
+every time they report comes from that clock. Neither module imports PyTorch."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass
+from types import SimpleNamespace
+
+import pytest
+import yaml
+
+from coeflow.backend.interface import BatchTimes, Moved
+from coeflow.coefile import load_coe
+from coeflow.errors import CheckpointError
+from coeflow.scheduler import Failed, Finished, GenRequest, Scheduler, Started
+from coeflow.store import ExpertStore, ExpertUnavailableError
+
+MB = 1 << 20
+
+
+class StepClock:
+    """Time that moves only when the fake backend works."""
+
+    def __init__(self) -> None:
+        self.t = 100.0
+
+    def now(self) -> float:
+        return self.t
+
+
+@dataclass
+class Plan:
+    config: object
+    nbytes: int
+    block_bytes: int
+
+
+class FakeBackend:
+    """Moves take 1 s per MB on its clock, a batch 0.5 s; nothing is read or computed."""
+
+    def __init__(self, sizes_mb: dict[str, int], broken: tuple[str, ...] = (), device_copies: bool = True):
+        self.sizes = {n: mb * MB for n, mb in sizes_mb.items()}
+        self.broken, self.device_copies = broken, device_copies
+        self.clock = StepClock()
+        self.moves: list[tuple[str, str, str, int]] = []
+        self.batches: list[tuple[str, object, int]] = []
+        self.reserved: tuple[int, int] | None = None
+
+    def plan(self, expert: str, path) -> Plan:
+        if expert in self.broken:
+            raise CheckpointError(f"{path}: truncated")
+        return Plan(SimpleNamespace(name=expert), self.sizes[expert], self.sizes[expert])
+
+    def default_device_budget(self, everything: int) -> int:
+        return everything
+
+    def reserve(self, host_bytes: int, device_bytes: int) -> None:
+        self.reserved = (host_bytes, device_bytes)
+
+    def expert_bytes(self, expert: str) -> int:
+        return self.sizes[expert]
+
+    def move(self, expert: str, src: str, dst: str, slot: int = 0) -> Moved:
+        assert self.reserved is not None, "a move before the tiers were reserved"
+        self.moves.append((expert, src, dst, slot))
+        seconds = self.sizes[expert] / MB
+        self.clock.t += seconds
+        return Moved(seconds, {"w": (expert, dst, slot)})
+
+    def run_batch(self, expert, resident, batch, on_token=None) -> BatchTimes:
+        self.batches.append((expert, resident.weights["w"], len(batch)))
+        self.clock.t += 0.5
+        for i, r in enumerate(batch):
+            for k in range(r.gen_tokens):
+                done = k == r.gen_tokens - 1
+                on_token(SimpleNamespace(index=i, token_id=k, text="x", finish_reason="length" if done else None,
+                                         completion_tokens=k + 1))
+        return BatchTimes(0.25, 0.25)
+
+    def route_s(self, batch: int, prompt: int) -> float:
+        return 0.0
+
+
+def _coe(tmp_path, names):
+    for n in names:
+        (tmp_path / n).mkdir()
+    (tmp_path / "coe.yaml").write_text(yaml.safe_dump(
+        {"name": "t", "fallback": names[0], "experts": [{"name": n, "path": n} for n in names]}))
+    return load_coe(tmp_path / "coe.yaml")
+
+
+def test_store_moves_through_the_backend_and_times_on_its_clock(tmp_path):
+    b = FakeBackend({"a": 2, "b": 3, "c": 2})
+    with ExpertStore(_coe(tmp_path, ["a", "b", "c"]), device_mem=3 * MB, host_mem=5 * MB, backend=b) as store:
+        assert b.reserved == (5 * MB, 3 * MB)
+        with store.acquire("a") as lease:
+            assert lease.source_tier == "disk"
+            assert lease.switch_s == pytest.approx(2 + 2)  # disk -> host, host -> device: 1 s per MB each
+            assert lease.weights == {"w": ("a", "device", 0)}  # what the backend's move returned
+        assert b.moves == [("a", "disk", "host", 0), ("a", "host", "device", 0)]
+        with store.acquire("b"):  # b (3 MB) needs the whole device tier: a leaves it, keeps its host copy
+            pass
+        with store.acquire("a") as again:
+            assert again.source_tier == "host" and again.switch_s == pytest.approx(2)
+        assert [m[:3] for m in b.moves[2:]] == [("b", "disk", "host"), ("b", "host", "device"),
+                                                ("a", "host", "device")]
+        st = {s.name: s for s in store.status()}
+        assert st["a"].last_used == b.clock.now()  # last use is on the backend's clock
+
+
+def test_a_checkpoint_the_backend_cannot_plan_fails_alone(tmp_path):
+    b = FakeBackend({"a": 1, "b": 1}, broken=("b",))
+    with ExpertStore(_coe(tmp_path, ["a", "b"]), device_mem=None, host_mem=None, backend=b) as store:
+        with pytest.raises(ExpertUnavailableError, match="truncated"):
+            store.acquire("b")
+        with store.acquire("a") as lease:
+            assert lease.weights == {"w": ("a", "device", 0)}
+
+
+def test_scheduler_runs_batches_on_the_backend_and_stamps_arrivals_with_its_clock(tmp_path):
+    b = FakeBackend({"a": 1, "b": 1})
+    store = ExpertStore(_coe(tmp_path, ["a", "b"]), device_mem=None, host_mem=None, backend=b)
+    sched = Scheduler(store, b, ["a", "b"])
+    events: dict[str, list] = {"a": [], "b": []}
+    done = threading.Event()
+
+    def sink(name):
+        def put(ev):
+            events[name].append(ev)
+            if all(evs and isinstance(evs[-1], (Finished, Failed)) for evs in events.values()):
+                done.set()
+        return put
+    sched.start()
+    try:
+        reqs = {n: GenRequest(n, [1, 2, 3], SimpleNamespace(max_tokens=3), sink(n)) for n in ("a", "b")}
+        for r in reqs.values():
+            sched.submit(r)
+        assert done.wait(30)
+    finally:
+        sched.stop(drain_s=5)
+        store.close()
+    for n, evs in events.items():
+        assert isinstance(evs[0], Started) and evs[0].expert == n
+        assert [e.text for e in evs[1:-1]] == ["x", "x", "x"]
+        assert isinstance(evs[-1], Finished) and (evs[-1].reason, evs[-1].completion_tokens) == ("length", 3)
+        assert reqs[n].arrival is not None and reqs[n].arrival >= 100.0  # the backend's clock, not the epoch
+    # each batch ran on the weights the backend's host -> device move produced for its expert
+    assert sorted((x[0], x[1][:2]) for x in b.batches) == [("a", ("a", "device")), ("b", ("b", "device"))]
+
+
+def test_store_and_scheduler_do_not_import_torch():
+    code = "import sys, coeflow.store, coeflow.scheduler; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
