@@ -29,6 +29,8 @@ CONFIGS: dict[str, dict] = {
                    num_attention_heads=12, num_key_value_heads=4, max_position_embeddings=2048),
 }
 ENGINES = ("hf-transformers", "coeflow-eager", "coeflow-fused")
+# Also selectable: "coeflow-fused-inductor", the fused engine without coeflow's CPU linear
+# kernel (Inductor's code and MKL only), to show in the same run what the kernel changes.
 
 
 @dataclass
@@ -86,7 +88,8 @@ def _runner(engine: str, path: Path, dtype: torch.dtype, prompts: list[list[int]
                                do_sample=False, streamer=stamps)
             return stamps.times[-1] - stamps.times[1]
         return gen
-    eng = Engine.from_checkpoint(path, dtype=dtype, device="cpu", fused=engine == "coeflow-fused")
+    eng = Engine.from_checkpoint(path, dtype=dtype, device="cpu", fused=engine != "coeflow-eager",
+                                 cpu_kernel=engine == "coeflow-fused")
 
     def gen(k: int) -> float:
         times = [time.perf_counter() for _ in eng.stream(prompts, SamplingParams(max_tokens=k, ignore_eos=True))]

@@ -19,13 +19,18 @@ from torch import Tensor
 from coeflow.engine.kv_cache import KVCache
 from coeflow.engine.sampling import InvalidRequestError, SamplingParams, sample
 from coeflow.engine.text import TextStream
-from coeflow.model import (ModelConfig, Transformer, attach_weights, build_skeleton, load_weights,
-                           parse_dtype, resolve_device)
+from coeflow.model import (ModelConfig, Transformer, attach_weights, build_skeleton, kernels,
+                           load_weights, parse_dtype, resolve_device)
+from coeflow.model.llama import use_cpu_kernel
 
 log = logging.getLogger(__name__)
 
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
 MIN_SEQ_BUCKET = 128
+# Compiled variants of `_decode_step` allowed per process. Dynamo counts them per code object,
+# so every engine (its own skeleton) and every (batch, length) bucket takes one; past torch's
+# default of 8 a fullgraph compile fails and the engine falls back to eager.
+RECOMPILE_LIMIT = 256
 
 
 def _bucket(n: int, buckets: tuple[int, ...]) -> int:
@@ -73,7 +78,10 @@ class Delta:
 
 class Engine:
     def __init__(self, cfg: ModelConfig, dtype: str | torch.dtype = "fp32",
-                 device: str | torch.device = "auto", fused: bool = True):
+                 device: str | torch.device = "auto", fused: bool = True, cpu_kernel: bool = True):
+        """`fused`: compile the decode step. `cpu_kernel`: on the CPU, let the compiled step
+        use coeflow's AVX-512 linear kernel where it builds and the CPU supports it (else,
+        and with COEFLOW_CPU_KERNEL=0, Inductor's code; see coeflow.model.kernels)."""
         self.cfg = cfg
         self.dtype = parse_dtype(dtype)
         self.device = resolve_device(device) if isinstance(device, str) else device
@@ -82,7 +90,12 @@ class Engine:
         self.loaded: str | None = None  # name of the weights now attached
         self._attached = False
         self._caches: dict[tuple[int, int], KVCache] = {}
+        # whether compiled steps call the kernel (decided once: the graph is traced with it)
+        self.cpu_kernel = fused and cpu_kernel and self.device.type == "cpu" and kernels.load()
+        use_cpu_kernel(self.model, self.cpu_kernel)
         if fused:
+            dynamo = torch._dynamo.config
+            dynamo.recompile_limit = max(dynamo.recompile_limit, RECOMPILE_LIMIT)
             mode = "reduce-overhead" if self.device.type == "cuda" else None  # CUDA graphs on GPU
             self._step = torch.compile(_decode_step, mode=mode, fullgraph=True, dynamic=False)
         else:

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from coeflow.model import kernels
 from coeflow.model.config import ModelConfig, RopeConfig
 
 
@@ -53,18 +54,42 @@ def rotate_half(x: Tensor) -> Tensor:
 
 
 class Linear(nn.Linear):
-    """nn.Linear, except for a single row (batch-1 decode) on the CPU under torch.compile:
-    there it is written as multiply-and-reduce, which Inductor emits as one streaming loop
-    over the weight. MKL's GEMV reads weights at well under half of this machine's memory
-    bandwidth; the generated loop gets close to it (see BENCHMARKS.md, decode)."""
+    """nn.Linear, except in a compiled decode step on the CPU, where the weight is streamed:
+
+    - one row (batch-1 decode) is written as multiply-and-reduce, which Inductor emits as one
+      loop over the weight (MKL's GEMV read weights at under half of this machine's memory
+      bandwidth);
+    - 2 to 8 rows, with `cpu_kernel` set (`use_cpu_kernel`), go to `coeflow::cpu_linear`, an
+      AVX-512 kernel that reads each weight once for all rows (MKL's small-M GEMMs reach
+      neither bandwidth nor compute here). One row stays with Inductor: the kernel streams
+      as fast, but calling it costs ~20 us more per layer than Inductor's inlined loop.
+
+    Eagerly, and otherwise, it is `F.linear` (BENCHMARKS.md, decode)."""
+
+    cpu_kernel = False
 
     def forward(self, x: Tensor) -> Tensor:
-        if x.shape[:-1].numel() == 1 and x.device.type == "cpu" and torch.compiler.is_compiling():
-            y = (self.weight.float() * x.reshape(1, -1).float()).sum(-1).to(x.dtype)
+        rows = x.shape[:-1].numel()
+        if x.device.type == "cpu" and torch.compiler.is_compiling():
+            x2 = x.reshape(rows, -1)
+            if self.cpu_kernel and rows > 1 and kernels.supports(x2, self.weight):
+                y = kernels.cpu_linear(x2, self.weight)
+            elif rows == 1:
+                y = (self.weight.float() * x2.float()).sum(-1)
+            else:
+                return F.linear(x, self.weight, self.bias)
+            y = y.to(x.dtype)
             if self.bias is not None:
                 y = y + self.bias
             return y.view(*x.shape[:-1], -1)
         return F.linear(x, self.weight, self.bias)
+
+
+def use_cpu_kernel(model: nn.Module, on: bool) -> None:
+    """Route `model`'s linear layers through the CPU kernel in compiled steps (or back)."""
+    for m in model.modules():
+        if isinstance(m, Linear):
+            m.cpu_kernel = on
 
 
 class Attention(nn.Module):

@@ -1,0 +1,143 @@
+/* y[M,N] = x[M,K] @ w[N,K]^T for a few rows (decode: M <= 8), float32 out, on AVX-512.
+ *
+ * Why: a decode step reads every weight once per token, so batching rows should be almost
+ * free while memory is the limit. MKL's small-M GEMMs (what F.linear does for 2-8 rows)
+ * reach neither the memory's read rate nor the compute peak on 2 threads. Here each weight
+ * vector is loaded once and multiplied into all M activation rows (bf16 pairs with
+ * vdpbf16ps, fp32 with FMA), with one accumulator per activation row; each output is reduced
+ * horizontally once, at the end of its weight row.
+ *
+ * Weights keep their native [out, in] layout (they are views into the store's shared pool).
+ * Output rows are split across `nthreads` OpenMP threads in contiguous stripes; libgomp is
+ * the runtime torch itself has loaded, so the threads are torch's. Built by
+ * coeflow.model.kernels (gcc, on first use). */
+
+#include <immintrin.h>
+#include <omp.h>
+#include <stdint.h>
+
+#define MAXM 8
+#define MAXU 2
+
+#define PF_MIN_M 4
+
+/* One output row n against M rows of x. U independent accumulators per x row split the
+ * K loop, so that for small M the chain of dependent multiply-adds does not bound the
+ * rate. Rows are processed one at a time so that the weight is read as one sequential
+ * stream: interleaving even two rows (to reuse each x load twice) halved the read rate on
+ * this machine's CPU. For M >= PF_MIN_M the next row is prefetched in software (+25-50% at
+ * M = 8, where the core is busy with the multiply-adds); for small M that only got in the
+ * hardware prefetcher's way. */
+static inline __attribute__((always_inline)) void
+row_bf16(const uint16_t *x, long ldx, const uint16_t *w, long ldw, float *y, long ldy,
+         int M, int U, long n, int K)
+{
+    __m512 acc[MAXU][MAXM];
+#pragma GCC unroll 8
+    for (int u = 0; u < U; u++)
+#pragma GCC unroll 8
+        for (int m = 0; m < M; m++) acc[u][m] = _mm512_setzero_ps();
+    const uint16_t *wr = w + n * ldw;
+    int k = 0;
+    for (; k + 32 * U <= K; k += 32 * U) {
+#pragma GCC unroll 8
+        for (int u = 0; u < U; u++) {
+            __m512bh wv = (__m512bh)_mm512_loadu_si512(wr + k + 32 * u);
+            if (M >= PF_MIN_M) _mm_prefetch((const char *)(wr + ldw + k + 32 * u), _MM_HINT_T0);
+#pragma GCC unroll 8
+            for (int m = 0; m < M; m++)
+                acc[u][m] = _mm512_dpbf16_ps(acc[u][m], wv, (__m512bh)_mm512_loadu_si512(x + m * ldx + k + 32 * u));
+        }
+    }
+    for (; k < K; k += 32) { /* the rest; masked loads read nothing past the row's end */
+        __mmask32 mask = K - k >= 32 ? ~(__mmask32)0 : (__mmask32)((1u << (K - k)) - 1);
+        __m512bh wv = (__m512bh)_mm512_maskz_loadu_epi16(mask, wr + k);
+#pragma GCC unroll 8
+        for (int m = 0; m < M; m++)
+            acc[0][m] = _mm512_dpbf16_ps(acc[0][m], wv, (__m512bh)_mm512_maskz_loadu_epi16(mask, x + m * ldx + k));
+    }
+#pragma GCC unroll 8
+    for (int m = 0; m < M; m++) {
+#pragma GCC unroll 4
+        for (int u = 1; u < U; u++) acc[0][m] = _mm512_add_ps(acc[0][m], acc[u][m]);
+        y[m * ldy + n] = _mm512_reduce_add_ps(acc[0][m]);
+    }
+}
+
+static inline __attribute__((always_inline)) void
+row_f32(const float *x, long ldx, const float *w, long ldw, float *y, long ldy,
+        int M, int U, long n, int K)
+{
+    __m512 acc[MAXU][MAXM];
+#pragma GCC unroll 8
+    for (int u = 0; u < U; u++)
+#pragma GCC unroll 8
+        for (int m = 0; m < M; m++) acc[u][m] = _mm512_setzero_ps();
+    const float *wr = w + n * ldw;
+    int k = 0;
+    for (; k + 16 * U <= K; k += 16 * U) {
+#pragma GCC unroll 8
+        for (int u = 0; u < U; u++) {
+            __m512 wv = _mm512_loadu_ps(wr + k + 16 * u);
+            if (M >= PF_MIN_M) _mm_prefetch((const char *)(wr + ldw + k + 16 * u), _MM_HINT_T0);
+#pragma GCC unroll 8
+            for (int m = 0; m < M; m++)
+                acc[u][m] = _mm512_fmadd_ps(wv, _mm512_loadu_ps(x + m * ldx + k + 16 * u), acc[u][m]);
+        }
+    }
+    for (; k < K; k += 16) {
+        __mmask16 mask = K - k >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (K - k)) - 1);
+        __m512 wv = _mm512_maskz_loadu_ps(mask, wr + k);
+#pragma GCC unroll 8
+        for (int m = 0; m < M; m++)
+            acc[0][m] = _mm512_fmadd_ps(wv, _mm512_maskz_loadu_ps(mask, x + m * ldx + k), acc[0][m]);
+    }
+#pragma GCC unroll 8
+    for (int m = 0; m < M; m++) {
+#pragma GCC unroll 4
+        for (int u = 1; u < U; u++) acc[0][m] = _mm512_add_ps(acc[0][m], acc[u][m]);
+        y[m * ldy + n] = _mm512_reduce_add_ps(acc[0][m]);
+    }
+}
+
+/* Rows [lo, hi) for a fixed M; M and U are constants in each instantiation, so the unrolled
+ * accumulators live in registers (U * M <= 8 of the 32 vector registers). */
+#define DEFINE_RANGE(T, M, U)                                                               \
+    static void range_##T##_##M(const void *x, long ldx, const void *w, long ldw, float *y, \
+                                long ldy, long lo, long hi, int K)                          \
+    {                                                                                       \
+        for (long n = lo; n < hi; n++) row_##T(x, ldx, w, ldw, y, ldy, M, U, n, K);         \
+    }
+#define U1 1 /* measured: 2 and 4 were no faster for one row */
+#define U2 2
+#define U3 2
+#define DEFINE_ALL(T)                                                                          \
+    DEFINE_RANGE(T, 1, U1) DEFINE_RANGE(T, 2, U2) DEFINE_RANGE(T, 3, U3) DEFINE_RANGE(T, 4, 1) \
+    DEFINE_RANGE(T, 5, 1) DEFINE_RANGE(T, 6, 1) DEFINE_RANGE(T, 7, 1) DEFINE_RANGE(T, 8, 1)
+DEFINE_ALL(bf16)
+DEFINE_ALL(f32)
+
+typedef void (*range_fn)(const void *, long, const void *, long, float *, long, long, long, int);
+static const range_fn BF16[MAXM] = {range_bf16_1, range_bf16_2, range_bf16_3, range_bf16_4,
+                                    range_bf16_5, range_bf16_6, range_bf16_7, range_bf16_8};
+static const range_fn F32[MAXM] = {range_f32_1, range_f32_2, range_f32_3, range_f32_4,
+                                   range_f32_5, range_f32_6, range_f32_7, range_f32_8};
+
+/* Entry point. bf16: 1 for bfloat16 x and w, 0 for float32. Returns 0, or -1 for bad sizes. */
+int coeflow_linear(int bf16, const void *x, long ldx, const void *w, long ldw, float *y, long ldy,
+                   int M, long N, int K, int nthreads)
+{
+    if (M < 1 || M > MAXM || N < 0 || K < 0) return -1;
+    range_fn fn = bf16 ? BF16[M - 1] : F32[M - 1];
+    if (nthreads <= 1 || N < 64) {
+        fn(x, ldx, w, ldw, y, ldy, 0, N, K);
+        return 0;
+    }
+#pragma omp parallel num_threads(nthreads)
+    {
+        /* one contiguous stripe of rows per thread: each reads one sequential stream */
+        int t = omp_get_thread_num(), nt = omp_get_num_threads();
+        fn(x, ldx, w, ldw, y, ldy, N * t / nt, N * (t + 1) / nt, K);
+    }
+    return 0;
+}

@@ -1,0 +1,98 @@
+"""coeflow's CPU linear kernel (`coeflow::cpu_linear`) computes x @ w.T like torch, for the
+shapes decode gives it and the odd ones it must not get wrong; it is optional, and the
+engine works the same without it."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from coeflow.engine import Engine, SamplingParams
+from coeflow.model import kernels
+from checkpoints import make_checkpoint
+
+needs_kernel = pytest.mark.skipif(not kernels.load(), reason="CPU kernel unavailable here "
+                                  "(needs x86-64 Linux, AVX-512 BF16 and gcc)")
+
+# (N, K): K not a multiple of the vector width (16 fp32 / 32 bf16), N below and above the
+# size at which rows are split over threads, and the medium model's down projection.
+SHAPES = [(1, 1), (7, 33), (63, 45), (64, 16), (130, 257), (200, 100), (768, 2560)]
+
+
+@needs_kernel
+@pytest.mark.parametrize("dtype,rtol", [(torch.float32, 1e-5), (torch.bfloat16, 1e-5)])
+@pytest.mark.parametrize("m", range(1, kernels.MAX_ROWS + 1))
+def test_matches_torch_matmul(dtype, rtol, m):
+    g = torch.Generator().manual_seed(m)
+    for n, k in SHAPES:
+        x = torch.randn(m, k, generator=g).to(dtype)
+        w = torch.randn(n, k, generator=g).to(dtype)
+        got = kernels.cpu_linear(x, w)
+        # both accumulate in fp32 from the same bf16 values, so only summation order differs
+        want = x.double() @ w.double().T
+        assert got.dtype == torch.float32 and got.shape == (m, n)
+        torch.testing.assert_close(got.double(), want, rtol=rtol, atol=rtol * k ** 0.5 * 4)
+
+
+@needs_kernel
+def test_reads_row_strided_weight_views():
+    """The store hands out views into a shared pool; rows may be further apart than K."""
+    pool = torch.randn(50, 100).bfloat16()
+    w = pool[3:40, 10:79]  # row stride 100, K = 69
+    x = torch.randn(3, 69).bfloat16()
+    torch.testing.assert_close(kernels.cpu_linear(x, w), x.float() @ w.float().T, rtol=1e-5, atol=1e-4)
+    assert not kernels.supports(x, pool.T[:, :69])  # columns not contiguous: refused
+
+
+@needs_kernel
+def test_refuses_what_it_does_not_handle():
+    w = torch.randn(8, 16)
+    assert kernels.supports(torch.randn(8, 16), w)
+    assert not kernels.supports(torch.randn(9, 16), w)  # more than 8 rows
+    assert not kernels.supports(torch.randn(2, 16).half(), w.half())  # fp16
+    assert not kernels.supports(torch.randn(2, 16).bfloat16(), w)  # mixed dtypes
+    with pytest.raises(RuntimeError, match="unsupported"):
+        kernels.cpu_linear(torch.randn(9, 16), w)
+
+
+@needs_kernel
+def test_compiled_batched_decode_uses_kernel_and_matches_eager(tmp_path):
+    path = make_checkpoint(tmp_path / "m", "llama-bias", seed=3)  # biases go around the kernel
+    prompts = [[1, 17, 42], [1, 5, 6, 250], [9, 8, 7, 6, 5]]  # batch bucket 4
+    params = SamplingParams(max_tokens=10, ignore_eos=True)
+    want = [c.token_ids for c in Engine.from_checkpoint(path, fused=False).generate(prompts, params)]
+    fused = Engine.from_checkpoint(path, fused=True)
+    assert fused.cpu_kernel
+    before = kernels.calls
+    assert [c.token_ids for c in fused.generate(prompts, params)] == want
+    assert fused.fused and kernels.calls > before, "the compiled step did not call the kernel"
+
+    off = Engine.from_checkpoint(path, fused=True, cpu_kernel=False)
+    before = kernels.calls
+    assert [c.token_ids for c in off.generate(prompts, params)] == want
+    assert not off.cpu_kernel and kernels.calls == before
+
+
+def test_unavailable_kernel_falls_back(monkeypatch, tmp_path, caplog):
+    """No gcc (and nothing cached): `load` says no, and the engine runs without the kernel."""
+    monkeypatch.setattr(kernels, "_lib", None)
+    monkeypatch.setattr(kernels, "_tried", False)
+    monkeypatch.setattr(kernels, "_cpu_flags", lambda: set(kernels.CPU_FLAGS))
+    monkeypatch.setattr(kernels.platform, "system", lambda: "Linux")
+    monkeypatch.setattr(kernels.platform, "machine", lambda: "x86_64")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(kernels.shutil, "which", lambda name: None)
+    assert kernels.load() is False
+    assert "gcc not found" in caplog.text
+    path = make_checkpoint(tmp_path / "m", "llama-gqa", seed=1)
+    engine = Engine.from_checkpoint(path, fused=True)
+    assert not engine.cpu_kernel
+    got = engine.generate([[1, 2, 3], [4, 5]], SamplingParams(max_tokens=4, ignore_eos=True))
+    assert all(len(c.token_ids) == 4 for c in got)
+
+
+def test_env_var_disables_kernel(monkeypatch):
+    monkeypatch.setattr(kernels, "_lib", None)
+    monkeypatch.setattr(kernels, "_tried", False)
+    monkeypatch.setenv("COEFLOW_CPU_KERNEL", "0")
+    assert kernels.load() is False
