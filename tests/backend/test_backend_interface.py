@@ -156,3 +156,17 @@ def test_store_and_scheduler_do_not_import_torch():
     code = "import sys, coeflow.store, coeflow.scheduler; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_warm_up_runs_every_batch_size_before_traffic(tmp_path):
+    """Each (shape, batch size) compiles on first use: warm-up must run them all, each as one batch."""
+    b = FakeBackend({"a": 1})
+    store = ExpertStore(_coe(tmp_path, ["a"]), device_mem=None, host_mem=None, backend=b)
+    sched = Scheduler(store, b, ["a"], max_batch=4)
+    sched.start()
+    try:
+        sched.warm_up(["a"])
+    finally:
+        sched.stop(drain_s=5)
+        store.close()
+    assert [n for _, _, n in b.batches] == [1, 2, 3, 4]

@@ -35,11 +35,12 @@ def measure(coe_path: str, trace: list[TraceRequest], engine: str, device_expert
     block = max(s.bytes for s in probe.status()) + (1 << 20)  # an expert plus its page padding
     probe.close()
     opts = ServerOptions(device_mem=device_experts * block, host_mem=host_experts * block, device="cpu",
-                         fused=engine == "fused", warm_up=False)
+                         fused=engine == "fused")
     srv = build_server(coe_path, opts)
+    compile_first, srv.warm_up = srv.warm_up, []
     with serving(srv) as url:
-        warm = [TraceRequest(0.0, n, 2, prompt_tokens=4) for n in coe.expert_names[:1]]
-        play(url, warm)  # first request compiles the fused step; not part of the trace
+        srv.scheduler.warm_up(compile_first)  # every batch size's fused step; not part of the trace
+        play(url, [TraceRequest(0.0, n, 2, prompt_tokens=4) for n in coe.expert_names[:1]])  # the HTTP path
         srv.store.unload(coe.expert_names[0], "disk")
         rows = play(url, trace)
     return rows, {"device": device_experts, "host": host_experts}

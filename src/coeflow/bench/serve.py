@@ -132,11 +132,13 @@ def run(requests: int = 300, concurrency: int = 16, experts: int = 8, device_slo
         for label in ("coeflow", "coeflow_no_host_tier", "baseline"):
             progress(f"{label}: starting the server (device tier {device_slots} experts)")
             opts = ServerOptions(device_mem=slot_bytes, host_mem=slot_bytes if label == "coeflow_no_host_tier" else None,
-                                 fused=engine == "fused", warm_up=False)
+                                 fused=engine == "fused")
             naive = ReloadingStore(load_coe(coe), device_slots) if label == "baseline" else None
             srv = build_server(coe, opts, store=naive)
+            warm, srv.warm_up = srv.warm_up, []  # compiled below, before the clock starts
             with serving(srv) as url:
-                progress(f"{label}: warm-up (compiles the decode step once)")
+                progress(f"{label}: warm-up (compiles the decode step for each batch size)")
+                srv.scheduler.warm_up(warm)
                 asyncio.run(_load(url, ["e0"], 1, max_tokens, seed=1))
                 progress(f"{label}: {requests} requests, {concurrency} concurrent")
                 report[label] = asdict(asyncio.run(_load(url, trace, concurrency, max_tokens, seed=2)))
