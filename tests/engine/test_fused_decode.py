@@ -34,3 +34,24 @@ def test_second_expert_reuses_compiled_step_and_matches_eager(tmp_path):
     fused.set_weights(load_weights(a, cfg, torch.float32), name="a again")
     assert [c.token_ids for c in fused.generate(PROMPTS, params)] == want_a
     assert counters["stats"]["unique_graphs"] == graphs, "switching experts recompiled the decode step"
+
+
+def test_decode_attention_loops_match_sdpa():
+    """The compiled CPU step's attention (multiply-reduce + softmax) equals SDPA's, with grouped
+    kv heads, empty slots and a sliding window, in fp32 and bf16."""
+    import torch.nn.functional as F
+    from coeflow.model.llama import _decode_attention
+    g = torch.Generator().manual_seed(0)
+    b, h, hkv, s, d = 2, 6, 2, 16, 8
+    q, k, v = (torch.randn(b, n, t, d, generator=g) for n, t in ((h, 1), (hkv, s), (hkv, s)))
+    slot_pos = torch.arange(s).repeat(b, 1)
+    slot_pos[0, 10:] = -1  # row 0 has 10 tokens, row 1 all 16
+    q_pos = torch.tensor([[9], [15]])
+    kp, qp = slot_pos[:, None, None, :], q_pos[:, None, :, None]
+    for mask in ((kp >= 0) & (kp <= qp), (kp >= 0) & (kp <= qp) & (qp - kp < 4)):
+        for dtype, tol in ((torch.float32, 1e-5), (torch.bfloat16, 2e-2)):
+            want = F.scaled_dot_product_attention(q.to(dtype), k.to(dtype), v.to(dtype), attn_mask=mask,
+                                                  enable_gqa=True)
+            got = _decode_attention(q.to(dtype), k.to(dtype), v.to(dtype), mask)
+            assert got.dtype == dtype
+            torch.testing.assert_close(got.float(), want.float(), atol=tol, rtol=tol)

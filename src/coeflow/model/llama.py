@@ -61,8 +61,9 @@ class Linear(nn.Linear):
       bandwidth);
     - 2 to 8 rows, with `cpu_kernel` set (`use_cpu_kernel`), go to `coeflow::cpu_linear`, an
       AVX-512 kernel that reads each weight once for all rows (MKL's small-M GEMMs reach
-      neither bandwidth nor compute here). One row stays with Inductor: the kernel streams
-      as fast, but calling it costs ~20 us more per layer than Inductor's inlined loop.
+      neither bandwidth nor compute here). One row stays with Inductor (calling the kernel
+      costs ~20 us more per layer than Inductor's inlined loop), except a bf16 row on a large
+      weight (KERNEL_BF16_ROW_MIN_BYTES), where the kernel's bf16 dot products win.
 
     Eagerly, and otherwise, it is `F.linear` (BENCHMARKS.md, decode)."""
 
@@ -72,7 +73,9 @@ class Linear(nn.Linear):
         rows = x.shape[:-1].numel()
         if x.device.type == "cpu" and torch.compiler.is_compiling():
             x2 = x.reshape(rows, -1)
-            if self.cpu_kernel and rows > 1 and kernels.supports(x2, self.weight):
+            big_bf16_row = (rows == 1 and x.dtype == torch.bfloat16
+                            and self.weight.numel() * 2 >= KERNEL_BF16_ROW_MIN_BYTES)
+            if self.cpu_kernel and (rows > 1 or big_bf16_row) and kernels.supports(x2, self.weight):
                 y = kernels.cpu_linear(x2, self.weight)
             elif rows == 1:
                 y = (self.weight.float() * x2.float()).sum(-1)
@@ -83,6 +86,14 @@ class Linear(nn.Linear):
                 y = y + self.bias
             return y.view(*x.shape[:-1], -1)
         return F.linear(x, self.weight, self.bias)
+
+
+# One bf16 row goes to the kernel only for weights this large: Inductor's loop is bound by
+# the bf16 widening (~25 GB/s here), the kernel's dot-product instruction is not, and from
+# ~3 MB (~100 us to stream) its ~20 us call cost is repaid. Measured on the medium model's
+# step: 7.2 against 8.0 ms (MLP and lm_head in the kernel) and 8.1 ms (every layer); in fp32
+# the kernel gained nothing at one row (BENCHMARKS.md, decode).
+KERNEL_BF16_ROW_MIN_BYTES = 3 << 20
 
 
 def use_cpu_kernel(model: nn.Module, on: bool) -> None:
@@ -119,9 +130,27 @@ class Attention(nn.Module):
         mask = (kp >= 0) & (kp <= qp)
         if self.window is not None:
             mask = mask & (qp - kp < self.window)
-        y = F.scaled_dot_product_attention(q, k_cache, v_cache, attn_mask=mask,
-                                           enable_gqa=self.num_kv_heads != self.num_heads)
+        if t == 1 and x.device.type == "cpu" and torch.compiler.is_compiling():
+            y = _decode_attention(q, k_cache, v_cache, mask)
+        else:
+            y = F.scaled_dot_product_attention(q, k_cache, v_cache, attn_mask=mask,
+                                               enable_gqa=self.num_kv_heads != self.num_heads)
         return self.o_proj(y.transpose(1, 2).reshape(b, t, -1))
+
+
+def _decode_attention(q: Tensor, k_cache: Tensor, v_cache: Tensor, mask: Tensor) -> Tensor:
+    """One query token per row, written as multiply-reduce and softmax so that Inductor fuses
+    it into its own loops on the CPU: the flash-attention kernel costs ~130 us per call at
+    decode shapes (measured: 1.5 ms of a 9.4 ms medium bf16 step), the fused loops a few.
+    fp32 inside, as the flash kernel. q [B,H,1,hd]; caches [B,Hkv,S,hd]; mask [B,1,1,S]."""
+    b, h, _, d = q.shape
+    hkv = k_cache.shape[1]
+    qg = q.float().view(b, hkv, h // hkv, 1, d)  # query heads grouped by the kv head they share
+    scores = (qg * k_cache.float()[:, :, None]).sum(-1) * d ** -0.5  # [B,Hkv,G,S]
+    scores = scores.masked_fill(~mask[:, :, None, 0], float("-inf"))
+    probs = scores.softmax(-1)
+    y = (probs[..., None] * v_cache.float()[:, :, None]).sum(-2)  # [B,Hkv,G,hd]
+    return y.view(b, h, 1, d).to(q.dtype)
 
 
 class MLP(nn.Module):
