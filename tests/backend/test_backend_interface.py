@@ -72,7 +72,7 @@ class FakeBackend:
         return Moved(seconds, {"w": (expert, dst, slot)})
 
     def run_batch(self, expert, resident, batch, on_token=None) -> BatchTimes:
-        self.batches.append((expert, resident.weights["w"], len(batch)))
+        self.batches.append((expert, resident.weights["w"], len(batch), max(r.prompt_tokens for r in batch)))
         self.clock.t += 0.5
         for i, r in enumerate(batch):
             for k in range(r.gen_tokens):
@@ -158,15 +158,32 @@ def test_store_and_scheduler_do_not_import_torch():
     assert out.stdout.strip() == "False"
 
 
-def test_warm_up_runs_every_batch_size_before_traffic(tmp_path):
-    """Each (shape, batch size) compiles on first use: warm-up must run them all, each as one batch."""
+def test_warm_up_runs_every_batch_size_and_length_before_traffic(tmp_path):
+    """Each (shape, batch, cache length) compiles on first use: warm-up must run them all,
+    each batch size as one batch; unknown experts are refused before anything is queued."""
     b = FakeBackend({"a": 1})
     store = ExpertStore(_coe(tmp_path, ["a"]), device_mem=None, host_mem=None, backend=b)
-    sched = Scheduler(store, b, ["a"], max_batch=4)
+    sched = Scheduler(store, b, ["a"], max_batch=3, warm_lengths=(4, 40))
     sched.start()
     try:
         sched.warm_up(["a"])
+        with pytest.raises(KeyError, match="zz"):
+            sched.submit_all([GenRequest("a", [1], SimpleNamespace(max_tokens=1), lambda ev: None),
+                              GenRequest("zz", [1], SimpleNamespace(max_tokens=1), lambda ev: None)])
+        assert sched.queued() == 0
     finally:
         sched.stop(drain_s=5)
         store.close()
-    assert [n for _, _, n in b.batches] == [1, 2, 3, 4]
+    assert [(n, p) for _, _, n, p in b.batches] == [(1, 2), (2, 2), (3, 2), (1, 38), (2, 38), (3, 38)]
+
+
+def test_default_device_budget_is_asked_for_what_the_host_tier_can_hold(tmp_path):
+    """A host budget larger than every expert must not enlarge the device tier (on CUDA that
+    would reserve a slab the KV caches need)."""
+    b = FakeBackend({"a": 2, "b": 3})
+    with ExpertStore(_coe(tmp_path, ["a", "b"]), device_mem=None, host_mem=100 * MB, backend=b) as store:
+        assert store.budgets == {"host": 100 * MB, "device": 5 * MB}
+    (tmp_path / "small").mkdir()
+    b = FakeBackend({"a": 2, "b": 3})
+    with ExpertStore(_coe(tmp_path / "small", ["a", "b"]), device_mem=None, host_mem=4 * MB, backend=b) as store:
+        assert store.budgets == {"host": 4 * MB, "device": 4 * MB}

@@ -99,11 +99,14 @@ class StoreBackend(Backend, Protocol):
 
 
 class WallClock:
-    """Real time: seconds since the epoch, so timestamps the store reports (last use) read
-    as dates, and differences as durations."""
+    """Real time: monotonic (differences are durations even if the system clock is stepped),
+    offset once to the epoch so that timestamps the store reports (last use) read as dates."""
+
+    def __init__(self) -> None:
+        self._epoch = time.time() - time.monotonic()
 
     def now(self) -> float:
-        return time.time()
+        return self._epoch + time.monotonic()
 
 
 class SimClock:
@@ -115,6 +118,9 @@ class SimClock:
 
     def now(self) -> float:
         return self._t
+
+    def reset(self) -> None:
+        self._t = 0.0
 
     def advance_to(self, t: float) -> None:
         if t > self._t:

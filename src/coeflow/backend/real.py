@@ -73,8 +73,9 @@ class RealBackend:
         return self._layouts[expert].block_bytes
 
     def default_device_budget(self, everything: int) -> int:
-        """The device tier's bytes when the user gives none: room for every expert, capped on
-        CUDA at 90% of the memory free now (the rest is for KV caches and activations)."""
+        """The device tier's bytes when the user gives none: `everything` (room for every
+        expert the host tier holds), capped on CUDA at 90% of the memory free now (the rest
+        is for KV caches and activations)."""
         if self.device.type == "cuda":
             return min(everything, int(0.9 * torch.cuda.mem_get_info(self.device)[0]))
         return everything

@@ -130,6 +130,7 @@ class ReplayResult:
 class _Replay:
     def __init__(self, backend: Backend, reqs: list[SimRequest], opts: ReplayOptions, budgets: dict[str, int]):
         self.b, self.opts, self.reqs = backend, opts, reqs
+        backend.clock.reset()  # a replay starts at t = 0, whatever ran on this backend before
         self.policy = make_policy(opts.policy)
         self.tiers = {t: TierState(budgets[t], self.policy, t) for t in ("host", "device")}
         self.budgets = budgets

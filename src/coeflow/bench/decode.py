@@ -150,5 +150,6 @@ def format_table(report: dict) -> str:
     for r in report["results"]:
         lines.append(f"{r['model']:8} {r['params'] / 1e6:7.1f}M {r['dtype']:5} {r['batch']:5d} "
                      f"{r['engine']:16} {r['tokens_per_s']:9.1f} {r['ms_per_step']:8.2f} "
-                     f"{r['weight_gbps']:11.2f} {100 * r['weight_gbps'] / r['mem_read_gbps']:11.0f}%")
+                     f"{r['weight_gbps']:11.2f} "
+                     f"{100 * r['weight_gbps'] / (r.get('mem_read_gbps') or report['mem_read_gbps']):11.0f}%")
     return "\n".join(lines)

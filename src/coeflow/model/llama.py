@@ -74,7 +74,7 @@ class Linear(nn.Linear):
         if x.device.type == "cpu" and torch.compiler.is_compiling():
             x2 = x.reshape(rows, -1)
             big_bf16_row = (rows == 1 and x.dtype == torch.bfloat16
-                            and self.weight.numel() * 2 >= KERNEL_BF16_ROW_MIN_BYTES)
+                            and self.weight.numel() * self.weight.element_size() >= KERNEL_BF16_ROW_MIN_BYTES)
             if self.cpu_kernel and (rows > 1 or big_bf16_row) and kernels.supports(x2, self.weight):
                 y = kernels.cpu_linear(x2, self.weight)
             elif rows == 1:

@@ -28,6 +28,7 @@ def _uvicorn(srv: CoEServer, host: str, port: int, log_level: str) -> uvicorn.Se
         yield
         srv.scheduler.stop(drain_s=5.0)  # finish running batches, drain or cancel the queue
         srv.store.close()
+        getattr(srv.scheduler.backend, "close", lambda: None)()
 
     app.router.lifespan_context = lifespan
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=10)

@@ -152,6 +152,7 @@ class ExpertStore:
                  dtype: Any = "fp32", device: Any = "cpu", policy: str | EvictionPolicy = "lru",
                  load_threads: int = 4, clock: Callable[[], float] | None = None,
                  backend: "StoreBackend | None" = None):
+        self._owns_backend = backend is None
         if backend is None:
             from coeflow.backend.real import RealBackend  # the default: PyTorch on this machine
             backend = RealBackend(dtype, device, load_threads=load_threads)
@@ -172,7 +173,8 @@ class ExpertStore:
         valid = [e for e in self._experts.values() if e.layout is not None]
         everything = sum(e.block_bytes for e in valid)
         host_cap = parse_bytes(host_mem) if host_mem is not None else everything
-        dev_cap = parse_bytes(device_mem) if device_mem is not None else backend.default_device_budget(host_cap)
+        dev_cap = (parse_bytes(device_mem) if device_mem is not None
+                   else backend.default_device_budget(min(everything, host_cap)))
         for e in valid:
             for tier, cap in (("device", dev_cap), ("host", host_cap)):
                 if e.block_bytes > cap:
@@ -360,7 +362,8 @@ class ExpertStore:
                 if e.job is not None:
                     e.job.cancel()  # only jobs that never started: their waiters must not hang
         self._jobs.shutdown(wait=True)
-        getattr(self.backend, "close", lambda: None)()
+        if self._owns_backend:
+            getattr(self.backend, "close", lambda: None)()
         if self._janitor is not None:
             self._janitor.join()
 

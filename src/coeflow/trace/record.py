@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from pathlib import Path
+from typing import Callable
 
 from coeflow.errors import ConfigError
 from coeflow.trace.format import TraceRequest
@@ -16,7 +16,7 @@ from coeflow.trace.format import TraceRequest
 class TraceRecorder:
     """Appends TraceRequests to a JSONL file; arrival times are seconds since it was opened."""
 
-    def __init__(self, path: str | Path, clock=time.monotonic):
+    def __init__(self, path: str | Path, clock: Callable[[], float]):
         self.path = Path(path)
         try:
             self._f = open(self.path, "a", buffering=1)  # line-buffered: each request lands at once
@@ -28,7 +28,7 @@ class TraceRecorder:
 
     def record(self, arrival: float, expert: str, prompt: str | None, prompt_tokens: int,
                max_tokens: int, route: str | None = None) -> None:
-        """`arrival` is on the recorder's clock (the server passes its scheduler's)."""
+        """`arrival` is on the recorder's clock (the server's: its scheduler's)."""
         r = TraceRequest(round(max(0.0, arrival - self._t0), 6), expert, max_tokens, prompt,
                          prompt_tokens, route=route)
         with self._lock:
