@@ -10,7 +10,7 @@ import coeflow.bench.decode as decode
 
 def test_report_rows_carry_the_bandwidth_measured_around_their_group(monkeypatch, tmp_path):
     readings = itertools.count(10.0, 10.0)  # 10, 20, 30 GB/s: before, between, after the groups
-    monkeypatch.setattr(decode, "mem_read_gbps", lambda: next(readings))
+    monkeypatch.setattr(decode, "mem_read_gbps", lambda **k: next(readings))
     report = decode.run(models=("tiny",), dtypes=("fp32",), batches=(1, 2), engines=("coeflow-eager",),
                         new_tokens=2, repeats=1, workdir=tmp_path)
     assert report["mem_read_gbps"] == 30.0 and report["mem_read_gbps_range"] == [10.0, 30.0]

@@ -17,16 +17,19 @@ from typing import Callable
 import torch
 
 from coeflow.bench.experts import make_expert
-from coeflow.bench.machine import machine_name, mem_read_gbps
+from coeflow.bench.machine import device_copy_gbps, machine_name, mem_read_gbps
 from coeflow.engine import Engine, SamplingParams
 from coeflow.model import ModelConfig, parse_dtype
 
-# Random-weight Llama configs. "tiny" is overhead-bound; "medium" streams ~0.6 GB/token (fp32).
+# Random-weight Llama configs. "tiny" is overhead-bound; "medium" streams ~0.6 GB/token (fp32);
+# "1b" (TinyLlama-1.1B's shape) is the GPU check's "1B or more parameters".
 CONFIGS: dict[str, dict] = {
     "tiny": dict(vocab_size=8000, hidden_size=256, intermediate_size=768, num_hidden_layers=4,
                  num_attention_heads=8, num_key_value_heads=4, max_position_embeddings=2048),
     "medium": dict(vocab_size=32000, hidden_size=768, intermediate_size=2560, num_hidden_layers=12,
                    num_attention_heads=12, num_key_value_heads=4, max_position_embeddings=2048),
+    "1b": dict(vocab_size=32000, hidden_size=2048, intermediate_size=5632, num_hidden_layers=22,
+               num_attention_heads=32, num_key_value_heads=4, max_position_embeddings=2048),
 }
 ENGINES = ("hf-transformers", "coeflow-eager", "coeflow-fused")
 # Also selectable: "coeflow-fused-inductor", the fused engine without coeflow's CPU linear
@@ -72,14 +75,14 @@ class _Stamps:
         pass
 
 
-def _runner(engine: str, path: Path, dtype: torch.dtype, prompts: list[list[int]]):
+def _runner(engine: str, path: Path, dtype: torch.dtype, prompts: list[list[int]], device: str = "cpu"):
     """Returns gen(k) -> seconds between the first and the k-th generated token (batch, no EOS)."""
     if engine == "hf-transformers":
         from transformers import AutoModelForCausalLM
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).eval()
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device).eval()
         model.generation_config.eos_token_id = None
         model.generation_config.pad_token_id = 0
-        ids = torch.tensor(prompts)
+        ids = torch.tensor(prompts, device=device)
         mask = torch.ones_like(ids)
 
         def gen(k: int) -> float:
@@ -89,7 +92,7 @@ def _runner(engine: str, path: Path, dtype: torch.dtype, prompts: list[list[int]
                                do_sample=False, streamer=stamps)
             return stamps.times[-1] - stamps.times[1]
         return gen
-    eng = Engine.from_checkpoint(path, dtype=dtype, device="cpu", fused=engine != "coeflow-eager",
+    eng = Engine.from_checkpoint(path, dtype=dtype, device=device, fused=engine != "coeflow-eager",
                                  cpu_kernel=engine == "coeflow-fused")
 
     def gen(k: int) -> float:
@@ -101,7 +104,7 @@ def _runner(engine: str, path: Path, dtype: torch.dtype, prompts: list[list[int]
 def run(models: tuple[str, ...] = ("tiny", "medium"), dtypes: tuple[str, ...] = ("fp32", "bf16"),
         batches: tuple[int, ...] = (1, 8), engines: tuple[str, ...] = ENGINES,
         new_tokens: int = 32, prompt_len: int = 16, repeats: int = 3, workdir: Path | None = None,
-        progress: Callable[[str], None] = lambda s: None) -> dict:
+        device: str = "cpu", progress: Callable[[str], None] = lambda s: None) -> dict:
     tmp = tempfile.TemporaryDirectory() if workdir is None else None
     root = Path(tmp.name) if tmp else Path(workdir)
     rows: list[Row] = []
@@ -110,7 +113,8 @@ def run(models: tuple[str, ...] = ("tiny", "medium"), dtypes: tuple[str, ...] = 
         # measured before and after each group of rows, and each row is judged against the
         # faster of the two: the strictest limit seen next to it.
         progress("measuring memory read bandwidth")
-        bw = [mem_read_gbps()]
+        bw = [mem_read_gbps(device=device)]
+        copy = device_copy_gbps(device) if device != "cpu" else None
         for name in models:
             path = make_checkpoint(name, root)
             cfg = ModelConfig.from_dir(path)
@@ -122,7 +126,7 @@ def run(models: tuple[str, ...] = ("tiny", "medium"), dtypes: tuple[str, ...] = 
                     group = len(rows)
                     for engine in engines:
                         progress(f"{name} {dt_name} batch {batch}: {engine}")
-                        gen = _runner(engine, path, dtype, prompts)
+                        gen = _runner(engine, path, dtype, prompts, device)
                         gen(1 + new_tokens)  # warm-up (and compilation, for the fused engine)
                         step = statistics.median(gen(1 + new_tokens) for _ in range(repeats)) / new_tokens
                         rows.append(Row(engine, name, cfg.num_params(), dt_name, batch,
@@ -130,21 +134,23 @@ def run(models: tuple[str, ...] = ("tiny", "medium"), dtypes: tuple[str, ...] = 
                                         weight_gbps=streamed_bytes(cfg, dtype) / step / 1e9,
                                         ms_per_step=step * 1e3))
                         del gen
-                    bw.append(mem_read_gbps())
+                    bw.append(mem_read_gbps(device=device))
                     for r in rows[group:]:
                         r.mem_read_gbps = max(bw[-2], bw[-1])
     finally:
         if tmp:
             tmp.cleanup()
-    return {"machine": machine_name(), "mem_read_gbps": max(bw), "mem_read_gbps_range": [min(bw), max(bw)],
-            "new_tokens": new_tokens,
+    return {"machine": machine_name(), "device": device, "mem_read_gbps": max(bw),
+            "mem_read_gbps_range": [min(bw), max(bw)], "device_copy_gbps": copy, "new_tokens": new_tokens,
             "prompt_len": prompt_len, "results": [asdict(r) for r in rows]}
 
 
 def format_table(report: dict) -> str:
     lo, hi = report.get("mem_read_gbps_range", [report["mem_read_gbps"]] * 2)
     lines = [f"machine: {report['machine']}",
-             f"memory read bandwidth (measured around each group of rows): {lo:.1f}-{hi:.1f} GB/s",
+             f"memory read bandwidth (measured around each group of rows): {lo:.1f}-{hi:.1f} GB/s"
+             + (f"; device copy {report['device_copy_gbps']:.0f} GB/s (read + write)"
+                if report.get("device_copy_gbps") else ""),
              f"{'model':8} {'params':>8} {'dtype':5} {'batch':>5} {'engine':16} {'tok/s':>9} "
              f"{'ms/step':>8} {'weight GB/s':>11} {'% of read bw':>12}"]
     for r in report["results"]:

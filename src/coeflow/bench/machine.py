@@ -9,27 +9,41 @@ from typing import Callable
 import torch
 
 
-def _best(fn: Callable[[], object], repeats: int) -> float:
+def _best(fn: Callable[[], object], repeats: int, sync: Callable[[], None] = lambda: None) -> float:
     fn()  # touch pages, compile
+    sync()
     best = float("inf")
     for _ in range(repeats):
         t = time.perf_counter()
         fn()
+        sync()
         best = min(best, time.perf_counter() - t)
     return best
 
 
-def mem_read_gbps(nbytes: int = 1 << 30, repeats: int = 5) -> float:
+def mem_read_gbps(nbytes: int = 1 << 30, repeats: int = 5, device: str = "cpu") -> float:
     """How fast this machine can read memory with all threads: the best of two read kernels
     over a buffer far larger than the caches. A plain `sum` is limited by its single
     reduction chain on some CPUs, so a compiled row-wise multiply-reduce (the shape of a
-    decode step's weight reads) is tried too; the faster one is the limit."""
+    decode step's weight reads) is tried too; the faster one is the limit. On a GPU: a sum
+    over its memory (PyTorch's reduction runs near the memory's rate there)."""
+    if device != "cpu":
+        x = torch.ones(nbytes // 4, dtype=torch.float32, device=device)
+        return nbytes / _best(lambda: x.sum(), repeats, torch.cuda.synchronize) / 1e9
     x = torch.ones(nbytes // 4, dtype=torch.float32)
     rows = x.view(-1, 4096)
     v = torch.ones(4096)
     row_reduce = torch.compile(lambda m, v: (m * v).sum(-1), dynamic=False)
     t = min(_best(lambda: x.sum(), repeats), _best(lambda: row_reduce(rows, v), repeats))
     return nbytes / t / 1e9
+
+
+def device_copy_gbps(device: str = "cuda", nbytes: int = 1 << 30, repeats: int = 10) -> float:
+    """A GPU's device-to-device copy rate, counting bytes read and written (as CUDA's
+    bandwidthTest does): the limit a weight-streaming decode step is judged against there."""
+    src = torch.ones(nbytes, dtype=torch.uint8, device=device)
+    dst = torch.empty_like(src)
+    return 2 * nbytes / _best(lambda: dst.copy_(src), repeats, torch.cuda.synchronize) / 1e9
 
 
 def machine_name() -> str:

@@ -47,9 +47,9 @@ class _Lease:
 
 
 class ReloadingStore:
-    def __init__(self, coe: CoEFile, resident: int, dtype: torch.dtype = torch.float32):
+    def __init__(self, coe: CoEFile, resident: int, dtype: torch.dtype = torch.float32, device: str = "cpu"):
         self.paths = {e.name: e.path for e in coe.experts}
-        self.resident, self.dtype = resident, dtype
+        self.resident, self.dtype, self.device = resident, dtype, device
         self._loaded: OrderedDict[str, tuple[ModelConfig, dict]] = OrderedDict()
         self._status = {n: _Status(n, "disk") for n in self.paths}
         self._lock = threading.Lock()
@@ -70,7 +70,7 @@ class ReloadingStore:
                 return _Lease(name, *self._loaded[name], "device", 0.0)
             st.misses += 1
             t0 = time.perf_counter()
-            model = AutoModelForCausalLM.from_pretrained(self.paths[name], dtype=self.dtype)
+            model = AutoModelForCausalLM.from_pretrained(self.paths[name], dtype=self.dtype).to(self.device)
             weights = {k: v for k, v in model.state_dict().items()}
             cfg = ModelConfig.from_dir(self.paths[name])
             while len(self._loaded) >= self.resident:

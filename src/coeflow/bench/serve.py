@@ -129,11 +129,13 @@ def run(requests: int = 300, concurrency: int = 16, experts: int = 8, device_slo
                         "zipf_s": zipf_s, "max_tokens": max_tokens, "engine": engine}
         from coeflow.bench.naive_store import ReloadingStore
         from coeflow.coefile import load_coe
+        from coeflow.model import resolve_device
         for label in ("coeflow", "coeflow_no_host_tier", "baseline"):
             progress(f"{label}: starting the server (device tier {device_slots} experts)")
             opts = ServerOptions(device_mem=slot_bytes, host_mem=slot_bytes if label == "coeflow_no_host_tier" else None,
                                  fused=engine == "fused")
-            naive = ReloadingStore(load_coe(coe), device_slots) if label == "baseline" else None
+            naive = (ReloadingStore(load_coe(coe), device_slots, device=str(resolve_device(opts.device)))
+                     if label == "baseline" else None)
             srv = build_server(coe, opts, store=naive)
             warm, srv.warm_up = srv.warm_up, []  # compiled below, before the clock starts
             with serving(srv) as url:

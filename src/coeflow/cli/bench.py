@@ -19,12 +19,15 @@ def register(sub: argparse._SubParsersAction, help_text: str) -> None:
 
     d = bsub.add_parser("decode", help="decode tokens/s: transformers generate vs coeflow eager vs fused",
                         description=(
-                            "Decode speed of random-weight Llama checkpoints (tiny ~7M, medium ~140M "
-                            "parameters) for hf-transformers generate, coeflow-eager and coeflow-fused, "
+                            "Decode speed of random-weight Llama checkpoints (tiny ~7M, medium ~140M, "
+                            "1b ~1.1B parameters) for hf-transformers generate, coeflow-eager and coeflow-fused, "
                             "side by side, with the machine's memory read bandwidth measured in the "
                             "same run. Takes several minutes on a 2-core CPU (the fused engine compiles "
                             "once per shape)."))
-    d.add_argument("--models", nargs="+", default=["tiny", "medium"], choices=["tiny", "medium"])
+    d.add_argument("--models", nargs="+", default=["tiny", "medium"], choices=["tiny", "medium", "1b"])
+    d.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
+                   help="where every engine runs (default cpu); on cuda the device's copy bandwidth is "
+                        "measured too")
     d.add_argument("--dtypes", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16", "fp16"])
     d.add_argument("--batches", nargs="+", type=int, default=[1, 8])
     d.add_argument("--engines", nargs="+", default=["hf-transformers", "coeflow-eager", "coeflow-fused"],
@@ -94,7 +97,7 @@ def _decode(args: argparse.Namespace) -> int:
     from coeflow.bench.decode import format_table, run
     report = run(models=tuple(args.models), dtypes=tuple(args.dtypes), batches=tuple(args.batches),
                  engines=tuple(args.engines), new_tokens=args.new_tokens, repeats=args.repeats,
-                 progress=_progress)
+                 device=args.device, progress=_progress)
     print(json.dumps(report, indent=2) if args.json else format_table(report))
     return 0
 
