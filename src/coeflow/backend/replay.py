@@ -6,7 +6,8 @@ TierState, tier_candidate, the same policy objects). It mirrors the threaded sto
 inclusive tiers, a load reserves its bytes when it starts, leased and loading experts are
 never evicted, every queued request prefetches its expert, one worker runs one batch at a
 time. It asks the backend what the server asks (interface.Backend): `move` for each hop,
-`run_batch` for each batch, `route_s`; their seconds advance the backend's clock.
+`run_batch` for each batch, `route_s`; their seconds advance the backend's clock (a
+SimClock: the replay resets it to 0 and moves it forward).
 
 Two settings differ from the server by choice:
 - `prefetch=False` loads an expert only when its batch starts (the paper's procedure:

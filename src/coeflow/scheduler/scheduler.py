@@ -161,7 +161,10 @@ class Scheduler:
             for length in self.warm_lengths:
                 for size in range(1, self.max_batch + 1):
                     left = threading.Semaphore(0)
-                    done = lambda ev: left.release() if isinstance(ev, (Finished, Failed)) else None  # noqa: E731
+
+                    def done(ev: Event, left: threading.Semaphore = left) -> None:
+                        if isinstance(ev, (Finished, Failed)):
+                            left.release()
                     try:
                         self.submit_all([GenRequest(name, [0] * max(1, length - 2), params, done)
                                          for _ in range(size)])
