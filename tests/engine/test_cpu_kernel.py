@@ -51,8 +51,44 @@ def test_refuses_what_it_does_not_handle():
     assert not kernels.supports(torch.randn(9, 16), w)  # more than 8 rows
     assert not kernels.supports(torch.randn(2, 16).half(), w.half())  # fp16
     assert not kernels.supports(torch.randn(2, 16).bfloat16(), w)  # mixed dtypes
-    with pytest.raises(RuntimeError, match="unsupported"):
+    with pytest.raises(RuntimeError, match="coeflow::cpu_linear.*1 to 8 rows"):
         kernels.cpu_linear(torch.randn(9, 16), w)
+    with pytest.raises(RuntimeError, match="coeflow::cpu_linear: weight 1 .*contiguous columns"):
+        kernels.cpu_linear(torch.randn(2, 16), w, torch.randn(16, 8).T)
+
+
+@needs_kernel
+def test_several_weights_in_one_call_and_the_ctypes_path():
+    """q, k and v (or gate and up) in one call give their outputs side by side; the Python
+    implementation (used where the C++ op does not build) computes the same."""
+    g = torch.Generator().manual_seed(5)
+    for dtype in (torch.float32, torch.bfloat16):
+        x = torch.randn(2, 96, generator=g).to(dtype)
+        ws = [torch.randn(n, 96, generator=g).to(dtype) for n in (64, 16, 16)]
+        want = x.double() @ torch.cat(ws).double().T
+        got = kernels.cpu_linear(x, *ws)
+        torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-3)
+        torch.testing.assert_close(kernels._cpu_linear_ctypes(x, ws), got)
+
+
+@needs_kernel
+def test_without_gxx_the_kernel_runs_through_ctypes(monkeypatch, tmp_path):
+    fresh = torch.library.Library("coeflow", "IMPL")  # the fallback's registration, undone below
+    monkeypatch.setattr(kernels, "_LIB", fresh)
+    monkeypatch.setattr(kernels, "via", kernels.via)
+    monkeypatch.setattr(kernels, "_lib", None)
+    monkeypatch.setattr(kernels, "_tried", False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    which = kernels.shutil.which
+    monkeypatch.setattr(kernels.shutil, "which", lambda name: None if name == "g++" else which(name))
+    try:
+        assert kernels.load() and kernels.via == "ctypes"
+        x, w = torch.randn(1, 40).bfloat16(), torch.randn(70, 40).bfloat16()
+        before = kernels.calls()
+        torch.testing.assert_close(kernels.cpu_linear(x, w), x.float() @ w.float().T, rtol=1e-5, atol=1e-4)
+        assert kernels.calls() == before + 1
+    finally:
+        fresh._destroy()
 
 
 @needs_kernel
@@ -63,14 +99,14 @@ def test_compiled_batched_decode_uses_kernel_and_matches_eager(tmp_path):
     want = [c.token_ids for c in Engine.from_checkpoint(path, fused=False).generate(prompts, params)]
     fused = Engine.from_checkpoint(path, fused=True)
     assert fused.cpu_kernel
-    before = kernels.calls
+    before = kernels.calls()
     assert [c.token_ids for c in fused.generate(prompts, params)] == want
-    assert fused.fused and kernels.calls > before, "the compiled step did not call the kernel"
+    assert fused.fused and kernels.calls() > before, "the compiled step did not call the kernel"
 
     off = Engine.from_checkpoint(path, fused=True, cpu_kernel=False)
-    before = kernels.calls
+    before = kernels.calls()
     assert [c.token_ids for c in off.generate(prompts, params)] == want
-    assert not off.cpu_kernel and kernels.calls == before
+    assert not off.cpu_kernel and kernels.calls() == before
 
 
 def test_unavailable_kernel_falls_back(monkeypatch, tmp_path, caplog):
@@ -107,6 +143,6 @@ def test_compiled_bf16_single_row_uses_kernel_on_large_weights(tmp_path, monkeyp
     want = [c.token_ids for c in Engine.from_checkpoint(path, dtype="bf16", fused=False).generate(prompt, params)]
     monkeypatch.setattr(llama, "KERNEL_BF16_ROW_MIN_BYTES", 0)
     fused = Engine.from_checkpoint(path, dtype="bf16", fused=True)
-    before = kernels.calls
+    before = kernels.calls()
     assert [c.token_ids for c in fused.generate(prompt, params)] == want
-    assert fused.fused and kernels.calls > before, "the compiled bf16 step did not call the kernel"
+    assert fused.fused and kernels.calls() > before, "the compiled bf16 step did not call the kernel"

@@ -7,8 +7,10 @@ graph: a switch never recompiles."""
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
+import types
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
@@ -27,9 +29,9 @@ log = logging.getLogger(__name__)
 
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
 MIN_SEQ_BUCKET = 128
-# Compiled variants of `_decode_step` allowed per process. Dynamo counts them per code object,
-# so every engine (its own skeleton) and every (batch, length) bucket takes one; past torch's
-# default of 8 a fullgraph compile fails and the engine falls back to eager.
+# Compiled variants allowed per code object (each engine has its own: `_own_step`); every
+# (batch, length) bucket takes one, and past torch's default of 8 a fullgraph compile fails
+# and the engine falls back to eager.
 RECOMPILE_LIMIT = 256
 
 
@@ -54,6 +56,24 @@ def _decode_step(model: Transformer, cache: KVCache, tokens: Tensor, q_pos: Tens
     cache.slot_pos.index_copy_(1, slots, q_pos)
     logits = model.forward_cached(tokens, q_pos, cache.keys(), cache.values(), cache.slot_pos, slots)
     return logits[:, -1]
+
+
+_engines_made = itertools.count()
+
+
+def _own_step() -> Callable[..., Tensor]:
+    """`_decode_step` under a code object of its own, so that each engine's compiled variants
+    sit in their own Dynamo cache: a call checks only its engine's entries, and none of
+    another engine's can be picked for it.
+
+    That is what lets the compiled step skip Dynamo's guards on the skeleton (~880 guards on
+    module structure and parameters, ~0.4 ms a step on the medium model): within one engine
+    the skeleton's structure never changes, and attached weights always have its shapes and
+    dtypes (`load` checks the shape; Inductor itself still asserts each input's size and
+    stride on every call). The guards kept are those on the step's other inputs (the KV
+    cache and the token tensors: batch and length buckets) and global state."""
+    code = _decode_step.__code__.replace(co_name=f"_decode_step_{next(_engines_made)}")
+    return types.FunctionType(code, _decode_step.__globals__, code.co_name)
 
 
 @dataclass
@@ -97,9 +117,13 @@ class Engine:
             dynamo = torch._dynamo.config
             dynamo.recompile_limit = max(dynamo.recompile_limit, RECOMPILE_LIMIT)
             mode = "reduce-overhead" if self.device.type == "cuda" else None  # CUDA graphs on GPU
-            self._step = torch.compile(_decode_step, mode=mode, fullgraph=True, dynamic=False)
+            self._compile = lambda: torch.compile(
+                _own_step(), mode=mode, fullgraph=True, dynamic=False,
+                options={"guard_filter_fn": torch.compiler.skip_guard_on_all_nn_modules_unsafe})
+            self._step = self._compile()
         else:
             self._step = _decode_step
+        self._layout: tuple | None = None  # the attached weights' shapes, strides, dtypes
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, **kwargs) -> "Engine":
@@ -118,6 +142,13 @@ class Engine:
         """Attach tensors already in memory (the store's host or device tier): no copy."""
         attach_weights(self.model, weights)
         self.loaded, self._attached = name, True
+        layout = tuple((k, t.shape, t.stride(), t.dtype, t.device) for k, t in sorted(weights.items()))
+        if self._layout is not None and layout != self._layout and self.fused:
+            # The compiled step skips Dynamo's guards on the weights (`_own_step`), and its
+            # code assumes their strides: weights laid out otherwise get a step of their own.
+            log.info("weights laid out differently from the last expert's; compiling the decode step again")
+            self._step = self._compile()
+        self._layout = layout
 
     @torch.inference_mode()
     def generate(self, prompts: list[list[int]], params: SamplingParams | list[SamplingParams],

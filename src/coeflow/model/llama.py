@@ -61,39 +61,61 @@ class Linear(nn.Linear):
       bandwidth);
     - 2 to 8 rows, with `cpu_kernel` set (`use_cpu_kernel`), go to `coeflow::cpu_linear`, an
       AVX-512 kernel that reads each weight once for all rows (MKL's small-M GEMMs reach
-      neither bandwidth nor compute here). One row stays with Inductor (calling the kernel
-      costs ~20 us more per layer than Inductor's inlined loop), except a bf16 row on a large
-      weight (KERNEL_BF16_ROW_MIN_BYTES), where the kernel's bf16 dot products win.
+      neither bandwidth nor compute here); so does one bf16 row on weights large enough to
+      repay the call (KERNEL_BF16_ROW_MIN_BYTES), where the kernel's bf16 dot products beat
+      Inductor's loop. Layers that read the same input go together (`linears`).
 
     Eagerly, and otherwise, it is `F.linear` (BENCHMARKS.md, decode)."""
 
     cpu_kernel = False
 
     def forward(self, x: Tensor) -> Tensor:
-        rows = x.shape[:-1].numel()
         if x.device.type == "cpu" and torch.compiler.is_compiling():
-            x2 = x.reshape(rows, -1)
-            big_bf16_row = (rows == 1 and x.dtype == torch.bfloat16
-                            and self.weight.numel() * self.weight.element_size() >= KERNEL_BF16_ROW_MIN_BYTES)
-            if self.cpu_kernel and (rows > 1 or big_bf16_row) and kernels.supports(x2, self.weight):
-                y = kernels.cpu_linear(x2, self.weight)
-            elif rows == 1:
-                y = (self.weight.float() * x2.float()).sum(-1)
-            else:
-                return F.linear(x, self.weight, self.bias)
-            y = y.to(x.dtype)
-            if self.bias is not None:
-                y = y + self.bias
-            return y.view(*x.shape[:-1], -1)
+            x2 = x.reshape(-1, x.shape[-1])
+            if _kernel_takes(x2, (self,)):
+                return self._finish(kernels.cpu_linear(x2, self.weight), x)
+            if x2.shape[0] == 1:
+                return self._finish((self.weight.float() * x2.float()).sum(-1), x)
         return F.linear(x, self.weight, self.bias)
 
+    def _finish(self, y: Tensor, x: Tensor) -> Tensor:
+        """float32 rows [M, out] of x @ w.T -> x's dtype and shape, bias added."""
+        y = y.to(x.dtype)
+        if self.bias is not None:
+            y = y + self.bias
+        return y.view(*x.shape[:-1], -1)
 
-# One bf16 row goes to the kernel only for weights this large: Inductor's loop is bound by
-# the bf16 widening (~25 GB/s here), the kernel's dot-product instruction is not, and from
-# ~3 MB (~100 us to stream) its ~20 us call cost is repaid. Measured on the medium model's
-# step: 7.2 against 8.0 ms (MLP and lm_head in the kernel) and 8.1 ms (every layer); in fp32
-# the kernel gained nothing at one row (BENCHMARKS.md, decode).
-KERNEL_BF16_ROW_MIN_BYTES = 3 << 20
+
+def linears(x: Tensor, *layers: Linear) -> list[Tensor]:
+    """`[layer(x) for layer in layers]`, for layers that read the same x (q, k, v; gate, up).
+    Where the kernel takes them, one call computes them all: one dispatch and one parallel
+    region instead of one per layer (a bf16 decode step of the medium model makes 49 calls
+    instead of 85)."""
+    if x.device.type == "cpu" and torch.compiler.is_compiling():
+        x2 = x.reshape(-1, x.shape[-1])
+        if _kernel_takes(x2, layers):
+            y = kernels.cpu_linear(x2, *(m.weight for m in layers))
+            parts = y.split([m.out_features for m in layers], dim=-1)
+            return [m._finish(part, x) for m, part in zip(layers, parts)]
+    return [m(x) for m in layers]
+
+
+# One bf16 row goes to the kernel only for weights this large (together, for a group of
+# `linears`): Inductor's loop is bound by the bf16 widening (~25 GB/s here) while the
+# kernel streams at the memory's read rate, and from ~1 MB (~30 us to stream) that repays
+# the kernel's call (~7 us through the dispatcher, more for the first bytes of each stream).
+# In fp32 the kernel gained nothing at one row (BENCHMARKS.md, decode).
+KERNEL_BF16_ROW_MIN_BYTES = 1 << 20
+
+
+def _kernel_takes(x2: Tensor, layers: tuple[Linear, ...]) -> bool:
+    """Whether a compiled CPU step sends `layers` (all reading the rows x2) to the kernel."""
+    if not layers[0].cpu_kernel or not kernels.supports(x2, *(m.weight for m in layers)):
+        return False
+    if x2.shape[0] > 1:
+        return True
+    nbytes = sum(m.weight.numel() * m.weight.element_size() for m in layers)
+    return x2.dtype == torch.bfloat16 and nbytes >= KERNEL_BF16_ROW_MIN_BYTES
 
 
 def use_cpu_kernel(model: nn.Module, on: bool) -> None:
@@ -119,9 +141,10 @@ class Attention(nn.Module):
         """x [B,T,D]; q_pos [B,T] positions of x; caches [B,Hkv,S,hd]; slot_pos [B,S] position
         held by each slot after this step's write (-1 = empty); slots [T] where x's keys go."""
         b, t, _ = x.shape
-        q = self.q_proj(x).view(b, t, self.num_heads, self.head_dim).transpose(1, 2)
-        k = self.k_proj(x).view(b, t, self.num_kv_heads, self.head_dim).transpose(1, 2)
-        v = self.v_proj(x).view(b, t, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        q, k, v = linears(x, self.q_proj, self.k_proj, self.v_proj)
+        q = q.view(b, t, self.num_heads, self.head_dim).transpose(1, 2)
+        k = k.view(b, t, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        v = v.view(b, t, self.num_kv_heads, self.head_dim).transpose(1, 2)
         q = q * cos + rotate_half(q) * sin
         k = k * cos + rotate_half(k) * sin
         k_cache.index_copy_(2, slots, k)
@@ -161,7 +184,8 @@ class MLP(nn.Module):
         self.down_proj = Linear(cfg.intermediate_size, cfg.hidden_size, bias=cfg.mlp_bias)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+        gate, up = linears(x, self.gate_proj, self.up_proj)
+        return self.down_proj(F.silu(gate) * up)
 
 
 class DecoderLayer(nn.Module):

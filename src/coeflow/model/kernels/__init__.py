@@ -1,17 +1,20 @@
-"""A hand-written CPU kernel for decode's linear layers: y = x @ w.T for 1 to 8 rows of x.
+"""A hand-written CPU kernel for decode's linear layers: y = x @ w.T for 1 to 8 rows of x,
+for one weight or several that read the same x.
 
 Why: batched decode (2-8 rows) otherwise goes to MKL's small-M GEMMs, which on this
 machine reach neither the memory's read rate nor the compute peak, so batch 8 gained only
 2-3x over batch 1. `linear_avx512.c` reads each weight row once, as one sequential stream,
 for all rows of x (BENCHMARKS.md, decode).
 
-The C source ships with the package and is compiled on first use with gcc into a per-user
-cache (keyed by the source, the compiler flags and the CPU's flags), then loaded with
-ctypes. It is exposed as the op `coeflow::cpu_linear` (with a fake implementation), so a
-compiled decode step calls it without a graph break and the weights stay graph inputs.
-Anything missing (not x86-64 Linux, no AVX-512 BF16, no gcc, a failed build) leaves the
-kernel unavailable, logged once; callers then keep their previous path. COEFLOW_CPU_KERNEL=0
-turns it off."""
+The sources ship with the package and are compiled on first use into a per-user cache
+(keyed by the sources, the flags, the CPU's flags and torch's version). The kernel is the op
+`coeflow::cpu_linear` (schema and fake implementation here), so a compiled decode step calls
+it without a graph break and the weights stay graph inputs. Its CPU implementation is
+`cpu_linear_op.cpp`, built with g++ against torch's headers; where that build fails, a
+Python implementation calls the C kernel through ctypes (~15 us more a call). Anything
+missing (not x86-64 Linux, no AVX-512 BF16, no gcc, a failed build) leaves the kernel
+unavailable, logged once; callers then keep their previous path. COEFLOW_CPU_KERNEL=0 turns
+it off."""
 
 from __future__ import annotations
 
@@ -31,15 +34,26 @@ from torch import Tensor
 log = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_name("linear_avx512.c")
-CFLAGS = ["-O3", "-shared", "-fPIC", "-fopenmp", "-mavx512f", "-mavx512bw", "-mavx512vl",
-          "-mavx512bf16", "-mfma"]
+OP_SOURCE = Path(__file__).with_name("cpu_linear_op.cpp")
+CFLAGS = ["-O3", "-fPIC", "-fopenmp", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512bf16", "-mfma"]
+CXXFLAGS = ["-O2", "-std=c++20", "-fPIC", "-fopenmp",
+            f"-D_GLIBCXX_USE_CXX11_ABI={int(torch._C._GLIBCXX_USE_CXX11_ABI)}"]
 CPU_FLAGS = ("avx512f", "avx512bw", "avx512vl", "avx512_bf16", "fma")
 MAX_ROWS = 8  # rows of x per call; the C file's MAXM
 DTYPES = (torch.float32, torch.bfloat16)
 
 _lib: ctypes.CDLL | None = None
 _tried = False
-calls = 0  # kernel invocations, for tests that must know the kernel ran
+via: str | None = None  # once loaded: "c++" (the op's own implementation) or "ctypes"
+
+# The op's schema and fake implementation; its CPU implementation is registered by `load`.
+_LIB = torch.library.Library("coeflow", "DEF")
+_LIB.define("cpu_linear(Tensor x, Tensor[] ws) -> Tensor")
+
+
+@torch.library.register_fake("coeflow::cpu_linear")
+def _(x: Tensor, ws: list[Tensor]) -> Tensor:
+    return x.new_empty((x.shape[0], sum(w.shape[0] for w in ws)), dtype=torch.float32)
 
 
 def _cpu_flags() -> set[str]:
@@ -58,12 +72,21 @@ def cache_dir() -> Path:
     return Path(base) / "coeflow" / "kernels"
 
 
-def _build(flags: set[str]) -> Path:
-    """Compile the source unless a build for this source, these flags and this CPU exists."""
-    src = SOURCE.read_bytes()
-    key = hashlib.sha256(src + " ".join(CFLAGS).encode()
-                         + " ".join(sorted(f for f in flags if f in CPU_FLAGS)).encode()).hexdigest()[:16]
-    out = cache_dir() / f"{SOURCE.stem}-{key}.so"
+def _run(cmd: list[str]) -> None:
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{Path(cmd[0]).name} failed: {proc.stderr.strip()[-500:]}")
+
+
+def _build(flags: set[str], op: bool) -> Path:
+    """Compile unless a build of these sources, flags, CPU and torch exists. `op`: the torch
+    op library (C kernel + cpu_linear_op.cpp), else the C kernel alone (for ctypes)."""
+    parts = [SOURCE.read_bytes(), " ".join(CFLAGS).encode(),
+             " ".join(sorted(f for f in flags if f in CPU_FLAGS)).encode()]
+    if op:
+        parts += [OP_SOURCE.read_bytes(), " ".join(CXXFLAGS).encode(), torch.__version__.encode()]
+    key = hashlib.sha256(b"\0".join(parts)).hexdigest()[:16]
+    out = cache_dir() / f"{'cpu_linear_op' if op else SOURCE.stem}-{key}.so"
     if out.exists():
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -71,22 +94,28 @@ def _build(flags: set[str]) -> Path:
     if gcc is None:
         raise RuntimeError("gcc not found")
     # build beside the target, then rename: a concurrent first use never loads half a file
-    fd, tmp = tempfile.mkstemp(suffix=".so", dir=out.parent)
-    os.close(fd)
-    try:
-        proc = subprocess.run([gcc, *CFLAGS, "-o", tmp, str(SOURCE)], capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise RuntimeError(f"gcc failed: {proc.stderr.strip()[:500]}")
-        os.replace(tmp, out)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
+        so = Path(tmp) / "kernel.so"
+        if op:
+            gxx = shutil.which("g++")
+            if gxx is None:
+                raise RuntimeError("g++ not found")
+            from torch.utils import cpp_extension  # imports setuptools: only when building
+            obj = Path(tmp) / "kernel.o"
+            _run([gcc, *CFLAGS, "-c", str(SOURCE), "-o", str(obj)])
+            torch_lib = cpp_extension.library_paths()[0]
+            _run([gxx, *CXXFLAGS, "-shared", *(f"-I{d}" for d in cpp_extension.include_paths()),
+                  str(OP_SOURCE), str(obj), "-o", str(so), f"-L{torch_lib}", "-lc10", "-ltorch_cpu",
+                  f"-Wl,-rpath,{torch_lib}"])
+        else:
+            _run([gcc, *CFLAGS, "-shared", str(SOURCE), "-o", str(so)])
+        os.replace(so, out)
     return out
 
 
 def load() -> bool:
     """Build and load the kernel once per process; True if it can be used."""
-    global _lib, _tried
+    global _lib, _tried, via
     if _tried:
         return _lib is not None
     _tried = True
@@ -99,55 +128,64 @@ def load() -> bool:
         log.info("CPU linear kernel unavailable: needs x86-64 Linux with %s", ", ".join(CPU_FLAGS))
         return False
     try:
-        lib = ctypes.CDLL(str(_build(flags)))
+        try:
+            path = _build(flags, op=True)
+            torch.ops.load_library(str(path))  # registers the op's CPU implementation
+            mode = "c++"
+        except (OSError, RuntimeError) as e:
+            if "gcc not found" in str(e):
+                raise
+            log.info("CPU linear kernel: no C++ op (%s); calling the kernel through ctypes", e)
+            path, mode = _build(flags, op=False), "ctypes"
+        lib = ctypes.CDLL(str(path))
         fn = lib.coeflow_linear
         fn.restype = ctypes.c_int
-        fn.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_long, ctypes.c_void_p, ctypes.c_long,
-                       ctypes.c_void_p, ctypes.c_long, ctypes.c_int, ctypes.c_long, ctypes.c_int,
-                       ctypes.c_int]
+        fn.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_long, ctypes.c_int, ctypes.c_void_p,
+                       ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_long, ctypes.c_int,
+                       ctypes.c_int, ctypes.c_int]
+        lib.coeflow_calls.restype = ctypes.c_longlong
     except (OSError, RuntimeError, AttributeError) as e:
         log.warning("CPU linear kernel unavailable (%s); using the default path", e)
         return False
-    _lib = lib
+    if mode == "ctypes":
+        _LIB.impl("cpu_linear", _cpu_linear_ctypes, "CPU")
+    _lib, via = lib, mode
     return True
 
 
-def supports(x: Tensor, w: Tensor) -> bool:
-    """Whether `cpu_linear(x, w)` may be called for these operands (the kernel loaded)."""
-    return (_lib is not None and x.device.type == "cpu" and x.dtype == w.dtype and x.dtype in DTYPES
-            and x.dim() == 2 and 1 <= x.shape[0] <= MAX_ROWS and w.dim() == 2
-            and w.shape[1] == x.shape[1] and w.stride(1) == 1)
+def calls() -> int:
+    """Kernel invocations so far in this process, by any path (tests check that it ran)."""
+    return int(_lib.coeflow_calls()) if _lib is not None else 0
 
 
-def _cpu_linear(x: Tensor, w: Tensor) -> Tensor:
-    """x [M, K] @ w[N, K].T -> float32 [M, N], for M <= 8, fp32 or bf16 (fp32 accumulation).
-    Only valid where `supports(x, w)`; `w` may be any row-strided view (the store's pool)."""
-    global calls
-    if _lib is None or not supports(x, w):
+def supports(x: Tensor, *ws: Tensor) -> bool:
+    """Whether `cpu_linear(x, *ws)` may be called for these operands (the kernel loaded)."""
+    return (_lib is not None and x.device.type == "cpu" and x.dtype in DTYPES and x.dim() == 2
+            and 1 <= x.shape[0] <= MAX_ROWS and len(ws) >= 1
+            and all(w.dtype == x.dtype and w.dim() == 2 and w.shape[1] == x.shape[1] and w.stride(1) == 1
+                    and w.device.type == "cpu" for w in ws))
+
+
+def _cpu_linear_ctypes(x: Tensor, ws: list[Tensor]) -> Tensor:
+    """The op's implementation where the C++ one did not build: x [M, K] @ cat(ws).T ->
+    float32 [M, sum of the ws' rows], for M <= 8, fp32 or bf16 (fp32 accumulation); each w
+    may be any row-strided view (the store's pool)."""
+    if _lib is None or not supports(x, *ws):
         raise RuntimeError(f"coeflow::cpu_linear: kernel not loaded or unsupported operands "
-                           f"x {tuple(x.shape)} {x.dtype}, w {tuple(w.shape)} {w.dtype}")
+                           f"x {tuple(x.shape)} {x.dtype}, w {[(tuple(w.shape), w.dtype) for w in ws]}")
     x = x.contiguous()
     m, k = x.shape
-    n = w.shape[0]
-    y = torch.empty((m, n), dtype=torch.float32)
-    _lib.coeflow_linear(x.dtype == torch.bfloat16, x.data_ptr(), k, w.data_ptr(), w.stride(0),
-                        y.data_ptr(), n, m, n, k, torch.get_num_threads())
-    calls += 1
+    nw = len(ws)
+    ns = [w.shape[0] for w in ws]
+    y = torch.empty((m, sum(ns)), dtype=torch.float32)
+    _lib.coeflow_linear(x.dtype == torch.bfloat16, x.data_ptr(), k, nw,
+                        (ctypes.c_void_p * nw)(*[w.data_ptr() for w in ws]),
+                        (ctypes.c_long * nw)(*[w.stride(0) for w in ws]), (ctypes.c_long * nw)(*ns),
+                        y.data_ptr(), y.shape[1], m, k, torch.get_num_threads())
     return y
 
 
-# Defined with torch.library.Library rather than the @custom_op decorator: a decode step
-# makes ~85 calls, and the decorator's wrapper costs about 5 us more per call (11 vs 6 us).
-_LIB = torch.library.Library("coeflow", "DEF")
-_LIB.define("cpu_linear(Tensor x, Tensor w) -> Tensor")
-_LIB.impl("cpu_linear", _cpu_linear, "CPU")
-
-
-@torch.library.register_fake("coeflow::cpu_linear")
-def _(x: Tensor, w: Tensor) -> Tensor:
-    return x.new_empty((x.shape[0], w.shape[0]), dtype=torch.float32)
-
-
-def cpu_linear(x: Tensor, w: Tensor) -> Tensor:
-    """The op `coeflow::cpu_linear`: x [M, K] @ w[N, K].T as float32 [M, N] (M <= 8)."""
-    return torch.ops.coeflow.cpu_linear.default(x, w)
+def cpu_linear(x: Tensor, *ws: Tensor) -> Tensor:
+    """The op `coeflow::cpu_linear`: x [M, K] @ w.T as float32 [M, N] (M <= 8); given several
+    weights that read the same x (q, k, v), their outputs side by side, from one call."""
+    return torch.ops.coeflow.cpu_linear.default(x, list(ws))

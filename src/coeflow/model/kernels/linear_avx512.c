@@ -1,4 +1,5 @@
-/* y[M,N] = x[M,K] @ w[N,K]^T for a few rows (decode: M <= 8), float32 out, on AVX-512.
+/* y[M,N] = x[M,K] @ w[N,K]^T for a few rows (decode: M <= 8), float32 out, on AVX-512;
+ * several weights that read the same x in one call.
  *
  * Why: a decode step reads every weight once per token, so batching rows should be almost
  * free while memory is the limit. MKL's small-M GEMMs (what F.linear does for 2-8 rows)
@@ -123,21 +124,38 @@ static const range_fn BF16[MAXM] = {range_bf16_1, range_bf16_2, range_bf16_3, ra
 static const range_fn F32[MAXM] = {range_f32_1, range_f32_2, range_f32_3, range_f32_4,
                                    range_f32_5, range_f32_6, range_f32_7, range_f32_8};
 
-/* Entry point. bf16: 1 for bfloat16 x and w, 0 for float32. Returns 0, or -1 for bad sizes. */
-int coeflow_linear(int bf16, const void *x, long ldx, const void *w, long ldw, float *y, long ldy,
-                   int M, long N, int K, int nthreads)
+/* Entry point: y[:, off_j : off_j + ns[j]] = x @ ws[j].T for the nw weights ws (all with K
+ * columns; off_j = ns[0] + ... + ns[j-1]), so that layers reading the same x (q, k and v; gate
+ * and up) cost one call and one parallel region. bf16: 1 for bfloat16 x and weights, 0 for
+ * float32. Returns 0, or -1 for bad sizes. */
+static long long ncalls;
+
+/* Calls so far (tests check that a compiled step used the kernel). */
+long long coeflow_calls(void) { return __atomic_load_n(&ncalls, __ATOMIC_RELAXED); }
+
+int coeflow_linear(int bf16, const void *x, long ldx, int nw, const void *const *ws, const long *ldws,
+                   const long *ns, float *y, long ldy, int M, int K, int nthreads)
 {
-    if (M < 1 || M > MAXM || N < 0 || K < 0) return -1;
-    range_fn fn = bf16 ? BF16[M - 1] : F32[M - 1];
-    if (nthreads <= 1 || N < 64) {
-        fn(x, ldx, w, ldw, y, ldy, 0, N, K);
-        return 0;
+    if (M < 1 || M > MAXM || K < 0 || nw < 1) return -1;
+    __atomic_fetch_add(&ncalls, 1, __ATOMIC_RELAXED);
+    long N = 0;
+    for (int j = 0; j < nw; j++) {
+        if (ns[j] < 0) return -1;
+        N += ns[j];
     }
-#pragma omp parallel num_threads(nthreads)
+    range_fn fn = bf16 ? BF16[M - 1] : F32[M - 1];
+    if (nthreads < 1 || N < 64) nthreads = 1;
+#pragma omp parallel num_threads(nthreads) if (nthreads > 1)
     {
-        /* one contiguous stripe of rows per thread: each reads one sequential stream */
+        /* one contiguous stripe of the concatenated rows per thread: one sequential stream
+         * per weight it touches */
         int t = omp_get_thread_num(), nt = omp_get_num_threads();
-        fn(x, ldx, w, ldw, y, ldy, N * t / nt, N * (t + 1) / nt, K);
+        long lo = N * t / nt, hi = N * (t + 1) / nt, off = 0;
+        for (int j = 0; j < nw; j++) {
+            long a = lo > off ? lo : off, b = hi < off + ns[j] ? hi : off + ns[j];
+            if (a < b) fn(x, ldx, ws[j], ldws[j], y + off, ldy, a - off, b - off, K);
+            off += ns[j];
+        }
     }
     return 0;
 }
