@@ -55,3 +55,23 @@ def test_decode_attention_loops_match_sdpa():
             got = _decode_attention(q.to(dtype), k.to(dtype), v.to(dtype), mask)
             assert got.dtype == dtype
             torch.testing.assert_close(got.float(), want.float(), atol=tol, rtol=tol)
+
+
+def test_weights_laid_out_otherwise_get_their_own_compiled_step(tmp_path):
+    """The compiled step skips Dynamo's guards on the weights; an expert whose tensors have other
+    strides (row-padded views, as a pool may hand out) must still get its own tokens, compiled."""
+    a = make_checkpoint(tmp_path / "a", "llama-gqa", seed=1)
+    params = SamplingParams(max_tokens=8, ignore_eos=True)
+    want = [c.token_ids for c in Engine.from_checkpoint(a, fused=False).generate(PROMPTS, params)]
+    fused = Engine.from_checkpoint(a, fused=True)
+    assert [c.token_ids for c in fused.generate(PROMPTS, params)] == want
+    padded = {}
+    for name, t in load_weights(a, ModelConfig.from_dir(a), torch.float32).items():
+        if t.dim() == 2:
+            room = torch.zeros(t.shape[0], t.shape[1] + 16)
+            room[:, :t.shape[1]] = t
+            t = room[:, :t.shape[1]]  # same values, rows 16 elements apart
+        padded[name] = t
+    fused.set_weights(padded, name="a, padded")
+    assert [c.token_ids for c in fused.generate(PROMPTS, params)] == want
+    assert fused.fused, "the engine fell back to eager instead of compiling for the new layout"
