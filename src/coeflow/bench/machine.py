@@ -8,6 +8,8 @@ from typing import Callable
 
 import torch
 
+from coeflow.model import hostmem
+
 
 def _best(fn: Callable[[], object], repeats: int, sync: Callable[[], None] = lambda: None) -> float:
     fn()  # touch pages, compile
@@ -25,12 +27,14 @@ def mem_read_gbps(nbytes: int = 1 << 30, repeats: int = 5, device: str = "cpu") 
     """How fast this machine can read memory with all threads: the best of two read kernels
     over a buffer far larger than the caches. A plain `sum` is limited by its single
     reduction chain on some CPUs, so a compiled row-wise multiply-reduce (the shape of a
-    decode step's weight reads) is tried too; the faster one is the limit. On a GPU: a sum
+    decode step's weight reads) is tried too; the faster one is the limit. The buffer is in
+    huge pages where Linux grants them, like the weights it is compared with. On a GPU: a sum
     over its memory (PyTorch's reduction runs near the memory's rate there)."""
     if device != "cpu":
         x = torch.ones(nbytes // 4, dtype=torch.float32, device=device)
         return nbytes / _best(lambda: x.sum(), repeats, torch.cuda.synchronize) / 1e9
-    x = torch.ones(nbytes // 4, dtype=torch.float32)
+    # in huge pages, as coeflow's weights are (model.hostmem): up to ~15% faster to read here
+    x = hostmem.empty(nbytes).view(torch.float32).fill_(1)
     rows = x.view(-1, 4096)
     v = torch.ones(4096)
     row_reduce = torch.compile(lambda m, v: (m * v).sum(-1), dynamic=False)

@@ -24,6 +24,7 @@ from typing import Callable
 import torch
 
 from coeflow.bench.machine import machine_name
+from coeflow.model import hostmem
 
 # Random-weight Llama shapes. 300MB: 74M parameters in fp32; 1.2GB: 300M; tiny: for tests.
 SIZES: dict[str, dict] = {
@@ -137,7 +138,7 @@ def memcpy_gbps(nbytes: int = 1 << 30, repeats: int = 5) -> float:
         dst = torch.empty(nbytes, dtype=torch.uint8, device="cuda")
         sync = torch.cuda.synchronize
     else:
-        src, dst = torch.ones(nbytes, dtype=torch.uint8), torch.zeros(nbytes, dtype=torch.uint8)
+        src, dst = hostmem.empty(nbytes).fill_(1), hostmem.empty(nbytes).zero_()
         sync = lambda: None  # noqa: E731
     dst.copy_(src, non_blocking=True)
     sync()
@@ -198,7 +199,8 @@ def run(sizes: tuple[str, ...] = ("300MB",), repeats: int = 3, load_threads: int
 
             # The raw read is measured next to each coeflow load from disk, under the same
             # conditions (cache state, load from other processes), into a buffer kept for it.
-            buf = torch.empty(max(f.stat().st_size for f in files), dtype=torch.uint8)
+            # (in huge pages, as the host pool it is compared with: model.hostmem)
+            buf = hostmem.empty(max(f.stat().st_size for f in files))
             buf.zero_()
             view = memoryview(buf.numpy()).cast("B")
             raw_times: dict[str, list[float]] = {"disk-cold": [], "disk-warm": []}

@@ -13,6 +13,7 @@ import torch
 from safetensors import safe_open
 
 from coeflow.errors import CheckpointError, UnsupportedModelError
+from coeflow.model import hostmem
 from coeflow.model.config import ModelConfig, expected_shapes
 
 SAFETENSORS_DTYPES: dict[str, torch.dtype] = {
@@ -38,6 +39,10 @@ class TensorInfo:
     @property
     def nbytes(self) -> int:
         return self.end - self.start
+
+    @property
+    def numel(self) -> int:
+        return self.nbytes // self.dtype.itemsize
 
 
 def read_safetensors_header(path: Path) -> dict[str, TensorInfo]:
@@ -136,12 +141,26 @@ def load_weights(path: str | Path, cfg: ModelConfig, dtype: torch.dtype,
     by_file: dict[Path, list[str]] = {}
     for name, info in infos.items():
         by_file.setdefault(info.file, []).append(name)
+    device = torch.device(device)
+    if device.type == "cpu":
+        # one buffer in huge pages for all of them: a decode step streams every weight (hostmem)
+        offsets, total = {}, 0
+        for name, info in infos.items():
+            offsets[name] = total
+            total += -(-info.numel * dtype.itemsize // 64) * 64  # 64-byte (cache line) starts
+        pool = hostmem.empty(total)
     out: dict[str, torch.Tensor] = {}
     for file, names in by_file.items():
         try:
             with safe_open(str(file), framework="pt") as f:
                 for name in names:
-                    out[name] = f.get_tensor(name).to(device=device, dtype=dtype)
+                    t = f.get_tensor(name)
+                    if device.type == "cpu":
+                        n = infos[name].numel * dtype.itemsize
+                        dst = pool[offsets[name]:offsets[name] + n].view(dtype).view(infos[name].shape)
+                        out[name] = dst.copy_(t)
+                    else:
+                        out[name] = t.to(device=device, dtype=dtype)
         except Exception as e:  # safetensors raises its own error types
             raise CheckpointError(f"{file}: cannot read tensors ({e})") from None
     return out

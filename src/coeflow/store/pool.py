@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from coeflow.model import hostmem
 from coeflow.store.tiers import PAGE
 
 log = logging.getLogger(__name__)
@@ -21,8 +22,9 @@ PREFAULT_CHUNK = 256 << 20
 @dataclass
 class HostPool:
     """DRAM for the host tier. Pinned (page-locked) when CUDA is present, so host -> device
-    copies run asynchronously at full link speed. Touched once at start-up, so the first
-    load into it is not slowed by page faults (pinned memory is resident already)."""
+    copies run asynchronously at full link speed; otherwise in huge pages, since the CPU
+    engine decodes from it directly. Touched once at start-up, so the first load into it is
+    not slowed by page faults (pinned memory is resident already)."""
     capacity: int
     pinned: bool
     buffer: torch.Tensor = field(init=False)
@@ -30,9 +32,12 @@ class HostPool:
 
     def __post_init__(self) -> None:
         t = time.perf_counter()
-        raw = torch.empty(self.capacity + PAGE, dtype=torch.uint8, pin_memory=self.pinned)
-        skip = -raw.data_ptr() % PAGE  # start on a page, as the layouts assume
-        self.buffer = raw[skip:skip + self.capacity]
+        if self.pinned:
+            raw = torch.empty(self.capacity + PAGE, dtype=torch.uint8, pin_memory=True)
+            skip = -raw.data_ptr() % PAGE  # start on a page, as the layouts assume
+            self.buffer = raw[skip:skip + self.capacity]
+        else:  # the engine streams weights straight from here: huge pages (model.hostmem)
+            self.buffer = hostmem.empty(self.capacity)
         if not self.pinned:
             for start in range(0, self.capacity, PREFAULT_CHUNK):
                 self.buffer[start:start + PREFAULT_CHUNK].zero_()

@@ -1,0 +1,55 @@
+"""Weights a CPU decode step streams live in one buffer that Linux backs with huge pages
+(where its THP mode allows), and loading into it changes no value."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from coeflow.model import ModelConfig, hostmem, load_weights
+from checkpoints import make_checkpoint
+
+
+def _thp_mode() -> str:
+    try:
+        text = Path("/sys/kernel/mm/transparent_hugepage/enabled").read_text()
+    except OSError:
+        return "absent"
+    return text[text.index("[") + 1:text.index("]")]
+
+
+def _huge_kb(addr: int) -> int:
+    """AnonHugePages of the mapping that holds `addr` (/proc/self/smaps)."""
+    inside = False
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        head = line.split()[0]
+        if "-" in head and all(c in "0123456789abcdef-" for c in head):
+            lo, hi = (int(x, 16) for x in head.split("-"))
+            inside = lo <= addr < hi
+        elif inside and line.startswith("AnonHugePages:"):
+            return int(line.split()[1])
+    return 0
+
+
+@pytest.mark.skipif(_thp_mode() not in ("madvise", "always"), reason="no transparent huge pages here")
+def test_buffer_is_backed_by_huge_pages():
+    buf = hostmem.empty(16 << 20)
+    assert buf.data_ptr() % hostmem.HUGE_PAGE == 0 and buf.numel() == 16 << 20
+    buf.fill_(1)  # first touch maps the pages
+    assert _huge_kb(buf.data_ptr()) >= 2048, "the buffer got no huge page"
+
+
+def test_cpu_weights_share_one_aligned_buffer_with_the_checkpoints_values(tmp_path):
+    from safetensors.torch import load_file
+    path = make_checkpoint(tmp_path / "m", "llama-gqa", seed=1)
+    cfg = ModelConfig.from_dir(path)
+    want = load_file(path / "model.safetensors")
+    for dtype in (torch.float32, torch.bfloat16):
+        got = load_weights(path, cfg, dtype)
+        storages = {t.untyped_storage().data_ptr() for t in got.values()}
+        assert len(storages) == 1, "weights were allocated one by one"
+        for name, t in got.items():
+            assert t.dtype == dtype and t.is_contiguous() and t.data_ptr() % 64 == 0
+            torch.testing.assert_close(t, want[name].to(dtype), rtol=0, atol=0)
