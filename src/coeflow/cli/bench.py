@@ -72,7 +72,8 @@ def register(sub: argparse._SubParsersAction, help_text: str) -> None:
                             "A bounded load generator (official openai client, streaming) against a live "
                             "server on 127.0.0.1, Zipf traffic over random-weight experts, device tier "
                             "holding a few: coeflow (host tier holds every expert) against a baseline that "
-                            "reloads an expert from disk on every switch, in one run."))
+                            "reloads an expert from disk on every switch, in one run; also coeflow without a "
+                            "host tier, and a ceiling with every expert resident (no switches at all)."))
     s.add_argument("--requests", type=int, default=300, help="requests per run (default 300)")
     s.add_argument("--concurrency", type=int, default=16, help="concurrent clients (default 16)")
     s.add_argument("--experts", type=int, default=8, help="experts in the CoE (default 8)")
