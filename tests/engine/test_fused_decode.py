@@ -75,3 +75,19 @@ def test_weights_laid_out_otherwise_get_their_own_compiled_step(tmp_path):
     fused.set_weights(padded, name="a, padded")
     assert [c.token_ids for c in fused.generate(PROMPTS, params)] == want
     assert fused.fused, "the engine fell back to eager instead of compiling for the new layout"
+
+
+def test_one_engine_serves_every_batch_and_length_bucket(tmp_path):
+    """Each (batch, cache length) bucket is its own compiled variant: requests that change
+    buckets back and forth on one engine get the eager engine's tokens (the guards that tell
+    the buckets apart are kept when the skeleton's are skipped)."""
+    path = make_checkpoint(tmp_path / "a", "llama-gqa", seed=3)
+    eager = Engine.from_checkpoint(path, fused=False)
+    fused = Engine.from_checkpoint(path, fused=True)
+    runs = [([PROMPTS[0]], 6), ([PROMPTS[0]], 140), (PROMPTS, 6), ([PROMPTS[1]], 6), (PROMPTS, 130),
+            ([PROMPTS[0]], 6)]  # cache lengths 128 and 256, batch buckets 1 and 2
+    for prompts, n in runs:
+        params = SamplingParams(max_tokens=n, ignore_eos=True)
+        want = [c.token_ids for c in eager.generate(prompts, params)]
+        assert [c.token_ids for c in fused.generate(prompts, params)] == want, (len(prompts), n)
+    assert fused.fused
