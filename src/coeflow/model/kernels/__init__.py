@@ -40,6 +40,7 @@ CXXFLAGS = ["-O2", "-std=c++20", "-fPIC", "-fopenmp",
             f"-D_GLIBCXX_USE_CXX11_ABI={int(torch._C._GLIBCXX_USE_CXX11_ABI)}"]
 CPU_FLAGS = ("avx512f", "avx512bw", "avx512vl", "avx512_bf16", "fma")
 MAX_ROWS = 8  # rows of x per call; the C file's MAXM
+MAX_WEIGHTS = 16  # weights per call; cpu_linear_op.cpp's kMaxWeights
 DTYPES = (torch.float32, torch.bfloat16)
 
 _lib: ctypes.CDLL | None = None
@@ -161,7 +162,7 @@ def calls() -> int:
 def supports(x: Tensor, *ws: Tensor) -> bool:
     """Whether `cpu_linear(x, *ws)` may be called for these operands (the kernel loaded)."""
     return (_lib is not None and x.device.type == "cpu" and x.dtype in DTYPES and x.dim() == 2
-            and 1 <= x.shape[0] <= MAX_ROWS and len(ws) >= 1
+            and 1 <= x.shape[0] <= MAX_ROWS and 1 <= len(ws) <= MAX_WEIGHTS
             and all(w.dtype == x.dtype and w.dim() == 2 and w.shape[1] == x.shape[1] and w.stride(1) == 1
                     and w.device.type == "cpu" for w in ws))
 
