@@ -38,7 +38,6 @@ class HostPool:
             self.buffer = raw[skip:skip + self.capacity]
         else:  # the engine streams weights straight from here: huge pages (model.hostmem)
             self.buffer = hostmem.empty(self.capacity)
-        if not self.pinned:
             for start in range(0, self.capacity, PREFAULT_CHUNK):
                 self.buffer[start:start + PREFAULT_CHUNK].zero_()
         self.view = memoryview(self.buffer.numpy()).cast("B")
