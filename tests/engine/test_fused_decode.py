@@ -57,14 +57,22 @@ def test_decode_attention_loops_match_sdpa():
             torch.testing.assert_close(got.float(), want.float(), atol=tol, rtol=tol)
 
 
-def test_weights_laid_out_otherwise_get_their_own_compiled_step(tmp_path):
+def test_weights_laid_out_otherwise_get_their_own_compiled_step(tmp_path, monkeypatch):
     """The compiled step skips Dynamo's guards on the weights; an expert whose tensors have other
-    strides (row-padded views, as a pool may hand out) must still get its own tokens, compiled."""
+    strides (row-padded views, as a pool may hand out) must still get its own tokens, from a
+    step compiled for them (with the guard filter too), and going back to the first layout
+    must reuse the first step."""
+    import coeflow.engine.engine as engine_module
+    filtered = []
+    real_filter = engine_module._skip_skeleton_guards
+    monkeypatch.setattr(engine_module, "_skip_skeleton_guards", lambda e: filtered.append(1) or real_filter(e))
     a = make_checkpoint(tmp_path / "a", "llama-gqa", seed=1)
     params = SamplingParams(max_tokens=8, ignore_eos=True)
     want = [c.token_ids for c in Engine.from_checkpoint(a, fused=False).generate(PROMPTS, params)]
     fused = Engine.from_checkpoint(a, fused=True)
     assert [c.token_ids for c in fused.generate(PROMPTS, params)] == want
+    first = len(filtered)
+    assert first > 0, "the compiled step was not given the guard filter"
     padded = {}
     for name, t in load_weights(a, ModelConfig.from_dir(a), torch.float32).items():
         if t.dim() == 2:
@@ -75,6 +83,11 @@ def test_weights_laid_out_otherwise_get_their_own_compiled_step(tmp_path):
     fused.set_weights(padded, name="a, padded")
     assert [c.token_ids for c in fused.generate(PROMPTS, params)] == want
     assert fused.fused, "the engine fell back to eager instead of compiling for the new layout"
+    assert len(filtered) > first, "the step compiled for the new layout lost the guard filter"
+    graphs = counters["stats"]["unique_graphs"]
+    fused.load(a)  # back to the first layout
+    assert [c.token_ids for c in fused.generate(PROMPTS, params)] == want
+    assert counters["stats"]["unique_graphs"] == graphs, "returning to a known layout recompiled"
 
 
 def test_one_engine_serves_every_batch_and_length_bucket(tmp_path):

@@ -82,7 +82,9 @@ def compile_options(device_type: str) -> dict:
     Guards: see `_own_step`. Inductor's own check of every input's size and stride (~190 a
     step, 0.17 ms of a medium bf16 step) repeats Dynamo's guards on the cache and token inputs
     and `Engine.set_weights`' layout check on the weights: off."""
-    options = {"guard_filter_fn": _skip_skeleton_guards, "size_asserts": False}
+    options: dict = {"size_asserts": False}
+    if hasattr(torch.compiler, "skip_guard_on_all_nn_modules_unsafe"):  # torch with guard filters
+        options["guard_filter_fn"] = _skip_skeleton_guards
     if device_type == "cuda":
         options.update(torch._inductor.list_mode_options("reduce-overhead"))
     return options
@@ -137,12 +139,9 @@ class Engine:
         if fused:
             dynamo = torch._dynamo.config
             dynamo.recompile_limit = max(dynamo.recompile_limit, RECOMPILE_LIMIT)
-            options = compile_options(self.device.type)
-            self._compile = lambda: torch.compile(_own_step(), fullgraph=True, dynamic=False, options=options)
-            self._step = self._compile()
-        else:
-            self._step = _decode_step
-        self._layout: tuple | None = None  # the attached weights' shapes, strides, dtypes
+        self._step: Callable[..., Tensor] = _decode_step  # the compiled one once weights attach
+        # fused: one compiled step per layout of the weights (shapes, strides, dtypes, device)
+        self._steps: dict[tuple, Callable[..., Tensor]] = {}
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, **kwargs) -> "Engine":
@@ -161,13 +160,17 @@ class Engine:
         """Attach tensors already in memory (the store's host or device tier): no copy."""
         attach_weights(self.model, weights)
         self.loaded, self._attached = name, True
-        layout = tuple((k, t.shape, t.stride(), t.dtype, t.device) for k, t in sorted(weights.items()))
-        if self._layout is not None and layout != self._layout and self.fused:
-            # The compiled step skips Dynamo's guards on the weights (`_own_step`), and its
-            # code assumes their strides: weights laid out otherwise get a step of their own.
-            log.info("weights laid out differently from the last expert's; compiling the decode step again")
-            self._step = self._compile()
-        self._layout = layout
+        if self.fused:
+            # The compiled step skips Dynamo's guards on the weights (`_own_step`), and its code
+            # assumes their strides: weights laid out otherwise get a step of their own (kept,
+            # so experts of two layouts alternating do not recompile).
+            layout = tuple((k, t.shape, t.stride(), t.dtype, t.device) for k, t in sorted(weights.items()))
+            if layout not in self._steps:
+                if self._steps:
+                    log.info("weights laid out unlike earlier experts'; compiling a decode step for them")
+                self._steps[layout] = torch.compile(_own_step(), fullgraph=True, dynamic=False,
+                                                    options=compile_options(self.device.type))
+            self._step = self._steps[layout]
 
     @torch.inference_mode()
     def generate(self, prompts: list[list[int]], params: SamplingParams | list[SamplingParams],

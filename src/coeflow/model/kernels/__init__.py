@@ -133,7 +133,7 @@ def load() -> bool:
             path = _build(flags, op=True)
             torch.ops.load_library(str(path))  # registers the op's CPU implementation
             mode = "c++"
-        except (OSError, RuntimeError) as e:
+        except (OSError, RuntimeError, ImportError) as e:
             if "gcc not found" in str(e):
                 raise
             log.info("CPU linear kernel: no C++ op (%s); calling the kernel through ctypes", e)
@@ -145,7 +145,7 @@ def load() -> bool:
                        ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_long, ctypes.c_int,
                        ctypes.c_int, ctypes.c_int]
         lib.coeflow_calls.restype = ctypes.c_longlong
-    except (OSError, RuntimeError, AttributeError) as e:
+    except (OSError, RuntimeError, AttributeError, ImportError) as e:
         log.warning("CPU linear kernel unavailable (%s); using the default path", e)
         return False
     if mode == "ctypes":
