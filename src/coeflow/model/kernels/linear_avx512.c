@@ -124,15 +124,15 @@ static const range_fn BF16[MAXM] = {range_bf16_1, range_bf16_2, range_bf16_3, ra
 static const range_fn F32[MAXM] = {range_f32_1, range_f32_2, range_f32_3, range_f32_4,
                                    range_f32_5, range_f32_6, range_f32_7, range_f32_8};
 
-/* Entry point: y[:, off_j : off_j + ns[j]] = x @ ws[j].T for the nw weights ws (all with K
- * columns; off_j = ns[0] + ... + ns[j-1]), so that layers reading the same x (q, k and v; gate
- * and up) cost one call and one parallel region. bf16: 1 for bfloat16 x and weights, 0 for
- * float32. Returns 0, or -1 for bad sizes. */
 static long long ncalls;
 
 /* Calls so far (tests check that a compiled step used the kernel). */
 long long coeflow_calls(void) { return __atomic_load_n(&ncalls, __ATOMIC_RELAXED); }
 
+/* Entry point: y[:, off_j : off_j + ns[j]] = x @ ws[j].T for the nw weights ws (all with K
+ * columns; off_j = ns[0] + ... + ns[j-1]), so that layers reading the same x (q, k and v; gate
+ * and up) cost one call and one parallel region. bf16: 1 for bfloat16 x and weights, 0 for
+ * float32. Returns 0, or -1 for bad sizes. */
 int coeflow_linear(int bf16, const void *x, long ldx, int nw, const void *const *ws, const long *ldws,
                    const long *ns, float *y, long ldy, int M, int K, int nthreads)
 {
