@@ -33,7 +33,7 @@ def mem_read_gbps(nbytes: int = 1 << 30, repeats: int = 5, device: str = "cpu") 
     if device != "cpu":
         x = torch.ones(nbytes // 4, dtype=torch.float32, device=device)
         return nbytes / _best(lambda: x.sum(), repeats, torch.cuda.synchronize) / 1e9
-    # in huge pages, as coeflow's weights are (model.hostmem): up to ~15% faster to read here
+    # in huge pages, as coeflow's weights are (model.hostmem): 2-31% faster to read here
     x = hostmem.empty(nbytes).view(torch.float32).fill_(1)
     rows = x.view(-1, 4096)
     v = torch.ones(4096)
