@@ -16,7 +16,7 @@ from typing import Callable
 
 import torch
 
-from coeflow.bench.experts import make_expert
+from coeflow.bench.experts import hf_from_pretrained, make_expert
 from coeflow.bench.machine import device_copy_gbps, machine_name, mem_read_gbps
 from coeflow.engine import Engine, SamplingParams
 from coeflow.model import ModelConfig, parse_dtype
@@ -78,8 +78,7 @@ class _Stamps:
 def _runner(engine: str, path: Path, dtype: torch.dtype, prompts: list[list[int]], device: str = "cpu"):
     """Returns gen(k) -> seconds between the first and the k-th generated token (batch, no EOS)."""
     if engine == "hf-transformers":
-        from transformers import AutoModelForCausalLM
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device).eval()
+        model = hf_from_pretrained(path, dtype, device)
         model.generation_config.eos_token_id = None
         model.generation_config.pad_token_id = 0
         ids = torch.tensor(prompts, device=device)

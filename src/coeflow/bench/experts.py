@@ -38,3 +38,12 @@ def make_expert(path: Path, config: dict, seed: int, tokenizer: bool = True) -> 
     torch.manual_seed(seed)
     LlamaForCausalLM(LlamaConfig(**config)).save_pretrained(path)
     return path
+
+
+def hf_from_pretrained(path: Path, dtype: torch.dtype, device: str | torch.device = "cpu"):
+    """`transformers` loading as its users do: on a GPU straight onto the device
+    (`device_map`), which is faster there than loading on the CPU and moving."""
+    from transformers import AutoModelForCausalLM
+    if torch.device(device).type == "cuda":
+        return AutoModelForCausalLM.from_pretrained(path, dtype=dtype, device_map=str(device)).eval()
+    return AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device).eval()

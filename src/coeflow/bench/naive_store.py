@@ -60,7 +60,7 @@ class ReloadingStore:
         return f
 
     def acquire(self, name: str, timeout: float | None = None) -> _Lease:
-        from transformers import AutoModelForCausalLM
+        from coeflow.bench.experts import hf_from_pretrained
         with self._lock:
             st = self._status[name]
             st.last_used = time.time()
@@ -70,7 +70,7 @@ class ReloadingStore:
                 return _Lease(name, *self._loaded[name], "device", 0.0)
             st.misses += 1
             t0 = time.perf_counter()
-            model = AutoModelForCausalLM.from_pretrained(self.paths[name], dtype=self.dtype).to(self.device)
+            model = hf_from_pretrained(self.paths[name], self.dtype, self.device)
             weights = {k: v for k, v in model.state_dict().items()}
             cfg = ModelConfig.from_dir(self.paths[name])
             while len(self._loaded) >= self.resident:

@@ -23,6 +23,7 @@ from typing import Callable
 
 import torch
 
+from coeflow.bench.experts import hf_from_pretrained
 from coeflow.bench.machine import machine_name
 from coeflow.model import hostmem
 
@@ -169,7 +170,7 @@ def run(sizes: tuple[str, ...] = ("300MB",), repeats: int = 3, load_threads: int
     torch's default). One is the default because on a small shared machine two OpenMP threads
     stall whenever another process holds a core, which makes first-token times bimodal."""
     from safetensors.torch import load_file
-    from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
+    from transformers import LlamaConfig, LlamaForCausalLM
 
     from coeflow.coefile import parse_coe
     from coeflow.engine import Engine, SamplingParams
@@ -266,7 +267,7 @@ def run(sizes: tuple[str, ...] = ("300MB",), repeats: int = 3, load_threads: int
                 for _ in range(repeats):
                     (drop_page_cache if source == "disk-cold" else warm_page_cache)(files)
                     t = time.perf_counter()
-                    model = AutoModelForCausalLM.from_pretrained(b, dtype=torch.float32).to(device).eval()
+                    model = hf_from_pretrained(b, torch.float32, device)
                     sync()
                     ready = time.perf_counter() - t
                     _first_token_hf(model, ids.to(device))

@@ -33,6 +33,9 @@ MIN_SEQ_BUCKET = 128
 # (batch, length) bucket takes one, and past torch's default of 8 a fullgraph compile fails
 # and the engine falls back to eager.
 RECOMPILE_LIMIT = 256
+# Devices where greedy decoding runs a step ahead of the host (_GreedyAhead): those that
+# compute asynchronously. A CPU computes on the calling thread, so there is nothing to overlap.
+RUN_AHEAD_ON = ("cuda",)
 
 
 def _bucket(n: int, buckets: tuple[int, ...]) -> int:
@@ -256,10 +259,14 @@ class Engine:
         next_tok = torch.zeros(b, 1, dtype=torch.long)
         step_t = t0
         all_greedy = all(p.greedy for p in plist)
+        ahead = _GreedyAhead(self, cache, logits, lengths, longest) if all_greedy and dev.type in RUN_AHEAD_ON else None
         for step in range(steps):
-            logits_cpu = logits.float().cpu()
-            chosen = logits_cpu[:n].argmax(-1).tolist() if all_greedy else [
-                sample(logits_cpu[i], plist[i], gens[i]) for i in range(n)]
+            if ahead is not None:
+                chosen = ahead.tokens(n, launch_next=step + 1 < steps)
+            else:
+                logits_cpu = logits.float().cpu()
+                chosen = logits_cpu[:n].argmax(-1).tolist() if all_greedy else [
+                    sample(logits_cpu[i], plist[i], gens[i]) for i in range(n)]
             now = time.perf_counter()
             deltas: list[Delta] = []
             for i, c in enumerate(done):
@@ -294,6 +301,8 @@ class Engine:
             yield done, deltas
             if not any(live):
                 break
+            if ahead is not None:
+                continue
             next_tok[:n, 0] = torch.tensor(chosen)
             slot = torch.tensor([longest + step], device=dev)
             logits = self._decode(cache, next_tok.to(dev), pos[:, None].to(dev), slot)
@@ -309,3 +318,36 @@ class Engine:
                         type(e).__name__, str(e).splitlines()[0] if str(e) else "")
             self._step, self.fused = _decode_step, False
             return self._step(self.model, cache, tokens, q_pos, slot)
+
+
+class _GreedyAhead:
+    """Greedy decoding on a GPU with the device one step ahead of the host. Each step's
+    tokens are chosen on the device (argmax) and fed straight to the next step, which is
+    launched before the host waits for this step's tokens; so the host's per-step work
+    (guards, CUDA-graph bookkeeping, detokenising, stop checks) overlaps the device's
+    instead of adding to it. The cost: one step computed past the end when every sequence
+    stops early, whose result is dropped."""
+
+    def __init__(self, engine: Engine, cache: KVCache, logits: Tensor, lengths: Tensor, longest: int):
+        dev = logits.device
+        self.engine, self.cache = engine, cache
+        self.tok = logits.argmax(-1)
+        self.pos = lengths[:, None].to(dev)
+        self.slot = torch.tensor([longest], device=dev)
+        cuda = dev.type == "cuda"
+        self.host = torch.empty(self.tok.shape, dtype=torch.long, pin_memory=cuda)
+        self.copied = torch.cuda.Event() if cuda else None
+
+    def tokens(self, n: int, launch_next: bool) -> list[int]:
+        """This step's first n tokens; with `launch_next`, the next step is queued first."""
+        self.host.copy_(self.tok, non_blocking=True)
+        if self.copied is not None:
+            self.copied.record()
+        if launch_next:
+            logits = self.engine._decode(self.cache, self.tok[:, None], self.pos, self.slot)
+            self.tok = logits.argmax(-1)  # read before the next replay reuses the graph's output
+            self.pos += 1
+            self.slot += 1
+        if self.copied is not None:
+            self.copied.synchronize()
+        return self.host[:n].tolist()

@@ -1,0 +1,100 @@
+"""The CUDA paths: the compiled step under CUDA graphs, the store's pinned pool and copy
+stream, and the server on a GPU. Skipped where no GPU is present (CI); they run on a lent
+GPU machine through scripts/device_check.sh."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch._dynamo.utils import counters
+
+from checkpoints import make_checkpoint
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+PROMPTS = [[1, 17, 42, 99, 7], [1, 5, 6, 250, 251, 252, 253]]
+
+
+def test_fused_cuda_step_matches_eager_switches_without_recompiling_and_uses_cuda_graphs(tmp_path):
+    from coeflow.engine import Engine, SamplingParams
+    from coeflow.model import ModelConfig, load_weights
+    a = make_checkpoint(tmp_path / "a", "llama-gqa", seed=1)
+    b = make_checkpoint(tmp_path / "b", "llama-gqa", seed=2)
+    params = SamplingParams(max_tokens=12, ignore_eos=True)
+    on_cpu = [c.token_ids for c in Engine.from_checkpoint(a, fused=False, device="cpu").generate(PROMPTS, params)]
+    eager = Engine.from_checkpoint(a, fused=False, device="cuda")
+    want_a = [c.token_ids for c in eager.generate(PROMPTS, params)]
+    assert want_a == on_cpu  # greedy on a GPU runs a step ahead of the host (_GreedyAhead)
+    eager.load(b)
+    want_b = [c.token_ids for c in eager.generate(PROMPTS, params)]
+    assert want_a != want_b
+
+    skips = counters["inductor"]["cudagraph_skips"]
+    fused = Engine.from_checkpoint(a, fused=True, device="cuda")
+    assert [c.token_ids for c in fused.generate(PROMPTS, params)] == want_a
+    graphs = counters["stats"]["unique_graphs"]
+    assert fused.fused and graphs >= 1
+    fused.load(b)  # other device addresses: CUDA graphs re-record, Dynamo must not recompile
+    assert [c.token_ids for c in fused.generate(PROMPTS, params)] == want_b
+    fused.set_weights(load_weights(a, ModelConfig.from_dir(a), torch.float32, "cuda"), name="a again")
+    assert [c.token_ids for c in fused.generate(PROMPTS, params)] == want_a
+    assert counters["stats"]["unique_graphs"] == graphs, "switching experts recompiled the decode step"
+    assert counters["inductor"]["cudagraph_skips"] == skips, "the compiled step ran without CUDA graphs"
+
+    sampled = SamplingParams(max_tokens=12, temperature=0.7, seed=5)  # the host-side sampling path
+    eager.load(a)
+    assert fused.generate(PROMPTS, sampled)[0].token_ids == eager.generate(PROMPTS, sampled)[0].token_ids
+
+
+def test_store_copies_host_to_device_through_the_pinned_pool(tmp_path):
+    from safetensors.torch import load_file
+
+    from coeflow.coefile import parse_coe
+    from coeflow.store import ExpertStore
+    a = make_checkpoint(tmp_path / "a", "llama-gqa", seed=1)
+    b = make_checkpoint(tmp_path / "b", "llama-gqa", seed=2)
+    coe = parse_coe({"name": "t", "fallback": "a", "experts": [{"name": "a", "path": "a"}, {"name": "b", "path": "b"}]},
+                    tmp_path / "coe.yaml")
+    nbytes = sum(f.stat().st_size for f in a.glob("*.safetensors"))
+    with ExpertStore(coe, device_mem=int(1.5 * nbytes), host_mem=3 * nbytes, device="cuda") as store:
+        assert store.device_copies and store.backend._host.buffer.is_pinned()
+        store.load("a")
+        with store.acquire("b") as lease:  # evicts a from the device, copies b host <- disk -> device
+            assert lease.source_tier == "disk"
+            want = load_file(b / "model.safetensors")
+            for name, t in lease.weights.items():
+                assert t.device.type == "cuda"
+                torch.testing.assert_close(t.cpu(), want[name].float(), rtol=0, atol=0)
+        assert store.tier_of("a") == "host"
+        with store.acquire("a") as lease:
+            assert lease.source_tier == "host"
+            w = load_file(a / "model.safetensors")["model.layers.0.mlp.up_proj.weight"]
+            assert torch.equal(lease.weights["model.layers.0.mlp.up_proj.weight"].cpu(), w.float())
+
+
+def test_server_on_cuda_switches_experts_under_fused_decode(coe_file):
+    """The whole request path on a GPU: device tier of one expert, so alternating requests
+    switch host -> device each time, each answer equal to the eager engine's on that expert."""
+    from openai import OpenAI
+
+    from coe_fixture import start
+    from coeflow.coefile import load_coe
+    from coeflow.engine import Engine, SamplingParams
+    coe = load_coe(coe_file)
+    paths = {e.name: e.path for e in coe.experts}
+    nbytes = sum(f.stat().st_size for f in paths["sql"].glob("*.safetensors"))
+    prompt = "select name from users"
+    srv, ctx = start(coe_file, device="cuda", fused=True, device_mem=int(1.2 * nbytes))
+    want = {}
+    for name in ("sql", "shell"):  # what the eager engine says, with the server's own EOS ids
+        rt = srv.runtimes[name]
+        eng = Engine.from_checkpoint(paths[name], fused=False, device="cuda")
+        want[name] = eng.generate([rt.tokenizer.encode(prompt)], SamplingParams(max_tokens=8, temperature=0),
+                                  rt.eos_ids, rt.tokenizer.decode)[0].text
+    with ctx as url:
+        client = OpenAI(base_url=url, api_key="unused", max_retries=0, timeout=120)
+        for name in ("sql", "shell", "sql", "shell"):
+            r = client.completions.create(model=name, prompt=prompt, max_tokens=8, temperature=0)
+            assert r.choices[0].text == want[name], name
+        tiers = {s.name: s.tier for s in srv.store.status()}
+        assert list(tiers.values()).count("device") == 1
