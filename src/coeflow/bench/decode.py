@@ -47,6 +47,9 @@ class Row:
     weight_gbps: float
     ms_per_step: float
     mem_read_gbps: float = 0.0  # the read bandwidth measured around this row's group
+    # fused on CUDA: one replay of the step's CUDA graph alone, timed on the device (the
+    # step without the host's share: sampling, streaming, the copies in and out)
+    replay_ms: float | None = None
 
 
 def make_checkpoint(name: str, root: Path) -> Path:
@@ -97,7 +100,24 @@ def _runner(engine: str, path: Path, dtype: torch.dtype, prompts: list[list[int]
     def gen(k: int) -> float:
         times = [time.perf_counter() for _ in eng.stream(prompts, SamplingParams(max_tokens=k, ignore_eos=True))]
         return times[-1] - times[0]
+    gen.engine = eng  # type: ignore[attr-defined]
     return gen
+
+
+def replay_ms(engine: Engine, repeats: int = 50) -> float | None:
+    """Device time of one replay of the engine's decode-step graph, or None without one."""
+    graphs = getattr(engine, "_graphs", None)
+    if graphs is None or not graphs._graphs:
+        return None
+    g = next(iter(graphs._graphs.values())).graph
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    g.replay()
+    start.record()
+    for _ in range(repeats):
+        g.replay()
+    end.record()
+    end.synchronize()
+    return start.elapsed_time(end) / repeats
 
 
 def run(models: tuple[str, ...] = ("tiny", "medium"), dtypes: tuple[str, ...] = ("fp32", "bf16"),
@@ -131,7 +151,8 @@ def run(models: tuple[str, ...] = ("tiny", "medium"), dtypes: tuple[str, ...] = 
                         rows.append(Row(engine, name, cfg.num_params(), dt_name, batch,
                                         tokens_per_s=batch / step,
                                         weight_gbps=streamed_bytes(cfg, dtype) / step / 1e9,
-                                        ms_per_step=step * 1e3))
+                                        ms_per_step=step * 1e3,
+                                        replay_ms=replay_ms(getattr(gen, "engine", None))))
                         del gen
                     bw.append(mem_read_gbps(device=device))
                     for r in rows[group:]:
@@ -156,5 +177,6 @@ def format_table(report: dict) -> str:
         lines.append(f"{r['model']:8} {r['params'] / 1e6:7.1f}M {r['dtype']:5} {r['batch']:5d} "
                      f"{r['engine']:16} {r['tokens_per_s']:9.1f} {r['ms_per_step']:8.2f} "
                      f"{r['weight_gbps']:11.2f} "
-                     f"{100 * r['weight_gbps'] / (r.get('mem_read_gbps') or report['mem_read_gbps']):11.0f}%")
+                     f"{100 * r['weight_gbps'] / (r.get('mem_read_gbps') or report['mem_read_gbps']):11.0f}%"
+                     + (f"  (graph replay alone {r['replay_ms']:.2f} ms)" if r.get("replay_ms") else ""))
     return "\n".join(lines)

@@ -117,7 +117,7 @@ async def _load(url: str, trace: list[str], concurrency: int, max_tokens: int, s
 def run(requests: int = 300, concurrency: int = 16, experts: int = 8, device_slots: int = 2,
         zipf_s: float = 1.0, max_tokens: int = 16, engine: str = "fused", workdir: Path | None = None,
         progress: Callable[[str], None] = lambda s: None) -> dict:
-    from coeflow.server import ServerOptions, build_server, serving
+    from coeflow.server import Limits, ServerOptions, build_server, serving
     tmp = tempfile.TemporaryDirectory() if workdir is None else None
     root = Path(tmp.name) if tmp else Path(workdir)
     root.mkdir(parents=True, exist_ok=True)
@@ -136,8 +136,10 @@ def run(requests: int = 300, concurrency: int = 16, experts: int = 8, device_slo
             slots = experts if label == "ceiling" else device_slots
             progress(f"{label}: starting the server (device tier {slots} experts)")
             dev_mem = slots * expert_bytes + slots * (1 << 20)
+            # every request names its max_tokens, so the default only sets which cache length
+            # the warm-up compiles: the one the traffic uses
             opts = ServerOptions(device_mem=dev_mem, host_mem=dev_mem if label == "coeflow_no_host_tier" else None,
-                                 fused=engine == "fused")
+                                 fused=engine == "fused", limits=Limits(default_max_tokens=max_tokens))
             naive = (ReloadingStore(load_coe(coe), device_slots, device=str(resolve_device(opts.device)))
                      if label == "baseline" else None)
             srv = build_server(coe, opts, store=naive)

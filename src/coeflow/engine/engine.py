@@ -79,17 +79,15 @@ def _own_step() -> Callable[..., Tensor]:
     return types.FunctionType(code, _decode_step.__globals__, code.co_name)
 
 
-def compile_options(device_type: str) -> dict:
-    """`torch.compile` options of the decode step. On CUDA, CUDA graphs: what mode
-    "reduce-overhead" sets, spelled out, since torch refuses a mode and options together.
-    Guards: see `_own_step`. Inductor's own check of every input's size and stride (~190 a
-    step, 0.17 ms of a medium bf16 step) repeats Dynamo's guards on the cache and token inputs
-    and `Engine.set_weights`' layout check on the weights: off."""
+def compile_options() -> dict:
+    """`torch.compile` options of the decode step. Guards: see `_own_step`. Inductor's own
+    check of every input's size and stride (~190 a step, 0.17 ms of a medium bf16 step)
+    repeats Dynamo's guards on the cache and token inputs and `Engine.set_weights`' layout
+    check on the weights: off. On CUDA the engine captures CUDA graphs of the compiled step
+    itself (`_CudaGraphs`), so Inductor's own (mode "reduce-overhead") stay off."""
     options: dict = {"size_asserts": False}
     if hasattr(torch.compiler, "skip_guard_on_all_nn_modules_unsafe"):  # torch with guard filters
         options["guard_filter_fn"] = _skip_skeleton_guards
-    if device_type == "cuda":
-        options.update(torch._inductor.list_mode_options("reduce-overhead"))
     return options
 
 
@@ -145,6 +143,8 @@ class Engine:
         self._step: Callable[..., Tensor] = _decode_step  # the compiled one once weights attach
         # fused: one compiled step per layout of the weights (shapes, strides, dtypes, device)
         self._steps: dict[tuple, Callable[..., Tensor]] = {}
+        # fused on CUDA: the compiled step replayed as CUDA graphs, one per bucket and weights
+        self._graphs = _CudaGraphs(self.device) if fused and self.device.type == "cuda" else None
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, **kwargs) -> "Engine":
@@ -172,8 +172,10 @@ class Engine:
                 if self._steps:
                     log.info("weights laid out unlike earlier experts'; compiling a decode step for them")
                 self._steps[layout] = torch.compile(_own_step(), fullgraph=True, dynamic=False,
-                                                    options=compile_options(self.device.type))
+                                                    options=compile_options())
             self._step = self._steps[layout]
+            if self._graphs is not None:
+                self._graphs.use_weights(layout, weights)
 
     @torch.inference_mode()
     def generate(self, prompts: list[list[int]], params: SamplingParams | list[SamplingParams],
@@ -202,6 +204,8 @@ class Engine:
         key = (batch, seq)
         if key not in self._caches:
             self._caches.clear()  # one cache alive at a time bounds memory
+            if self._graphs is not None:
+                self._graphs.clear()  # they point into the caches
             self._caches[key] = KVCache(self.cfg, batch, seq, self.dtype, self.device)
         cache = self._caches[key]
         cache.reset()
@@ -309,15 +313,96 @@ class Engine:
             pos += 1
 
     def _decode(self, cache: KVCache, tokens: Tensor, q_pos: Tensor, slot: Tensor) -> Tensor:
+        if self._graphs is not None and self._step is not _decode_step:
+            try:
+                return self._graphs.run(self._step, self.model, cache, tokens, q_pos, slot)
+            except Exception:  # capture refused: the compiled step alone still runs
+                log.warning("CUDA graph capture of the decode step failed; running it without",
+                            exc_info=True)
+                self._graphs = None
         try:
             return self._step(self.model, cache, tokens, q_pos, slot)
         except Exception as e:  # a compiler missing or failing must not stop generation
             if self._step is _decode_step:
                 raise
             log.warning("compiled decode step failed (%s: %s); falling back to eager",
-                        type(e).__name__, str(e).splitlines()[0] if str(e) else "")
-            self._step, self.fused = _decode_step, False
+                        type(e).__name__, str(e).splitlines()[0] if str(e) else "", exc_info=True)
+            self._step, self.fused, self._graphs = _decode_step, False, None
             return self._step(self.model, cache, tokens, q_pos, slot)
+
+
+@dataclass
+class _Captured:
+    graph: "torch.cuda.CUDAGraph"
+    tokens: Tensor  # the graph's inputs and output, at fixed addresses
+    q_pos: Tensor
+    slot: Tensor
+    logits: Tensor
+
+
+class _CudaGraphs:
+    """The compiled decode step replayed as CUDA graphs: a step is three small copies into
+    the graph's inputs and one replay, with no Python per kernel and no Dynamo guards. A
+    graph holds the addresses it was captured with, so there is one per KV cache (batch and
+    length bucket) and per set of weight addresses (a device-tier slot): a switch into a slot
+    seen before replays, a new one is captured. Captured by the engine rather than by
+    Inductor's CUDA-graph trees (mode "reduce-overhead"), which add Python bookkeeping to
+    every step and under which, on torch 2.11, every engine after the first in a `bench
+    serve` process failed with an AssertionError and fell back to eager."""
+
+    MAX_GRAPHS = 64  # oldest dropped beyond this (each keeps a small private memory pool)
+
+    def __init__(self, device: torch.device) -> None:
+        # capture cannot use the default stream; one side stream for all of them, since
+        # cuBLAS keeps a workspace per stream it has run on
+        self._side = torch.cuda.Stream(device)
+        self._graphs: dict[tuple, _Captured] = {}
+        self._weight_ids: dict[tuple, int] = {}
+        self._weights = -1
+
+    def use_weights(self, layout: tuple, weights: dict[str, Tensor]) -> None:
+        where = (layout, tuple(t.data_ptr() for _, t in sorted(weights.items())))
+        self._weights = self._weight_ids.setdefault(where, len(self._weight_ids))
+
+    def clear(self) -> None:
+        self._graphs.clear()
+
+    def run(self, step: Callable[..., Tensor], model: Transformer, cache: KVCache, tokens: Tensor,
+            q_pos: Tensor, slot: Tensor) -> Tensor:
+        key = (id(cache), self._weights)
+        g = self._graphs.get(key)
+        if g is None:
+            g = self._capture(self._side, step, model, cache, tokens, q_pos, slot)
+            if len(self._graphs) >= self.MAX_GRAPHS:
+                del self._graphs[next(iter(self._graphs))]
+            self._graphs[key] = g
+        g.tokens.copy_(tokens)
+        g.q_pos.copy_(q_pos)
+        g.slot.copy_(slot)
+        g.graph.replay()
+        return g.logits
+
+    @staticmethod
+    def _capture(side: "torch.cuda.Stream", step: Callable[..., Tensor], model: Transformer, cache: KVCache,
+                 tokens: Tensor, q_pos: Tensor, slot: Tensor) -> _Captured:
+        tokens, q_pos, slot = tokens.clone(), q_pos.clone(), slot.clone()
+        side.wait_stream(torch.cuda.current_stream())
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.stream(side):
+            # once for real first: compiles on first use, and its cache writes are the ones
+            # the replay makes again
+            step(model, cache, tokens, q_pos, slot)
+            side.synchronize()
+            # `torch.cuda.graph` would also collect garbage and empty the allocator's cache
+            # (tens of ms) on every capture; a capture per new weights address can't afford it.
+            # thread_local: the store's loader threads may copy other experts meanwhile.
+            graph.capture_begin(capture_error_mode="thread_local")
+            try:
+                logits = step(model, cache, tokens, q_pos, slot)
+            finally:
+                graph.capture_end()
+        torch.cuda.current_stream().wait_stream(side)
+        return _Captured(graph, tokens, q_pos, slot, logits)
 
 
 class _GreedyAhead:

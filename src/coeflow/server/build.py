@@ -76,7 +76,7 @@ def build_server(coe_path: str | Path, opts: ServerOptions, store=None) -> CoESe
     else:
         log.warning("%s: no trained router at %s; model 'coe' is unavailable", coe.source, coe.router_dir)
     # warm the cache lengths of short requests and of those that leave max_tokens at its default
-    lengths = (32, 16 + opts.limits.default_max_tokens)
+    lengths = tuple(sorted({32, 16 + opts.limits.default_max_tokens}))
     scheduler = Scheduler(store, backend, list(runtimes), max_batch=opts.max_batch, max_queue=opts.max_queue,
                           max_wait_s=opts.max_wait_s, warm_lengths=lengths)
     warm = [n for n in shapes.values() if n not in broken] if opts.warm_up and opts.fused else []
