@@ -4,7 +4,8 @@
 #   bash scripts/device_wheels.sh      # FastAPI, uvicorn, openai wheels into .whl/
 # then through the device tool: run(command="bash scripts/device_check.sh", carry=[".whl"],
 # timeout_s=600). Steps, in order (name some to run only those): tests (tests/gpu, ~1 min),
-# switch (`bench switch`, issue 3, ~1 min), serve (`bench serve`, issue 5, ~2-3 min), decode
+# switch (`bench switch`, issue 3, ~1 min), serve (`bench serve`, issue 5, ~2 min), serve-large
+# (the same with 1.2 GB experts, ~3 min), decode
 # (`bench decode` on a 1.1B model, issue 2, ~1.5 min).
 # Results land in $OUT: gpu.txt, tests.txt, switch.json, serve.json, decode.json and logs.
 set -uo pipefail
@@ -43,6 +44,9 @@ switch)  # issue 3: host -> device from pinned memory on the copy stream; TTFT a
   step switch 120 python3 -m coeflow bench switch --sizes 300MB 1.2GB --compute-threads 0 --load-threads 8 --json ;;
 serve)  # issue 5: the server under Zipf load against the reloading baseline, on the GPU
   step serve 220 python3 -m coeflow bench serve --json ;;
+serve-large)  # the same with experts of 1.2 GB, nearer a CoE's real experts (the paper's are 7B)
+  step serve-large 190 python3 -m coeflow bench serve --expert-size 1.2GB --requests 200 \
+    --servers coeflow baseline ceiling --json ;;
 decode)  # issue 2: a 1B+ config in bf16 at batch 1 against the device's copy bandwidth (and batch 8)
   step decode 150 python3 -m coeflow bench decode --device cuda --models 1b --dtypes bf16 --batches 1 8 --json ;;
 *) echo "unknown step $name"; exit 2 ;;

@@ -8,6 +8,9 @@ import json
 import sys
 
 
+SERVE_SERVERS = ("coeflow", "coeflow_no_host_tier", "baseline", "ceiling")  # bench.serve.SERVERS
+
+
 def _progress(msg: str) -> None:
     print(f"[bench] {msg}", file=sys.stderr, flush=True)
 
@@ -81,6 +84,10 @@ def register(sub: argparse._SubParsersAction, help_text: str) -> None:
     s.add_argument("--zipf", type=float, default=1.0, help="Zipf exponent of expert popularity (default 1.0)")
     s.add_argument("--max-tokens", type=int, default=16, help="tokens per request (default 16)")
     s.add_argument("--engine", default="fused", choices=["fused", "eager"])
+    s.add_argument("--expert-size", default="100MB", choices=["100MB", "1.2GB"],
+                   help="size of each random-weight expert (fp32 on disk; default 100MB)")
+    s.add_argument("--servers", nargs="+", default=list(SERVE_SERVERS), choices=list(SERVE_SERVERS),
+                   help="which servers to run (default all four)")
     s.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     s.set_defaults(func=_serve)
 
@@ -89,7 +96,8 @@ def _serve(args: argparse.Namespace) -> int:
     from coeflow.bench.serve import format_table, run
     report = run(requests=args.requests, concurrency=args.concurrency, experts=args.experts,
                  device_slots=args.device_slots, zipf_s=args.zipf, max_tokens=args.max_tokens,
-                 engine=args.engine, progress=_progress)
+                 engine=args.engine, expert_size=args.expert_size, servers=tuple(args.servers),
+                 progress=_progress)
     print(json.dumps(report, indent=2) if args.json else format_table(report))
     return 0
 
