@@ -17,7 +17,7 @@ PROMPTS = [[1, 17, 42, 99, 7], [1, 5, 6, 250, 251, 252, 253]]
 
 def _graphed(engine) -> bool:
     """Whether the engine still decodes with its compiled step replayed as CUDA graphs."""
-    return engine.fused and engine._graphs is not None and len(engine._graphs._graphs) > 0
+    return engine.fused and len(engine.cuda_graphs) > 0
 
 
 def test_fused_cuda_step_matches_eager_switches_without_recompiling_and_uses_cuda_graphs(tmp_path):
@@ -44,7 +44,7 @@ def test_fused_cuda_step_matches_eager_switches_without_recompiling_and_uses_cud
     assert [c.token_ids for c in fused.generate(PROMPTS, params)] == want_a
     assert counters["stats"]["unique_graphs"] == graphs, "switching experts recompiled the decode step"
     assert _graphed(fused), "the compiled step ran without CUDA graphs"
-    assert len(fused._graphs._graphs) >= 2  # one per set of weight addresses (a's may be reused)
+    assert len(fused.cuda_graphs) >= 2  # one per set of weight addresses (a's may be reused)
 
     sampled = SamplingParams(max_tokens=12, temperature=0.7, seed=5)  # the host-side sampling path
     eager.load(a)

@@ -104,12 +104,11 @@ def _runner(engine: str, path: Path, dtype: torch.dtype, prompts: list[list[int]
     return gen
 
 
-def replay_ms(engine: Engine, repeats: int = 50) -> float | None:
+def replay_ms(engine: Engine | None, repeats: int = 50) -> float | None:
     """Device time of one replay of the engine's decode-step graph, or None without one."""
-    graphs = getattr(engine, "_graphs", None)
-    if graphs is None or not graphs._graphs:
+    if engine is None or not engine.cuda_graphs:
         return None
-    g = next(iter(graphs._graphs.values())).graph
+    g = engine.cuda_graphs[0]
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     g.replay()
     start.record()

@@ -146,6 +146,12 @@ class Engine:
         # fused on CUDA: the compiled step replayed as CUDA graphs, one per bucket and weights
         self._graphs = _CudaGraphs(self.device) if fused and self.device.type == "cuda" else None
 
+    @property
+    def cuda_graphs(self) -> list["torch.cuda.CUDAGraph"]:
+        """The CUDA graphs the decode step is replayed from now (none off CUDA, unfused, or
+        after a capture failed and the engine went on without them)."""
+        return [] if self._graphs is None else [g.graph for g in self._graphs.captured()]
+
     @classmethod
     def from_checkpoint(cls, path: str | Path, **kwargs) -> "Engine":
         engine = cls(ModelConfig.from_dir(path), **kwargs)
@@ -263,7 +269,8 @@ class Engine:
         next_tok = torch.zeros(b, 1, dtype=torch.long)
         step_t = t0
         all_greedy = all(p.greedy for p in plist)
-        ahead = _GreedyAhead(self, cache, logits, lengths, longest) if all_greedy and dev.type in RUN_AHEAD_ON else None
+        ahead = (_GreedyAhead(self, cache, logits, lengths, longest)
+                 if all_greedy and dev.type in RUN_AHEAD_ON else None)
         for step in range(steps):
             if ahead is not None:
                 chosen = ahead.tokens(n, launch_next=step + 1 < steps)
@@ -366,6 +373,9 @@ class _CudaGraphs:
 
     def clear(self) -> None:
         self._graphs.clear()
+
+    def captured(self) -> list[_Captured]:
+        return list(self._graphs.values())
 
     def run(self, step: Callable[..., Tensor], model: Transformer, cache: KVCache, tokens: Tensor,
             q_pos: Tensor, slot: Tensor) -> Tensor:
