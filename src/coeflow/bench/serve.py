@@ -9,14 +9,20 @@ engine and experts):
   miss reload one with `transformers.from_pretrained` on the request path.
 - ceiling: the device tier holds every expert, loaded before the clock starts, so nothing is
   ever switched: the most any store could get from this machine, engine and traffic.
-Disk reads hit a warm page cache here, so both reload figures are best cases."""
+Disk reads hit a warm page cache here, so both reload figures are best cases.
+
+The load generator runs in a process of its own (as a server's clients would): in the
+server's process its streaming client would share the interpreter lock with the HTTP
+server and the scheduler (`client="thread"` still does that, to compare)."""
 
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
 import random
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
@@ -120,14 +126,27 @@ async def _load(url: str, trace: list[str], concurrency: int, max_tokens: int, s
     return RunResult(done / wall, pct(ttft, 0.5), pct(ttft, 0.99), pct(tpot, 0.5), done, failed, wall, tiers)
 
 
+def _load_blocking(url: str, trace: list[str], concurrency: int, max_tokens: int, seed: int) -> RunResult:
+    return asyncio.run(_load(url, trace, concurrency, max_tokens, seed))
+
+
 def run(requests: int = 300, concurrency: int = 16, experts: int = 8, device_slots: int = 2,
         zipf_s: float = 1.0, max_tokens: int = 16, engine: str = "fused", expert_size: str = "100MB",
-        servers: tuple[str, ...] = SERVERS, workdir: Path | None = None,
+        servers: tuple[str, ...] = SERVERS, client: str = "process", workdir: Path | None = None,
         progress: Callable[[str], None] = lambda s: None) -> dict:
+    """`client`: "process" runs the load generator in a process of its own, "thread" in this
+    one (sharing the interpreter with the server)."""
     from coeflow.server import Limits, ServerOptions, build_server, serving
     tmp = tempfile.TemporaryDirectory() if workdir is None else None
     root = Path(tmp.name) if tmp else Path(workdir)
     root.mkdir(parents=True, exist_ok=True)
+    pool = (ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+            if client == "process" else None)
+
+    def load(url: str, trace: list[str], concurrency: int, seed: int) -> RunResult:
+        if pool is None:
+            return _load_blocking(url, trace, concurrency, max_tokens, seed)
+        return pool.submit(_load_blocking, url, trace, concurrency, max_tokens, seed).result()
     try:
         progress(f"writing {experts} random-weight experts to {root}")
         coe = build_coe(root, experts, expert_size)
@@ -136,7 +155,7 @@ def run(requests: int = 300, concurrency: int = 16, experts: int = 8, device_slo
         report: dict = {"machine": machine_name(), "requests": requests, "concurrency": concurrency,
                         "experts": experts, "expert_mb": expert_bytes / 1e6, "device_slots": device_slots,
                         "zipf_s": zipf_s, "max_tokens": max_tokens, "engine": engine,
-                        "servers": [s for s in SERVERS if s in servers]}
+                        "servers": [s for s in SERVERS if s in servers], "client": client}
         from coeflow.bench.naive_store import ReloadingStore
         from coeflow.coefile import load_coe
         from coeflow.model import resolve_device
@@ -155,12 +174,13 @@ def run(requests: int = 300, concurrency: int = 16, experts: int = 8, device_slo
             with serving(srv) as url:
                 progress(f"{label}: warm-up (compiles the decode step for each batch size)")
                 srv.scheduler.warm_up(warm)
-                asyncio.run(_load(url, [f"e{i}" for i in range(experts)] if label == "ceiling" else ["e0"], 1,
-                                  max_tokens, seed=1))
+                load(url, [f"e{i}" for i in range(experts)] if label == "ceiling" else ["e0"], 1, seed=1)
                 progress(f"{label}: {requests} requests, {concurrency} concurrent")
-                report[label] = asdict(asyncio.run(_load(url, trace, concurrency, max_tokens, seed=2)))
+                report[label] = asdict(load(url, trace, concurrency, seed=2))
         return report
     finally:
+        if pool is not None:
+            pool.shutdown()
         if tmp:
             tmp.cleanup()
 
@@ -169,7 +189,8 @@ def format_table(r: dict) -> str:
     lines = [f"machine: {r['machine']}",
              f"{r['requests']} requests, {r['concurrency']} concurrent, Zipf s={r['zipf_s']} over {r['experts']} "
              f"experts of {r['expert_mb']:.0f} MB, device tier {r['device_slots']} experts, "
-             f"{r['max_tokens']} tokens each, engine {r['engine']}",
+             f"{r['max_tokens']} tokens each, engine {r['engine']}, client in "
+             f"{'its own process' if r.get('client', 'thread') == 'process' else 'the server process'}",
              f"{'':21} {'req/s':>7} {'TTFT p50':>9} {'TTFT p99':>9} {'TPOT p50':>9} {'done':>5} {'failed':>6}  served from"]
     for label in r.get("servers", SERVERS):
         x = r[label]

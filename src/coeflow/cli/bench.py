@@ -88,6 +88,9 @@ def register(sub: argparse._SubParsersAction, help_text: str) -> None:
                    help="size of each random-weight expert (fp32 on disk; default 100MB)")
     s.add_argument("--servers", nargs="+", default=list(SERVE_SERVERS), choices=list(SERVE_SERVERS),
                    help="which servers to run (default all four)")
+    s.add_argument("--client", default="process", choices=["process", "thread"],
+                   help="where the load generator runs: its own process (default), or a thread of the "
+                        "server's process, sharing its interpreter lock")
     s.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     s.set_defaults(func=_serve)
 
@@ -96,7 +99,7 @@ def _serve(args: argparse.Namespace) -> int:
     from coeflow.bench.serve import format_table, run
     report = run(requests=args.requests, concurrency=args.concurrency, experts=args.experts,
                  device_slots=args.device_slots, zipf_s=args.zipf, max_tokens=args.max_tokens,
-                 engine=args.engine, expert_size=args.expert_size, servers=tuple(args.servers),
+                 engine=args.engine, expert_size=args.expert_size, servers=tuple(args.servers), client=args.client,
                  progress=_progress)
     print(json.dumps(report, indent=2) if args.json else format_table(report))
     return 0
