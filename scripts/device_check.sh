@@ -3,11 +3,12 @@
 # whose image has PyTorch and transformers but not the server's stack). Prepare here:
 #   bash scripts/device_wheels.sh      # FastAPI, uvicorn, openai wheels into .whl/
 # then through the device tool: run(command="bash scripts/device_check.sh", carry=[".whl"],
-# timeout_s=600). Steps, in order (name some to run only those): tests (tests/gpu, ~1 min),
-# switch (`bench switch`, issue 3, ~1 min), serve (`bench serve`, issue 5, ~2 min), serve-large
-# (the same with 1.2 GB experts, ~3 min), decode
-# (`bench decode` on a 1.1B model, issue 2, ~1.5 min).
-# Results land in $OUT: gpu.txt, tests.txt, switch.json, serve.json, decode.json and logs.
+# timeout_s=600). Steps, in order (name some to run only those), with their times on an H200:
+# tests (tests/gpu, 35 s), switch (`bench switch`, issue 3, 50 s), serve (`bench serve`, issue
+# 5, 110 s), serve-large (the same with 1.2 GB experts, 170 s), decode (`bench decode` on a
+# 1.1B model, issue 2, 85 s): about 8 minutes in all, plus the machine's start.
+# Results land in $OUT: gpu.txt, tests.txt, log.txt (every step's stderr) and a .json per
+# benchmark step.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/coeflow-device}
@@ -22,22 +23,20 @@ export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 } > "$OUT/gpu.txt" 2>&1
 cat "$OUT/gpu.txt"
 
-step() {  # name, seconds, command...  (stdout -> $OUT/name.json, stderr -> $OUT/name.log)
+step() {  # name, seconds, command...  (stdout -> $OUT/name.json, stderr -> $OUT/log.txt)
   local name=$1 secs=$2; shift 2
-  echo "== $name (limit ${secs}s) $(date +%T)"
-  timeout "$secs" "$@" > "$OUT/$name.json" 2> "$OUT/$name.log"
-  echo "== $name rc=$? $(date +%T)"; tail -4 "$OUT/$name.log"
+  echo "== $name (limit ${secs}s) $(date +%T)" | tee -a "$OUT/log.txt"
+  timeout "$secs" "$@" > "$OUT/$name.json" 2> "$OUT/$name.err"
+  local rc=$?
+  cat "$OUT/$name.err" >> "$OUT/log.txt"; tail -4 "$OUT/$name.err"; rm -f "$OUT/$name.err"
+  echo "== $name rc=$rc $(date +%T)" | tee -a "$OUT/log.txt"
 }
-steps=${*:-tests switch serve decode}
+steps=${*:-tests switch serve serve-large decode}
 for name in $steps; do case $name in
 tests)  # the CUDA paths: graphs across expert switches and threads, the pinned pool, the server
   echo "== tests $(date +%T)"
   timeout 100 python3 -m pytest -q -p no:cacheprovider tests/gpu > "$OUT/tests.txt" 2>&1
-  echo "== tests rc=$? $(date +%T)"; tail -5 "$OUT/tests.txt"
-  if grep -q "FAILED.*other_threads" "$OUT/tests.txt"; then  # a second engine of a shape fell back
-    export TORCHINDUCTOR_FX_GRAPH_CACHE=0 TORCHINDUCTOR_AUTOGRAD_CACHE=0
-    echo "== compile caches off for what follows"
-  fi ;;
+  echo "== tests rc=$? $(date +%T)"; tail -5 "$OUT/tests.txt" ;;
 switch)  # issue 3: host -> device from pinned memory on the copy stream; TTFT after a switch vs
   # from_pretrained (straight to the GPU); torch's default threads for every contender
   # (8 read threads: the machine has 16 cores)
