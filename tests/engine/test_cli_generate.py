@@ -33,3 +33,15 @@ def test_generate_bad_checkpoint_is_a_clear_error(tmp_path):
     r = coeflow("generate", "--model", str(tmp_path), "--prompt", "x")
     assert r.returncode == 2
     assert "config.json" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_a_device_the_machine_lacks_is_a_clear_error(checkpoints):
+    import pytest
+    import torch
+    path = str(checkpoints["llama-gqa"])
+    r = coeflow("generate", "--model", path, "--prompt", "x", "--device", "gpu")
+    assert r.returncode == 2 and "unknown device 'gpu'" in r.stderr and "Traceback" not in r.stderr
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU; the no-GPU message cannot be seen here")
+    r = coeflow("generate", "--model", path, "--prompt", "x", "--device", "cuda")
+    assert r.returncode == 2 and "no CUDA GPU" in r.stderr and "Traceback" not in r.stderr

@@ -19,7 +19,7 @@ import torch
 from coeflow.bench.experts import hf_from_pretrained, make_expert
 from coeflow.bench.machine import device_copy_gbps, machine_name, mem_read_gbps
 from coeflow.engine import Engine, SamplingParams
-from coeflow.model import ModelConfig, parse_dtype
+from coeflow.model import ModelConfig, parse_dtype, resolve_device
 
 # Random-weight Llama configs. "tiny" is overhead-bound; "medium" streams ~0.6 GB/token (fp32);
 # "1b" (TinyLlama-1.1B's shape) is the GPU check's "1B or more parameters".
@@ -123,6 +123,7 @@ def run(models: tuple[str, ...] = ("tiny", "medium"), dtypes: tuple[str, ...] = 
         batches: tuple[int, ...] = (1, 8), engines: tuple[str, ...] = ENGINES,
         new_tokens: int = 32, prompt_len: int = 16, repeats: int = 3, workdir: Path | None = None,
         device: str = "cpu", progress: Callable[[str], None] = lambda s: None) -> dict:
+    resolve_device(device)  # a clear error for a device this machine lacks, before any work
     tmp = tempfile.TemporaryDirectory() if workdir is None else None
     root = Path(tmp.name) if tmp else Path(workdir)
     rows: list[Row] = []

@@ -25,9 +25,23 @@ def parse_dtype(name: str | torch.dtype) -> torch.dtype:
 
 
 def resolve_device(name: str = "auto") -> torch.device:
+    """"auto": CUDA when present, else the CPU. A device this machine lacks is refused here,
+    with a message, rather than deep inside PyTorch at the first tensor."""
+    from coeflow.errors import ConfigError
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count()
+        if count == 0:
+            raise ConfigError(f"device {name!r}: no CUDA GPU is available to this PyTorch "
+                              f"({torch.__version__}); use --device cpu or auto")
+        if device.index is not None and device.index >= count:
+            raise ConfigError(f"device {name!r}: this machine has {count} CUDA GPU(s)")
+    return device
 
 
 def build_skeleton(cfg: ModelConfig, device: str | torch.device = "cpu") -> Transformer:
