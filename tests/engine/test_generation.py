@@ -107,8 +107,8 @@ def test_context_overflow_and_bad_tokens_are_refused(engine):
 def test_running_a_step_ahead_gives_the_same_tokens_and_stops(tmp_path, monkeypatch):
     """On a GPU, greedy decoding chooses tokens on the device and queues the next step before
     the host reads this one's (engine._GreedyAhead). Forced on here: the same tokens as the
-    plain loop, for every batch bucket, fused and eager, and EOS and max_tokens still end each
-    sequence where they should (the step computed past the end is dropped)."""
+    plain loop, for batch buckets 1, 2 and 4, fused and eager, and EOS and max_tokens still end
+    each sequence where they should (the step computed past the end is dropped)."""
     import coeflow.engine.engine as engine_module
     path = make_checkpoint(tmp_path / "a", "llama-gqa", seed=4)
     prompts = [[1, 17, 42, 99, 7], [1, 5, 6, 250, 251, 252, 253], [1, 9]]

@@ -109,13 +109,14 @@ def replay_ms(engine: Engine | None, repeats: int = 50) -> float | None:
     if engine is None or not engine.cuda_graphs:
         return None
     g = engine.cuda_graphs[0]
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    g.replay()
-    start.record()
-    for _ in range(repeats):
+    with torch.cuda.device(engine.device):  # events and replays on the engine's device
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         g.replay()
-    end.record()
-    end.synchronize()
+        start.record()
+        for _ in range(repeats):
+            g.replay()
+        end.record()
+        end.synchronize()
     return start.elapsed_time(end) / repeats
 
 

@@ -271,53 +271,57 @@ class Engine:
         all_greedy = all(p.greedy for p in plist)
         ahead = (_GreedyAhead(self, cache, logits, lengths, longest)
                  if all_greedy and dev.type in RUN_AHEAD_ON else None)
-        for step in range(steps):
-            if ahead is not None:
-                chosen = ahead.tokens(n, launch_next=step + 1 < steps)
-            else:
-                logits_cpu = logits.float().cpu()
-                chosen = logits_cpu[:n].argmax(-1).tolist() if all_greedy else [
-                    sample(logits_cpu[i], plist[i], gens[i]) for i in range(n)]
-            now = time.perf_counter()
-            deltas: list[Delta] = []
-            for i, c in enumerate(done):
-                if c.finish_reason is not None:
-                    continue
-                if cancelled is not None and cancelled(i):
-                    c.finish_reason = "cancelled"
-                    continue
-                tok = chosen[i]
-                if step == 0:
-                    c.prefill_s = now - t0
+        try:
+            for step in range(steps):
+                if ahead is not None:
+                    chosen = ahead.tokens(n, launch_next=step + 1 < steps)
                 else:
-                    c.decode_s += now - step_t
-                reason = None
-                if tok in eos and not plist[i].ignore_eos:
-                    reason = "stop"
-                    delta = texts[i].flush() if texts[i] else ""
-                else:
-                    c.token_ids.append(tok)
-                    delta = texts[i].push(tok) if texts[i] else ""
-                    if texts[i] and texts[i].stopped:
+                    logits_cpu = logits.float().cpu()
+                    chosen = logits_cpu[:n].argmax(-1).tolist() if all_greedy else [
+                        sample(logits_cpu[i], plist[i], gens[i]) for i in range(n)]
+                now = time.perf_counter()
+                deltas: list[Delta] = []
+                for i, c in enumerate(done):
+                    if c.finish_reason is not None:
+                        continue
+                    if cancelled is not None and cancelled(i):
+                        c.finish_reason = "cancelled"
+                        continue
+                    tok = chosen[i]
+                    if step == 0:
+                        c.prefill_s = now - t0
+                    else:
+                        c.decode_s += now - step_t
+                    reason = None
+                    if tok in eos and not plist[i].ignore_eos:
                         reason = "stop"
-                    elif len(c.token_ids) >= plist[i].max_tokens:
-                        reason = "length"
-                        delta += texts[i].flush() if texts[i] else ""
-                c.finish_reason = reason
-                if texts[i]:
-                    c.text = texts[i].text
-                deltas.append(Delta(i, tok, delta, reason, len(c.token_ids)))
-            step_t = now
-            live = [c.finish_reason is None for c in done]
-            yield done, deltas
-            if not any(live):
-                break
+                        delta = texts[i].flush() if texts[i] else ""
+                    else:
+                        c.token_ids.append(tok)
+                        delta = texts[i].push(tok) if texts[i] else ""
+                        if texts[i] and texts[i].stopped:
+                            reason = "stop"
+                        elif len(c.token_ids) >= plist[i].max_tokens:
+                            reason = "length"
+                            delta += texts[i].flush() if texts[i] else ""
+                    c.finish_reason = reason
+                    if texts[i]:
+                        c.text = texts[i].text
+                    deltas.append(Delta(i, tok, delta, reason, len(c.token_ids)))
+                step_t = now
+                live = [c.finish_reason is None for c in done]
+                yield done, deltas
+                if not any(live):
+                    break
+                if ahead is not None:
+                    continue
+                next_tok[:n, 0] = torch.tensor(chosen)
+                slot = torch.tensor([longest + step], device=dev)
+                logits = self._decode(cache, next_tok.to(dev), pos[:, None].to(dev), slot)
+                pos += 1
+        finally:
             if ahead is not None:
-                continue
-            next_tok[:n, 0] = torch.tensor(chosen)
-            slot = torch.tensor([longest + step], device=dev)
-            logits = self._decode(cache, next_tok.to(dev), pos[:, None].to(dev), slot)
-            pos += 1
+                ahead.finish()
 
     def _decode(self, cache: KVCache, tokens: Tensor, q_pos: Tensor, slot: Tensor) -> Tensor:
         if self._graphs is not None and self._step is not _decode_step:
@@ -352,7 +356,9 @@ class _CudaGraphs:
     the graph's inputs and one replay, with no Python per kernel and no Dynamo guards. A
     graph holds the addresses it was captured with, so there is one per KV cache (batch and
     length bucket) and per set of weight addresses (a device-tier slot): a switch into a slot
-    seen before replays, a new one is captured. Captured by the engine rather than by
+    seen before replays, a new one is captured. The engine keeps one KV cache alive (memory),
+    so a change of bucket drops the graphs and captures again (a real step's time and the
+    capture, on the request path). Captured by the engine rather than by
     Inductor's CUDA-graph trees (mode "reduce-overhead"), which add Python bookkeeping to
     every step and under which, on torch 2.11, every engine after the first in a `bench
     serve` process failed with an AssertionError and fell back to eager."""
@@ -380,38 +386,41 @@ class _CudaGraphs:
     def run(self, step: Callable[..., Tensor], model: Transformer, cache: KVCache, tokens: Tensor,
             q_pos: Tensor, slot: Tensor) -> Tensor:
         key = (id(cache), self._weights)
-        g = self._graphs.get(key)
+        g = self._graphs.pop(key, None)
         if g is None:
             g = self._capture(self._side, step, model, cache, tokens, q_pos, slot)
-            if len(self._graphs) >= self.MAX_GRAPHS:
+            if len(self._graphs) >= self.MAX_GRAPHS:  # the least recently used goes
                 del self._graphs[next(iter(self._graphs))]
-            self._graphs[key] = g
+        self._graphs[key] = g  # (re)inserted last: most recently used
         g.tokens.copy_(tokens)
         g.q_pos.copy_(q_pos)
         g.slot.copy_(slot)
-        g.graph.replay()
+        with torch.cuda.device(self._side.device):  # replay launches on the current device's stream
+            g.graph.replay()
         return g.logits
 
     @staticmethod
     def _capture(side: "torch.cuda.Stream", step: Callable[..., Tensor], model: Transformer, cache: KVCache,
                  tokens: Tensor, q_pos: Tensor, slot: Tensor) -> _Captured:
         tokens, q_pos, slot = tokens.clone(), q_pos.clone(), slot.clone()
-        side.wait_stream(torch.cuda.current_stream())
+        main = torch.cuda.current_stream(side.device)  # the engine's device, whichever is current
+        side.wait_stream(main)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.stream(side):
             # once for real first: compiles on first use, and its cache writes are the ones
             # the replay makes again
             step(model, cache, tokens, q_pos, slot)
             side.synchronize()
-            # `torch.cuda.graph` would also collect garbage and empty the allocator's cache
-            # (tens of ms) on every capture; a capture per new weights address can't afford it.
+            # `torch.cuda.graph` would also synchronize the whole device and empty the
+            # allocator's cache on every capture; a capture per new weights address can't
+            # afford that on the request path.
             # thread_local: the store's loader threads may copy other experts meanwhile.
             graph.capture_begin(capture_error_mode="thread_local")
             try:
                 logits = step(model, cache, tokens, q_pos, slot)
             finally:
                 graph.capture_end()
-        torch.cuda.current_stream().wait_stream(side)
+        main.wait_stream(side)
         return _Captured(graph, tokens, q_pos, slot, logits)
 
 
@@ -431,13 +440,14 @@ class _GreedyAhead:
         self.slot = torch.tensor([longest], device=dev)
         cuda = dev.type == "cuda"
         self.host = torch.empty(self.tok.shape, dtype=torch.long, pin_memory=cuda)
+        self.stream = torch.cuda.current_stream(dev) if cuda else None  # where tok is computed
         self.copied = torch.cuda.Event() if cuda else None
 
     def tokens(self, n: int, launch_next: bool) -> list[int]:
         """This step's first n tokens; with `launch_next`, the next step is queued first."""
         self.host.copy_(self.tok, non_blocking=True)
         if self.copied is not None:
-            self.copied.record()
+            self.copied.record(self.stream)
         if launch_next:
             logits = self.engine._decode(self.cache, self.tok[:, None], self.pos, self.slot)
             self.tok = logits.argmax(-1)  # read before the next replay reuses the graph's output
@@ -446,3 +456,10 @@ class _GreedyAhead:
         if self.copied is not None:
             self.copied.synchronize()
         return self.host[:n].tolist()
+
+    def finish(self) -> None:
+        """Wait for a step still queued (one launched past the end when every sequence
+        stopped early): it reads the expert's weights, which the store may overwrite as soon
+        as the caller releases them."""
+        if self.stream is not None:
+            self.stream.synchronize()
