@@ -358,12 +358,12 @@ class _CudaGraphs:
     length bucket) and per set of weight addresses (a device-tier slot): a switch into a slot
     seen before replays, a new one is captured. The engine keeps one KV cache alive (memory),
     so a change of bucket drops the graphs and captures again (a real step's time and the
-    capture, on the request path). Captured by the engine rather than by
-    Inductor's CUDA-graph trees (mode "reduce-overhead"), which add Python bookkeeping to
-    every step and under which, on torch 2.11, every engine after the first in a `bench
-    serve` process failed with an AssertionError and fell back to eager."""
+    capture, on the request path). Captured by the engine rather than by Inductor's
+    CUDA-graph trees (mode "reduce-overhead"), which add Python bookkeeping to every step and
+    under which, on torch 2.11, every engine after the first in a `bench serve` process
+    failed with an AssertionError and fell back to eager."""
 
-    MAX_GRAPHS = 64  # oldest dropped beyond this (each keeps a small private memory pool)
+    MAX_GRAPHS = 64  # least recently used dropped beyond this (each keeps a private memory pool)
 
     def __init__(self, device: torch.device) -> None:
         # capture cannot use the default stream; one side stream for all of them, since
