@@ -9,6 +9,14 @@ import pytest
 KEYS = {"requests_per_s", "ttft_p50_s", "ttft_p99_s", "tpot_p50_s", "completed", "failed"}
 
 
+def test_the_cli_offers_the_benchmark_s_servers():
+    """The CLI keeps its own copy of the server names (importing the benchmark would load
+    torch for `--help`); the two must not drift apart."""
+    from coeflow.bench.serve import SERVERS
+    from coeflow.cli.bench import SERVE_SERVERS
+    assert SERVE_SERVERS == SERVERS
+
+
 @pytest.mark.parametrize("client", ["process", "thread"])
 def test_bench_serve_completes_every_request_in_each_server(tmp_path, client):
     from coeflow.bench.serve import run

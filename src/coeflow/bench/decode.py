@@ -78,8 +78,10 @@ class _Stamps:
         pass
 
 
-def _runner(engine: str, path: Path, dtype: torch.dtype, prompts: list[list[int]], device: str = "cpu"):
-    """Returns gen(k) -> seconds between the first and the k-th generated token (batch, no EOS)."""
+def _runner(engine: str, path: Path, dtype: torch.dtype, prompts: list[list[int]], device: str = "cpu"
+            ) -> tuple[Callable[[int], float], Engine | None]:
+    """Returns (gen, coeflow's engine or None): gen(k) -> seconds between the first and the
+    k-th generated token (batch, no EOS)."""
     if engine == "hf-transformers":
         model = hf_from_pretrained(path, dtype, device)
         model.generation_config.eos_token_id = None
@@ -93,15 +95,14 @@ def _runner(engine: str, path: Path, dtype: torch.dtype, prompts: list[list[int]
                 model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=k, min_new_tokens=k,
                                do_sample=False, streamer=stamps)
             return stamps.times[-1] - stamps.times[1]
-        return gen
+        return gen, None
     eng = Engine.from_checkpoint(path, dtype=dtype, device=device, fused=engine != "coeflow-eager",
                                  cpu_kernel=engine == "coeflow-fused")
 
     def gen(k: int) -> float:
         times = [time.perf_counter() for _ in eng.stream(prompts, SamplingParams(max_tokens=k, ignore_eos=True))]
         return times[-1] - times[0]
-    gen.engine = eng  # type: ignore[attr-defined]
-    return gen
+    return gen, eng
 
 
 def replay_ms(engine: Engine | None, repeats: int = 50) -> float | None:
@@ -146,15 +147,15 @@ def run(models: tuple[str, ...] = ("tiny", "medium"), dtypes: tuple[str, ...] = 
                     group = len(rows)
                     for engine in engines:
                         progress(f"{name} {dt_name} batch {batch}: {engine}")
-                        gen = _runner(engine, path, dtype, prompts, device)
+                        gen, eng = _runner(engine, path, dtype, prompts, device)
                         gen(1 + new_tokens)  # warm-up (and compilation, for the fused engine)
                         step = statistics.median(gen(1 + new_tokens) for _ in range(repeats)) / new_tokens
                         rows.append(Row(engine, name, cfg.num_params(), dt_name, batch,
                                         tokens_per_s=batch / step,
                                         weight_gbps=streamed_bytes(cfg, dtype) / step / 1e9,
                                         ms_per_step=step * 1e3,
-                                        replay_ms=replay_ms(getattr(gen, "engine", None))))
-                        del gen
+                                        replay_ms=replay_ms(eng)))
+                        del gen, eng
                     bw.append(mem_read_gbps(device=device))
                     for r in rows[group:]:
                         r.mem_read_gbps = max(bw[-2], bw[-1])

@@ -173,7 +173,8 @@ class Engine:
             # The compiled step skips Dynamo's guards on the weights (`_own_step`), and its code
             # assumes their strides: weights laid out otherwise get a step of their own (kept,
             # so experts of two layouts alternating do not recompile).
-            layout = tuple((k, t.shape, t.stride(), t.dtype, t.device) for k, t in sorted(weights.items()))
+            items = sorted(weights.items())
+            layout = tuple((k, t.shape, t.stride(), t.dtype, t.device) for k, t in items)
             if layout not in self._steps:
                 if self._steps:
                     log.info("weights laid out unlike earlier experts'; compiling a decode step for them")
@@ -181,7 +182,7 @@ class Engine:
                                                     options=compile_options())
             self._step = self._steps[layout]
             if self._graphs is not None:
-                self._graphs.use_weights(layout, weights)
+                self._graphs.use_weights(layout, tuple(t.data_ptr() for _, t in items))
 
     @torch.inference_mode()
     def generate(self, prompts: list[list[int]], params: SamplingParams | list[SamplingParams],
@@ -373,9 +374,9 @@ class _CudaGraphs:
         self._weight_ids: dict[tuple, int] = {}
         self._weights = -1
 
-    def use_weights(self, layout: tuple, weights: dict[str, Tensor]) -> None:
-        where = (layout, tuple(t.data_ptr() for _, t in sorted(weights.items())))
-        self._weights = self._weight_ids.setdefault(where, len(self._weight_ids))
+    def use_weights(self, layout: tuple, addresses: tuple[int, ...]) -> None:
+        """The weights now attached: their layout and data pointers pick the graphs."""
+        self._weights = self._weight_ids.setdefault((layout, addresses), len(self._weight_ids))
 
     def clear(self) -> None:
         self._graphs.clear()
