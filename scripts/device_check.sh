@@ -5,8 +5,10 @@
 # then through the device tool: run(command="bash scripts/device_check.sh", carry=[".whl"],
 # timeout_s=600). Steps, in order (name some to run only those), with their times on an H200:
 # tests (tests/gpu, 35 s), switch (`bench switch`, issue 3, 50 s), serve (`bench serve`, issue
-# 5, 110 s), serve-large (the same with 1.2 GB experts, 170 s), decode (`bench decode` on a
-# 1.1B model, issue 2, 85 s): about 8 minutes in all, plus the machine's start.
+# 5, 110 s), serve-large (the same with 1.2 GB experts, 170 s with the load generator in the
+# server's process; over 190 s with it in its own, 2026-11-26), decode (`bench decode` on a
+# 1.1B model, issue 2, 85 s): about 8 minutes in all, plus the machine's start. Not by default:
+# decode-7b (on a 6.7B model), profile (scripts/profile_decode.py, 140 s).
 # Results land in $OUT: gpu.txt, tests.txt, log.txt (every step's stderr) and a .json per
 # benchmark step.
 set -uo pipefail
@@ -44,9 +46,14 @@ switch)  # issue 3: host -> device from pinned memory on the copy stream; TTFT a
 serve)  # issue 5: the server under Zipf load against the reloading baseline, on the GPU
   step serve 220 python3 -m coeflow bench serve --json ;;
 serve-large)  # the same with experts of 1.2 GB, nearer a CoE's real experts (the paper's are 7B)
-  step serve-large 190 python3 -m coeflow bench serve --expert-size 1.2GB --requests 200 \
+  step serve-large 300 python3 -m coeflow bench serve --expert-size 1.2GB --requests 200 \
     --servers coeflow baseline ceiling --json ;;
-decode)  # issue 2: a 1B+ config in bf16 at batch 1 against the device's copy bandwidth (and batch 8)
+decode)  # issue 2: a 1B config in bf16 at batch 1 against the device's copy bandwidth (and batch 8)
   step decode 150 python3 -m coeflow bench decode --device cuda --models 1b --dtypes bf16 --batches 1 8 --json ;;
+decode-7b)  # the same on Llama 2 7B's shape (the paper's experts), batch 1
+  step decode-7b 300 python3 -m coeflow bench decode --device cuda --models 7b --dtypes bf16 --batches 1 --json ;;
+profile)  # issue 2: where the decode step's device time goes (products alone, graph replay, kernels)
+  step profile 300 python3 scripts/profile_decode.py --models 1b 7b
+  mv "$OUT/profile.json" "$OUT/profile.txt" ;;
 *) echo "unknown step $name"; exit 2 ;;
 esac; done

@@ -20,3 +20,8 @@ def test_report_rows_carry_the_bandwidth_measured_around_their_group(monkeypatch
         assert {"engine", "model", "params", "dtype", "batch", "tokens_per_s", "weight_gbps"} <= set(r)
         assert r["engine"] == "coeflow-eager" and r["tokens_per_s"] > 0 and r["weight_gbps"] > 0
     assert "10.0-30.0 GB/s" in decode.format_table(report)
+
+
+def test_the_cli_offers_every_model_the_benchmark_has():
+    from coeflow.cli.bench import DECODE_MODELS
+    assert DECODE_MODELS == tuple(decode.CONFIGS)

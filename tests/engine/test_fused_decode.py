@@ -81,6 +81,7 @@ def test_weights_laid_out_otherwise_get_their_own_compiled_step(tmp_path, monkey
             t = room[:, :t.shape[1]]  # same values, rows 16 elements apart
         padded[name] = t
     fused.set_weights(padded, name="a, padded")
+    assert fused.model.model.layers[0].self_attn.joined_weight is None  # not back to back either
     assert [c.token_ids for c in fused.generate(PROMPTS, params)] == want
     assert fused.fused, "the engine fell back to eager instead of compiling for the new layout"
     assert len(filtered) > first, "the step compiled for the new layout lost the guard filter"

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from coeflow.engine import Engine, SamplingParams
-from coeflow.model import load_model
+from coeflow.model import llama, load_model
 from checkpoints import FAMILIES
 
 PROMPTS = [[1, 17, 42, 99, 7, 250, 3, 64, 80, 81, 82, 83], [1, 5, 6]]
@@ -63,3 +63,23 @@ def test_batch_of_unequal_prompts_equals_one_by_one(checkpoints):
     batched = [c.token_ids for c in engine.generate(prompts, params)]
     alone = [engine.generate([p], params)[0].token_ids for p in prompts]
     assert batched == alone
+
+
+@pytest.mark.parametrize("family", ["llama-gqa", "llama-bias", "qwen2"])
+def test_joined_products_compute_what_transformers_computes(checkpoints, family, monkeypatch):
+    """q/k/v and gate/up read as one matrix each (on a GPU; switched on here): same logits,
+    same greedy tokens, and only o/down/lm_head are left as products of their own."""
+    monkeypatch.setattr(llama, "JOINED_PRODUCTS_ON", ("cpu",))
+    calls = []
+    forward = llama.Linear.forward
+    monkeypatch.setattr(llama.Linear, "forward", lambda self, x: calls.append(1) or forward(self, x))
+    path = checkpoints[family]
+    ours, ref = load_model(path), hf_model(path)
+    x = torch.tensor([PROMPTS[0]])
+    with torch.inference_mode():
+        torch.testing.assert_close(ours(x), ref(x).logits.float(), atol=1e-4, rtol=1e-4)
+    assert len(calls) == 2 * ours.config.num_layers + 1, "q/k/v or gate/up ran as products of their own"
+    engine = Engine.from_checkpoint(path, fused=False)
+    got = engine.generate(PROMPTS, SamplingParams(max_tokens=12, ignore_eos=True))
+    for prompt, completion in zip(PROMPTS, got):
+        assert completion.token_ids == hf_greedy(ref, prompt, 12)

@@ -12,6 +12,7 @@ from storekit import build_coe
 import coeflow.backend.real as real_backend
 from coeflow.engine import Engine, SamplingParams
 from coeflow.errors import ConfigError
+from coeflow.model import ModelConfig, attach_weights, build_skeleton, load_weights
 from coeflow.store import ExpertStore
 
 PROMPT = [1, 40, 41, 42, 43]
@@ -105,3 +106,26 @@ def test_unload_of_a_leased_expert_is_refused(tmp_path, checkpoints):
                 store.unload("a", tier="disk")
         store.unload("a", tier="disk")
         assert store.status()[0].tier == "disk" and store.used() == {"host": 0, "device": 0}
+
+
+@pytest.mark.parametrize("family", ["llama-gqa", "llama-bias", "qwen2", "llama-tied"])
+def test_store_and_loader_lay_each_group_of_weights_out_as_one_matrix(tmp_path, checkpoints, family):
+    """q/k/v and gate/up (weights, and biases where there are) lie back to back in the host
+    pool and in `load_weights`' buffer, though transformers writes them in another order, so
+    the model reads each group as one matrix (a view: no copy)."""
+    path = checkpoints[family]
+    cfg = ModelConfig.from_dir(path)
+    coe = build_coe(tmp_path, {"x": path})
+    with ExpertStore(coe, device_mem=None, host_mem=None, dtype=torch.bfloat16) as store, \
+            store.acquire("x") as lease:
+        for source, weights in (("store", lease.weights), ("load_weights", load_weights(path, cfg, torch.bfloat16))):
+            model = build_skeleton(cfg)
+            assert attach_weights(model, weights) == (True,) * (2 * cfg.num_layers), source
+            for layer in model.model.layers:
+                for block, parts in ((layer.self_attn, ("q_proj", "k_proj", "v_proj")),
+                                     (layer.mlp, ("gate_proj", "up_proj"))):
+                    linears = [getattr(block, p) for p in parts]
+                    assert torch.equal(block.joined_weight, torch.cat([m.weight for m in linears]))
+                    assert block.joined_weight.data_ptr() == linears[0].weight.data_ptr(), source
+                    if linears[0].bias is not None:
+                        assert torch.equal(block.joined_bias, torch.cat([m.bias for m in linears]))

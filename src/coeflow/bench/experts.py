@@ -26,9 +26,11 @@ def write_tokenizer(path: Path, vocab_size: int) -> int:
     return tok.get_vocab_size()
 
 
-def make_expert(path: Path, config: dict, seed: int, tokenizer: bool = True) -> Path:
-    """Write a Llama checkpoint with random weights (fp32) unless one is already there. With a
-    tokenizer, the model's vocabulary is the tokenizer's, so every generated id decodes."""
+def make_expert(path: Path, config: dict, seed: int, tokenizer: bool = True,
+                dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu") -> Path:
+    """Write a Llama checkpoint with random weights in `dtype` unless one is already there,
+    initialised on `device` (a GPU makes a 7B model's weights in a second, a CPU in minutes).
+    With a tokenizer, the model's vocabulary is the tokenizer's, so every generated id decodes."""
     from transformers import LlamaConfig, LlamaForCausalLM
     if (path / "config.json").exists():
         return path
@@ -36,7 +38,9 @@ def make_expert(path: Path, config: dict, seed: int, tokenizer: bool = True) -> 
     if tokenizer:
         config = {**config, "vocab_size": write_tokenizer(path, config["vocab_size"])}
     torch.manual_seed(seed)
-    LlamaForCausalLM(LlamaConfig(**config)).save_pretrained(path)
+    with torch.device(device):
+        model = LlamaForCausalLM(LlamaConfig(**config))
+    model.to(dtype).save_pretrained(path)
     return path
 
 

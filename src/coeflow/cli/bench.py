@@ -6,13 +6,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 
 
 SERVE_SERVERS = ("coeflow", "coeflow_no_host_tier", "baseline", "ceiling")  # bench.serve.SERVERS
+DECODE_MODELS = ("tiny", "medium", "1b", "7b")  # bench.decode.CONFIGS
 
 
 def _progress(msg: str) -> None:
-    print(f"[bench] {msg}", file=sys.stderr, flush=True)
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
 def register(sub: argparse._SubParsersAction, help_text: str) -> None:
@@ -23,11 +25,11 @@ def register(sub: argparse._SubParsersAction, help_text: str) -> None:
     d = bsub.add_parser("decode", help="decode tokens/s: transformers generate vs coeflow eager vs fused",
                         description=(
                             "Decode speed of random-weight Llama checkpoints (tiny ~7M, medium ~140M, "
-                            "1b ~1.1B parameters) for hf-transformers generate, coeflow-eager and coeflow-fused, "
+                            "1b ~1.1B, 7b ~6.7B parameters, the last two for GPUs) for hf-transformers generate, coeflow-eager and coeflow-fused, "
                             "side by side, with the machine's memory read bandwidth measured in the "
                             "same run. Takes several minutes on a 2-core CPU (the fused engine compiles "
                             "once per shape)."))
-    d.add_argument("--models", nargs="+", default=["tiny", "medium"], choices=["tiny", "medium", "1b"])
+    d.add_argument("--models", nargs="+", default=["tiny", "medium"], choices=list(DECODE_MODELS))
     d.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
                    help="where every engine runs (default cpu); on cuda the device's copy bandwidth is "
                         "measured too")

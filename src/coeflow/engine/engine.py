@@ -167,14 +167,14 @@ class Engine:
 
     def set_weights(self, weights: dict[str, Tensor], name: str | None = None) -> None:
         """Attach tensors already in memory (the store's host or device tier): no copy."""
-        attach_weights(self.model, weights)
+        joined = attach_weights(self.model, weights)
         self.loaded, self._attached = name, True
         if self.fused:
             # The compiled step skips Dynamo's guards on the weights (`_own_step`), and its code
-            # assumes their strides: weights laid out otherwise get a step of their own (kept,
-            # so experts of two layouts alternating do not recompile).
+            # assumes their strides and which groups are joined: weights laid out otherwise get
+            # a step of their own (kept, so experts of two layouts alternating do not recompile).
             items = sorted(weights.items())
-            layout = tuple((k, t.shape, t.stride(), t.dtype, t.device) for k, t in items)
+            layout = (tuple((k, t.shape, t.stride(), t.dtype, t.device) for k, t in items), joined)
             if layout not in self._steps:
                 if self._steps:
                     log.info("weights laid out unlike earlier experts'; compiling a decode step for them")

@@ -142,25 +142,22 @@ def load_weights(path: str | Path, cfg: ModelConfig, dtype: torch.dtype,
     for name, info in infos.items():
         by_file.setdefault(info.file, []).append(name)
     device = torch.device(device)
-    if device.type == "cpu":
-        # one buffer in huge pages for all of them: a decode step streams every weight (hostmem)
-        offsets, total = {}, 0
-        for name, info in infos.items():
-            offsets[name] = total
-            total += -(-info.numel * dtype.itemsize // 64) * 64  # 64-byte (cache line) starts
-        pool = hostmem.empty(total)
+    # One buffer for all of them, in the model's order (a group of products reading the same
+    # input, q/k/v or gate/up, then lies as one matrix: llama.adjacent_view); on the CPU in
+    # huge pages, as a decode step streams every weight (hostmem).
+    offsets, total = {}, 0
+    for name, info in infos.items():
+        offsets[name] = total
+        total += -(-info.numel * dtype.itemsize // 64) * 64  # 64-byte (cache line) starts
+    pool = hostmem.empty(total) if device.type == "cpu" else torch.empty(total, dtype=torch.uint8, device=device)
     out: dict[str, torch.Tensor] = {}
     for file, names in by_file.items():
         try:
             with safe_open(str(file), framework="pt") as f:
                 for name in names:
-                    t = f.get_tensor(name)
-                    if device.type == "cpu":
-                        n = infos[name].numel * dtype.itemsize
-                        dst = pool[offsets[name]:offsets[name] + n].view(dtype).view(infos[name].shape)
-                        out[name] = dst.copy_(t)
-                    else:
-                        out[name] = t.to(device=device, dtype=dtype)
+                    n = infos[name].numel * dtype.itemsize
+                    dst = pool[offsets[name]:offsets[name] + n].view(dtype).view(infos[name].shape)
+                    out[name] = dst.copy_(f.get_tensor(name))
         except Exception as e:  # safetensors raises its own error types
             raise CheckpointError(f"{file}: cannot read tensors ({e})") from None
     return out

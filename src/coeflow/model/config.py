@@ -169,18 +169,35 @@ def expected_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
         p = f"model.layers.{i}."
         shapes[p + "input_layernorm.weight"] = (d,)
         shapes[p + "post_attention_layernorm.weight"] = (d,)
+        # weights of a group (q, k, v; gate, up) next to each other, then their biases: in
+        # this order a pool lays them out as one matrix (see llama.adjacent_view)
         for name, out in (("q_proj", q), ("k_proj", kv), ("v_proj", kv)):
             shapes[p + f"self_attn.{name}.weight"] = (out, d)
-            if cfg.qkv_bias:
+        if cfg.qkv_bias:
+            for name, out in (("q_proj", q), ("k_proj", kv), ("v_proj", kv)):
                 shapes[p + f"self_attn.{name}.bias"] = (out,)
         shapes[p + "self_attn.o_proj.weight"] = (d, q)
         if cfg.o_bias:
             shapes[p + "self_attn.o_proj.bias"] = (d,)
         for name, (o, i_) in (("gate_proj", (ff, d)), ("up_proj", (ff, d)), ("down_proj", (d, ff))):
             shapes[p + f"mlp.{name}.weight"] = (o, i_)
-            if cfg.mlp_bias:
+        if cfg.mlp_bias:
+            for name, o in (("gate_proj", ff), ("up_proj", ff), ("down_proj", d)):
                 shapes[p + f"mlp.{name}.bias"] = (o,)
     shapes["model.norm.weight"] = (d,)
     if not cfg.tie_word_embeddings:
         shapes["lm_head.weight"] = (cfg.vocab_size, d)
     return shapes
+
+
+def weight_groups(cfg: ModelConfig) -> list[list[str]]:
+    """Tensors that products read as one matrix when they lie back to back (q/k/v and
+    gate/up weights, and their biases; llama.join_groups), in the order they are joined."""
+    groups = []
+    for i in range(cfg.num_layers):
+        p = f"model.layers.{i}."
+        for block, names, bias in (("self_attn", ("q_proj", "k_proj", "v_proj"), cfg.qkv_bias),
+                                   ("mlp", ("gate_proj", "up_proj"), cfg.mlp_bias)):
+            for kind in ("weight", "bias") if bias else ("weight",):
+                groups.append([f"{p}{block}.{n}.{kind}" for n in names])
+    return groups

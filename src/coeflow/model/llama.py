@@ -86,18 +86,63 @@ class Linear(nn.Linear):
         return y.view(*x.shape[:-1], -1)
 
 
-def linears(x: Tensor, *layers: Linear) -> list[Tensor]:
+def linears(x: Tensor, *layers: Linear, joined: tuple[Tensor | None, Tensor | None] = (None, None)
+            ) -> list[Tensor]:
     """`[layer(x) for layer in layers]`, for layers that read the same x (q, k, v; gate, up).
-    Where the kernel takes them, one call computes them all: one dispatch and one parallel
-    region instead of one per layer (a bf16 decode step of the medium model makes 49 calls
-    instead of 85)."""
+
+    On the CPU, where the kernel takes them, one call computes them all: one dispatch and one
+    parallel region instead of one per layer (a bf16 decode step of the medium model makes 49
+    calls instead of 85). On a GPU, with `joined` (the layers' weights and biases as one
+    matrix, `adjacent_view`), one product: cuBLAS streams one large matrix faster than three
+    small ones (q/k/v of a 7B model: 26 us instead of 37; BENCHMARKS.md, decode)."""
     if x.device.type == "cpu" and torch.compiler.is_compiling():
         x2 = x.reshape(-1, x.shape[-1])
         if _kernel_takes(x2, layers):
             y = kernels.cpu_linear(x2, *(m.weight for m in layers))
             parts = y.split([m.out_features for m in layers], dim=-1)
             return [m._finish(part, x) for m, part in zip(layers, parts)]
+    weight, bias = joined
+    if weight is not None and x.device.type in JOINED_PRODUCTS_ON:
+        return list(F.linear(x, weight, bias).split([m.out_features for m in layers], dim=-1))
     return [m(x) for m in layers]
+
+
+# Devices where `linears` uses joined weights. Not the CPU: its compiled step reads a group in
+# one kernel call already, and its eager products stay those of transformers, bit for bit.
+JOINED_PRODUCTS_ON = ("cuda",)
+
+
+def adjacent_view(parts: list[Tensor | None]) -> Tensor | None:
+    """`torch.cat(parts)` without a copy where the parts already lie back to back in one
+    storage (as the store and `load_weights` lay out a group's weights), else None."""
+    first = parts[0]
+    if first is None or first.is_meta:
+        return None
+    offset = first.storage_offset()
+    for p in parts:
+        if (p is None or not p.is_contiguous() or p.dtype != first.dtype or p.device != first.device
+                or p.shape[1:] != first.shape[1:] or p.storage_offset() != offset
+                or p.untyped_storage().data_ptr() != first.untyped_storage().data_ptr()):
+            return None
+        offset += p.numel()
+    return first.as_strided((sum(p.shape[0] for p in parts), *first.shape[1:]), first.stride())
+
+
+def join_groups(model: nn.Module) -> tuple[bool, ...]:
+    """Give each attention and MLP block its joined weights (q/k/v, gate/up; `linears`) where
+    its attached tensors allow, None elsewhere. Returns which blocks have them: compiled steps
+    differ with and without (part of coeflow.engine's layout key)."""
+    joined = []
+    for m in model.modules():
+        if isinstance(m, (Attention, MLP)):
+            layers = m.joinable()
+            w = adjacent_view([l.weight for l in layers])
+            b = adjacent_view([l.bias for l in layers]) if layers[0].bias is not None else None
+            if w is None or (layers[0].bias is not None and b is None):
+                w = b = None
+            m.joined_weight, m.joined_bias = w, b
+            joined.append(w is not None)
+    return tuple(joined)
 
 
 # One bf16 row goes to the kernel only for weights this large (together, for a group of
@@ -137,13 +182,19 @@ class Attention(nn.Module):
         self.o_proj = Linear(q, cfg.hidden_size, bias=cfg.o_bias)
         self.num_heads, self.num_kv_heads, self.head_dim = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
         self.window = window
+        self.register_buffer("joined_weight", None, persistent=False)  # join_groups
+        self.register_buffer("joined_bias", None, persistent=False)
+
+    def joinable(self) -> list[Linear]:
+        return [self.q_proj, self.k_proj, self.v_proj]
 
     def forward(self, x: Tensor, cos: Tensor, sin: Tensor, q_pos: Tensor, k_cache: Tensor,
                 v_cache: Tensor, slot_pos: Tensor, slots: Tensor) -> Tensor:
         """x [B,T,D]; q_pos [B,T] positions of x; caches [B,Hkv,S,hd]; slot_pos [B,S] position
         held by each slot after this step's write (-1 = empty); slots [T] where x's keys go."""
         b, t, _ = x.shape
-        q, k, v = linears(x, self.q_proj, self.k_proj, self.v_proj)
+        q, k, v = linears(x, self.q_proj, self.k_proj, self.v_proj,
+                          joined=(self.joined_weight, self.joined_bias))
         q = q.view(b, t, self.num_heads, self.head_dim).transpose(1, 2)
         k = k.view(b, t, self.num_kv_heads, self.head_dim).transpose(1, 2)
         v = v.view(b, t, self.num_kv_heads, self.head_dim).transpose(1, 2)
@@ -155,12 +206,16 @@ class Attention(nn.Module):
         mask = (kp >= 0) & (kp <= qp)
         if self.window is not None:
             mask = mask & (qp - kp < self.window)
-        if t == 1 and x.device.type == "cpu" and torch.compiler.is_compiling():
+        if t == 1 and x.device.type in DECODE_ATTENTION_ON and torch.compiler.is_compiling():
             y = _decode_attention(q, k_cache, v_cache, mask)
         else:
             y = F.scaled_dot_product_attention(q, k_cache, v_cache, attn_mask=mask,
                                                enable_gqa=self.num_kv_heads != self.num_heads)
         return self.o_proj(y.transpose(1, 2).reshape(b, t, -1))
+
+
+# Devices whose compiled decode steps use `_decode_attention` rather than the SDPA kernel.
+DECODE_ATTENTION_ON = ("cpu",)
 
 
 def _decode_attention(q: Tensor, k_cache: Tensor, v_cache: Tensor, mask: Tensor) -> Tensor:
@@ -184,9 +239,14 @@ class MLP(nn.Module):
         self.gate_proj = Linear(cfg.hidden_size, cfg.intermediate_size, bias=cfg.mlp_bias)
         self.up_proj = Linear(cfg.hidden_size, cfg.intermediate_size, bias=cfg.mlp_bias)
         self.down_proj = Linear(cfg.intermediate_size, cfg.hidden_size, bias=cfg.mlp_bias)
+        self.register_buffer("joined_weight", None, persistent=False)  # join_groups
+        self.register_buffer("joined_bias", None, persistent=False)
+
+    def joinable(self) -> list[Linear]:
+        return [self.gate_proj, self.up_proj]
 
     def forward(self, x: Tensor) -> Tensor:
-        gate, up = linears(x, self.gate_proj, self.up_proj)
+        gate, up = linears(x, self.gate_proj, self.up_proj, joined=(self.joined_weight, self.joined_bias))
         return self.down_proj(F.silu(gate) * up)
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from coeflow.model import ModelConfig, index_checkpoint
+from coeflow.model.config import weight_groups
 from coeflow.model.checkpoint import TensorInfo
 from coeflow.store.tiers import ALIGN, PAGE, align_up
 
@@ -73,19 +74,19 @@ class ExpertLayout:
 
 def plan_layout(path: str | Path, dtype: torch.dtype) -> ExpertLayout:
     """Read config.json and the safetensors headers (validated by `index_checkpoint`) and lay
-    the tensors out in file order, so that tensors adjacent on disk and already in `dtype`
-    form one run copied straight from the file. A run starts at the same offset within a page
+    the tensors out in file order (but a weight group's members together: `_placement_order`),
+    so that tensors adjacent on disk and already in `dtype` form one run copied straight from
+    the file. A run starts at the same offset within a page
     as in its file (blocks start on a page): the kernel's page-cache copy then moves whole
     aligned pages, about 20% faster than misaligned ones on this project's test machine.
     Raises CheckpointError for a bad checkpoint."""
     cfg = ModelConfig.from_dir(path)
     infos = index_checkpoint(path, cfg)
-    ordered = sorted(infos.values(), key=lambda t: (str(t.file), t.start))
     placements: list[Placement] = []
     runs: list[Run] = []
     offset = 0
     cur: Run | None = None
-    for t in ordered:
+    for t, follows in _placement_order(cfg, infos):
         direct = t.dtype == dtype
         joins = (direct and cur is not None and cur.file == t.file
                  and cur.file_start + cur.length == t.start
@@ -97,9 +98,10 @@ def plan_layout(path: str | Path, dtype: torch.dtype) -> ExpertLayout:
             runs[-1] = cur
             offset = cur.offset + cur.length
             continue
-        offset = align_up(offset, ALIGN)
-        if direct:
-            offset += (t.start - offset) % PAGE
+        if not follows:  # a group's later members lie right after the one before
+            offset = align_up(offset, ALIGN)
+            if direct:
+                offset += (t.start - offset) % PAGE
         placements.append(Placement(t.name, offset, t.shape, dtype, t))
         if direct:
             cur = Run(t.file, t.start, t.nbytes, offset)
@@ -109,17 +111,33 @@ def plan_layout(path: str | Path, dtype: torch.dtype) -> ExpertLayout:
         offset += _numel(t.shape) * dtype.itemsize
     by_name = {p.name: p for p in placements}
     stamps = []
-    for f in sorted({t.file for t in ordered}):
+    for f in sorted({t.file for t in infos.values()}):
         st = os.stat(f)
         stamps.append(FileStamp(f, st.st_size, st.st_mtime_ns))
     return ExpertLayout(
         config=cfg,
         tensors=tuple(by_name[n] for n in infos),  # Hugging Face order
-        runs=tuple(runs),
+        runs=tuple(sorted(runs, key=lambda r: (str(r.file), r.file_start))),  # read in file order
         files=tuple(stamps),
         nbytes=sum(p.nbytes for p in placements),
         block_bytes=align_up(offset, PAGE),
     )
+
+
+def _placement_order(cfg: ModelConfig, infos: dict[str, TensorInfo]) -> list[tuple[TensorInfo, bool]]:
+    """(tensor, follows the one before) in file order, except that the members of a weight
+    group (q/k/v, gate/up) are placed together, in the group's order, where the first of them
+    comes in the file: the engine then reads them as one matrix (llama.join_groups)."""
+    group_of = {n: g for g in weight_groups(cfg) for n in g}
+    order: list[tuple[TensorInfo, bool]] = []
+    placed: set[str] = set()
+    for t in sorted(infos.values(), key=lambda t: (str(t.file), t.start)):
+        if t.name in placed:
+            continue
+        members = group_of.get(t.name, [t.name])
+        order += [(infos[n], k > 0) for k, n in enumerate(members)]
+        placed.update(members)
+    return order
 
 
 def _numel(shape: tuple[int, ...]) -> int:
