@@ -105,3 +105,25 @@ def test_one_engine_serves_every_batch_and_length_bucket(tmp_path):
         want = [c.token_ids for c in eager.generate(prompts, params)]
         assert [c.token_ids for c in fused.generate(prompts, params)] == want, (len(prompts), n)
     assert fused.fused
+
+
+def test_kv_caches_of_recent_buckets_are_kept_within_the_budget(tmp_path):
+    """A server's batches change size: the caches of buckets met before are kept (no new
+    allocation, and on CUDA no new graph capture) while they fit the engine's budget, the
+    least recently used going first; the bucket in use is allocated whatever the budget."""
+    from coeflow.engine.kv_cache import KVCache
+    path = make_checkpoint(tmp_path / "a", "llama-gqa", seed=3)
+    params = SamplingParams(max_tokens=4, ignore_eos=True)
+    one, two = [PROMPTS[0]], PROMPTS
+    engine = Engine.from_checkpoint(path, fused=False)
+    want = {n: [c.token_ids for c in engine.generate(p, params)] for n, p in ((1, one), (2, two))}
+    size = {b: KVCache.bytes_for(engine.cfg, b, 128, engine.dtype) for b in (1, 2, 4)}
+    engine.kv_cache_budget = size[1] + size[2]
+    for prompts in (one, two, one):
+        assert [c.token_ids for c in engine.generate(prompts, params)] == want[len(prompts)]
+    assert engine.kv_buckets == [(2, 128), (1, 128)]
+    engine.generate(two * 2, params)  # batch bucket 4: larger than both kept, which go
+    assert engine.kv_buckets == [(4, 128)]
+    engine.kv_cache_budget = 0
+    assert [c.token_ids for c in engine.generate(one, params)] == want[1]
+    assert engine.kv_buckets == [(1, 128)]

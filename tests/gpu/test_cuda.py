@@ -71,6 +71,25 @@ def test_engines_of_one_shape_in_other_threads_stay_fused(tmp_path):
         assert got == want and _graphed(engine)
 
 
+def test_batches_that_change_size_keep_their_graphs(tmp_path, monkeypatch):
+    """A server's batches change size back and forth: each bucket's graph is captured once
+    and replayed when the bucket comes back (its KV cache is kept: Engine._cache)."""
+    from coeflow.engine import Engine, SamplingParams
+    from coeflow.engine import engine as engine_module
+    captures = []
+    capture = engine_module._CudaGraphs._capture
+    monkeypatch.setattr(engine_module._CudaGraphs, "_capture",
+                        staticmethod(lambda *args: captures.append(1) or capture(*args)))
+    a = make_checkpoint(tmp_path / "a", "llama-gqa", seed=1)
+    params = SamplingParams(max_tokens=6, ignore_eos=True)
+    eager = Engine.from_checkpoint(a, fused=False, device="cuda")
+    fused = Engine.from_checkpoint(a, fused=True, device="cuda")
+    for prompts in (PROMPTS[:1], PROMPTS, PROMPTS[:1], PROMPTS):
+        want = [c.token_ids for c in eager.generate(prompts, params)]
+        assert [c.token_ids for c in fused.generate(prompts, params)] == want
+    assert len(captures) == 2 and len(fused.cuda_graphs) == 2 and _graphed(fused)
+
+
 def test_store_copies_host_to_device_through_the_pinned_pool(tmp_path):
     from safetensors.torch import load_file
 

@@ -29,6 +29,9 @@ log = logging.getLogger(__name__)
 
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
 MIN_SEQ_BUCKET = 128
+# Bytes of KV caches an engine keeps across buckets (Engine._cache). Outside the store's
+# device budget, which leaves a tenth of the free GPU memory for caches and activations.
+KV_CACHE_BUDGET = 1 << 30
 # Compiled variants allowed per code object (each engine has its own: `_own_step`); every
 # (batch, length) bucket takes one, and past torch's default of 8 a fullgraph compile fails
 # and the engine falls back to eager.
@@ -122,10 +125,13 @@ class Delta:
 
 class Engine:
     def __init__(self, cfg: ModelConfig, dtype: str | torch.dtype = "fp32",
-                 device: str | torch.device = "auto", fused: bool = True, cpu_kernel: bool = True):
+                 device: str | torch.device = "auto", fused: bool = True, cpu_kernel: bool = True,
+                 kv_cache_budget: int = KV_CACHE_BUDGET):
         """`fused`: compile the decode step. `cpu_kernel`: on the CPU, let the compiled step
         use coeflow's AVX-512 linear kernel where it builds and the CPU supports it (else,
-        and with COEFLOW_CPU_KERNEL=0, Inductor's code; see coeflow.model.kernels)."""
+        and with COEFLOW_CPU_KERNEL=0, Inductor's code; see coeflow.model.kernels).
+        `kv_cache_budget`: bytes of KV caches kept for the batch and length buckets met so
+        far (`_cache`); the one in use is always allocated, whatever its size."""
         self.cfg = cfg
         self.dtype = parse_dtype(dtype)
         self.device = resolve_device(device) if isinstance(device, str) else device
@@ -133,7 +139,8 @@ class Engine:
         self.fused = fused
         self.loaded: str | None = None  # name of the weights now attached
         self._attached = False
-        self._caches: dict[tuple[int, int], KVCache] = {}
+        self._caches: dict[tuple[int, int], KVCache] = {}  # by bucket, least recently used first
+        self.kv_cache_budget = kv_cache_budget
         # whether compiled steps call the kernel (decided once: the graph is traced with it)
         self.cpu_kernel = fused and cpu_kernel and self.device.type == "cpu" and kernels.load()
         use_cpu_kernel(self.model, self.cpu_kernel)
@@ -151,6 +158,11 @@ class Engine:
         """The CUDA graphs the decode step is replayed from now (none off CUDA, unfused, or
         after a capture failed and the engine went on without them)."""
         return [] if self._graphs is None else [g.graph for g in self._graphs.captured()]
+
+    @property
+    def kv_buckets(self) -> list[tuple[int, int]]:
+        """(batch, length) buckets whose KV caches are kept now, least recently used first."""
+        return list(self._caches)
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, **kwargs) -> "Engine":
@@ -208,13 +220,23 @@ class Engine:
                     yield deltas
 
     def _cache(self, batch: int, seq: int) -> KVCache:
+        """The KV cache of a (batch, length) bucket. Caches of buckets used before are kept,
+        least recently used first out, while they fit `kv_cache_budget` together with the
+        one asked for, so a server whose batches change size neither reallocates them nor,
+        on CUDA, captures their graphs again (a capture is a real step and more, on the
+        request path)."""
         key = (batch, seq)
-        if key not in self._caches:
-            self._caches.clear()  # one cache alive at a time bounds memory
-            if self._graphs is not None:
-                self._graphs.clear()  # they point into the caches
-            self._caches[key] = KVCache(self.cfg, batch, seq, self.dtype, self.device)
-        cache = self._caches[key]
+        cache = self._caches.pop(key, None)
+        if cache is None:
+            need = KVCache.bytes_for(self.cfg, batch, seq, self.dtype)
+            kept = sum(c.nbytes for c in self._caches.values())
+            while self._caches and kept + need > self.kv_cache_budget:
+                old = self._caches.pop(next(iter(self._caches)))
+                kept -= old.nbytes
+                if self._graphs is not None:
+                    self._graphs.forget(old)  # they point into it
+            cache = KVCache(self.cfg, batch, seq, self.dtype, self.device)
+        self._caches[key] = cache  # (re)inserted last: most recently used
         cache.reset()
         return cache
 
@@ -357,9 +379,9 @@ class _CudaGraphs:
     the graph's inputs and one replay, with no Python per kernel and no Dynamo guards. A
     graph holds the addresses it was captured with, so there is one per KV cache (batch and
     length bucket) and per set of weight addresses (a device-tier slot): a switch into a slot
-    seen before replays, a new one is captured. The engine keeps one KV cache alive (memory),
-    so a change of bucket drops the graphs and captures again (a real step's time and the
-    capture, on the request path). Captured by the engine rather than by Inductor's
+    seen before replays, a new one is captured (a real step's time and the capture, on the
+    request path). The engine keeps the KV caches of recent buckets within a byte budget
+    (`Engine._cache`); a cache it lets go takes its graphs with it. Captured by the engine rather than by Inductor's
     CUDA-graph trees (mode "reduce-overhead"), which add Python bookkeeping to every step and
     under which, on torch 2.11, every engine after the first in a `bench serve` process
     failed with an AssertionError and fell back to eager."""
@@ -378,8 +400,11 @@ class _CudaGraphs:
         """The weights now attached: their layout and data pointers pick the graphs."""
         self._weights = self._weight_ids.setdefault((layout, addresses), len(self._weight_ids))
 
-    def clear(self) -> None:
-        self._graphs.clear()
+    def forget(self, cache: KVCache) -> None:
+        """Drop the graphs captured on `cache` (called while it is still alive, so that its
+        id is not yet another cache's)."""
+        for key in [k for k in self._graphs if k[0] == id(cache)]:
+            del self._graphs[key]
 
     def captured(self) -> list[_Captured]:
         return list(self._graphs.values())

@@ -24,6 +24,12 @@ class KVCache(nn.Module):
         self.register_buffer("slot_pos", torch.full((batch, seq), -1, dtype=torch.long, device=device))
         self.num_layers = cfg.num_layers
 
+    @staticmethod
+    def bytes_for(cfg: ModelConfig, batch: int, seq: int, dtype: torch.dtype) -> int:
+        """`nbytes` of a cache of this shape, before allocating it."""
+        kv = 2 * cfg.num_layers * batch * cfg.num_kv_heads * seq * cfg.head_dim * dtype.itemsize
+        return kv + batch * seq * torch.int64.itemsize
+
     def keys(self) -> list[Tensor]:
         return [getattr(self, f"k{i}") for i in range(self.num_layers)]
 
