@@ -19,18 +19,19 @@ import torch.nn.functional as F
 from coeflow.bench.decode import CONFIGS, streamed_bytes
 from coeflow.bench.machine import device_copy_gbps
 from coeflow.engine import Engine, SamplingParams
-from coeflow.model import ModelConfig, expected_shapes
-from coeflow.model import llama
+from coeflow.model import ModelConfig, expected_shapes, llama
+from coeflow.model.checkpoint import pooled_views
 
 
 def random_weights(cfg: ModelConfig, dtype: torch.dtype, device: torch.device) -> dict[str, torch.Tensor]:
+    """Laid out as `load_weights` lays a checkpoint out (one buffer, groups back to back)."""
     g = torch.Generator(device).manual_seed(0)
-    out = {}
-    for name, shape in expected_shapes(cfg).items():
+    out = pooled_views(expected_shapes(cfg), cfg, dtype, device)
+    for name, t in out.items():
         if name.endswith("norm.weight"):
-            out[name] = torch.ones(shape, dtype=dtype, device=device)
+            t.fill_(1)
         else:
-            out[name] = (torch.randn(shape, generator=g, device=device) * 0.02).to(dtype)
+            t.copy_(torch.randn(t.shape, generator=g, device=device) * 0.02)
     return out
 
 
@@ -122,6 +123,7 @@ def main() -> None:
             torch._dynamo.reset()
             engine = Engine(cfg, dtype=dtype, device=device, fused=True)
             engine.set_weights(w, name=name)
+            assert engine.model.model.layers[0].mlp.joined_weight is not None, "weights not joined"
             engine.generate([prompt], SamplingParams(max_tokens=8, ignore_eos=True))  # compile, capture
             graphs = engine.cuda_graphs
             if graphs:

@@ -127,3 +127,30 @@ def test_kv_caches_of_recent_buckets_are_kept_within_the_budget(tmp_path):
     engine.kv_cache_budget = 0
     assert [c.token_ids for c in engine.generate(one, params)] == want[1]
     assert engine.kv_buckets == [(1, 128)]
+
+
+def test_compiled_step_with_joined_products_switches_between_joined_and_separate_weights(
+        tmp_path, monkeypatch):
+    """Where products are joined (on a GPU; switched on here, with Inductor's code instead of
+    the CPU kernel), experts whose groups lie back to back and experts whose do not alternate
+    on one engine: each gets its own tokens, from a step compiled for its kind (kept)."""
+    from coeflow.model import llama
+    monkeypatch.setattr(llama, "JOINED_PRODUCTS_ON", ("cpu",))
+    a = make_checkpoint(tmp_path / "a", "llama-bias", seed=1)
+    b = make_checkpoint(tmp_path / "b", "llama-bias", seed=2)
+    cfg = ModelConfig.from_dir(a)
+    joined = {k: load_weights(p, cfg, torch.float32) for k, p in (("a", a), ("b", b))}
+    separate = {k: {n: t.clone() for n, t in w.items()} for k, w in joined.items()}  # apart
+    params = SamplingParams(max_tokens=8, ignore_eos=True)
+    eager = Engine(cfg, fused=False)
+    want = {}
+    for k, w in joined.items():
+        eager.set_weights(w)
+        want[k] = [c.token_ids for c in eager.generate(PROMPTS, params)]
+    assert want["a"] != want["b"]
+    fused = Engine(cfg, fused=True, cpu_kernel=False)
+    for k, kind in (("a", separate), ("b", joined), ("a", joined), ("b", separate), ("a", joined)):
+        fused.set_weights(kind[k], name=k)
+        assert (fused.model.model.layers[0].mlp.joined_weight is not None) == (kind is joined)
+        assert [c.token_ids for c in fused.generate(PROMPTS, params)] == want[k], k
+    assert fused.fused and len(fused._steps) == 2

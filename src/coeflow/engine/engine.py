@@ -23,6 +23,7 @@ from coeflow.engine.sampling import InvalidRequestError, SamplingParams, sample
 from coeflow.engine.text import TextStream
 from coeflow.model import (ModelConfig, Transformer, attach_weights, build_skeleton, kernels,
                            load_weights, parse_dtype, resolve_device)
+from coeflow.model import llama
 from coeflow.model.llama import use_cpu_kernel
 
 log = logging.getLogger(__name__)
@@ -186,6 +187,8 @@ class Engine:
             # assumes their strides and which groups are joined: weights laid out otherwise get
             # a step of their own (kept, so experts of two layouts alternating do not recompile).
             items = sorted(weights.items())
+            if self.device.type not in llama.JOINED_PRODUCTS_ON:
+                joined = ()  # the step does not read the joined weights here
             layout = (tuple((k, t.shape, t.stride(), t.dtype, t.device) for k, t in items), joined)
             if layout not in self._steps:
                 if self._steps:

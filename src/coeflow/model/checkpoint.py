@@ -5,6 +5,7 @@ data is read, so a bad checkpoint fails with the name of the file or tensor at f
 from __future__ import annotations
 
 import json
+import math
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +15,7 @@ from safetensors import safe_open
 
 from coeflow.errors import CheckpointError, UnsupportedModelError
 from coeflow.model import hostmem
-from coeflow.model.config import ModelConfig, expected_shapes
+from coeflow.model.config import ModelConfig, expected_shapes, weight_groups
 
 SAFETENSORS_DTYPES: dict[str, torch.dtype] = {
     "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
@@ -142,22 +143,31 @@ def load_weights(path: str | Path, cfg: ModelConfig, dtype: torch.dtype,
     for name, info in infos.items():
         by_file.setdefault(info.file, []).append(name)
     device = torch.device(device)
-    # One buffer for all of them, in the model's order (a group of products reading the same
-    # input, q/k/v or gate/up, then lies as one matrix: llama.adjacent_view); on the CPU in
-    # huge pages, as a decode step streams every weight (hostmem).
-    offsets, total = {}, 0
-    for name, info in infos.items():
-        offsets[name] = total
-        total += -(-info.numel * dtype.itemsize // 64) * 64  # 64-byte (cache line) starts
-    pool = hostmem.empty(total) if device.type == "cpu" else torch.empty(total, dtype=torch.uint8, device=device)
+    views = pooled_views({n: i.shape for n, i in infos.items()}, cfg, dtype, device)
     out: dict[str, torch.Tensor] = {}
     for file, names in by_file.items():
         try:
             with safe_open(str(file), framework="pt") as f:
                 for name in names:
-                    n = infos[name].numel * dtype.itemsize
-                    dst = pool[offsets[name]:offsets[name] + n].view(dtype).view(infos[name].shape)
-                    out[name] = dst.copy_(f.get_tensor(name))
+                    out[name] = views[name].copy_(f.get_tensor(name))
         except Exception as e:  # safetensors raises its own error types
             raise CheckpointError(f"{file}: cannot read tensors ({e})") from None
     return out
+
+
+def pooled_views(shapes: dict[str, tuple[int, ...]], cfg: ModelConfig, dtype: torch.dtype,
+                 device: torch.device) -> dict[str, torch.Tensor]:
+    """Uninitialised tensors of these shapes, views of one buffer: on the CPU in huge pages
+    (a decode step streams every weight: hostmem). Each starts on a cache line, except that
+    a weight group's later members (llama.join_groups) lie right after the one before, so
+    the group reads as one matrix."""
+    follows = {n for g in weight_groups(cfg) for n in g[1:]}
+    offsets, total = {}, 0
+    for name, shape in shapes.items():
+        if name not in follows:
+            total = -(-total // 64) * 64
+        offsets[name] = total
+        total += math.prod(shape) * dtype.itemsize
+    pool = hostmem.empty(total) if device.type == "cpu" else torch.empty(total, dtype=torch.uint8, device=device)
+    return {n: pool[o:o + math.prod(shapes[n]) * dtype.itemsize].view(dtype).view(shapes[n])
+            for n, o in offsets.items()}

@@ -94,7 +94,7 @@ def linears(x: Tensor, *layers: Linear, joined: tuple[Tensor | None, Tensor | No
     parallel region instead of one per layer (a bf16 decode step of the medium model makes 49
     calls instead of 85). On a GPU, with `joined` (the layers' weights and biases as one
     matrix, `adjacent_view`), one product: cuBLAS streams one large matrix faster than three
-    small ones (q/k/v of a 7B model: 26 us instead of 37; BENCHMARKS.md, decode)."""
+    small ones (q/k/v of a 7B model: 29 us instead of 37; BENCHMARKS.md, decode)."""
     if x.device.type == "cpu" and torch.compiler.is_compiling():
         x2 = x.reshape(-1, x.shape[-1])
         if _kernel_takes(x2, layers):
@@ -125,7 +125,8 @@ def adjacent_view(parts: list[Tensor | None]) -> Tensor | None:
                 or p.untyped_storage().data_ptr() != first.untyped_storage().data_ptr()):
             return None
         offset += p.numel()
-    return first.as_strided((sum(p.shape[0] for p in parts), *first.shape[1:]), first.stride())
+    shape = (sum(p.shape[0] for p in parts), *first.shape[1:])
+    return first.as_strided(shape, torch.empty(shape, device="meta").stride())  # contiguous
 
 
 def join_groups(model: nn.Module) -> tuple[bool, ...]:

@@ -74,11 +74,13 @@ class ExpertLayout:
 
 def plan_layout(path: str | Path, dtype: torch.dtype) -> ExpertLayout:
     """Read config.json and the safetensors headers (validated by `index_checkpoint`) and lay
-    the tensors out in file order (but a weight group's members together: `_placement_order`),
-    so that tensors adjacent on disk and already in `dtype` form one run copied straight from
-    the file. A run starts at the same offset within a page
+    the tensors out in file order, except that a weight group's members go together
+    (`_placement_order`); tensors adjacent on disk and in the block, and already in `dtype`,
+    form one run copied straight from the file. A run starts at the same offset within a page
     as in its file (blocks start on a page): the kernel's page-cache copy then moves whole
-    aligned pages, about 20% faster than misaligned ones on this project's test machine.
+    aligned pages, about 20% faster than misaligned ones on this project's test machine. A
+    group's later members start right after the one before, which keeps that alignment only
+    where the tensors between them in the file fill whole pages (a matter of speed only).
     Raises CheckpointError for a bad checkpoint."""
     cfg = ModelConfig.from_dir(path)
     infos = index_checkpoint(path, cfg)

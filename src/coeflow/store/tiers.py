@@ -9,7 +9,7 @@ import re
 
 from coeflow.errors import ConfigError
 
-ALIGN = 64  # tensors start on a cache line, so their views are aligned for any dtype
+ALIGN = 64  # tensors start on a cache line (a weight group's later members: right after the one before)
 PAGE = 4096  # blocks start on a page: see library.plan_layout for why
 
 _UNITS = {"": 1, "b": 1,
