@@ -25,3 +25,15 @@ def test_report_rows_carry_the_bandwidth_measured_around_their_group(monkeypatch
 def test_the_cli_offers_every_model_the_benchmark_has():
     from coeflow.cli.bench import DECODE_MODELS
     assert DECODE_MODELS == tuple(decode.CONFIGS)
+
+
+def test_gpu_rows_are_judged_against_the_copy_rate():
+    """Issue 2's GPU limit is the device's copy rate, not the read rate measured beside it."""
+    row = dict(engine="coeflow-fused", model="7b", params=6_738_415_616, dtype="bf16", batch=1,
+               tokens_per_s=234.3, weight_gbps=3096.0, ms_per_step=4.27, mem_read_gbps=4074.0,
+               replay_ms=4.24)
+    report = {"machine": "m", "mem_read_gbps": 4074.0, "mem_read_gbps_range": [4023.0, 4074.0],
+              "device_copy_gbps": 4155.0, "results": [row]}
+    table = decode.format_table(report)
+    assert "% of copy" in table and "74.5%" in table
+    assert "76.0%" in decode.format_table({**report, "device_copy_gbps": None})
