@@ -1,16 +1,19 @@
 """Where a fused decode step's time goes on a GPU: for issue 2's check (weights streamed at 80%
 of the device's copy rate), run by `device_check.sh profile`. Prints, for each model shape:
-- each weight's product with one row (F.linear, cuBLAS) alone, in GB/s, and q/k/v and gate/up
-  as one product each: what the matrix products alone reach, and what fusing them would gain;
+- each weight's product with one and with eight rows, streamed from memory (not from L2),
+  in device time (CUDA-graph replays: no launch time), through cuBLAS and cuBLASLt (and, with
+  --autotune, Inductor's autotuned Triton products at one row): what the products alone reach;
 - one replay of the engine's decode-step CUDA graph (device time), per attention variant;
 - the step's kernels without the graph (name, launches and device time a step).
-Random weights made on the device (no checkpoint), bf16, batch 1.
+Random weights made on the device (no checkpoint), laid out as `load_weights` lays them out
+(q/k/v and gate/up joined), bf16.
 
-    python scripts/profile_decode.py --models 1b 7b [--device cuda] [--steps 20]"""
+    python scripts/profile_decode.py --models 1b 7b [--device cuda] [--steps 20] [--autotune]"""
 
 from __future__ import annotations
 
 import argparse
+import math
 import time
 
 import torch
@@ -52,30 +55,64 @@ def timed(fn, reps: int, device: torch.device) -> float:
     return start.elapsed_time(end) / 1e3 / reps
 
 
-def gemv_table(cfg: ModelConfig, w: dict[str, torch.Tensor], device: torch.device, batch: int) -> None:
+# Each product reads its weight from one of enough copies to overflow the GPU's L2 cache
+# (50 MB on an H100/H200), as a decode step does (its weights are far larger than the cache).
+STREAM_BYTES = 256 << 20
+
+
+def product_s(linear, x: torch.Tensor, w: torch.Tensor, device: torch.device, reps: int = 60) -> float:
+    """Device seconds of one `linear(x, w)` streaming w from memory. On CUDA the calls are
+    captured into one graph, so the host's launch time (~12 us a call from Python, more than
+    a small product takes) is not counted."""
+    copies = [w] + [w.clone() for _ in range(math.ceil(STREAM_BYTES / w.nbytes) - 1)]
+    if device.type != "cuda":
+        return timed(lambda: [linear(x, c) for c in copies], 3, device) / len(copies)
+    side = torch.cuda.Stream(device)
+    side.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(side):
+        for c in copies:  # warm-up: handles, workspaces, compilation
+            linear(x, c)
+    torch.cuda.current_stream(device).wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for i in range(reps):
+            linear(x, copies[i % len(copies)])
+    return timed(graph.replay, 3, device) / reps
+
+
+def gemv_table(cfg: ModelConfig, w: dict[str, torch.Tensor], device: torch.device, batch: int,
+               autotune: bool) -> None:
     p = "model.layers.0."
     x = torch.randn(batch, cfg.hidden_size, dtype=w[p + "mlp.up_proj.weight"].dtype, device=device)
     xi = torch.randn(batch, cfg.intermediate_size, dtype=x.dtype, device=device)
     a = p + "self_attn."
-    qkv = torch.cat([w[a + "q_proj.weight"], w[a + "k_proj.weight"], w[a + "v_proj.weight"]])
-    gate_up = torch.cat([w[p + "mlp.gate_proj.weight"], w[p + "mlp.up_proj.weight"]])
     cases = [("q", x, w[a + "q_proj.weight"]), ("k", x, w[a + "k_proj.weight"]),
-             ("v", x, w[a + "v_proj.weight"]), ("o", x, w[a + "o_proj.weight"]),
-             ("gate", x, w[p + "mlp.gate_proj.weight"]), ("up", x, w[p + "mlp.up_proj.weight"]),
-             ("down", xi, w[p + "mlp.down_proj.weight"]), ("qkv as one", x, qkv),
-             ("gate+up as one", x, gate_up)]
+             ("o", x, w[a + "o_proj.weight"]), ("gate", x, w[p + "mlp.gate_proj.weight"]),
+             ("down", xi, w[p + "mlp.down_proj.weight"]),
+             ("qkv as one", x, llama.adjacent_view([w[a + f"{n}_proj.weight"] for n in "qkv"])),
+             ("gate+up as one", x, llama.adjacent_view([w[p + f"mlp.{n}_proj.weight"] for n in ("gate", "up")]))]
     if "lm_head.weight" in w:
         cases.append(("lm_head", x, w["lm_head.weight"]))
-    total_sep = 0.0
-    print(f"  products with {batch} row(s) (F.linear):")
+    variants: list[tuple[str, object]] = [("F.linear", F.linear)]
+    if device.type == "cuda" and hasattr(torch.backends.cuda, "preferred_blas_library"):
+        variants = [("cuBLAS", "cublas"), ("cuBLASLt", "cublaslt")]
+    if autotune:  # Inductor's own Triton products against cuBLAS, picked by timing each
+        variants.append(("Inductor autotuned", torch.compile(F.linear, mode="max-autotune-no-cudagraphs",
+                                                             dynamic=False)))
+    print(f"  products with {batch} row(s), weights streamed from memory: us (GB/s)")
+    print("    " + " " * 32 + "".join(f"{v:>22}" for v, _ in variants))
     for name, xx, ww in cases:
-        s = timed(lambda: F.linear(xx, ww), 200, device)
-        if name in ("q", "k", "v", "o", "gate", "up", "down"):
-            total_sep += s
-        print(f"    {name:15} {tuple(ww.shape)!s:16} {s * 1e6:8.1f} us  {ww.nbytes / s / 1e9:7.0f} GB/s")
-    fused = sum(timed(lambda: F.linear(xx, ww), 200, device) for n, xx, ww in cases
-                if n in ("qkv as one", "o", "gate+up as one", "down"))
-    print(f"  a layer's products: {total_sep * 1e6:.1f} us as 7, {fused * 1e6:.1f} us as 4")
+        cells = []
+        for _, how in variants:
+            if isinstance(how, str):
+                torch.backends.cuda.preferred_blas_library(how)
+                s = product_s(F.linear, xx, ww, device)
+            else:
+                s = product_s(how, xx, ww, device)
+            cells.append(f"{s * 1e6:9.1f} ({ww.nbytes / s / 1e9:5.0f} GB/s)")
+        print(f"    {name:15} {tuple(ww.shape)!s:16} " + "".join(f"{c:>22}" for c in cells))
+    if device.type == "cuda" and hasattr(torch.backends.cuda, "preferred_blas_library"):
+        torch.backends.cuda.preferred_blas_library("cublas")
 
 
 def step_kernels(engine: Engine, prompt: list[int], steps: int) -> None:
@@ -105,6 +142,8 @@ def main() -> None:
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--no-kernels", action="store_true", help="skip the profiler's kernel table")
+    ap.add_argument("--autotune", action="store_true",
+                    help="also time Inductor's autotuned Triton products (compiles for minutes)")
     args = ap.parse_args()
     device, dtype = torch.device(args.device), torch.bfloat16
     if device.type == "cuda":
@@ -116,7 +155,7 @@ def main() -> None:
         step_bytes = streamed_bytes(cfg, dtype)
         print(f"== {name}: {cfg.num_params() / 1e9:.2f} B params, {step_bytes / 1e9:.2f} GB streamed a step")
         for batch in (1, 8):
-            gemv_table(cfg, w, device, batch)
+            gemv_table(cfg, w, device, batch, args.autotune and batch == 1)
         prompt = list(range(3, 19))
         for variant, attention_on in (("sdpa", ("cpu",)), ("multiply-reduce", ("cpu", "cuda"))):
             llama.DECODE_ATTENTION_ON = attention_on
