@@ -24,7 +24,6 @@ from coeflow.engine.text import TextStream
 from coeflow.model import (ModelConfig, Transformer, attach_weights, build_skeleton, kernels,
                            load_weights, parse_dtype, resolve_device)
 from coeflow.model import llama
-from coeflow.model.llama import use_cpu_kernel
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +143,7 @@ class Engine:
         self.kv_cache_budget = kv_cache_budget
         # whether compiled steps call the kernel (decided once: the graph is traced with it)
         self.cpu_kernel = fused and cpu_kernel and self.device.type == "cpu" and kernels.load()
-        use_cpu_kernel(self.model, self.cpu_kernel)
+        llama.use_cpu_kernel(self.model, self.cpu_kernel)
         if fused:
             dynamo = torch._dynamo.config
             dynamo.recompile_limit = max(dynamo.recompile_limit, RECOMPILE_LIMIT)
@@ -384,10 +383,10 @@ class _CudaGraphs:
     length bucket) and per set of weight addresses (a device-tier slot): a switch into a slot
     seen before replays, a new one is captured (a real step's time and the capture, on the
     request path). The engine keeps the KV caches of recent buckets within a byte budget
-    (`Engine._cache`); a cache it lets go takes its graphs with it. Captured by the engine rather than by Inductor's
-    CUDA-graph trees (mode "reduce-overhead"), which add Python bookkeeping to every step and
-    under which, on torch 2.11, every engine after the first in a `bench serve` process
-    failed with an AssertionError and fell back to eager."""
+    (`Engine._cache`); a cache it lets go takes its graphs with it. Captured by the engine
+    rather than by Inductor's CUDA-graph trees (mode "reduce-overhead"), which add Python
+    bookkeeping to every step and under which, on torch 2.11, every engine after the first in
+    a `bench serve` process failed with an AssertionError and fell back to eager."""
 
     MAX_GRAPHS = 64  # least recently used dropped beyond this (each keeps a private memory pool)
 

@@ -108,7 +108,7 @@ def linears(x: Tensor, *layers: Linear, joined: tuple[Tensor | None, Tensor | No
 
 
 # Devices where `linears` uses joined weights. Not the CPU: its compiled step reads a group in
-# one kernel call already, and its eager products stay those of transformers, bit for bit.
+# one kernel call already, and its eager products stay the same products as transformers'.
 JOINED_PRODUCTS_ON = ("cuda",)
 
 

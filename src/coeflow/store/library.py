@@ -12,8 +12,8 @@ from pathlib import Path
 import torch
 
 from coeflow.model import ModelConfig, index_checkpoint
-from coeflow.model.config import weight_groups
 from coeflow.model.checkpoint import TensorInfo
+from coeflow.model.config import weight_groups
 from coeflow.store.tiers import ALIGN, PAGE, align_up
 
 
