@@ -154,3 +154,26 @@ def test_compiled_step_with_joined_products_switches_between_joined_and_separate
         assert (fused.model.model.layers[0].mlp.joined_weight is not None) == (kind is joined)
         assert [c.token_ids for c in fused.generate(PROMPTS, params)] == want[k], k
     assert fused.fused and len(fused._steps) == 2
+
+
+def test_out_of_memory_for_a_new_bucket_drops_the_kept_caches_and_goes_on(tmp_path, monkeypatch):
+    """The budget is a guess at what the device can spare: when a new bucket's cache does not
+    fit next to the kept ones, those go and the request still runs."""
+    import coeflow.engine.engine as engine_module
+    path = make_checkpoint(tmp_path / "a", "llama-gqa", seed=3)
+    params = SamplingParams(max_tokens=4, ignore_eos=True)
+    engine = Engine.from_checkpoint(path, fused=False)
+    want = [c.token_ids for c in engine.generate(PROMPTS, params)]
+    engine.generate([PROMPTS[0]], params)
+    assert len(engine.kv_buckets) == 2
+    real, refused = engine_module.KVCache, []
+
+    def tight(cfg, batch, *args):
+        if engine.kv_buckets and not refused:  # room only once the others are gone
+            refused.append(batch)
+            raise torch.OutOfMemoryError("out of memory (test)")
+        return real(cfg, batch, *args)
+    monkeypatch.setattr(engine_module, "KVCache", tight)
+    monkeypatch.setattr(tight, "bytes_for", real.bytes_for, raising=False)
+    assert [c.token_ids for c in engine.generate(PROMPTS * 2, params)] == want * 2
+    assert refused == [4] and engine.kv_buckets == [(4, 128)]

@@ -233,14 +233,29 @@ class Engine:
             need = KVCache.bytes_for(self.cfg, batch, seq, self.dtype)
             kept = sum(c.nbytes for c in self._caches.values())
             while self._caches and kept + need > self.kv_cache_budget:
-                old = self._caches.pop(next(iter(self._caches)))
-                kept -= old.nbytes
-                if self._graphs is not None:
-                    self._graphs.forget(old)  # they point into it
-            cache = KVCache(self.cfg, batch, seq, self.dtype, self.device)
+                kept -= self._drop_oldest_cache()
+            try:
+                cache = KVCache(self.cfg, batch, seq, self.dtype, self.device)
+            except torch.OutOfMemoryError:
+                if not self._caches:
+                    raise
+                log.warning("out of device memory for a KV cache of batch %d x %d tokens; dropping "
+                            "the %d kept for other buckets", batch, seq, len(self._caches))
+                while self._caches:
+                    self._drop_oldest_cache()
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
+                cache = KVCache(self.cfg, batch, seq, self.dtype, self.device)
         self._caches[key] = cache  # (re)inserted last: most recently used
         cache.reset()
         return cache
+
+    def _drop_oldest_cache(self) -> int:
+        """Let the least recently used KV cache go, with its graphs; returns its bytes."""
+        old = self._caches.pop(next(iter(self._caches)))
+        if self._graphs is not None:
+            self._graphs.forget(old)  # they point into it
+        return old.nbytes
 
     def _run(self, prompts: list[list[int]], params: SamplingParams | list[SamplingParams],
              eos_ids, detokenize, cancelled: Callable[[int], bool] | None = None,
