@@ -5,8 +5,8 @@
 # then through the device tool: run(command="bash scripts/device_check.sh", carry=[".whl"],
 # timeout_s=600). Steps, in order (name some to run only those), with their times on an H200:
 # tests (tests/gpu, 35 s), switch (`bench switch`, issue 3, 50 s), serve (`bench serve`, issue
-# 5, 110 s), serve-large (the same with 1.2 GB experts, 170 s with the load generator in the
-# server's process; over 190 s with it in its own, 2026-11-26), decode (`bench decode` on a
+# 5, 110 s), serve-large (the same with 1.2 GB experts, 170 s in session 4; past 190 s in
+# session 5, with the load generator in its own process, cause not traced), decode (`bench decode` on a
 # 1.1B model, issue 2, 85 s): about 8 minutes in all, plus the machine's start. Not by default:
 # decode-7b (on a 6.7B model), profile (scripts/profile_decode.py, 140 s).
 # Results land in $OUT: gpu.txt, tests.txt, log.txt (every step's stderr) and a .json per

@@ -74,8 +74,8 @@ def test_engines_of_one_shape_in_other_threads_stay_fused(tmp_path):
 def test_batches_that_change_size_keep_their_graphs(tmp_path, monkeypatch):
     """A server's batches change size back and forth: each bucket's graph is captured once
     and replayed when the bucket comes back (its KV cache is kept: Engine._cache)."""
+    import coeflow.engine.engine as engine_module
     from coeflow.engine import Engine, SamplingParams
-    from coeflow.engine import engine as engine_module
     captures = []
     capture = engine_module._CudaGraphs._capture
     monkeypatch.setattr(engine_module._CudaGraphs, "_capture",
