@@ -19,7 +19,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from coeflow.bench.decode import CONFIGS, streamed_bytes
+from coeflow.bench.decode import CONFIGS, replay_ms, streamed_bytes
 from coeflow.bench.machine import device_copy_gbps
 from coeflow.engine import Engine, SamplingParams
 from coeflow.model import ModelConfig, expected_shapes, llama
@@ -164,11 +164,10 @@ def main() -> None:
             engine.set_weights(w, name=name)
             assert engine.model.model.layers[0].mlp.joined_weight is not None, "weights not joined"
             engine.generate([prompt], SamplingParams(max_tokens=8, ignore_eos=True))  # compile, capture
-            graphs = engine.cuda_graphs
-            if graphs:
-                s = timed(lambda: graphs[0].replay(), 50, device)
-                print(f"  attention {variant:16}: graph replay {s * 1e3:.3f} ms = "
-                      f"{step_bytes / s / 1e9:.0f} GB/s of weights")
+            ms = replay_ms(engine)
+            if ms is not None:
+                print(f"  attention {variant:16}: graph replay {ms:.3f} ms = "
+                      f"{step_bytes / ms / 1e6:.0f} GB/s of weights")
             if not args.no_kernels and variant == "sdpa":
                 engine._graphs = None  # the compiled step's kernels one by one
                 step_kernels(engine, prompt, args.steps)

@@ -10,11 +10,11 @@ KEYS = {"requests_per_s", "ttft_p50_s", "ttft_p99_s", "tpot_p50_s", "completed",
 
 
 def test_the_cli_offers_the_benchmark_s_servers():
-    """The CLI keeps its own copy of the server names (importing the benchmark would load
+    """The CLI keeps its own copy of the server names and expert sizes (importing the benchmark would load
     torch for `--help`); the two must not drift apart."""
-    from coeflow.bench.serve import SERVERS
-    from coeflow.cli.bench import SERVE_SERVERS
-    assert SERVE_SERVERS == SERVERS
+    from coeflow.bench.serve import EXPERT_SIZES, SERVERS
+    from coeflow.cli.bench import SERVE_SERVERS, SERVE_SIZES
+    assert SERVE_SERVERS == SERVERS and SERVE_SIZES == tuple(EXPERT_SIZES)
 
 
 @pytest.mark.parametrize("client", ["process", "thread"])

@@ -10,6 +10,7 @@ import time
 
 
 SERVE_SERVERS = ("coeflow", "coeflow_no_host_tier", "baseline", "ceiling")  # bench.serve.SERVERS
+SERVE_SIZES = ("100MB", "1.2GB")  # bench.serve.EXPERT_SIZES
 DECODE_MODELS = ("tiny", "medium", "1b", "7b")  # bench.decode.CONFIGS
 
 
@@ -86,7 +87,7 @@ def register(sub: argparse._SubParsersAction, help_text: str) -> None:
     s.add_argument("--zipf", type=float, default=1.0, help="Zipf exponent of expert popularity (default 1.0)")
     s.add_argument("--max-tokens", type=int, default=16, help="tokens per request (default 16)")
     s.add_argument("--engine", default="fused", choices=["fused", "eager"])
-    s.add_argument("--expert-size", default="100MB", choices=["100MB", "1.2GB"],
+    s.add_argument("--expert-size", default="100MB", choices=list(SERVE_SIZES),
                    help="size of each random-weight expert (fp32 on disk; default 100MB)")
     s.add_argument("--servers", nargs="+", default=list(SERVE_SERVERS), choices=list(SERVE_SERVERS),
                    help="which servers to run (default all four)")

@@ -138,7 +138,7 @@ class Engine:
         self.model = build_skeleton(cfg, self.device)
         self.fused = fused
         self.loaded: str | None = None  # name of the weights now attached
-        self._attached = False
+        self._attached: dict[str, Tensor] = {}  # the tensors now attached, by name
         self._caches: dict[tuple[int, int], KVCache] = {}  # by bucket, least recently used first
         self.kv_cache_budget = kv_cache_budget
         # whether compiled steps call the kernel (decided once: the graph is traced with it)
@@ -178,9 +178,15 @@ class Engine:
         self.set_weights(load_weights(path, cfg, self.dtype, self.device), name=str(path))
 
     def set_weights(self, weights: dict[str, Tensor], name: str | None = None) -> None:
-        """Attach tensors already in memory (the store's host or device tier): no copy."""
+        """Attach tensors already in memory (the store's host or device tier): no copy. The
+        tensors attached already (a batch on the expert of the batch before) are left as they
+        are: attaching, joining and the layout key cost ~1.4 ms on the medium model."""
+        if len(weights) == len(self._attached) and all(
+                self._attached.get(k) is t for k, t in weights.items()):
+            self.loaded = name
+            return
         joined = attach_weights(self.model, weights)
-        self.loaded, self._attached = name, True
+        self.loaded, self._attached = name, dict(weights)
         if self.fused:
             # The compiled step skips Dynamo's guards on the weights (`_own_step`), and its code
             # assumes their strides and which groups are joined: weights laid out otherwise get

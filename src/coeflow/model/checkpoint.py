@@ -25,6 +25,7 @@ SAFETENSORS_DTYPES: dict[str, torch.dtype] = {
 # Tensors some exporters write that the model recomputes; skipped rather than refused.
 IGNORED_SUFFIXES = (".rotary_emb.inv_freq",)
 MAX_HEADER_BYTES = 100 * 1024 * 1024
+CACHE_LINE = 64  # where `pooled_views` starts each tensor
 
 
 @dataclass(frozen=True)
@@ -40,10 +41,6 @@ class TensorInfo:
     @property
     def nbytes(self) -> int:
         return self.end - self.start
-
-    @property
-    def numel(self) -> int:
-        return self.nbytes // self.dtype.itemsize
 
 
 def read_safetensors_header(path: Path) -> dict[str, TensorInfo]:
@@ -165,7 +162,7 @@ def pooled_views(shapes: dict[str, tuple[int, ...]], cfg: ModelConfig, dtype: to
     offsets, total = {}, 0
     for name, shape in shapes.items():
         if name not in follows:
-            total = -(-total // 64) * 64
+            total = -(-total // CACHE_LINE) * CACHE_LINE
         offsets[name] = total
         total += math.prod(shape) * dtype.itemsize
     pool = hostmem.empty(total) if device.type == "cpu" else torch.empty(total, dtype=torch.uint8, device=device)
