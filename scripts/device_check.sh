@@ -8,7 +8,7 @@
 # 5, 110 s), serve-large (the same with 1.2 GB experts, 170 s in session 4; past 190 s in
 # session 5, with the load generator in its own process, cause not traced), decode (`bench decode` on a
 # 1.1B model, issue 2, 85 s): about 8 minutes in all, plus the machine's start. Not by default:
-# decode-7b (on a 6.7B model), profile (scripts/profile_decode.py, 140 s).
+# decode-7b (on a 6.7B model), profile (scripts/profile_decode.py, 140 s), profile-7b.
 # Results land in $OUT: gpu.txt, tests.txt, log.txt (every step's stderr) and a .json per
 # benchmark step.
 set -uo pipefail
@@ -55,5 +55,8 @@ decode-7b)  # the same on Llama 2 7B's shape (the paper's experts), batch 1
 profile)  # issue 2: where the decode step's device time goes (products alone, graph replay, kernels)
   step profile 300 python3 scripts/profile_decode.py --models 1b 7b
   mv "$OUT/profile.json" "$OUT/profile.txt" ;;
+profile-7b)  # the 7B step only, its products also as Inductor's autotuning picks them (slow to compile)
+  step profile-7b 200 python3 scripts/profile_decode.py --models 7b --autotune
+  mv "$OUT/profile-7b.json" "$OUT/profile-7b.txt" ;;
 *) echo "unknown step $name"; exit 2 ;;
 esac; done

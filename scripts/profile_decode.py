@@ -3,7 +3,8 @@ of the device's copy rate), run by `device_check.sh profile`. Prints, for each m
 - each weight's product with one and with eight rows, streamed from memory (not from L2),
   in device time (CUDA-graph replays: no launch time), through cuBLAS and cuBLASLt (and, with
   --autotune, Inductor's autotuned Triton products at one row): what the products alone reach;
-- one replay of the engine's decode-step CUDA graph (device time), per attention variant;
+- one replay of the engine's decode-step CUDA graph (device time), its products through
+  cuBLAS, through cuBLASLt and (--autotune) as Inductor's autotuning picks them;
 - the step's kernels without the graph (name, launches and device time a step).
 Random weights made on the device (no checkpoint), laid out as `load_weights` lays them out
 (q/k/v and gate/up joined), bf16.
@@ -13,6 +14,7 @@ Random weights made on the device (no checkpoint), laid out as `load_weights` la
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import time
 
@@ -136,6 +138,32 @@ def step_kernels(engine: Engine, prompt: list[int], steps: int) -> None:
         print(f"    {us:8.1f} us  x{n:5.1f}  {key[:110]}")
 
 
+def step_variants(device: torch.device, autotune: bool) -> list[str]:
+    """How the step's products may run: cuBLAS (torch's default), cuBLASLt, and (--autotune)
+    Inductor choosing per shape between cuBLAS and its Triton templates, which can also fold
+    the residual adds and the activation into the products."""
+    if device.type != "cuda":
+        return ["default"]
+    return ["cuBLAS", "cuBLASLt"] + (["Inductor autotuned products"] if autotune else [])
+
+
+@contextlib.contextmanager
+def variant_set(variant: str):
+    from coeflow.engine import engine as engine_module
+    compile_options = engine_module.compile_options
+    if variant == "cuBLASLt":
+        torch.backends.cuda.preferred_blas_library("cublaslt")
+    if variant == "Inductor autotuned products":
+        engine_module.compile_options = lambda: {**compile_options(), "max_autotune_gemm": True,
+                                                 "max_autotune_gemm_backends": "ATEN,TRITON"}
+    try:
+        yield
+    finally:
+        engine_module.compile_options = compile_options
+        if variant == "cuBLASLt":
+            torch.backends.cuda.preferred_blas_library("cublas")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", nargs="+", default=["1b"], choices=sorted(CONFIGS))
@@ -157,22 +185,23 @@ def main() -> None:
         for batch in (1, 8):
             gemv_table(cfg, w, device, batch, args.autotune and batch == 1)
         prompt = list(range(3, 19))
-        for variant, attention_on in (("sdpa", ("cpu",)), ("multiply-reduce", ("cpu", "cuda"))):
-            llama.DECODE_ATTENTION_ON = attention_on
-            torch._dynamo.reset()
-            engine = Engine(cfg, dtype=dtype, device=device, fused=True)
-            engine.set_weights(w, name=name)
-            assert engine.model.model.layers[0].mlp.joined_weight is not None, "weights not joined"
-            engine.generate([prompt], SamplingParams(max_tokens=8, ignore_eos=True))  # compile, capture
-            ms = replay_ms(engine)
-            if ms is not None:
-                print(f"  attention {variant:16}: graph replay {ms:.3f} ms = "
-                      f"{step_bytes / ms / 1e6:.0f} GB/s of weights")
-            if not args.no_kernels and variant == "sdpa":
-                engine._graphs = None  # the compiled step's kernels one by one
-                step_kernels(engine, prompt, args.steps)
-            del engine
-        llama.DECODE_ATTENTION_ON = ("cpu",)
+        for variant in step_variants(device, args.autotune):
+            with variant_set(variant):
+                torch._dynamo.reset()
+                engine = Engine(cfg, dtype=dtype, device=device, fused=True)
+                engine.set_weights(w, name=name)
+                assert engine.model.model.layers[0].mlp.joined_weight is not None, "weights not joined"
+                t = time.perf_counter()
+                engine.generate([prompt], SamplingParams(max_tokens=8, ignore_eos=True))  # compile, capture
+                first_s = time.perf_counter() - t
+                ms = replay_ms(engine)
+                if ms is not None:
+                    print(f"  step, {variant:32}: graph replay {ms:.3f} ms = "
+                          f"{step_bytes / ms / 1e6:.0f} GB/s of weights (first call {first_s:.0f} s)")
+                if not args.no_kernels and variant == "cuBLAS":
+                    engine._graphs = None  # the compiled step's kernels one by one
+                    step_kernels(engine, prompt, args.steps)
+                del engine
         del w
         if device.type == "cuda":
             torch.cuda.empty_cache()
