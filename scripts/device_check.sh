@@ -4,10 +4,10 @@
 #   bash scripts/device_wheels.sh      # FastAPI, uvicorn, openai wheels into .whl/
 # then through the device tool: run(command="bash scripts/device_check.sh", carry=[".whl"],
 # timeout_s=600). Steps, in order (name some to run only those), with their times on an H200:
-# tests (tests/gpu, 35 s), switch (`bench switch`, issue 3, 50 s), serve (`bench serve`, issue
-# 5, 110 s), serve-large (the same with 1.2 GB experts, 170 s in session 4; past 190 s in
-# session 5, with the load generator in its own process, cause not traced), decode (`bench decode` on a
-# 1.1B model, issue 2, 85 s): about 8 minutes in all, plus the machine's start. Not by default:
+# tests (tests/gpu, 45 s), switch (`bench switch`, issue 3, 50 s), serve (`bench serve`, issue
+# 5, 145 s in session 6), serve-large (the same with 1.2 GB experts, 259 s in session 6),
+# decode (`bench decode` on a 1.1B model, issue 2, 85 s before the Triton engine was added):
+# about 10 minutes in all, more than one call allows: name the steps. Not by default:
 # decode-7b (on a 6.7B model), profile (scripts/profile_decode.py, 140 s), profile-7b.
 # Results land in $OUT: gpu.txt, tests.txt, log.txt (every step's stderr) and a .json per
 # benchmark step.
@@ -48,15 +48,18 @@ serve)  # issue 5: the server under Zipf load against the reloading baseline, on
 serve-large)  # the same with experts of 1.2 GB, nearer a CoE's real experts (the paper's are 7B)
   step serve-large 300 python3 -m coeflow bench serve --expert-size 1.2GB --requests 200 \
     --servers coeflow baseline ceiling --json ;;
-decode)  # issue 2: a 1B config in bf16 at batch 1 against the device's copy bandwidth (and batch 8)
-  step decode 150 python3 -m coeflow bench decode --device cuda --models 1b --dtypes bf16 --batches 1 8 --json ;;
+decode)  # issue 2: a 1B config in bf16 at batch 1 against the device's copy bandwidth (and batch 8),
+  # the fused engine with and without coeflow's Triton kernel for one-row products
+  step decode 180 python3 -m coeflow bench decode --device cuda --models 1b --dtypes bf16 --batches 1 8 \
+    --engines hf-transformers coeflow-eager coeflow-fused coeflow-fused-triton --json ;;
 decode-7b)  # the same on Llama 2 7B's shape (the paper's experts), batch 1
-  step decode-7b 300 python3 -m coeflow bench decode --device cuda --models 7b --dtypes bf16 --batches 1 --json ;;
+  step decode-7b 330 python3 -m coeflow bench decode --device cuda --models 7b --dtypes bf16 --batches 1 \
+    --engines hf-transformers coeflow-eager coeflow-fused coeflow-fused-triton --json ;;
 profile)  # issue 2: where the decode step's device time goes (products alone, graph replay, kernels)
   step profile 300 python3 scripts/profile_decode.py --models 1b 7b
   mv "$OUT/profile.json" "$OUT/profile.txt" ;;
-profile-7b)  # the 7B step only, its products also as Inductor's autotuning picks them (slow to compile)
-  step profile-7b 200 python3 scripts/profile_decode.py --models 7b --autotune
+profile-7b)  # the 7B step only (session 6: 130 s with --autotune, which is off here)
+  step profile-7b 200 python3 scripts/profile_decode.py --models 7b
   mv "$OUT/profile-7b.json" "$OUT/profile-7b.txt" ;;
 *) echo "unknown step $name"; exit 2 ;;
 esac; done

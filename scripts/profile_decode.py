@@ -1,10 +1,12 @@
 """Where a fused decode step's time goes on a GPU: for issue 2's check (weights streamed at 80%
 of the device's copy rate), run by `device_check.sh profile`. Prints, for each model shape:
 - each weight's product with one and with eight rows, streamed from memory (not from L2),
-  in device time (CUDA-graph replays: no launch time), through cuBLAS and cuBLASLt (and, with
-  --autotune, Inductor's autotuned Triton products at one row): what the products alone reach;
+  in device time (CUDA-graph replays: no launch time), through cuBLAS and cuBLASLt (at one
+  row also coeflow's Triton kernel in its fastest config, and, with --autotune, Inductor's
+  autotuned Triton products): what the products alone reach;
 - one replay of the engine's decode-step CUDA graph (device time), its products through
-  cuBLAS, through cuBLASLt and (--autotune) as Inductor's autotuning picks them;
+  cuBLAS, through cuBLASLt, through coeflow's kernel where faster, and (--autotune) as
+  Inductor's autotuning picks them;
 - the step's kernels without the graph (name, launches and device time a step).
 Random weights made on the device (no checkpoint), laid out as `load_weights` lays them out
 (q/k/v and gate/up joined), bf16.
@@ -26,6 +28,7 @@ from coeflow.bench.machine import device_copy_gbps
 from coeflow.engine import Engine, SamplingParams
 from coeflow.model import ModelConfig, expected_shapes, llama
 from coeflow.model.checkpoint import pooled_views
+from coeflow.model.kernels import gpu_gemv
 
 
 def random_weights(cfg: ModelConfig, dtype: torch.dtype, device: torch.device) -> dict[str, torch.Tensor]:
@@ -98,6 +101,8 @@ def gemv_table(cfg: ModelConfig, w: dict[str, torch.Tensor], device: torch.devic
     variants: list[tuple[str, object]] = [("F.linear", F.linear)]
     if device.type == "cuda" and hasattr(torch.backends.cuda, "preferred_blas_library"):
         variants = [("cuBLAS", "cublas"), ("cuBLASLt", "cublaslt")]
+    if device.type == "cuda" and batch == 1:  # coeflow's kernel, its fastest config
+        variants.append(("coeflow Triton GEMV", "gemv"))
     if autotune:  # Inductor's own Triton products against cuBLAS, picked by timing each
         variants.append(("Inductor autotuned", torch.compile(F.linear, mode="max-autotune-no-cudagraphs",
                                                              dynamic=False)))
@@ -106,7 +111,10 @@ def gemv_table(cfg: ModelConfig, w: dict[str, torch.Tensor], device: torch.devic
     for name, xx, ww in cases:
         cells = []
         for _, how in variants:
-            if isinstance(how, str):
+            if how == "gemv":
+                s = min(product_s(lambda x, w, c=c: gpu_gemv.linear(x, w, None, c), xx, ww, device)
+                        for c in gpu_gemv.CONFIGS)
+            elif isinstance(how, str):
                 torch.backends.cuda.preferred_blas_library(how)
                 s = product_s(F.linear, xx, ww, device)
             else:
@@ -139,12 +147,14 @@ def step_kernels(engine: Engine, prompt: list[int], steps: int) -> None:
 
 
 def step_variants(device: torch.device, autotune: bool) -> list[str]:
-    """How the step's products may run: cuBLAS (torch's default), cuBLASLt, and (--autotune)
+    """How the step's products may run: cuBLAS (torch's default), cuBLASLt, coeflow's Triton
+    kernel where it measured faster than cuBLAS (`Engine(triton_gemv=True)`), and (--autotune)
     Inductor choosing per shape between cuBLAS and its Triton templates, which can also fold
     the residual adds and the activation into the products."""
     if device.type != "cuda":
         return ["default"]
-    return ["cuBLAS", "cuBLASLt"] + (["Inductor autotuned products"] if autotune else [])
+    return (["cuBLAS", "cuBLASLt", "coeflow Triton GEMV where faster"]
+            + (["Inductor autotuned products"] if autotune else []))
 
 
 @contextlib.contextmanager
@@ -188,7 +198,8 @@ def main() -> None:
         for variant in step_variants(device, args.autotune):
             with variant_set(variant):
                 torch._dynamo.reset()
-                engine = Engine(cfg, dtype=dtype, device=device, fused=True)
+                engine = Engine(cfg, dtype=dtype, device=device, fused=True,
+                                triton_gemv=variant == "coeflow Triton GEMV where faster")
                 engine.set_weights(w, name=name)
                 assert engine.model.model.layers[0].mlp.joined_weight is not None, "weights not joined"
                 t = time.perf_counter()
@@ -198,6 +209,9 @@ def main() -> None:
                 if ms is not None:
                     print(f"  step, {variant:32}: graph replay {ms:.3f} ms = "
                           f"{step_bytes / ms / 1e6:.0f} GB/s of weights (first call {first_s:.0f} s)")
+                if engine.triton_gemv:
+                    print("    kernel chosen for: " + ", ".join(
+                        f"[{k[1]}, {k[2]}] {c}" for k, c in gpu_gemv._chosen.items() if c is not None))
                 if not args.no_kernels and variant == "cuBLAS":
                     engine._graphs = None  # the compiled step's kernels one by one
                     step_kernels(engine, prompt, args.steps)

@@ -90,6 +90,36 @@ def test_batches_that_change_size_keep_their_graphs(tmp_path, monkeypatch):
     assert len(captures) == 2 and len(fused.cuda_graphs) == 2 and _graphed(fused)
 
 
+def test_triton_gemv_in_the_compiled_step_decodes_as_cublas_does(tmp_path, monkeypatch):
+    """With `triton_gemv` and the kernel chosen for every product (forced here: on these tiny
+    shapes cuBLAS may win the timing), the compiled, graphed step gives eager's tokens at
+    batch 1 (kernel) and 2 (cuBLAS), and a second expert reuses the step. The timing itself
+    runs on a 7B shape and picks a config or cuBLAS, once."""
+    from coeflow.engine import Engine, SamplingParams
+    from coeflow.model.kernels import gpu_gemv
+    chosen = gpu_gemv.fastest(4096, 4096, torch.bfloat16, torch.device("cuda"))
+    assert chosen is None or chosen in gpu_gemv.CONFIGS
+    assert gpu_gemv.fastest(4096, 4096, torch.bfloat16, torch.device("cuda")) is chosen
+    monkeypatch.setattr(gpu_gemv, "fastest", lambda *args, **kw: gpu_gemv.CONFIGS[1])
+    calls = []
+    linear = gpu_gemv.linear
+    monkeypatch.setattr(gpu_gemv, "linear", lambda *args: calls.append(1) or linear(*args))
+    a = make_checkpoint(tmp_path / "a", "llama-bias", seed=1)
+    b = make_checkpoint(tmp_path / "b", "llama-bias", seed=2)
+    params = SamplingParams(max_tokens=8, ignore_eos=True)
+    eager = Engine.from_checkpoint(a, fused=False, device="cuda")
+    fused = Engine.from_checkpoint(a, fused=True, device="cuda", triton_gemv=True)
+    assert fused.triton_gemv
+    for path in (a, b, a):
+        eager.load(path)
+        fused.load(path)
+        for prompts in (PROMPTS[:1], PROMPTS):
+            want = [c.token_ids for c in eager.generate(prompts, params)]
+            assert [c.token_ids for c in fused.generate(prompts, params)] == want, (path, len(prompts))
+    assert calls, "the compiled step never called the kernel"
+    assert len(fused._steps) == 1 and _graphed(fused)
+
+
 def test_store_copies_host_to_device_through_the_pinned_pool(tmp_path):
     from safetensors.torch import load_file
 

@@ -24,6 +24,7 @@ from coeflow.engine.text import TextStream
 from coeflow.model import (ModelConfig, Transformer, attach_weights, build_skeleton, kernels,
                            load_weights, parse_dtype, resolve_device)
 from coeflow.model import llama
+from coeflow.model.kernels import gpu_gemv
 
 log = logging.getLogger(__name__)
 
@@ -126,12 +127,15 @@ class Delta:
 class Engine:
     def __init__(self, cfg: ModelConfig, dtype: str | torch.dtype = "fp32",
                  device: str | torch.device = "auto", fused: bool = True, cpu_kernel: bool = True,
-                 kv_cache_budget: int = KV_CACHE_BUDGET):
+                 kv_cache_budget: int = KV_CACHE_BUDGET, triton_gemv: bool = False):
         """`fused`: compile the decode step. `cpu_kernel`: on the CPU, let the compiled step
         use coeflow's AVX-512 linear kernel where it builds and the CPU supports it (else,
         and with COEFLOW_CPU_KERNEL=0, Inductor's code; see coeflow.model.kernels).
         `kv_cache_budget`: bytes of KV caches kept for the batch and length buckets met so
-        far (`_cache`); the one in use is always allocated, whatever its size."""
+        far (`_cache`); the one in use is always allocated, whatever its size. `triton_gemv`:
+        on a GPU, let the compiled step run one-row products through coeflow's Triton kernel
+        for the weight shapes where it measured faster than cuBLAS (`llama.choose_gemv`;
+        off by default until a GPU run shows it pays)."""
         self.cfg = cfg
         self.dtype = parse_dtype(dtype)
         self.device = resolve_device(device) if isinstance(device, str) else device
@@ -143,6 +147,7 @@ class Engine:
         self.kv_cache_budget = kv_cache_budget
         # whether compiled steps call the kernel (decided once: the graph is traced with it)
         self.cpu_kernel = fused and cpu_kernel and self.device.type == "cpu" and kernels.load()
+        self.triton_gemv = fused and triton_gemv and gpu_gemv.available(self.device)
         llama.use_cpu_kernel(self.model, self.cpu_kernel)
         if fused:
             dynamo = torch._dynamo.config
@@ -194,7 +199,8 @@ class Engine:
             items = sorted(weights.items())
             if self.device.type not in llama.JOINED_PRODUCTS_ON:
                 joined = ()  # the step does not read the joined weights here
-            layout = (tuple((k, t.shape, t.stride(), t.dtype, t.device) for k, t in items), joined)
+            gemvs = llama.choose_gemv(self.model) if self.triton_gemv else ()
+            layout = (tuple((k, t.shape, t.stride(), t.dtype, t.device) for k, t in items), joined, gemvs)
             if layout not in self._steps:
                 if self._steps:
                     log.info("weights laid out unlike earlier experts'; compiling a decode step for them")

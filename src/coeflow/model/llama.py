@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 from coeflow.model import kernels
 from coeflow.model.config import ModelConfig, RopeConfig
+from coeflow.model.kernels import gpu_gemv
 
 
 class RMSNorm(nn.Module):
@@ -65,11 +66,16 @@ class Linear(nn.Linear):
       repay the call (KERNEL_BF16_ROW_MIN_BYTES), where the kernel's bf16 dot products beat
       Inductor's loop. Layers that read the same input go together (`linears`).
 
-    Eagerly, and otherwise, it is `F.linear` (BENCHMARKS.md, decode)."""
+    On a GPU, one row goes to coeflow's Triton kernel where `choose_gemv` measured it faster
+    than cuBLAS for this weight's shape (`gemv`). Eagerly, and otherwise, it is `F.linear`
+    (BENCHMARKS.md, decode)."""
 
     cpu_kernel = False
+    gemv: gpu_gemv.Config | None = None  # choose_gemv
 
     def forward(self, x: Tensor) -> Tensor:
+        if gpu_gemv.takes(x, self.gemv):
+            return gpu_gemv.linear(x, self.weight, self.bias, self.gemv)
         if x.device.type == "cpu" and torch.compiler.is_compiling():
             x2 = x.reshape(-1, x.shape[-1])
             if _kernel_takes(x2, (self,)):
@@ -86,15 +92,16 @@ class Linear(nn.Linear):
         return y.view(*x.shape[:-1], -1)
 
 
-def linears(x: Tensor, *layers: Linear, joined: tuple[Tensor | None, Tensor | None] = (None, None)
-            ) -> list[Tensor]:
+def linears(x: Tensor, *layers: Linear, joined: tuple[Tensor | None, Tensor | None] = (None, None),
+            gemv: gpu_gemv.Config | None = None) -> list[Tensor]:
     """`[layer(x) for layer in layers]`, for layers that read the same x (q, k, v; gate, up).
 
     On the CPU, where the kernel takes them, one call computes them all: one dispatch and one
     parallel region instead of one per layer (a bf16 decode step of the medium model makes 49
     calls instead of 85). On a GPU, with `joined` (the layers' weights and biases as one
     matrix, `adjacent_view`), one product: cuBLAS streams one large matrix faster than three
-    small ones (q/k/v of a 7B model: 29 us instead of 37; BENCHMARKS.md, decode)."""
+    small ones (q/k/v of a 7B model: 29 us instead of 37; BENCHMARKS.md, decode), through
+    coeflow's Triton kernel at one row where `gemv` (`choose_gemv`) says so."""
     if x.device.type == "cpu" and torch.compiler.is_compiling():
         x2 = x.reshape(-1, x.shape[-1])
         if _kernel_takes(x2, layers):
@@ -103,7 +110,8 @@ def linears(x: Tensor, *layers: Linear, joined: tuple[Tensor | None, Tensor | No
             return [m._finish(part, x) for m, part in zip(layers, parts)]
     weight, bias = joined
     if weight is not None and x.device.type in JOINED_PRODUCTS_ON:
-        return list(F.linear(x, weight, bias).split([m.out_features for m in layers], dim=-1))
+        y = gpu_gemv.linear(x, weight, bias, gemv) if gpu_gemv.takes(x, gemv) else F.linear(x, weight, bias)
+        return list(y.split([m.out_features for m in layers], dim=-1))
     return [m(x) for m in layers]
 
 
@@ -146,6 +154,31 @@ def join_groups(model: nn.Module) -> tuple[bool, ...]:
     return tuple(joined)
 
 
+def choose_gemv(model: nn.Module) -> tuple:
+    """For each product a decode step makes at one row on a GPU (the joined groups, the
+    other linear layers), whether it runs through coeflow's Triton kernel, and how: the
+    fastest measured on this device for its shape (`gpu_gemv.fastest`), or cuBLAS (None).
+    Call after `join_groups`. Returns the choices (compiled steps differ with them: part of
+    coeflow.engine's layout key)."""
+    def pick(w: Tensor | None, b: Tensor | None) -> gpu_gemv.Config | None:
+        if w is None or w.is_meta or w.stride(-1) != 1:
+            return None
+        return gpu_gemv.fastest(w.shape[0], w.shape[1], w.dtype, w.device, b is not None)
+
+    chosen, in_groups = [], set()
+    for m in model.modules():
+        if isinstance(m, (Attention, MLP)):
+            m.joined_gemv = pick(m.joined_weight, m.joined_bias)
+            chosen.append(m.joined_gemv)
+            if m.joined_weight is not None:
+                in_groups.update(id(layer) for layer in m.joinable())
+    for m in model.modules():
+        if isinstance(m, Linear):
+            m.gemv = None if id(m) in in_groups else pick(m.weight, m.bias)
+            chosen.append(m.gemv)
+    return tuple(chosen)
+
+
 # One bf16 row goes to the kernel only for weights this large (together, for a group of
 # `linears`): Inductor's loop is bound by the bf16 widening (~25 GB/s here) while the
 # kernel streams at the memory's read rate, and from ~1 MB (~30 us to stream) that repays
@@ -185,6 +218,7 @@ class Attention(nn.Module):
         self.window = window
         self.register_buffer("joined_weight", None, persistent=False)  # join_groups
         self.register_buffer("joined_bias", None, persistent=False)
+        self.joined_gemv: gpu_gemv.Config | None = None  # choose_gemv
 
     def joinable(self) -> list[Linear]:
         return [self.q_proj, self.k_proj, self.v_proj]
@@ -195,7 +229,7 @@ class Attention(nn.Module):
         held by each slot after this step's write (-1 = empty); slots [T] where x's keys go."""
         b, t, _ = x.shape
         q, k, v = linears(x, self.q_proj, self.k_proj, self.v_proj,
-                          joined=(self.joined_weight, self.joined_bias))
+                          joined=(self.joined_weight, self.joined_bias), gemv=self.joined_gemv)
         q = q.view(b, t, self.num_heads, self.head_dim).transpose(1, 2)
         k = k.view(b, t, self.num_kv_heads, self.head_dim).transpose(1, 2)
         v = v.view(b, t, self.num_kv_heads, self.head_dim).transpose(1, 2)
@@ -242,12 +276,14 @@ class MLP(nn.Module):
         self.down_proj = Linear(cfg.intermediate_size, cfg.hidden_size, bias=cfg.mlp_bias)
         self.register_buffer("joined_weight", None, persistent=False)  # join_groups
         self.register_buffer("joined_bias", None, persistent=False)
+        self.joined_gemv: gpu_gemv.Config | None = None  # choose_gemv
 
     def joinable(self) -> list[Linear]:
         return [self.gate_proj, self.up_proj]
 
     def forward(self, x: Tensor) -> Tensor:
-        gate, up = linears(x, self.gate_proj, self.up_proj, joined=(self.joined_weight, self.joined_bias))
+        gate, up = linears(x, self.gate_proj, self.up_proj, joined=(self.joined_weight, self.joined_bias),
+                           gemv=self.joined_gemv)
         return self.down_proj(F.silu(gate) * up)
 
 

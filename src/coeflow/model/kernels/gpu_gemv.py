@@ -1,0 +1,141 @@
+"""A Triton kernel for decode's one-row products on a GPU: y = x @ w.T (+ b), x one row.
+
+Why: at one row cuBLAS runs some decode shapes as split-K kernels with a reduction after
+them, streaming a 4,096-square weight (a 7B model's o) at ~2.6 TB/s of an H200's ~4 TB/s copy
+rate, while Inductor's Triton templates streamed the same at ~3.3 TB/s (BENCHMARKS.md, decode,
+session 6). This kernel gives each program a block of w's rows, read once and in order, with
+a float32 tile of partial products reduced once at the end.
+
+Which products use it is measured, not assumed: `fastest` times cuBLAS and each of CONFIGS
+on the device, over enough copies of a weight of that shape to overflow the L2 cache (a decode
+step streams its weights from memory, so a weight timed from the cache would mislead), and
+keeps the fastest for the process, per (device, shape, dtype, bias); `llama.choose_gemv` asks
+it for every product of a model's decode step. The kernel is the op `coeflow::gpu_gemv`
+(`torch.library.triton_op`), so a compiled step calls it without a graph break and the
+weights stay inputs of the step. Without Triton or a GPU it is unavailable: cuBLAS it is."""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import math
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+log = logging.getLogger(__name__)
+
+
+class Config(NamedTuple):
+    """One launch of the kernel: rows of w per program, columns per loop step, warps, stages."""
+    block_n: int
+    block_k: int
+    num_warps: int
+    num_stages: int
+
+
+# Tiles of 8-64 rows x 128-512 columns: 8-32 KB of bf16 weight a loop step per program, and
+# from 64 to 512 programs on a 4,096-row weight (an H100/H200 has 132 multiprocessors).
+CONFIGS = (Config(8, 512, 4, 4), Config(16, 256, 4, 4), Config(16, 512, 4, 3),
+           Config(32, 256, 4, 3), Config(32, 128, 4, 4), Config(64, 128, 8, 3))
+
+# The kernel is taken only when it beats cuBLAS by this much: the two are timed apart, and a
+# win inside the timing's noise is not worth a second kind of product.
+MIN_GAIN = 0.03
+
+# The weight bytes a timing streams through, as a multiple of the L2 cache's size.
+STREAM_L2_MULTIPLE = 3
+
+
+# Devices whose products may go to the kernel. Triton's interpreter (TRITON_INTERPRET=1) runs
+# it on CPU tensors too, which is how the tests check it on a machine without a GPU.
+ON = ("cuda",)
+
+
+def available(device: torch.device) -> bool:
+    return device.type == "cuda" and importlib.util.find_spec("triton") is not None
+
+
+def _register() -> None:
+    """Define the kernel and the op `coeflow::gpu_gemv`, on first use: importing Triton takes
+    about a second, which commands that never touch a GPU should not pay."""
+    global _registered
+    if _registered:
+        return
+    from coeflow.model.kernels import gemv_triton  # noqa: F401  (defines the op)
+    _registered = True
+
+
+_registered = False
+
+
+def linear(x: Tensor, w: Tensor, b: Tensor | None, config: Config) -> Tensor:
+    """`F.linear(x, w, b)` for x of one row (any leading shape), through the kernel."""
+    _register()
+    y = torch.ops.coeflow.gpu_gemv(x.reshape(1, x.shape[-1]).contiguous(), w, b, *config)
+    return y.view(*x.shape[:-1], -1)
+
+
+def takes(x: Tensor, config: Config | None) -> bool:
+    """Whether a product of x goes to the kernel: one row, on a GPU, with a config chosen."""
+    return config is not None and x.device.type in ON and x.numel() == x.shape[-1]
+
+
+_chosen: dict[tuple, Config | None] = {}
+
+
+def fastest(n: int, k: int, dtype: torch.dtype, device: torch.device, bias: bool = False) -> Config | None:
+    """The config of the kernel that streams an [n, k] weight fastest at one row, or None
+    where cuBLAS is as fast (within MIN_GAIN). Measured once per process and key."""
+    key = (str(device), n, k, dtype, bias)
+    if key not in _chosen:
+        _chosen[key] = _measure(n, k, dtype, device, bias) if available(device) else None
+    return _chosen[key]
+
+
+def _measure(n: int, k: int, dtype: torch.dtype, device: torch.device, bias: bool) -> Config | None:
+    l2 = getattr(torch.cuda.get_device_properties(device), "L2_cache_size", 50 << 20)
+    w = torch.randn(n, k, dtype=dtype, device=device) * 0.02
+    copies = [w] + [torch.empty_like(w).copy_(w) for _ in range(math.ceil(STREAM_L2_MULTIPLE * l2 / w.nbytes) - 1)]
+    x = torch.randn(1, k, dtype=dtype, device=device)
+    b = torch.randn(n, dtype=dtype, device=device) if bias else None
+    _register()
+    times = {None: _product_s(lambda c: F.linear(x, c, b), copies, device)}
+    for config in CONFIGS:
+        try:
+            times[config] = _product_s(lambda c, config=config: torch.ops.coeflow.gpu_gemv(x, c, b, *config),
+                                       copies, device)
+        except Exception as e:  # a config this device cannot run (resources, compiler): not a choice
+            log.debug("gpu_gemv %s on [%d, %d]: %s", config, n, k, e)
+    best = min(times, key=times.get)
+    if best is not None and times[best] > times[None] * (1 - MIN_GAIN):
+        best = None
+    log.info("one-row product [%d, %d] %s: cuBLAS %.1f us, kernel best %.1f us -> %s", n, k, dtype,
+             times[None] * 1e6, min(v for c, v in times.items() if c is not None) * 1e6
+             if len(times) > 1 else float("nan"), best or "cuBLAS")
+    return best
+
+
+def _product_s(call, copies: list[Tensor], device: torch.device, reps: int = 60) -> float:
+    """Device seconds of one call, cycling through the copies, from a CUDA graph's replays
+    (so the host's launch time is not counted, as in a decode step's graph)."""
+    side = torch.cuda.Stream(device)
+    side.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(side):
+        for c in copies:  # warm-up: compilation, cuBLAS handles and workspaces
+            call(c)
+    torch.cuda.current_stream(device).wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for i in range(reps):
+            call(copies[i % len(copies)])
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    graph.replay()
+    start.record()
+    for _ in range(3):
+        graph.replay()
+    end.record()
+    end.synchronize()
+    return start.elapsed_time(end) / 1e3 / (3 * reps)

@@ -1,0 +1,64 @@
+"""Run by test_gpu_gemv.py in a process of its own, with TRITON_INTERPRET=1 set before Triton
+is imported: Triton's interpreter runs coeflow's GPU kernel on CPU tensors. Prints one JSON
+object of findings; the test asserts on them. argv: checkpoint directories."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import torch
+import torch.nn.functional as F
+
+from coeflow.engine import Engine, SamplingParams
+from coeflow.model import llama
+from coeflow.model.kernels import gpu_gemv
+
+PROMPT = [1, 17, 42, 99, 7, 250, 3, 64]
+
+
+def kernel_errors() -> list[dict]:
+    """Each config against F.linear, for shapes with and without whole tiles, with and without
+    a bias, in every dtype: the largest error relative to the output's scale."""
+    out = []
+    g = torch.Generator().manual_seed(0)
+    for dtype in (torch.float32, torch.bfloat16, torch.float16):
+        for n, k, bias in ((96, 200, False), (64, 512, True), (50, 64, True), (128, 256, False)):
+            x = torch.randn(1, k, generator=g).to(dtype)
+            w = torch.randn(n, k, generator=g).to(dtype)
+            b = torch.randn(n, generator=g).to(dtype) if bias else None
+            want = F.linear(x.float(), w.float(), None if b is None else b.float())
+            for config in gpu_gemv.CONFIGS:
+                y = gpu_gemv.linear(x, w, b, config)
+                out.append(dict(dtype=str(dtype), n=n, k=k, bias=bias, config=list(config),
+                                shape=list(y.shape), out_dtype=str(y.dtype),
+                                rel_err=((y.float() - want).abs().max() / want.abs().max()).item()))
+    return out
+
+
+def hf_greedy(path: str, n: int) -> list[int]:
+    from transformers import AutoModelForCausalLM
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+    with torch.inference_mode():
+        out = model.generate(torch.tensor([PROMPT]), attention_mask=torch.ones(1, len(PROMPT), dtype=torch.long),
+                             max_new_tokens=n, min_new_tokens=n, do_sample=False, eos_token_id=None, pad_token_id=0)
+    return out[0, len(PROMPT):].tolist()
+
+
+def decode_through_kernel(path: str) -> dict:
+    """Greedy decode with every one-row product sent to the kernel (joined groups too), as
+    `choose_gemv` would set it up on a GPU where the kernel wins everywhere."""
+    llama.JOINED_PRODUCTS_ON = ("cpu",)
+    gpu_gemv.ON = ("cpu",)
+    gpu_gemv.fastest = lambda n, k, dtype, device, bias=False: gpu_gemv.CONFIGS[1]
+    calls = []
+    linear = gpu_gemv.linear
+    gpu_gemv.linear = lambda x, w, b, c: calls.append(tuple(w.shape)) or linear(x, w, b, c)
+    engine = Engine.from_checkpoint(path, fused=False)
+    chosen = llama.choose_gemv(engine.model)
+    got = engine.generate([PROMPT], SamplingParams(max_tokens=6, ignore_eos=True))[0].token_ids
+    return dict(tokens=got, want=hf_greedy(path, 6), shapes=sorted(set(calls)),
+                chosen=sum(c is not None for c in chosen))
+
+if __name__ == "__main__":
+    print(json.dumps(dict(kernel=kernel_errors(), decode={p: decode_through_kernel(p) for p in sys.argv[1:]})))

@@ -1,0 +1,66 @@
+"""coeflow's Triton kernel for one-row products on a GPU (`coeflow.model.kernels.gpu_gemv`),
+checked here through Triton's interpreter, which runs it on CPU tensors: in a process of its
+own (gemv_interpreted.py), since the interpreter is chosen when Triton is imported. How fast
+it is, and so whether the engine takes it, is for the GPU (tests/gpu, bench decode)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from coeflow.engine import Engine
+from coeflow.model import ModelConfig
+from coeflow.model.kernels import gpu_gemv
+
+pytest.importorskip("triton", reason="Triton is installed by .ci/run; without it the GPU kernel is off")
+
+
+@pytest.fixture(scope="module")
+def interpreted(checkpoints) -> dict:
+    paths = [str(checkpoints[f]) for f in ("llama-bias", "llama-tied")]
+    env = {**os.environ, "TRITON_INTERPRET": "1",
+           "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run([sys.executable, str(Path(__file__).with_name("gemv_interpreted.py")), *paths],
+                          capture_output=True, text=True, env=env, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return {"paths": paths, **json.loads(proc.stdout.strip().splitlines()[-1])}
+
+
+def test_every_config_computes_the_product_in_every_dtype(interpreted):
+    """Whole tiles and ragged edges, with and without a bias: the kernel's float32 sums,
+    rounded once to the input's dtype, against float32 products."""
+    tolerance = {"torch.float32": 1e-5, "torch.bfloat16": 1e-2, "torch.float16": 2e-3}
+    rows = interpreted["kernel"]
+    assert len(rows) == 3 * 4 * len(gpu_gemv.CONFIGS)
+    for r in rows:
+        assert r["shape"] == [1, r["n"]] and r["out_dtype"] == r["dtype"], r
+        assert r["rel_err"] <= tolerance[r["dtype"]], r
+
+
+def test_decode_through_the_kernel_gives_transformers_greedy_tokens(interpreted):
+    """Every one-row product of the decode steps (joined q/k/v with biases, o, joined
+    gate/up, down, the tied output layer) through the kernel: the same tokens as
+    transformers' own `generate`."""
+    for path in interpreted["paths"]:
+        d = interpreted["decode"][path]
+        assert d["tokens"] == d["want"], path
+        cfg = json.loads((Path(path) / "config.json").read_text())
+        h, i, v = cfg["hidden_size"], cfg["intermediate_size"], cfg["vocab_size"]
+        q = cfg["num_attention_heads"] * h // cfg["num_attention_heads"]
+        kv = cfg["num_key_value_heads"] * h // cfg["num_attention_heads"]
+        want = sorted({(q + 2 * kv, h), (h, q), (2 * i, h), (h, i), (v, h)})
+        assert [tuple(s) for s in d["shapes"]] == want, path
+
+
+def test_off_the_gpu_the_engine_keeps_its_products():
+    """No GPU: nothing measured, nothing routed (the CPU's own paths stay as they were)."""
+    assert not gpu_gemv.available(torch.device("cpu"))
+    cfg = ModelConfig.from_dict({"model_type": "llama", "hidden_size": 64, "intermediate_size": 128,
+                                 "num_hidden_layers": 1, "num_attention_heads": 4, "vocab_size": 100})
+    assert not Engine(cfg, device="cpu", triton_gemv=True).triton_gemv
