@@ -40,14 +40,16 @@ def hf_greedy(path: str, n: int) -> list[int]:
     from transformers import AutoModelForCausalLM
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
     with torch.inference_mode():
-        out = model.generate(torch.tensor([PROMPT]), attention_mask=torch.ones(1, len(PROMPT), dtype=torch.long),
-                             max_new_tokens=n, min_new_tokens=n, do_sample=False, eos_token_id=None, pad_token_id=0)
+        ids = torch.tensor([PROMPT])
+        out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=n, min_new_tokens=n,
+                             do_sample=False, eos_token_id=None, pad_token_id=0)
     return out[0, len(PROMPT):].tolist()
 
 
-def decode_through_kernel(path: str) -> dict:
-    """Greedy decode with every one-row product sent to the kernel (joined groups too), as
-    `choose_gemv` would set it up on a GPU where the kernel wins everywhere."""
+def decode_through_kernel(path: str, separate: bool = False) -> dict:
+    """Greedy decode with every one-row product sent to the kernel, as `choose_gemv` would
+    set it up on a GPU where the kernel wins everywhere: joined groups as one product each,
+    or, with `separate` (weights not back to back), every layer on its own."""
     llama.JOINED_PRODUCTS_ON = ("cpu",)
     gpu_gemv.ON = ("cpu",)
     gpu_gemv.fastest = lambda n, k, dtype, device, bias=False: gpu_gemv.CONFIGS[1]
@@ -55,10 +57,15 @@ def decode_through_kernel(path: str) -> dict:
     linear = gpu_gemv.linear
     gpu_gemv.linear = lambda x, w, b, c: calls.append(tuple(w.shape)) or linear(x, w, b, c)
     engine = Engine.from_checkpoint(path, fused=False)
-    chosen = llama.choose_gemv(engine.model)
+    if separate:
+        engine.set_weights({k: v.clone() for k, v in engine._attached.items()})
+    llama.choose_gemv(engine.model)
     got = engine.generate([PROMPT], SamplingParams(max_tokens=6, ignore_eos=True))[0].token_ids
-    return dict(tokens=got, want=hf_greedy(path, 6), shapes=sorted(set(calls)),
-                chosen=sum(c is not None for c in chosen))
+    gpu_gemv.linear = linear
+    return dict(tokens=got, want=hf_greedy(path, 6), shapes=sorted(set(calls)))
+
 
 if __name__ == "__main__":
-    print(json.dumps(dict(kernel=kernel_errors(), decode={p: decode_through_kernel(p) for p in sys.argv[1:]})))
+    paths = sys.argv[1:]
+    print(json.dumps(dict(kernel=kernel_errors(), decode={p: decode_through_kernel(p) for p in paths},
+                          separate=decode_through_kernel(paths[0], separate=True))))

@@ -43,19 +43,27 @@ def test_every_config_computes_the_product_in_every_dtype(interpreted):
         assert r["rel_err"] <= tolerance[r["dtype"]], r
 
 
+def _product_shapes(path: str, joined: bool) -> list[tuple[int, int]]:
+    """[out, in] of each distinct product a decode step makes, from config.json."""
+    cfg = json.loads((Path(path) / "config.json").read_text())
+    h, i, v = cfg["hidden_size"], cfg["intermediate_size"], cfg["vocab_size"]
+    hd = h // cfg["num_attention_heads"]
+    q, kv = cfg["num_attention_heads"] * hd, cfg["num_key_value_heads"] * hd
+    groups = {(q + 2 * kv, h), (2 * i, h)} if joined else {(q, h), (kv, h), (i, h)}
+    return sorted(groups | {(h, q), (h, i), (v, h)})
+
+
 def test_decode_through_the_kernel_gives_transformers_greedy_tokens(interpreted):
     """Every one-row product of the decode steps (joined q/k/v with biases, o, joined
     gate/up, down, the tied output layer) through the kernel: the same tokens as
-    transformers' own `generate`."""
+    transformers' own `generate`; weights not back to back: each layer on its own."""
     for path in interpreted["paths"]:
         d = interpreted["decode"][path]
         assert d["tokens"] == d["want"], path
-        cfg = json.loads((Path(path) / "config.json").read_text())
-        h, i, v = cfg["hidden_size"], cfg["intermediate_size"], cfg["vocab_size"]
-        q = cfg["num_attention_heads"] * h // cfg["num_attention_heads"]
-        kv = cfg["num_key_value_heads"] * h // cfg["num_attention_heads"]
-        want = sorted({(q + 2 * kv, h), (h, q), (2 * i, h), (h, i), (v, h)})
-        assert [tuple(s) for s in d["shapes"]] == want, path
+        assert [tuple(s) for s in d["shapes"]] == _product_shapes(path, joined=True), path
+    d = interpreted["separate"]
+    assert d["tokens"] == d["want"]
+    assert [tuple(s) for s in d["shapes"]] == _product_shapes(interpreted["paths"][0], joined=False)
 
 
 def test_off_the_gpu_the_engine_keeps_its_products():
@@ -64,3 +72,16 @@ def test_off_the_gpu_the_engine_keeps_its_products():
     cfg = ModelConfig.from_dict({"model_type": "llama", "hidden_size": 64, "intermediate_size": 128,
                                  "num_hidden_layers": 1, "num_attention_heads": 4, "vocab_size": 100})
     assert not Engine(cfg, device="cpu", triton_gemv=True).triton_gemv
+
+
+def test_products_the_kernel_cannot_read_stay_with_torch(monkeypatch):
+    """Only one row of x, a weight with unit column stride and a bias with unit stride go to
+    the kernel (it reads them so); anything else keeps F.linear."""
+    monkeypatch.setattr(gpu_gemv, "ON", ("cpu",))
+    c = gpu_gemv.CONFIGS[0]
+    w, b, x = torch.randn(8, 16), torch.randn(16), torch.randn(1, 1, 16)
+    assert gpu_gemv.takes(x, w, b[:8], c)
+    assert not gpu_gemv.takes(x, w, b[::2], c)  # strided bias
+    assert not gpu_gemv.takes(x, torch.randn(16, 8).t(), None, c)  # transposed weight
+    assert not gpu_gemv.takes(torch.randn(2, 1, 16), w, None, c)  # two rows
+    assert not gpu_gemv.takes(x, w, None, None)  # no config chosen

@@ -103,7 +103,8 @@ def test_triton_gemv_in_the_compiled_step_decodes_as_cublas_does(tmp_path, monke
     monkeypatch.setattr(gpu_gemv, "fastest", lambda *args, **kw: gpu_gemv.CONFIGS[1])
     calls = []
     linear = gpu_gemv.linear
-    monkeypatch.setattr(gpu_gemv, "linear", lambda *args: calls.append(1) or linear(*args))
+    monkeypatch.setattr(gpu_gemv, "linear",
+                        lambda *args: calls.append(torch.compiler.is_compiling()) or linear(*args))
     a = make_checkpoint(tmp_path / "a", "llama-bias", seed=1)
     b = make_checkpoint(tmp_path / "b", "llama-bias", seed=2)
     params = SamplingParams(max_tokens=8, ignore_eos=True)
@@ -116,7 +117,7 @@ def test_triton_gemv_in_the_compiled_step_decodes_as_cublas_does(tmp_path, monke
         for prompts in (PROMPTS[:1], PROMPTS):
             want = [c.token_ids for c in eager.generate(prompts, params)]
             assert [c.token_ids for c in fused.generate(prompts, params)] == want, (path, len(prompts))
-    assert calls, "the compiled step never called the kernel"
+    assert any(calls), "the compiled step never called the kernel"
     assert len(fused._steps) == 1 and _graphed(fused)
 
 

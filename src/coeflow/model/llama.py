@@ -74,7 +74,7 @@ class Linear(nn.Linear):
     gemv: gpu_gemv.Config | None = None  # choose_gemv
 
     def forward(self, x: Tensor) -> Tensor:
-        if gpu_gemv.takes(x, self.gemv):
+        if gpu_gemv.takes(x, self.weight, self.bias, self.gemv):
             return gpu_gemv.linear(x, self.weight, self.bias, self.gemv)
         if x.device.type == "cpu" and torch.compiler.is_compiling():
             x2 = x.reshape(-1, x.shape[-1])
@@ -110,7 +110,8 @@ def linears(x: Tensor, *layers: Linear, joined: tuple[Tensor | None, Tensor | No
             return [m._finish(part, x) for m, part in zip(layers, parts)]
     weight, bias = joined
     if weight is not None and x.device.type in JOINED_PRODUCTS_ON:
-        y = gpu_gemv.linear(x, weight, bias, gemv) if gpu_gemv.takes(x, gemv) else F.linear(x, weight, bias)
+        y = (gpu_gemv.linear(x, weight, bias, gemv) if gpu_gemv.takes(x, weight, bias, gemv)
+             else F.linear(x, weight, bias))
         return list(y.split([m.out_features for m in layers], dim=-1))
     return [m(x) for m in layers]
 
@@ -161,7 +162,8 @@ def choose_gemv(model: nn.Module) -> tuple:
     Call after `join_groups`. Returns the choices (compiled steps differ with them: part of
     coeflow.engine's layout key)."""
     def pick(w: Tensor | None, b: Tensor | None) -> gpu_gemv.Config | None:
-        if w is None or w.is_meta or w.stride(-1) != 1:
+        if (w is None or w.is_meta or w.stride(-1) != 1 or (b is not None and b.stride(-1) != 1)
+                or w.numel() >= 2**31):  # the kernel's offsets are 32-bit
             return None
         return gpu_gemv.fastest(w.shape[0], w.shape[1], w.dtype, w.device, b is not None)
 
@@ -176,6 +178,8 @@ def choose_gemv(model: nn.Module) -> tuple:
         if isinstance(m, Linear):
             m.gemv = None if id(m) in in_groups else pick(m.weight, m.bias)
             chosen.append(m.gemv)
+    if any(c is not None for c in chosen):
+        gpu_gemv.register()  # before the step that calls the op is traced
     return tuple(chosen)
 
 

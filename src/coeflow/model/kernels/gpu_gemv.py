@@ -19,6 +19,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import math
+import threading
 from typing import NamedTuple
 
 import torch
@@ -36,9 +37,13 @@ class Config(NamedTuple):
     num_stages: int
 
 
-# Tiles of 8-64 rows x 128-512 columns: 8-32 KB of bf16 weight a loop step per program, and
-# from 64 to 512 programs on a 4,096-row weight (an H100/H200 has 132 multiprocessors).
+# Tiles of 4-64 rows x 128-1024 columns: 8-32 KB of bf16 weight a loop step per program, and
+# 64 to 1,024 programs on a 4,096-row weight (an H100/H200 has 132 multiprocessors). On an
+# H200's 7B shapes the first three of the six measured won (BENCHMARKS.md, decode, session 6),
+# the 4,096-row weights with the fewest rows per program: hence the two after them, not yet
+# measured (the timing picks; a config that never wins costs only its compile).
 CONFIGS = (Config(8, 512, 4, 4), Config(16, 256, 4, 4), Config(16, 512, 4, 3),
+           Config(4, 1024, 4, 4), Config(8, 1024, 8, 3),
            Config(32, 256, 4, 3), Config(32, 128, 4, 4), Config(64, 128, 8, 3))
 
 # The kernel is taken only when it beats cuBLAS by this much: the two are timed apart, and a
@@ -58,9 +63,10 @@ def available(device: torch.device) -> bool:
     return device.type == "cuda" and importlib.util.find_spec("triton") is not None
 
 
-def _register() -> None:
-    """Define the kernel and the op `coeflow::gpu_gemv`, on first use: importing Triton takes
-    about a second, which commands that never touch a GPU should not pay."""
+def register() -> None:
+    """Define the kernel and the op `coeflow::gpu_gemv`, on first use (before a step that calls
+    it is compiled): importing Triton takes about a second, which commands that never touch a
+    GPU should not pay."""
     global _registered
     if _registered:
         return
@@ -73,62 +79,76 @@ _registered = False
 
 def linear(x: Tensor, w: Tensor, b: Tensor | None, config: Config) -> Tensor:
     """`F.linear(x, w, b)` for x of one row (any leading shape), through the kernel."""
-    _register()
+    register()
     y = torch.ops.coeflow.gpu_gemv(x.reshape(1, x.shape[-1]).contiguous(), w, b, *config)
     return y.view(*x.shape[:-1], -1)
 
 
-def takes(x: Tensor, config: Config | None) -> bool:
-    """Whether a product of x goes to the kernel: one row, on a GPU, with a config chosen."""
-    return config is not None and x.device.type in ON and x.numel() == x.shape[-1]
+def takes(x: Tensor, w: Tensor, b: Tensor | None, config: Config | None) -> bool:
+    """Whether a product of x goes to the kernel: one row, on a GPU, with a config chosen, a
+    weight whose rows and a bias whose elements lie one after another (the kernel's reads)."""
+    return (config is not None and x.device.type in ON and x.numel() == x.shape[-1]
+            and w.stride(-1) == 1 and (b is None or b.stride(-1) == 1))
 
 
 _chosen: dict[tuple, Config | None] = {}
+_lock = threading.Lock()  # engines set their weights from the server's threads
 
 
 def fastest(n: int, k: int, dtype: torch.dtype, device: torch.device, bias: bool = False) -> Config | None:
     """The config of the kernel that streams an [n, k] weight fastest at one row, or None
-    where cuBLAS is as fast (within MIN_GAIN). Measured once per process and key."""
+    where cuBLAS is as fast (within MIN_GAIN) or the timing failed (out of device memory,
+    say: cuBLAS then, for the rest of the process). Measured once per process and key."""
     key = (str(device), n, k, dtype, bias)
-    if key not in _chosen:
-        _chosen[key] = _measure(n, k, dtype, device, bias) if available(device) else None
-    return _chosen[key]
+    with _lock:
+        if key not in _chosen:
+            try:
+                _chosen[key] = _measure(n, k, dtype, device, bias) if available(device) else None
+            except Exception as e:  # noqa: BLE001  (a product without the kernel still runs)
+                log.warning("timing one-row products of [%d, %d] failed (%s: %s); cuBLAS for them",
+                            n, k, type(e).__name__, e)
+                _chosen[key] = None
+        return _chosen[key]
 
 
 def _measure(n: int, k: int, dtype: torch.dtype, device: torch.device, bias: bool) -> Config | None:
     l2 = getattr(torch.cuda.get_device_properties(device), "L2_cache_size", 50 << 20)
     w = torch.randn(n, k, dtype=dtype, device=device) * 0.02
-    copies = [w] + [torch.empty_like(w).copy_(w) for _ in range(math.ceil(STREAM_L2_MULTIPLE * l2 / w.nbytes) - 1)]
+    n_copies = math.ceil(STREAM_L2_MULTIPLE * l2 / w.nbytes)
+    copies = [w] + [torch.empty_like(w).copy_(w) for _ in range(n_copies - 1)]
     x = torch.randn(1, k, dtype=dtype, device=device)
     b = torch.randn(n, dtype=dtype, device=device) if bias else None
-    _register()
+    register()
     times = {None: _product_s(lambda c: F.linear(x, c, b), copies, device)}
     for config in CONFIGS:
         try:
             times[config] = _product_s(lambda c, config=config: torch.ops.coeflow.gpu_gemv(x, c, b, *config),
                                        copies, device)
-        except Exception as e:  # a config this device cannot run (resources, compiler): not a choice
+        except Exception as e:  # noqa: BLE001  (a config this device cannot run: not a choice)
             log.debug("gpu_gemv %s on [%d, %d]: %s", config, n, k, e)
     best = min(times, key=times.get)
     if best is not None and times[best] > times[None] * (1 - MIN_GAIN):
         best = None
-    log.info("one-row product [%d, %d] %s: cuBLAS %.1f us, kernel best %.1f us -> %s", n, k, dtype,
-             times[None] * 1e6, min(v for c, v in times.items() if c is not None) * 1e6
-             if len(times) > 1 else float("nan"), best or "cuBLAS")
+    kernel_s = min((v for c, v in times.items() if c is not None), default=float("nan"))
+    log.info("one-row product [%d, %d] %s: cuBLAS %.1f us, kernel at best %.1f us -> %s", n, k, dtype,
+             times[None] * 1e6, kernel_s * 1e6, best or "cuBLAS")
     return best
 
 
-def _product_s(call, copies: list[Tensor], device: torch.device, reps: int = 60) -> float:
-    """Device seconds of one call, cycling through the copies, from a CUDA graph's replays
-    (so the host's launch time is not counted, as in a decode step's graph)."""
+def _product_s(call, copies: list[Tensor], device: torch.device, min_reps: int = 60) -> float:
+    """Device seconds of one call, cycling through every copy (so that the weight is read
+    from memory, not from the L2), from a CUDA graph's replays (so the host's launch time is
+    not counted, as in a decode step's graph). Captured thread-locally, as the engine's own
+    graphs are: another thread's allocations do not spoil the capture."""
+    reps = max(min_reps, len(copies))
     side = torch.cuda.Stream(device)
     side.wait_stream(torch.cuda.current_stream(device))
     with torch.cuda.stream(side):
-        for c in copies:  # warm-up: compilation, cuBLAS handles and workspaces
+        for c in copies[:2]:  # warm-up: compilation, cuBLAS handles and workspaces
             call(c)
     torch.cuda.current_stream(device).wait_stream(side)
     graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
+    with torch.cuda.graph(graph, capture_error_mode="thread_local"):
         for i in range(reps):
             call(copies[i % len(copies)])
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
