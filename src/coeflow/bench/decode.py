@@ -187,12 +187,12 @@ def format_table(report: dict) -> str:
     lines = [f"machine: {report['machine']}",
              f"memory read bandwidth (measured around each group of rows): {lo:.1f}-{hi:.1f} GB/s"
              + (f"; device copy {copy:.0f} GB/s (read + write)" if copy else ""),
-             f"{'model':8} {'params':>8} {'dtype':5} {'batch':>5} {'engine':16} {'tok/s':>9} "
+             f"{'model':8} {'params':>8} {'dtype':5} {'batch':>5} {'engine':22} {'tok/s':>9} "
              f"{'ms/step':>8} {'weight GB/s':>11} {'% of copy' if copy else '% of read bw':>12}"]
     for r in report["results"]:
         limit = copy or r.get("mem_read_gbps") or report["mem_read_gbps"]
         lines.append(f"{r['model']:8} {r['params'] / 1e6:7.1f}M {r['dtype']:5} {r['batch']:5d} "
-                     f"{r['engine']:16} {r['tokens_per_s']:9.1f} {r['ms_per_step']:8.2f} "
+                     f"{r['engine']:22} {r['tokens_per_s']:9.1f} {r['ms_per_step']:8.2f} "
                      f"{r['weight_gbps']:11.2f} {100 * r['weight_gbps'] / limit:11.1f}%"
                      + (f"  (graph replay alone {r['replay_ms']:.2f} ms)" if r.get("replay_ms") else ""))
     return "\n".join(lines)
