@@ -212,7 +212,7 @@ def main() -> None:
                 if engine.triton_gemv:
                     print("    kernel chosen for: " + ", ".join(
                         f"[{k[1]}, {k[2]}] {c}" for k, c in gpu_gemv._chosen.items() if c is not None))
-                if not args.no_kernels and variant == "cuBLAS":
+                if not args.no_kernels and variant in ("cuBLAS", "coeflow Triton GEMV where faster"):
                     engine._graphs = None  # the compiled step's kernels one by one
                     step_kernels(engine, prompt, args.steps)
                 del engine

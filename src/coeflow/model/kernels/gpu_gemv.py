@@ -37,7 +37,7 @@ class Config(NamedTuple):
     num_stages: int
 
 
-# Tiles of 4-64 rows x 128-1024 columns: 8-32 KB of bf16 weight a loop step per program, and
+# Tiles of 4-64 rows x 128-1024 columns: 8-16 KB of bf16 weight a loop step per program, and
 # 64 to 1,024 programs on a 4,096-row weight (an H100/H200 has 132 multiprocessors). On an
 # H200's 7B shapes the first three of the six measured won (BENCHMARKS.md, decode, session 6),
 # the 4,096-row weights with the fewest rows per program: hence the two after them, not yet
