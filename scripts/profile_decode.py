@@ -65,24 +65,14 @@ def timed(fn, reps: int, device: torch.device) -> float:
 STREAM_BYTES = 256 << 20
 
 
-def product_s(linear, x: torch.Tensor, w: torch.Tensor, device: torch.device, reps: int = 60) -> float:
+def product_s(linear, x: torch.Tensor, w: torch.Tensor, device: torch.device) -> float:
     """Device seconds of one `linear(x, w)` streaming w from memory. On CUDA the calls are
-    captured into one graph, so the host's launch time (~12 us a call from Python, more than
-    a small product takes) is not counted."""
+    captured into one graph (`gpu_gemv.streamed_call_s`), so the host's launch time (~12 us a
+    call from Python, more than a small product takes) is not counted."""
     copies = [w] + [w.clone() for _ in range(math.ceil(STREAM_BYTES / w.nbytes) - 1)]
     if device.type != "cuda":
         return timed(lambda: [linear(x, c) for c in copies], 3, device) / len(copies)
-    side = torch.cuda.Stream(device)
-    side.wait_stream(torch.cuda.current_stream(device))
-    with torch.cuda.stream(side):
-        for c in copies:  # warm-up: handles, workspaces, compilation
-            linear(x, c)
-    torch.cuda.current_stream(device).wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        for i in range(reps):
-            linear(x, copies[i % len(copies)])
-    return timed(graph.replay, 3, device) / reps
+    return gpu_gemv.streamed_call_s(lambda c: linear(x, c), copies, device)
 
 
 def gemv_table(cfg: ModelConfig, w: dict[str, torch.Tensor], device: torch.device, batch: int,

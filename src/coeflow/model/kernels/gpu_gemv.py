@@ -119,11 +119,11 @@ def _measure(n: int, k: int, dtype: torch.dtype, device: torch.device, bias: boo
     x = torch.randn(1, k, dtype=dtype, device=device)
     b = torch.randn(n, dtype=dtype, device=device) if bias else None
     register()
-    times = {None: _product_s(lambda c: F.linear(x, c, b), copies, device)}
+    times = {None: streamed_call_s(lambda c: F.linear(x, c, b), copies, device)}
     for config in CONFIGS:
         try:
-            times[config] = _product_s(lambda c, config=config: torch.ops.coeflow.gpu_gemv(x, c, b, *config),
-                                       copies, device)
+            times[config] = streamed_call_s(
+                lambda c, config=config: torch.ops.coeflow.gpu_gemv(x, c, b, *config), copies, device)
         except Exception as e:  # noqa: BLE001  (a config this device cannot run: not a choice)
             log.debug("gpu_gemv %s on [%d, %d]: %s", config, n, k, e)
     best = min(times, key=times.get)
@@ -135,7 +135,7 @@ def _measure(n: int, k: int, dtype: torch.dtype, device: torch.device, bias: boo
     return best
 
 
-def _product_s(call, copies: list[Tensor], device: torch.device, min_reps: int = 60) -> float:
+def streamed_call_s(call, copies: list[Tensor], device: torch.device, min_reps: int = 60) -> float:
     """Device seconds of one call, cycling through every copy (so that the weight is read
     from memory, not from the L2), from a CUDA graph's replays (so the host's launch time is
     not counted, as in a decode step's graph). Captured thread-locally, as the engine's own
