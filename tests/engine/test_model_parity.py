@@ -83,3 +83,28 @@ def test_joined_products_compute_what_transformers_computes(checkpoints, family,
     got = engine.generate(PROMPTS, SamplingParams(max_tokens=12, ignore_eos=True))
     for prompt, completion in zip(PROMPTS, got):
         assert completion.token_ids == hf_greedy(ref, prompt, 12)
+
+
+@pytest.mark.parametrize("family", ["llama3-rope", "qwen2"])
+def test_rope_tables_of_the_kv_cache_give_the_angles_the_step_would_compute(checkpoints, family):
+    """The engine reads the rotary cos/sin from the cache's tables instead of computing them
+    in the step (Inductor recomputed them inside the attention's loop): the same logits,
+    rope scaling included, and the cache's size, tables counted, known before it is made.
+    (Attention sees only relative rotations, so what this can catch is angles wrong between
+    positions, not a table shifted as a whole, which would change nothing.)"""
+    import torch
+
+    from coeflow.engine.kv_cache import KVCache
+    model = load_model(checkpoints[family])
+    cfg = model.config
+    tokens = torch.tensor([PROMPTS[0][:9]])
+    pos = torch.arange(9)[None] + 20  # later positions too, as a long conversation reaches
+    got = []
+    for rope in (True, False):
+        cache = KVCache(cfg, 1, 64, torch.float32, torch.device("cpu"))
+        cache.slot_pos[:, :9] = pos
+        with torch.inference_mode():
+            got.append(model.forward_cached(tokens, pos, cache.keys(), cache.values(), cache.slot_pos,
+                                            torch.arange(9), rope=cache.rope() if rope else None))
+    torch.testing.assert_close(got[0], got[1], atol=1e-5, rtol=1e-5)
+    assert KVCache.bytes_for(cfg, 1, 64, torch.float32) == cache.nbytes

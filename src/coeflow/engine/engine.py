@@ -61,7 +61,8 @@ def _decode_step(model: Transformer, cache: KVCache, tokens: Tensor, q_pos: Tens
                  slots: Tensor) -> Tensor:
     """One token for every row: the function that is compiled. Returns logits [B, V]."""
     cache.slot_pos.index_copy_(1, slots, q_pos)
-    logits = model.forward_cached(tokens, q_pos, cache.keys(), cache.values(), cache.slot_pos, slots)
+    logits = model.forward_cached(tokens, q_pos, cache.keys(), cache.values(), cache.slot_pos, slots,
+                                  rope=cache.rope())
     return logits[:, -1]
 
 
@@ -310,8 +311,8 @@ class Engine:
         slots = torch.arange(longest, device=dev)
         cache.slot_pos[:, :longest] = slot_pos.to(dev)
         t0 = time.perf_counter()
-        logits = self.model.forward_cached(tokens.to(dev), q_pos.to(dev), cache.keys(),
-                                           cache.values(), cache.slot_pos, slots, last_only=True)[:, -1]
+        logits = self.model.forward_cached(tokens.to(dev), q_pos.to(dev), cache.keys(), cache.values(),
+                                           cache.slot_pos, slots, last_only=True, rope=cache.rope())[:, -1]
 
         gens = [p.generator() for p in plist]
         texts = [TextStream(detokenize, p.stop) if detokenize else None for p in plist]

@@ -49,6 +49,13 @@ def rope_inv_freq(rope: RopeConfig, head_dim: int) -> Tensor:
     return inv
 
 
+def rope_cos_sin(pos: Tensor, inv_freq: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    """cos and sin of the rotary angles at positions `pos` [...], each [..., head_dim]."""
+    freqs = pos[..., None].float() * inv_freq.float()
+    emb = torch.cat((freqs, freqs), dim=-1)
+    return emb.cos().to(dtype), emb.sin().to(dtype)
+
+
 def rotate_half(x: Tensor) -> Tensor:
     x1, x2 = x.chunk(2, dim=-1)
     return torch.cat((-x2, x1), dim=-1)
@@ -325,10 +332,15 @@ class Transformer(nn.Module):
 
     def forward_cached(self, tokens: Tensor, q_pos: Tensor, k_caches: list[Tensor],
                        v_caches: list[Tensor], slot_pos: Tensor, slots: Tensor,
-                       last_only: bool = False) -> Tensor:
+                       last_only: bool = False, rope: tuple[Tensor, Tensor] | None = None) -> Tensor:
         """One step over a KV store: writes tokens' keys at `slots`, returns float32 logits
-        ([B,T,V], or [B,1,V] for the last position only)."""
-        h = self._run(tokens, q_pos, k_caches, v_caches, slot_pos, slots)
+        ([B,T,V], or [B,1,V] for the last position only). `rope`: cos and sin tables
+        [positions, head_dim] (`rope_cos_sin` of every position the store holds), read at
+        q_pos instead of computing the angles in the step: Inductor inlines that computation,
+        sines and cosines included, into every kernel that reads it, on the CPU into the
+        attention's loop over the cache, once per cached key (0.29 ms of a 6.3 ms medium bf16
+        step; BENCHMARKS.md, decode)."""
+        h = self._run(tokens, q_pos, k_caches, v_caches, slot_pos, slots, rope)
         return self.lm_head(h[:, -1:] if last_only else h).float()
 
     def forward(self, tokens: Tensor) -> Tensor:
@@ -346,11 +358,13 @@ class Transformer(nn.Module):
         return self._run(tokens, pos, kc, vc, pos, torch.arange(t, device=dev))
 
     def _run(self, tokens: Tensor, q_pos: Tensor, k_caches: list[Tensor], v_caches: list[Tensor],
-             slot_pos: Tensor, slots: Tensor) -> Tensor:
+             slot_pos: Tensor, slots: Tensor, rope: tuple[Tensor, Tensor] | None = None) -> Tensor:
         x = self.model.embed_tokens(tokens)
-        freqs = q_pos[..., None].float() * self.inv_freq.float()
-        emb = torch.cat((freqs, freqs), dim=-1)[:, None]  # [B,1,T,hd], broadcast over heads
-        cos, sin = emb.cos().to(x.dtype), emb.sin().to(x.dtype)
+        if rope is None:
+            cos, sin = rope_cos_sin(q_pos, self.inv_freq, x.dtype)
+        else:
+            cos, sin = rope[0][q_pos], rope[1][q_pos]
+        cos, sin = cos[:, None], sin[:, None]  # [B,1,T,hd], broadcast over heads
         for layer, kc, vc in zip(self.model.layers, k_caches, v_caches):
             x = layer(x, cos, sin, q_pos, kc, vc, slot_pos, slots)
         return self.model.norm(x)
