@@ -15,7 +15,7 @@ from safetensors import safe_open
 
 from coeflow.errors import CheckpointError, UnsupportedModelError
 from coeflow.model import hostmem
-from coeflow.model.config import ModelConfig, expected_shapes, weight_groups
+from coeflow.model.config import CACHE_LINE, ModelConfig, expected_shapes, weight_groups
 
 SAFETENSORS_DTYPES: dict[str, torch.dtype] = {
     "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
@@ -25,7 +25,6 @@ SAFETENSORS_DTYPES: dict[str, torch.dtype] = {
 # Tensors some exporters write that the model recomputes; skipped rather than refused.
 IGNORED_SUFFIXES = (".rotary_emb.inv_freq",)
 MAX_HEADER_BYTES = 100 * 1024 * 1024
-CACHE_LINE = 64  # where `pooled_views` starts each tensor
 
 
 @dataclass(frozen=True)

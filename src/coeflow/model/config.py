@@ -159,6 +159,12 @@ def _numel(shape: tuple[int, ...]) -> int:
     return n
 
 
+# Where the weight pools (checkpoint.pooled_views, the store's blocks) start each tensor, so
+# that its views are aligned for any dtype; a weight group's later members (weight_groups) lie
+# right after the one before instead.
+CACHE_LINE = 64
+
+
 def expected_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
     """Every tensor a checkpoint must hold, by its Hugging Face name. Our modules use the same
     names, so a checkpoint loads with no renaming and the store can hand tensors over as-is."""

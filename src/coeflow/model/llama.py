@@ -338,7 +338,7 @@ class Transformer(nn.Module):
         [positions, head_dim] (`rope_cos_sin` of every position the store holds), read at
         q_pos instead of computing the angles in the step: Inductor inlines that computation,
         sines and cosines included, into every kernel that reads it, on the CPU into the
-        attention's loop over the cache, once per cached key (0.29 ms of a 6.3 ms medium bf16
+        attention's loop over the cache, once per cached key (0.20 ms of a 6.0 ms medium bf16
         step; BENCHMARKS.md, decode)."""
         h = self._run(tokens, q_pos, k_caches, v_caches, slot_pos, slots, rope)
         return self.lm_head(h[:, -1:] if last_only else h).float()

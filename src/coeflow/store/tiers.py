@@ -8,8 +8,9 @@ import bisect
 import re
 
 from coeflow.errors import ConfigError
+from coeflow.model.config import CACHE_LINE
 
-ALIGN = 64  # tensors start on a cache line (a weight group's later members: right after the one before)
+ALIGN = CACHE_LINE  # where a block's tensors start
 PAGE = 4096  # blocks start on a page: see library.plan_layout for why
 
 _UNITS = {"": 1, "b": 1,
