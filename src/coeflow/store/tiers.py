@@ -8,9 +8,8 @@ import bisect
 import re
 
 from coeflow.errors import ConfigError
-from coeflow.model.config import CACHE_LINE
 
-ALIGN = CACHE_LINE  # where a block's tensors start
+ALIGN = 64  # where a block's tensors start: model.config.CACHE_LINE (not imported: no torch here)
 PAGE = 4096  # blocks start on a page: see library.plan_layout for why
 
 _UNITS = {"": 1, "b": 1,
