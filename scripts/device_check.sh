@@ -49,12 +49,13 @@ serve-large)  # the same with experts of 1.2 GB, nearer a CoE's real experts (th
   step serve-large 300 python3 -m coeflow bench serve --expert-size 1.2GB --requests 200 \
     --servers coeflow baseline ceiling --json ;;
 decode)  # issue 2: a 1B config in bf16 at batch 1 against the device's copy bandwidth (and batch 8),
-  # the fused engine with and without coeflow's Triton kernel for one-row products
+  # the fused engine with (its default on a GPU) and without coeflow's Triton kernel for
+  # one-row products
   step decode 180 python3 -m coeflow bench decode --device cuda --models 1b --dtypes bf16 --batches 1 8 \
-    --engines hf-transformers coeflow-eager coeflow-fused coeflow-fused-triton --json ;;
+    --engines hf-transformers coeflow-eager coeflow-fused coeflow-fused-cublas --json ;;
 decode-7b)  # the same on Llama 2 7B's shape (the paper's experts), batch 1
   step decode-7b 330 python3 -m coeflow bench decode --device cuda --models 7b --dtypes bf16 --batches 1 \
-    --engines hf-transformers coeflow-eager coeflow-fused coeflow-fused-triton --json ;;
+    --engines hf-transformers coeflow-eager coeflow-fused coeflow-fused-cublas --json ;;
 profile)  # issue 2: where the decode step's device time goes (products alone, graph replay, kernels)
   step profile 300 python3 scripts/profile_decode.py --models 1b 7b
   mv "$OUT/profile.json" "$OUT/profile.txt" ;;

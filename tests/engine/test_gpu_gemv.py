@@ -74,6 +74,19 @@ def test_off_the_gpu_the_engine_keeps_its_products():
     assert not Engine(cfg, device="cpu", triton_gemv=True).triton_gemv
 
 
+def test_the_engine_takes_the_kernel_by_default_and_COEFLOW_GPU_GEMV_0_turns_it_off(monkeypatch):
+    """Where the kernel runs (a GPU; here the CPU, through the interpreter's device list) a
+    fused engine may use it without being asked; the environment variable keeps cuBLAS."""
+    monkeypatch.setattr(gpu_gemv, "ON", ("cpu",))
+    cfg = ModelConfig.from_dict({"model_type": "llama", "hidden_size": 64, "intermediate_size": 128,
+                                 "num_hidden_layers": 1, "num_attention_heads": 4, "vocab_size": 100})
+    assert Engine(cfg, device="cpu").triton_gemv
+    assert not Engine(cfg, device="cpu", fused=False).triton_gemv
+    monkeypatch.setenv("COEFLOW_GPU_GEMV", "0")
+    assert not gpu_gemv.available(torch.device("cpu"))
+    assert not Engine(cfg, device="cpu").triton_gemv
+
+
 def test_products_the_kernel_cannot_read_stay_with_torch(monkeypatch):
     """Only one row of x, a weight with unit column stride and a bias with unit stride go to
     the kernel (it reads them so); anything else keeps F.linear."""

@@ -91,7 +91,7 @@ def test_batches_that_change_size_keep_their_graphs(tmp_path, monkeypatch):
 
 
 def test_triton_gemv_in_the_compiled_step_decodes_as_cublas_does(tmp_path, monkeypatch):
-    """With `triton_gemv` and the kernel chosen for every product (forced here: on these tiny
+    """With `triton_gemv` (a CUDA engine's default) and the kernel chosen for every product (forced here: on these tiny
     shapes cuBLAS may win the timing), the compiled, graphed step gives eager's tokens at
     batch 1 (kernel) and 2 (cuBLAS), and a second expert reuses the step. The timing itself
     runs on a 7B shape and picks a config or cuBLAS, once."""
@@ -109,7 +109,7 @@ def test_triton_gemv_in_the_compiled_step_decodes_as_cublas_does(tmp_path, monke
     b = make_checkpoint(tmp_path / "b", "llama-bias", seed=2)
     params = SamplingParams(max_tokens=8, ignore_eos=True)
     eager = Engine.from_checkpoint(a, fused=False, device="cuda")
-    fused = Engine.from_checkpoint(a, fused=True, device="cuda", triton_gemv=True)
+    fused = Engine.from_checkpoint(a, fused=True, device="cuda")
     assert fused.triton_gemv
     for path in (a, b, a):
         eager.load(path)

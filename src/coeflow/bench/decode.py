@@ -37,8 +37,8 @@ CONFIGS: dict[str, dict] = {
 ENGINES = ("hf-transformers", "coeflow-eager", "coeflow-fused")
 # Also selectable: "coeflow-fused-inductor", the fused engine without coeflow's CPU linear
 # kernel (Inductor's code and MKL only), to show in the same run what the kernel changes; and
-# "coeflow-fused-triton", the fused engine with coeflow's Triton kernel for one-row products
-# where it measures faster than cuBLAS (on a GPU; elsewhere the same as coeflow-fused).
+# "coeflow-fused-cublas", the fused engine without coeflow's Triton kernel for one-row products
+# (on a GPU every product through cuBLAS; elsewhere the same as coeflow-fused).
 
 
 @dataclass
@@ -109,7 +109,7 @@ def _runner(engine: str, path: Path, dtype: torch.dtype, prompts: list[list[int]
         return gen, None
     eng = Engine.from_checkpoint(path, dtype=dtype, device=device, fused=engine != "coeflow-eager",
                                  cpu_kernel=engine != "coeflow-fused-inductor",
-                                 triton_gemv=engine == "coeflow-fused-triton")
+                                 triton_gemv=engine != "coeflow-fused-cublas")
 
     def gen(k: int) -> float:
         times = [time.perf_counter() for _ in eng.stream(prompts, SamplingParams(max_tokens=k, ignore_eos=True))]

@@ -38,10 +38,10 @@ def register(sub: argparse._SubParsersAction, help_text: str) -> None:
     d.add_argument("--batches", nargs="+", type=int, default=[1, 8])
     d.add_argument("--engines", nargs="+", default=["hf-transformers", "coeflow-eager", "coeflow-fused"],
                    choices=["hf-transformers", "coeflow-eager", "coeflow-fused", "coeflow-fused-inductor",
-                            "coeflow-fused-triton"],
+                            "coeflow-fused-cublas"],
                    help="coeflow-fused-inductor: the fused engine without coeflow's CPU linear kernel; "
-                        "coeflow-fused-triton: with coeflow's Triton kernel for one-row products where "
-                        "it measures faster than cuBLAS (GPU)")
+                        "coeflow-fused-cublas: without coeflow's Triton kernel for one-row products "
+                        "(GPU; coeflow-fused takes it where it measures faster than cuBLAS)")
     d.add_argument("--new-tokens", type=int, default=32, help="decode steps timed per run (default 32)")
     d.add_argument("--repeats", type=int, default=3, help="best of N runs (default 3)")
     d.add_argument("--json", action="store_true", help="print one JSON object instead of a table")

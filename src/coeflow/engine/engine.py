@@ -128,15 +128,15 @@ class Delta:
 class Engine:
     def __init__(self, cfg: ModelConfig, dtype: str | torch.dtype = "fp32",
                  device: str | torch.device = "auto", fused: bool = True, cpu_kernel: bool = True,
-                 kv_cache_budget: int = KV_CACHE_BUDGET, triton_gemv: bool = False):
+                 kv_cache_budget: int = KV_CACHE_BUDGET, triton_gemv: bool = True):
         """`fused`: compile the decode step. `cpu_kernel`: on the CPU, let the compiled step
         use coeflow's AVX-512 linear kernel where it builds and the CPU supports it (else,
         and with COEFLOW_CPU_KERNEL=0, Inductor's code; see coeflow.model.kernels).
         `kv_cache_budget`: bytes of KV caches kept for the batch and length buckets met so
         far (`_cache`); the one in use is always allocated, whatever its size. `triton_gemv`:
         on a GPU, let the compiled step run one-row products through coeflow's Triton kernel
-        for the weight shapes where it measured faster than cuBLAS (`llama.choose_gemv`;
-        off by default until a GPU run shows it pays)."""
+        for the weight shapes where it measures faster than cuBLAS (`llama.choose_gemv`; else,
+        without Triton and with COEFLOW_GPU_GEMV=0, cuBLAS)."""
         self.cfg = cfg
         self.dtype = parse_dtype(dtype)
         self.device = resolve_device(device) if isinstance(device, str) else device

@@ -12,13 +12,15 @@ step streams its weights from memory, so a weight timed from the cache would mis
 keeps the fastest for the process, per (device, shape, dtype, bias); `llama.choose_gemv` asks
 it for every product of a model's decode step. The kernel is the op `coeflow::gpu_gemv`
 (`torch.library.triton_op`), so a compiled step calls it without a graph break and the
-weights stay inputs of the step. Without Triton or a GPU it is unavailable: cuBLAS it is."""
+weights stay inputs of the step. Without Triton or a GPU, or with COEFLOW_GPU_GEMV=0, it is
+unavailable: cuBLAS it is."""
 
 from __future__ import annotations
 
 import importlib.util
 import logging
 import math
+import os
 import threading
 from typing import NamedTuple
 
@@ -60,7 +62,10 @@ ON = ("cuda",)
 
 
 def available(device: torch.device) -> bool:
-    return device.type == "cuda" and importlib.util.find_spec("triton") is not None
+    """Whether products on `device` may go to the kernel: Triton installed, the device one
+    of ON, and not turned off with COEFLOW_GPU_GEMV=0."""
+    return (device.type in ON and os.environ.get("COEFLOW_GPU_GEMV", "1") != "0"
+            and importlib.util.find_spec("triton") is not None)
 
 
 def register() -> None:
