@@ -213,7 +213,7 @@ def use_cpu_kernel(model: nn.Module, on: bool) -> None:
     Only before the first compiled step: the engine's step does not guard the skeleton's
     attributes (coeflow.engine.engine._own_step), so a later change would not recompile."""
     for m in model.modules():
-        if isinstance(m, Linear):
+        if isinstance(m, (Linear, DecoderLayer)):
             m.cpu_kernel = on
 
 
@@ -299,6 +299,13 @@ class MLP(nn.Module):
 
 
 class DecoderLayer(nn.Module):
+    """On the CPU, with `cpu_kernel` set (`use_cpu_kernel`), a compiled decode step runs the
+    whole layer as one call of `coeflow::decoder_layer` where it takes the layer
+    (`_layer_kernel_takes`): one op instead of ~10 kernels, each a parallel region of its own
+    and a call from Inductor's Python wrapper (BENCHMARKS.md, decode)."""
+
+    cpu_kernel = False
+
     def __init__(self, cfg: ModelConfig, window: int | None):
         super().__init__()
         self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
@@ -308,8 +315,33 @@ class DecoderLayer(nn.Module):
 
     def forward(self, x: Tensor, cos: Tensor, sin: Tensor, q_pos: Tensor, k_cache: Tensor,
                 v_cache: Tensor, slot_pos: Tensor, slots: Tensor) -> Tensor:
+        if _layer_kernel_takes(self, x, k_cache):
+            a, m, b = self.self_attn, self.mlp, x.shape[0]
+            qkv = a.joinable()
+            return kernels.decoder_layer(
+                x, self.input_layernorm.weight, [l.weight for l in qkv],
+                [l.bias for l in qkv] if qkv[0].bias is not None else [], a.o_proj.weight,
+                self.post_attention_layernorm.weight, [m.gate_proj.weight, m.up_proj.weight],
+                m.down_proj.weight, k_cache, v_cache, slot_pos, q_pos, slots, cos.reshape(b, -1),
+                sin.reshape(b, -1), a.num_heads, self.input_layernorm.eps, a.window or 0)
         x = x + self.self_attn(self.input_layernorm(x), cos, sin, q_pos, k_cache, v_cache, slot_pos, slots)
         return x + self.mlp(self.post_attention_layernorm(x))
+
+
+def _layer_kernel_takes(layer: DecoderLayer, x: Tensor, k_cache: Tensor) -> bool:
+    """Whether a compiled CPU step runs `layer` for x through `coeflow::decoder_layer`: one
+    token a row, 1 to 8 rows, fp32 or bf16, no o or MLP biases, weights with contiguous rows."""
+    if not (layer.cpu_kernel and torch.compiler.is_compiling() and x.device.type == "cpu"
+            and x.dim() == 3 and x.shape[1] == 1 and 1 <= x.shape[0] <= kernels.MAX_ROWS
+            and x.dtype in kernels.DTYPES and k_cache.shape[0] == x.shape[0] and k_cache.dtype == x.dtype
+            and kernels.has_decoder_layer()):
+        return False
+    a, m = layer.self_attn, layer.mlp
+    linear = [*a.joinable(), a.o_proj, m.gate_proj, m.up_proj, m.down_proj]
+    norms = (layer.input_layernorm, layer.post_attention_layernorm)
+    return (a.o_proj.bias is None and all(l.bias is None for l in m.joinable() + [m.down_proj])
+            and all(l.weight.dtype == x.dtype and l.weight.stride(1) == 1 for l in linear)
+            and all(n.weight.dtype == x.dtype for n in norms) and norms[0].eps == norms[1].eps)
 
 
 class Body(nn.Module):

@@ -35,6 +35,9 @@ log = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_name("linear_avx512.c")
 OP_SOURCE = Path(__file__).with_name("cpu_linear_op.cpp")
+# coeflow::decoder_layer: its C half (built with CFLAGS) and its op, in the op library only
+LAYER_SOURCES = tuple(Path(__file__).with_name(n) for n in
+                      ("decoder_layer.h", "decoder_layer.c", "decoder_layer_op.cpp"))
 CFLAGS = ["-O3", "-fPIC", "-fopenmp", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512bf16", "-mfma"]
 CXXFLAGS = ["-O2", "-std=c++20", "-fPIC", "-fopenmp",
             f"-D_GLIBCXX_USE_CXX11_ABI={int(torch._C._GLIBCXX_USE_CXX11_ABI)}"]
@@ -50,11 +53,19 @@ via: str | None = None  # once loaded: "c++" (the op's own implementation) or "c
 # The op's schema and fake implementation; its CPU implementation is registered by `load`.
 _LIB = torch.library.Library("coeflow", "DEF")
 _LIB.define("cpu_linear(Tensor x, Tensor[] ws) -> Tensor")
+_LIB.define("decoder_layer(Tensor x, Tensor ln1, Tensor[] qkv_w, Tensor[] qkv_b, Tensor o_w, Tensor ln2, "
+            "Tensor[] gate_up_w, Tensor down_w, Tensor(a!) k_cache, Tensor(b!) v_cache, Tensor slot_pos, "
+            "Tensor q_pos, Tensor slots, Tensor cos, Tensor sin, int num_heads, float eps, int window) -> Tensor")
 
 
 @torch.library.register_fake("coeflow::cpu_linear")
 def _(x: Tensor, ws: list[Tensor]) -> Tensor:
     return x.new_empty((x.shape[0], sum(w.shape[0] for w in ws)), dtype=torch.float32)
+
+
+@torch.library.register_fake("coeflow::decoder_layer")
+def _(x: Tensor, *args) -> Tensor:
+    return torch.empty_like(x, memory_format=torch.contiguous_format)
 
 
 def _cpu_flags() -> set[str]:
@@ -85,7 +96,8 @@ def _build(flags: set[str], op: bool) -> Path:
     parts = [SOURCE.read_bytes(), " ".join(CFLAGS).encode(),
              " ".join(sorted(f for f in flags if f in CPU_FLAGS)).encode()]
     if op:
-        parts += [OP_SOURCE.read_bytes(), " ".join(CXXFLAGS).encode(), torch.__version__.encode()]
+        parts += [OP_SOURCE.read_bytes(), *(p.read_bytes() for p in LAYER_SOURCES),
+                  " ".join(CXXFLAGS).encode(), torch.__version__.encode()]
     key = hashlib.sha256(b"\0".join(parts)).hexdigest()[:16]
     out = cache_dir() / f"{'cpu_linear_op' if op else SOURCE.stem}-{key}.so"
     if out.exists():
@@ -102,12 +114,13 @@ def _build(flags: set[str], op: bool) -> Path:
             if gxx is None:
                 raise RuntimeError("g++ not found")
             from torch.utils import cpp_extension  # imports setuptools: only when building
-            obj = Path(tmp) / "kernel.o"
-            _run([gcc, *CFLAGS, "-c", str(SOURCE), "-o", str(obj)])
+            objs = [Path(tmp) / "kernel.o", Path(tmp) / "layer.o"]
+            _run([gcc, *CFLAGS, "-c", str(SOURCE), "-o", str(objs[0])])
+            _run([gcc, *CFLAGS, "-c", str(LAYER_SOURCES[1]), "-o", str(objs[1])])
             torch_lib = cpp_extension.library_paths()[0]
             _run([gxx, *CXXFLAGS, "-shared", *(f"-I{d}" for d in cpp_extension.include_paths()),
-                  str(OP_SOURCE), str(obj), "-o", str(so), f"-L{torch_lib}", "-lc10", "-ltorch_cpu",
-                  f"-Wl,-rpath,{torch_lib}"])
+                  str(OP_SOURCE), str(LAYER_SOURCES[2]), *map(str, objs), "-o", str(so),
+                  f"-L{torch_lib}", "-lc10", "-ltorch_cpu", f"-Wl,-rpath,{torch_lib}"])
         else:
             _run([gcc, *CFLAGS, "-shared", str(SOURCE), "-o", str(so)])
         os.replace(so, out)
@@ -145,6 +158,8 @@ def load() -> bool:
                        ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_long, ctypes.c_int,
                        ctypes.c_int, ctypes.c_int]
         lib.coeflow_calls.restype = ctypes.c_longlong
+        if mode == "c++":
+            lib.coeflow_layer_calls.restype = ctypes.c_longlong
     except (OSError, RuntimeError, AttributeError, ImportError) as e:
         log.warning("CPU linear kernel unavailable (%s); using the default path", e)
         return False
@@ -157,6 +172,11 @@ def load() -> bool:
 def calls() -> int:
     """Kernel invocations so far in this process, by any path (tests check that it ran)."""
     return int(_lib.coeflow_calls()) if _lib is not None else 0
+
+
+def layer_calls() -> int:
+    """`coeflow::decoder_layer` calls so far in this process (tests check that it ran)."""
+    return int(_lib.coeflow_layer_calls()) if has_decoder_layer() else 0
 
 
 def supports(x: Tensor, *ws: Tensor) -> bool:
@@ -190,3 +210,22 @@ def cpu_linear(x: Tensor, *ws: Tensor) -> Tensor:
     """The op `coeflow::cpu_linear`: x [M, K] @ w.T as float32 [M, N] (M <= 8); given several
     weights that read the same x (q, k, v), their outputs side by side, from one call."""
     return torch.ops.coeflow.cpu_linear.default(x, list(ws))
+
+
+def has_decoder_layer() -> bool:
+    """Whether `coeflow::decoder_layer` may be called: it is in the C++ op library only (no
+    ctypes path), so it needs that library loaded."""
+    return _lib is not None and via == "c++"
+
+
+def decoder_layer(x: Tensor, ln1: Tensor, qkv_w: list[Tensor], qkv_b: list[Tensor], o_w: Tensor, ln2: Tensor,
+                  gate_up_w: list[Tensor], down_w: Tensor, k_cache: Tensor, v_cache: Tensor, slot_pos: Tensor,
+                  q_pos: Tensor, slots: Tensor, cos: Tensor, sin: Tensor, num_heads: int, eps: float,
+                  window: int) -> Tensor:
+    """The op `coeflow::decoder_layer`: one decoder layer for 1 to 8 rows of one token each
+    (x [B, 1, D]), writing the token's key and value at `slots` of the caches [B, Hkv, S, hd];
+    cos and sin [B, hd] are the rotary table rows at q_pos [B, 1]; window 0 for none. Returns
+    the layer's output, x's shape (decoder_layer.c)."""
+    return torch.ops.coeflow.decoder_layer.default(
+        x, ln1, qkv_w, qkv_b, o_w, ln2, gate_up_w, down_w, k_cache, v_cache, slot_pos, q_pos, slots,
+        cos, sin, num_heads, eps, window)

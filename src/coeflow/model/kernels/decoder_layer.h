@@ -1,0 +1,52 @@
+/* coeflow_decoder_layer's arguments, shared by decoder_layer.c and decoder_layer_op.cpp. */
+#ifndef COEFLOW_DECODER_LAYER_H
+#define COEFLOW_DECODER_LAYER_H
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define MAXB 8
+
+typedef struct {
+    int bf16;                  /* 1: bfloat16 activations, weights and caches; 0: float32 */
+    int B, D, H, Hkv, hd, I, S; /* rows, hidden, heads, kv heads, head dim, MLP width, cache slots */
+    long window;               /* sliding window (0: none) */
+    float eps;                 /* RMSNorm's */
+    int nthreads;
+    const void *x;             /* [B, D] contiguous; the layer's input */
+    void *out;                 /* [B, D] contiguous; its output */
+    const void *ln1, *ln2;     /* [D] */
+    const void *qkv_w[3];      /* [Nq or Nkv, D] with row strides qkv_ld */
+    long qkv_ld[3];
+    const void *qkv_b[3];      /* [Nq or Nkv] contiguous, or all NULL */
+    const void *o_w;           /* [D, H * hd] */
+    long o_ld;
+    const void *gu_w[2];       /* gate, up: [I, D] */
+    long gu_ld[2];
+    const void *down_w;        /* [D, I] */
+    long down_ld;
+    void *kc, *vc;             /* [B, Hkv, S, hd], last dimension contiguous, same strides */
+    long c_sb, c_sh, c_ss;     /* their strides, in elements */
+    const int64_t *slot_pos;   /* [B, S] contiguous: position each slot holds (-1: empty) */
+    const int64_t *q_pos;      /* [B]: the new token's position */
+    long slot;                 /* the slot its key and value go to */
+    const void *cos, *sin;     /* [B, hd] contiguous: rotary table rows at q_pos */
+    float *work;               /* coeflow_decoder_layer_work(...) floats of scratch */
+} coeflow_layer_args;
+
+/* Scratch floats one call needs (the activations in float32 and in the dtype, the scores). */
+long coeflow_decoder_layer_work(int B, int D, int H, int Hkv, int hd, int I, int S, int nthreads);
+
+/* Returns 0, or -1 for sizes out of range. */
+int coeflow_decoder_layer(const coeflow_layer_args *a);
+
+/* Calls so far (tests check that a compiled step used the layer). */
+long long coeflow_layer_calls(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
