@@ -130,8 +130,9 @@ class Engine:
                  device: str | torch.device = "auto", fused: bool = True, cpu_kernel: bool = True,
                  kv_cache_budget: int = KV_CACHE_BUDGET, triton_gemv: bool = True):
         """`fused`: compile the decode step. `cpu_kernel`: on the CPU, let the compiled step
-        use coeflow's AVX-512 linear kernel where it builds and the CPU supports it (else,
-        and with COEFLOW_CPU_KERNEL=0, Inductor's code; see coeflow.model.kernels).
+        use coeflow's AVX-512 kernels (linear layers, whole decoder layers) where they build
+        and the CPU supports them (else, and with COEFLOW_CPU_KERNEL=0, Inductor's code; see
+        coeflow.model.kernels).
         `kv_cache_budget`: bytes of KV caches kept for the batch and length buckets met so
         far (`_cache`); the one in use is always allocated, whatever its size. `triton_gemv`:
         on a GPU, let the compiled step run one-row products through coeflow's Triton kernel

@@ -209,9 +209,10 @@ def _kernel_takes(x2: Tensor, layers: tuple[Linear, ...]) -> bool:
 
 
 def use_cpu_kernel(model: nn.Module, on: bool) -> None:
-    """Route `model`'s linear layers through the CPU kernel in compiled steps (or back).
-    Only before the first compiled step: the engine's step does not guard the skeleton's
-    attributes (coeflow.engine.engine._own_step), so a later change would not recompile."""
+    """Route `model`'s linear layers, and its decoder layers where `coeflow::decoder_layer`
+    takes them, through the CPU kernels in compiled steps (or back). Only before the first
+    compiled step: the engine's step does not guard the skeleton's attributes
+    (coeflow.engine.engine._own_step), so a later change would not recompile."""
     for m in model.modules():
         if isinstance(m, (Linear, DecoderLayer)):
             m.cpu_kernel = on
