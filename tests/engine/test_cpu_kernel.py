@@ -4,6 +4,10 @@ engine works the same without it."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -58,6 +62,17 @@ def test_refuses_what_it_does_not_handle():
 
 
 @needs_kernel
+@pytest.mark.parametrize("n", [0, 1, 63, 64, 129, 100_003])
+def test_read_sum_is_the_sum(n):
+    """The benchmarks' read loop times memory; it must read every element exactly once
+    (stripes per thread, a tail shorter than a vector)."""
+    x = torch.rand(n, generator=torch.Generator().manual_seed(n))
+    assert kernels.read_sum(x) == pytest.approx(x.double().sum().item(), rel=1e-6, abs=1e-6)
+    with pytest.raises(ValueError, match="contiguous float32"):
+        kernels.read_sum(x.bfloat16())
+
+
+@needs_kernel
 def test_several_weights_in_one_call_and_the_ctypes_path():
     """q, k and v (or gate and up) in one call give their outputs side by side; the Python
     implementation (used where the C++ op does not build) computes the same."""
@@ -72,10 +87,36 @@ def test_several_weights_in_one_call_and_the_ctypes_path():
 
 
 @needs_kernel
+def test_a_decoder_layer_that_fails_to_build_leaves_cpu_linear_op(tmp_path):
+    """The layer's sources share the op library; their failing to compile must cost only the
+    layer's op, not cpu_linear's C++ op. In a process of its own: loading a library registers
+    its ops for the whole process."""
+    broken = tmp_path / "decoder_layer.c"
+    broken.write_text("this is not C\n")
+    script = f"""
+import logging, torch
+from coeflow.model import kernels
+logging.basicConfig(level=logging.WARNING)
+h, _, op = kernels.LAYER_SOURCES
+kernels.LAYER_SOURCES = (h, kernels.Path({str(broken)!r}), op)
+assert kernels.load() and kernels.via == "c++" and not kernels.has_decoder_layer()
+x, w = torch.randn(2, 40), torch.randn(70, 40)
+torch.testing.assert_close(kernels.cpu_linear(x, w), x @ w.T, rtol=1e-5, atol=1e-4)
+assert kernels.calls() == 1
+print("ok")
+"""
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]
+    assert "the decoder layer's op did not build" in proc.stderr and "decoder_layer.c" in proc.stderr
+
+
+@needs_kernel
 def test_without_gxx_the_kernel_runs_through_ctypes(monkeypatch, tmp_path):
     fresh = torch.library.Library("coeflow", "IMPL")  # the fallback's registration, undone below
     monkeypatch.setattr(kernels, "_LIB", fresh)
     monkeypatch.setattr(kernels, "via", kernels.via)
+    monkeypatch.setattr(kernels, "_layer", kernels._layer)
     monkeypatch.setattr(kernels, "_lib", None)
     monkeypatch.setattr(kernels, "_tried", False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))

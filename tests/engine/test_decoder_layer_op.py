@@ -100,6 +100,17 @@ def test_bad_operands_are_refused_with_the_tensor_named():
             kernels.decoder_layer(**{**args, "slots": torch.tensor([8])})
         with pytest.raises(RuntimeError, match="float32 or bfloat16"):
             kernels.decoder_layer(**{**args, "x": args["x"].half()})
+        # two tokens of one row are not two rows
+        with pytest.raises(RuntimeError, match="one token of 48 per cache row"):
+            kernels.decoder_layer(**{**args, "x": torch.randn(1, 2, cfg.hidden_size),
+                                     "k_cache": kc.expand(2, -1, -1, -1).contiguous(),
+                                     "v_cache": kc.expand(2, -1, -1, -1).contiguous()})
+        # caches without kv heads: an error, not a division by zero that kills the process
+        empty = torch.zeros(1, 0, 8, cfg.head_dim)
+        with pytest.raises(RuntimeError, match="kv heads"):
+            kernels.decoder_layer(**{**args, "k_cache": empty, "v_cache": empty.clone()})
+        with pytest.raises(RuntimeError, match="window must be 0"):
+            kernels.decoder_layer(**{**args, "window": -1})
 
 
 @needs_layer

@@ -342,6 +342,7 @@ def _layer_kernel_takes(layer: DecoderLayer, x: Tensor, k_cache: Tensor) -> bool
     norms = (layer.input_layernorm, layer.post_attention_layernorm)
     return (a.o_proj.bias is None and all(l.bias is None for l in m.joinable() + [m.down_proj])
             and all(l.weight.dtype == x.dtype and l.weight.stride(1) == 1 for l in linear)
+            and all(l.bias is None or l.bias.dtype == x.dtype for l in a.joinable())
             and all(n.weight.dtype == x.dtype for n in norms) and norms[0].eps == norms[1].eps)
 
 

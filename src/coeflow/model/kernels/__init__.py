@@ -54,6 +54,7 @@ DTYPES = (torch.float32, torch.bfloat16)
 
 _lib: ctypes.CDLL | None = None
 _tried = False
+_layer = False  # coeflow::decoder_layer built and loaded
 via: str | None = None  # once loaded: "c++" (the op's own implementation) or "ctypes"
 
 # The op's schema and fake implementation; its CPU implementation is registered by `load`.
@@ -96,16 +97,17 @@ def _run(cmd: list[str]) -> None:
         raise RuntimeError(f"{Path(cmd[0]).name} failed: {proc.stderr.strip()[-500:]}")
 
 
-def _build(flags: set[str], op: bool) -> Path:
+def _build(flags: set[str], op: bool, layer: bool = True) -> Path:
     """Compile unless a build of these sources, flags, CPU and torch exists. `op`: the torch
-    op library (C kernel + cpu_linear_op.cpp), else the C kernel alone (for ctypes)."""
+    op library (C kernel + cpu_linear_op.cpp, and with `layer` the decoder layer's op), else
+    the C kernel alone (for ctypes)."""
     parts = [SOURCE.read_bytes(), " ".join(CFLAGS).encode(),
              " ".join(sorted(f for f in flags if f in CPU_FLAGS)).encode()]
     if op:
-        parts += [OP_SOURCE.read_bytes(), *(p.read_bytes() for p in LAYER_SOURCES),
+        parts += [OP_SOURCE.read_bytes(), *(p.read_bytes() for p in LAYER_SOURCES if layer),
                   " ".join(CXXFLAGS).encode(), torch.__version__.encode()]
     key = hashlib.sha256(b"\0".join(parts)).hexdigest()[:16]
-    out = cache_dir() / f"{'cpu_linear_op' if op else SOURCE.stem}-{key}.so"
+    out = cache_dir() / f"{('cpu_linear_op' if layer else 'cpu_linear_op_nolayer') if op else SOURCE.stem}-{key}.so"
     if out.exists():
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -120,12 +122,14 @@ def _build(flags: set[str], op: bool) -> Path:
             if gxx is None:
                 raise RuntimeError("g++ not found")
             from torch.utils import cpp_extension  # imports setuptools: only when building
-            objs = [Path(tmp) / "kernel.o", Path(tmp) / "layer.o"]
+            objs = [Path(tmp) / "kernel.o"] + ([Path(tmp) / "layer.o"] if layer else [])
             _run([gcc, *CFLAGS, "-c", str(SOURCE), "-o", str(objs[0])])
-            _run([gcc, *CFLAGS, "-c", str(LAYER_SOURCES[1]), "-o", str(objs[1])])
+            if layer:
+                _run([gcc, *CFLAGS, "-c", str(LAYER_SOURCES[1]), "-o", str(objs[1])])
             torch_lib = cpp_extension.library_paths()[0]
+            sources = [OP_SOURCE] + ([LAYER_SOURCES[2]] if layer else [])
             _run([gxx, *CXXFLAGS, "-shared", *(f"-I{d}" for d in cpp_extension.include_paths()),
-                  str(OP_SOURCE), str(LAYER_SOURCES[2]), *map(str, objs), "-o", str(so),
+                  *map(str, sources), *map(str, objs), "-o", str(so),
                   f"-L{torch_lib}", "-lc10", "-ltorch_cpu", f"-Wl,-rpath,{torch_lib}"])
         else:
             _run([gcc, *CFLAGS, "-shared", str(SOURCE), "-o", str(so)])
@@ -135,7 +139,7 @@ def _build(flags: set[str], op: bool) -> Path:
 
 def load() -> bool:
     """Build and load the kernel once per process; True if it can be used."""
-    global _lib, _tried, via
+    global _lib, _tried, via, _layer
     if _tried:
         return _lib is not None
     _tried = True
@@ -148,15 +152,23 @@ def load() -> bool:
         log.info("CPU linear kernel unavailable: needs x86-64 Linux with %s", ", ".join(CPU_FLAGS))
         return False
     try:
-        try:
-            path = _build(flags, op=True)
-            torch.ops.load_library(str(path))  # registers the op's CPU implementation
-            mode = "c++"
-        except (OSError, RuntimeError, ImportError) as e:
-            if "gcc not found" in str(e):
-                raise
-            log.info("CPU linear kernel: no C++ op (%s); calling the kernel through ctypes", e)
-            path, mode = _build(flags, op=False), "ctypes"
+        mode, layer = "ctypes", False
+        # the op library with the decoder layer's op; without it, should only that fail to
+        # build (cpu_linear's op is 4x cheaper a call than the ctypes path); else ctypes
+        for layer in (True, False):
+            try:
+                path = _build(flags, op=True, layer=layer)
+                torch.ops.load_library(str(path))  # registers the ops' CPU implementations
+                mode = "c++"
+                break
+            except (OSError, RuntimeError, ImportError) as e:
+                if "gcc not found" in str(e):
+                    raise
+                log.warning("CPU kernels: %s did not build (%s)",
+                            "the decoder layer's op" if layer else "the C++ op", e)
+        if mode == "ctypes":
+            log.info("CPU linear kernel: calling the kernel through ctypes")
+            path, layer = _build(flags, op=False), False
         lib = ctypes.CDLL(str(path))
         fn = lib.coeflow_linear
         fn.restype = ctypes.c_int
@@ -164,14 +176,16 @@ def load() -> bool:
                        ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_long, ctypes.c_int,
                        ctypes.c_int, ctypes.c_int]
         lib.coeflow_calls.restype = ctypes.c_longlong
-        if mode == "c++":
+        lib.coeflow_read.restype = ctypes.c_double
+        lib.coeflow_read.argtypes = [ctypes.c_void_p, ctypes.c_long, ctypes.c_int]
+        if layer:
             lib.coeflow_layer_calls.restype = ctypes.c_longlong
     except (OSError, RuntimeError, AttributeError, ImportError) as e:
         log.warning("CPU linear kernel unavailable (%s); using the default path", e)
         return False
     if mode == "ctypes":
         _LIB.impl("cpu_linear", _cpu_linear_ctypes, "CPU")
-    _lib, via = lib, mode
+    _lib, via, _layer = lib, mode, layer
     return True
 
 
@@ -183,6 +197,16 @@ def calls() -> int:
 def layer_calls() -> int:
     """`coeflow::decoder_layer` calls so far in this process (tests check that it ran)."""
     return int(_lib.coeflow_layer_calls()) if has_decoder_layer() else 0
+
+
+def read_sum(x: Tensor) -> float:
+    """The sum of a contiguous float32 CPU tensor by the C file's plain read loop, on torch's
+    threads (coeflow.bench.machine times it as the memory's read rate)."""
+    if _lib is None:
+        raise RuntimeError("coeflow's CPU kernels are not loaded")
+    if x.dtype != torch.float32 or x.device.type != "cpu" or not x.is_contiguous():
+        raise ValueError(f"read_sum needs a contiguous float32 CPU tensor, got {x.dtype} on {x.device}")
+    return float(_lib.coeflow_read(x.data_ptr(), x.numel(), torch.get_num_threads()))
 
 
 def supports(x: Tensor, *ws: Tensor) -> bool:
@@ -221,7 +245,7 @@ def cpu_linear(x: Tensor, *ws: Tensor) -> Tensor:
 def has_decoder_layer() -> bool:
     """Whether `coeflow::decoder_layer` may be called: it is in the C++ op library only (no
     ctypes path), so it needs that library loaded."""
-    return _lib is not None and via == "c++"
+    return _lib is not None and _layer
 
 
 def decoder_layer(x: Tensor, ln1: Tensor, qkv_w: list[Tensor], qkv_b: list[Tensor], o_w: Tensor, ln2: Tensor,

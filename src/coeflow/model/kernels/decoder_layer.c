@@ -8,10 +8,11 @@
  * answer is a whole decoder layer as one kernel; this is that answer on a CPU: one call, five
  * parallel regions (the four groups of products, through coeflow_linear, and attention).
  *
- * Numerics follow the model's eager code: float32 inside, rounded to the layer's dtype where
- * eager rounds (each product's output, the normed input, the residual sums, the rotated keys
- * written to the cache), so a bf16 step stays within bf16 rounding of the eager one. fp32 and
- * bf16 only. Built with linear_avx512.c by coeflow.model.kernels. */
+ * Numerics follow the model's code as the compiled step runs it: float32 inside, rounded to the
+ * layer's dtype where that code rounds (each product's output, then again with a q/k/v bias
+ * added, as Linear._finish does; the normed input; the residual sums; the rotated q and k once,
+ * where eager's rotary rounds three times), so a bf16 step stays within bf16 rounding of the
+ * eager one (tested). fp32 and bf16 only. Built with linear_avx512.c by coeflow.model.kernels. */
 
 #include <immintrin.h>
 #include <math.h>
@@ -143,9 +144,9 @@ long long coeflow_layer_calls(void) { return __atomic_load_n(&ncalls, __ATOMIC_R
 
 int coeflow_decoder_layer(const coeflow_layer_args *a)
 {
-    __atomic_fetch_add(&ncalls, 1, __ATOMIC_RELAXED);
     const int B = a->B, D = a->D, H = a->H, Hkv = a->Hkv, hd = a->hd, I = a->I, bf16 = a->bf16;
-    if (B < 1 || B > MAXB || Hkv < 1 || H % Hkv || hd < 2 || hd % 2 || a->S < 1) return -1;
+    if (B < 1 || B > MAXB || Hkv < 1 || H % Hkv || hd < 2 || hd % 2 || a->S < 1 || a->window < 0) return -1;
+    __atomic_fetch_add(&ncalls, 1, __ATOMIC_RELAXED);
     const long nq = (long)H * hd, nkv = (long)Hkv * hd, nqkv = nq + 2 * nkv;
     float *xf = a->work;             /* [B, D] the input, then the residual stream */
     float *hn = xf + (long)B * D;    /* [B, D] the normed input, in the dtype */
@@ -163,7 +164,7 @@ int coeflow_decoder_layer(const coeflow_layer_args *a)
         rms_norm(xf + b * D, a->ln1, (char *)hn + b * D * es, D, a->eps, bf16);
     }
     const long nsq[3] = {nq, nkv, nkv};
-    coeflow_linear(bf16, hn, D, 3, a->qkv_w, a->qkv_ld, nsq, qkv, nqkv, B, D, a->nthreads);
+    if (coeflow_linear(bf16, hn, D, 3, a->qkv_w, a->qkv_ld, nsq, qkv, nqkv, B, D, a->nthreads)) return -1;
 
     /* round each output (+ bias, rounded again), rotate q and k, write k and v into the cache */
     const long half = hd / 2;
@@ -212,7 +213,7 @@ int coeflow_decoder_layer(const coeflow_layer_args *a)
     }
 
     const long nsd[1] = {D};
-    coeflow_linear(bf16, att, nq, 1, &a->o_w, &a->o_ld, nsd, tmp, D, B, (int)nq, a->nthreads);
+    if (coeflow_linear(bf16, att, nq, 1, &a->o_w, &a->o_ld, nsd, tmp, D, B, (int)nq, a->nthreads)) return -1;
     for (int b = 0; b < B; b++) { /* the residual, rounded as eager's sum of two dtype tensors */
         for (long i = 0; i < D; i += 16) {
             __mmask16 m = tail(D - i);
@@ -222,7 +223,7 @@ int coeflow_decoder_layer(const coeflow_layer_args *a)
         rms_norm(xf + b * D, a->ln2, (char *)hn + b * D * es, D, a->eps, bf16);
     }
     const long nsi[2] = {I, I};
-    coeflow_linear(bf16, hn, D, 2, a->gu_w, a->gu_ld, nsi, gu, 2L * I, B, D, a->nthreads);
+    if (coeflow_linear(bf16, hn, D, 2, a->gu_w, a->gu_ld, nsi, gu, 2L * I, B, D, a->nthreads)) return -1;
     for (int b = 0; b < B; b++) /* silu(gate) * up, each rounded as eager's */
         for (long i = 0; i < I; i += 16) {
             __mmask16 m = tail(I - i);
@@ -231,7 +232,7 @@ int coeflow_decoder_layer(const coeflow_layer_args *a)
             __m512 silu = _mm512_div_ps(g, _mm512_add_ps(_mm512_set1_ps(1.f), vexp(_mm512_sub_ps(_mm512_setzero_ps(), g))));
             vst(act, (long)b * I + i, _mm512_mul_ps(vrnd(silu, bf16), u), m, bf16);
         }
-    coeflow_linear(bf16, act, I, 1, &a->down_w, &a->down_ld, nsd, tmp, D, B, I, a->nthreads);
+    if (coeflow_linear(bf16, act, I, 1, &a->down_w, &a->down_ld, nsd, tmp, D, B, I, a->nthreads)) return -1;
     for (int b = 0; b < B; b++)
         for (long i = 0; i < D; i += 16) {
             __mmask16 m = tail(D - i);

@@ -42,9 +42,14 @@ at::Tensor decoder_layer(const at::Tensor &x_in, const at::Tensor &ln1, at::Tens
                 "with a contiguous last dimension");
     const int64_t B = k_cache.size(0), Hkv = k_cache.size(1), S = k_cache.size(2), hd = k_cache.size(3);
     const int64_t D = x_in.size(-1), H = num_heads, I = down_w.size(1);
-    TORCH_CHECK(B >= 1 && B <= kMaxRows && x_in.numel() == B * D, "coeflow::decoder_layer: x must hold one row of ",
-                D, " per cache row (1 to ", kMaxRows, "), got ", x_in.sizes(), " for caches ", k_cache.sizes());
-    TORCH_CHECK(H >= Hkv && H % Hkv == 0, "coeflow::decoder_layer: ", H, " heads over ", Hkv, " kv heads");
+    TORCH_CHECK(B >= 1 && B <= kMaxRows && x_in.dim() >= 2 && x_in.size(0) == B && x_in.numel() == B * D,
+                "coeflow::decoder_layer: x must hold one token of ", D, " per cache row (1 to ", kMaxRows,
+                " rows), got ", x_in.sizes(), " for caches ", k_cache.sizes());
+    TORCH_CHECK(Hkv >= 1 && H >= Hkv && H % Hkv == 0, "coeflow::decoder_layer: ", H, " heads over ", Hkv,
+                " kv heads");
+    TORCH_CHECK(hd >= 2 && hd % 2 == 0 && S >= 1, "coeflow::decoder_layer: caches need an even head size and at "
+                "least one slot, got ", k_cache.sizes());
+    TORCH_CHECK(window >= 0, "coeflow::decoder_layer: window must be 0 (none) or positive, got ", window);
     TORCH_CHECK(qkv_w.size() == 3 && gate_up_w.size() == 2 && (qkv_b.empty() || qkv_b.size() == 3),
                 "coeflow::decoder_layer: q, k, v weights (and biases or none), gate and up weights");
     const int64_t nq = H * hd, nkv = Hkv * hd;
@@ -89,7 +94,7 @@ at::Tensor decoder_layer(const at::Tensor &x_in, const at::Tensor &ln1, at::Tens
     a.c_sb = k_cache.stride(0), a.c_sh = k_cache.stride(1), a.c_ss = k_cache.stride(2);
     a.slot_pos = slot_pos.data_ptr<int64_t>(), a.q_pos = q_pos.data_ptr<int64_t>(), a.slot = slot;
     a.cos = cos.data_ptr(), a.sin = sin.data_ptr(), a.work = work.data_ptr<float>();
-    TORCH_CHECK(coeflow_decoder_layer(&a) == 0, "coeflow::decoder_layer: sizes out of range");
+    TORCH_CHECK(coeflow_decoder_layer(&a) == 0, "coeflow::decoder_layer: sizes out of the kernel's range");
     return out;
 }
 

@@ -20,15 +20,17 @@
 #define MAXM 8
 #define MAXU 2
 
-#define PF_MIN_M 4
+/* Software prefetch distance: the weight bytes read ahead of the current load. */
+#define PF_BYTES 6144
 
 /* One output row n against M rows of x. U independent accumulators per x row split the
  * K loop, so that for small M the chain of dependent multiply-adds does not bound the
  * rate. Rows are processed one at a time so that the weight is read as one sequential
  * stream: interleaving even two rows (to reuse each x load twice) halved the read rate on
- * this machine's CPU. For M >= PF_MIN_M the next row is prefetched in software (+25-50% at
- * M = 8, where the core is busy with the multiply-adds); for small M that only got in the
- * hardware prefetcher's way. */
+ * this machine's CPU. Each 64-byte line is also prefetched PF_BYTES ahead: with memory fast
+ * (a plain read at 62-68 GB/s) the hardware prefetcher alone left a medium model's products
+ * at ~80% of the read rate, and one row ahead (the distance that helped at M = 8) did not
+ * help for M = 1; 6 KB ahead reached 89% (BENCHMARKS.md, decode, session 8). */
 static inline __attribute__((always_inline)) void
 row_bf16(const uint16_t *x, long ldx, const uint16_t *w, long ldw, float *y, long ldy,
          int M, int U, long n, int K)
@@ -44,7 +46,7 @@ row_bf16(const uint16_t *x, long ldx, const uint16_t *w, long ldw, float *y, lon
 #pragma GCC unroll 8
         for (int u = 0; u < U; u++) {
             __m512bh wv = (__m512bh)_mm512_loadu_si512(wr + k + 32 * u);
-            if (M >= PF_MIN_M) _mm_prefetch((const char *)(wr + ldw + k + 32 * u), _MM_HINT_T0);
+            _mm_prefetch((const char *)(wr + k + 32 * u) + PF_BYTES, _MM_HINT_T0);
 #pragma GCC unroll 8
             for (int m = 0; m < M; m++)
                 acc[u][m] = _mm512_dpbf16_ps(acc[u][m], wv, (__m512bh)_mm512_loadu_si512(x + m * ldx + k + 32 * u));
@@ -80,7 +82,7 @@ row_f32(const float *x, long ldx, const float *w, long ldw, float *y, long ldy,
 #pragma GCC unroll 8
         for (int u = 0; u < U; u++) {
             __m512 wv = _mm512_loadu_ps(wr + k + 16 * u);
-            if (M >= PF_MIN_M) _mm_prefetch((const char *)(wr + ldw + k + 16 * u), _MM_HINT_T0);
+            _mm_prefetch((const char *)(wr + k + 16 * u) + PF_BYTES, _MM_HINT_T0);
 #pragma GCC unroll 8
             for (int m = 0; m < M; m++)
                 acc[u][m] = _mm512_fmadd_ps(wv, _mm512_loadu_ps(x + m * ldx + k + 16 * u), acc[u][m]);
@@ -109,7 +111,7 @@ row_f32(const float *x, long ldx, const float *w, long ldw, float *y, long ldy,
     {                                                                                       \
         for (long n = lo; n < hi; n++) row_##T(x, ldx, w, ldw, y, ldy, M, U, n, K);         \
     }
-#define U1 1 /* measured: 2 and 4 were no faster for one row */
+#define U1 2 /* one row: 2 chains ran 5-8% faster than 1 from memory, 4 no faster than 2 */
 #define U2 2
 #define U3 2
 #define DEFINE_ALL(T)                                                                          \
@@ -137,12 +139,12 @@ int coeflow_linear(int bf16, const void *x, long ldx, int nw, const void *const 
                    const long *ns, float *y, long ldy, int M, int K, int nthreads)
 {
     if (M < 1 || M > MAXM || K < 0 || nw < 1) return -1;
-    __atomic_fetch_add(&ncalls, 1, __ATOMIC_RELAXED);
     long N = 0;
     for (int j = 0; j < nw; j++) {
         if (ns[j] < 0) return -1;
         N += ns[j];
     }
+    __atomic_fetch_add(&ncalls, 1, __ATOMIC_RELAXED);
     range_fn fn = bf16 ? BF16[M - 1] : F32[M - 1];
     if (nthreads < 1 || N < 64) nthreads = 1;
 #pragma omp parallel num_threads(nthreads) if (nthreads > 1)
@@ -158,4 +160,32 @@ int coeflow_linear(int bf16, const void *x, long ldx, int nw, const void *const 
         }
     }
     return 0;
+}
+
+/* The sum of n floats read by nthreads threads, one contiguous stripe each, with four
+ * independent accumulators: as plain a read of memory as this CPU allows. The benchmarks'
+ * physical limit is the fastest of this and torch's reductions (coeflow.bench.machine);
+ * torch's were up to 20% slower here, so against them alone the products above looked
+ * faster than memory. */
+double coeflow_read(const float *p, long n, int nthreads)
+{
+    double total = 0;
+    if (nthreads < 1) nthreads = 1;
+#pragma omp parallel num_threads(nthreads) reduction(+ : total)
+    {
+        int t = omp_get_thread_num(), nt = omp_get_num_threads();
+        long lo = n / 64 * t / nt * 64, hi = t == nt - 1 ? n : n / 64 * (t + 1) / nt * 64;
+        __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+        long i = lo;
+        for (; i + 64 <= hi; i += 64) {
+            a0 = _mm512_add_ps(a0, _mm512_loadu_ps(p + i));
+            a1 = _mm512_add_ps(a1, _mm512_loadu_ps(p + i + 16));
+            a2 = _mm512_add_ps(a2, _mm512_loadu_ps(p + i + 32));
+            a3 = _mm512_add_ps(a3, _mm512_loadu_ps(p + i + 48));
+        }
+        double s = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
+        for (; i < hi; i++) s += p[i];
+        total += s;
+    }
+    return total;
 }
