@@ -73,6 +73,24 @@ def test_read_sum_is_the_sum(n):
 
 
 @needs_kernel
+def test_argmax_rows_is_torchs_argmax():
+    """Greedy decoding's choice on the CPU: the same token as torch.argmax, ties (the first)
+    and NaNs (the first NaN) included, at lengths that leave a partial vector."""
+    g = torch.Generator().manual_seed(0)
+    rows = [torch.randn(3, n, generator=g) for n in (1, 15, 16, 17, 1000, 32000)]
+    tied = torch.zeros(2, 37)
+    tied[0, [5, 20, 36]] = 2.0  # three equal maxima
+    nan = torch.randn(2, 50, generator=g)
+    nan[0, [7, 30]] = float("nan")
+    nan[1, 33] = float("nan")
+    ninf = torch.full((1, 40), float("-inf"))
+    for x in rows + [tied, nan, ninf, torch.ones(1, 64)]:
+        assert kernels.argmax_rows(x) == x.argmax(-1).tolist(), x.shape
+    half = torch.randn(2, 100, generator=g).bfloat16()  # other dtypes: torch's own
+    assert kernels.argmax_rows(half) == half.argmax(-1).tolist()
+
+
+@needs_kernel
 def test_several_weights_in_one_call_and_the_ctypes_path():
     """q, k and v (or gate and up) in one call give their outputs side by side; the Python
     implementation (used where the C++ op does not build) computes the same."""

@@ -331,7 +331,7 @@ class Engine:
                     chosen = ahead.tokens(n, launch_next=step + 1 < steps)
                 else:
                     logits_cpu = logits.float().cpu()
-                    chosen = logits_cpu[:n].argmax(-1).tolist() if all_greedy else [
+                    chosen = kernels.argmax_rows(logits_cpu[:n]) if all_greedy else [
                         sample(logits_cpu[i], plist[i], gens[i]) for i in range(n)]
                 now = time.perf_counter()
                 deltas: list[Delta] = []
