@@ -152,7 +152,7 @@ def load() -> bool:
         log.info("CPU linear kernel unavailable: needs x86-64 Linux with %s", ", ".join(CPU_FLAGS))
         return False
     try:
-        mode, layer = "ctypes", False
+        mode = "ctypes"
         # the op library with the decoder layer's op; without it, should only that fail to
         # build (cpu_linear's op is 4x cheaper a call than the ctypes path); else ctypes
         for layer in (True, False):
@@ -166,6 +166,8 @@ def load() -> bool:
                     raise
                 log.warning("CPU kernels: %s did not build (%s)",
                             "the decoder layer's op" if layer else "the C++ op", e)
+                if "g++ not found" in str(e):
+                    break
         if mode == "ctypes":
             log.info("CPU linear kernel: calling the kernel through ctypes")
             path, layer = _build(flags, op=False), False
