@@ -21,6 +21,9 @@
 #define MAXM 8
 #define MAXU 2
 
+/* The lanes of the last, partial vector of 16 floats: the first n (all for n >= 16). */
+static inline __mmask16 tail16(long n) { return n >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << n) - 1); }
+
 /* Software prefetch distance: the weight bytes read ahead of the current load. */
 #define PF_BYTES 6144
 
@@ -90,7 +93,7 @@ row_f32(const float *x, long ldx, const float *w, long ldw, float *y, long ldy,
         }
     }
     for (; k < K; k += 16) {
-        __mmask16 mask = K - k >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (K - k)) - 1);
+        __mmask16 mask = tail16(K - k);
         __m512 wv = _mm512_maskz_loadu_ps(mask, wr + k);
 #pragma GCC unroll 8
         for (int m = 0; m < M; m++)
@@ -201,7 +204,7 @@ long coeflow_argmax(const float *x, long n)
     __m512 mx = _mm512_set1_ps(-INFINITY);
     __mmask16 nan = 0;
     for (long i = 0; i < n; i += 16) {
-        __mmask16 m = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1);
+        __mmask16 m = tail16(n - i);
         __m512 v = _mm512_maskz_loadu_ps(m, x + i);
         nan |= _mm512_mask_cmp_ps_mask(m, v, v, _CMP_UNORD_Q);
         mx = _mm512_mask_max_ps(mx, m, mx, v);
@@ -212,7 +215,7 @@ long coeflow_argmax(const float *x, long n)
     }
     const __m512 best = _mm512_set1_ps(_mm512_reduce_max_ps(mx));
     for (long i = 0; i < n; i += 16) {
-        __mmask16 m = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1);
+        __mmask16 m = tail16(n - i);
         __mmask16 eq = _mm512_mask_cmp_ps_mask(m, _mm512_maskz_loadu_ps(m, x + i), best, _CMP_EQ_OQ);
         if (eq) return i + __builtin_ctz(eq);
     }
