@@ -194,14 +194,18 @@ def test_env_var_disables_kernel(monkeypatch):
 
 
 @needs_kernel
-def test_compiled_bf16_single_row_uses_kernel_on_large_weights(tmp_path, monkeypatch):
-    """A bf16 row goes to the kernel for weights past the size threshold (here: all of them)."""
+@pytest.mark.parametrize("dtype", ["fp32", "bf16"])
+def test_compiled_single_row_uses_kernel_on_large_weights(tmp_path, monkeypatch, dtype):
+    """One row goes to the kernel for weights past the size threshold (here: all of them);
+    the decoder layers are left to the step's own code, so the linear layers and the output
+    head are what call it."""
     import coeflow.model.llama as llama
     path = make_checkpoint(tmp_path / "m", "llama-gqa", seed=4)
     prompt, params = [[1, 17, 42, 99]], SamplingParams(max_tokens=6, ignore_eos=True)
-    want = [c.token_ids for c in Engine.from_checkpoint(path, dtype="bf16", fused=False).generate(prompt, params)]
-    monkeypatch.setattr(llama, "KERNEL_BF16_ROW_MIN_BYTES", 0)
-    fused = Engine.from_checkpoint(path, dtype="bf16", fused=True)
+    want = [c.token_ids for c in Engine.from_checkpoint(path, dtype=dtype, fused=False).generate(prompt, params)]
+    monkeypatch.setattr(llama, "KERNEL_ROW_MIN_BYTES", 0)
+    monkeypatch.setattr(kernels, "has_decoder_layer", lambda: False)
+    fused = Engine.from_checkpoint(path, dtype=dtype, fused=True)
     before = kernels.calls()
     assert [c.token_ids for c in fused.generate(prompt, params)] == want
-    assert fused.fused and kernels.calls() > before, "the compiled bf16 step did not call the kernel"
+    assert fused.fused and kernels.calls() > before, f"the compiled {dtype} step did not call the kernel"

@@ -69,8 +69,8 @@ class Linear(nn.Linear):
       bandwidth);
     - 2 to 8 rows, with `cpu_kernel` set (`use_cpu_kernel`), go to `coeflow::cpu_linear`, an
       AVX-512 kernel that reads each weight once for all rows (MKL's small-M GEMMs reach
-      neither bandwidth nor compute here); so does one bf16 row on weights large enough to
-      repay the call (KERNEL_BF16_ROW_MIN_BYTES), where the kernel's bf16 dot products beat
+      neither bandwidth nor compute here); so does one row on weights large enough to
+      repay the call (KERNEL_ROW_MIN_BYTES), where the kernel's bf16 dot products beat
       Inductor's loop. Layers that read the same input go together (`linears`).
 
     On a GPU, one row goes to coeflow's Triton kernel where `choose_gemv` measured it faster
@@ -190,12 +190,14 @@ def choose_gemv(model: nn.Module) -> tuple:
     return tuple(chosen)
 
 
-# One bf16 row goes to the kernel only for weights this large (together, for a group of
-# `linears`): Inductor's loop is bound by the bf16 widening (~25 GB/s here) while the
-# kernel streams at the memory's read rate, and from ~1 MB (~30 us to stream) that repays
-# the kernel's call (~7 us through the dispatcher, more for the first bytes of each stream).
-# In fp32 the kernel gained nothing at one row (BENCHMARKS.md, decode).
-KERNEL_BF16_ROW_MIN_BYTES = 1 << 20
+# One row goes to the kernel only for weights this large (together, for a group of
+# `linears`): from ~1 MB (~30 us to stream) the kernel's faster stream repays its call (~7 us
+# through the dispatcher, more for the first bytes of each stream). In bf16 Inductor's loop
+# is bound by the bf16 widening (~25 GB/s here); in fp32 it reads as fast as memory allows
+# but, unlike the kernel, through the caches, so it evicts the interpreter's data (a medium
+# fp32 step's output head: 1.6-1.8 ms through the kernel, 1.7-2.4 through Inductor's loop;
+# BENCHMARKS.md, decode, session 9).
+KERNEL_ROW_MIN_BYTES = 1 << 20
 
 
 def _kernel_takes(x2: Tensor, layers: tuple[Linear, ...]) -> bool:
@@ -205,7 +207,7 @@ def _kernel_takes(x2: Tensor, layers: tuple[Linear, ...]) -> bool:
     if x2.shape[0] > 1:
         return True
     nbytes = sum(m.weight.numel() * m.weight.element_size() for m in layers)
-    return x2.dtype == torch.bfloat16 and nbytes >= KERNEL_BF16_ROW_MIN_BYTES
+    return nbytes >= KERNEL_ROW_MIN_BYTES
 
 
 def use_cpu_kernel(model: nn.Module, on: bool) -> None:

@@ -34,7 +34,11 @@ static inline __mmask16 tail16(long n) { return n >= 16 ? (__mmask16)0xffff : (_
  * this machine's CPU. Each 64-byte line is also prefetched PF_BYTES ahead: with memory fast
  * (a plain read at 62-68 GB/s) the hardware prefetcher alone left a medium model's products
  * at ~80% of the read rate, and one row ahead (the distance that helped at M = 8) did not
- * help for M = 1; 6 KB ahead reached 89% (BENCHMARKS.md, decode, session 8). */
+ * help for M = 1; 6 KB ahead reached 89% (BENCHMARKS.md, decode, session 8). The prefetch is
+ * non-temporal: a weight is read once a step, and streamed through the caches it evicted
+ * everything else, so the Python of each step (Dynamo's, Inductor's wrapper, the engine's
+ * loop) ran from memory; the products alone ran as fast either way, a medium bf16 step went
+ * from 76% to 90% of the read rate (BENCHMARKS.md, decode, session 9). */
 static inline __attribute__((always_inline)) void
 row_bf16(const uint16_t *x, long ldx, const uint16_t *w, long ldw, float *y, long ldy,
          int M, int U, long n, int K)
@@ -50,7 +54,7 @@ row_bf16(const uint16_t *x, long ldx, const uint16_t *w, long ldw, float *y, lon
 #pragma GCC unroll 8
         for (int u = 0; u < U; u++) {
             __m512bh wv = (__m512bh)_mm512_loadu_si512(wr + k + 32 * u);
-            _mm_prefetch((const char *)(wr + k + 32 * u) + PF_BYTES, _MM_HINT_T0);
+            _mm_prefetch((const char *)(wr + k + 32 * u) + PF_BYTES, _MM_HINT_NTA);
 #pragma GCC unroll 8
             for (int m = 0; m < M; m++)
                 acc[u][m] = _mm512_dpbf16_ps(acc[u][m], wv, (__m512bh)_mm512_loadu_si512(x + m * ldx + k + 32 * u));
@@ -86,7 +90,7 @@ row_f32(const float *x, long ldx, const float *w, long ldw, float *y, long ldy,
 #pragma GCC unroll 8
         for (int u = 0; u < U; u++) {
             __m512 wv = _mm512_loadu_ps(wr + k + 16 * u);
-            _mm_prefetch((const char *)(wr + k + 16 * u) + PF_BYTES, _MM_HINT_T0);
+            _mm_prefetch((const char *)(wr + k + 16 * u) + PF_BYTES, _MM_HINT_NTA);
 #pragma GCC unroll 8
             for (int m = 0; m < M; m++)
                 acc[u][m] = _mm512_fmadd_ps(wv, _mm512_loadu_ps(x + m * ldx + k + 16 * u), acc[u][m]);
