@@ -195,7 +195,7 @@ def choose_gemv(model: nn.Module) -> tuple:
 # through the dispatcher, more for the first bytes of each stream). In bf16 Inductor's loop
 # is bound by the bf16 widening (~25 GB/s here); in fp32 it reads as fast as memory allows
 # but, unlike the kernel, through the caches, so it evicts the interpreter's data (a medium
-# fp32 step's output head: 1.6-1.8 ms through the kernel, 1.7-2.4 through Inductor's loop;
+# fp32 step's output head: 1.6-2.0 ms through the kernel, 1.7-2.4 through Inductor's loop;
 # BENCHMARKS.md, decode, session 9).
 KERNEL_ROW_MIN_BYTES = 1 << 20
 
