@@ -70,8 +70,9 @@ class Linear(nn.Linear):
     - 2 to 8 rows, with `cpu_kernel` set (`use_cpu_kernel`), go to `coeflow::cpu_linear`, an
       AVX-512 kernel that reads each weight once for all rows (MKL's small-M GEMMs reach
       neither bandwidth nor compute here); so does one row on weights large enough to
-      repay the call (KERNEL_ROW_MIN_BYTES), where the kernel's bf16 dot products beat
-      Inductor's loop. Layers that read the same input go together (`linears`).
+      repay the call (KERNEL_ROW_MIN_BYTES), where the kernel beats Inductor's loop (its
+      bf16 dot products; in fp32, its stream past the caches). Layers that read the same
+      input go together (`linears`).
 
     On a GPU, one row goes to coeflow's Triton kernel where `choose_gemv` measured it faster
     than cuBLAS for this weight's shape (`gemv`). Eagerly, and otherwise, it is `F.linear`
