@@ -202,3 +202,45 @@ def test_a_batch_on_the_expert_already_attached_attaches_nothing(tmp_path, monke
     assert [c.token_ids for c in engine.generate(PROMPTS, params)] != want_a
     engine.set_weights(wa, name="a")
     assert [c.token_ids for c in engine.generate(PROMPTS, params)] == want_a
+
+
+def test_cpu_steps_after_a_buckets_first_call_the_compiled_graph_without_dynamo(tmp_path):
+    """On the CPU the compiled step is called without Dynamo once a KV cache's first step has
+    picked its graph (Engine._direct). What Dynamo's guards would have checked must still hold:
+    a switch of experts, of batch bucket and of length bucket each give the eager tokens."""
+    a = make_checkpoint(tmp_path / "a", "llama-gqa", seed=1)
+    b = make_checkpoint(tmp_path / "b", "llama-gqa", seed=2)
+    eager = Engine.from_checkpoint(a, fused=False)
+    fused = Engine.from_checkpoint(a, fused=True)
+    runs = [("a", PROMPTS, 8), ("b", PROMPTS, 8), ("b", [PROMPTS[0]], 8), ("a", [PROMPTS[1]], 140),
+            ("a", PROMPTS, 8)]
+    for name, prompts, n in runs:
+        path = {"a": a, "b": b}[name]
+        eager.load(path)
+        fused.load(path)
+        params = SamplingParams(max_tokens=n, ignore_eos=True)
+        before = fused._direct.direct_steps
+        want = [c.token_ids for c in eager.generate(prompts, params)]
+        assert [c.token_ids for c in fused.generate(prompts, params)] == want, (name, len(prompts), n)
+        assert fused._direct.direct_steps >= before + n - 2, "decode steps went through Dynamo"
+    assert fused.fused
+
+
+def test_cpu_step_stays_with_dynamo_when_its_inputs_cannot_be_found(tmp_path, monkeypatch):
+    """If a compiled graph's inputs cannot be found from Dynamo's names for them (another
+    torch's internals), the step keeps going through Dynamo: same tokens, no error."""
+    import coeflow.engine.engine as engine_module
+    real = engine_module._Recorder.__call__
+
+    def unknown_sources(self, gm, example_inputs, **kwargs):
+        fn = real(self, gm, example_inputs, **kwargs)
+        for graph in self.graphs.values():
+            graph.sources = ["L['no_such_input']" for _ in graph.sources]
+        return fn
+    monkeypatch.setattr(engine_module._Recorder, "__call__", unknown_sources)
+    a = make_checkpoint(tmp_path / "a", "llama-gqa", seed=1)
+    params = SamplingParams(max_tokens=8, ignore_eos=True)
+    want = [c.token_ids for c in Engine.from_checkpoint(a, fused=False).generate(PROMPTS, params)]
+    fused = Engine.from_checkpoint(a, fused=True)
+    assert [c.token_ids for c in fused.generate(PROMPTS, params)] == want
+    assert fused.fused and fused._direct.direct_steps == 0

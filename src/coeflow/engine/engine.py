@@ -157,8 +157,12 @@ class Engine:
         self._step: Callable[..., Tensor] = _decode_step  # the compiled one once weights attach
         # fused: one compiled step per layout of the weights (shapes, strides, dtypes, device)
         self._steps: dict[tuple, Callable[..., Tensor]] = {}
+        self._recorders: dict[tuple, _Recorder] = {}  # fused on the CPU: each step's graphs
+        self._recorder: _Recorder | None = None  # the one of the step in use
         # fused on CUDA: the compiled step replayed as CUDA graphs, one per bucket and weights
         self._graphs = _CudaGraphs(self.device) if fused and self.device.type == "cuda" else None
+        # fused on the CPU: the compiled step's graph called without Dynamo (_DirectCalls)
+        self._direct = _DirectCalls() if fused and self.device.type == "cpu" else None
 
     @property
     def cuda_graphs(self) -> list["torch.cuda.CUDAGraph"]:
@@ -206,11 +210,18 @@ class Engine:
             if layout not in self._steps:
                 if self._steps:
                     log.info("weights laid out unlike earlier experts'; compiling a decode step for them")
+                options, backend = compile_options(), "inductor"
+                if self._direct is not None:  # the recorder runs Inductor with the options itself
+                    backend = self._recorders[layout] = _Recorder(options)
+                    options = {k: v for k, v in options.items() if k == "guard_filter_fn"}
                 self._steps[layout] = torch.compile(_own_step(), fullgraph=True, dynamic=False,
-                                                    options=compile_options())
+                                                    backend=backend, options=options)
             self._step = self._steps[layout]
+            self._recorder = self._recorders.get(layout)
             if self._graphs is not None:
                 self._graphs.use_weights(layout, tuple(t.data_ptr() for _, t in items))
+            if self._direct is not None:
+                self._direct.use_weights()
 
     @torch.inference_mode()
     def generate(self, prompts: list[list[int]], params: SamplingParams | list[SamplingParams],
@@ -269,6 +280,8 @@ class Engine:
         old = self._caches.pop(next(iter(self._caches)))
         if self._graphs is not None:
             self._graphs.forget(old)  # they point into it
+        if self._direct is not None:
+            self._direct.forget(old)
         return old.nbytes
 
     def _run(self, prompts: list[list[int]], params: SamplingParams | list[SamplingParams],
@@ -386,13 +399,15 @@ class Engine:
                             exc_info=True)
                 self._graphs = None
         try:
+            if self._direct is not None and self._recorder is not None and self._step is not _decode_step:
+                return self._direct.run(self._step, self._recorder, self.model, cache, tokens, q_pos, slot)
             return self._step(self.model, cache, tokens, q_pos, slot)
         except Exception as e:  # a compiler missing or failing must not stop generation
             if self._step is _decode_step:
                 raise
             log.warning("compiled decode step failed (%s: %s); falling back to eager",
                         type(e).__name__, str(e).splitlines()[0] if str(e) else "", exc_info=True)
-            self._step, self.fused, self._graphs = _decode_step, False, None
+            self._step, self.fused, self._graphs, self._direct = _decode_step, False, None, None
             return self._step(self.model, cache, tokens, q_pos, slot)
 
 
@@ -479,6 +494,106 @@ class _CudaGraphs:
                 graph.capture_end()
         main.wait_stream(side)
         return _Captured(graph, tokens, q_pos, slot, logits)
+
+
+@dataclass
+class _Graph:
+    """One graph Inductor compiled for a decode step: the callable Dynamo calls, and where
+    Dynamo takes each of its inputs from (its source names, `L['cache']._buffers['k0']`...)."""
+    fn: Callable[..., list[Tensor]]
+    sources: list[str]
+
+
+class _Recorder:
+    """torch.compile backend: Inductor with `options`, as `backend="inductor"` runs it, which
+    also keeps each graph it compiles (by the key the engine sets before calling the step), so
+    that `_DirectCalls` can call it without Dynamo."""
+
+    def __init__(self, options: dict) -> None:
+        self.inductor = torch._TorchCompileInductorWrapper(
+            None, {k: v for k, v in options.items() if k != "guard_filter_fn"}, False)
+        self.key: tuple | None = None
+        self.graphs: dict[tuple, _Graph] = {}
+
+    def __call__(self, gm: torch.fx.GraphModule, example_inputs: list, **_) -> Callable:
+        fn = self.inductor(gm, example_inputs)
+        try:
+            sources = [n.meta["grapharg"].source.name for n in gm.graph.nodes if n.op == "placeholder"]
+            outputs = gm.graph.output_node().args[0]
+            one_output = isinstance(outputs, (tuple, list)) and len(outputs) == 1
+        except (AttributeError, KeyError, TypeError):  # another torch's internals: Dynamo only
+            sources, one_output = [], False
+        if self.key is not None and one_output and all(isinstance(s, str) for s in sources):
+            self.graphs[self.key] = _Graph(fn, sources)
+        return fn
+
+
+@dataclass
+class _Direct:
+    fn: Callable[..., list[Tensor]]
+    args: list[Tensor]  # the graph's inputs: the skeleton's weights, the cache, and these
+    tokens: Tensor
+    q_pos: Tensor
+    slot: Tensor
+
+
+class _DirectCalls:
+    """The compiled decode step on the CPU, called without Dynamo. Each call through Dynamo
+    evaluates its guards (~250 checks) and collects the step's inputs from the module tree
+    (141 weights on the medium model, eight dictionary lookups each); with the caches cold
+    from the weights a step streams, that took 0.1-0.5 ms of a 4-6 ms medium step while the
+    second thread waited (BENCHMARKS.md, decode, session 10). As with CUDA graphs
+    (`_CudaGraphs`), the first step of a KV cache (a batch and length bucket) runs through
+    Dynamo, which compiles on first use and picks the graph; later steps copy the tokens
+    into that graph's own inputs and call it with the input list built once. What the
+    guards would check holds by construction: the list is rebuilt for each cache and each
+    attach of weights (`use_weights`), the weights' layout has a step of its own
+    (`Engine.set_weights`), and the inputs' shapes are the cache's."""
+
+    MAX = 64  # least recently used dropped beyond this (each holds a cache's tensors)
+
+    def __init__(self) -> None:
+        self._calls: dict[int, _Direct] = {}  # by id(cache)
+        self.direct_steps = 0  # steps called directly so far (tests check the path is taken)
+
+    def use_weights(self) -> None:
+        """New weights attached: the input lists hold the old ones."""
+        self._calls.clear()
+
+    def forget(self, cache: KVCache) -> None:
+        self._calls.pop(id(cache), None)
+
+    def run(self, step: Callable[..., Tensor], recorder: _Recorder, model: Transformer, cache: KVCache,
+            tokens: Tensor, q_pos: Tensor, slot: Tensor) -> Tensor:
+        d = self._calls.get(id(cache))
+        if d is not None:
+            d.tokens.copy_(tokens)
+            d.q_pos.copy_(q_pos)
+            d.slot.copy_(slot)
+            self.direct_steps += 1
+            return d.fn(*d.args)[0]
+        key = (tuple(tokens.shape), tuple(q_pos.shape), tuple(slot.shape), tuple(cache.slot_pos.shape))
+        recorder.key = key
+        try:
+            logits = step(model, cache, tokens, q_pos, slot)  # compiles on first use
+        finally:
+            recorder.key = None
+        graph = recorder.graphs.get(key)
+        if graph is not None:
+            tokens, q_pos, slot = tokens.clone(), q_pos.clone(), slot.clone()
+            scope = {"L": {"model": model, "cache": cache, "tokens": tokens, "q_pos": q_pos, "slots": slot},
+                     "G": _decode_step.__globals__, "__builtins__": {}}
+            try:  # Dynamo's source names are Python expressions over the frame's locals and globals
+                args = [eval(s, scope) for s in graph.sources]  # noqa: S307 (names Dynamo wrote)
+            except Exception:
+                log.debug("decode step: an input's source did not evaluate; staying with Dynamo",
+                          exc_info=True)
+                return logits
+            if all(isinstance(a, Tensor) for a in args):
+                if len(self._calls) >= self.MAX:
+                    del self._calls[next(iter(self._calls))]
+                self._calls[id(cache)] = _Direct(graph.fn, args, tokens, q_pos, slot)
+        return logits
 
 
 class _GreedyAhead:
