@@ -51,7 +51,7 @@ class Row:
     tokens_per_s: float
     weight_gbps: float
     ms_per_step: float
-    mem_read_gbps: float = 0.0  # the read bandwidth measured around this row's group
+    mem_read_gbps: float = 0.0  # the read bandwidth measured right around this row's runs
     # fused on CUDA: one replay of the step's CUDA graph alone, timed on the device (the
     # step without the host's share: sampling, streaming, the copies in and out)
     replay_ms: float | None = None
@@ -142,11 +142,10 @@ def run(models: tuple[str, ...] = ("tiny", "medium"), dtypes: tuple[str, ...] = 
     root = Path(tmp.name) if tmp else Path(workdir)
     rows: list[Row] = []
     try:
-        # This machine's read bandwidth drifts (24-62 GB/s seen within an hour), so it is
-        # measured before and after each group of rows, and each row is judged against the
-        # faster of the two: the strictest limit seen next to it.
-        progress("measuring memory read bandwidth")
-        bw = [mem_read_gbps(device=device)]
+        # This machine's read bandwidth drifts (40-83 GB/s within half a minute, session 10),
+        # so it is measured right before and right after each row's timed runs, and the row
+        # is judged against the faster of the two: the strictest limit seen next to it.
+        bw: list[float] = []
         copy = device_copy_gbps(device) if device != "cpu" else None
         for name in models:
             path = make_checkpoint(name, root, device)
@@ -156,21 +155,19 @@ def run(models: tuple[str, ...] = ("tiny", "medium"), dtypes: tuple[str, ...] = 
                 dtype = parse_dtype(dt_name)
                 for batch in batches:
                     prompts = torch.randint(3, cfg.vocab_size, (batch, prompt_len), generator=g).tolist()
-                    group = len(rows)
                     for engine in engines:
                         progress(f"{name} {dt_name} batch {batch}: {engine}")
                         gen, eng = _runner(engine, path, dtype, prompts, device)
                         gen(1 + new_tokens)  # warm-up (and compilation, for the fused engine)
+                        bw.append(mem_read_gbps(device=device))
                         step = statistics.median(gen(1 + new_tokens) for _ in range(repeats)) / new_tokens
+                        bw.append(mem_read_gbps(device=device))
                         rows.append(Row(engine, name, cfg.num_params(), dt_name, batch,
                                         tokens_per_s=batch / step,
                                         weight_gbps=streamed_bytes(cfg, dtype) / step / 1e9,
-                                        ms_per_step=step * 1e3,
+                                        ms_per_step=step * 1e3, mem_read_gbps=max(bw[-2:]),
                                         replay_ms=replay_ms(eng)))
                         del gen, eng
-                    bw.append(mem_read_gbps(device=device))
-                    for r in rows[group:]:
-                        r.mem_read_gbps = max(bw[-2], bw[-1])
     finally:
         if tmp:
             tmp.cleanup()
@@ -185,7 +182,7 @@ def format_table(report: dict) -> str:
     lo, hi = report.get("mem_read_gbps_range", [report["mem_read_gbps"]] * 2)
     copy = report.get("device_copy_gbps")
     lines = [f"machine: {report['machine']}",
-             f"memory read bandwidth (measured around each group of rows): {lo:.1f}-{hi:.1f} GB/s"
+             f"memory read bandwidth (measured around each row): {lo:.1f}-{hi:.1f} GB/s"
              + (f"; device copy {copy:.0f} GB/s (read + write)" if copy else ""),
              f"{'model':8} {'params':>8} {'dtype':5} {'batch':>5} {'engine':22} {'tok/s':>9} "
              f"{'ms/step':>8} {'weight GB/s':>11} {'% of copy' if copy else '% of read bw':>12}"]
