@@ -75,7 +75,8 @@ def test_read_sum_is_the_sum(n):
 @needs_kernel
 def test_argmax_rows_is_torchs_argmax():
     """Greedy decoding's choice on the CPU: the same token as torch.argmax, ties (the first)
-    and NaNs (the first NaN) included, at lengths that leave a partial vector."""
+    and NaNs (the first NaN) included, at lengths that leave a partial vector, in float32 and
+    bfloat16 (read as it is; rounding makes ties common there)."""
     g = torch.Generator().manual_seed(0)
     rows = [torch.randn(3, n, generator=g) for n in (1, 15, 16, 17, 1000, 32000)]
     tied = torch.zeros(2, 37)
@@ -84,9 +85,12 @@ def test_argmax_rows_is_torchs_argmax():
     nan[0, [7, 30]] = float("nan")
     nan[1, 33] = float("nan")
     ninf = torch.full((1, 40), float("-inf"))
-    for x in rows + [tied, nan, ninf, torch.ones(1, 64)]:
-        assert kernels.argmax_rows(x) == x.argmax(-1).tolist(), x.shape
-    half = torch.randn(2, 100, generator=g).bfloat16()  # other dtypes: torch's own
+    coarse = torch.randint(-3, 4, (4, 3000), generator=g).float()  # many equal maxima
+    for x in rows + [tied, nan, ninf, torch.ones(1, 64), coarse]:
+        for x in (x, x.bfloat16()):
+            assert kernels.argmax_rows(x) == x.argmax(-1).tolist(), (x.shape, x.dtype)
+    assert kernels.argmax_rows(rows[-1][:, ::2]) == rows[-1][:, ::2].argmax(-1).tolist()  # strided
+    half = torch.randn(2, 100, generator=g).half()  # other dtypes: torch's own
     assert kernels.argmax_rows(half) == half.argmax(-1).tolist()
 
 

@@ -342,6 +342,8 @@ class Engine:
             for step in range(steps):
                 if ahead is not None:
                     chosen = ahead.tokens(n, launch_next=step + 1 < steps)
+                elif all_greedy and dev.type == "cpu":  # the kernel reads bf16 logits as they are
+                    chosen = kernels.argmax_rows(logits if n == b else logits[:n])
                 else:
                     logits_cpu = logits.float().cpu()
                     chosen = kernels.argmax_rows(logits_cpu[:n]) if all_greedy else [
