@@ -87,8 +87,8 @@ def test_argmax_rows_is_torchs_argmax():
     ninf = torch.full((1, 40), float("-inf"))
     coarse = torch.randint(-3, 4, (4, 3000), generator=g).float()  # many equal maxima
     for x in rows + [tied, nan, ninf, torch.ones(1, 64), coarse]:
-        for x in (x, x.bfloat16()):
-            assert kernels.argmax_rows(x) == x.argmax(-1).tolist(), (x.shape, x.dtype)
+        for y in (x, x.bfloat16()):
+            assert kernels.argmax_rows(y) == y.argmax(-1).tolist(), (y.shape, y.dtype)
     assert kernels.argmax_rows(rows[-1][:, ::2]) == rows[-1][:, ::2].argmax(-1).tolist()  # strided
     half = torch.randn(2, 100, generator=g).half()  # other dtypes: torch's own
     assert kernels.argmax_rows(half) == half.argmax(-1).tolist()

@@ -161,8 +161,10 @@ class Engine:
         self._recorder: _Recorder | None = None  # the one of the step in use
         # fused on CUDA: the compiled step replayed as CUDA graphs, one per bucket and weights
         self._graphs = _CudaGraphs(self.device) if fused and self.device.type == "cuda" else None
-        # fused on the CPU: the compiled step's graph called without Dynamo (_DirectCalls)
-        self._direct = _DirectCalls() if fused and self.device.type == "cpu" else None
+        # fused on the CPU: the compiled step's graph called without Dynamo (_DirectCalls;
+        # its backend needs torch's Inductor wrapper, private API: without it, Dynamo's calls)
+        self._direct = (_DirectCalls() if fused and self.device.type == "cpu"
+                        and hasattr(torch, "_TorchCompileInductorWrapper") else None)
 
     @property
     def cuda_graphs(self) -> list["torch.cuda.CUDAGraph"]:
@@ -552,7 +554,7 @@ class _DirectCalls:
     attach of weights (`use_weights`), the weights' layout has a step of its own
     (`Engine.set_weights`), and the inputs' shapes are the cache's."""
 
-    MAX = 64  # least recently used dropped beyond this (each holds a cache's tensors)
+    MAX = 64  # the oldest dropped beyond this (each holds a cache's tensors)
 
     def __init__(self) -> None:
         self._calls: dict[int, _Direct] = {}  # by id(cache)
