@@ -213,9 +213,10 @@ class Engine:
                 if self._steps:
                     log.info("weights laid out unlike earlier experts'; compiling a decode step for them")
                 options, backend = compile_options(), "inductor"
-                if self._direct is not None:  # the recorder runs Inductor with the options itself
-                    backend = self._recorders[layout] = _Recorder(options)
-                    options = {k: v for k, v in options.items() if k == "guard_filter_fn"}
+                if self._direct is not None:  # the recorder runs Inductor with its options itself
+                    guards = {k: options.pop(k) for k in ("guard_filter_fn",) if k in options}
+                    backend, options = _Recorder(options), guards
+                    self._recorders[layout] = backend
                 self._steps[layout] = torch.compile(_own_step(), fullgraph=True, dynamic=False,
                                                     backend=backend, options=options)
             self._step = self._steps[layout]
@@ -509,13 +510,13 @@ class _Graph:
 
 
 class _Recorder:
-    """torch.compile backend: Inductor with `options`, as `backend="inductor"` runs it, which
-    also keeps each graph it compiles (by the key the engine sets before calling the step), so
-    that `_DirectCalls` can call it without Dynamo."""
+    """torch.compile backend: Inductor with `options` (Inductor's own; Dynamo's guard filter
+    goes to torch.compile), as `backend="inductor"` runs it, which also keeps each graph it
+    compiles (by the key the engine sets before calling the step), so that `_DirectCalls` can
+    call it without Dynamo."""
 
     def __init__(self, options: dict) -> None:
-        self.inductor = torch._TorchCompileInductorWrapper(
-            None, {k: v for k, v in options.items() if k != "guard_filter_fn"}, False)
+        self.inductor = torch._TorchCompileInductorWrapper(None, options, False)
         self.key: tuple | None = None
         self.graphs: dict[tuple, _Graph] = {}
 
@@ -543,9 +544,9 @@ class _Direct:
 
 class _DirectCalls:
     """The compiled decode step on the CPU, called without Dynamo. Each call through Dynamo
-    evaluates its guards (~250 checks) and collects the step's inputs from the module tree
-    (141 weights on the medium model, eight dictionary lookups each); with the caches cold
-    from the weights a step streams, that took 0.1-0.5 ms of a 4-6 ms medium step while the
+    evaluates its guards (~250 checks) and collects the step's inputs from the module tree (141
+    on the medium model, 111 of them weights at seven dictionary lookups each); with the caches
+    cold from the weights a step streams, that took 0.1-0.5 ms of a 4-6 ms medium step while the
     second thread waited (BENCHMARKS.md, decode, session 10). As with CUDA graphs
     (`_CudaGraphs`), the first step of a KV cache (a batch and length bucket) runs through
     Dynamo, which compiles on first use and picks the graph; later steps copy the tokens
