@@ -3,11 +3,12 @@ shape reuses it: a switch never recompiles."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch._dynamo.utils import counters
 
 from coeflow.engine import Engine, SamplingParams
-from coeflow.model import ModelConfig, load_weights
+from coeflow.model import ModelConfig, kernels, load_weights
 from checkpoints import make_checkpoint
 
 PROMPTS = [[1, 17, 42, 99, 7], [1, 5, 6, 250, 251, 252, 253]]
@@ -204,14 +205,16 @@ def test_a_batch_on_the_expert_already_attached_attaches_nothing(tmp_path, monke
     assert [c.token_ids for c in engine.generate(PROMPTS, params)] == want_a
 
 
-def test_cpu_steps_after_a_buckets_first_call_the_compiled_graph_without_dynamo(tmp_path):
+@pytest.mark.parametrize("cpu_step", [False, True])
+def test_cpu_steps_after_a_buckets_first_call_the_compiled_graph_without_dynamo(tmp_path, cpu_step):
     """On the CPU the compiled step is called without Dynamo once a KV cache's first step has
-    picked its graph (Engine._direct). What Dynamo's guards would have checked must still hold:
-    a switch of experts, of batch bucket and of length bucket each give the eager tokens."""
+    picked its graph (Engine._direct), or, with `cpu_step` where the kernels take the model,
+    replayed from C (the batch-2 runs here). What Dynamo's guards would have checked must still
+    hold: a switch of experts, of batch bucket and of length bucket each give the eager tokens."""
     a = make_checkpoint(tmp_path / "a", "llama-gqa", seed=1)
     b = make_checkpoint(tmp_path / "b", "llama-gqa", seed=2)
     eager = Engine.from_checkpoint(a, fused=False)
-    fused = Engine.from_checkpoint(a, fused=True)
+    fused = Engine.from_checkpoint(a, fused=True, cpu_step=cpu_step)
     runs = [("a", PROMPTS, 8), ("b", PROMPTS, 8), ("b", [PROMPTS[0]], 8), ("a", [PROMPTS[1]], 140),
             ("a", PROMPTS, 8)]
     for name, prompts, n in runs:
@@ -224,11 +227,14 @@ def test_cpu_steps_after_a_buckets_first_call_the_compiled_graph_without_dynamo(
         assert [c.token_ids for c in fused.generate(prompts, params)] == want, (name, len(prompts), n)
         assert fused._direct.direct_steps >= before + n - 2, "decode steps went through Dynamo"
     assert fused.fused
+    replays = cpu_step and kernels.load() and kernels.has_decoder_layer()
+    assert (fused._direct.replayed_steps > 0) == replays
 
 
 def test_cpu_step_stays_with_dynamo_when_its_inputs_cannot_be_found(tmp_path, monkeypatch):
     """If a compiled graph's inputs cannot be found from Dynamo's names for them (another
-    torch's internals), the step keeps going through Dynamo: same tokens, no error."""
+    torch's internals), the step keeps going through Dynamo: same tokens, no error. (Without
+    the C replay, which does not need those names.)"""
     import coeflow.engine.engine as engine_module
     real = engine_module._Recorder.__call__
 
@@ -241,6 +247,6 @@ def test_cpu_step_stays_with_dynamo_when_its_inputs_cannot_be_found(tmp_path, mo
     a = make_checkpoint(tmp_path / "a", "llama-gqa", seed=1)
     params = SamplingParams(max_tokens=8, ignore_eos=True)
     want = [c.token_ids for c in Engine.from_checkpoint(a, fused=False).generate(PROMPTS, params)]
-    fused = Engine.from_checkpoint(a, fused=True)
+    fused = Engine.from_checkpoint(a, fused=True, cpu_step=False)
     assert [c.token_ids for c in fused.generate(PROMPTS, params)] == want
     assert fused.fused and fused._direct.direct_steps == 0

@@ -18,6 +18,7 @@ from typing import Callable, Iterator
 import torch
 from torch import Tensor
 
+from coeflow.engine.cpu_step import CpuStep
 from coeflow.engine.kv_cache import KVCache
 from coeflow.engine.sampling import InvalidRequestError, SamplingParams, sample
 from coeflow.engine.text import TextStream
@@ -128,7 +129,7 @@ class Delta:
 class Engine:
     def __init__(self, cfg: ModelConfig, dtype: str | torch.dtype = "fp32",
                  device: str | torch.device = "auto", fused: bool = True, cpu_kernel: bool = True,
-                 kv_cache_budget: int = KV_CACHE_BUDGET, triton_gemv: bool = True):
+                 kv_cache_budget: int = KV_CACHE_BUDGET, triton_gemv: bool = True, cpu_step: bool = True):
         """`fused`: compile the decode step. `cpu_kernel`: on the CPU, let the compiled step
         use coeflow's AVX-512 kernels (linear layers, whole decoder layers) where they build
         and the CPU supports them (else, and with COEFLOW_CPU_KERNEL=0, Inductor's code; see
@@ -137,7 +138,9 @@ class Engine:
         far (`_cache`); the one in use is always allocated, whatever its size. `triton_gemv`:
         on a GPU, let the compiled step run one-row products through coeflow's Triton kernel
         for the weight shapes where it measures faster than cuBLAS (`llama.choose_gemv`; else,
-        without Triton and with COEFLOW_GPU_GEMV=0, cuBLAS)."""
+        without Triton and with COEFLOW_GPU_GEMV=0, cuBLAS). `cpu_step`: on the CPU, where
+        the kernels take every layer and the head, replay the compiled step's kernels from one
+        C call after a cache's first step (coeflow.engine.cpu_step)."""
         self.cfg = cfg
         self.dtype = parse_dtype(dtype)
         self.device = resolve_device(device) if isinstance(device, str) else device
@@ -163,7 +166,7 @@ class Engine:
         self._graphs = _CudaGraphs(self.device) if fused and self.device.type == "cuda" else None
         # fused on the CPU: the compiled step's graph called without Dynamo (_DirectCalls;
         # its backend needs torch's Inductor wrapper, private API: without it, Dynamo's calls)
-        self._direct = (_DirectCalls() if fused and self.device.type == "cpu"
+        self._direct = (_DirectCalls(replay=cpu_step and self.cpu_kernel) if fused and self.device.type == "cpu"
                         and hasattr(torch, "_TorchCompileInductorWrapper") else None)
 
     @property
@@ -541,6 +544,12 @@ class _Direct:
     q_pos: Tensor
     slot: Tensor
 
+    def __call__(self, tokens: Tensor, q_pos: Tensor, slot: Tensor) -> Tensor:
+        self.tokens.copy_(tokens)
+        self.q_pos.copy_(q_pos)
+        self.slot.copy_(slot)
+        return self.fn(*self.args)[0]
+
 
 class _DirectCalls:
     """The compiled decode step on the CPU, called without Dynamo. Each call through Dynamo
@@ -553,13 +562,18 @@ class _DirectCalls:
     into that graph's own inputs and call it with the input list built once. What the
     guards would check holds by construction: the list is rebuilt for each cache and each
     attach of weights (`use_weights`), the weights' layout has a step of its own
-    (`Engine.set_weights`), and the inputs' shapes are the cache's."""
+    (`Engine.set_weights`), and the inputs' shapes are the cache's.
+
+    With `replay`, where the kernels take the whole model, later steps skip Python between
+    the graph's op calls too: the same kernels run from one C call (cpu_step.CpuStep)."""
 
     MAX = 64  # the oldest dropped beyond this (each holds a cache's tensors)
 
-    def __init__(self) -> None:
-        self._calls: dict[int, _Direct] = {}  # by id(cache)
+    def __init__(self, replay: bool = True) -> None:
+        self.replay = replay
+        self._calls: dict[int, _Direct | CpuStep] = {}  # by id(cache)
         self.direct_steps = 0  # steps called directly so far (tests check the path is taken)
+        self.replayed_steps = 0  # of which replayed from C
 
     def use_weights(self) -> None:
         """New weights attached: the input lists hold the old ones."""
@@ -572,11 +586,9 @@ class _DirectCalls:
             tokens: Tensor, q_pos: Tensor, slot: Tensor) -> Tensor:
         d = self._calls.get(id(cache))
         if d is not None:
-            d.tokens.copy_(tokens)
-            d.q_pos.copy_(q_pos)
-            d.slot.copy_(slot)
             self.direct_steps += 1
-            return d.fn(*d.args)[0]
+            self.replayed_steps += isinstance(d, CpuStep)
+            return d(tokens, q_pos, slot)
         key = (tuple(tokens.shape), tuple(q_pos.shape), tuple(slot.shape), tuple(cache.slot_pos.shape))
         recorder.key = key
         try:
@@ -584,7 +596,10 @@ class _DirectCalls:
         finally:
             recorder.key = None
         graph = recorder.graphs.get(key)
-        if graph is not None:
+        replay = CpuStep.build(model, cache) if self.replay else None
+        if replay is not None:
+            self._keep(cache, replay)
+        elif graph is not None:
             tokens, q_pos, slot = tokens.clone(), q_pos.clone(), slot.clone()
             scope = {"L": {"model": model, "cache": cache, "tokens": tokens, "q_pos": q_pos, "slots": slot},
                      "G": _decode_step.__globals__, "__builtins__": {}}
@@ -595,10 +610,13 @@ class _DirectCalls:
                           exc_info=True)
                 return logits
             if all(isinstance(a, Tensor) for a in args):
-                if len(self._calls) >= self.MAX:
-                    del self._calls[next(iter(self._calls))]
-                self._calls[id(cache)] = _Direct(graph.fn, args, tokens, q_pos, slot)
+                self._keep(cache, _Direct(graph.fn, args, tokens, q_pos, slot))
         return logits
+
+    def _keep(self, cache: KVCache, call: _Direct | CpuStep) -> None:
+        if len(self._calls) >= self.MAX:
+            del self._calls[next(iter(self._calls))]
+        self._calls[id(cache)] = call
 
 
 class _GreedyAhead:

@@ -333,20 +333,25 @@ class DecoderLayer(nn.Module):
 
 
 def _layer_kernel_takes(layer: DecoderLayer, x: Tensor, k_cache: Tensor) -> bool:
-    """Whether a compiled CPU step runs `layer` for x through `coeflow::decoder_layer`: one
-    token a row, 1 to 8 rows, fp32 or bf16, no o or MLP biases, weights with contiguous rows."""
-    if not (layer.cpu_kernel and torch.compiler.is_compiling() and x.device.type == "cpu"
-            and x.dim() == 3 and x.shape[1] == 1 and 1 <= x.shape[0] <= kernels.MAX_ROWS
-            and x.dtype in kernels.DTYPES and k_cache.shape[0] == x.shape[0] and k_cache.dtype == x.dtype
-            and kernels.has_decoder_layer()):
+    """Whether a compiled CPU step runs `layer` for x through `coeflow::decoder_layer`."""
+    return (torch.compiler.is_compiling() and x.device.type == "cpu" and x.dim() == 3 and x.shape[1] == 1
+            and k_cache.shape[0] == x.shape[0] and layer_kernel_fits(layer, x.shape[0], x.dtype, k_cache))
+
+
+def layer_kernel_fits(layer: DecoderLayer, rows: int, dtype: torch.dtype, k_cache: Tensor) -> bool:
+    """Whether `coeflow::decoder_layer` takes `layer` for `rows` tokens of `dtype`, one a row,
+    with `cpu_kernel` set: 1 to 8 rows, fp32 or bf16, no o or MLP biases, weights with
+    contiguous rows."""
+    if not (layer.cpu_kernel and 1 <= rows <= kernels.MAX_ROWS and dtype in kernels.DTYPES
+            and k_cache.shape[0] == rows and k_cache.dtype == dtype and kernels.has_decoder_layer()):
         return False
     a, m = layer.self_attn, layer.mlp
     linear = [*a.joinable(), a.o_proj, m.gate_proj, m.up_proj, m.down_proj]
     norms = (layer.input_layernorm, layer.post_attention_layernorm)
     return (a.o_proj.bias is None and all(l.bias is None for l in m.joinable() + [m.down_proj])
-            and all(l.weight.dtype == x.dtype and l.weight.stride(1) == 1 for l in linear)
-            and all(l.bias is None or l.bias.dtype == x.dtype for l in a.joinable())
-            and all(n.weight.dtype == x.dtype for n in norms) and norms[0].eps == norms[1].eps)
+            and all(l.weight.dtype == dtype and l.weight.stride(1) == 1 for l in linear)
+            and all(l.bias is None or l.bias.dtype == dtype for l in a.joinable())
+            and all(n.weight.dtype == dtype for n in norms) and norms[0].eps == norms[1].eps)
 
 
 class Body(nn.Module):

@@ -241,3 +241,48 @@ int coeflow_decoder_layer(const coeflow_layer_args *a)
         }
     return 0;
 }
+
+long coeflow_layer_args_size(void) { return sizeof(coeflow_layer_args); }
+long coeflow_step_args_size(void) { return sizeof(coeflow_step_args); }
+
+long coeflow_decode_step_work(int B, int D, int H, int Hkv, int hd, int I, int S, int nthreads)
+{
+    long layer = coeflow_decoder_layer_work(B, D, H, Hkv, hd, I, S, nthreads);
+    return layer > (long)B * D ? layer : (long)B * D; /* the final norm's float32 input */
+}
+
+/* What _decode_step compiles, in one call: no Python, dispatch or allocation between the
+ * layers (the compiled step spent ~0.35 ms of a ~4 ms medium bf16 step there while the
+ * second thread waited; BENCHMARKS.md, decode, session 11). */
+int coeflow_decode_step(coeflow_step_args *s, const int64_t *tokens, const int64_t *q_pos, long slot)
+{
+    const int B = s->B, D = s->D, hd = s->hd, bf16 = s->bf16;
+    const size_t es = bf16 ? 2 : 4;
+    if (slot < 0 || slot >= s->S) return -1;
+    for (int b = 0; b < B; b++)
+        if (tokens[b] < 0 || tokens[b] >= s->V || q_pos[b] < 0 || q_pos[b] >= s->S) return -1;
+    char *h0 = s->h, *h1 = h0 + (size_t)B * D * es, *cos = s->rows, *sin = cos + (size_t)B * hd * es;
+    for (int b = 0; b < B; b++) {
+        s->slot_pos[b * s->S + slot] = q_pos[b];
+        memcpy(h0 + (size_t)b * D * es, (const char *)s->embed + (size_t)tokens[b] * s->embed_ld * es, D * es);
+        memcpy(cos + (size_t)b * hd * es, (const char *)s->rope_cos + (size_t)q_pos[b] * hd * es, hd * es);
+        memcpy(sin + (size_t)b * hd * es, (const char *)s->rope_sin + (size_t)q_pos[b] * hd * es, hd * es);
+    }
+    for (int i = 0; i < s->nlayers; i++) {
+        coeflow_layer_args *a = &s->layers[i];
+        a->x = i % 2 ? h1 : h0, a->out = i % 2 ? h0 : h1;
+        a->q_pos = q_pos, a->slot = slot, a->cos = cos, a->sin = sin, a->work = s->work;
+        if (coeflow_decoder_layer(a)) return -1;
+    }
+    const char *x = s->nlayers % 2 ? h1 : h0;
+    float *xf = s->work;
+    char *hn = s->nlayers % 2 ? h0 : h1; /* the last layer's input, free now */
+    for (int b = 0; b < B; b++) {
+        for (long i = 0; i < D; i += 16)
+            _mm512_mask_storeu_ps(xf + (long)b * D + i, tail(D - i), vld(x, (long)b * D + i, tail(D - i), bf16));
+        rms_norm(xf + (long)b * D, s->norm, hn + (size_t)b * D * es, D, s->eps, bf16);
+    }
+    const long nv = s->V;
+    if (coeflow_linear(bf16, hn, D, 1, &s->head, &s->head_ld, &nv, s->logits, nv, B, D, s->nthreads)) return -1;
+    return 0;
+}

@@ -46,6 +46,40 @@ int coeflow_decoder_layer(const coeflow_layer_args *a);
 /* Calls so far (tests check that a compiled step used the layer). */
 long long coeflow_layer_calls(void);
 
+/* A whole decode step: the embedding rows, the rotary rows, every layer, the final RMSNorm
+ * and the output head, as the compiled step with the layer kernel runs them. Built once per
+ * KV cache and attached weights (coeflow.engine.cpu_step); all pointers fixed. */
+typedef struct {
+    int nlayers;
+    coeflow_layer_args *layers; /* x, out, q_pos, slot, cos, sin and work set by each step */
+    int bf16, B, D, V, hd;
+    long S;                     /* cache slots = rows of the rotary tables */
+    float eps;                  /* the final RMSNorm's */
+    int nthreads;
+    const void *embed;          /* [V, D], row stride embed_ld */
+    long embed_ld;
+    const void *rope_cos, *rope_sin; /* [S, hd] contiguous */
+    const void *norm;           /* [D] */
+    const void *head;           /* [V, D], row stride head_ld */
+    long head_ld;
+    int64_t *slot_pos;          /* [B, S] contiguous: the caches' (the step writes q_pos at slot) */
+    void *h;                    /* [2, B, D] in the dtype: the layers' inputs and outputs in turn */
+    void *rows;                 /* [2, B, hd] in the dtype: cos, then sin, at q_pos */
+    float *work;                /* coeflow_decode_step_work(...) floats */
+    float *logits;              /* [B, V] float32 (as the compiled step's: Inductor drops the
+                                 * head's round trip through the dtype) */
+} coeflow_step_args;
+
+long coeflow_decode_step_work(int B, int D, int H, int Hkv, int hd, int I, int S, int nthreads);
+
+/* One token for each of the B rows: tokens [B], q_pos [B], slot where their keys go. Returns
+ * 0, or -1 for a token, position or slot out of range (nothing written then). */
+int coeflow_decode_step(coeflow_step_args *s, const int64_t *tokens, const int64_t *q_pos, long slot);
+
+/* sizeof(coeflow_layer_args), sizeof(coeflow_step_args): the ctypes mirrors check them */
+long coeflow_layer_args_size(void);
+long coeflow_step_args_size(void);
+
 #ifdef __cplusplus
 }
 #endif

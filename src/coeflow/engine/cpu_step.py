@@ -1,0 +1,139 @@
+"""The compiled decode step on the CPU, replayed from C in one call.
+
+Where every layer of the compiled step runs as `coeflow::decoder_layer` and its head through
+`coeflow::cpu_linear`, the step Inductor compiles is a list of 13 op calls (on the medium
+model) around two row lookups (the embedding, the rotary tables) and the final RMSNorm. Called
+from Python, each op call cost ~14 us and the call into the graph ~100 us more, all with
+caches cold from the weights the step streams, while the second thread waited: ~0.35 ms of a
+~4 ms bf16 step (BENCHMARKS.md, decode, session 10). `coeflow_decode_step` (decoder_layer.c)
+runs the same kernels in the same order from one call, on arguments built once per KV cache
+and attached weights: the CPU's counterpart of replaying a CUDA graph (engine._CudaGraphs).
+The engine takes this path after the cache's first step has gone through the compiled step
+(engine._DirectCalls), and only where the kernels take the whole model (`CpuStep.build`)."""
+
+from __future__ import annotations
+
+import ctypes
+from typing import TYPE_CHECKING
+
+import torch
+from torch import Tensor
+
+from coeflow.model import kernels
+from coeflow.model.llama import Transformer, _kernel_takes, layer_kernel_fits
+
+if TYPE_CHECKING:
+    from coeflow.engine.kv_cache import KVCache
+
+_p, _i, _l, _f = ctypes.c_void_p, ctypes.c_int, ctypes.c_long, ctypes.c_float
+
+
+class _LayerArgs(ctypes.Structure):
+    """decoder_layer.h's coeflow_layer_args, field for field."""
+    _fields_ = [("bf16", _i), ("B", _i), ("D", _i), ("H", _i), ("Hkv", _i), ("hd", _i), ("I", _i), ("S", _i),
+                ("window", _l), ("eps", _f), ("nthreads", _i), ("x", _p), ("out", _p), ("ln1", _p), ("ln2", _p),
+                ("qkv_w", _p * 3), ("qkv_ld", _l * 3), ("qkv_b", _p * 3), ("o_w", _p), ("o_ld", _l),
+                ("gu_w", _p * 2), ("gu_ld", _l * 2), ("down_w", _p), ("down_ld", _l), ("kc", _p), ("vc", _p),
+                ("c_sb", _l), ("c_sh", _l), ("c_ss", _l), ("slot_pos", _p), ("q_pos", _p), ("slot", _l),
+                ("cos", _p), ("sin", _p), ("work", _p)]
+
+
+class _StepArgs(ctypes.Structure):
+    """decoder_layer.h's coeflow_step_args, field for field."""
+    _fields_ = [("nlayers", _i), ("layers", ctypes.POINTER(_LayerArgs)), ("bf16", _i), ("B", _i), ("D", _i),
+                ("V", _i), ("hd", _i), ("S", _l), ("eps", _f), ("nthreads", _i), ("embed", _p),
+                ("embed_ld", _l), ("rope_cos", _p), ("rope_sin", _p), ("norm", _p), ("head", _p),
+                ("head_ld", _l), ("slot_pos", _p), ("h", _p), ("rows", _p), ("work", _p), ("logits", _p)]
+
+
+def _lib() -> ctypes.CDLL | None:
+    """The kernel library with its step function declared, or None (not built, or built
+    from sources whose structs these mirrors do not match)."""
+    lib = kernels._lib
+    if lib is None or not kernels.has_decoder_layer():
+        return None
+    fn = lib.coeflow_decode_step
+    if fn.argtypes is None:
+        for name in ("coeflow_layer_args_size", "coeflow_step_args_size", "coeflow_decode_step_work"):
+            getattr(lib, name).restype = ctypes.c_long
+        lib.coeflow_decode_step_work.argtypes = [_i] * 8
+        fn.restype = ctypes.c_int
+        fn.argtypes = [ctypes.POINTER(_StepArgs), _p, _p, _l]
+    if (lib.coeflow_layer_args_size() != ctypes.sizeof(_LayerArgs)
+            or lib.coeflow_step_args_size() != ctypes.sizeof(_StepArgs)):
+        return None
+    return lib
+
+
+class CpuStep:
+    """One model's decode step on one KV cache, as one C call. Holds raw pointers to the
+    attached weights and to the cache: build another after either changes."""
+
+    def __init__(self, lib: ctypes.CDLL, args: _StepArgs, layers: ctypes.Array, keep: list[Tensor],
+                 logits: Tensor) -> None:
+        self._fn, self._args, self._layers, self._keep = lib.coeflow_decode_step, args, layers, keep
+        self._ref = ctypes.byref(args)
+        self.logits = logits
+
+    @classmethod
+    def build(cls, model: Transformer, cache: "KVCache") -> "CpuStep | None":
+        """The step of `model` (its weights as attached now) on `cache`, or None where the
+        compiled step would not run every part through the kernels, so that replaying these
+        would not be that step."""
+        lib = _lib()
+        cfg, layers = model.config, list(model.model.layers)
+        keys, values = cache.keys(), cache.values()
+        b, dtype, embed, head = cache.batch, keys[0].dtype, model.model.embed_tokens.weight, model.lm_head.weight
+        if (lib is None or keys[0].device.type != "cpu"
+                or not all(layer_kernel_fits(layer, b, dtype, k) for layer, k in zip(layers, keys))
+                or not _kernel_takes(torch.empty(b, cfg.hidden_size, dtype=dtype), (model.lm_head,))
+                or embed.dtype != dtype or embed.stride(1) != 1 or model.model.norm.weight.dtype != dtype
+                or not cache.slot_pos.is_contiguous()
+                or not all(t.is_contiguous() and t.dtype == dtype for t in cache.rope())):
+            return None
+        nthreads = torch.get_num_threads()
+        d, v, hd, s = cfg.hidden_size, cfg.vocab_size, cfg.head_dim, cache.seq
+        work = torch.empty(lib.coeflow_decode_step_work(b, d, cfg.num_heads, cfg.num_kv_heads, hd,
+                                                        cfg.intermediate_size, s, nthreads))
+        h = torch.empty(2, b, d, dtype=dtype)
+        rows = torch.empty(2, b, hd, dtype=dtype)
+        logits = torch.empty(b, v)
+        bf16 = int(dtype == torch.bfloat16)
+        arr = (_LayerArgs * len(layers))()
+        for a, layer, kc, vc in zip(arr, layers, keys, values):
+            at, mlp = layer.self_attn, layer.mlp
+            qkv = at.joinable()
+            a.bf16, a.B, a.D, a.H, a.Hkv, a.hd, a.I, a.S = (bf16, b, d, at.num_heads, at.num_kv_heads, hd,
+                                                           cfg.intermediate_size, s)
+            a.window, a.eps, a.nthreads = at.window or 0, layer.input_layernorm.eps, nthreads
+            a.ln1, a.ln2 = layer.input_layernorm.weight.data_ptr(), layer.post_attention_layernorm.weight.data_ptr()
+            for j, lin in enumerate(qkv):
+                a.qkv_w[j], a.qkv_ld[j] = lin.weight.data_ptr(), lin.weight.stride(0)
+                a.qkv_b[j] = lin.bias.data_ptr() if lin.bias is not None else None
+            a.o_w, a.o_ld = at.o_proj.weight.data_ptr(), at.o_proj.weight.stride(0)
+            for j, lin in enumerate(mlp.joinable()):
+                a.gu_w[j], a.gu_ld[j] = lin.weight.data_ptr(), lin.weight.stride(0)
+            a.down_w, a.down_ld = mlp.down_proj.weight.data_ptr(), mlp.down_proj.weight.stride(0)
+            a.kc, a.vc = kc.data_ptr(), vc.data_ptr()
+            a.c_sb, a.c_sh, a.c_ss = kc.stride(0), kc.stride(1), kc.stride(2)
+            a.slot_pos = cache.slot_pos.data_ptr()
+        args = _StepArgs(
+            nlayers=len(layers), layers=arr, bf16=bf16, B=b, D=d, V=v, hd=hd, S=s,
+            eps=model.model.norm.eps, nthreads=nthreads, embed=embed.data_ptr(), embed_ld=embed.stride(0),
+            rope_cos=cache.rope()[0].data_ptr(), rope_sin=cache.rope()[1].data_ptr(),
+            norm=model.model.norm.weight.data_ptr(), head=head.data_ptr(), head_ld=head.stride(0),
+            slot_pos=cache.slot_pos.data_ptr(), h=h.data_ptr(), rows=rows.data_ptr(), work=work.data_ptr(),
+            logits=logits.data_ptr())
+        keep = [work, h, rows, logits, embed, head, *cache.rope(), cache.slot_pos, *keys, *values,
+                *(p for p in model.parameters())]
+        return cls(lib, args, arr, keep, logits)
+
+    def __call__(self, tokens: Tensor, q_pos: Tensor, slot: Tensor) -> Tensor:
+        """Float32 logits [B, V] of one step; tokens and q_pos [B, 1], slot [1], all int64 on
+        the CPU. The tensor returned is this step's own, overwritten by its next call."""
+        for t in (tokens, q_pos, slot):
+            if t.dtype != torch.int64 or not t.is_contiguous():
+                raise ValueError(f"decode step inputs are contiguous int64 tensors, got {t.dtype}")
+        if self._fn(self._ref, tokens.data_ptr(), q_pos.data_ptr(), int(slot)) != 0:
+            raise ValueError("decode step: a token, position or slot out of the cache's range")
+        return self.logits

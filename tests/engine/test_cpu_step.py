@@ -1,0 +1,96 @@
+"""The compiled CPU step replayed from one C call (coeflow.engine.cpu_step) computes what the
+compiled step computes, is taken where the kernels take the whole model and only there, and
+refuses inputs outside its cache without writing anything."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from coeflow.engine import Engine, SamplingParams
+from coeflow.engine.cpu_step import CpuStep
+from coeflow.model import kernels, llama
+from checkpoints import make_checkpoint
+
+needs_layer = pytest.mark.skipif(not (kernels.load() and kernels.has_decoder_layer()),
+                                 reason="the CPU kernel's op library is unavailable here "
+                                        "(needs x86-64 Linux, AVX-512 BF16, gcc and g++)")
+
+PROMPTS = [[1, 17, 42], [1, 5, 6, 250, 3, 4, 5, 6, 7, 8], [9, 8]]
+
+
+def _engine_with_cache(path, dtype: str, prompts: list[list[int]]):
+    """A fused engine that has compiled its step for `prompts`' bucket, and that bucket's cache."""
+    engine = Engine.from_checkpoint(path, dtype=dtype, fused=True)
+    engine.generate(prompts, SamplingParams(max_tokens=3, ignore_eos=True))
+    (cache,) = engine._caches.values()
+    return engine, cache
+
+
+@needs_layer
+@pytest.mark.parametrize("family", ["llama-gqa", "qwen2", "mistral-window", "llama3-rope", "llama-tied"])
+@pytest.mark.parametrize("dtype", ["fp32", "bf16"])
+@pytest.mark.parametrize("batch", [1, 3])
+def test_replay_gives_the_compiled_steps_logits(tmp_path, monkeypatch, family, dtype, batch):
+    """Same inputs, same cache: the replay's logits are the compiled step's (the same kernels;
+    the final RMSNorm sums in another order, so fp32 may differ in the last bits), and it
+    writes the same keys and values."""
+    monkeypatch.setattr(llama, "KERNEL_ROW_MIN_BYTES", 0)  # the tiny head takes the kernel at one row too
+    path = make_checkpoint(tmp_path / "m", family, seed=3)
+    engine, cache = _engine_with_cache(path, dtype, PROMPTS[:batch])
+    b = cache.batch
+    tokens = torch.tensor([[11 + 40 * i] for i in range(b)])
+    q_pos, slot = torch.full((b, 1), 14), torch.tensor([14])
+    with torch.inference_mode():
+        replay = CpuStep.build(engine.model, cache)
+        assert replay is not None, "the kernels take this model: the replay must be built"
+        got = replay(tokens, q_pos, slot).clone()
+        assert (cache.slot_pos[:, 14] == 14).all()
+        written = [t.clone() for t in (*cache.keys(), *cache.values())]
+        cache.slot_pos[:, 14] = -1
+        want = engine._step(engine.model, cache, tokens, q_pos, slot)  # through Dynamo
+    assert got.shape == want.shape == (b, engine.cfg.vocab_size) and got.dtype == torch.float32
+    if dtype == "bf16":
+        assert torch.equal(got, want)
+    else:
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    assert all(torch.equal(x, y) for x, y in zip(written, (*cache.keys(), *cache.values())))
+
+
+@needs_layer
+def test_engine_replays_where_the_kernels_take_the_model_with_eagers_tokens(tmp_path):
+    """Batch 3 of a llama model (its head takes the kernel at 3 rows): every decode step after
+    the bucket's first is replayed, the tokens eager's; o and MLP biases (the layer kernel does
+    not take them) keep the compiled graph's own calls; `cpu_step=False` turns it off."""
+    params = SamplingParams(max_tokens=10, ignore_eos=True)
+    for family, replays in [("llama-gqa", True), ("llama-bias", False)]:
+        path = make_checkpoint(tmp_path / family, family, seed=4)
+        want = [c.token_ids for c in Engine.from_checkpoint(path, fused=False).generate(PROMPTS, params)]
+        for cpu_step in (True, False):
+            fused = Engine.from_checkpoint(path, fused=True, cpu_step=cpu_step)
+            for _ in range(2):  # the second batch finds its cache's replay built
+                assert [c.token_ids for c in fused.generate(PROMPTS, params)] == want, (family, cpu_step)
+            replayed = fused._direct.replayed_steps
+            assert (replayed >= 2 * 9 - 1) if replays and cpu_step else replayed == 0, (family, cpu_step, replayed)
+            assert fused._direct.direct_steps >= 2 * 9 - 1
+
+
+@needs_layer
+def test_inputs_outside_the_cache_are_refused_and_nothing_is_written(tmp_path):
+    path = make_checkpoint(tmp_path / "m", "llama-gqa", seed=3)
+    engine, cache = _engine_with_cache(path, "fp32", PROMPTS)
+    b, vocab, seq = cache.batch, engine.cfg.vocab_size, cache.seq
+    ok_tokens, ok_pos, ok_slot = torch.ones(b, 1, dtype=torch.long), torch.full((b, 1), 20), torch.tensor([20])
+    with torch.inference_mode():
+        replay = CpuStep.build(engine.model, cache)
+        before = [t.clone() for t in (*cache.keys(), *cache.values(), cache.slot_pos)]
+        for tokens, q_pos, slot in [(torch.full((b, 1), vocab), ok_pos, ok_slot),
+                                    (torch.full((b, 1), -1), ok_pos, ok_slot),
+                                    (ok_tokens, torch.full((b, 1), seq), ok_slot),
+                                    (ok_tokens, ok_pos, torch.tensor([seq]))]:
+            with pytest.raises(ValueError, match="out of the cache's range"):
+                replay(tokens, q_pos, slot)
+        with pytest.raises(ValueError, match="int64"):
+            replay(ok_tokens.int(), ok_pos, ok_slot)
+    after = (*cache.keys(), *cache.values(), cache.slot_pos)
+    assert all(torch.equal(x, y) for x, y in zip(before, after))
