@@ -63,11 +63,12 @@ def test_refuses_what_it_does_not_handle():
 
 @needs_kernel
 @pytest.mark.parametrize("n", [0, 1, 63, 64, 129, 100_003])
-def test_read_sum_is_the_sum(n):
-    """The benchmarks' read loop times memory; it must read every element exactly once
+@pytest.mark.parametrize("prefetch", [False, True])
+def test_read_sum_is_the_sum(n, prefetch):
+    """The benchmarks' read loops time memory; they must read every element exactly once
     (stripes per thread, a tail shorter than a vector)."""
     x = torch.rand(n, generator=torch.Generator().manual_seed(n))
-    assert kernels.read_sum(x) == pytest.approx(x.double().sum().item(), rel=1e-6, abs=1e-6)
+    assert kernels.read_sum(x, prefetch) == pytest.approx(x.double().sum().item(), rel=1e-6, abs=1e-6)
     with pytest.raises(ValueError, match="contiguous float32"):
         kernels.read_sum(x.bfloat16())
 

@@ -76,6 +76,23 @@ def test_engine_replays_where_the_kernels_take_the_model_with_eagers_tokens(tmp_
 
 
 @needs_layer
+def test_sampling_through_the_replay_draws_what_the_compiled_step_draws(tmp_path):
+    """Sampled rows (temperature, top-k, top-p, a seed each) take the replay's logits, not its
+    greedy choice: the same tokens as the compiled graph's calls, in bf16 where the two give
+    equal logits, also beside a greedy row in one batch."""
+    path = make_checkpoint(tmp_path / "m", "llama-gqa", seed=6)
+    params = [SamplingParams(max_tokens=12, ignore_eos=True, temperature=0.9, top_k=40, top_p=0.95, seed=i)
+              for i in range(2)] + [SamplingParams(max_tokens=12, ignore_eos=True)]
+    got = {}
+    for cpu_step in (True, False):
+        fused = Engine.from_checkpoint(path, dtype="bf16", fused=True, cpu_step=cpu_step)
+        got[cpu_step] = [[c.token_ids for c in fused.generate(PROMPTS, params)] for _ in range(2)]
+        assert (fused._direct.replayed_steps > 0) == cpu_step
+    assert got[True] == got[False]
+    assert got[True][0][0] != got[True][0][1]  # the seeds differ, and so do the draws
+
+
+@needs_layer
 def test_inputs_outside_the_cache_are_refused_and_nothing_is_written(tmp_path):
     path = make_checkpoint(tmp_path / "m", "llama-gqa", seed=3)
     engine, cache = _engine_with_cache(path, "fp32", PROMPTS)

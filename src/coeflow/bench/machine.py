@@ -23,17 +23,17 @@ def _best(fn: Callable[[], object], repeats: int, sync: Callable[[], None] = lam
     return best
 
 
-def mem_read_gbps(nbytes: int = 1 << 30, repeats: int = 5, device: str = "cpu") -> float:
-    """How fast this machine can read memory with all threads: the best of three read kernels
-    over a buffer far larger than the caches. A plain `sum` is limited by its single
-    reduction chain on some CPUs, so a compiled row-wise multiply-reduce (the shape of a
-    decode step's weight reads) is tried too, and, where coeflow's CPU kernels load, their
-    plain AVX-512 read loop (up to 20% faster than both here); the fastest is the limit. The
-    buffer is in huge pages where Linux grants them, like the weights it is compared with. On
-    a GPU: a sum over its memory (PyTorch's reduction runs near the memory's rate there)."""
+def _read_kernels(nbytes: int, device: str) -> tuple[list[Callable[[], object]], Callable[[], None]]:
+    """Ways to read `nbytes` of memory with all threads, and the sync their timing needs. A
+    plain `sum` is limited by its single reduction chain on some CPUs, so a compiled row-wise
+    multiply-reduce (the shape of a decode step's weight reads) is tried too, and, where
+    coeflow's CPU kernels load, their plain AVX-512 read loop (up to 20% faster than both
+    here), with and without software prefetch (which read faster depends on the moment here:
+    with prefetch 4-5% faster with memory slow, 5% slower with memory fast). The buffer is in huge pages where Linux grants them, like the weights it is compared
+    with. On a GPU: a sum over its memory (PyTorch's reduction runs near the memory's rate)."""
     if device != "cpu":
         x = torch.ones(nbytes // 4, dtype=torch.float32, device=device)
-        return nbytes / _best(lambda: x.sum(), repeats, torch.cuda.synchronize) / 1e9
+        return [lambda: x.sum()], torch.cuda.synchronize
     from coeflow.model import kernels
 
     # in huge pages, as coeflow's weights are (model.hostmem): 2-31% faster to read here
@@ -41,10 +41,41 @@ def mem_read_gbps(nbytes: int = 1 << 30, repeats: int = 5, device: str = "cpu") 
     rows = x.view(-1, 4096)
     v = torch.ones(4096)
     row_reduce = torch.compile(lambda m, v: (m * v).sum(-1), dynamic=False)
-    t = min(_best(lambda: x.sum(), repeats), _best(lambda: row_reduce(rows, v), repeats))
+    fns = [lambda: x.sum(), lambda: row_reduce(rows, v)]
     if kernels.load():
-        t = min(t, _best(lambda: kernels.read_sum(x), repeats))
-    return nbytes / t / 1e9
+        fns += [lambda: kernels.read_sum(x), lambda: kernels.read_sum(x, prefetch=True)]
+    return fns, lambda: None
+
+
+def mem_read_gbps(nbytes: int = 1 << 30, repeats: int = 5, device: str = "cpu") -> float:
+    """How fast this machine can read memory with all threads: the best of the read kernels
+    (`_read_kernels`) over a buffer far larger than the caches, each the best of `repeats`."""
+    fns, sync = _read_kernels(nbytes, device)
+    return nbytes / min(_best(fn, repeats, sync) for fn in fns) / 1e9
+
+
+def read_probe(nbytes: int = 1 << 30, device: str = "cpu", passes: int = 2) -> Callable[[], float]:
+    """A function that reads memory as `mem_read_gbps` does and returns the rate in GB/s: the
+    limit measured right before and after each timed run of a benchmark. A shared machine's
+    read rate swings within a second (30-69 GB/s between runs 0.3 s apart here; BENCHMARKS.md,
+    decode, session 11), so a read taken seconds away from a run does not bound that run.
+    Each call is the best of `passes` runs of every kernel within 10% of the fastest (timed
+    here, best of 3): which of coeflow's two read loops is faster changes with the moment, and
+    a single read dips now and then."""
+    fns, sync = _read_kernels(nbytes, device)
+    times = [_best(fn, 3, sync) for fn in fns]
+    kept = [fn for fn, t in zip(fns, times) if t <= 1.1 * min(times)]
+
+    def read() -> float:
+        best = float("inf")
+        for _ in range(passes):
+            for fn in kept:
+                t = time.perf_counter()
+                fn()
+                sync()
+                best = min(best, time.perf_counter() - t)
+        return nbytes / best / 1e9
+    return read
 
 
 def device_copy_gbps(device: str = "cuda", nbytes: int = 1 << 30, repeats: int = 10) -> float:

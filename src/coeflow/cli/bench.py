@@ -28,7 +28,8 @@ def register(sub: argparse._SubParsersAction, help_text: str) -> None:
                             "Decode speed of random-weight Llama checkpoints (tiny ~7M, medium ~140M, "
                             "1b ~1.1B, 7b ~6.7B parameters, the last two for GPUs) for hf-transformers generate, coeflow-eager and coeflow-fused, "
                             "side by side, with the machine's memory read bandwidth measured in the "
-                            "same run. Takes several minutes on a 2-core CPU (the fused engine compiles "
+                            "same run, before and after each timed run (each row is judged against "
+                            "the reads beside its own runs). Takes several minutes on a 2-core CPU (the fused engine compiles "
                             "once per shape)."))
     d.add_argument("--models", nargs="+", default=["tiny", "medium"], choices=list(DECODE_MODELS))
     d.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
@@ -43,7 +44,8 @@ def register(sub: argparse._SubParsersAction, help_text: str) -> None:
                         "coeflow-fused-cublas: without coeflow's Triton kernel for one-row products "
                         "(GPU; coeflow-fused takes it where it measures faster than cuBLAS)")
     d.add_argument("--new-tokens", type=int, default=32, help="decode steps timed per run (default 32)")
-    d.add_argument("--repeats", type=int, default=3, help="best of N runs (default 3)")
+    d.add_argument("--repeats", type=int, default=5,
+                   help="timed runs per row, each between two reads of memory; the median (default 5)")
     d.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     d.set_defaults(func=_decode)
 

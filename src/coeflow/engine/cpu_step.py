@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from coeflow.model import kernels
-from coeflow.model.llama import Transformer, _kernel_takes, layer_kernel_fits
+from coeflow.model.llama import Transformer, kernel_takes, layer_kernel_fits
 
 if TYPE_CHECKING:
     from coeflow.engine.kv_cache import KVCache
@@ -57,8 +57,9 @@ def _lib() -> ctypes.CDLL | None:
         for name in ("coeflow_layer_args_size", "coeflow_step_args_size", "coeflow_decode_step_work"):
             getattr(lib, name).restype = ctypes.c_long
         lib.coeflow_decode_step_work.argtypes = [_i] * 8
-        fn.restype = ctypes.c_int
-        fn.argtypes = [ctypes.POINTER(_StepArgs), _p, _p, _l]
+        for f in (fn, lib.coeflow_decode_greedy):
+            f.restype = ctypes.c_int
+            f.argtypes = [ctypes.POINTER(_StepArgs), _p, _p, _l]
     if (lib.coeflow_layer_args_size() != ctypes.sizeof(_LayerArgs)
             or lib.coeflow_step_args_size() != ctypes.sizeof(_StepArgs)):
         return None
@@ -72,8 +73,11 @@ class CpuStep:
     def __init__(self, lib: ctypes.CDLL, args: _StepArgs, layers: ctypes.Array, keep: list[Tensor],
                  logits: Tensor) -> None:
         self._fn, self._args, self._layers, self._keep = lib.coeflow_decode_step, args, layers, keep
+        self._greedy_fn = lib.coeflow_decode_greedy
         self._ref = ctypes.byref(args)
         self.logits = logits
+        self._tokens = (ctypes.c_int64 * args.B)()  # greedy's inputs, advanced by the C step
+        self._positions = (ctypes.c_int64 * args.B)()
 
     @classmethod
     def build(cls, model: Transformer, cache: "KVCache") -> "CpuStep | None":
@@ -86,7 +90,7 @@ class CpuStep:
         b, dtype, embed, head = cache.batch, keys[0].dtype, model.model.embed_tokens.weight, model.lm_head.weight
         if (lib is None or keys[0].device.type != "cpu"
                 or not all(layer_kernel_fits(layer, b, dtype, k) for layer, k in zip(layers, keys))
-                or not _kernel_takes(torch.empty(b, cfg.hidden_size, dtype=dtype), (model.lm_head,))
+                or not kernel_takes(torch.empty(b, cfg.hidden_size, dtype=dtype), (model.lm_head,))
                 or embed.dtype != dtype or embed.stride(1) != 1 or model.model.norm.weight.dtype != dtype
                 or not cache.slot_pos.is_contiguous()
                 or not all(t.is_contiguous() and t.dtype == dtype for t in cache.rope())):
@@ -137,3 +141,18 @@ class CpuStep:
         if self._fn(self._ref, tokens.data_ptr(), q_pos.data_ptr(), int(slot)) != 0:
             raise ValueError("decode step: a token, position or slot out of the cache's range")
         return self.logits
+
+    def greedy(self, slot: int, n: int, tokens: list[int] | None = None,
+               positions: list[int] | None = None) -> list[int]:
+        """Greedy decoding's step, with no torch call: for `tokens` at `positions` (one per
+        row; rows past the list's end keep what they had), or without them the tokens the
+        last call chose, each one position on. Returns the first n rows' argmax of the
+        logits (the first largest, NaN largest; `self.logits` holds them), which the next call
+        feeds back."""
+        if tokens is not None:
+            self._tokens[:len(tokens)] = tokens
+        if positions is not None:
+            self._positions[:len(positions)] = positions
+        if self._greedy_fn(self._ref, self._tokens, self._positions, slot) != 0:
+            raise ValueError("decode step: a token, position or slot out of the cache's range")
+        return self._tokens[:n]

@@ -342,12 +342,15 @@ class Engine:
         next_tok = torch.zeros(b, 1, dtype=torch.long)
         step_t = t0
         all_greedy = all(p.greedy for p in plist)
+        replayed: list[int] | None = None  # the next tokens, where the C replay chose them
         ahead = (_GreedyAhead(self, cache, logits, lengths, longest)
                  if all_greedy and dev.type in RUN_AHEAD_ON else None)
         try:
             for step in range(steps):
                 if ahead is not None:
                     chosen = ahead.tokens(n, launch_next=step + 1 < steps)
+                elif replayed is not None:  # chosen by the C step that made the logits
+                    chosen = replayed
                 elif all_greedy and dev.type == "cpu":  # the kernel reads bf16 logits as they are
                     chosen = kernels.argmax_rows(logits if n == b else logits[:n])
                 else:
@@ -390,6 +393,12 @@ class Engine:
                     break
                 if ahead is not None:
                     continue
+                if all_greedy and self._direct is not None:  # through the C replay, where built
+                    first = replayed is None
+                    replayed = self._direct.greedy(cache, longest + step, n, chosen if first else None,
+                                                   pos.tolist() if first else None)
+                    if replayed is not None:
+                        continue
                 next_tok[:n, 0] = torch.tensor(chosen)
                 slot = torch.tensor([longest + step], device=dev)
                 logits = self._decode(cache, next_tok.to(dev), pos[:, None].to(dev), slot)
@@ -581,6 +590,18 @@ class _DirectCalls:
 
     def forget(self, cache: KVCache) -> None:
         self._calls.pop(id(cache), None)
+
+    def greedy(self, cache: KVCache, slot: int, n: int, tokens: list[int] | None = None,
+               positions: list[int] | None = None) -> list[int] | None:
+        """Greedy decoding's step through the C replay built for `cache` and the weights
+        attached now (`CpuStep.greedy`: the step chooses the next tokens itself, and the
+        engine's loop makes no torch call a token); None where there is none."""
+        replay = self._calls.get(id(cache))
+        if not isinstance(replay, CpuStep):
+            return None
+        self.direct_steps += 1
+        self.replayed_steps += 1
+        return replay.greedy(slot, n, tokens, positions)
 
     def run(self, step: Callable[..., Tensor], recorder: _Recorder, model: Transformer, cache: KVCache,
             tokens: Tensor, q_pos: Tensor, slot: Tensor) -> Tensor:

@@ -86,7 +86,7 @@ class Linear(nn.Linear):
             return gpu_gemv.linear(x, self.weight, self.bias, self.gemv)
         if x.device.type == "cpu" and torch.compiler.is_compiling():
             x2 = x.reshape(-1, x.shape[-1])
-            if _kernel_takes(x2, (self,)):
+            if kernel_takes(x2, (self,)):
                 return self._finish(kernels.cpu_linear(x2, self.weight), x)
             if x2.shape[0] == 1:
                 return self._finish((self.weight.float() * x2.float()).sum(-1), x)
@@ -112,7 +112,7 @@ def linears(x: Tensor, *layers: Linear, joined: tuple[Tensor | None, Tensor | No
     coeflow's Triton kernel at one row where `gemv` (`choose_gemv`) says so."""
     if x.device.type == "cpu" and torch.compiler.is_compiling():
         x2 = x.reshape(-1, x.shape[-1])
-        if _kernel_takes(x2, layers):
+        if kernel_takes(x2, layers):
             y = kernels.cpu_linear(x2, *(m.weight for m in layers))
             parts = y.split([m.out_features for m in layers], dim=-1)
             return [m._finish(part, x) for m, part in zip(layers, parts)]
@@ -201,7 +201,7 @@ def choose_gemv(model: nn.Module) -> tuple:
 KERNEL_ROW_MIN_BYTES = 1 << 20
 
 
-def _kernel_takes(x2: Tensor, layers: tuple[Linear, ...]) -> bool:
+def kernel_takes(x2: Tensor, layers: tuple[Linear, ...]) -> bool:
     """Whether a compiled CPU step sends `layers` (all reading the rows x2) to the kernel."""
     if not layers[0].cpu_kernel or not kernels.supports(x2, *(m.weight for m in layers)):
         return False

@@ -179,7 +179,7 @@ def load() -> bool:
                        ctypes.c_int, ctypes.c_int]
         lib.coeflow_calls.restype = ctypes.c_longlong
         lib.coeflow_read.restype = ctypes.c_double
-        lib.coeflow_read.argtypes = [ctypes.c_void_p, ctypes.c_long, ctypes.c_int]
+        lib.coeflow_read.argtypes = [ctypes.c_void_p, ctypes.c_long, ctypes.c_int, ctypes.c_int]
         lib.coeflow_argmax.restype = ctypes.c_long
         lib.coeflow_argmax.argtypes = [ctypes.c_void_p, ctypes.c_long, ctypes.c_int]
         if layer:
@@ -203,14 +203,15 @@ def layer_calls() -> int:
     return int(_lib.coeflow_layer_calls()) if has_decoder_layer() else 0
 
 
-def read_sum(x: Tensor) -> float:
+def read_sum(x: Tensor, prefetch: bool = False) -> float:
     """The sum of a contiguous float32 CPU tensor by the C file's plain read loop, on torch's
-    threads (coeflow.bench.machine times it as the memory's read rate)."""
+    threads (coeflow.bench.machine times it as the memory's read rate); with `prefetch`, each
+    line asked for ahead as the products do."""
     if _lib is None:
         raise RuntimeError("coeflow's CPU kernels are not loaded")
     if x.dtype != torch.float32 or x.device.type != "cpu" or not x.is_contiguous():
         raise ValueError(f"read_sum needs a contiguous float32 CPU tensor, got {x.dtype} on {x.device}")
-    return float(_lib.coeflow_read(x.data_ptr(), x.numel(), torch.get_num_threads()))
+    return float(_lib.coeflow_read(x.data_ptr(), x.numel(), torch.get_num_threads(), int(prefetch)))
 
 
 def argmax_rows(x: Tensor) -> list[int]:

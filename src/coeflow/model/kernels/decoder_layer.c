@@ -24,6 +24,7 @@
 
 int coeflow_linear(int bf16, const void *x, long ldx, int nw, const void *const *ws, const long *ldws,
                    const long *ns, float *y, long ldy, int M, int K, int nthreads);
+long coeflow_argmax(const void *x, long n, int bf16);
 
 /* Vectors of 16 floats; every loop runs over n elements in steps of 16, the last masked. */
 static inline __mmask16 tail(long n) { return n >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << n) - 1); }
@@ -284,5 +285,19 @@ int coeflow_decode_step(coeflow_step_args *s, const int64_t *tokens, const int64
     }
     const long nv = s->V;
     if (coeflow_linear(bf16, hn, D, 1, &s->head, &s->head_ld, &nv, s->logits, nv, B, D, s->nthreads)) return -1;
+    return 0;
+}
+
+/* Greedy decoding's step: the step for tokens at q_pos, then each row's argmax written over
+ * its token and its position advanced, ready for the next call. The engine's loop between two
+ * steps then makes no torch call (one took ~15-20 us with the caches cold; the loop ~265 us
+ * a medium bf16 step). */
+int coeflow_decode_greedy(coeflow_step_args *s, int64_t *tokens, int64_t *q_pos, long slot)
+{
+    if (coeflow_decode_step(s, tokens, q_pos, slot)) return -1;
+    for (int b = 0; b < s->B; b++) {
+        tokens[b] = coeflow_argmax(s->logits + (long)b * s->V, s->V, 0);
+        q_pos[b] += 1;
+    }
     return 0;
 }

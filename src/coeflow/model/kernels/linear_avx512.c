@@ -171,11 +171,13 @@ int coeflow_linear(int bf16, const void *x, long ldx, int nw, const void *const 
 }
 
 /* The sum of n floats read by nthreads threads, one contiguous stripe each, with four
- * independent accumulators: as plain a read of memory as this CPU allows. The benchmarks'
- * physical limit is the fastest of this and torch's reductions (coeflow.bench.machine);
- * torch's were up to 20% slower here, so against them alone the products above looked
- * faster than memory. */
-double coeflow_read(const float *p, long n, int nthreads)
+ * independent accumulators: as plain a read of memory as this CPU allows; with `prefetch`,
+ * each line asked for PF_BYTES ahead as the products ask for theirs (with memory slow that
+ * read 4-5% faster here, with memory fast 5% slower; BENCHMARKS.md, decode, session 11). The
+ * benchmarks' physical limit is the fastest of these and torch's reductions
+ * (coeflow.bench.machine); torch's were up to 20% slower here, so against them alone the
+ * products above looked faster than memory. */
+double coeflow_read(const float *p, long n, int nthreads, int prefetch)
 {
     double total = 0;
     if (nthreads < 1) nthreads = 1;
@@ -186,6 +188,8 @@ double coeflow_read(const float *p, long n, int nthreads)
         __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
         long i = lo;
         for (; i + 64 <= hi; i += 64) {
+            if (prefetch)
+                for (int u = 0; u < 4; u++) _mm_prefetch((const char *)(p + i + 16 * u) + PF_BYTES, _MM_HINT_NTA);
             a0 = _mm512_add_ps(a0, _mm512_loadu_ps(p + i));
             a1 = _mm512_add_ps(a1, _mm512_loadu_ps(p + i + 16));
             a2 = _mm512_add_ps(a2, _mm512_loadu_ps(p + i + 32));
