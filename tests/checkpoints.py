@@ -50,9 +50,9 @@ def make_checkpoint(path: Path, family: str = "llama-gqa", seed: int = 0, tokeni
     from transformers import AutoConfig, AutoModelForCausalLM
     spec = {**FAMILIES[family], **overrides}
     model_type = spec.pop("model_type")
-    cfg = AutoConfig.for_model(model_type, vocab_size=VOCAB, hidden_size=64, intermediate_size=128,
-                               num_hidden_layers=2, max_position_embeddings=512, bos_token_id=1,
-                               eos_token_id=2, **spec)
+    base = dict(vocab_size=VOCAB, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                max_position_embeddings=512, bos_token_id=1, eos_token_id=2)
+    cfg = AutoConfig.for_model(model_type, **{**base, **spec})
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(cfg)
     # random init is close to uniform; scale up so greedy paths are decisive, not near-ties

@@ -28,15 +28,17 @@ def _engine_with_cache(path, dtype: str, prompts: list[list[int]]):
 
 
 @needs_layer
-@pytest.mark.parametrize("family", ["llama-gqa", "qwen2", "mistral-window", "llama3-rope", "llama-tied"])
+@pytest.mark.parametrize("family,layers", [("llama-gqa", 2), ("qwen2", 2), ("mistral-window", 2),
+                                           ("llama3-rope", 2), ("llama-tied", 2), ("llama-gqa", 3)])
 @pytest.mark.parametrize("dtype", ["fp32", "bf16"])
 @pytest.mark.parametrize("batch", [1, 3])
-def test_replay_gives_the_compiled_steps_logits(tmp_path, monkeypatch, family, dtype, batch):
+def test_replay_gives_the_compiled_steps_logits(tmp_path, monkeypatch, family, layers, dtype, batch):
     """Same inputs, same cache: the replay's logits are the compiled step's (the same kernels;
     the final RMSNorm sums in another order, so fp32 may differ in the last bits), and it
-    writes the same keys and values."""
+    writes the same keys and values. Three layers: the last layer's output in the other of
+    the two activation buffers."""
     monkeypatch.setattr(llama, "KERNEL_ROW_MIN_BYTES", 0)  # the tiny head takes the kernel at one row too
-    path = make_checkpoint(tmp_path / "m", family, seed=3)
+    path = make_checkpoint(tmp_path / "m", family, seed=3, num_hidden_layers=layers)
     engine, cache = _engine_with_cache(path, dtype, PROMPTS[:batch])
     b = cache.batch
     tokens = torch.tensor([[11 + 40 * i] for i in range(b)])
@@ -76,6 +78,29 @@ def test_engine_replays_where_the_kernels_take_the_model_with_eagers_tokens(tmp_
 
 
 @needs_layer
+def test_a_stream_whose_replay_is_dropped_midway_goes_on_with_eagers_tokens(tmp_path):
+    """A batch in another bucket, run while a stream is paused, drops that stream's KV cache
+    from the engine's keeping (a budget of one cache) and with it its replay: the stream goes
+    on through the compiled step, then a replay built again, at the right positions."""
+    path = make_checkpoint(tmp_path / "m", "llama-gqa", seed=7)
+    params = SamplingParams(max_tokens=12, ignore_eos=True)
+    eager = Engine.from_checkpoint(path, fused=False)
+    want = [c.token_ids for c in eager.generate(PROMPTS[:2], params)]
+    want_other = [c.token_ids for c in eager.generate(PROMPTS[2:], params)]
+    fused = Engine.from_checkpoint(path, fused=True, kv_cache_budget=1)
+    fused.generate(PROMPTS[:2], params)  # compiled and replayed once: the next stream starts replayed
+    got = [[], []]
+    for i, deltas in enumerate(fused.stream(PROMPTS[:2], params)):
+        for d in deltas:
+            got[d.index].append(d.token_id)
+        if i == 4:
+            replayed = fused._direct.replayed_steps
+            assert [c.token_ids for c in fused.generate(PROMPTS[2:], params)] == want_other
+    assert got == want
+    assert fused._direct.replayed_steps > replayed + 5, "the stream did not get a replay back"
+
+
+@needs_layer
 def test_sampling_through_the_replay_draws_what_the_compiled_step_draws(tmp_path):
     """Sampled rows (temperature, top-k, top-p, a seed each) take the replay's logits, not its
     greedy choice: the same tokens as the compiled graph's calls, in bf16 where the two give
@@ -109,5 +134,9 @@ def test_inputs_outside_the_cache_are_refused_and_nothing_is_written(tmp_path):
                 replay(tokens, q_pos, slot)
         with pytest.raises(ValueError, match="int64"):
             replay(ok_tokens.int(), ok_pos, ok_slot)
+        with pytest.raises(ValueError, match="int64"):  # a token short: C would read past it
+            replay(ok_tokens[:-1], ok_pos, ok_slot)
+        with pytest.raises(ValueError, match="positions"):
+            replay.greedy(20, [1] * b, [20] * (b - 1))
     after = (*cache.keys(), *cache.values(), cache.slot_pos)
     assert all(torch.equal(x, y) for x, y in zip(before, after))

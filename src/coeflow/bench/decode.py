@@ -53,7 +53,7 @@ class Row:
     tokens_per_s: float
     weight_gbps: float
     ms_per_step: float
-    mem_read_gbps: float = 0.0  # median of the reads right before and after this row's runs
+    mem_read_gbps: float = 0.0  # median over this row's runs of the mean of the reads around each
     # median over the row's runs of its weight GB/s over the mean of the two reads beside
     # that run: the row judged against the memory as it was while the row ran
     pct_of_read: float = 0.0
@@ -194,7 +194,8 @@ def run(models: tuple[str, ...] = ("tiny", "medium"), dtypes: tuple[str, ...] = 
 
 def format_table(report: dict) -> str:
     """Rows judged against the limit issue 2 names: the read bandwidth measured beside their
-    runs on a CPU (`pct_of_read`), the device's copy rate on a GPU."""
+    runs on a CPU (`pct_of_read`: the median of each run's ratio, so with several runs not
+    the quotient of the medians printed beside it), the device's copy rate on a GPU."""
     lo, hi = report.get("mem_read_gbps_range", [report["mem_read_gbps"]] * 2)
     copy = report.get("device_copy_gbps")
     lines = [f"machine: {report['machine']}",

@@ -29,8 +29,9 @@ def _read_kernels(nbytes: int, device: str) -> tuple[list[Callable[[], object]],
     multiply-reduce (the shape of a decode step's weight reads) is tried too, and, where
     coeflow's CPU kernels load, their plain AVX-512 read loop (up to 20% faster than both
     here), with and without software prefetch (which read faster depends on the moment here:
-    with prefetch 4-5% faster with memory slow, 5% slower with memory fast). The buffer is in huge pages where Linux grants them, like the weights it is compared
-    with. On a GPU: a sum over its memory (PyTorch's reduction runs near the memory's rate)."""
+    with prefetch 4-5% faster with memory slow, 5% slower with memory fast). The buffer is in
+    huge pages where Linux grants them, like the weights it is compared with. On a GPU: a sum
+    over its memory (PyTorch's reduction runs near the memory's rate)."""
     if device != "cpu":
         x = torch.ones(nbytes // 4, dtype=torch.float32, device=device)
         return [lambda: x.sum()], torch.cuda.synchronize
@@ -61,13 +62,14 @@ def read_probe(nbytes: int = 1 << 30, device: str = "cpu", passes: int = 2) -> C
     decode, session 11), so a read taken seconds away from a run does not bound that run.
     Each call is the best of `passes` runs of every kernel within 10% of the fastest (timed
     here, best of 3): which of coeflow's two read loops is faster changes with the moment, and
-    a single read dips now and then."""
+    a single read dips now and then. The buffer stays allocated as long as the function."""
     fns, sync = _read_kernels(nbytes, device)
     times = [_best(fn, 3, sync) for fn in fns]
     kept = [fn for fn, t in zip(fns, times) if t <= 1.1 * min(times)]
 
     def read() -> float:
         best = float("inf")
+        sync()
         for _ in range(passes):
             for fn in kept:
                 t = time.perf_counter()

@@ -68,7 +68,8 @@ def _lib() -> ctypes.CDLL | None:
 
 class CpuStep:
     """One model's decode step on one KV cache, as one C call. Holds raw pointers to the
-    attached weights and to the cache: build another after either changes."""
+    attached weights and to the cache (and keeps their storages alive): build another after
+    either changes. Runs on as many threads as torch had when it was built."""
 
     def __init__(self, lib: ctypes.CDLL, args: _StepArgs, layers: ctypes.Array, keep: list[Tensor],
                  logits: Tensor) -> None:
@@ -128,31 +129,36 @@ class CpuStep:
             norm=model.model.norm.weight.data_ptr(), head=head.data_ptr(), head_ld=head.stride(0),
             slot_pos=cache.slot_pos.data_ptr(), h=h.data_ptr(), rows=rows.data_ptr(), work=work.data_ptr(),
             logits=logits.data_ptr())
-        keep = [work, h, rows, logits, embed, head, *cache.rope(), cache.slot_pos, *keys, *values,
-                *(p for p in model.parameters())]
+        # the storages pointed at stay alive with this step (a Parameter would follow a re-attach)
+        keep = [work, h, rows, logits, *cache.rope(), cache.slot_pos, *keys, *values,
+                *(p.detach() for p in model.parameters())]
         return cls(lib, args, arr, keep, logits)
 
     def __call__(self, tokens: Tensor, q_pos: Tensor, slot: Tensor) -> Tensor:
         """Float32 logits [B, V] of one step; tokens and q_pos [B, 1], slot [1], all int64 on
         the CPU. The tensor returned is this step's own, overwritten by its next call."""
-        for t in (tokens, q_pos, slot):
-            if t.dtype != torch.int64 or not t.is_contiguous():
-                raise ValueError(f"decode step inputs are contiguous int64 tensors, got {t.dtype}")
-        if self._fn(self._ref, tokens.data_ptr(), q_pos.data_ptr(), int(slot)) != 0:
-            raise ValueError("decode step: a token, position or slot out of the cache's range")
+        b = self._args.B
+        for t, n in ((tokens, b), (q_pos, b), (slot, 1)):
+            if t.dtype != torch.int64 or not t.is_contiguous() or t.numel() != n:
+                raise ValueError(f"decode step inputs: contiguous int64, {b} tokens and positions and one "
+                                 f"slot; got {t.dtype} {tuple(t.shape)}")
+        self._run(self._fn, tokens.data_ptr(), q_pos.data_ptr(), int(slot))
         return self.logits
 
-    def greedy(self, slot: int, n: int, tokens: list[int] | None = None,
-               positions: list[int] | None = None) -> list[int]:
-        """Greedy decoding's step, with no torch call: for `tokens` at `positions` (one per
-        row; rows past the list's end keep what they had), or without them the tokens the
-        last call chose, each one position on. Returns the first n rows' argmax of the
-        logits (the first largest, NaN largest; `self.logits` holds them), which the next call
-        feeds back."""
-        if tokens is not None:
-            self._tokens[:len(tokens)] = tokens
-        if positions is not None:
-            self._positions[:len(positions)] = positions
-        if self._greedy_fn(self._ref, self._tokens, self._positions, slot) != 0:
-            raise ValueError("decode step: a token, position or slot out of the cache's range")
+    def greedy(self, slot: int, tokens: list[int], positions: list[int]) -> list[int]:
+        """Greedy decoding's step, with no torch call: for `tokens` (the first rows; rows past
+        them keep the tokens the last call chose) at `positions` (every row). Returns the
+        argmax of each of the first len(tokens) rows' logits (the first largest, NaN largest;
+        `self.logits` holds the logits)."""
+        n = len(tokens)
+        if n > self._args.B or len(positions) != self._args.B:
+            raise ValueError(f"decode step inputs: up to {self._args.B} tokens and {self._args.B} positions")
+        self._tokens[:n] = tokens
+        self._positions[:] = positions
+        self._run(self._greedy_fn, self._tokens, self._positions, slot)
         return self._tokens[:n]
+
+    def _run(self, fn, tokens, positions, slot: int) -> None:
+        if fn(self._ref, tokens, positions, slot) != 0:
+            raise ValueError("decode step: a token, position or slot out of the cache's range, or sizes "
+                             "the kernels refuse")

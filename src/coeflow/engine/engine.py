@@ -201,6 +201,8 @@ class Engine:
                 self._attached.get(k) is t for k, t in weights.items()):
             self.loaded = name
             return
+        if self._direct is not None:  # its input lists and replays point at the old weights
+            self._direct.use_weights()
         joined = attach_weights(self.model, weights)
         self.loaded, self._attached = name, dict(weights)
         if self.fused:
@@ -226,8 +228,6 @@ class Engine:
             self._recorder = self._recorders.get(layout)
             if self._graphs is not None:
                 self._graphs.use_weights(layout, tuple(t.data_ptr() for _, t in items))
-            if self._direct is not None:
-                self._direct.use_weights()
 
     @torch.inference_mode()
     def generate(self, prompts: list[list[int]], params: SamplingParams | list[SamplingParams],
@@ -338,7 +338,7 @@ class Engine:
         texts = [TextStream(detokenize, p.stop) if detokenize else None for p in plist]
         done = [Completion(prompt_tokens=len(p)) for p in prompts]
         eos = set(eos_ids)
-        pos = lengths.clone()
+        starts = lengths.tolist()  # each row's position at decode step 0: then one on a step
         next_tok = torch.zeros(b, 1, dtype=torch.long)
         step_t = t0
         all_greedy = all(p.greedy for p in plist)
@@ -394,15 +394,13 @@ class Engine:
                 if ahead is not None:
                     continue
                 if all_greedy and self._direct is not None:  # through the C replay, where built
-                    first = replayed is None
-                    replayed = self._direct.greedy(cache, longest + step, n, chosen if first else None,
-                                                   pos.tolist() if first else None)
+                    replayed = self._direct.greedy(cache, longest + step, chosen, [p + step for p in starts])
                     if replayed is not None:
                         continue
                 next_tok[:n, 0] = torch.tensor(chosen)
                 slot = torch.tensor([longest + step], device=dev)
-                logits = self._decode(cache, next_tok.to(dev), pos[:, None].to(dev), slot)
-                pos += 1
+                q_pos = torch.tensor([p + step for p in starts])[:, None]
+                logits = self._decode(cache, next_tok.to(dev), q_pos.to(dev), slot)
         finally:
             if ahead is not None:
                 ahead.finish()
@@ -591,8 +589,7 @@ class _DirectCalls:
     def forget(self, cache: KVCache) -> None:
         self._calls.pop(id(cache), None)
 
-    def greedy(self, cache: KVCache, slot: int, n: int, tokens: list[int] | None = None,
-               positions: list[int] | None = None) -> list[int] | None:
+    def greedy(self, cache: KVCache, slot: int, tokens: list[int], positions: list[int]) -> list[int] | None:
         """Greedy decoding's step through the C replay built for `cache` and the weights
         attached now (`CpuStep.greedy`: the step chooses the next tokens itself, and the
         engine's loop makes no torch call a token); None where there is none."""
@@ -601,7 +598,7 @@ class _DirectCalls:
             return None
         self.direct_steps += 1
         self.replayed_steps += 1
-        return replay.greedy(slot, n, tokens, positions)
+        return replay.greedy(slot, tokens, positions)
 
     def run(self, step: Callable[..., Tensor], recorder: _Recorder, model: Transformer, cache: KVCache,
             tokens: Tensor, q_pos: Tensor, slot: Tensor) -> Tensor:
@@ -617,7 +614,7 @@ class _DirectCalls:
         finally:
             recorder.key = None
         graph = recorder.graphs.get(key)
-        replay = CpuStep.build(model, cache) if self.replay else None
+        replay = CpuStep.build(model, cache) if self.replay and graph is not None else None
         if replay is not None:
             self._keep(cache, replay)
         elif graph is not None:

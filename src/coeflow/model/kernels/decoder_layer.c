@@ -254,7 +254,7 @@ long coeflow_decode_step_work(int B, int D, int H, int Hkv, int hd, int I, int S
 
 /* What _decode_step compiles, in one call: no Python, dispatch or allocation between the
  * layers (the compiled step spent ~0.35 ms of a ~4 ms medium bf16 step there while the
- * second thread waited; BENCHMARKS.md, decode, session 11). */
+ * second thread waited; BENCHMARKS.md, decode, session 10). */
 int coeflow_decode_step(coeflow_step_args *s, const int64_t *tokens, const int64_t *q_pos, long slot)
 {
     const int B = s->B, D = s->D, hd = s->hd, bf16 = s->bf16;

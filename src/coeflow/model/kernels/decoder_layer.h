@@ -73,7 +73,8 @@ typedef struct {
 long coeflow_decode_step_work(int B, int D, int H, int Hkv, int hd, int I, int S, int nthreads);
 
 /* One token for each of the B rows: tokens [B], q_pos [B], slot where their keys go. Returns
- * 0, or -1 for a token, position or slot out of range (nothing written then). */
+ * 0, or -1: for a token, position or slot out of range (checked first: nothing written then),
+ * or for sizes the layer or product kernels refuse (possibly after some writes). */
 int coeflow_decode_step(coeflow_step_args *s, const int64_t *tokens, const int64_t *q_pos, long slot);
 
 /* The step, then each row's argmax (first largest; NaN largest) written over its token and
