@@ -153,7 +153,7 @@ def run(models: tuple[str, ...] = ("tiny", "medium"), dtypes: tuple[str, ...] = 
         # their mean; a best-of read taken seconds away would bound the run by a moment it
         # did not run in.
         read = read_probe(device=device)
-        reads: list[float] = []
+        reads: list[float] = []  # every read of the run
         copy = device_copy_gbps(device) if device != "cpu" else None
         for name in models:
             path = make_checkpoint(name, root, device)
@@ -173,7 +173,8 @@ def run(models: tuple[str, ...] = ("tiny", "medium"), dtypes: tuple[str, ...] = 
                             before = read()
                             step = gen(1 + new_tokens) / new_tokens
                             runs.append((step, before, read()))
-                        reads += [r for _, *around in runs for r in around]
+                        around = [r for _, *pair in runs for r in pair]
+                        reads += around
                         step = statistics.median(s for s, _, _ in runs)
                         beside = [(a + b) / 2 for _, a, b in runs]
                         rows.append(Row(engine, name, cfg.num_params(), dt_name, batch,
@@ -181,7 +182,7 @@ def run(models: tuple[str, ...] = ("tiny", "medium"), dtypes: tuple[str, ...] = 
                                         ms_per_step=step * 1e3, mem_read_gbps=statistics.median(beside),
                                         pct_of_read=100 * statistics.median(
                                             gbytes / s / lim for (s, _, _), lim in zip(runs, beside)),
-                                        mem_read_gbps_max=max(reads[-2 * repeats:]),
+                                        mem_read_gbps_max=max(around),
                                         replay_ms=replay_ms(eng)))
                         del gen, eng
     finally:

@@ -29,7 +29,7 @@ def _read_kernels(nbytes: int, device: str) -> tuple[list[Callable[[], object]],
     multiply-reduce (the shape of a decode step's weight reads) is tried too, and, where
     coeflow's CPU kernels load, their plain AVX-512 read loop (up to 20% faster than both
     here), with and without software prefetch (which read faster depends on the moment here:
-    with prefetch 4-5% faster with memory slow, 5% slower with memory fast). The buffer is in
+    with prefetch 4-5% faster with memory slow, 3-5% slower with memory fast). The buffer is in
     huge pages where Linux grants them, like the weights it is compared with. On a GPU: a sum
     over its memory (PyTorch's reduction runs near the memory's rate)."""
     if device != "cpu":

@@ -77,7 +77,7 @@ class CpuStep:
         self._greedy_fn = lib.coeflow_decode_greedy
         self._ref = ctypes.byref(args)
         self.logits = logits
-        self._tokens = (ctypes.c_int64 * args.B)()  # greedy's inputs, advanced by the C step
+        self._tokens = (ctypes.c_int64 * args.B)()  # greedy's tokens: in, then the argmax out
         self._positions = (ctypes.c_int64 * args.B)()
 
     @classmethod

@@ -289,15 +289,11 @@ int coeflow_decode_step(coeflow_step_args *s, const int64_t *tokens, const int64
 }
 
 /* Greedy decoding's step: the step for tokens at q_pos, then each row's argmax written over
- * its token and its position advanced, ready for the next call. The engine's loop between two
- * steps then makes no torch call (one took ~15-20 us with the caches cold; the loop ~265 us
- * a medium bf16 step). */
-int coeflow_decode_greedy(coeflow_step_args *s, int64_t *tokens, int64_t *q_pos, long slot)
+ * its token. The engine's loop between two steps then makes no torch call (one took ~15-20 us
+ * with the caches cold; the loop ~265 us a medium bf16 step). */
+int coeflow_decode_greedy(coeflow_step_args *s, int64_t *tokens, const int64_t *q_pos, long slot)
 {
     if (coeflow_decode_step(s, tokens, q_pos, slot)) return -1;
-    for (int b = 0; b < s->B; b++) {
-        tokens[b] = coeflow_argmax(s->logits + (long)b * s->V, s->V, 0);
-        q_pos[b] += 1;
-    }
+    for (int b = 0; b < s->B; b++) tokens[b] = coeflow_argmax(s->logits + (long)b * s->V, s->V, 0);
     return 0;
 }

@@ -77,9 +77,9 @@ long coeflow_decode_step_work(int B, int D, int H, int Hkv, int hd, int I, int S
  * or for sizes the layer or product kernels refuse (possibly after some writes). */
 int coeflow_decode_step(coeflow_step_args *s, const int64_t *tokens, const int64_t *q_pos, long slot);
 
-/* The step, then each row's argmax (first largest; NaN largest) written over its token and
- * its position advanced by one: greedy decoding's next inputs. */
-int coeflow_decode_greedy(coeflow_step_args *s, int64_t *tokens, int64_t *q_pos, long slot);
+/* The step, then each row's argmax (first largest; NaN largest) written over its token:
+ * greedy decoding's next tokens. */
+int coeflow_decode_greedy(coeflow_step_args *s, int64_t *tokens, const int64_t *q_pos, long slot);
 
 /* sizeof(coeflow_layer_args), sizeof(coeflow_step_args): the ctypes mirrors check them */
 long coeflow_layer_args_size(void);

@@ -173,7 +173,7 @@ int coeflow_linear(int bf16, const void *x, long ldx, int nw, const void *const 
 /* The sum of n floats read by nthreads threads, one contiguous stripe each, with four
  * independent accumulators: as plain a read of memory as this CPU allows; with `prefetch`,
  * each line asked for PF_BYTES ahead as the products ask for theirs (with memory slow that
- * read 4-5% faster here, with memory fast 5% slower; BENCHMARKS.md, decode, session 11). The
+ * read 4-5% faster here, with memory fast 3-5% slower; BENCHMARKS.md, decode, session 11). The
  * benchmarks' physical limit is the fastest of these and torch's reductions
  * (coeflow.bench.machine); torch's were up to 20% slower here, so against them alone the
  * products above looked faster than memory. */
