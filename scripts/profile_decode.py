@@ -26,7 +26,8 @@ import torch.nn.functional as F
 from coeflow.bench.decode import CONFIGS, replay_ms, streamed_bytes
 from coeflow.bench.machine import device_copy_gbps
 from coeflow.engine import Engine, SamplingParams
-from coeflow.model import ModelConfig, expected_shapes, llama
+from coeflow.engine.layers.cuda import adjacent_view
+from coeflow.model import ModelConfig, expected_shapes
 from coeflow.model.checkpoint import pooled_views
 from coeflow.model.kernels import gpu_gemv
 
@@ -84,8 +85,8 @@ def gemv_table(cfg: ModelConfig, w: dict[str, torch.Tensor], device: torch.devic
     cases = [("q", x, w[a + "q_proj.weight"]), ("k", x, w[a + "k_proj.weight"]),
              ("o", x, w[a + "o_proj.weight"]), ("gate", x, w[p + "mlp.gate_proj.weight"]),
              ("down", xi, w[p + "mlp.down_proj.weight"]),
-             ("qkv as one", x, llama.adjacent_view([w[a + f"{n}_proj.weight"] for n in "qkv"])),
-             ("gate+up as one", x, llama.adjacent_view([w[p + f"mlp.{n}_proj.weight"] for n in ("gate", "up")]))]
+             ("qkv as one", x, adjacent_view([w[a + f"{n}_proj.weight"] for n in "qkv"])),
+             ("gate+up as one", x, adjacent_view([w[p + f"mlp.{n}_proj.weight"] for n in ("gate", "up")]))]
     if "lm_head.weight" in w:
         cases.append(("lm_head", x, w["lm_head.weight"]))
     variants: list[tuple[str, object]] = [("F.linear", F.linear)]
@@ -149,17 +150,17 @@ def step_variants(device: torch.device, autotune: bool) -> list[str]:
 
 @contextlib.contextmanager
 def variant_set(variant: str):
-    from coeflow.engine import engine as engine_module
-    compile_options = engine_module.compile_options
+    from coeflow.engine.runners import compiled
+    options = compiled.INDUCTOR_OPTIONS
     if variant == "cuBLASLt":
         torch.backends.cuda.preferred_blas_library("cublaslt")
     if variant == "Inductor autotuned products":
-        engine_module.compile_options = lambda: {**compile_options(), "max_autotune_gemm": True,
-                                                 "max_autotune_gemm_backends": "ATEN,TRITON"}
+        compiled.INDUCTOR_OPTIONS = {**options, "max_autotune_gemm": True,
+                                     "max_autotune_gemm_backends": "ATEN,TRITON"}
     try:
         yield
     finally:
-        engine_module.compile_options = compile_options
+        compiled.INDUCTOR_OPTIONS = options
         if variant == "cuBLASLt":
             torch.backends.cuda.preferred_blas_library("cublas")
 
@@ -191,7 +192,7 @@ def main() -> None:
                 engine = Engine(cfg, dtype=dtype, device=device, fused=True,
                                 triton_gemv=variant == "coeflow Triton GEMV where faster")
                 engine.set_weights(w, name=name)
-                assert engine.model.model.layers[0].mlp.joined_weight is not None, "weights not joined"
+                assert engine.runner.model.model.layers[0].mlp.joined_weight is not None, "weights not joined"
                 t = time.perf_counter()
                 engine.generate([prompt], SamplingParams(max_tokens=8, ignore_eos=True))  # compile, capture
                 first_s = time.perf_counter() - t
@@ -199,11 +200,11 @@ def main() -> None:
                 if ms is not None:
                     print(f"  step, {variant:32}: graph replay {ms:.3f} ms = "
                           f"{step_bytes / ms / 1e6:.0f} GB/s of weights (first call {first_s:.0f} s)")
-                if engine.triton_gemv:
+                if engine.runner.layers.gemv:
                     print("    kernel chosen for: " + ", ".join(
                         f"[{k[1]}, {k[2]}] {c}" for k, c in gpu_gemv._chosen.items() if c is not None))
                 if not args.no_kernels and variant in ("cuBLAS", "coeflow Triton GEMV where faster"):
-                    engine._graphs = None  # the compiled step's kernels one by one
+                    engine.runner.inner.capture_failed = True  # the compiled step's kernels one by one
                     step_kernels(engine, prompt, args.steps)
                 del engine
         del w

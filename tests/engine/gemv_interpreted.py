@@ -11,7 +11,8 @@ import torch
 import torch.nn.functional as F
 
 from coeflow.engine import Engine, SamplingParams
-from coeflow.model import llama
+from coeflow.engine.layers.cuda import CudaLayers
+from coeflow.engine.runners import EagerRunner
 from coeflow.model.kernels import gpu_gemv
 
 PROMPT = [1, 17, 42, 99, 7, 250, 3, 64]
@@ -49,17 +50,16 @@ def hf_greedy(path: str, n: int) -> list[int]:
 def decode_through_kernel(path: str, separate: bool = False) -> dict:
     """Greedy decode with every one-row product sent to the kernel, as `choose_gemv` would
     set it up on a GPU where the kernel wins everywhere: joined groups as one product each,
-    or, with `separate` (weights not back to back), every layer on its own."""
-    llama.JOINED_PRODUCTS_ON = ("cpu",)
+    or, with `separate` (weights not back to back), every layer on its own. The GPU's layers
+    run eagerly here, on the CPU."""
     gpu_gemv.ON = ("cpu",)
     gpu_gemv.fastest = lambda n, k, dtype, device, bias=False: gpu_gemv.CONFIGS[1]
     calls = []
     linear = gpu_gemv.linear
     gpu_gemv.linear = lambda x, w, b, c: calls.append(tuple(w.shape)) or linear(x, w, b, c)
-    engine = Engine.from_checkpoint(path, fused=False)
+    engine = Engine.from_checkpoint(path, runner=lambda m: EagerRunner(m, CudaLayers(gemv=True)))
     if separate:
         engine.set_weights({k: v.clone() for k, v in engine._attached.items()})
-    llama.choose_gemv(engine.model)
     got = engine.generate([PROMPT], SamplingParams(max_tokens=6, ignore_eos=True))[0].token_ids
     gpu_gemv.linear = linear
     return dict(tokens=got, want=hf_greedy(path, 6), shapes=sorted(set(calls)))

@@ -162,7 +162,7 @@ def test_compiled_batched_decode_uses_kernel_and_matches_eager(tmp_path):
     params = SamplingParams(max_tokens=10, ignore_eos=True)
     want = [c.token_ids for c in Engine.from_checkpoint(path, fused=False).generate(prompts, params)]
     fused = Engine.from_checkpoint(path, fused=True)
-    assert fused.cpu_kernel
+    assert fused.runner.layers.kernels
     before = kernels.calls()
     assert [c.token_ids for c in fused.generate(prompts, params)] == want
     assert fused.fused and kernels.calls() > before, "the compiled step did not call the kernel"
@@ -170,7 +170,7 @@ def test_compiled_batched_decode_uses_kernel_and_matches_eager(tmp_path):
     off = Engine.from_checkpoint(path, fused=True, cpu_kernel=False)
     before = kernels.calls()
     assert [c.token_ids for c in off.generate(prompts, params)] == want
-    assert not off.cpu_kernel and kernels.calls() == before
+    assert not off.runner.layers.kernels and kernels.calls() == before
 
 
 def test_unavailable_kernel_falls_back(monkeypatch, tmp_path, caplog):
@@ -186,7 +186,7 @@ def test_unavailable_kernel_falls_back(monkeypatch, tmp_path, caplog):
     assert "gcc not found" in caplog.text
     path = make_checkpoint(tmp_path / "m", "llama-gqa", seed=1)
     engine = Engine.from_checkpoint(path, fused=True)
-    assert not engine.cpu_kernel
+    assert not engine.runner.layers.kernels
     got = engine.generate([[1, 2, 3], [4, 5]], SamplingParams(max_tokens=4, ignore_eos=True))
     assert all(len(c.token_ids) == 4 for c in got)
 
@@ -204,11 +204,11 @@ def test_compiled_single_row_uses_kernel_on_large_weights(tmp_path, monkeypatch,
     """One row goes to the kernel for weights past the size threshold (here: all of them);
     the decoder layers are left to the step's own code, so the linear layers and the output
     head are what call it."""
-    import coeflow.model.llama as llama
+    from coeflow.engine.layers import cpu as cpu_layers
     path = make_checkpoint(tmp_path / "m", "llama-gqa", seed=4)
     prompt, params = [[1, 17, 42, 99]], SamplingParams(max_tokens=6, ignore_eos=True)
     want = [c.token_ids for c in Engine.from_checkpoint(path, dtype=dtype, fused=False).generate(prompt, params)]
-    monkeypatch.setattr(llama, "KERNEL_ROW_MIN_BYTES", 0)
+    monkeypatch.setattr(cpu_layers, "KERNEL_ROW_MIN_BYTES", 0)
     monkeypatch.setattr(kernels, "has_decoder_layer", lambda: False)
     fused = Engine.from_checkpoint(path, dtype=dtype, fused=True)
     before = kernels.calls()

@@ -1,4 +1,4 @@
-"""The compiled CPU step replayed from one C call (coeflow.engine.cpu_step) computes what the
+"""The CPU step replayed from one C call (coeflow.engine.runners.cpu_replay) computes what the
 compiled step computes, is taken where the kernels take the whole model and only there, and
 refuses inputs outside its cache without writing anything."""
 
@@ -8,8 +8,11 @@ import pytest
 import torch
 
 from coeflow.engine import Engine, SamplingParams
-from coeflow.engine.cpu_step import CpuStep
-from coeflow.model import kernels, llama
+from coeflow.engine.kv_cache import KVCache
+from coeflow.engine.layers import cpu as cpu_layers
+from coeflow.engine.runners import CompiledRunner
+from coeflow.engine.runners.cpu_replay import CpuReplayRunner, CpuStep
+from coeflow.model import kernels
 from checkpoints import make_checkpoint
 
 needs_layer = pytest.mark.skipif(not (kernels.load() and kernels.has_decoder_layer()),
@@ -20,10 +23,12 @@ PROMPTS = [[1, 17, 42], [1, 5, 6, 250, 3, 4, 5, 6, 7, 8], [9, 8]]
 
 
 def _engine_with_cache(path, dtype: str, prompts: list[list[int]]):
-    """A fused engine that has compiled its step for `prompts`' bucket, and that bucket's cache."""
+    """A fused engine (the C replay's runner) and a cache of `prompts`' bucket they were prefilled into."""
     engine = Engine.from_checkpoint(path, dtype=dtype, fused=True)
-    engine.generate(prompts, SamplingParams(max_tokens=3, ignore_eos=True))
-    (cache,) = engine._caches.values()
+    assert isinstance(engine.runner, CpuReplayRunner)
+    cache = KVCache(engine.cfg, 4 if len(prompts) > 2 else len(prompts), 128, engine.dtype, engine.device)
+    with torch.inference_mode():
+        engine._prefill(cache, prompts)
     return engine, cache
 
 
@@ -37,20 +42,20 @@ def test_replay_gives_the_compiled_steps_logits(tmp_path, monkeypatch, family, l
     the final RMSNorm sums in another order, so fp32 may differ in the last bits), and it
     writes the same keys and values. Three layers: the last layer's output in the other of
     the two activation buffers."""
-    monkeypatch.setattr(llama, "KERNEL_ROW_MIN_BYTES", 0)  # the tiny head takes the kernel at one row too
+    monkeypatch.setattr(cpu_layers, "KERNEL_ROW_MIN_BYTES", 0)  # the tiny head takes the kernel at one row too
     path = make_checkpoint(tmp_path / "m", family, seed=3, num_hidden_layers=layers)
     engine, cache = _engine_with_cache(path, dtype, PROMPTS[:batch])
     b = cache.batch
     tokens = torch.tensor([[11 + 40 * i] for i in range(b)])
     q_pos, slot = torch.full((b, 1), 14), torch.tensor([14])
     with torch.inference_mode():
-        replay = CpuStep.build(engine.model, cache)
+        replay = CpuStep.build(engine.runner.model, cache)
         assert replay is not None, "the kernels take this model: the replay must be built"
         got = replay(tokens, q_pos, slot).clone()
         assert (cache.slot_pos[:, 14] == 14).all()
         written = [t.clone() for t in (*cache.keys(), *cache.values())]
         cache.slot_pos[:, 14] = -1
-        want = engine._step(engine.model, cache, tokens, q_pos, slot)  # through Dynamo
+        want = CompiledRunner.step(engine.runner, cache, tokens, q_pos, slot)  # the compiled step
     assert got.shape == want.shape == (b, engine.cfg.vocab_size) and got.dtype == torch.float32
     if dtype == "bf16":
         assert torch.equal(got, want)
@@ -63,41 +68,43 @@ def test_replay_gives_the_compiled_steps_logits(tmp_path, monkeypatch, family, l
 def test_engine_replays_where_the_kernels_take_the_model_with_eagers_tokens(tmp_path):
     """Batch 3 of a llama model (its head takes the kernel at 3 rows): every decode step after
     the bucket's first is replayed, the tokens eager's; o and MLP biases (the layer kernel does
-    not take them) keep the compiled graph's own calls; `cpu_step=False` turns it off."""
+    not take them) keep the compiled graph's own calls; `cpu_replay=False` turns it off."""
     params = SamplingParams(max_tokens=10, ignore_eos=True)
     for family, replays in [("llama-gqa", True), ("llama-bias", False)]:
         path = make_checkpoint(tmp_path / family, family, seed=4)
         want = [c.token_ids for c in Engine.from_checkpoint(path, fused=False).generate(PROMPTS, params)]
-        for cpu_step in (True, False):
-            fused = Engine.from_checkpoint(path, fused=True, cpu_step=cpu_step)
+        for cpu_replay in (True, False):
+            fused = Engine.from_checkpoint(path, fused=True, cpu_replay=cpu_replay)
             for _ in range(2):  # the second batch finds its cache's replay built
-                assert [c.token_ids for c in fused.generate(PROMPTS, params)] == want, (family, cpu_step)
-            replayed = fused._direct.replayed_steps
-            assert (replayed >= 2 * 9 - 1) if replays and cpu_step else replayed == 0, (family, cpu_step, replayed)
-            assert fused._direct.direct_steps >= 2 * 9 - 1
+                assert [c.token_ids for c in fused.generate(PROMPTS, params)] == want, (family, cpu_replay)
+            replayed = getattr(fused.runner, "replayed_steps", 0)
+            assert (replayed >= 2 * 9) if replays and cpu_replay else replayed == 0, (family, cpu_replay, replayed)
+            if not (replays and cpu_replay):
+                assert fused.runner.direct_steps >= 2 * 9 - 2
 
 
 @needs_layer
 def test_a_stream_whose_replay_is_dropped_midway_goes_on_with_eagers_tokens(tmp_path):
     """A batch in another bucket, run while a stream is paused, drops that stream's KV cache
     from the engine's keeping (a budget of one cache) and with it its replay: the stream goes
-    on through the compiled step, then a replay built again, at the right positions."""
+    on through a replay built again, at the right positions."""
     path = make_checkpoint(tmp_path / "m", "llama-gqa", seed=7)
     params = SamplingParams(max_tokens=12, ignore_eos=True)
     eager = Engine.from_checkpoint(path, fused=False)
     want = [c.token_ids for c in eager.generate(PROMPTS[:2], params)]
     want_other = [c.token_ids for c in eager.generate(PROMPTS[2:], params)]
     fused = Engine.from_checkpoint(path, fused=True, kv_cache_budget=1)
-    fused.generate(PROMPTS[:2], params)  # compiled and replayed once: the next stream starts replayed
+    fused.generate(PROMPTS[:2], params)  # replayed once: the next stream starts replayed
     got = [[], []]
     for i, deltas in enumerate(fused.stream(PROMPTS[:2], params)):
         for d in deltas:
             got[d.index].append(d.token_id)
         if i == 4:
-            replayed = fused._direct.replayed_steps
             assert [c.token_ids for c in fused.generate(PROMPTS[2:], params)] == want_other
+            assert fused.kv_buckets == [(1, 128)], "the stream's cache was not let go"
+            replayed = fused.runner.replayed_steps
     assert got == want
-    assert fused._direct.replayed_steps > replayed + 5, "the stream did not get a replay back"
+    assert fused.runner.replayed_steps > replayed + 5, "the stream did not get a replay back"
 
 
 @needs_layer
@@ -109,10 +116,10 @@ def test_sampling_through_the_replay_draws_what_the_compiled_step_draws(tmp_path
     params = [SamplingParams(max_tokens=12, ignore_eos=True, temperature=0.9, top_k=40, top_p=0.95, seed=i)
               for i in range(2)] + [SamplingParams(max_tokens=12, ignore_eos=True)]
     got = {}
-    for cpu_step in (True, False):
-        fused = Engine.from_checkpoint(path, dtype="bf16", fused=True, cpu_step=cpu_step)
-        got[cpu_step] = [[c.token_ids for c in fused.generate(PROMPTS, params)] for _ in range(2)]
-        assert (fused._direct.replayed_steps > 0) == cpu_step
+    for cpu_replay in (True, False):
+        fused = Engine.from_checkpoint(path, dtype="bf16", fused=True, cpu_replay=cpu_replay)
+        got[cpu_replay] = [[c.token_ids for c in fused.generate(PROMPTS, params)] for _ in range(2)]
+        assert (getattr(fused.runner, "replayed_steps", 0) > 0) == cpu_replay
     assert got[True] == got[False]
     assert got[True][0][0] != got[True][0][1]  # the seeds differ, and so do the draws
 
@@ -124,7 +131,7 @@ def test_inputs_outside_the_cache_are_refused_and_nothing_is_written(tmp_path):
     b, vocab, seq = cache.batch, engine.cfg.vocab_size, cache.seq
     ok_tokens, ok_pos, ok_slot = torch.ones(b, 1, dtype=torch.long), torch.full((b, 1), 20), torch.tensor([20])
     with torch.inference_mode():
-        replay = CpuStep.build(engine.model, cache)
+        replay = CpuStep.build(engine.runner.model, cache)
         before = [t.clone() for t in (*cache.keys(), *cache.values(), cache.slot_pos)]
         for tokens, q_pos, slot in [(torch.full((b, 1), vocab), ok_pos, ok_slot),
                                     (torch.full((b, 1), -1), ok_pos, ok_slot),

@@ -11,7 +11,7 @@ from coeflow.engine import Engine, SamplingParams
 from coeflow.model import kernels
 from coeflow.model.config import ModelConfig
 from coeflow.engine.kv_cache import KVCache
-from coeflow.model.llama import DecoderLayer, rope_cos_sin, rope_inv_freq, use_cpu_kernel
+from coeflow.model.llama import DecoderLayer, rope_cos_sin, rope_inv_freq
 from checkpoints import make_checkpoint
 
 needs_layer = pytest.mark.skipif(not (kernels.load() and kernels.has_decoder_layer()),
@@ -122,7 +122,7 @@ def test_compiled_step_runs_each_layer_as_one_op(tmp_path, family, uses_op):
     path = make_checkpoint(tmp_path / "m", family, seed=5)
     params = SamplingParams(max_tokens=12, ignore_eos=True)
     eager = Engine.from_checkpoint(path, fused=False)
-    fused = Engine.from_checkpoint(path, fused=True)
+    fused = Engine.from_checkpoint(path, fused=True, cpu_replay=False)
     for prompts in ([[1, 17, 42, 9]], [[1, 17, 42], [1, 5, 6, 250, 3, 4, 5, 6, 7, 8], [9, 8]]):
         want = [c.token_ids for c in eager.generate(prompts, params)]
         before = kernels.layer_calls()
@@ -133,20 +133,13 @@ def test_compiled_step_runs_each_layer_as_one_op(tmp_path, family, uses_op):
 
 
 def _teacher_forced_logits(path, dtype: str, compiled: bool, tokens: list[int]) -> torch.Tensor:
-    """Logits of each decode step of one sequence fed `tokens`, one at a time."""
-    engine = Engine.from_checkpoint(path, dtype=dtype, fused=False)
-    model = engine.model
-    use_cpu_kernel(model, compiled)
-    cache = KVCache(model.config, 1, 32, engine.dtype, torch.device("cpu"))
-
-    def step(token: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
-        slots = pos.view(1)
-        cache.slot_pos.index_copy_(1, slots, pos.view(1, 1))
-        return model.forward_cached(token, pos.view(1, 1), cache.keys(), cache.values(), cache.slot_pos,
-                                    slots, rope=cache.rope())[:, -1]
-    run = torch.compile(step, fullgraph=True, dynamic=False) if compiled else step
+    """Logits of each decode step of one sequence fed `tokens`, one at a time: the compiled
+    step with the CPU's kernel layers, or the eager step of the model's own modules."""
+    engine = Engine.from_checkpoint(path, dtype=dtype, fused=compiled, cpu_replay=False)
+    cache = KVCache(engine.cfg, 1, 32, engine.dtype, torch.device("cpu"))
     with torch.inference_mode():
-        return torch.cat([run(torch.tensor([[t]]), torch.tensor(i)).float() for i, t in enumerate(tokens)])
+        return torch.cat([engine.runner.step(cache, torch.tensor([[t]]), torch.tensor([[i]]), torch.tensor([i])).float()
+                          for i, t in enumerate(tokens)])
 
 
 @needs_layer

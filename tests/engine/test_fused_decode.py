@@ -1,5 +1,6 @@
 """The compiled decode step gives the eager engine's tokens, and a second expert of the same
-shape reuses it: a switch never recompiles."""
+shape reuses it: a switch never recompiles. (`cpu_replay=False` wherever the compiled step
+itself is under test: on a CPU with coeflow's AVX-512 kernels the C replay would take the step.)"""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import torch
 from torch._dynamo.utils import counters
 
 from coeflow.engine import Engine, SamplingParams
+from coeflow.engine.layers.cuda import CudaLayers
+from coeflow.engine.runners import CompiledRunner
 from coeflow.model import ModelConfig, kernels, load_weights
 from checkpoints import make_checkpoint
 
@@ -24,7 +27,7 @@ def test_second_expert_reuses_compiled_step_and_matches_eager(tmp_path):
     want_b = [c.token_ids for c in eager.generate(PROMPTS, params)]
     assert want_a != want_b  # different experts, different answers: the swap is observable
 
-    fused = Engine.from_checkpoint(a, fused=True)
+    fused = Engine.from_checkpoint(a, fused=True, cpu_replay=False)
     assert [c.token_ids for c in fused.generate(PROMPTS, params)] == want_a
     graphs = counters["stats"]["unique_graphs"]
     assert fused.fused and graphs >= 1, "the decode step was not compiled"
@@ -41,7 +44,7 @@ def test_decode_attention_loops_match_sdpa():
     """The compiled CPU step's attention (multiply-reduce + softmax) equals SDPA's, with grouped
     kv heads, empty slots and a sliding window, in fp32 and bf16."""
     import torch.nn.functional as F
-    from coeflow.model.llama import _decode_attention
+    from coeflow.engine.layers.cpu import decode_attention
     g = torch.Generator().manual_seed(0)
     b, h, hkv, s, d = 2, 6, 2, 16, 8
     q, k, v = (torch.randn(b, n, t, d, generator=g) for n, t in ((h, 1), (hkv, s), (hkv, s)))
@@ -53,7 +56,7 @@ def test_decode_attention_loops_match_sdpa():
         for dtype, tol in ((torch.float32, 1e-5), (torch.bfloat16, 2e-2)):
             want = F.scaled_dot_product_attention(q.to(dtype), k.to(dtype), v.to(dtype), attn_mask=mask,
                                                   enable_gqa=True)
-            got = _decode_attention(q.to(dtype), k.to(dtype), v.to(dtype), mask)
+            got = decode_attention(q.to(dtype), k.to(dtype), v.to(dtype), mask)
             assert got.dtype == dtype
             torch.testing.assert_close(got.float(), want.float(), atol=tol, rtol=tol)
 
@@ -63,14 +66,18 @@ def test_weights_laid_out_otherwise_get_their_own_compiled_step(tmp_path, monkey
     strides (row-padded views, as a pool may hand out) must still get its own tokens, from a
     step compiled for them (with the guard filter too), and going back to the first layout
     must reuse the first step."""
-    import coeflow.engine.engine as engine_module
+    from coeflow.engine import torch_compat
     filtered = []
-    real_filter = engine_module._skip_skeleton_guards
-    monkeypatch.setattr(engine_module, "_skip_skeleton_guards", lambda e: filtered.append(1) or real_filter(e))
+    real_filter = torch_compat.skip_guards_on
+
+    def recording(argument):
+        keep = real_filter(argument)
+        return lambda entries: filtered.append(1) or keep(entries)
+    monkeypatch.setattr(torch_compat, "skip_guards_on", recording)
     a = make_checkpoint(tmp_path / "a", "llama-gqa", seed=1)
     params = SamplingParams(max_tokens=8, ignore_eos=True)
     want = [c.token_ids for c in Engine.from_checkpoint(a, fused=False).generate(PROMPTS, params)]
-    fused = Engine.from_checkpoint(a, fused=True)
+    fused = Engine.from_checkpoint(a, fused=True, cpu_replay=False)
     assert [c.token_ids for c in fused.generate(PROMPTS, params)] == want
     first = len(filtered)
     assert first > 0, "the compiled step was not given the guard filter"
@@ -82,7 +89,6 @@ def test_weights_laid_out_otherwise_get_their_own_compiled_step(tmp_path, monkey
             t = room[:, :t.shape[1]]  # same values, rows 16 elements apart
         padded[name] = t
     fused.set_weights(padded, name="a, padded")
-    assert fused.model.model.layers[0].self_attn.joined_weight is None  # not back to back either
     assert [c.token_ids for c in fused.generate(PROMPTS, params)] == want
     assert fused.fused, "the engine fell back to eager instead of compiling for the new layout"
     assert len(filtered) > first, "the step compiled for the new layout lost the guard filter"
@@ -92,13 +98,14 @@ def test_weights_laid_out_otherwise_get_their_own_compiled_step(tmp_path, monkey
     assert counters["stats"]["unique_graphs"] == graphs, "returning to a known layout recompiled"
 
 
-def test_one_engine_serves_every_batch_and_length_bucket(tmp_path):
-    """Each (batch, cache length) bucket is its own compiled variant: requests that change
-    buckets back and forth on one engine get the eager engine's tokens (the guards that tell
-    the buckets apart are kept when the skeleton's are skipped)."""
+@pytest.mark.parametrize("cpu_replay", [False, True])
+def test_one_engine_serves_every_batch_and_length_bucket(tmp_path, cpu_replay):
+    """Each (batch, cache length) bucket is its own compiled variant (or C replay): requests
+    that change buckets back and forth on one engine get the eager engine's tokens (the guards
+    that tell the buckets apart are kept when the skeleton's are skipped)."""
     path = make_checkpoint(tmp_path / "a", "llama-gqa", seed=3)
     eager = Engine.from_checkpoint(path, fused=False)
-    fused = Engine.from_checkpoint(path, fused=True)
+    fused = Engine.from_checkpoint(path, fused=True, cpu_replay=cpu_replay)
     runs = [([PROMPTS[0]], 6), ([PROMPTS[0]], 140), (PROMPTS, 6), ([PROMPTS[1]], 6), (PROMPTS, 130),
             ([PROMPTS[0]], 6)]  # cache lengths 128 and 256, batch buckets 1 and 2
     for prompts, n in runs:
@@ -119,24 +126,22 @@ def test_kv_caches_of_recent_buckets_are_kept_within_the_budget(tmp_path):
     engine = Engine.from_checkpoint(path, fused=False)
     want = {n: [c.token_ids for c in engine.generate(p, params)] for n, p in ((1, one), (2, two))}
     size = {b: KVCache.bytes_for(engine.cfg, b, 128, engine.dtype) for b in (1, 2, 4)}
-    engine.kv_cache_budget = size[1] + size[2]
+    engine.caches.budget = size[1] + size[2]
     for prompts in (one, two, one):
         assert [c.token_ids for c in engine.generate(prompts, params)] == want[len(prompts)]
     assert engine.kv_buckets == [(2, 128), (1, 128)]
     engine.generate(two * 2, params)  # batch bucket 4: larger than both kept, which go
     assert engine.kv_buckets == [(4, 128)]
-    engine.kv_cache_budget = 0
+    engine.caches.budget = 0
     assert [c.token_ids for c in engine.generate(one, params)] == want[1]
     assert engine.kv_buckets == [(1, 128)]
 
 
 def test_compiled_step_with_joined_products_switches_between_joined_and_separate_weights(
         tmp_path, monkeypatch):
-    """Where products are joined (on a GPU; switched on here, with Inductor's code instead of
-    the CPU kernel), experts whose groups lie back to back and experts whose do not alternate
-    on one engine: each gets its own tokens, from a step compiled for its kind (kept)."""
-    from coeflow.model import llama
-    monkeypatch.setattr(llama, "JOINED_PRODUCTS_ON", ("cpu",))
+    """Where products are joined (the GPU's layers, run here on the CPU), experts whose groups lie
+    back to back and experts whose do not alternate on one engine: each gets its own tokens,
+    from a step compiled for its kind (kept)."""
     a = make_checkpoint(tmp_path / "a", "llama-bias", seed=1)
     b = make_checkpoint(tmp_path / "b", "llama-bias", seed=2)
     cfg = ModelConfig.from_dir(a)
@@ -149,32 +154,32 @@ def test_compiled_step_with_joined_products_switches_between_joined_and_separate
         eager.set_weights(w)
         want[k] = [c.token_ids for c in eager.generate(PROMPTS, params)]
     assert want["a"] != want["b"]
-    fused = Engine(cfg, fused=True, cpu_kernel=False)
+    fused = Engine(cfg, runner=lambda m: CompiledRunner(m, CudaLayers(gemv=False)))
     for k, kind in (("a", separate), ("b", joined), ("a", joined), ("b", separate), ("a", joined)):
         fused.set_weights(kind[k], name=k)
-        assert (fused.model.model.layers[0].mlp.joined_weight is not None) == (kind is joined)
+        assert (fused.runner.model.model.layers[0].mlp.joined_weight is not None) == (kind is joined)
         assert [c.token_ids for c in fused.generate(PROMPTS, params)] == want[k], k
-    assert fused.fused and len(fused._steps) == 2
+    assert fused.fused and len(fused.runner._steps) == 2
 
 
 def test_out_of_memory_for_a_new_bucket_drops_the_kept_caches_and_goes_on(tmp_path, monkeypatch):
     """The budget is a guess at what the device can spare: when a new bucket's cache does not
     fit next to the kept ones, those go and the request still runs."""
-    import coeflow.engine.engine as engine_module
+    import coeflow.engine.kv_cache as kv_module
     path = make_checkpoint(tmp_path / "a", "llama-gqa", seed=3)
     params = SamplingParams(max_tokens=4, ignore_eos=True)
     engine = Engine.from_checkpoint(path, fused=False)
     want = [c.token_ids for c in engine.generate(PROMPTS, params)]
     engine.generate([PROMPTS[0]], params)
     assert len(engine.kv_buckets) == 2
-    real, refused = engine_module.KVCache, []
+    real, refused = kv_module.KVCache, []
 
     def tight(cfg, batch, *args):
         if engine.kv_buckets and not refused:  # room only once the others are gone
             refused.append(batch)
             raise torch.OutOfMemoryError("out of memory (test)")
         return real(cfg, batch, *args)
-    monkeypatch.setattr(engine_module, "KVCache", tight)
+    monkeypatch.setattr(kv_module, "KVCache", tight)
     monkeypatch.setattr(tight, "bytes_for", real.bytes_for, raising=False)
     assert [c.token_ids for c in engine.generate(PROMPTS * 2, params)] == want * 2
     assert refused == [4] and engine.kv_buckets == [(4, 128)]
@@ -182,8 +187,7 @@ def test_out_of_memory_for_a_new_bucket_drops_the_kept_caches_and_goes_on(tmp_pa
 
 def test_a_batch_on_the_expert_already_attached_attaches_nothing(tmp_path, monkeypatch):
     """The server hands the engine its expert's weights before every batch; when they are
-    the tensors attached already, nothing is redone (attaching and joining cost ~1.4 ms on
-    the medium model), and other tensors are still attached."""
+    the tensors attached already, nothing is redone, and other tensors are still attached."""
     import coeflow.engine.engine as engine_module
     a = make_checkpoint(tmp_path / "a", "llama-gqa", seed=1)
     b = make_checkpoint(tmp_path / "b", "llama-gqa", seed=2)
@@ -205,16 +209,20 @@ def test_a_batch_on_the_expert_already_attached_attaches_nothing(tmp_path, monke
     assert [c.token_ids for c in engine.generate(PROMPTS, params)] == want_a
 
 
-@pytest.mark.parametrize("cpu_step", [False, True])
-def test_cpu_steps_after_a_buckets_first_call_the_compiled_graph_without_dynamo(tmp_path, cpu_step):
+def _steps_without_dynamo(runner) -> int:
+    return runner.direct_steps + getattr(runner, "replayed_steps", 0)
+
+
+@pytest.mark.parametrize("cpu_replay", [False, True])
+def test_cpu_steps_after_a_buckets_first_call_the_compiled_graph_without_dynamo(tmp_path, cpu_replay):
     """On the CPU the compiled step is called without Dynamo once a KV cache's first step has
-    picked its graph (Engine._direct), or, with `cpu_step` where the kernels take the model,
-    replayed from C (the batch-2 runs here). What Dynamo's guards would have checked must still
-    hold: a switch of experts, of batch bucket and of length bucket each give the eager tokens."""
+    picked its graph, or, with `cpu_replay` where the kernels take the model, replayed from C.
+    What Dynamo's guards would have checked must still hold: a switch of experts, of batch
+    bucket and of length bucket each give the eager tokens."""
     a = make_checkpoint(tmp_path / "a", "llama-gqa", seed=1)
     b = make_checkpoint(tmp_path / "b", "llama-gqa", seed=2)
     eager = Engine.from_checkpoint(a, fused=False)
-    fused = Engine.from_checkpoint(a, fused=True, cpu_step=cpu_step)
+    fused = Engine.from_checkpoint(a, fused=True, cpu_replay=cpu_replay)
     runs = [("a", PROMPTS, 8), ("b", PROMPTS, 8), ("b", [PROMPTS[0]], 8), ("a", [PROMPTS[1]], 140),
             ("a", PROMPTS, 8)]
     for name, prompts, n in runs:
@@ -222,31 +230,23 @@ def test_cpu_steps_after_a_buckets_first_call_the_compiled_graph_without_dynamo(
         eager.load(path)
         fused.load(path)
         params = SamplingParams(max_tokens=n, ignore_eos=True)
-        before = fused._direct.direct_steps
+        before = _steps_without_dynamo(fused.runner)
         want = [c.token_ids for c in eager.generate(prompts, params)]
         assert [c.token_ids for c in fused.generate(prompts, params)] == want, (name, len(prompts), n)
-        assert fused._direct.direct_steps >= before + n - 2, "decode steps went through Dynamo"
+        assert _steps_without_dynamo(fused.runner) >= before + n - 2, "decode steps went through Dynamo"
     assert fused.fused
-    replays = cpu_step and kernels.load() and kernels.has_decoder_layer()
-    assert (fused._direct.replayed_steps > 0) == replays
+    replays = cpu_replay and kernels.load() and kernels.has_decoder_layer()
+    assert (getattr(fused.runner, "replayed_steps", 0) > 0) == replays
 
 
 def test_cpu_step_stays_with_dynamo_when_its_inputs_cannot_be_found(tmp_path, monkeypatch):
-    """If a compiled graph's inputs cannot be found from Dynamo's names for them (another
-    torch's internals), the step keeps going through Dynamo: same tokens, no error. (Without
-    the C replay, which does not need those names.)"""
-    import coeflow.engine.engine as engine_module
-    real = engine_module._Recorder.__call__
-
-    def unknown_sources(self, gm, example_inputs, **kwargs):
-        fn = real(self, gm, example_inputs, **kwargs)
-        for graph in self.graphs.values():
-            graph.sources = ["L['no_such_input']" for _ in graph.sources]
-        return fn
-    monkeypatch.setattr(engine_module._Recorder, "__call__", unknown_sources)
+    """If the sources of a compiled graph's inputs cannot be found among the step's arguments
+    (another torch's internals), the step keeps going through Dynamo: same tokens, no error."""
+    from coeflow.engine import torch_compat
+    monkeypatch.setattr(torch_compat.GraphRecorder, "_sources", lambda self, example_inputs: None)
     a = make_checkpoint(tmp_path / "a", "llama-gqa", seed=1)
     params = SamplingParams(max_tokens=8, ignore_eos=True)
     want = [c.token_ids for c in Engine.from_checkpoint(a, fused=False).generate(PROMPTS, params)]
-    fused = Engine.from_checkpoint(a, fused=True, cpu_step=False)
+    fused = Engine.from_checkpoint(a, fused=True, cpu_replay=False)
     assert [c.token_ids for c in fused.generate(PROMPTS, params)] == want
-    assert fused.fused and fused._direct.direct_steps == 0
+    assert fused.fused and fused.runner.direct_steps == 0

@@ -104,25 +104,27 @@ def test_context_overflow_and_bad_tokens_are_refused(engine):
         engine.generate([[]], SamplingParams(max_tokens=2))
 
 
-def test_running_a_step_ahead_gives_the_same_tokens_and_stops(tmp_path, monkeypatch):
+def test_running_a_step_ahead_gives_the_same_tokens_and_stops(tmp_path):
     """On a GPU, greedy decoding chooses tokens on the device and queues the next step before
-    the host reads this one's (engine._GreedyAhead). Forced on here: the same tokens as the
-    plain loop, for batch buckets 1, 2 and 4, fused and eager, and EOS and max_tokens still end
-    each sequence where they should (the step computed past the end is dropped)."""
-    import coeflow.engine.engine as engine_module
+    the host reads this one's (runners.cuda_graphs.RunAhead). Run here around the eager and the
+    compiled runners: the same tokens as without, for batch buckets 1, 2 and 4, and EOS and
+    max_tokens still end each sequence where they should (a step computed past the end is
+    dropped)."""
+    from coeflow.engine.layers.cpu import CpuLayers
+    from coeflow.engine.runners import CompiledRunner, EagerRunner
+    from coeflow.engine.runners.cuda_graphs import RunAhead
     path = make_checkpoint(tmp_path / "a", "llama-gqa", seed=4)
     prompts = [[1, 17, 42, 99, 7], [1, 5, 6, 250, 251, 252, 253], [1, 9]]
-    for fused in (False, True):
-        engine = Engine.from_checkpoint(path, fused=fused)
+    plain = Engine.from_checkpoint(path, fused=False)
+    for inner in (EagerRunner, lambda m: CompiledRunner(m, CpuLayers(kernels=False))):
+        ahead = Engine.from_checkpoint(path, runner=lambda m: RunAhead(inner(m)))
         for n, max_tokens in ((1, 12), (3, 9), (2, 2)):
             params = [SamplingParams(max_tokens=max_tokens - i, ignore_eos=True) for i in range(n)]
-            monkeypatch.setattr(engine_module, "RUN_AHEAD_ON", ())
-            want = engine.generate(prompts[:n], params)
-            monkeypatch.setattr(engine_module, "RUN_AHEAD_ON", ("cpu",))
-            got = engine.generate(prompts[:n], params)
-            assert [c.token_ids for c in got] == [c.token_ids for c in want], (fused, n)
+            want = plain.generate(prompts[:n], params)
+            got = ahead.generate(prompts[:n], params)
+            assert [c.token_ids for c in got] == [c.token_ids for c in want], n
             assert [len(c.token_ids) for c in got] == [max_tokens - i for i in range(n)]
-        full = engine.generate(prompts[:1], SamplingParams(max_tokens=12, ignore_eos=True))[0].token_ids
+        full = ahead.generate(prompts[:1], SamplingParams(max_tokens=12, ignore_eos=True))[0].token_ids
         eos = full[3]  # stop the sequence at its fourth token
-        stopped = engine.generate(prompts[:1], SamplingParams(max_tokens=12), eos_ids={eos})[0]
+        stopped = ahead.generate(prompts[:1], SamplingParams(max_tokens=12), eos_ids={eos})[0]
         assert stopped.token_ids == full[:full.index(eos)] and stopped.finish_reason == "stop"

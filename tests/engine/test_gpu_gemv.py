@@ -67,24 +67,25 @@ def test_decode_through_the_kernel_gives_transformers_greedy_tokens(interpreted)
 
 
 def test_off_the_gpu_the_engine_keeps_its_products():
-    """No GPU: nothing measured, nothing routed (the CPU's own paths stay as they were)."""
+    """No GPU: nothing measured, nothing routed (the CPU's own layers)."""
+    from coeflow.engine.layers.cuda import GemvLinear
     assert not gpu_gemv.available(torch.device("cpu"))
     cfg = ModelConfig.from_dict({"model_type": "llama", "hidden_size": 64, "intermediate_size": 128,
                                  "num_hidden_layers": 1, "num_attention_heads": 4, "vocab_size": 100})
-    assert not Engine(cfg, device="cpu", triton_gemv=True).triton_gemv
+    engine = Engine(cfg, device="cpu", triton_gemv=True)
+    assert not any(isinstance(m, GemvLinear) for m in engine.runner.model.modules())
 
 
-def test_the_engine_takes_the_kernel_by_default_and_COEFLOW_GPU_GEMV_0_turns_it_off(monkeypatch):
-    """Where the kernel runs (a GPU; here the CPU, through the interpreter's device list) a
-    fused engine may use it without being asked; the environment variable keeps cuBLAS."""
-    monkeypatch.setattr(gpu_gemv, "ON", ("cpu",))
-    cfg = ModelConfig.from_dict({"model_type": "llama", "hidden_size": 64, "intermediate_size": 128,
-                                 "num_hidden_layers": 1, "num_attention_heads": 4, "vocab_size": 100})
-    assert Engine(cfg, device="cpu").triton_gemv
-    assert not Engine(cfg, device="cpu", fused=False).triton_gemv
+def test_a_gpu_takes_the_kernel_by_default_and_COEFLOW_GPU_GEMV_0_turns_it_off(monkeypatch):
+    """A fused step's layers on a GPU may use the kernel without being asked (the choice of
+    layers needs no GPU to be made); `triton_gemv=False` and the environment variable keep cuBLAS."""
+    from coeflow.engine.runners import decode_layers
+    cuda = torch.device("cuda")
+    assert decode_layers(cuda).gemv
+    assert not decode_layers(cuda, triton_gemv=False).gemv
     monkeypatch.setenv("COEFLOW_GPU_GEMV", "0")
-    assert not gpu_gemv.available(torch.device("cpu"))
-    assert not Engine(cfg, device="cpu").triton_gemv
+    assert not gpu_gemv.available(cuda)
+    assert not decode_layers(cuda).gemv
 
 
 def test_products_the_kernel_cannot_read_stay_with_torch(monkeypatch):

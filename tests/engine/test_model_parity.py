@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from coeflow.engine import Engine, SamplingParams
-from coeflow.model import llama, load_model
+from coeflow.model import ModelConfig, attach_weights, build_skeleton, load_model, load_weights
 from checkpoints import FAMILIES
 
 PROMPTS = [[1, 17, 42, 99, 7, 250, 3, 64, 80, 81, 82, 83], [1, 5, 6]]
@@ -67,19 +67,26 @@ def test_batch_of_unequal_prompts_equals_one_by_one(checkpoints):
 
 @pytest.mark.parametrize("family", ["llama-gqa", "llama-bias", "qwen2"])
 def test_joined_products_compute_what_transformers_computes(checkpoints, family, monkeypatch):
-    """q/k/v and gate/up read as one matrix each (on a GPU; switched on here): same logits,
-    same greedy tokens, and only o/down/lm_head are left as products of their own."""
-    monkeypatch.setattr(llama, "JOINED_PRODUCTS_ON", ("cpu",))
+    """The GPU's layers read q/k/v and gate/up as one matrix each (run here on the CPU): same
+    logits, same greedy tokens, and only o/down/lm_head are left as products of their own."""
+    from coeflow.engine.layers.cuda import CudaLayers, GemvLinear
+    from coeflow.engine.runners import EagerRunner
     calls = []
-    forward = llama.Linear.forward
-    monkeypatch.setattr(llama.Linear, "forward", lambda self, x: calls.append(1) or forward(self, x))
+    forward = GemvLinear.forward
+    monkeypatch.setattr(GemvLinear, "forward", lambda self, x: calls.append(1) or forward(self, x))
     path = checkpoints[family]
-    ours, ref = load_model(path), hf_model(path)
+    cfg = ModelConfig.from_dir(path)
+    layers = CudaLayers(gemv=False)
+    ours = build_skeleton(cfg)
+    layers.swap(ours)
+    attach_weights(ours, load_weights(path, cfg, torch.float32))
+    assert all(layers.after_attach(ours)[0]), "the checkpoint's groups were not joined"
+    ref = hf_model(path)
     x = torch.tensor([PROMPTS[0]])
     with torch.inference_mode():
         torch.testing.assert_close(ours(x), ref(x).logits.float(), atol=1e-4, rtol=1e-4)
     assert len(calls) == 2 * ours.config.num_layers + 1, "q/k/v or gate/up ran as products of their own"
-    engine = Engine.from_checkpoint(path, fused=False)
+    engine = Engine.from_checkpoint(path, runner=lambda m: EagerRunner(m, CudaLayers(gemv=False)))
     got = engine.generate(PROMPTS, SamplingParams(max_tokens=12, ignore_eos=True))
     for prompt, completion in zip(PROMPTS, got):
         assert completion.token_ids == hf_greedy(ref, prompt, 12)

@@ -125,9 +125,10 @@ def _runner(engine: str, path: Path, dtype: torch.dtype, prompts: list[list[int]
 
 def replay_ms(engine: Engine | None, repeats: int = 50) -> float | None:
     """Device time of one replay of the engine's decode-step graph, or None without one."""
-    if engine is None or not engine.cuda_graphs:
+    graphs = getattr(engine.runner, "cuda_graphs", []) if engine is not None else []
+    if not graphs:
         return None
-    g = engine.cuda_graphs[0]
+    g = graphs[0]
     with torch.cuda.device(engine.device):  # events and replays on the engine's device
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         g.replay()

@@ -8,7 +8,7 @@ import torch
 
 from coeflow.model.checkpoint import index_checkpoint, load_weights
 from coeflow.model.config import ModelConfig, expected_shapes
-from coeflow.model.llama import Transformer, join_groups, rope_inv_freq
+from coeflow.model.llama import Transformer, rope_inv_freq
 from coeflow.model.tokenizer import Tokenizer
 
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
@@ -52,10 +52,9 @@ def build_skeleton(cfg: ModelConfig, device: str | torch.device = "cpu") -> Tran
     return model.eval().requires_grad_(False)
 
 
-def attach_weights(model: Transformer, weights: dict[str, torch.Tensor]) -> tuple[bool, ...]:
+def attach_weights(model: Transformer, weights: dict[str, torch.Tensor]) -> None:
     """Point the skeleton's parameters at `weights` without copying. Parameter objects are
-    kept once they exist (only their data changes), so a compiled step keeps its graph.
-    Groups of weights lying back to back are joined too; returns which (`join_groups`)."""
+    kept once they exist (only their data changes), so a compiled step keeps its graph."""
     if model.config.tie_word_embeddings:
         weights = {**weights, "lm_head.weight": weights["model.embed_tokens.weight"]}
     params = dict(model.named_parameters(remove_duplicate=False))
@@ -67,7 +66,6 @@ def attach_weights(model: Transformer, weights: dict[str, torch.Tensor]) -> tupl
                     torch.nn.Parameter(tensor, requires_grad=False))
         else:
             param.data = tensor
-    return join_groups(model)
 
 
 def load_model(path: str | Path, dtype: str | torch.dtype = torch.float32,

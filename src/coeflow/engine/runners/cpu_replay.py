@@ -1,29 +1,29 @@
-"""The compiled decode step on the CPU, replayed from C in one call.
+"""Decode steps on the CPU replayed from C in one call, where coeflow's AVX-512 kernels take
+every layer and the head.
 
-Where every layer of the compiled step runs as `coeflow::decoder_layer` and its head through
-`coeflow::cpu_linear`, the step Inductor compiles is a list of 13 op calls (on the medium
-model) around two row lookups (the embedding, the rotary tables) and the final RMSNorm. Called
-from Python, each op call cost ~14 us and the call into the graph ~100 us more, all with
-caches cold from the weights the step streams, while the second thread waited: ~0.35 ms of a
-~4 ms bf16 step (BENCHMARKS.md, decode, session 10). `coeflow_decode_step` (decoder_layer.c)
-runs the same kernels in the same order from one call, on arguments built once per KV cache
-and attached weights: the CPU's counterpart of replaying a CUDA graph (engine._CudaGraphs).
-The engine takes this path after the cache's first step has gone through the compiled step
-(engine._DirectCalls), and only where the kernels take the whole model (`CpuStep.build`)."""
+Such a step is the embedding and rotary rows, one `coeflow::decoder_layer` call a layer, the
+final RMSNorm and the head through `coeflow::cpu_linear`. `coeflow_decode_step`
+(decoder_layer.c) runs those kernels in that order from one ctypes call, on arguments laid out
+once per KV cache and attach of weights: the CPU's counterpart of replaying a CUDA graph. Called
+from Python instead, each op call and the call into a compiled graph run with the caches cold
+from the weights the step streams, while the second thread waits. Caches the kernels do not
+take (more than 8 rows, fp16) get the compiled step (`CompiledRunner`)."""
 
 from __future__ import annotations
 
 import ctypes
-from typing import TYPE_CHECKING
+import weakref
+from typing import Iterator
 
 import torch
 from torch import Tensor
 
+from coeflow.engine.kv_cache import KVCache
+from coeflow.engine.layers.cpu import CpuLayers, kernel_takes, layer_kernel_fits
+from coeflow.engine.runners.base import argmax_rows
+from coeflow.engine.runners.compiled import CompiledRunner
 from coeflow.model import kernels
-from coeflow.model.llama import Transformer, kernel_takes, layer_kernel_fits
-
-if TYPE_CHECKING:
-    from coeflow.engine.kv_cache import KVCache
+from coeflow.model.llama import Transformer
 
 _p, _i, _l, _f = ctypes.c_void_p, ctypes.c_int, ctypes.c_long, ctypes.c_float
 
@@ -81,7 +81,7 @@ class CpuStep:
         self._positions = (ctypes.c_int64 * args.B)()
 
     @classmethod
-    def build(cls, model: Transformer, cache: "KVCache") -> "CpuStep | None":
+    def build(cls, model: Transformer, cache: KVCache) -> "CpuStep | None":
         """The step of `model` (its weights as attached now) on `cache`, or None where the
         compiled step would not run every part through the kernels, so that replaying these
         would not be that step."""
@@ -162,3 +162,57 @@ class CpuStep:
         if fn(self._ref, tokens, positions, slot) != 0:
             raise ValueError("decode step: a token, position or slot out of the cache's range, or sizes "
                              "the kernels refuse")
+
+
+class CpuReplayRunner(CompiledRunner):
+    """The C replay for every cache the kernels take, the compiled step (called without Dynamo
+    after a cache's first step) for the rest."""
+
+    name = "cpu-replay"
+
+    def __init__(self, model: Transformer) -> None:
+        super().__init__(model, CpuLayers(kernels=True), direct=True)
+        self._replays: weakref.WeakKeyDictionary[KVCache, CpuStep | None] = weakref.WeakKeyDictionary()
+        self.replayed_steps = 0  # steps run from C (the tests check the path is taken)
+
+    def attach(self, weights: dict[str, Tensor]) -> tuple:
+        self._replays.clear()  # they point at the old weights
+        return super().attach(weights)
+
+    def forget(self, cache: KVCache) -> None:
+        super().forget(cache)
+        self._replays.pop(cache, None)
+
+    def _replay(self, cache: KVCache) -> CpuStep | None:
+        if cache not in self._replays:
+            self._replays[cache] = CpuStep.build(self.model, cache)
+        return self._replays[cache]
+
+    def step(self, cache: KVCache, tokens: Tensor, positions: Tensor, slot: Tensor) -> Tensor:
+        replay = self._replay(cache)
+        if replay is None:
+            return super().step(cache, tokens, positions, slot)
+        self.replayed_steps += 1
+        return replay(tokens, positions, slot)
+
+    def greedy(self, cache: KVCache, logits: Tensor, rows: int, starts: list[int], slot: int,
+               steps: int) -> Iterator[list[int]]:
+        """Each step chooses its own tokens in C: no torch call between two steps."""
+        if self._replay(cache) is None:
+            yield from super().greedy(cache, logits, rows, starts, slot, steps)
+            return
+        chosen = argmax_rows(logits, rows)
+        for step in range(steps):
+            yield chosen
+            if step + 1 == steps:
+                return
+            positions = [p + step for p in starts]
+            replay = self._replay(cache)  # built again if the engine let the cache go meanwhile
+            if replay is None:
+                tokens = torch.zeros(cache.batch, 1, dtype=torch.long)
+                tokens[:rows, 0] = torch.tensor(chosen)
+                chosen = argmax_rows(super().step(cache, tokens, torch.tensor(positions)[:, None],
+                                                  torch.tensor([slot + step])), rows)
+            else:
+                self.replayed_steps += 1
+                chosen = replay.greedy(slot + step, chosen, positions)

@@ -1,0 +1,146 @@
+"""The CPU's layers for compiled decode steps, where every step streams all the weights once:
+
+- one row of a product (batch-1 decode) as multiply-and-reduce, which Inductor emits as one
+  loop streaming the weight at the memory's rate (MKL's GEMV reads it far slower);
+- attention of one query token as multiply-reduce and softmax, which Inductor fuses into its
+  own loops (the flash-attention kernel's fixed cost dominates at decode shapes);
+- with coeflow's AVX-512 kernels (coeflow.model.kernels): 2 to 8 rows, and one row on weights
+  large enough to repay the call, through `coeflow::cpu_linear`, which reads each weight once
+  for all rows (products reading the same input in one call); and a whole decoder layer as one
+  `coeflow::decoder_layer` call where it takes the layer, instead of ~10 kernels each with a
+  parallel region and a call from Inductor's wrapper."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from coeflow.engine.layers import swap_classes
+from coeflow.model import kernels
+from coeflow.model.llama import MLP, Attention, DecoderLayer, Transformer
+
+# One row goes to the kernel only for weights this large (together, for a group read from one
+# input): below it the call's fixed cost outweighs the kernel's faster stream.
+KERNEL_ROW_MIN_BYTES = 1 << 20
+
+
+def _finish(y: Tensor, x: Tensor, bias: Tensor | None) -> Tensor:
+    """float32 rows [M, out] of x @ w.T -> x's dtype and shape, bias added."""
+    y = y.to(x.dtype)
+    if bias is not None:
+        y = y + bias
+    return y.view(*x.shape[:-1], -1)
+
+
+def kernel_takes(rows: Tensor, layers: tuple[nn.Linear, ...]) -> bool:
+    """Whether `coeflow::cpu_linear` computes `layers` (all reading `rows`, [M, K])."""
+    if not kernels.supports(rows, *(m.weight for m in layers)):
+        return False
+    if rows.shape[0] > 1:
+        return True
+    return sum(m.weight.numel() * m.weight.element_size() for m in layers) >= KERNEL_ROW_MIN_BYTES
+
+
+def _kernel_products(x: Tensor, layers: list[nn.Linear]) -> list[Tensor] | None:
+    """`[layer(x) for layer in layers]` from one kernel call, or None where it does not take them."""
+    rows = x.reshape(-1, x.shape[-1])
+    if not kernel_takes(rows, tuple(layers)):
+        return None
+    y = kernels.cpu_linear(rows, *(m.weight for m in layers))
+    parts = y.split([m.out_features for m in layers], dim=-1)
+    return [_finish(part, x, m.bias) for m, part in zip(layers, parts)]
+
+
+def decode_attention(q: Tensor, k_cache: Tensor, v_cache: Tensor, mask: Tensor) -> Tensor:
+    """Attention of one query token a row, as multiply-reduce and softmax (fp32 inside, as the
+    flash kernel). q [B,H,1,hd]; caches [B,Hkv,S,hd]; mask [B,1,1,S]."""
+    b, h, _, d = q.shape
+    hkv = k_cache.shape[1]
+    qg = q.float().view(b, hkv, h // hkv, 1, d)  # query heads grouped by the kv head they share
+    scores = (qg * k_cache.float()[:, :, None]).sum(-1) * d ** -0.5  # [B,Hkv,G,S]
+    scores = scores.masked_fill(~mask[:, :, None, 0], float("-inf"))
+    probs = scores.softmax(-1)
+    y = (probs[..., None] * v_cache.float()[:, :, None]).sum(-2)  # [B,Hkv,G,hd]
+    return y.view(b, h, 1, d).to(q.dtype)
+
+
+class StreamedLinear(nn.Linear):
+    def forward(self, x: Tensor) -> Tensor:
+        rows = x.reshape(-1, x.shape[-1])
+        if rows.shape[0] == 1:
+            return _finish((self.weight.float() * rows.float()).sum(-1), x, self.bias)
+        return F.linear(x, self.weight, self.bias)
+
+
+class KernelLinear(StreamedLinear):
+    def forward(self, x: Tensor) -> Tensor:
+        y = _kernel_products(x, [self])
+        return y[0] if y is not None else super().forward(x)
+
+
+class DecodeAttention(Attention):
+    def attend(self, q: Tensor, k_cache: Tensor, v_cache: Tensor, mask: Tensor) -> Tensor:
+        if q.shape[2] != 1:
+            return super().attend(q, k_cache, v_cache, mask)
+        return decode_attention(q, k_cache, v_cache, mask)
+
+
+class KernelAttention(DecodeAttention):
+    def project(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        y = _kernel_products(x, self.joinable())
+        return tuple(y) if y is not None else super().project(x)
+
+
+class KernelMLP(MLP):
+    def gate_up(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        y = _kernel_products(x, self.joinable())
+        return tuple(y) if y is not None else super().gate_up(x)
+
+
+class KernelDecoderLayer(DecoderLayer):
+    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, q_pos: Tensor, k_cache: Tensor,
+                v_cache: Tensor, slot_pos: Tensor, slots: Tensor) -> Tensor:
+        if x.dim() != 3 or x.shape[1] != 1 or not layer_kernel_fits(self, x.shape[0], x.dtype, k_cache):
+            return super().forward(x, cos, sin, q_pos, k_cache, v_cache, slot_pos, slots)
+        a, m, b = self.self_attn, self.mlp, x.shape[0]
+        qkv = a.joinable()
+        return kernels.decoder_layer(
+            x, self.input_layernorm.weight, [l.weight for l in qkv],
+            [l.bias for l in qkv] if qkv[0].bias is not None else [], a.o_proj.weight,
+            self.post_attention_layernorm.weight, [m.gate_proj.weight, m.up_proj.weight],
+            m.down_proj.weight, k_cache, v_cache, slot_pos, q_pos, slots, cos.reshape(b, -1),
+            sin.reshape(b, -1), a.num_heads, self.input_layernorm.eps, a.window or 0)
+
+
+def layer_kernel_fits(layer: DecoderLayer, rows: int, dtype: torch.dtype, k_cache: Tensor) -> bool:
+    """Whether `coeflow::decoder_layer` takes `layer` for `rows` tokens of `dtype`, one a row:
+    the op loaded, 1 to 8 rows, fp32 or bf16, no o or MLP biases, weights with contiguous rows."""
+    if not (1 <= rows <= kernels.MAX_ROWS and dtype in kernels.DTYPES and k_cache.shape[0] == rows
+            and k_cache.dtype == dtype and kernels.has_decoder_layer()):
+        return False
+    a, m = layer.self_attn, layer.mlp
+    linear = [*a.joinable(), a.o_proj, m.gate_proj, m.up_proj, m.down_proj]
+    norms = (layer.input_layernorm, layer.post_attention_layernorm)
+    return (a.o_proj.bias is None and all(l.bias is None for l in m.joinable() + [m.down_proj])
+            and all(l.weight.dtype == dtype and l.weight.stride(1) == 1 for l in linear)
+            and all(l.bias is None or l.bias.dtype == dtype for l in a.joinable())
+            and all(n.weight.dtype == dtype for n in norms) and norms[0].eps == norms[1].eps)
+
+
+class CpuLayers:
+    """The CPU's decode layers; `kernels`: use coeflow's AVX-512 kernels (the caller has loaded
+    them: `coeflow.model.kernels.load`)."""
+
+    def __init__(self, kernels: bool) -> None:
+        self.kernels = kernels
+
+    def swap(self, model: Transformer) -> None:
+        if self.kernels:
+            swap_classes(model, {nn.Linear: KernelLinear, Attention: KernelAttention, MLP: KernelMLP,
+                                 DecoderLayer: KernelDecoderLayer})
+        else:
+            swap_classes(model, {nn.Linear: StreamedLinear, Attention: DecodeAttention})
+
+    def after_attach(self, model: Transformer) -> tuple:
+        return ()

@@ -1,0 +1,100 @@
+"""The interface between the engine and whatever runs its decode steps."""
+
+from __future__ import annotations
+
+import copy
+from abc import ABC, abstractmethod
+from typing import Callable, Iterator
+
+import torch
+from torch import Tensor
+
+from coeflow.engine.kv_cache import KVCache
+from coeflow.engine.layers import DecodeLayers
+from coeflow.model import attach_weights, kernels
+from coeflow.model.llama import Transformer
+
+
+def decode_step(model: Transformer, cache: KVCache, tokens: Tensor, positions: Tensor,
+                slot: Tensor) -> Tensor:
+    """One token for every row of `cache`, its keys written at column `slot`: the function a
+    runner compiles. Returns float32 logits [B, V]."""
+    cache.slot_pos.index_copy_(1, slot, positions)
+    logits = model.forward_cached(tokens, positions, cache.keys(), cache.values(), cache.slot_pos, slot,
+                                  rope=cache.rope())
+    return logits[:, -1]
+
+
+def argmax_rows(logits: Tensor, rows: int) -> list[int]:
+    """The first `rows` rows' largest logits' indices (the first largest; NaN largest)."""
+    if rows < logits.shape[0]:
+        logits = logits[:rows]
+    if logits.device.type == "cpu":
+        return kernels.argmax_rows(logits)
+    return logits.argmax(-1).tolist()
+
+
+class StepRunner(ABC):
+    """Runs decode steps for one model shape: one token for every row of a KV cache, on the
+    expert whose weights are attached. Each implementation lives in a module of its own and
+    is chosen once per engine, by device and capability (coeflow.engine.runners.choose_runner);
+    the engine prefills, chooses tokens and emits text, and never sees how a step runs."""
+
+    name: str = "step runner"
+
+    def __init__(self, model: Transformer, layers: DecodeLayers | None = None) -> None:
+        """`model`: the engine's skeleton. With `layers`, steps run on a copy of it that carries
+        them (coeflow.engine.layers), attached by `attach`; without, on the engine's own
+        skeleton with the model's own modules, which the engine attaches."""
+        self.layers = layers
+        if layers is None:
+            self.model = model
+        else:
+            self.model = copy.deepcopy(model)  # a skeleton: no weights to copy
+            layers.swap(self.model)
+
+    def attach(self, weights: dict[str, Tensor]) -> tuple:
+        """Point the runner's own skeleton at an expert's tensors (no copy). Returns what the
+        layers made of them (`DecodeLayers.after_attach`)."""
+        if self.layers is None:
+            return ()
+        attach_weights(self.model, weights)
+        return self.layers.after_attach(self.model)
+
+    @abstractmethod
+    def step(self, cache: KVCache, tokens: Tensor, positions: Tensor, slot: Tensor) -> Tensor:
+        """Float32 logits [B, V] of one step: `tokens` and `positions` [B, 1] and `slot` [1],
+        int64 on the model's device. The tensor returned may be overwritten by the next step."""
+
+    def greedy(self, cache: KVCache, logits: Tensor, rows: int, starts: list[int], slot: int,
+               steps: int) -> Iterator[list[int]]:
+        """Greedy decoding after a prefill whose last logits are `logits` [B, V] (see
+        `step_tokens`)."""
+        return step_tokens(self, cache, logits, rows, starts, slot, steps, lambda l: argmax_rows(l, rows))
+
+    def forget(self, cache: KVCache) -> None:
+        """`cache` is no longer kept by the engine: drop what was built for it."""
+
+    @property
+    def compiled(self) -> bool:
+        """Whether steps run compiled (False for the eager runner, or after a compiled step failed
+        and the runner went on without compiling)."""
+        return False
+
+
+def step_tokens(runner: StepRunner, cache: KVCache, logits: Tensor, rows: int, starts: list[int], slot: int,
+                steps: int, choose: Callable[[Tensor], list[int]]) -> Iterator[list[int]]:
+    """Decoding after a prefill whose last logits are `logits` [B, V]: yields the tokens
+    `choose` picks from each of up to `steps` steps' logits for the first `rows` rows, and
+    between two yields runs the step that reads them. Row i's first token is at position
+    starts[i] and every row's at cache column `slot`; rows past `rows` are padding (token 0)."""
+    dev = logits.device
+    tokens = torch.zeros(cache.batch, 1, dtype=torch.long)
+    base = torch.tensor(starts)[:, None]
+    for step in range(steps):
+        chosen = choose(logits)
+        yield chosen
+        if step + 1 == steps:
+            return
+        tokens[:rows, 0] = torch.tensor(chosen)
+        logits = runner.step(cache, tokens.to(dev), (base + step).to(dev), torch.tensor([slot + step], device=dev))

@@ -1,0 +1,145 @@
+"""Decode steps compiled by torch.compile (Inductor), on a skeleton of the runner's own that
+carries the device's layers (coeflow.engine.layers).
+
+The step takes the skeleton as an input, so its weights are graph inputs, not constants: every
+expert of the same shape reuses the compiled step, and a switch never recompiles. Each runner
+compiles under a code object of its own, so its variants sit in their own Dynamo cache and
+Dynamo's guards on the skeleton can be dropped: within a runner the skeleton's structure never
+changes, and weights laid out otherwise (other strides, other joined groups) get a step of
+their own (`attach`). The guards kept are those on the cache and the token inputs, which tell
+the (batch, length) buckets apart.
+
+With `direct` (the CPU), a step after a cache's first calls the compiled graph without Dynamo,
+whose guards and input collection otherwise run on every step with the caches cold from the
+weights the step streams: what the guards would check holds by construction (the inputs are
+gathered once per cache and per attach of weights, from the graph Dynamo picked for that
+cache's first step)."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import types
+import weakref
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+from coeflow.engine import torch_compat
+from coeflow.engine.kv_cache import KVCache
+from coeflow.engine.layers import DecodeLayers
+from coeflow.engine.runners.base import StepRunner, decode_step
+from coeflow.model.llama import Transformer
+
+log = logging.getLogger(__name__)
+
+# Compiled variants allowed per code object: every (batch, length) bucket takes one, and past
+# torch's default of 8 a fullgraph compile fails.
+RECOMPILE_LIMIT = 256
+
+_runners_made = itertools.count()
+
+
+def _own_step() -> Callable[..., Tensor]:
+    """`decode_step` under a code object of its own (see the module's docstring)."""
+    code = decode_step.__code__.replace(co_name=f"decode_step_{next(_runners_made)}")
+    return types.FunctionType(code, decode_step.__globals__, code.co_name)
+
+
+# Inductor's own check of every input's size and stride repeats Dynamo's guards on the cache and
+# token inputs and `attach`'s layout key on the weights.
+INDUCTOR_OPTIONS = {"size_asserts": False}
+
+
+class CompiledRunner(StepRunner):
+    name = "compiled"
+
+    def __init__(self, model: Transformer, layers: DecodeLayers, direct: bool = False) -> None:
+        super().__init__(model, layers)
+        self.direct = direct
+        self._steps: dict[tuple, tuple[Callable[..., Tensor], torch_compat.GraphRecorder | None]] = {}
+        self._step: Callable[..., Tensor] | None = None
+        self._recorder: torch_compat.GraphRecorder | None = None
+        self._calls: weakref.WeakKeyDictionary[KVCache, Callable[..., Tensor]] = weakref.WeakKeyDictionary()
+        self.failed = False
+        self.direct_steps = 0  # steps that skipped Dynamo (the tests check the path is taken)
+        torch_compat.raise_recompile_limit(RECOMPILE_LIMIT)
+
+    @property
+    def compiled(self) -> bool:
+        return not self.failed
+
+    def attach(self, weights: dict[str, Tensor]) -> tuple:
+        made = super().attach(weights)
+        layout = (tuple((k, t.shape, t.stride(), t.dtype, t.device) for k, t in sorted(weights.items())), made)
+        self._calls.clear()  # their inputs are the old weights'
+        if self.failed:
+            return made
+        if layout not in self._steps:
+            if self._steps:
+                log.info("weights laid out unlike earlier experts'; compiling a decode step for them")
+            self._steps[layout] = self._compile()
+        self._step, self._recorder = self._steps[layout]
+        return made
+
+    def _compile(self) -> tuple[Callable[..., Tensor], torch_compat.GraphRecorder | None]:
+        options: dict = {}
+        if torch_compat.guard_filters_supported():
+            options["guard_filter_fn"] = torch_compat.skip_guards_on("model")
+        if self.direct:
+            recorder = torch_compat.GraphRecorder(INDUCTOR_OPTIONS)
+            return torch.compile(_own_step(), fullgraph=True, dynamic=False, backend=recorder,
+                                 options=options), recorder
+        return torch.compile(_own_step(), fullgraph=True, dynamic=False,
+                             options={**INDUCTOR_OPTIONS, **options}), None
+
+    def step(self, cache: KVCache, tokens: Tensor, positions: Tensor, slot: Tensor) -> Tensor:
+        if self._step is None:  # compiling failed before, or no weights attached yet
+            return decode_step(self.model, cache, tokens, positions, slot)
+        try:
+            return self._compiled_step(cache, tokens, positions, slot)
+        except Exception as e:  # a compiler missing or failing must not stop generation
+            log.warning("compiled decode step failed (%s: %s); going on without compiling",
+                        type(e).__name__, str(e).splitlines()[0] if str(e) else "", exc_info=True)
+            self.failed, self._step, self._steps = True, None, {}
+            return decode_step(self.model, cache, tokens, positions, slot)
+
+    def _compiled_step(self, cache: KVCache, tokens: Tensor, positions: Tensor, slot: Tensor) -> Tensor:
+        call = self._calls.get(cache)
+        if call is not None:
+            self.direct_steps += 1
+            return call(tokens, positions, slot)
+        args = (self.model, cache, tokens, positions, slot)
+        if self._recorder is None:
+            return self._step(*args)
+        key = tuple(a.shape for a in args[2:]) + (cache.slot_pos.shape,)
+        self._recorder.expect(key, args)
+        try:
+            logits = self._step(*args)  # through Dynamo, which compiles on first use
+        finally:
+            self._recorder.expect(None, ())
+        graph = self._recorder.graphs.get(key)
+        inputs = graph.inputs(args) if graph is not None else None
+        if inputs is not None:
+            self._calls[cache] = _DirectCall(graph, inputs)
+        return logits
+
+    def forget(self, cache: KVCache) -> None:
+        self._calls.pop(cache, None)
+
+
+class _DirectCall:
+    """A recorded graph with its inputs gathered: a call puts the step's tokens, positions and
+    slot in their places and runs the graph."""
+
+    def __init__(self, graph: torch_compat.RecordedGraph, inputs: list[Tensor]) -> None:
+        self.fn, self.inputs = graph.fn, inputs
+        # the inputs that are arguments of the step (2: tokens, 3: positions, 4: slot)
+        self.places = [(i, what) for i, (where, what) in enumerate(graph.sources) if where == "arg"]
+
+    def __call__(self, tokens: Tensor, positions: Tensor, slot: Tensor) -> Tensor:
+        step_args = (None, None, tokens, positions, slot)
+        for i, which in self.places:
+            self.inputs[i] = step_args[which]
+        return self.fn(*self.inputs)[0]
