@@ -1,6 +1,9 @@
 """The CoE file: one YAML manifest naming the experts of a Composition of Experts, the
 fallback expert, and where the trained router lives. The router, the store and the server
-all read it through `load_coe`, so every check on it lives here, once.
+all read it through `load_coe`, so every check on it lives here, once: pydantic models
+check the file's shape (an unknown key is an error, and nothing is coerced), then paths and
+the rules that span entries (unique names, the fallback) are checked against the file's
+directory.
 
 Shape (paths are relative to the CoE file's directory and may not leave it):
 
@@ -22,15 +25,15 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import yaml
+from pydantic import ValidationError, field_validator
 
 from coeflow.errors import ConfigError
+from coeflow.validation import FileModel, Loc, field_path, file_error
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
-TOP_LEVEL_KEYS = {"name", "fallback", "router", "experts"}
-EXPERT_KEYS = {"name", "path", "description", "examples", "pin", "priority", "ttl_s"}
 DEFAULT_ROUTER_DIR = "router"
 
 
@@ -74,6 +77,62 @@ def is_safe_name(name: str) -> bool:
     return bool(NAME_PATTERN.fullmatch(name)) and ".." not in name
 
 
+def _non_empty(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must be a non-empty string")
+    return value.strip()
+
+
+def _safe(value: str) -> str:
+    value = _non_empty(value)
+    if not is_safe_name(value):
+        raise ValueError(f"{value!r} must match [A-Za-z0-9][A-Za-z0-9._-]* and not contain '..'")
+    return value
+
+
+class _ExpertEntry(FileModel):
+    """One entry of `experts:` as written; `path` is still relative."""
+
+    name: str
+    path: str
+    description: str | None = ""
+    examples: list[str] | None = None
+    pin: bool = False
+    priority: int = 0  # higher is evicted later
+    ttl_s: float | None = None
+
+    _name = field_validator("name")(_safe)
+    _path = field_validator("path")(_non_empty)
+
+    @field_validator("ttl_s")
+    @classmethod
+    def _positive(cls, v: float | None) -> float | None:
+        if v is not None and not v > 0:
+            raise ValueError("must be a positive number of seconds")
+        return v
+
+
+class _CoEDocument(FileModel):
+    """The CoE file as written. Checks that need the file's location (paths) or span
+    entries (unique names, the fallback) are made by `parse_coe` after this."""
+
+    name: str
+    fallback: str
+    router: str = DEFAULT_ROUTER_DIR
+    experts: list[_ExpertEntry]
+
+    _name = field_validator("name")(_safe)
+    _fallback = field_validator("fallback")(_non_empty)
+    _router = field_validator("router")(_non_empty)
+
+    @field_validator("experts")
+    @classmethod
+    def _some(cls, v: list[_ExpertEntry]) -> list[_ExpertEntry]:
+        if not v:
+            raise ValueError("must be a non-empty list")
+        return v
+
+
 def load_coe(path: str | Path) -> CoEFile:
     """Read and check a CoE file; raise ConfigError naming the file, entry and field."""
     source = Path(path)
@@ -98,96 +157,48 @@ def parse_coe(doc: Any, source: Path) -> CoEFile:
     root = source.parent.resolve()
     if not isinstance(doc, dict):
         raise ConfigError(f"{source}: the CoE file must be a mapping with 'name', 'fallback' and 'experts'")
-    unknown = sorted(set(map(str, doc)) - TOP_LEVEL_KEYS)
-    if unknown:
-        raise ConfigError(
-            f"{source}: unknown top-level key(s) {', '.join(map(repr, unknown))} "
-            f"(allowed: {', '.join(sorted(TOP_LEVEL_KEYS))})"
-        )
-    name = _require_str(doc, "name", source, "top level")
-    if not is_safe_name(name):
-        raise ConfigError(f"{source}: 'name' {name!r} must match [A-Za-z0-9][A-Za-z0-9._-]* and not contain '..'")
-    raw_experts = doc.get("experts")
-    if not isinstance(raw_experts, list) or not raw_experts:
-        raise ConfigError(f"{source}: 'experts' must be a non-empty list")
+    try:
+        parsed = _CoEDocument.model_validate(doc)
+    except ValidationError as e:
+        raise file_error(e, source, _CoEDocument, label=_labeller(doc)) from None
     experts: list[ExpertSpec] = []
-    seen: set[str] = set()
-    for i, raw in enumerate(raw_experts):
-        spec = _parse_expert(raw, i, source, root)
-        if spec.name in seen:
-            raise ConfigError(f"{source}: experts[{i}] ({spec.name}): 'name' is used by an earlier expert")
-        seen.add(spec.name)
-        experts.append(spec)
-    fallback = _require_str(doc, "fallback", source, "top level")
-    if fallback not in seen:
-        raise ConfigError(f"{source}: 'fallback' {fallback!r} is not one of the experts ({', '.join(sorted(seen))})")
-    router_rel = doc.get("router", DEFAULT_ROUTER_DIR)
-    if not isinstance(router_rel, str) or not router_rel.strip():
-        raise ConfigError(f"{source}: 'router' must be a directory path relative to the CoE file")
-    router_dir = _resolve_inside(router_rel, root, source, "top level", "router")
-    return CoEFile(name=name, fallback=fallback, router_dir=router_dir, experts=tuple(experts), source=source, root=root)
+    for i, entry in enumerate(parsed.experts):
+        where = f"experts[{i}] ({entry.name})"
+        if entry.name in (e.name for e in experts):
+            raise ConfigError(f"{source}: {where}: 'name' is used by an earlier expert")
+        experts.append(ExpertSpec(
+            name=entry.name, path=_resolve_inside(entry.path, root, source, where, "path"),
+            description=entry.description or "", examples=tuple(entry.examples or ()), pin=entry.pin,
+            priority=entry.priority, ttl_s=entry.ttl_s))
+    names = [e.name for e in experts]
+    if parsed.fallback not in names:
+        raise ConfigError(f"{source}: 'fallback' {parsed.fallback!r} is not one of the experts "
+                          f"({', '.join(sorted(names))})")
+    router_dir = _resolve_inside(parsed.router, root, source, "", "router")
+    return CoEFile(name=parsed.name, fallback=parsed.fallback, router_dir=router_dir, experts=tuple(experts),
+                   source=source, root=root)
 
 
-def _parse_expert(raw: Any, i: int, source: Path, root: Path) -> ExpertSpec:
-    where = f"experts[{i}]"
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{source}: {where}: each expert must be a mapping with 'name' and 'path'")
-    name = _require_str(raw, "name", source, where)
-    where = f"experts[{i}] ({name})"
-    if not is_safe_name(name):
-        raise ConfigError(f"{source}: {where}: 'name' must match [A-Za-z0-9][A-Za-z0-9._-]* and not contain '..'")
-    unknown = sorted(set(map(str, raw)) - EXPERT_KEYS)
-    if unknown:
-        raise ConfigError(
-            f"{source}: {where}: unknown field(s) {', '.join(map(repr, unknown))} "
-            f"(allowed: {', '.join(sorted(EXPERT_KEYS))})"
-        )
-    path = _resolve_inside(_require_str(raw, "path", source, where), root, source, where, "path")
-    description = raw.get("description", "")
-    if description is None:
-        description = ""
-    if not isinstance(description, str):
-        raise ConfigError(f"{source}: {where}: 'description' must be a string")
-    examples = raw.get("examples", []) or []
-    if not isinstance(examples, list) or not all(isinstance(x, str) for x in examples):
-        raise ConfigError(f"{source}: {where}: 'examples' must be a list of strings")
-    pin = raw.get("pin", False)
-    if not isinstance(pin, bool):
-        raise ConfigError(f"{source}: {where}: 'pin' must be true or false")
-    priority = raw.get("priority", 0)
-    if isinstance(priority, bool) or not isinstance(priority, int):
-        raise ConfigError(f"{source}: {where}: 'priority' must be an integer")
-    ttl_s = raw.get("ttl_s")
-    if ttl_s is not None:
-        if isinstance(ttl_s, bool) or not isinstance(ttl_s, (int, float)) or not ttl_s > 0:
-            raise ConfigError(f"{source}: {where}: 'ttl_s' must be a positive number of seconds")
-        ttl_s = float(ttl_s)
-    return ExpertSpec(
-        name=name,
-        path=path,
-        description=description,
-        examples=tuple(examples),
-        pin=pin,
-        priority=priority,
-        ttl_s=ttl_s,
-    )
-
-
-def _require_str(d: dict, key: str, source: Path, where: str) -> str:
-    if key not in d or d[key] is None:
-        raise ConfigError(f"{source}: {where}: missing '{key}'")
-    value = d[key]
-    if not isinstance(value, str) or not value.strip():
-        raise ConfigError(f"{source}: {where}: '{key}' must be a non-empty string")
-    return value.strip()
+def _labeller(doc: dict) -> Callable[[Loc], str]:
+    """Names an expert entry by its index and, when it has one, its name: "experts[0] (python)"."""
+    def label(loc: Loc) -> str:
+        if len(loc) < 2 or loc[0] != "experts" or not isinstance(loc[1], int):
+            return field_path(loc)
+        entry = doc["experts"][loc[1]]
+        name = entry.get("name") if isinstance(entry, dict) else None
+        head = f"experts[{loc[1]}]" + (f" ({name.strip()})" if isinstance(name, str) and name.strip() else "")
+        rest = field_path(loc[2:])
+        return f"{head}: {rest}" if rest else head
+    return label
 
 
 def _resolve_inside(rel: str, root: Path, source: Path, where: str, key: str) -> Path:
     """Resolve a relative path and refuse anything that lands outside the CoE's directory."""
+    at = f"{source}: {where}: " if where else f"{source}: "
     p = Path(rel)
     if p.is_absolute():
-        raise ConfigError(f"{source}: {where}: '{key}' {rel!r} must be relative to the CoE file's directory")
+        raise ConfigError(f"{at}'{key}' {rel!r} must be relative to the CoE file's directory")
     resolved = (root / p).resolve()
     if resolved != root and root not in resolved.parents:
-        raise ConfigError(f"{source}: {where}: '{key}' {rel!r} leads outside the CoE file's directory {root}")
+        raise ConfigError(f"{at}'{key}' {rel!r} leads outside the CoE file's directory {root}")
     return resolved

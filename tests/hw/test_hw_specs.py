@@ -7,6 +7,7 @@ import pytest
 
 from coeflow.errors import ConfigError
 from coeflow.hw import list_hardware, load_hardware, load_stack
+from coeflow.hw import spec as spec_module
 from coeflow.hw.spec import SPEC_DIR
 from coeflow.hw.units import parse_quantity
 
@@ -67,6 +68,25 @@ def test_a_malformed_spec_names_the_file_and_field(tmp_path):
     spec.write_text(spec.read_text().replace("memory: 2 TiB", "memory: two terabytes"))
     with pytest.raises(ConfigError, match="bad.yaml.*host.memory"):
         load_hardware(str(spec))
+
+
+def test_an_unknown_key_in_a_system_file_is_refused_naming_it(tmp_path):
+    spec = tmp_path / "typo.yaml"
+    spec.write_text((SPEC_DIR / "dgx-h100.yaml").read_text().replace("  latency:", "  latncy:"))
+    with pytest.raises(ConfigError) as e:
+        load_hardware(str(spec))
+    assert f"{spec}: unknown field 'interconnect.latncy' (allowed: bandwidth, latency)" in str(e.value)
+
+
+def test_an_unknown_key_in_a_device_file_is_refused_naming_it(tmp_path, monkeypatch):
+    specs = tmp_path / "specs"
+    shutil.copytree(SPEC_DIR, specs)
+    device = specs / "devices" / "h100-sxm5-80gb.yaml"
+    device.write_text(device.read_text().replace("  hbm:\n", "  hbm:\n    speed: 3 TB/s  # misspelt bandwidth\n"))
+    monkeypatch.setattr(spec_module, "SPEC_DIR", specs)
+    with pytest.raises(ConfigError) as e:
+        load_hardware(str(specs / "h100.yaml"))
+    assert f"{device}: unknown field 'memory.hbm.speed'" in str(e.value)
 
 
 def test_a_stack_for_the_wrong_kind_of_hardware_is_refused():

@@ -62,8 +62,8 @@ def test_a_directory_means_its_coe_yaml(tmp_path):
         (lambda d: d["experts"][0].update(path="/etc"), ["experts[0] (python)", "'path'", "relative"]),
         (lambda d: d.update(router="../../r"), ["'router'", "outside"]),
         (lambda d: d.update(experts=[]), ["'experts'"]),
-        (lambda d: d.update(colour="blue"), ["unknown top-level key", "'colour'"]),
-        (lambda d: d["experts"][0].update(size=3), ["experts[0] (python)", "unknown field", "'size'"]),
+        (lambda d: d.update(colour="blue"), ["unknown field", "'colour'", "allowed: experts, fallback"]),
+        (lambda d: d["experts"][0].update(size=3), ["experts[0] (python)", "unknown field", "'size'", "ttl_s"]),
         (lambda d: d["experts"][0].update(pin="yes"), ["experts[0] (python)", "'pin'"]),
         (lambda d: d["experts"][0].update(priority=1.5), ["experts[0] (python)", "'priority'"]),
         (lambda d: d["experts"][0].update(ttl_s=-1), ["experts[0] (python)", "'ttl_s'"]),
@@ -81,6 +81,20 @@ def test_malformed_entries_are_refused_with_file_entry_and_field(tmp_path, mutat
     assert str(path) in msg
     for w in words:
         assert w in msg
+
+
+def test_every_problem_of_a_file_is_reported_at_once(tmp_path):
+    doc = _valid()
+    doc["experts"][0].update(colour="red", pin="yes")
+    doc["experts"][1].pop("path")
+    path = _write(tmp_path, doc)
+    with pytest.raises(ConfigError) as e:
+        load_coe(path)
+    lines = str(e.value).splitlines()
+    assert len(lines) == 3 and all(line.startswith(f"{path}: ") for line in lines)
+    assert any("experts[0] (python): unknown field 'colour'" in line for line in lines)
+    assert any("experts[0] (python): 'pin'" in line for line in lines)
+    assert any("experts[1] (general): 'path' is required" in line for line in lines)
 
 
 def test_invalid_yaml_missing_file_and_non_mapping_are_config_errors(tmp_path):

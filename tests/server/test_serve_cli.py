@@ -9,9 +9,32 @@ import sys
 import time
 
 import httpx
+import pytest
 from openai import OpenAI
 
-from coeflow.server import free_port
+from coeflow.cli import build_parser
+from coeflow.cli.serve import server_options
+from coeflow.errors import ConfigError
+from coeflow.server import Limits, ServerOptions, free_port
+
+
+def test_serve_without_flags_builds_the_default_options(monkeypatch, capsys):
+    monkeypatch.delenv("COEFLOW_API_KEY", raising=False)
+    args = build_parser().parse_args(["serve", "--coe", "coe.yaml"])
+    assert server_options(args) == ServerOptions()
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["serve", "--help"])
+    shown = " ".join(capsys.readouterr().out.split())
+    assert f"HTTP 429 (default {ServerOptions().max_queue})" in shown
+
+
+def test_a_lower_max_tokens_lowers_the_default_and_nonsense_limits_are_refused():
+    assert Limits(max_tokens=100).default_max_tokens == 100
+    assert Limits().default_max_tokens == 256
+    with pytest.raises(ConfigError, match="max_tokens"):
+        Limits(max_tokens=0)
+    with pytest.raises(ConfigError, match="max_batch"):
+        ServerOptions(max_batch=0)
 
 
 def test_serve_process_answers_and_stops_cleanly_on_ctrl_c(coe_file):

@@ -8,6 +8,7 @@ import concurrent.futures
 import httpx
 import openai
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from coeflow.router import Router
 
@@ -111,6 +112,43 @@ def test_bad_requests_get_openai_errors(live, body, status, needle):
     assert needle in err["message"] and err["type"]
 
 
+USER = [{"role": "user", "content": "x"}]
+
+
+@pytest.mark.parametrize("body,param", [
+    ({"model": "sql", "messages": USER, "max_tokens": "ten"}, "max_tokens"),
+    ({"model": "sql", "messages": USER + [{"role": "wizard", "content": "y"}]}, "messages[1].role"),
+    ({"model": "sql", "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}]},
+     "messages[0].content"),
+    ({"model": "sql", "messages": USER, "stream": "yes"}, "stream"),
+    ({"model": "sql", "messages": USER, "top_k": -1}, "top_k"),
+    ({"model": "sql", "messages": USER, "presence_penalty": 0.5}, "presence_penalty"),
+])
+def test_a_bad_field_is_named_in_the_openai_error(live, body, param):
+    r = httpx.post(f"{live[1]}/chat/completions", json=body, timeout=30)
+    assert r.status_code == 400
+    err = r.json()["error"]
+    assert (err["type"], err["param"], err["code"]) == ("invalid_request_error", param, None)
+    assert err["message"].startswith(f"'{param}' ")
+
+
+def test_fields_openai_defines_and_coeflow_does_not_use_are_ignored(live):
+    r = httpx.post(f"{live[1]}/chat/completions", timeout=30, json={
+        "model": "sql", "messages": [{"role": "user", "content": "x", "name": "ann"}], "max_tokens": 2,
+        "user": "ann", "metadata": {"k": "v"}, "logit_bias": {}, "response_format": {"type": "text"},
+        "parallel_tool_calls": False, "seed": None, "stop": None, "x-something-new": 1})
+    assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] <= 2
+
+
+def test_admin_bodies_are_validated_by_field(live):
+    url = live[1]
+    r = httpx.post(f"{url}/experts/sql/pin", json={"pinned": "no"})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "pinned"
+    r = httpx.post(f"{url}/experts/sql/load", json=["device"])
+    assert r.status_code == 400 and "JSON object" in r.json()["error"]["message"]
+    assert httpx.post(f"{url}/experts/sql/fly", json={}).status_code == 404
+
+
 def test_malformed_json_is_a_400(live):
     r = httpx.post(f"{live[1]}/chat/completions", content=b"{not json", timeout=30,
                    headers={"content-type": "application/json"})
@@ -147,10 +185,41 @@ def test_experts_endpoint_and_admin_routes(live, client):
     assert httpx.post(f"{url}/experts/nobody/load").status_code == 404
 
 
+def _counters(url: str, expert: str) -> dict[str, float]:
+    """This expert's series from /metrics (counters, and the number of latency observations)."""
+    text = httpx.get(url.removesuffix("/v1") + "/metrics").text
+    out: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.labels.get("expert") == expert:
+                key = s.name + "".join(f",{k}={v}" for k, v in sorted(s.labels.items()) if k not in ("expert", "le"))
+                if "le" not in s.labels:
+                    out[key] = s.value
+            elif family.name == "coeflow_expert_acquires":
+                out[f"{s.name},{s.labels['source_tier']}"] = s.value
+    return out
+
+
 def test_metrics_count_requests_tokens_and_latency(live, client):
-    chat(client, "sql", "select", max_tokens=5)
-    text = httpx.get(live[1].removesuffix("/v1") + "/metrics").text
-    for name in ("coeflow_requests_total", "coeflow_completion_tokens_total", "coeflow_time_to_first_token_seconds_bucket",
-                 "coeflow_switch_seconds", "coeflow_router_latency_seconds", "coeflow_queue_depth",
-                 "coeflow_expert_acquires_total"):
-        assert name in text, name
+    url = live[1]
+    before = _counters(url, "shell")
+    sent = [3, 5, 7]  # max_tokens of each request; ignore_eos makes each generate exactly that many
+    usages = [chat(client, "shell", f"ls {i}", max_tokens=n, extra_body={"ignore_eos": True}).usage
+              for i, n in enumerate(sent)]
+    stream = chat(client, "shell", "ls -la", max_tokens=4, stream=True, stream_options={"include_usage": True},
+                  extra_body={"ignore_eos": True})
+    usages.append([c for c in stream if c.usage][-1].usage)
+    sent.append(4)
+    assert [u.completion_tokens for u in usages] == sent
+    after = _counters(url, "shell")
+
+    def grew(key: str) -> float:
+        return after.get(key, 0) - before.get(key, 0)
+    assert grew("coeflow_requests_total,outcome=ok") == len(sent)
+    assert grew("coeflow_completion_tokens_total") == sum(sent)
+    assert grew("coeflow_prompt_tokens_total") == sum(u.prompt_tokens for u in usages)
+    assert grew("coeflow_time_to_first_token_seconds_count") == len(sent)
+    assert grew("coeflow_time_per_output_token_seconds_count") == len(sent)  # every request made > 1 token
+    assert sum(v - before.get(k, 0) for k, v in after.items() if k.startswith("coeflow_expert_acquires_total")) \
+        == len(sent)
+    assert after["coeflow_queue_depth"] == 0 and after["coeflow_expert_tier,tier=device"] == 1

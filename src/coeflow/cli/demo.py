@@ -9,7 +9,7 @@ DEFAULT_DIR = "demo-coe"
 
 
 def register(sub: argparse._SubParsersAction, help_text: str) -> None:
-    from coeflow.cli.serve import add_server_options
+    from coeflow.cli.serve import add_listen_options, add_server_options
 
     p = sub.add_parser("demo", help=help_text, description=(
         "Build the demo CoE if it is missing (python, math, sql, shell and general experts and a "
@@ -21,9 +21,7 @@ def register(sub: argparse._SubParsersAction, help_text: str) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed of the build (default 0)")
     p.add_argument("--once", action="store_true", help="exit after the table instead of serving on")
     p.add_argument("--quick", action="store_true", help="a much smaller build in seconds (for tests and trials)")
-    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
-    p.add_argument("--api-key", default=None, help="require this key on /v1 routes")
+    add_listen_options(p)
     add_server_options(p)
     dsub = p.add_subparsers(dest="demo_command", metavar="SUBCOMMAND")
     p.set_defaults(func=run_demo)

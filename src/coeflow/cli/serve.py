@@ -8,29 +8,47 @@ import os
 
 
 def add_server_options(p: argparse.ArgumentParser) -> None:
-    """Options shared by `serve` and `demo`."""
+    """Options shared by `serve` and `demo`; their defaults are ServerOptions' and Limits'."""
+    from coeflow.server import Limits, ServerOptions
     g = p.add_argument_group("memory tiers")
     g.add_argument("--device-mem", metavar="BYTES", default=None,
                    help="device tier budget, e.g. 6GB or 512MiB (default: unlimited). On a CPU-only "
                         "machine the device tier is the set of experts the engine may attach at once")
     g.add_argument("--host-mem", metavar="BYTES", default=None,
                    help="host DRAM tier budget, e.g. 40GB (default: unlimited)")
-    g.add_argument("--policy", default="lru", help="eviction policy of the tiers (default lru)")
+    g.add_argument("--policy", default=ServerOptions.policy, help="eviction policy of the tiers (default %(default)s)")
     e = p.add_argument_group("engine")
-    e.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"], help="weight dtype (default fp32)")
-    e.add_argument("--device", default="auto", help="auto (cuda if present, else cpu), cpu, cuda")
-    e.add_argument("--engine", default="fused", choices=["fused", "eager"],
-                   help="fused: compiled decode step shared by experts of one shape (default); eager: plain PyTorch")
-    e.add_argument("--max-batch", type=int, default=8, help="most requests of one expert batched together (default 8)")
+    e.add_argument("--dtype", default=ServerOptions.dtype, choices=["fp32", "bf16", "fp16"],
+                   help="weight dtype (default %(default)s)")
+    e.add_argument("--device", default=ServerOptions.device,
+                   help="auto (cuda if present, else cpu), cpu, cuda (default %(default)s)")
+    e.add_argument("--engine", default="fused" if ServerOptions.fused else "eager", choices=["fused", "eager"],
+                   help="fused: compiled decode step shared by experts of one shape; eager: plain PyTorch "
+                        "(default %(default)s)")
+    e.add_argument("--max-batch", type=int, default=ServerOptions.max_batch,
+                   help="most requests of one expert batched together (default %(default)s)")
     lim = p.add_argument_group("limits")
-    lim.add_argument("--max-queue", type=int, default=256,
-                     help="waiting requests before new ones get HTTP 429 (default 256)")
-    lim.add_argument("--max-wait", type=float, default=10.0, metavar="SECONDS",
+    lim.add_argument("--max-queue", type=int, default=ServerOptions.max_queue,
+                     help="waiting requests before new ones get HTTP 429 (default %(default)s)")
+    lim.add_argument("--max-wait", type=float, default=ServerOptions.max_wait_s, metavar="SECONDS",
                      help="a request waiting longer than this runs next, even if its expert must be "
-                          "loaded first: the bound on starvation (default 10)")
-    lim.add_argument("--max-tokens", type=int, default=2048, help="largest max_tokens a request may ask (default 2048)")
-    lim.add_argument("--max-prompt-tokens", type=int, default=8192, help="longest prompt in tokens (default 8192)")
-    p.add_argument("--no-warmup", action="store_true", help="do not compile the decode step before serving")
+                          "loaded first: the bound on starvation (default %(default)s)")
+    lim.add_argument("--max-tokens", type=int, default=Limits.max_tokens,
+                     help="largest max_tokens a request may ask (default %(default)s)")
+    lim.add_argument("--max-prompt-tokens", type=int, default=Limits.max_prompt_tokens,
+                     help="longest prompt in tokens (default %(default)s)")
+    p.add_argument("--no-warmup", dest="warm_up", action="store_false", default=ServerOptions.warm_up,
+                   help="do not compile the decode step before serving")
+
+
+def add_listen_options(p: argparse.ArgumentParser) -> None:
+    """Where `serve` and `demo` listen, and the key they ask for."""
+    from coeflow.server import DEFAULT_HOST, DEFAULT_PORT
+    p.add_argument("--host", default=DEFAULT_HOST,
+                   help="address to bind (default %(default)s: this machine only)")
+    p.add_argument("--port", type=int, default=DEFAULT_PORT, help="port (default %(default)s)")
+    p.add_argument("--api-key", default=None,
+                   help="require 'Authorization: Bearer KEY' on /v1 routes (or set COEFLOW_API_KEY)")
 
 
 def server_options(args: argparse.Namespace):
@@ -41,10 +59,9 @@ def server_options(args: argparse.Namespace):
         host_mem=parse_bytes(args.host_mem) if args.host_mem else None,
         dtype=args.dtype, device=args.device, fused=args.engine == "fused", policy=args.policy,
         max_batch=args.max_batch, max_queue=args.max_queue, max_wait_s=args.max_wait,
-        limits=Limits(max_tokens=args.max_tokens, max_prompt_tokens=args.max_prompt_tokens,
-                      default_max_tokens=min(256, args.max_tokens)),
-        api_key=getattr(args, "api_key", None) or os.environ.get("COEFLOW_API_KEY") or None,
-        warm_up=not args.no_warmup)
+        limits=Limits(max_tokens=args.max_tokens, max_prompt_tokens=args.max_prompt_tokens),
+        api_key=args.api_key or os.environ.get("COEFLOW_API_KEY") or None,
+        warm_up=args.warm_up)
 
 
 def register(sub: argparse._SubParsersAction, help_text: str) -> None:
@@ -54,10 +71,7 @@ def register(sub: argparse._SubParsersAction, help_text: str) -> None:
         "POST /v1/completions, GET /v1/models, GET /v1/experts (tiers, hits, switch times), "
         "POST /v1/experts/NAME/load|unload|pin (admin), GET /metrics (Prometheus), GET /health."))
     p.add_argument("--coe", required=True, metavar="FILE", help="the CoE file (coe.yaml) or its directory")
-    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
-    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
-    p.add_argument("--api-key", default=None,
-                   help="require 'Authorization: Bearer KEY' on /v1 routes (or set COEFLOW_API_KEY)")
+    add_listen_options(p)
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.add_argument("--record-trace", metavar="FILE", default=None,
                    help="append one JSONL trace line per accepted request to FILE (arrival time, "

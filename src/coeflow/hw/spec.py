@@ -3,19 +3,26 @@ memory tiers, plus the links between devices and to the host (LLMCompass-style h
 
 Spec files live in `specs/` (systems), `specs/devices/` and `specs/stacks.yaml` (software
 stacks: what fuses and what each launch costs). Every number in them carries a comment with
-its source or the reason it was chosen; docs/hardware-model.md collects them."""
+its source or the reason it was chosen; docs/hardware-model.md collects them. Each file is
+checked by a pydantic model of its shape: an unknown key is an error naming the file and the
+key, and a quantity must carry a unit of the right dimension.
+
+The dataclasses below are what the rest of coeflow uses (`dataclasses.replace` varies them in
+sensitivity studies); the `_...Doc` models describe the files and are read into them."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import yaml
+from pydantic import BeforeValidator, TypeAdapter, ValidationError
 
 from coeflow.errors import ConfigError
 from coeflow.hw.units import parse_quantity
+from coeflow.validation import FileModel, file_error
 
 SPEC_DIR = Path(__file__).with_name("specs")
 
@@ -113,39 +120,133 @@ class Hardware:
         return self.device.kind
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
+def _quantity(unit: str, kind: type = float) -> Any:
+    """A field holding a quantity with `unit` ("1.8 TB/s", "64 GiB"), read in base units."""
+    def parse(value: Any) -> Any:
+        try:
+            return kind(parse_quantity(value, unit))
+        except ConfigError as e:
+            raise ValueError(str(e)) from None
+    return Annotated[kind, BeforeValidator(parse)]
+
+
+Bytes = _quantity("B")
+BytesPerS = _quantity("B/s")
+FlopPerS = _quantity("FLOP/s")
+Seconds = _quantity("s")
+Hertz = _quantity("Hz")
+Number = _quantity("")  # a plain number or a percentage
+Count = _quantity("", int)
+Kind = Literal["gpu", "rdu"]
+
+
+class _TierDoc(FileModel):
+    capacity: Bytes
+    bandwidth: BytesPerS
+    efficiency: Number
+
+    def tier(self, name: str) -> Tier:
+        return Tier(name=name, capacity=self.capacity, bandwidth=self.bandwidth, efficiency=self.efficiency)
+
+
+class _DdrDoc(_TierDoc):
+    copy_efficiency: Number = 1.0  # DDR->HBM DMA fraction of DDR peak
+
+
+class _MemoryDoc(FileModel):
+    hbm: _TierDoc
+    ddr: _DdrDoc | None = None  # RDU only
+
+
+class _ComputeDoc(FileModel):
+    peak_bf16: FlopPerS
+    gemm_efficiency: Number
+    units: Count
+    lanes: Count = 0
+    stages: Count = 0
+    fused_utilisation: Number = 1.0
+    clock: Hertz = 0.0
+
+
+class _OnchipDoc(FileModel):
+    capacity: Bytes
+    units: Count = 0
+
+
+class _LaunchDoc(FileModel):
+    program_load: Seconds = 0.0
+    software_orchestrated: Seconds = 0.0
+    hardware_orchestrated: Seconds = 0.0
+
+
+class _DeviceDoc(FileModel):
+    """specs/devices/NAME.yaml"""
+
+    name: str
+    kind: Kind
+    compute: _ComputeDoc
+    onchip: _OnchipDoc
+    memory: _MemoryDoc
+    launch: _LaunchDoc = _LaunchDoc()
+
+
+class _InterconnectDoc(FileModel):
+    bandwidth: BytesPerS
+    latency: Seconds
+
+
+class _HostDoc(FileModel):
+    memory: Bytes
+    reserve: Bytes
+    link_bandwidth: BytesPerS
+    link_efficiency: Number
+
+
+class _SystemDoc(FileModel):
+    """specs/NAME.yaml, or a user's system file"""
+
+    name: str
+    description: str = ""
+    device: str
+    devices: Count
+    interconnect: _InterconnectDoc
+    host: _HostDoc
+    device_reserve: Bytes
+    default_stack: str
+
+
+class _StackDoc(FileModel):
+    """One entry of specs/stacks.yaml"""
+
+    kind: Kind
+    description: str
+    fuse_attention: bool = False
+    fuse_norms: bool = False
+    fuse_elementwise: bool = False
+    fuse_layer: bool = False
+    hardware_orchestrated: bool = False
+    kernel_overhead: Seconds = 0.0
+    collective_overhead: Seconds = 0.0
+    invocation_overhead: Seconds = 0.0
+    step_overhead: Seconds = 0.0
+    reference_clock: Hertz = 0.0
+
+
+_StacksFile = dict[str, _StackDoc]
+
+
+def _read(path: Path, shape: Any) -> Any:
+    """The YAML file at `path`, checked against `shape` (a model or a type of models)."""
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML ({e})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
-    return data
-
-
-class _Fields:
-    """Reads typed fields out of a nested mapping and names the file and key on error."""
-
-    def __init__(self, data: dict[str, Any], where: str):
-        self.data, self.where = data, where
-
-    def get(self, key: str, unit: str | None = None, default: Any = ...) -> Any:
-        node: Any = self.data
-        for part in key.split("."):
-            if not isinstance(node, dict) or part not in node:
-                if default is ...:
-                    raise ConfigError(f"{self.where}: missing field {key!r}")
-                return default
-            node = node[part]
-        if unit is None:
-            return node
-        return parse_quantity(node, unit, f"{self.where}: {key}")
-
-
-def _tier(f: _Fields, key: str) -> Tier:
-    return Tier(name=key.split(".")[-1], capacity=f.get(f"{key}.capacity", "B"),
-                bandwidth=f.get(f"{key}.bandwidth", "B/s"),
-                efficiency=f.get(f"{key}.efficiency", ""))
+    try:
+        return TypeAdapter(shape).validate_python(data)
+    except ValidationError as e:
+        raise file_error(e, path, shape) from None
 
 
 def load_device(name: str) -> Device:
@@ -153,50 +254,29 @@ def load_device(name: str) -> Device:
     if not path.is_file():
         known = ", ".join(sorted(p.stem for p in (SPEC_DIR / "devices").glob("*.yaml")))
         raise ConfigError(f"unknown device {name!r}; known devices: {known}")
-    f = _Fields(_read_yaml(path), str(path))
-    kind = f.get("kind")
-    if kind not in ("gpu", "rdu"):
-        raise ConfigError(f"{path}: kind must be 'gpu' or 'rdu', not {kind!r}")
-    has_ddr = "ddr" in f.get("memory", default={})
+    d: _DeviceDoc = _read(path, _DeviceDoc)
+    ddr, launch = d.memory.ddr, d.launch
     return Device(
-        name=f.get("name"), kind=kind,
-        peak_flops=f.get("compute.peak_bf16", "FLOP/s"),
-        gemm_efficiency=f.get("compute.gemm_efficiency", ""),
-        units=int(f.get("compute.units", "")),
-        onchip_bytes=f.get("onchip.capacity", "B"),
-        onchip_units=int(f.get("onchip.units", "", 0)),
-        lanes=int(f.get("compute.lanes", "", 0)), stages=int(f.get("compute.stages", "", 0)),
-        fused_utilisation=f.get("compute.fused_utilisation", "", 1.0),
-        hbm=_tier(f, "memory.hbm"),
-        ddr=_tier(f, "memory.ddr") if has_ddr else None,
-        copy_efficiency=f.get("memory.ddr.copy_efficiency", "", 1.0) if has_ddr else 1.0,
-        program_load_s=f.get("launch.program_load", "s", 0.0),
-        so_launch_s=f.get("launch.software_orchestrated", "s", 0.0),
-        ho_launch_s=f.get("launch.hardware_orchestrated", "s", 0.0),
-        clock_hz=f.get("compute.clock", "Hz", 0.0),
+        name=d.name, kind=d.kind, peak_flops=d.compute.peak_bf16, gemm_efficiency=d.compute.gemm_efficiency,
+        units=d.compute.units, onchip_bytes=d.onchip.capacity, onchip_units=d.onchip.units,
+        lanes=d.compute.lanes, stages=d.compute.stages, fused_utilisation=d.compute.fused_utilisation,
+        hbm=d.memory.hbm.tier("hbm"), ddr=ddr.tier("ddr") if ddr else None,
+        copy_efficiency=ddr.copy_efficiency if ddr else 1.0,
+        program_load_s=launch.program_load, so_launch_s=launch.software_orchestrated,
+        ho_launch_s=launch.hardware_orchestrated, clock_hz=d.compute.clock,
     )
 
 
 @lru_cache(maxsize=None)
 def _stacks() -> dict[str, Stack]:
-    path = SPEC_DIR / "stacks.yaml"
-    out = {}
-    for name, raw in _read_yaml(path).items():
-        f = _Fields(raw, f"{path}: {name}")
-        out[name] = Stack(
-            name=name, kind=f.get("kind"), description=f.get("description"),
-            fuse_attention=bool(f.get("fuse_attention", default=False)),
-            fuse_norms=bool(f.get("fuse_norms", default=False)),
-            fuse_elementwise=bool(f.get("fuse_elementwise", default=False)),
-            fuse_layer=bool(f.get("fuse_layer", default=False)),
-            hardware_orchestrated=bool(f.get("hardware_orchestrated", default=False)),
-            kernel_overhead_s=f.get("kernel_overhead", "s", 0.0),
-            collective_overhead_s=f.get("collective_overhead", "s", 0.0),
-            invocation_overhead_s=f.get("invocation_overhead", "s", 0.0),
-            step_overhead_s=f.get("step_overhead", "s", 0.0),
-            reference_clock_hz=f.get("reference_clock", "Hz", 0.0),
-        )
-    return out
+    docs: dict[str, _StackDoc] = _read(SPEC_DIR / "stacks.yaml", _StacksFile)
+    return {name: Stack(
+        name=name, kind=s.kind, description=s.description, fuse_attention=s.fuse_attention,
+        fuse_norms=s.fuse_norms, fuse_elementwise=s.fuse_elementwise, fuse_layer=s.fuse_layer,
+        hardware_orchestrated=s.hardware_orchestrated, kernel_overhead_s=s.kernel_overhead,
+        collective_overhead_s=s.collective_overhead, invocation_overhead_s=s.invocation_overhead,
+        step_overhead_s=s.step_overhead, reference_clock_hz=s.reference_clock,
+    ) for name, s in docs.items()}
 
 
 def list_stacks() -> list[Stack]:
@@ -229,20 +309,40 @@ def load_hardware(name_or_path: str) -> Hardware:
         if name_or_path == "stacks" or not path.is_file():
             raise ConfigError(f"unknown hardware {name_or_path!r}; known: "
                               f"{', '.join(list_hardware())} (or a path to a system .yaml)")
-    f = _Fields(_read_yaml(path), str(path))
-    device = load_device(f.get("device"))
+    s: _SystemDoc = _read(path, _SystemDoc)
+    device = load_device(s.device)
     hw = Hardware(
-        name=f.get("name"), description=f.get("description", default=""), device=device,
-        count=int(f.get("devices", "")),
-        interconnect_bandwidth=f.get("interconnect.bandwidth", "B/s"),
-        interconnect_latency_s=f.get("interconnect.latency", "s"),
-        host_memory=f.get("host.memory", "B"),
-        host_reserve=f.get("host.reserve", "B"),
-        host_link_bandwidth=f.get("host.link_bandwidth", "B/s"),
-        host_link_efficiency=f.get("host.link_efficiency", ""),
-        device_reserve=f.get("device_reserve", "B"),
-        default_stack=f.get("default_stack"),
-        source=str(path),
+        name=s.name, description=s.description, device=device, count=s.devices,
+        interconnect_bandwidth=s.interconnect.bandwidth, interconnect_latency_s=s.interconnect.latency,
+        host_memory=s.host.memory, host_reserve=s.host.reserve, host_link_bandwidth=s.host.link_bandwidth,
+        host_link_efficiency=s.host.link_efficiency, device_reserve=s.device_reserve,
+        default_stack=s.default_stack, source=str(path),
     )
     load_stack(hw.default_stack, device.kind)
     return hw
+
+
+# ------------------------------------------------ helpers of the probed-spec reader (hw/probe.py)
+class _Fields:
+    """Reads typed fields out of a nested mapping and names the file and key on error."""
+
+    def __init__(self, data: dict[str, Any], where: str):
+        self.data, self.where = data, where
+
+    def get(self, key: str, unit: str | None = None, default: Any = ...) -> Any:
+        node: Any = self.data
+        for part in key.split("."):
+            if not isinstance(node, dict) or part not in node:
+                if default is ...:
+                    raise ConfigError(f"{self.where}: missing field {key!r}")
+                return default
+            node = node[part]
+        if unit is None:
+            return node
+        return parse_quantity(node, unit, f"{self.where}: {key}")
+
+
+def _tier(f: _Fields, key: str) -> Tier:
+    return Tier(name=key.split(".")[-1], capacity=f.get(f"{key}.capacity", "B"),
+                bandwidth=f.get(f"{key}.bandwidth", "B/s"),
+                efficiency=f.get(f"{key}.efficiency", ""))

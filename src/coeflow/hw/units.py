@@ -16,14 +16,16 @@ _NUMBER = re.compile(r"^\s*([-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*(.*?)\s*
 
 def parse_quantity(value: object, unit: str, where: str = "") -> float:
     """Return `value` in base units of `unit` ("B", "B/s", "FLOP/s", "s", "Hz" or "" for a
-    plain number). A bare number is taken as already in base units."""
+    plain number). A bare number is taken as already in base units. Errors start with
+    `where` (the file and field) when given."""
+    at = f"{where}: " if where else ""
     if isinstance(value, bool):
-        raise ConfigError(f"{where}: expected a number with unit {unit!r}, got {value!r}")
+        raise ConfigError(f"{at}expected a number with unit {unit!r}, got {value!r}")
     if isinstance(value, (int, float)):
         return float(value)
     m = _NUMBER.match(str(value))
     if not m:
-        raise ConfigError(f"{where}: {value!r} is not a number (with unit {unit!r})")
+        raise ConfigError(f"{at}{value!r} is not a number (with unit {unit!r})")
     number, suffix = float(m.group(1)), m.group(2)
     if suffix == "" or (unit == "" and suffix == "%"):
         return number / 100.0 if suffix == "%" else number
@@ -32,4 +34,4 @@ def parse_quantity(value: object, unit: str, where: str = "") -> float:
     for prefix, scale in _PREFIX.items():
         if suffix == prefix + unit:
             return number * scale
-    raise ConfigError(f"{where}: unit of {value!r} is not {unit!r} (with an optional prefix)")
+    raise ConfigError(f"{at}unit of {value!r} is not {unit!r} (with an optional prefix)")

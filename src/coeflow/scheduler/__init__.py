@@ -1,6 +1,7 @@
 """Per-expert queues, batching and the order experts run in; knows nothing of HTTP."""
 
-from coeflow.scheduler.scheduler import (Failed, Finished, GenRequest, QueueFullError, Scheduler,
-                                         ShuttingDownError, Started)
+from coeflow.scheduler.scheduler import (MAX_BATCH, MAX_QUEUE, MAX_WAIT_S, Failed, Finished, GenRequest,
+                                         QueueFullError, Scheduler, ShuttingDownError, Started)
 
-__all__ = ["Scheduler", "GenRequest", "Started", "Finished", "Failed", "QueueFullError", "ShuttingDownError"]
+__all__ = ["Scheduler", "GenRequest", "Started", "Finished", "Failed", "QueueFullError", "ShuttingDownError",
+           "MAX_BATCH", "MAX_QUEUE", "MAX_WAIT_S"]

@@ -27,6 +27,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# Defaults of the server's scheduling, read by ServerOptions and `coeflow serve --help`.
+MAX_BATCH = 8  # requests of one expert decoded together
+MAX_QUEUE = 256  # requests waiting before new ones are refused (HTTP 429)
+MAX_WAIT_S = 10.0  # a request waiting longer runs next, even if its expert must load first
+
 
 class QueueFullError(CoeflowError):
     """The scheduler holds its maximum number of waiting requests (HTTP 429)."""
@@ -89,8 +94,8 @@ class Scheduler:
     """`experts`: the names it queues for; the store leases their weights and the backend
     runs their batches (the real one needs a runtime per expert: backend.runtimes)."""
 
-    def __init__(self, store: Store, backend: "Backend", experts: Iterable[str], *, max_batch: int = 8,
-                 max_queue: int = 256, max_wait_s: float = 10.0, warm_lengths: tuple[int, ...] = (4,),
+    def __init__(self, store: Store, backend: "Backend", experts: Iterable[str], *, max_batch: int = MAX_BATCH,
+                 max_queue: int = MAX_QUEUE, max_wait_s: float = MAX_WAIT_S, warm_lengths: tuple[int, ...] = (4,),
                  on_batch: Callable[[str, list[GenRequest], object], None] | None = None):
         self.store, self.backend, self.clock = store, backend, backend.clock
         self.max_batch, self.max_queue, self.max_wait_s = max_batch, max_queue, max_wait_s
@@ -152,9 +157,8 @@ class Scheduler:
     def warm_up(self, experts: list[str]) -> None:
         """Run each expert at every batch size up to max_batch and every length in
         `warm_lengths`, before traffic: the decode step compiles on first use of each (shape,
-        batch, cache length) bucket, and no user should wait for the compiler (measured: a
-        first server paying it under load had a p99 TTFT of 29 s). Skipped, with a warning,
-        when the queue is too full to take a warm-up batch."""
+        batch, cache length) bucket, and no user should wait for the compiler. Skipped, with
+        a warning, when the queue is too full to take a warm-up batch."""
         from coeflow.engine import SamplingParams
         params = SamplingParams(max_tokens=2, ignore_eos=True)
         for name in experts:

@@ -16,6 +16,9 @@ from coeflow.server.protocol import Limits
 
 log = logging.getLogger(__name__)
 
+DEFAULT_HOST = "127.0.0.1"  # this machine only, unless the user says otherwise
+DEFAULT_PORT = 8000
+
 
 def _uvicorn(srv: CoEServer, host: str, port: int, log_level: str) -> uvicorn.Server:
     app = create_app(srv)
@@ -35,19 +38,19 @@ def _uvicorn(srv: CoEServer, host: str, port: int, log_level: str) -> uvicorn.Se
     return uvicorn.Server(config)
 
 
-def serve(srv: CoEServer, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info") -> None:
+def serve(srv: CoEServer, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, log_level: str = "info") -> None:
     """Serve until interrupted (Ctrl-C drains and stops cleanly)."""
     _uvicorn(srv, host, port, log_level).run()
 
 
-def free_port(host: str = "127.0.0.1") -> int:
+def free_port(host: str = DEFAULT_HOST) -> int:
     with socket.socket() as s:
         s.bind((host, 0))
         return s.getsockname()[1]
 
 
 @contextlib.contextmanager
-def serving(srv: CoEServer, host: str = "127.0.0.1", port: int | None = None,
+def serving(srv: CoEServer, host: str = DEFAULT_HOST, port: int | None = None,
             log_level: str = "warning") -> Iterator[str]:
     """Run a server on a background thread; yields its base URL (…/v1). For the demo,
     benchmarks and tests."""
@@ -66,4 +69,5 @@ def serving(srv: CoEServer, host: str = "127.0.0.1", port: int | None = None,
         thread.join(timeout=30)
 
 
-__all__ = ["CoEServer", "ServerOptions", "Limits", "build_server", "create_app", "serve", "serving", "free_port"]
+__all__ = ["CoEServer", "ServerOptions", "Limits", "build_server", "create_app", "serve", "serving", "free_port",
+           "DEFAULT_HOST", "DEFAULT_PORT"]

@@ -22,7 +22,8 @@ from coeflow.engine import Delta
 from coeflow.errors import CoeflowError
 from coeflow.scheduler import Failed, Finished, GenRequest, QueueFullError, Scheduler, ShuttingDownError, Started
 from coeflow.server.metrics import Metrics
-from coeflow.server.protocol import APIError, Limits, ParsedRequest, bad, parse_request
+from coeflow.server.protocol import (APIError, Limits, LoadBody, ParsedRequest, PinBody, bad, parse_admin,
+                                     parse_request)
 
 ROUTED = "coe"
 
@@ -91,36 +92,11 @@ def create_app(srv: CoEServer) -> FastAPI:
 
     @app.get("/v1/experts")
     async def experts() -> dict:
-        rows = []
-        for s in await asyncio.to_thread(srv.store.status):
-            row = _status_dict(s)
-            row["queued"] = srv.scheduler.queued(s.name) if s.name in srv.runtimes else 0
-            if s.name in srv.broken:
-                row["error"] = row.get("error") or srv.broken[s.name]
-            rows.append(row)
-        return {"object": "list", "data": rows}
+        return {"object": "list", "data": await asyncio.to_thread(_expert_rows, srv)}
 
     @app.post("/v1/experts/{name}/{action}")
     async def admin(name: str, action: str, request: Request) -> dict:
-        if name not in srv.coe.expert_names:
-            raise APIError(404, f"no expert named {name!r}", code="model_not_found", param="name")
-        body = await _json(request, allow_empty=True)
-        try:
-            if action == "load":
-                await asyncio.to_thread(srv.store.load, name, body.get("tier", "device"))
-            elif action == "unload":
-                await asyncio.to_thread(srv.store.unload, name, body.get("tier", "disk"))
-            elif action == "pin":
-                pinned = body.get("pinned", True)
-                if not isinstance(pinned, bool):
-                    raise bad("'pinned' must be a boolean", "pinned")
-                await asyncio.to_thread(srv.store.pin, name, pinned)
-            else:
-                raise APIError(404, f"unknown action {action!r}: use load, unload or pin")
-        except CoeflowError as e:
-            raise APIError(400, str(e)) from None
-        status = next(s for s in srv.store.status() if s.name == name)
-        return _status_dict(status)
+        return await _admin(srv, name, action, await _json(request, allow_empty=True))
 
     @app.post("/v1/chat/completions")
     async def chat(request: Request) -> Response:
@@ -131,6 +107,35 @@ def create_app(srv: CoEServer) -> FastAPI:
         return await _complete(srv, request, chat=False)
 
     return app
+
+
+def _expert_rows(srv: CoEServer) -> list[dict]:
+    """GET /v1/experts: the store's status of each expert, with its queue and why it is broken."""
+    rows = []
+    for s in srv.store.status():
+        row = _status_dict(s)
+        row["queued"] = srv.scheduler.queued(s.name) if s.name in srv.runtimes else 0
+        if s.name in srv.broken:
+            row["error"] = row.get("error") or srv.broken[s.name]
+        rows.append(row)
+    return rows
+
+
+async def _admin(srv: CoEServer, name: str, action: str, raw: Any) -> dict:
+    """POST /v1/experts/NAME/load|unload|pin: move or pin an expert, answer its new status."""
+    if name not in srv.coe.expert_names:
+        raise APIError(404, f"no expert named {name!r}", code="model_not_found", param="name")
+    body = parse_admin(action, raw)
+    try:
+        if isinstance(body, PinBody):
+            await asyncio.to_thread(srv.store.pin, name, body.pinned)
+        elif isinstance(body, LoadBody):
+            await asyncio.to_thread(srv.store.load, name, body.tier)
+        else:
+            await asyncio.to_thread(srv.store.unload, name, body.tier)
+    except CoeflowError as e:
+        raise APIError(400, str(e)) from None
+    return _status_dict(next(s for s in srv.store.status() if s.name == name))
 
 
 def _status_dict(s: Any) -> dict:
@@ -164,50 +169,18 @@ def _choose(srv: CoEServer, req: ParsedRequest) -> Choice:
 
 
 async def _complete(srv: CoEServer, request: Request, chat: bool) -> Response:
+    """POST /v1/chat/completions and /v1/completions: validate, route, queue, then answer
+    whole or as a stream."""
     arrival = srv.scheduler.clock.now()
     req = parse_request(await _json(request), chat, srv.limits)
     choice = _choose(srv, req)
-    if choice.expert in srv.broken:
-        srv.metrics.requests.labels(choice.expert, "unavailable").inc()
-        raise APIError(503, f"expert {choice.expert!r} is unavailable: {srv.broken[choice.expert]}",
-                       "service_unavailable", code="expert_unavailable")
-    rt = srv.runtimes[choice.expert]
-    ids = rt.tokenizer.encode_chat(req.messages) if chat else rt.tokenizer.encode(req.prompt)
-    if not ids:
-        raise bad("the prompt is empty after tokenisation", "prompt")
-    if len(ids) > srv.limits.max_prompt_tokens:
-        raise bad(f"the prompt has {len(ids)} tokens; the limit is {srv.limits.max_prompt_tokens}", "messages" if chat else "prompt")
-    ctx = srv.contexts.get(choice.expert)
-    if ctx and len(ids) + req.params.max_tokens > ctx:
-        raise bad(f"prompt ({len(ids)} tokens) + max_tokens ({req.params.max_tokens}) exceeds the "
-                  f"expert's context of {ctx} tokens", "max_tokens")
-
+    ids = _prompt_ids(srv, req, choice.expert, chat)
     if srv.recorder is not None:
         srv.recorder.record(arrival, req.model, req.routing_text, len(ids), req.params.max_tokens,
                             route=choice.expert if choice.routed else None)
-    loop = asyncio.get_running_loop()
     events: asyncio.Queue = asyncio.Queue()
-    gen = GenRequest(choice.expert, ids, req.params,
-                     sink=lambda ev: loop.call_soon_threadsafe(events.put_nowait, ev), arrival=arrival)
-    try:
-        srv.scheduler.submit(gen)
-    except QueueFullError as e:
-        srv.metrics.requests.labels(choice.expert, "rejected").inc()
-        raise APIError(429, str(e), "rate_limit_error", code="queue_full", headers={"Retry-After": "1"}) from None
-    except ShuttingDownError as e:
-        raise APIError(503, str(e), "service_unavailable") from None
-
-    # Wait for the start (or the failure) before answering, so a failed expert is a clean 503.
-    first = await _next(events, request, gen)
-    if isinstance(first, Failed):
-        srv.metrics.requests.labels(choice.expert, "failed").inc()
-        status = 503 if isinstance(first.error, CoeflowError) else 500
-        raise APIError(status, f"expert {choice.expert!r} failed: {first.error}",
-                       "service_unavailable" if status == 503 else "server_error", code="expert_unavailable")
-    assert isinstance(first, Started)
-    srv.metrics.acquires.labels(first.source_tier).inc()
-    if first.source_tier != "device":
-        srv.metrics.switch.labels(first.source_tier).observe(first.switch_s)
+    gen = _submit(srv, choice.expert, ids, req, arrival, events)
+    first = await _started(srv, choice.expert, events, request, gen)
     info = {"expert": choice.expert, "routed": choice.routed, "confidence": choice.confidence,
             "fell_back": choice.fell_back, "source_tier": first.source_tier, "switch_s": first.switch_s,
             "queued_s": first.queued_s}
@@ -219,6 +192,64 @@ async def _complete(srv: CoEServer, request: Request, chat: bool) -> Response:
     if req.stream:
         return StreamingResponse(_sse(srv, req, chat, rid, info, events, request, gen, tracker),
                                  media_type="text/event-stream", headers=headers)
+    return JSONResponse(await _whole(chat, rid, info, events, request, gen, tracker), headers=headers)
+
+
+def _prompt_ids(srv: CoEServer, req: ParsedRequest, expert: str, chat: bool) -> list[int]:
+    """The prompt's tokens, once the expert is known to serve and the prompt to fit."""
+    if expert in srv.broken:
+        srv.metrics.requests.labels(expert, "unavailable").inc()
+        raise APIError(503, f"expert {expert!r} is unavailable: {srv.broken[expert]}",
+                       "service_unavailable", code="expert_unavailable")
+    tokenizer = srv.runtimes[expert].tokenizer
+    ids = tokenizer.encode_chat(req.messages) if chat else tokenizer.encode(req.prompt)
+    if not ids:
+        raise bad("the prompt is empty after tokenisation", "prompt")
+    if len(ids) > srv.limits.max_prompt_tokens:
+        raise bad(f"the prompt has {len(ids)} tokens; the limit is {srv.limits.max_prompt_tokens}",
+                  "messages" if chat else "prompt")
+    ctx = srv.contexts.get(expert)
+    if ctx and len(ids) + req.params.max_tokens > ctx:
+        raise bad(f"prompt ({len(ids)} tokens) + max_tokens ({req.params.max_tokens}) exceeds the "
+                  f"expert's context of {ctx} tokens", "max_tokens")
+    return ids
+
+
+def _submit(srv: CoEServer, expert: str, ids: list[int], req: ParsedRequest, arrival: float,
+            events: asyncio.Queue) -> GenRequest:
+    """Queue the request; its events reach `events` on this event loop."""
+    loop = asyncio.get_running_loop()
+    gen = GenRequest(expert, ids, req.params, sink=lambda ev: loop.call_soon_threadsafe(events.put_nowait, ev),
+                     arrival=arrival)
+    try:
+        srv.scheduler.submit(gen)
+    except QueueFullError as e:
+        srv.metrics.requests.labels(expert, "rejected").inc()
+        raise APIError(429, str(e), "rate_limit_error", code="queue_full", headers={"Retry-After": "1"}) from None
+    except ShuttingDownError as e:
+        raise APIError(503, str(e), "service_unavailable") from None
+    return gen
+
+
+async def _started(srv: CoEServer, expert: str, events: asyncio.Queue, request: Request,
+                   gen: GenRequest) -> Started:
+    """Wait for the start (or the failure) before answering, so a failed expert is a clean 503."""
+    first = await _next(events, request, gen)
+    if isinstance(first, Failed):
+        srv.metrics.requests.labels(expert, "failed").inc()
+        status = 503 if isinstance(first.error, CoeflowError) else 500
+        raise APIError(status, f"expert {expert!r} failed: {first.error}",
+                       "service_unavailable" if status == 503 else "server_error", code="expert_unavailable")
+    assert isinstance(first, Started)
+    srv.metrics.acquires.labels(first.source_tier).inc()
+    if first.source_tier != "device":
+        srv.metrics.switch.labels(first.source_tier).observe(first.switch_s)
+    return first
+
+
+async def _whole(chat: bool, rid: str, info: dict, events: asyncio.Queue, request: Request, gen: GenRequest,
+                 tracker: "_Timing") -> dict[str, Any]:
+    """The non-streamed answer: every token, then one body."""
     text, reason, n = [], "length", 0
     while True:
         ev = await _next(events, request, gen)
@@ -232,9 +263,9 @@ async def _complete(srv: CoEServer, request: Request, chat: bool) -> Response:
             tracker.done("failed", 0)
             raise APIError(500, f"generation failed: {ev.error}", "server_error")
     tracker.done("ok", n)
-    usage = {"prompt_tokens": len(ids), "completion_tokens": n, "total_tokens": len(ids) + n}
-    body: dict[str, Any] = {"id": rid, "created": int(time.time()), "model": choice.expert, "usage": usage,
-                            "coeflow": info}
+    p = len(gen.prompt_ids)
+    body: dict[str, Any] = {"id": rid, "created": int(time.time()), "model": info["expert"], "coeflow": info,
+                            "usage": {"prompt_tokens": p, "completion_tokens": n, "total_tokens": p + n}}
     if chat:
         body["object"] = "chat.completion"
         body["choices"] = [{"index": 0, "message": {"role": "assistant", "content": "".join(text)},
@@ -242,7 +273,7 @@ async def _complete(srv: CoEServer, request: Request, chat: bool) -> Response:
     else:
         body["object"] = "text_completion"
         body["choices"] = [{"index": 0, "text": "".join(text), "finish_reason": reason, "logprobs": None}]
-    return JSONResponse(body, headers=headers)
+    return body
 
 
 async def _next(events: asyncio.Queue, request: Request, gen: GenRequest):

@@ -1,14 +1,24 @@
-"""The OpenAI wire format: request validation with messages that say what to fix, and the
-error shape every OpenAI client understands."""
+"""The OpenAI wire format: request bodies as pydantic models whose errors say what to fix, and
+the error shape every OpenAI client understands.
+
+Request bodies carry fields coeflow does not use (OpenAI defines many; SDKs send some by
+default), so unknown fields are ignored. The ones that would change the answer and that
+coeflow cannot honour (`n` > 1, penalties, `logprobs`) are refused by name instead. A field
+sent as `null` means the field is not set."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+
 from coeflow.engine import InvalidRequestError, SamplingParams
+from coeflow.errors import ConfigError
+from coeflow.validation import field_path, problem
 
 ROLES = ("system", "developer", "user", "assistant", "tool")
+DEFAULT_MAX_TOKENS = 256  # a request that names no max_tokens gets this many, or the limit if lower
 
 
 class APIError(Exception):
@@ -26,11 +36,30 @@ def bad(message: str, param: str | None = None) -> APIError:
     return APIError(400, message, param=param)
 
 
+def validation_error(e: ValidationError) -> APIError:
+    """A 400 in the OpenAI shape for the first problem of a request body, naming its field:
+    param "messages[0].role", message "'messages[0].role' must be one of ...". Every
+    validation error of the server goes through here."""
+    err = e.errors()[0]
+    param = field_path(tuple(err["loc"])) or None
+    what = problem(err, mapping="an object")
+    return bad(f"{param!r} {what}" if param else f"the request body {what}", param)
+
+
 @dataclass
 class Limits:
-    max_tokens: int = 2048  # per request
+    """What a request may ask for. `default_max_tokens` is capped by `max_tokens`, so a
+    lower limit never refuses the requests that leave max_tokens unset."""
+    max_tokens: int = 2048  # the largest max_tokens a request may ask
     max_prompt_tokens: int = 8192
-    default_max_tokens: int = 256
+    default_max_tokens: int = DEFAULT_MAX_TOKENS
+
+    def __post_init__(self) -> None:
+        for name in ("max_tokens", "max_prompt_tokens", "default_max_tokens"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"limit {name} must be a positive integer, got {value!r}")
+        self.default_max_tokens = min(self.default_max_tokens, self.max_tokens)
 
 
 @dataclass
@@ -51,84 +80,206 @@ class ParsedRequest:
         return users[-1] if users else self.messages[-1]["content"]
 
 
-def _get(body: dict, key: str, types: tuple[type, ...], default: Any = None, what: str = "") -> Any:
-    if key not in body or body[key] is None:
-        return default
-    value = body[key]
-    if isinstance(value, bool) and bool not in types:
-        raise bad(f"'{key}' must be {what}, got a boolean", key)
-    if not isinstance(value, types):
-        raise bad(f"'{key}' must be {what}, got {type(value).__name__}", key)
-    return value
+class _Wire(BaseModel):
+    """A JSON object from a client: unknown fields ignored, nothing coerced ("10" is not an
+    integer), null the same as absent."""
+
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _null_is_unset(cls, data: Any) -> Any:
+        return {k: v for k, v in data.items() if v is not None} if isinstance(data, dict) else data
 
 
-def _content(value: Any, where: str) -> str:
-    if isinstance(value, str):
-        return value
-    if isinstance(value, list):  # [{"type": "text", "text": ...}, ...]
-        parts = []
-        for part in value:
-            if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(part.get("text"), str):
-                raise bad(f"{where}: only text content parts are supported", "messages")
-            parts.append(part["text"])
-        return "".join(parts)
-    raise bad(f"{where}: 'content' must be a string or a list of text parts", "messages")
+class Message(_Wire):
+    """One chat turn; `content` is a string or a list of text parts, joined."""
+
+    role: str
+    content: Any = Field(None, validate_default=True)
+
+    @field_validator("role")
+    @classmethod
+    def _known_role(cls, v: str) -> str:
+        if v not in ROLES:
+            raise ValueError(f"must be one of {', '.join(ROLES)}")
+        return v
+
+    @field_validator("content", mode="before")
+    @classmethod
+    def _text(cls, v: Any) -> str:
+        if isinstance(v, str):
+            return v
+        if isinstance(v, list):  # [{"type": "text", "text": ...}, ...]
+            if not all(isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str) for p in v):
+                raise ValueError("may hold only text parts ({\"type\": \"text\", \"text\": ...})")
+            return "".join(p["text"] for p in v)
+        raise ValueError("must be a string or a list of text parts")
+
+
+class _Completion(_Wire):
+    """The fields chat and completions share."""
+
+    model: str = Field("", validate_default=True)
+    n: int = 1
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    logprobs: Any = None
+    max_tokens: int | None = None
+    max_completion_tokens: int | None = None  # OpenAI's newer name; max_tokens wins when both are given
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0  # extension: 0 is off
+    seed: int | None = None
+    stop: Any = ()
+    stream: bool = False
+    stream_options: dict[str, Any] = {}
+    ignore_eos: bool = False  # extension: generate max_tokens tokens whatever the model says
+
+    @field_validator("model", mode="after")
+    @classmethod
+    def _named(cls, v: str) -> str:
+        if not v:
+            raise ValueError("is required: an expert's name, or 'coe' to let the router choose")
+        return v
+
+    @field_validator("n")
+    @classmethod
+    def _one(cls, v: int) -> int:
+        if v != 1:
+            raise ValueError("must be 1: coeflow returns one choice per request")
+        return v
+
+    @field_validator("presence_penalty", "frequency_penalty")
+    @classmethod
+    def _no_penalty(cls, v: float) -> float:
+        if v:
+            raise ValueError("is not supported; leave it at 0")
+        return v
+
+    @field_validator("logprobs")
+    @classmethod
+    def _no_logprobs(cls, v: Any) -> Any:
+        if v not in (None, False, 0):
+            raise ValueError("is not supported")
+        return v
+
+    @field_validator("max_tokens", "max_completion_tokens")
+    @classmethod
+    def _within_limit(cls, v: int | None, info: ValidationInfo) -> int | None:
+        top = (info.context or {}).get("limits", Limits()).max_tokens
+        if info.field_name == "max_completion_tokens" and info.data.get("max_tokens") is not None:
+            return v  # unused: max_tokens is the one that counts
+        if v is not None and not 1 <= v <= top:
+            raise ValueError(f"must be between 1 and {top}, got {v}")
+        return v
+
+    @field_validator("temperature")
+    @classmethod
+    def _temperature(cls, v: float) -> float:
+        if not 0 <= v <= 2:
+            raise ValueError(f"must be between 0 and 2, got {v}")
+        return v
+
+    @field_validator("top_p")
+    @classmethod
+    def _top_p(cls, v: float) -> float:
+        if not 0 < v <= 1:
+            raise ValueError(f"must be in (0, 1], got {v}")
+        return v
+
+    @field_validator("top_k")
+    @classmethod
+    def _top_k(cls, v: int) -> int:
+        if v < 0:
+            raise ValueError(f"must be 0 (off) or more, got {v}")
+        return v
+
+    @field_validator("stop", mode="before")
+    @classmethod
+    def _stops(cls, v: Any) -> tuple[str, ...]:
+        stops = [] if v is None else [v] if isinstance(v, str) else v
+        if not isinstance(stops, list):
+            raise ValueError("must be a string or a list of strings")
+        if len(stops) > 4 or any(not isinstance(s, str) or not s for s in stops):
+            raise ValueError("must be up to 4 non-empty strings")
+        return tuple(stops)
+
+    def params(self, limits: Limits) -> SamplingParams:
+        max_tokens = self.max_tokens or self.max_completion_tokens or limits.default_max_tokens
+        try:
+            return SamplingParams(max_tokens=max_tokens, temperature=float(self.temperature), top_k=self.top_k,
+                                  top_p=float(self.top_p), seed=self.seed, stop=self.stop, ignore_eos=self.ignore_eos)
+        except InvalidRequestError as e:
+            raise bad(str(e)) from None
+
+
+class ChatRequest(_Completion):
+    """POST /v1/chat/completions"""
+
+    messages: list[Message] = Field(None, validate_default=True)
+
+    @field_validator("messages", mode="before")
+    @classmethod
+    def _some(cls, v: Any) -> Any:
+        if not isinstance(v, list) or not v:
+            raise ValueError("must be a non-empty list of {role, content}")
+        return v
+
+
+class CompletionRequest(_Completion):
+    """POST /v1/completions: one prompt (a list holding one string is accepted too)."""
+
+    prompt: Any = Field(None, validate_default=True)
+
+    @field_validator("prompt", mode="before")
+    @classmethod
+    def _one_prompt(cls, v: Any) -> str:
+        if isinstance(v, list) and len(v) == 1:
+            v = v[0]
+        if not isinstance(v, str):
+            raise ValueError("must be a string (one prompt per request)")
+        return v
 
 
 def parse_request(body: Any, chat: bool, limits: Limits) -> ParsedRequest:
     if not isinstance(body, dict):
         raise bad("the request body must be a JSON object")
-    model = _get(body, "model", (str,), what="a string")
-    if not model:
-        raise bad("'model' is required: an expert's name, or 'coe' to let the router choose", "model")
-    messages, prompt = None, None
-    if chat:
-        raw = body.get("messages")
-        if not isinstance(raw, list) or not raw:
-            raise bad("'messages' must be a non-empty list of {role, content}", "messages")
-        messages = []
-        for i, m in enumerate(raw):
-            if not isinstance(m, dict) or m.get("role") not in ROLES:
-                raise bad(f"messages[{i}]: 'role' must be one of {', '.join(ROLES)}", "messages")
-            messages.append({"role": m["role"], "content": _content(m.get("content"), f"messages[{i}]")})
-    else:
-        raw = body.get("prompt")
-        if isinstance(raw, list) and len(raw) == 1 and isinstance(raw[0], str):
-            raw = raw[0]
-        if not isinstance(raw, str):
-            raise bad("'prompt' must be a string (one prompt per request)", "prompt")
-        prompt = raw
-    n = _get(body, "n", (int,), 1, "an integer")
-    if n != 1:
-        raise bad("'n' must be 1: coeflow returns one choice per request", "n")
-    for key in ("presence_penalty", "frequency_penalty"):
-        if _get(body, key, (int, float), 0, "a number"):
-            raise bad(f"'{key}' is not supported; leave it at 0", key)
-    if body.get("logprobs") not in (None, False, 0):
-        raise bad("'logprobs' is not supported", "logprobs")
-    max_tokens = _get(body, "max_completion_tokens", (int,), None, "an integer")
-    max_tokens = _get(body, "max_tokens", (int,), max_tokens, "an integer")
-    if max_tokens is None:
-        max_tokens = limits.default_max_tokens
-    if max_tokens < 1 or max_tokens > limits.max_tokens:
-        raise bad(f"'max_tokens' must be between 1 and {limits.max_tokens}, got {max_tokens}", "max_tokens")
-    temperature = float(_get(body, "temperature", (int, float), 1.0, "a number"))
-    if not 0 <= temperature <= 2:
-        raise bad(f"'temperature' must be between 0 and 2, got {temperature}", "temperature")
-    top_p = float(_get(body, "top_p", (int, float), 1.0, "a number"))
-    if not 0 < top_p <= 1:
-        raise bad(f"'top_p' must be in (0, 1], got {top_p}", "top_p")
-    top_k = _get(body, "top_k", (int,), 0, "an integer")
-    seed = _get(body, "seed", (int,), None, "an integer")
-    stop = _get(body, "stop", (str, list), [], "a string or a list of strings")
-    stop = [stop] if isinstance(stop, str) else stop
-    if len(stop) > 4 or any(not isinstance(s, str) or not s for s in stop):
-        raise bad("'stop' must be up to 4 non-empty strings", "stop")
-    stream = _get(body, "stream", (bool,), False, "a boolean")
-    opts = _get(body, "stream_options", (dict,), {}, "an object")
+    model = ChatRequest if chat else CompletionRequest
     try:
-        params = SamplingParams(max_tokens=max_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
-                                seed=seed, stop=tuple(stop))
-    except InvalidRequestError as e:
-        raise bad(str(e)) from None
-    return ParsedRequest(model, messages, prompt, params, stream, bool(opts.get("include_usage")))
+        req = model.model_validate(body, context={"limits": limits})
+    except ValidationError as e:
+        raise validation_error(e) from None
+    messages = [{"role": m.role, "content": m.content} for m in req.messages] if chat else None
+    return ParsedRequest(req.model, messages, None if chat else req.prompt, req.params(limits), req.stream,
+                         bool(req.stream_options.get("include_usage")))
+
+
+class LoadBody(_Wire):
+    """POST /v1/experts/NAME/load"""
+    tier: str = "device"
+
+
+class UnloadBody(_Wire):
+    """POST /v1/experts/NAME/unload"""
+    tier: str = "disk"
+
+
+class PinBody(_Wire):
+    """POST /v1/experts/NAME/pin"""
+    pinned: bool = True
+
+
+ADMIN_BODIES: dict[str, type[_Wire]] = {"load": LoadBody, "unload": UnloadBody, "pin": PinBody}
+
+
+def parse_admin(action: str, body: Any) -> _Wire:
+    """The body of an admin action; an unknown action is a 404."""
+    if action not in ADMIN_BODIES:
+        raise APIError(404, f"unknown action {action!r}: use {', '.join(ADMIN_BODIES)}")
+    if not isinstance(body, dict):
+        raise bad("the request body must be a JSON object")
+    try:
+        return ADMIN_BODIES[action].model_validate(body)
+    except ValidationError as e:
+        raise validation_error(e) from None
