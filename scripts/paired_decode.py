@@ -12,8 +12,8 @@ class is the median over its kept rounds of the step's weight rate over the mean
 two reads. Single runs of `coeflow bench decode` follow the memory's swings; this pairs the two
 things compared under the same memory.
 
-    python scripts/paired_decode.py --dtype bf16 --off cpu_step --minutes 5
-    python scripts/paired_decode.py --dtype fp32 --off cpu_step --rounds 400
+    python scripts/paired_decode.py --dtype bf16 --off cpu_replay --minutes 5
+    python scripts/paired_decode.py --dtype fp32 --off cpu_replay --rounds 400
 
 Needs coeflow's AVX-512 CPU kernels (their C read loop is the reference read); elsewhere it
 says so and exits."""
@@ -94,8 +94,8 @@ def run(option: str, dtype_name: str = "bf16", model: str = "medium", rounds: in
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--off", default="cpu_step",
-                    help="the Engine option (True by default) the second engine has off (default cpu_step)")
+    ap.add_argument("--off", default="cpu_replay",
+                    help="the Engine option (True by default) the second engine has off (default cpu_replay)")
     ap.add_argument("--dtype", default="bf16", choices=["fp32", "bf16"])
     ap.add_argument("--model", default="medium", choices=["tiny", "medium"])
     when = ap.add_mutually_exclusive_group()
