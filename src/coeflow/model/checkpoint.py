@@ -155,8 +155,8 @@ def pooled_views(shapes: dict[str, tuple[int, ...]], cfg: ModelConfig, dtype: to
                  device: torch.device) -> dict[str, torch.Tensor]:
     """Uninitialised tensors of these shapes, views of one buffer: on the CPU in huge pages
     (a decode step streams every weight: hostmem). Each starts on a cache line, except that
-    a weight group's later members (llama.join_groups) lie right after the one before, so
-    the group reads as one matrix."""
+    a weight group's later members (coeflow.engine.layers.cuda.join_groups) lie right after
+    the one before, so the group reads as one matrix."""
     follows = {n for g in weight_groups(cfg) for n in g[1:]}
     offsets, total = {}, 0
     for name, shape in shapes.items():

@@ -176,7 +176,7 @@ def expected_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
         shapes[p + "input_layernorm.weight"] = (d,)
         shapes[p + "post_attention_layernorm.weight"] = (d,)
         # weights of a group (q, k, v; gate, up) next to each other, then their biases: in
-        # this order a pool lays them out as one matrix (see llama.adjacent_view)
+        # this order a pool lays them out as one matrix (coeflow.engine.layers.cuda.adjacent_view)
         for name, out in (("q_proj", q), ("k_proj", kv), ("v_proj", kv)):
             shapes[p + f"self_attn.{name}.weight"] = (out, d)
         if cfg.qkv_bias:
@@ -197,8 +197,9 @@ def expected_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
 
 
 def weight_groups(cfg: ModelConfig) -> list[list[str]]:
-    """Tensors that products read as one matrix when they lie back to back (q/k/v and
-    gate/up weights, and their biases; llama.join_groups), in the order they are joined."""
+    """Tensors that products read as one matrix when they lie back to back (q/k/v and gate/up
+    weights, and their biases; coeflow.engine.layers.cuda.join_groups), in the order they are
+    joined."""
     groups = []
     for i in range(cfg.num_layers):
         p = f"model.layers.{i}."

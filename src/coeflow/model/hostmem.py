@@ -1,10 +1,7 @@
 """Host memory for weights a CPU decode step streams: buffers backed by huge pages.
 
-Why: a decode step reads every weight once per token (the medium model: 228 MB a step in
-bf16). In 4 KiB pages that is ~56,000 pages, each needing a TLB entry (a page walk when
-missing); in 2 MiB pages it is ~110. Measured on the medium bf16 step (one process, weights
-in one buffer, alternating): 8.58 ms with huge pages against 9.23 ms without, and 9.67 ms
-for tensors allocated one by one (BENCHMARKS.md, decode).
+Why: a decode step reads every weight once per token. In 4 KiB pages that is a TLB entry (a
+page walk when missing) every 4 KiB of weights; in 2 MiB pages, 512 times fewer.
 
 Linux backs anonymous memory with transparent huge pages when the memory asks for them
 (`madvise(MADV_HUGEPAGE)`) and THP is in `madvise` or `always` mode (most distributions'

@@ -1,25 +1,23 @@
 """A hand-written CPU kernel for decode's linear layers: y = x @ w.T for 1 to 8 rows of x,
 for one weight or several that read the same x.
 
-Why: batched decode (2-8 rows) otherwise goes to MKL's small-M GEMMs, which on this
-machine reach neither the memory's read rate nor the compute peak, so batch 8 gained only
-2-3x over batch 1. `linear_avx512.c` reads each weight row once, as one sequential stream,
-for all rows of x (BENCHMARKS.md, decode).
+Why: batched decode (2-8 rows) otherwise goes to MKL's small-M GEMMs, which reach neither the
+memory's read rate nor the compute peak. `linear_avx512.c` reads each weight row once, as one
+sequential stream, for all rows of x.
 
 The sources ship with the package and are compiled on first use into a per-user cache
 (keyed by the sources, the flags, the CPU's flags and torch's version). The kernel is the op
 `coeflow::cpu_linear` (schema and fake implementation here), so a compiled decode step calls
 it without a graph break and the weights stay graph inputs. Its CPU implementation is
 `cpu_linear_op.cpp`, built with g++ against torch's headers; where that build fails, a
-Python implementation calls the C kernel through ctypes (26 against 7 us a call). Anything
+Python implementation calls the C kernel through ctypes (slower a call). Anything
 missing (not x86-64 Linux, no AVX-512 BF16, no gcc, a failed build) leaves the kernel
 unavailable, logged once; callers then keep their previous path. COEFLOW_CPU_KERNEL=0 turns
 it off.
 
 The same library holds `coeflow::decoder_layer` (`decoder_layer.c`, `decoder_layer_op.cpp`): a
-whole decoder layer of decode in one call, its products through the same kernel. A compiled
-step of the medium model otherwise spent ~1.6 ms of ~6 ms (bf16) outside its products, in ~10
-kernels a layer, each a parallel region and a call from Inductor's wrapper. It has no ctypes
+whole decoder layer of decode in one call, its products through the same kernel, instead of
+~10 kernels a layer, each a parallel region and a call from Inductor's wrapper. It has no ctypes
 path: without the C++ op library, layers keep the step's own code (`has_decoder_layer`)."""
 
 from __future__ import annotations
@@ -216,8 +214,8 @@ def read_sum(x: Tensor, prefetch: bool = False) -> float:
 
 def argmax_rows(x: Tensor) -> list[int]:
     """`x.argmax(-1).tolist()` for a 2-D tensor of logits: by the C file's loop for contiguous
-    float32 or bfloat16 rows on the CPU (~4 against 23-41 us over a 32,000-token vocabulary),
-    by torch otherwise or without the kernel. Ties and NaNs as torch: the first largest, NaN
+    float32 or bfloat16 rows on the CPU (several times faster than torch's), by torch
+    otherwise or without the kernel. Ties and NaNs as torch: the first largest, NaN
     largest."""
     if _lib is None or x.dtype not in DTYPES or x.device.type != "cpu" or x.dim() != 2 \
             or not x.is_contiguous() or x.shape[1] == 0:

@@ -2,8 +2,8 @@
 // are defined in Python, coeflow/model/kernels/__init__.py), linked with linear_avx512.c.
 //
 // Why C++: a decode step calls the op dozens of times, and the Python implementation
-// (argument checks, the output tensor, ctypes) costs 26 us a call through the dispatcher
-// against 7 us for this one (measured; BENCHMARKS.md, decode).
+// (argument checks, the output tensor, ctypes) costs several times more a call through the
+// dispatcher than this one.
 
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>

@@ -2,15 +2,15 @@
  * q/k/v, rotary, the KV-cache write, attention over the cache, o and the residual, RMSNorm,
  * gate/up, SiLU, down and the residual.
  *
- * Why: on the CPU a compiled decode step of a ~150M model spent ~1.6 ms of ~6 ms outside its
- * products (bf16; BENCHMARKS.md, decode, session 6): Inductor's Python wrapper launching ~10
- * kernels a layer, each a parallel region of its own, and the attention's loops. The paper's
+ * Why: on the CPU a compiled decode step otherwise spends a large share of its time outside
+ * its products: Inductor's Python wrapper launching ~10 kernels a layer, each a parallel
+ * region of its own, and the attention's loops. The paper's
  * answer is a whole decoder layer as one kernel; this is that answer on a CPU: one call, five
  * parallel regions (the four groups of products, through coeflow_linear, and attention).
  *
  * Numerics follow the model's code as the compiled step runs it: float32 inside, rounded to the
  * layer's dtype where that code rounds (each product's output, then again with a q/k/v bias
- * added, as Linear._finish does; the normed input; the residual sums; the rotated q and k once,
+ * added, as the CPU's layers do (coeflow.engine.layers.cpu); the normed input; the residual sums; the rotated q and k once,
  * where eager's rotary rounds three times), so a bf16 step stays within bf16 rounding of the
  * eager one (tested). fp32 and bf16 only. Built with linear_avx512.c by coeflow.model.kernels. */
 
@@ -252,9 +252,8 @@ long coeflow_decode_step_work(int B, int D, int H, int Hkv, int hd, int I, int S
     return layer > (long)B * D ? layer : (long)B * D; /* the final norm's float32 input */
 }
 
-/* What _decode_step compiles, in one call: no Python, dispatch or allocation between the
- * layers (the compiled step spent ~0.35 ms of a ~4 ms medium bf16 step there while the
- * second thread waited; BENCHMARKS.md, decode, session 10). */
+/* What the compiled decode step runs, in one call: no Python, dispatch or allocation between
+ * the layers, where they ran with the caches cold while the second thread waited. */
 int coeflow_decode_step(coeflow_step_args *s, const int64_t *tokens, const int64_t *q_pos, long slot)
 {
     const int B = s->B, D = s->D, hd = s->hd, bf16 = s->bf16;
@@ -289,8 +288,7 @@ int coeflow_decode_step(coeflow_step_args *s, const int64_t *tokens, const int64
 }
 
 /* Greedy decoding's step: the step for tokens at q_pos, then each row's argmax written over
- * its token. The engine's loop between two steps then makes no torch call (one took ~15-20 us
- * with the caches cold; the loop ~265 us a medium bf16 step). */
+ * its token, so that the engine's loop between two steps makes no torch call. */
 int coeflow_decode_greedy(coeflow_step_args *s, int64_t *tokens, const int64_t *q_pos, long slot)
 {
     if (coeflow_decode_step(s, tokens, q_pos, slot)) return -1;

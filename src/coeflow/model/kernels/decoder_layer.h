@@ -48,7 +48,7 @@ long long coeflow_layer_calls(void);
 
 /* A whole decode step: the embedding rows, the rotary rows, every layer, the final RMSNorm
  * and the output head, as the compiled step with the layer kernel runs them. Built once per
- * KV cache and attached weights (coeflow.engine.cpu_step); all pointers fixed. */
+ * KV cache and attached weights (coeflow.engine.runners.cpu_replay); all pointers fixed. */
 typedef struct {
     int nlayers;
     coeflow_layer_args *layers; /* x, out, q_pos, slot, cos, sin and work set by each step */

@@ -1,15 +1,15 @@
 """A Triton kernel for decode's one-row products on a GPU: y = x @ w.T (+ b), x one row.
 
 Why: at one row cuBLAS runs some decode shapes as split-K kernels with a reduction after
-them, streaming a 4,096-square weight (a 7B model's o) at ~2.6 TB/s of an H200's ~4 TB/s copy
-rate, while Inductor's Triton templates streamed the same at ~3.3 TB/s (BENCHMARKS.md, decode,
-session 6). This kernel gives each program a block of w's rows, read once and in order, with
-a float32 tile of partial products reduced once at the end.
+them, which stream the weight well below the device's copy rate. This kernel gives each
+program a block of w's rows, read once and in order, with a float32 tile of partial products
+reduced once at the end.
 
 Which products use it is measured, not assumed: `fastest` times cuBLAS and each of CONFIGS
 on the device, over enough copies of a weight of that shape to overflow the L2 cache (a decode
 step streams its weights from memory, so a weight timed from the cache would mislead), and
-keeps the fastest for the process, per (device, shape, dtype, bias); `llama.choose_gemv` asks
+keeps the fastest for the process, per (device, shape, dtype, bias); the GPU's decode layers
+(coeflow.engine.layers.cuda.choose_gemv) ask
 it for every product of a model's decode step. The kernel is the op `coeflow::gpu_gemv`
 (`torch.library.triton_op`), so a compiled step calls it without a graph break and the
 weights stay inputs of the step. Without Triton or a GPU, or with COEFLOW_GPU_GEMV=0, it is
@@ -40,10 +40,9 @@ class Config(NamedTuple):
 
 
 # Tiles of 4-64 rows x 128-1024 columns: 8-16 KB of bf16 weight a loop step per program, and
-# 64 to 1,024 programs on a 4,096-row weight (an H100/H200 has 132 multiprocessors). On an
-# H200's 7B shapes the first three of the six measured won (BENCHMARKS.md, decode, session 6),
-# the 4,096-row weights with the fewest rows per program: hence the two after them, not yet
-# measured (the timing picks; a config that never wins costs only its compile).
+# 64 to 1,024 programs on a 4,096-row weight (an H100/H200 has 132 multiprocessors). Few rows
+# a program suit the 4,096-row weights of 7B shapes; the timing picks, and a config that never
+# wins costs only its compile.
 CONFIGS = (Config(8, 512, 4, 4), Config(16, 256, 4, 4), Config(16, 512, 4, 3),
            Config(4, 1024, 4, 4), Config(8, 1024, 8, 3),
            Config(32, 256, 4, 3), Config(32, 128, 4, 4), Config(64, 128, 8, 3))

@@ -30,15 +30,11 @@ static inline __mmask16 tail16(long n) { return n >= 16 ? (__mmask16)0xffff : (_
 /* One output row n against M rows of x. U independent accumulators per x row split the
  * K loop, so that for small M the chain of dependent multiply-adds does not bound the
  * rate. Rows are processed one at a time so that the weight is read as one sequential
- * stream: interleaving even two rows (to reuse each x load twice) halved the read rate on
- * this machine's CPU. Each 64-byte line is also prefetched PF_BYTES ahead: with memory fast
- * (a plain read at 62-68 GB/s) the hardware prefetcher alone left a medium model's products
- * at ~80% of the read rate, and one row ahead (the distance that helped at M = 8) did not
- * help for M = 1; 6 KB ahead reached 89% (BENCHMARKS.md, decode, session 8). The prefetch is
- * non-temporal: a weight is read once a step, and streamed through the caches it evicted
- * everything else, so the Python of each step (Dynamo's, Inductor's wrapper, the engine's
- * loop) ran from memory; the products alone ran as fast either way, a medium bf16 step went
- * from 76% to 90% of the read rate (BENCHMARKS.md, decode, session 9). */
+ * stream: interleaving even two rows (to reuse each x load twice) halved the read rate.
+ * Each 64-byte line is also prefetched PF_BYTES ahead, since the hardware prefetcher alone
+ * falls short of the read rate when memory is fast. The prefetch is non-temporal: a weight is
+ * read once a step, and streamed through the caches it would evict everything else, so the
+ * Python of each step would run from memory. */
 static inline __attribute__((always_inline)) void
 row_bf16(const uint16_t *x, long ldx, const uint16_t *w, long ldw, float *y, long ldy,
          int M, int U, long n, int K)
@@ -172,11 +168,10 @@ int coeflow_linear(int bf16, const void *x, long ldx, int nw, const void *const 
 
 /* The sum of n floats read by nthreads threads, one contiguous stripe each, with four
  * independent accumulators: as plain a read of memory as this CPU allows; with `prefetch`,
- * each line asked for PF_BYTES ahead as the products ask for theirs (with memory slow that
- * read 4-5% faster here, with memory fast 3-5% slower; BENCHMARKS.md, decode, session 11). The
- * benchmarks' physical limit is the fastest of these and torch's reductions
- * (coeflow.bench.machine); torch's were up to 20% slower here, so against them alone the
- * products above looked faster than memory. */
+ * each line asked for PF_BYTES ahead as the products ask for theirs (faster with memory slow,
+ * slower with memory fast). The benchmarks' physical limit is the fastest of these and
+ * torch's reductions (coeflow.bench.machine), since torch's alone read slower than the
+ * products above. */
 double coeflow_read(const float *p, long n, int nthreads, int prefetch)
 {
     double total = 0;
@@ -213,9 +208,8 @@ static inline __m512 load16(const void *x, long i, __mmask16 m, int bf16)
 
 /* Index of the largest of n floats (bf16: bfloat16 values), the first where several are
  * equal; a NaN counts as the largest (the first NaN wins), as torch.argmax has it. Greedy
- * decoding takes one per row of logits a step: torch's argmax took 23-41 us over a
- * 32,000-token vocabulary here, this ~4 with the call from Python; reading bfloat16 logits
- * as they are saves converting them first (~20 us a step with the caches cold). */
+ * decoding takes one per row of logits a step, where torch's argmax costs several times
+ * more; bfloat16 logits are read as they are, without converting them first. */
 long coeflow_argmax(const void *x, long n, int bf16)
 {
     if (n <= 0) return -1;
