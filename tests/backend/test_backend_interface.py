@@ -95,7 +95,7 @@ def _coe(tmp_path, names):
 
 def test_store_moves_through_the_backend_and_times_on_its_clock(tmp_path):
     b = FakeBackend({"a": 2, "b": 3, "c": 2})
-    with ExpertStore(_coe(tmp_path, ["a", "b", "c"]), device_mem=3 * MB, host_mem=5 * MB, backend=b) as store:
+    with ExpertStore(_coe(tmp_path, ["a", "b", "c"]), b, device_mem=3 * MB, host_mem=5 * MB) as store:
         assert b.reserved == (5 * MB, 3 * MB)
         with store.acquire("a") as lease:
             assert lease.source_tier == "disk"
@@ -114,7 +114,7 @@ def test_store_moves_through_the_backend_and_times_on_its_clock(tmp_path):
 
 def test_a_checkpoint_the_backend_cannot_plan_fails_alone(tmp_path):
     b = FakeBackend({"a": 1, "b": 1}, broken=("b",))
-    with ExpertStore(_coe(tmp_path, ["a", "b"]), device_mem=None, host_mem=None, backend=b) as store:
+    with ExpertStore(_coe(tmp_path, ["a", "b"]), b, device_mem=None, host_mem=None) as store:
         with pytest.raises(ExpertUnavailableError, match="truncated"):
             store.acquire("b")
         with store.acquire("a") as lease:
@@ -123,7 +123,7 @@ def test_a_checkpoint_the_backend_cannot_plan_fails_alone(tmp_path):
 
 def test_scheduler_runs_batches_on_the_backend_and_stamps_arrivals_with_its_clock(tmp_path):
     b = FakeBackend({"a": 1, "b": 1})
-    store = ExpertStore(_coe(tmp_path, ["a", "b"]), device_mem=None, host_mem=None, backend=b)
+    store = ExpertStore(_coe(tmp_path, ["a", "b"]), b, device_mem=None, host_mem=None)
     sched = Scheduler(store, b, ["a", "b"])
     events: dict[str, list] = {"a": [], "b": []}
     done = threading.Event()
@@ -162,7 +162,7 @@ def test_warm_up_runs_every_batch_size_and_length_before_traffic(tmp_path):
     """Each (shape, batch, cache length) compiles on first use: warm-up must run them all,
     each batch size as one batch; unknown experts are refused before anything is queued."""
     b = FakeBackend({"a": 1})
-    store = ExpertStore(_coe(tmp_path, ["a"]), device_mem=None, host_mem=None, backend=b)
+    store = ExpertStore(_coe(tmp_path, ["a"]), b, device_mem=None, host_mem=None)
     sched = Scheduler(store, b, ["a"], max_batch=3, warm_lengths=(4, 40))
     sched.start()
     try:
@@ -181,9 +181,9 @@ def test_default_device_budget_is_asked_for_what_the_host_tier_can_hold(tmp_path
     """A host budget larger than every expert must not enlarge the device tier (on CUDA that
     would reserve a slab the KV caches need)."""
     b = FakeBackend({"a": 2, "b": 3})
-    with ExpertStore(_coe(tmp_path, ["a", "b"]), device_mem=None, host_mem=100 * MB, backend=b) as store:
+    with ExpertStore(_coe(tmp_path, ["a", "b"]), b, device_mem=None, host_mem=100 * MB) as store:
         assert store.budgets == {"host": 100 * MB, "device": 5 * MB}
     (tmp_path / "small").mkdir()
     b = FakeBackend({"a": 2, "b": 3})
-    with ExpertStore(_coe(tmp_path / "small", ["a", "b"]), device_mem=None, host_mem=4 * MB, backend=b) as store:
+    with ExpertStore(_coe(tmp_path / "small", ["a", "b"]), b, device_mem=None, host_mem=4 * MB) as store:
         assert store.budgets == {"host": 4 * MB, "device": 4 * MB}

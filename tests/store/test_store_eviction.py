@@ -10,9 +10,10 @@ import pytest
 import torch
 from storekit import Clock, build_coe
 
+from coeflow.backend.real import RealBackend
+from coeflow.backend.real.layout import plan_layout
 from coeflow.errors import ConfigError
 from coeflow.store import LFU, LRU, Belady, ExpertStore, replay
-from coeflow.store.library import plan_layout
 
 SAME = "llama-gqa"  # every expert the same size: the budgets below hold a whole number of them
 
@@ -20,7 +21,8 @@ SAME = "llama-gqa"  # every expert the same size: the budgets below hold a whole
 def _store(tmp_path, checkpoints, names, device_n, host_n, clock, extra=None, policy="lru"):
     coe = build_coe(tmp_path, {n: checkpoints[SAME] for n in names}, **(extra or {}))
     size = plan_layout(coe.experts[0].path, torch.float32).block_bytes  # tensor bytes + page padding
-    return ExpertStore(coe, device_mem=device_n * size, host_mem=host_n * size, clock=clock, policy=policy)
+    return ExpertStore(coe, RealBackend(), device_mem=device_n * size, host_mem=host_n * size, clock=clock,
+                       policy=policy)
 
 
 def _tiers(store):
@@ -131,7 +133,7 @@ def test_ttl_unloads_idle_experts_but_not_leased_ones(tmp_path, checkpoints):
 def test_policy_name_is_checked(tmp_path, checkpoints):
     coe = build_coe(tmp_path, {"a": checkpoints[SAME]})
     with pytest.raises(ConfigError, match="unknown eviction policy 'mru'"):
-        ExpertStore(coe, device_mem=None, host_mem=None, policy="mru")
+        ExpertStore(coe, RealBackend(), device_mem=None, host_mem=None, policy="mru")
 
 
 # ------------------------------------------------------------------ offline policies

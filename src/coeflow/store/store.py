@@ -11,9 +11,9 @@ Rules that make it safe to call from many threads at once:
   priority class leaves first and the policy (LRU by default) orders within it.
 - One load per expert at a time: concurrent prefetches and acquires share its Future.
 
-The store decides; its backend (coeflow.backend.real.RealBackend by default) moves the
-bytes: this module holds no tensors of its own and takes every time from the backend's
-clock, so it knows nothing of PyTorch or of the wall clock."""
+The store decides; the backend it is given (coeflow.backend.real.RealBackend on a real
+machine, a fake in tests) moves the bytes: this module holds no tensors of its own and takes
+every time from the backend's clock, so it knows nothing of PyTorch or of the wall clock."""
 
 from __future__ import annotations
 
@@ -30,9 +30,8 @@ from coeflow.store.policies import EvictionPolicy, choose_victim, make_policy, t
 from coeflow.store.tiers import Arena, Counter, parse_bytes
 
 if TYPE_CHECKING:
-    from coeflow.backend.interface import StoreBackend
+    from coeflow.backend.interface import ExpertPlan, StoreBackend
     from coeflow.model.config import ModelConfig
-    from coeflow.store.library import ExpertLayout
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +100,7 @@ class Lease:
 @dataclass(eq=False)
 class _Expert:
     spec: ExpertSpec
-    layout: "ExpertLayout | None" = None
+    layout: "ExpertPlan | None" = None
     error: str | None = None
     pinned: bool = False
     priority: int = 0
@@ -145,17 +144,13 @@ class ExpertStore:
     """Three tiers with byte budgets: `device_mem` (the experts the engine may attach; on
     CUDA a pre-allocated slab) and `host_mem` (one pre-allocated DRAM pool, pinned when CUDA
     is present). None means "room for every expert" (on CUDA capped at 90% of free memory).
-    `backend` moves the bytes; by default a RealBackend(dtype, device, load_threads).
-    `clock` gives the time for last use and TTLs (the backend's; injectable for tests)."""
+    `backend` plans each expert and moves the bytes (its dtype and device are the experts');
+    the caller owns it and closes it after the store. `clock` gives the time for last use and
+    TTLs (the backend's; injectable for tests)."""
 
-    def __init__(self, coe: CoEFile, *, device_mem: int | str | None, host_mem: int | str | None,
-                 dtype: Any = "fp32", device: Any = "cpu", policy: str | EvictionPolicy = "lru",
-                 load_threads: int = 4, clock: Callable[[], float] | None = None,
-                 backend: "StoreBackend | None" = None):
-        self._owns_backend = backend is None
-        if backend is None:
-            from coeflow.backend.real import RealBackend  # the default: PyTorch on this machine
-            backend = RealBackend(dtype, device, load_threads=load_threads)
+    def __init__(self, coe: CoEFile, backend: "StoreBackend", *, device_mem: int | str | None,
+                 host_mem: int | str | None, policy: str | EvictionPolicy = "lru",
+                 clock: Callable[[], float] | None = None):
         self.backend = backend
         self.policy = make_policy(policy)
         self._clock = clock or backend.clock.now
@@ -362,8 +357,6 @@ class ExpertStore:
                 if e.job is not None:
                     e.job.cancel()  # only jobs that never started: their waiters must not hang
         self._jobs.shutdown(wait=True)
-        if self._owns_backend:
-            getattr(self.backend, "close", lambda: None)()
         if self._janitor is not None:
             self._janitor.join()
 
