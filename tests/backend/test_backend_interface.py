@@ -112,6 +112,19 @@ def test_store_moves_through_the_backend_and_times_on_its_clock(tmp_path):
         assert st["a"].last_used == b.clock.now()  # last use is on the backend's clock
 
 
+def test_a_load_that_pinned_experts_block_is_refused_and_evicts_nothing(tmp_path):
+    b = FakeBackend({"a": 2, "b": 1, "c": 3})
+    with ExpertStore(_coe(tmp_path, ["a", "b", "c"]), b, device_mem=4 * MB, host_mem=6 * MB) as store:
+        store.pin("a")
+        store.prefetch("a").result()
+        with store.acquire("b"):
+            pass
+        # c (3 MB) would need b's 1 MB and 2 MB that pinned a holds: b is not evicted in vain
+        with pytest.raises(ExpertUnavailableError, match="held by pinned experts"):
+            store.acquire("c")
+        assert {s.name: s.tier for s in store.status()} == {"a": "device", "b": "device", "c": "host"}
+
+
 def test_a_checkpoint_the_backend_cannot_plan_fails_alone(tmp_path):
     b = FakeBackend({"a": 1, "b": 1}, broken=("b",))
     with ExpertStore(_coe(tmp_path, ["a", "b"]), b, device_mem=None, host_mem=None) as store:

@@ -13,7 +13,7 @@ from storekit import Clock, build_coe
 from coeflow.backend.real import RealBackend
 from coeflow.backend.real.layout import plan_layout
 from coeflow.errors import ConfigError
-from coeflow.store import LFU, LRU, Belady, ExpertStore, replay
+from coeflow.store import LFU, LRU, Belady, ExpertStore, simulate_cache
 
 SAME = "llama-gqa"  # every expert the same size: the budgets below hold a whole number of them
 
@@ -142,9 +142,9 @@ def test_belady_and_lru_on_a_trace_worked_by_hand():
     # d(evict b: never again) a*  -> 2 hits. LRU evicts exactly what is needed next: 0 hits.
     trace = list("abcabda")
     sizes = dict.fromkeys("abcd", 1)
-    opt = replay(trace, sizes, 2, Belady(trace))
+    opt = simulate_cache(trace, sizes, 2, Belady(trace))
     assert (opt.hits, opt.bytes_moved) == (2, 5)
-    assert replay(trace, sizes, 2, LRU()).hits == 0
+    assert simulate_cache(trace, sizes, 2, LRU()).hits == 0
 
 
 def _optimum(trace, capacity):
@@ -168,7 +168,7 @@ def test_belady_matches_exhaustive_optimum(seed):
     trace = [rng.choice("abcde") for _ in range(14)]
     sizes = dict.fromkeys("abcde", 1)
     for cap in (2, 3):
-        misses = len(trace) - replay(trace, sizes, cap, Belady(trace)).hits
+        misses = len(trace) - simulate_cache(trace, sizes, cap, Belady(trace)).hits
         assert misses == _optimum(trace, cap)
-        assert replay(trace, sizes, cap, LRU()).hits <= len(trace) - misses
-        assert replay(trace, sizes, cap, LFU()).hits <= len(trace) - misses
+        assert simulate_cache(trace, sizes, cap, LRU()).hits <= len(trace) - misses
+        assert simulate_cache(trace, sizes, cap, LFU()).hits <= len(trace) - misses
