@@ -171,6 +171,18 @@ def test_store_and_scheduler_do_not_import_torch():
     assert out.stdout.strip() == "False"
 
 
+@pytest.mark.parametrize("modules", ["coeflow.store, coeflow.scheduler",
+                                     "coeflow.hw, coeflow.hw.probed",
+                                     "coeflow.sim.replay, coeflow.sim.workload, coeflow.sim.paper"])
+def test_the_pure_rooms_import_neither_the_real_backend_nor_the_engine_nor_the_benches(modules):
+    """The store never builds a backend; the hardware model and the modelled half run
+    without PyTorch, so `coeflow simulate` works where torch is not wanted."""
+    code = (f"import sys, {modules}; print(sorted(m for m in sys.modules if m.split('.')[0] == 'torch' "
+            "or m.startswith(('coeflow.backend.real', 'coeflow.engine', 'coeflow.bench'))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
 def test_warm_up_runs_every_batch_size_and_length_before_traffic(tmp_path):
     """Each (shape, batch, cache length) compiles on first use: warm-up must run them all,
     each batch size as one batch; unknown experts are refused before anything is queued."""

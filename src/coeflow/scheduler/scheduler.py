@@ -152,9 +152,9 @@ class Scheduler:
     def warm_up(self, experts: list[str]) -> None:
         """Run each expert at every batch size up to max_batch and every length in
         `warm_lengths`, before traffic: the decode step compiles on first use of each (shape,
-        batch, cache length) bucket, and no user should wait for the compiler (measured: a
-        first server paying it under load had a p99 TTFT of 29 s). Skipped, with a warning,
-        when the queue is too full to take a warm-up batch."""
+        batch, cache length) bucket, and no user should wait for the compiler (under load,
+        the first requests would pay it in their time to first token). Skipped, with a
+        warning, when the queue is too full to take a warm-up batch."""
         from coeflow.engine import SamplingParams
         params = SamplingParams(max_tokens=2, ignore_eos=True)
         for name in experts:

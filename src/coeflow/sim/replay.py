@@ -21,7 +21,7 @@ import math
 from collections import deque
 from dataclasses import dataclass, field
 
-from coeflow.backend.interface import Backend
+from coeflow.backend.interface import Backend, BatchTimes
 from coeflow.errors import ConfigError
 from coeflow.scheduler.decisions import DISTANCE, pick_expert, prefetch_tier, take_batch
 from coeflow.store.policies import Usage, make_policy
@@ -252,16 +252,37 @@ class _Replay:
             self._prefetch(n, now)
 
     # -- the worker -----------------------------------------------------------------------
+    def _start_in_host(self) -> None:
+        """Every expert in the host tier at t = 0 (the paper's setting), or out of memory."""
+        need = sum(self.b.expert_bytes(e) for e in self.experts)
+        if need > self.budgets["host"]:
+            raise ConfigError(f"{len(self.experts)} experts need {need / 1e9:.1f} GB in the host "
+                              f"tier, which holds {self.budgets['host'] / 1e9:.1f} GB: out of memory")
+        for e in self.experts:
+            self.tiers.host.grant(e, self.b.expert_bytes(e))
+            self.tiers.host.loaded(e, 0.0)
+
+    def _records(self, expert: str, batch: list, start: float, ready_t: float, waited_from: str | None,
+                 times: BatchTimes) -> list[RequestRecord]:
+        """The batch's requests as the server reports them (Scheduler._started): the farther
+        of the arrival tier and the tier the acquire found, and the prefetch's part of the
+        move plus the acquire's."""
+        out = []
+        for queued_at, i in batch:
+            r, arrived_in = self.reqs[i], self.arrival_tier[i]
+            tier, switch = (waited_from, ready_t - start) if waited_from is not None else ("device", 0.0)
+            if DISTANCE.get(arrived_in, -1) > DISTANCE.get(tier, 0):
+                tier = arrived_in
+                switch += max(0.0, min(self.prefetch_done.get(expert, queued_at), start) - queued_at)
+            out.append(RequestRecord(i, r.id, expert, r.arrival_s, start, ready_t + times.ttft_s,
+                                     ready_t + times.finish_s(r.gen_tokens), tier, switch, len(batch),
+                                     r.prompt_tokens, r.gen_tokens))
+        return out
+
     def run(self) -> ReplayResult:
         reqs, opts, b = self.reqs, self.opts, self.b
         if opts.start_tier == "host":
-            need = sum(b.expert_bytes(e) for e in self.experts)
-            if need > self.budgets["host"]:
-                raise ConfigError(f"{len(self.experts)} experts need {need / 1e9:.1f} GB in the host "
-                                  f"tier, which holds {self.budgets['host'] / 1e9:.1f} GB: out of memory")
-            for e in self.experts:
-                self.tiers.host.grant(e, b.expert_bytes(e))
-                self.tiers.host.loaded(e, 0.0)
+            self._start_in_host()
         records: list[RequestRecord | None] = [None] * len(reqs)
         hbm = compute = router = 0.0
         t, nxt = 0.0, 0
@@ -300,17 +321,8 @@ class _Replay:
             gen = max(reqs[i].gen_tokens for _, i in batch)
             times = b.run_batch(expert, None, [reqs[i] for _, i in batch])
             end = ready_t + times.finish_s(gen)
-            for queued_at, i in batch:
-                r, arrived_in = reqs[i], self.arrival_tier[i]
-                # the server's rule (Scheduler._started): the farther of the arrival tier and the
-                # tier the acquire found, and the prefetch's part of the move plus the acquire's
-                tier, switch = (waited_from, ready_t - start) if waited_from is not None else ("device", 0.0)
-                if DISTANCE.get(arrived_in, -1) > DISTANCE.get(tier, 0):
-                    tier = arrived_in
-                    switch += max(0.0, min(self.prefetch_done.get(expert, queued_at), start) - queued_at)
-                records[i] = RequestRecord(i, r.id, expert, r.arrival_s, start, ready_t + times.ttft_s,
-                                           ready_t + times.finish_s(r.gen_tokens), tier, switch, len(batch),
-                                           r.prompt_tokens, r.gen_tokens)
+            for rec in self._records(expert, batch, start, ready_t, waited_from, times):
+                records[rec.index] = rec
             compute += end - ready_t
             hbm += times.hbm_bytes
             admit_until(end)  # requests arriving during the batch are queued (and prefetch) on time

@@ -39,7 +39,7 @@ class ExpertRuntime:
 
 
 class RealBackend:
-    """`dtype` and `device` are the store's and the engines' ("auto": CUDA when present).
+    """`dtype` and `device` are those the experts are served in ("auto": CUDA when present).
     `load_threads` read one checkpoint in parallel stripes; `fused` compiles the decode step."""
 
     def __init__(self, dtype: str | torch.dtype = "fp32", device: str | torch.device = "cpu", *,

@@ -23,7 +23,7 @@ class TensorSlot:
     name: str
     offset: int
     shape: tuple[int, ...]
-    dtype: torch.dtype  # the store's dtype
+    dtype: torch.dtype  # the serving dtype
     source: TensorInfo  # where it is on disk (maybe another dtype)
 
     @property
@@ -59,7 +59,7 @@ class ExpertLayout:
     tensors: tuple[TensorSlot, ...]
     runs: tuple[Run, ...]
     files: tuple[FileStamp, ...]
-    nbytes: int        # real tensor bytes in the store's dtype
+    nbytes: int        # real tensor bytes in the serving dtype
     block_bytes: int   # nbytes plus alignment padding: what a tier grants
 
     @property
