@@ -95,7 +95,7 @@ def _coe(tmp_path, names):
 
 def test_store_moves_through_the_backend_and_times_on_its_clock(tmp_path):
     b = FakeBackend({"a": 2, "b": 3, "c": 2})
-    with ExpertStore(_coe(tmp_path, ["a", "b", "c"]), device_mem=3 * MB, host_mem=5 * MB, backend=b) as store:
+    with ExpertStore(_coe(tmp_path, ["a", "b", "c"]), b, device_mem=3 * MB, host_mem=5 * MB) as store:
         assert b.reserved == (5 * MB, 3 * MB)
         with store.acquire("a") as lease:
             assert lease.source_tier == "disk"
@@ -112,9 +112,22 @@ def test_store_moves_through_the_backend_and_times_on_its_clock(tmp_path):
         assert st["a"].last_used == b.clock.now()  # last use is on the backend's clock
 
 
+def test_a_load_that_pinned_experts_block_is_refused_and_evicts_nothing(tmp_path):
+    b = FakeBackend({"a": 2, "b": 1, "c": 3})
+    with ExpertStore(_coe(tmp_path, ["a", "b", "c"]), b, device_mem=4 * MB, host_mem=6 * MB) as store:
+        store.pin("a")
+        store.prefetch("a").result()
+        with store.acquire("b"):
+            pass
+        # c (3 MB) would need b's 1 MB and 2 MB that pinned a holds: b is not evicted in vain
+        with pytest.raises(ExpertUnavailableError, match="held by pinned experts"):
+            store.acquire("c")
+        assert {s.name: s.tier for s in store.status()} == {"a": "device", "b": "device", "c": "host"}
+
+
 def test_a_checkpoint_the_backend_cannot_plan_fails_alone(tmp_path):
     b = FakeBackend({"a": 1, "b": 1}, broken=("b",))
-    with ExpertStore(_coe(tmp_path, ["a", "b"]), device_mem=None, host_mem=None, backend=b) as store:
+    with ExpertStore(_coe(tmp_path, ["a", "b"]), b, device_mem=None, host_mem=None) as store:
         with pytest.raises(ExpertUnavailableError, match="truncated"):
             store.acquire("b")
         with store.acquire("a") as lease:
@@ -123,7 +136,7 @@ def test_a_checkpoint_the_backend_cannot_plan_fails_alone(tmp_path):
 
 def test_scheduler_runs_batches_on_the_backend_and_stamps_arrivals_with_its_clock(tmp_path):
     b = FakeBackend({"a": 1, "b": 1})
-    store = ExpertStore(_coe(tmp_path, ["a", "b"]), device_mem=None, host_mem=None, backend=b)
+    store = ExpertStore(_coe(tmp_path, ["a", "b"]), b, device_mem=None, host_mem=None)
     sched = Scheduler(store, b, ["a", "b"])
     events: dict[str, list] = {"a": [], "b": []}
     done = threading.Event()
@@ -158,11 +171,23 @@ def test_store_and_scheduler_do_not_import_torch():
     assert out.stdout.strip() == "False"
 
 
+@pytest.mark.parametrize("modules", ["coeflow.store, coeflow.scheduler",
+                                     "coeflow.hw, coeflow.hw.probed",
+                                     "coeflow.sim.replay, coeflow.sim.workload, coeflow.sim.paper"])
+def test_the_pure_rooms_import_neither_the_real_backend_nor_the_engine_nor_the_benches(modules):
+    """The store never builds a backend; the hardware model and the modelled half run
+    without PyTorch, so `coeflow simulate` works where torch is not wanted."""
+    code = (f"import sys, {modules}; print(sorted(m for m in sys.modules if m.split('.')[0] == 'torch' "
+            "or m.startswith(('coeflow.backend.real', 'coeflow.engine', 'coeflow.bench'))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
 def test_warm_up_runs_every_batch_size_and_length_before_traffic(tmp_path):
     """Each (shape, batch, cache length) compiles on first use: warm-up must run them all,
     each batch size as one batch; unknown experts are refused before anything is queued."""
     b = FakeBackend({"a": 1})
-    store = ExpertStore(_coe(tmp_path, ["a"]), device_mem=None, host_mem=None, backend=b)
+    store = ExpertStore(_coe(tmp_path, ["a"]), b, device_mem=None, host_mem=None)
     sched = Scheduler(store, b, ["a"], max_batch=3, warm_lengths=(4, 40))
     sched.start()
     try:
@@ -181,9 +206,9 @@ def test_default_device_budget_is_asked_for_what_the_host_tier_can_hold(tmp_path
     """A host budget larger than every expert must not enlarge the device tier (on CUDA that
     would reserve a slab the KV caches need)."""
     b = FakeBackend({"a": 2, "b": 3})
-    with ExpertStore(_coe(tmp_path, ["a", "b"]), device_mem=None, host_mem=100 * MB, backend=b) as store:
+    with ExpertStore(_coe(tmp_path, ["a", "b"]), b, device_mem=None, host_mem=100 * MB) as store:
         assert store.budgets == {"host": 100 * MB, "device": 5 * MB}
     (tmp_path / "small").mkdir()
     b = FakeBackend({"a": 2, "b": 3})
-    with ExpertStore(_coe(tmp_path / "small", ["a", "b"]), device_mem=None, host_mem=4 * MB, backend=b) as store:
+    with ExpertStore(_coe(tmp_path / "small", ["a", "b"]), b, device_mem=None, host_mem=4 * MB) as store:
         assert store.budgets == {"host": 4 * MB, "device": 4 * MB}

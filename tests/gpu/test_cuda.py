@@ -128,6 +128,7 @@ def test_triton_gemv_in_the_compiled_step_decodes_as_cublas_does(tmp_path, monke
 def test_store_copies_host_to_device_through_the_pinned_pool(tmp_path):
     from safetensors.torch import load_file
 
+    from coeflow.backend.real import RealBackend
     from coeflow.coefile import parse_coe
     from coeflow.store import ExpertStore
     a = make_checkpoint(tmp_path / "a", "llama-gqa", seed=1)
@@ -135,7 +136,7 @@ def test_store_copies_host_to_device_through_the_pinned_pool(tmp_path):
     coe = parse_coe({"name": "t", "fallback": "a", "experts": [{"name": "a", "path": "a"}, {"name": "b", "path": "b"}]},
                     tmp_path / "coe.yaml")
     nbytes = sum(f.stat().st_size for f in a.glob("*.safetensors"))
-    with ExpertStore(coe, device_mem=int(1.5 * nbytes), host_mem=3 * nbytes, device="cuda") as store:
+    with ExpertStore(coe, RealBackend("fp32", "cuda"), device_mem=int(1.5 * nbytes), host_mem=3 * nbytes) as store:
         assert store.device_copies and store.backend._host.buffer.is_pinned()
         store.load("a")
         with store.acquire("b") as lease:  # evicts a from the device, copies b host <- disk -> device

@@ -8,6 +8,7 @@ import threading
 import pytest
 from storekit import build_coe
 
+from coeflow.backend.real import RealBackend
 from coeflow.errors import ConfigError
 from coeflow.store import ExpertStore, parse_bytes
 from coeflow.store.tiers import Arena
@@ -44,14 +45,14 @@ def test_arena_reuses_and_merges_freed_ranges():
 def test_expert_larger_than_a_budget_is_refused_at_start_up(tmp_path, checkpoints):
     coe = build_coe(tmp_path, {"big": checkpoints["llama"], "small": checkpoints["llama-tied"]})
     with pytest.raises(ConfigError, match=r"'big' needs .* device tier's budget is 300000 bytes"):
-        ExpertStore(coe, device_mem=300_000, host_mem="100MB")
+        ExpertStore(coe, RealBackend(), device_mem=300_000, host_mem="100MB")
     with pytest.raises(ConfigError, match=r"'big' needs .* host tier's budget"):
-        ExpertStore(coe, device_mem="100MB", host_mem=300_000)
+        ExpertStore(coe, RealBackend(), device_mem="100MB", host_mem=300_000)
 
 
 def _sizes(tmp_path, checkpoints):
     coe = build_coe(tmp_path, {f"e{i}": checkpoints[f] for i, f in enumerate(FAMS)})
-    with ExpertStore(coe, device_mem=None, host_mem=None) as probe:
+    with ExpertStore(coe, RealBackend(), device_mem=None, host_mem=None) as probe:
         sizes = {s.name: s.bytes for s in probe.status()}
     return coe, sizes
 
@@ -67,7 +68,7 @@ def _check(store: ExpertStore) -> None:
 def test_random_operations_never_exceed_budgets(tmp_path, checkpoints):
     coe, sizes = _sizes(tmp_path, checkpoints)
     biggest = max(sizes.values())
-    store = ExpertStore(coe, device_mem=int(1.6 * biggest), host_mem=int(2.7 * biggest))
+    store = ExpertStore(coe, RealBackend(), device_mem=int(1.6 * biggest), host_mem=int(2.7 * biggest))
     rng = random.Random(0)
     names = list(sizes)
     try:
@@ -92,7 +93,8 @@ def test_random_operations_never_exceed_budgets(tmp_path, checkpoints):
 def test_concurrent_acquires_never_exceed_budgets(tmp_path, checkpoints):
     coe, sizes = _sizes(tmp_path, checkpoints)
     biggest = max(sizes.values())
-    store = ExpertStore(coe, device_mem=int(2.2 * biggest), host_mem=int(3.5 * biggest), load_threads=2)
+    store = ExpertStore(coe, RealBackend(load_threads=2), device_mem=int(2.2 * biggest),
+                        host_mem=int(3.5 * biggest))
     errors: list[BaseException] = []
 
     def worker(seed: int) -> None:

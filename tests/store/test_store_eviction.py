@@ -10,9 +10,10 @@ import pytest
 import torch
 from storekit import Clock, build_coe
 
+from coeflow.backend.real import RealBackend
+from coeflow.backend.real.layout import plan_layout
 from coeflow.errors import ConfigError
-from coeflow.store import LFU, LRU, Belady, ExpertStore, replay
-from coeflow.store.library import plan_layout
+from coeflow.store import LFU, LRU, Belady, ExpertStore, simulate_cache
 
 SAME = "llama-gqa"  # every expert the same size: the budgets below hold a whole number of them
 
@@ -20,7 +21,8 @@ SAME = "llama-gqa"  # every expert the same size: the budgets below hold a whole
 def _store(tmp_path, checkpoints, names, device_n, host_n, clock, extra=None, policy="lru"):
     coe = build_coe(tmp_path, {n: checkpoints[SAME] for n in names}, **(extra or {}))
     size = plan_layout(coe.experts[0].path, torch.float32).block_bytes  # tensor bytes + page padding
-    return ExpertStore(coe, device_mem=device_n * size, host_mem=host_n * size, clock=clock, policy=policy)
+    return ExpertStore(coe, RealBackend(), device_mem=device_n * size, host_mem=host_n * size, clock=clock,
+                       policy=policy)
 
 
 def _tiers(store):
@@ -131,7 +133,7 @@ def test_ttl_unloads_idle_experts_but_not_leased_ones(tmp_path, checkpoints):
 def test_policy_name_is_checked(tmp_path, checkpoints):
     coe = build_coe(tmp_path, {"a": checkpoints[SAME]})
     with pytest.raises(ConfigError, match="unknown eviction policy 'mru'"):
-        ExpertStore(coe, device_mem=None, host_mem=None, policy="mru")
+        ExpertStore(coe, RealBackend(), device_mem=None, host_mem=None, policy="mru")
 
 
 # ------------------------------------------------------------------ offline policies
@@ -140,9 +142,9 @@ def test_belady_and_lru_on_a_trace_worked_by_hand():
     # d(evict b: never again) a*  -> 2 hits. LRU evicts exactly what is needed next: 0 hits.
     trace = list("abcabda")
     sizes = dict.fromkeys("abcd", 1)
-    opt = replay(trace, sizes, 2, Belady(trace))
+    opt = simulate_cache(trace, sizes, 2, Belady(trace))
     assert (opt.hits, opt.bytes_moved) == (2, 5)
-    assert replay(trace, sizes, 2, LRU()).hits == 0
+    assert simulate_cache(trace, sizes, 2, LRU()).hits == 0
 
 
 def _optimum(trace, capacity):
@@ -166,7 +168,7 @@ def test_belady_matches_exhaustive_optimum(seed):
     trace = [rng.choice("abcde") for _ in range(14)]
     sizes = dict.fromkeys("abcde", 1)
     for cap in (2, 3):
-        misses = len(trace) - replay(trace, sizes, cap, Belady(trace)).hits
+        misses = len(trace) - simulate_cache(trace, sizes, cap, Belady(trace)).hits
         assert misses == _optimum(trace, cap)
-        assert replay(trace, sizes, cap, LRU()).hits <= len(trace) - misses
-        assert replay(trace, sizes, cap, LFU()).hits <= len(trace) - misses
+        assert simulate_cache(trace, sizes, cap, LRU()).hits <= len(trace) - misses
+        assert simulate_cache(trace, sizes, cap, LFU()).hits <= len(trace) - misses

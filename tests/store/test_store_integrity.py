@@ -12,7 +12,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from storekit import build_coe
 
-import coeflow.store.loader as loader
+import coeflow.backend.real.loader as loader
+from coeflow.backend.real import RealBackend
 from coeflow.store import ExpertStore, ExpertUnavailableError
 
 
@@ -32,7 +33,7 @@ def test_broken_checkpoints_fail_at_start_up_and_others_serve(tmp_path, checkpoi
     w["model.norm.weight"] = w["model.norm.weight"].to(torch.int32)
     save_file(w, tmp_path / "dtype" / "model.safetensors")
     (tmp_path / "gone" / "model.safetensors").unlink()
-    with ExpertStore(coe, device_mem=None, host_mem=None) as store:
+    with ExpertStore(coe, RealBackend(), device_mem=None, host_mem=None) as store:
         st = _tiers(store)
         assert st["ok"].tier == "disk" and st["ok"].error is None
         assert "corrupt safetensors header" in st["header"].error
@@ -51,7 +52,7 @@ def test_broken_checkpoints_fail_at_start_up_and_others_serve(tmp_path, checkpoi
 
 def test_file_truncated_after_start_up_fails_alone_and_frees_its_bytes(tmp_path, checkpoints):
     coe = build_coe(tmp_path, {"a": checkpoints["llama"], "b": checkpoints["qwen2"]})
-    with ExpertStore(coe, device_mem=None, host_mem=None) as store:
+    with ExpertStore(coe, RealBackend(), device_mem=None, host_mem=None) as store:
         f = tmp_path / "a" / "model.safetensors"
         os.truncate(f, f.stat().st_size - 1000)
         with pytest.raises(ExpertUnavailableError, match="changed since start-up"):
@@ -78,7 +79,7 @@ def test_read_failing_midway_is_never_served(tmp_path, checkpoints, monkeypatch)
         return real(fd, dst, offset, file)
 
     monkeypatch.setattr(loader, "_pread_full", flaky)
-    with ExpertStore(coe, device_mem=None, host_mem=None, load_threads=1) as store:
+    with ExpertStore(coe, RealBackend(load_threads=1), device_mem=None, host_mem=None) as store:
         results: list = []
 
         def acquire():
@@ -111,7 +112,7 @@ def test_failed_expert_recovers_after_its_file_is_fixed(tmp_path, checkpoints):
     bad = json.loads(good)
     bad["hidden_size"] = 96
     cfg.write_text(json.dumps(bad))
-    with ExpertStore(coe, device_mem="10MB", host_mem="10MB") as store:
+    with ExpertStore(coe, RealBackend(), device_mem="10MB", host_mem="10MB") as store:
         assert "has shape" in _tiers(store)["a"].error
         cfg.write_text(good)
         store.load("a", tier="host")

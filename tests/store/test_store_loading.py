@@ -24,7 +24,7 @@ def test_lease_weights_generate_what_the_checkpoint_generates(tmp_path, checkpoi
     fams = ["llama", "qwen2", "llama-tied", "llama-bias"]
     coe = build_coe(tmp_path, {f: checkpoints[f] for f in fams})
     params = SamplingParams(max_tokens=12, ignore_eos=True)
-    with ExpertStore(coe, device_mem=None, host_mem=None, dtype=dtype) as store:
+    with ExpertStore(coe, real_backend.RealBackend(dtype), device_mem=None, host_mem=None) as store:
         for f in fams:
             with store.acquire(f) as lease:
                 assert all(t.dtype == dtype for t in lease.weights.values())
@@ -38,7 +38,7 @@ def test_lease_weights_generate_what_the_checkpoint_generates(tmp_path, checkpoi
 
 def test_weights_are_views_of_the_host_pool_and_host_acquire_copies_nothing(tmp_path, checkpoints):
     coe = build_coe(tmp_path, {"a": checkpoints["llama"], "b": checkpoints["qwen2"]})
-    with ExpertStore(coe, device_mem=None, host_mem=None) as store:
+    with ExpertStore(coe, real_backend.RealBackend(), device_mem=None, host_mem=None) as store:
         pool = store.backend._host.buffer
         lo, hi = pool.data_ptr(), pool.data_ptr() + pool.numel()
         with store.acquire("a") as first:
@@ -70,7 +70,7 @@ def test_concurrent_prefetches_share_one_load(tmp_path, checkpoints, monkeypatch
         return real(layout, *args, **kwargs)
 
     monkeypatch.setattr(real_backend, "read_expert", gated)
-    with ExpertStore(coe, device_mem=None, host_mem=None) as store:
+    with ExpertStore(coe, real_backend.RealBackend(), device_mem=None, host_mem=None) as store:
         first = store.prefetch("a")
         assert started.wait(30)  # the load is in flight from here until the gate opens
         futures: list = []
@@ -91,7 +91,7 @@ def test_concurrent_prefetches_share_one_load(tmp_path, checkpoints, monkeypatch
 
 def test_unknown_expert_is_a_config_error_and_key_error(tmp_path, checkpoints):
     coe = build_coe(tmp_path, {"a": checkpoints["llama"]})
-    with ExpertStore(coe, device_mem=None, host_mem=None) as store:
+    with ExpertStore(coe, real_backend.RealBackend(), device_mem=None, host_mem=None) as store:
         for call in (store.acquire, store.prefetch, store.config):
             with pytest.raises(ConfigError, match="no expert named 'zz'"):
                 call("zz")
@@ -101,7 +101,7 @@ def test_unknown_expert_is_a_config_error_and_key_error(tmp_path, checkpoints):
 
 def test_unload_of_a_leased_expert_is_refused(tmp_path, checkpoints):
     coe = build_coe(tmp_path, {"a": checkpoints["llama"]})
-    with ExpertStore(coe, device_mem=None, host_mem=None) as store:
+    with ExpertStore(coe, real_backend.RealBackend(), device_mem=None, host_mem=None) as store:
         with store.acquire("a"):
             with pytest.raises(ConfigError, match="in use"):
                 store.unload("a", tier="disk")
@@ -120,7 +120,7 @@ def test_store_and_loader_lay_each_group_of_weights_out_as_one_matrix(tmp_path, 
         tmp_path / "src", family, num_attention_heads=heads, tokenizer=False)
     cfg = ModelConfig.from_dir(path)
     coe = build_coe(tmp_path, {"x": path})
-    with ExpertStore(coe, device_mem=None, host_mem=None, dtype=torch.bfloat16) as store, \
+    with ExpertStore(coe, real_backend.RealBackend(torch.bfloat16), device_mem=None, host_mem=None) as store, \
             store.acquire("x") as lease:
         for source, weights in (("store", lease.weights), ("load_weights", load_weights(path, cfg, torch.bfloat16))):
             model = build_skeleton(cfg)

@@ -1,8 +1,8 @@
 """What the CoE core asks of the machine under it: move an expert from one tier to the next,
 run a batch on an expert, and tell the time. The store and the scheduler (the real path) and
-the discrete-event replay (the modelled path) ask only this, so the same decisions run on
-PyTorch and the wall clock (real.RealBackend) or on the hardware model and a simulated clock
-(modelled.ModelledBackend).
+the discrete-event replay (the modelled path, coeflow.sim.replay) ask only this, so the same
+decisions run on PyTorch and the wall clock (coeflow.backend.real.RealBackend) or on the
+hardware model and a simulated clock (coeflow.sim.modelled.ModelledBackend).
 
 A backend *does* each operation and says how long it took: the real one blocks while bytes
 move or tokens are generated and returns the measured seconds; the modelled one moves

@@ -1,11 +1,12 @@
-"""`coeflow bench cache`: eviction policies replayed on request traces, against Belady.
+"""`coeflow bench cache`: eviction policies simulated on request traces, against Belady.
 
 The device tier holds `capacity` experts out of `experts` (all the same size, so a tier of
 k slots and Belady's optimum are well defined). Traces: Zipf popularity at several skews
 (a stationary mix, as when many users share a CoE) and a shifting working set (a handful
 of experts busy for a while, then another handful: a workload changing over the day). The
-replay uses the store's own policy objects (`coeflow.store.policies`), so what is measured
-here is what the store does; it is a pure simulation and takes a few seconds."""
+simulation uses the store's own tier bookkeeping and policy objects
+(`coeflow.store.tiers.simulate_cache`), so what is measured here is what the store does; it
+is a pure simulation and takes a few seconds."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ import random
 from collections import Counter
 from typing import Callable
 
-from coeflow.store.policies import FIFO, LFU, LRFU, LRU, Belady, replay
+from coeflow.store.policies import FIFO, LFU, LRFU, LRU, Belady
+from coeflow.store.tiers import simulate_cache
 
 EXPERT_BYTES = 300_000_000  # each expert ~300 MB, as in `coeflow bench switch`
 LRFU_HALF_LIFE = 50  # requests
@@ -56,9 +58,9 @@ def run(experts: int = 32, capacity: int = 4, length: int = 20_000, seed: int = 
     rows = []
     for name, trace in traces(experts, length, seed).items():
         progress(f"replaying {name}")
-        opt = replay(trace, sizes, cap_bytes, Belady(trace))
+        opt = simulate_cache(trace, sizes, cap_bytes, Belady(trace))
         online = (LRU(), LFU(), FIFO(), LRFU(LRFU_HALF_LIFE))
-        for r in [replay(trace, sizes, cap_bytes, p) for p in online] + [opt]:
+        for r in [simulate_cache(trace, sizes, cap_bytes, p) for p in online] + [opt]:
             rows.append({"trace": name, "policy": r.policy, "hit_rate": r.hit_rate,
                          "bytes_moved": r.bytes_moved, "gb_moved": r.bytes_moved / 1e9,
                          "points_below_belady": 100 * (opt.hit_rate - r.hit_rate)})

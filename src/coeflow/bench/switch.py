@@ -26,7 +26,7 @@ import torch
 from coeflow.bench.experts import hf_from_pretrained
 from coeflow.bench.machine import machine_name
 from coeflow.model import hostmem
-from coeflow.store.library import plan_layout
+from coeflow.backend.real.layout import plan_layout
 
 # Random-weight Llama shapes. 300MB: 74M parameters in fp32; 1.2GB: 300M; tiny: for tests.
 SIZES: dict[str, dict] = {
@@ -173,6 +173,7 @@ def run(sizes: tuple[str, ...] = ("300MB",), repeats: int = 3, load_threads: int
     from safetensors.torch import load_file
     from transformers import LlamaConfig, LlamaForCausalLM
 
+    from coeflow.backend.real import RealBackend
     from coeflow.coefile import parse_coe
     from coeflow.engine import Engine, SamplingParams
     from coeflow.store import ExpertStore
@@ -218,8 +219,8 @@ def run(sizes: tuple[str, ...] = ("300MB",), repeats: int = 3, load_threads: int
             coe = parse_coe({"name": "bench", "fallback": "a", "experts": [
                 {"name": "a", "path": a.name}, {"name": "b", "path": b.name}]}, root / "coe.yaml")
             block = max(plan_layout(p, torch.float32).block_bytes for p in (a, b))  # with padding
-            with ExpertStore(coe, device_mem=int(1.01 * block), host_mem=int(2.02 * block),
-                             device=device, load_threads=load_threads) as store:
+            with RealBackend("fp32", device, load_threads=load_threads) as backend, \
+                    ExpertStore(coe, backend, device_mem=int(1.01 * block), host_mem=int(2.02 * block)) as store:
                 engine = Engine(store.config("a"), dtype="fp32", device=device, fused=False)
                 params = SamplingParams(max_tokens=1, ignore_eos=True)
 

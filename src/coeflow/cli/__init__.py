@@ -12,7 +12,7 @@ from coeflow.errors import CoeflowError
 # (module under coeflow.cli, one-line help). Each module defines `register(subparsers)`.
 COMMANDS: list[tuple[str, str]] = [
     ("generate", "generate text with one expert checkpoint"),
-    ("bench", "benchmarks: decode, switch, cache, serve"),
+    ("bench", "benchmarks: decode, switch, cache, serve, validate"),
     ("simulate", "cost a model or a CoE on modelled hardware (SN40L, DGX)"),
     ("hw", "hardware specs: list, show, probe this machine"),
     ("trace", "request traces: generate, stats, run against a server"),

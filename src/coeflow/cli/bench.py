@@ -102,6 +102,26 @@ def register(sub: argparse._SubParsersAction, help_text: str) -> None:
     s.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     s.set_defaults(func=_serve)
 
+    v = bsub.add_parser("validate", help="the modelled backend's predictions vs a real run on this machine",
+                        description=(
+                            "Serve the CoE for real (in-process, budgets of whole experts), play a generated "
+                            "trace open-loop, and replay the realized workload on the probed spec (run "
+                            "`coeflow hw probe` first). The serving path's costs (per request, per token, per "
+                            "load) are fitted on a calibration trace (--seed) and the model is judged on a "
+                            "second trace and run (--seed + 1). Takes minutes."))
+    v.add_argument("--coe", required=True, help="the CoE file to serve")
+    v.add_argument("--engine", default="eager", choices=["eager", "fused"])
+    v.add_argument("--requests", type=int, default=60, help="requests per trace (default 60)")
+    v.add_argument("--rate", type=float, default=2.0, help="arrivals per second (default 2)")
+    v.add_argument("--max-tokens", type=int, default=16, help="tokens per request (default 16)")
+    v.add_argument("--device-experts", type=int, default=2, help="experts the device tier holds (default 2)")
+    v.add_argument("--host-experts", type=int, default=3, help="experts the host tier holds (default 3)")
+    v.add_argument("--hw", default="local-cpu", help="the probed spec to predict with (default local-cpu)")
+    v.add_argument("--seed", type=int, default=0, help="the calibration trace's seed (default 0)")
+    v.add_argument("--rows", default=None, help="write the measured rows (JSONL)")
+    v.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    v.set_defaults(func=_validate)
+
 
 def _serve(args: argparse.Namespace) -> int:
     from coeflow.bench.serve import format_table, run
@@ -137,4 +157,13 @@ def _cache(args: argparse.Namespace) -> int:
     report = run(experts=args.experts, capacity=args.capacity, length=args.requests, seed=args.seed,
                  progress=_progress)
     print(json.dumps(report, indent=2) if args.json else format_table(report))
+    return 0
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from coeflow.bench.validate import format_report, run
+    report = run(args.coe, engine=args.engine, requests=args.requests, rate=args.rate, max_tokens=args.max_tokens,
+                 device_experts=args.device_experts, host_experts=args.host_experts, hw=args.hw, seed=args.seed,
+                 rows_path=args.rows, progress=_progress)
+    print(json.dumps(report, indent=1) if args.json else format_report(report))
     return 0

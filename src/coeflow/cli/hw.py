@@ -76,7 +76,8 @@ def run_show(args: argparse.Namespace) -> int:
 
 def run_probe(args: argparse.Namespace) -> int:
     import sys
-    from coeflow.hw.probe import PROBE_DIR, probe, write_spec
+    from coeflow.bench.probe import probe, write_spec
+    from coeflow.hw.probed import PROBE_DIR
     engines = tuple(e.strip() for e in args.engines.split(",") if e.strip())
     bad = [e for e in engines if e not in ("eager", "fused")]
     if bad or not engines:

@@ -1,7 +1,7 @@
 """`coeflow simulate model|paper|trace|compare`: cost a model on modelled hardware, reproduce
 the SN40L paper's results next to ours, replay a trace through the CoE core on modelled
 hardware, or compare machines on one trace. Parsing and printing only; the work is
-coeflow.hw, coeflow.sim and coeflow.backend."""
+coeflow.hw and coeflow.sim."""
 
 from __future__ import annotations
 
@@ -99,9 +99,9 @@ def _replay_args(p: argparse.ArgumentParser) -> None:
 
 
 def _simulate(args: argparse.Namespace, hw: str):
-    from coeflow.backend import ModelledBackend, replay
-    from coeflow.backend.workload import (coe_from_file, coe_of_copies, options_for, resolve,
-                                          resolve_machine)
+    from coeflow.sim.modelled import ModelledBackend
+    from coeflow.sim.replay import replay
+    from coeflow.sim.workload import coe_from_file, coe_of_copies, options_for, resolve, resolve_machine
     from coeflow.store.tiers import parse_bytes
     from coeflow.trace import read_trace
     if (args.coe is None) == (args.experts is None):
@@ -172,7 +172,7 @@ def run_compare(args: argparse.Namespace) -> int:
         machine, res = _simulate(args, hw)
         out[machine.name] = res.summary()
     if args.plot:
-        from coeflow.backend.plot import compare_plot
+        from coeflow.sim.plots import compare_plot
         try:
             compare_plot(out, args.plot, title=f"{args.trace} ({args.procedure} procedure)")
         except OSError as e:

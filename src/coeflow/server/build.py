@@ -52,8 +52,8 @@ def build_server(coe_path: str | Path, opts: ServerOptions, store=None) -> CoESe
     coe = load_coe(coe_path)
     backend = RealBackend(opts.dtype, opts.device, fused=opts.fused)
     if store is None:
-        store = ExpertStore(coe, device_mem=opts.device_mem, host_mem=opts.host_mem, policy=opts.policy,
-                            backend=backend)
+        store = ExpertStore(coe, backend, device_mem=opts.device_mem, host_mem=opts.host_mem,
+                            policy=opts.policy)
     runtimes = backend.runtimes
     broken: dict[str, str] = {}
     contexts: dict[str, int] = {}

@@ -8,12 +8,13 @@ Rules that make it safe to call from many threads at once:
 - The hierarchy is inclusive: an expert on the device also keeps its host copy, so leaving
   the device costs nothing and "unload" goes to DRAM, not to nothing.
 - Leased, awaited, loading and pinned experts are never evicted; among the rest the lowest
-  priority class leaves first and the policy (LRU by default) orders within it.
+  priority class leaves first and the policy (LRU by default) orders within it. Those rules
+  live in tiers.Tier and tiers.Tiers, which the discrete-event replay uses too.
 - One load per expert at a time: concurrent prefetches and acquires share its Future.
 
-The store decides; its backend (coeflow.backend.real.RealBackend by default) moves the
-bytes: this module holds no tensors of its own and takes every time from the backend's
-clock, so it knows nothing of PyTorch or of the wall clock."""
+The store decides; the backend it is given (coeflow.backend.real.RealBackend on a real
+machine, a fake in tests) moves the bytes: this module holds no tensors of its own and takes
+every time from the backend's clock, so it knows nothing of PyTorch or of the wall clock."""
 
 from __future__ import annotations
 
@@ -26,13 +27,12 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from coeflow.coefile import CoEFile, ExpertSpec
 from coeflow.errors import CoeflowError, ConfigError
-from coeflow.store.policies import EvictionPolicy, choose_victim, make_policy, tier_candidate
-from coeflow.store.tiers import Arena, Counter, parse_bytes
+from coeflow.store.policies import EvictionPolicy, Usage, make_policy
+from coeflow.store.tiers import Arena, Counter, Tier, Tiers, parse_bytes
 
 if TYPE_CHECKING:
-    from coeflow.backend.interface import StoreBackend
+    from coeflow.backend.interface import ExpertPlan, StoreBackend
     from coeflow.model.config import ModelConfig
-    from coeflow.store.library import ExpertLayout
 
 log = logging.getLogger(__name__)
 
@@ -101,16 +101,10 @@ class Lease:
 @dataclass(eq=False)
 class _Expert:
     spec: ExpertSpec
-    layout: "ExpertLayout | None" = None
+    layout: "ExpertPlan | None" = None
     error: str | None = None
     pinned: bool = False
     priority: int = 0
-    host_off: int | None = None
-    host_weights: dict[str, Any] | None = None
-    host_at: float = 0.0
-    dev_off: int | None = None
-    dev_weights: dict[str, Any] | None = None
-    dev_at: float = 0.0
     job: Future | None = None
     job_target: str | None = None
     leases: int = 0
@@ -128,14 +122,6 @@ class _Expert:
     def block_bytes(self) -> int:
         return self.layout.block_bytes if self.layout else 0
 
-    @property
-    def tier(self) -> str:
-        if self.error is not None:
-            return "failed"
-        if self.dev_weights is not None:
-            return "device"
-        return "host" if self.host_weights is not None else "disk"
-
 
 def _gb(n: int) -> str:
     return f"{n / 1e9:.3f} GB" if n >= 10**7 else f"{n} bytes"
@@ -145,17 +131,13 @@ class ExpertStore:
     """Three tiers with byte budgets: `device_mem` (the experts the engine may attach; on
     CUDA a pre-allocated slab) and `host_mem` (one pre-allocated DRAM pool, pinned when CUDA
     is present). None means "room for every expert" (on CUDA capped at 90% of free memory).
-    `backend` moves the bytes; by default a RealBackend(dtype, device, load_threads).
-    `clock` gives the time for last use and TTLs (the backend's; injectable for tests)."""
+    `backend` plans each expert and moves the bytes (its dtype and device are the experts');
+    the caller owns it and closes it after the store. `clock` gives the time for last use and
+    TTLs (the backend's; injectable for tests)."""
 
-    def __init__(self, coe: CoEFile, *, device_mem: int | str | None, host_mem: int | str | None,
-                 dtype: Any = "fp32", device: Any = "cpu", policy: str | EvictionPolicy = "lru",
-                 load_threads: int = 4, clock: Callable[[], float] | None = None,
-                 backend: "StoreBackend | None" = None):
-        self._owns_backend = backend is None
-        if backend is None:
-            from coeflow.backend.real import RealBackend  # the default: PyTorch on this machine
-            backend = RealBackend(dtype, device, load_threads=load_threads)
+    def __init__(self, coe: CoEFile, backend: "StoreBackend", *, device_mem: int | str | None,
+                 host_mem: int | str | None, policy: str | EvictionPolicy = "lru",
+                 clock: Callable[[], float] | None = None):
         self.backend = backend
         self.policy = make_policy(policy)
         self._clock = clock or backend.clock.now
@@ -186,8 +168,11 @@ class ExpertStore:
             raise ConfigError(f"pinned experts need {_gb(pinned)} but the device tier holds "
                               f"{_gb(min(dev_cap, host_cap))}")
         backend.reserve(host_cap, dev_cap)
-        self._host_arena = Arena(host_cap)  # byte ranges of the backend's host pool
-        self._dev_arena: Arena | Counter = Arena(dev_cap) if backend.device_copies else Counter(dev_cap)
+        # host: byte ranges of the backend's host pool; device: of its slab, or only a budget
+        # where the engine attaches the host pool's tensors (no copy, so nothing to place)
+        self._tiers = Tiers(Tier("host", Arena(host_cap), self.policy),
+                            Tier("device", Arena(dev_cap) if backend.device_copies else Counter(dev_cap),
+                                 self.policy))
         self._jobs = ThreadPoolExecutor(min(32, len(self._experts) + 2),
                                         thread_name_prefix="coeflow-store-load")
         self._stop = threading.Event()
@@ -214,9 +199,9 @@ class ExpertStore:
             self._sweep()
             if e.error is not None:
                 raise ExpertUnavailableError(f"expert {name!r} is unavailable: {e.error}")
-            source = e.tier
+            source = self._tier(e)
             self.policy.on_access(name, self._clock())
-            if e.dev_weights is not None:
+            if self._tiers.device.ready(name):
                 e.hits += 1
                 return self._lease(e, source, t0, switched=False)
             e.misses += 1
@@ -236,7 +221,7 @@ class ExpertStore:
             raise
         with self._cond:
             e.waiters -= 1
-            if e.dev_weights is None:  # cannot happen while waiters > 0 protects it
+            if not self._tiers.device.ready(name):  # cannot happen while waiters > 0 protects it
                 raise ExpertUnavailableError(f"expert {name!r} left the device tier while awaited")
             return self._lease(e, source, t0, switched=True)
 
@@ -269,7 +254,7 @@ class ExpertStore:
                     e.error = str(err)
                 raise ExpertUnavailableError(f"expert {name!r} is unavailable: {err}") from None
             with self._cond:
-                if layout.block_bytes > min(self._host_arena.capacity, self._dev_arena.capacity):
+                if layout.block_bytes > min(self.budgets.values()):
                     raise ConfigError(f"expert {name!r} needs {_gb(layout.nbytes)}, more than a tier's budget")
                 e.layout, e.error = layout, None
         with self._cond:
@@ -288,7 +273,7 @@ class ExpertStore:
                     if e.leases or e.waiters:
                         raise ConfigError(f"expert {name!r} is in use ({e.leases} leases, "
                                           f"{e.waiters} waiting); release them first")
-                    self._evict(e, "device" if tier == "host" else "host")
+                    self._tiers.evict(name, "device" if tier == "host" else "host")
                     self._cond.notify_all()
                     return
             try:
@@ -302,7 +287,7 @@ class ExpertStore:
             e = self._get(name)
             if pinned and not e.pinned and e.layout is not None:
                 total = e.block_bytes + sum(x.block_bytes for x in self._experts.values() if x.pinned)
-                cap = min(self._host_arena.capacity, self._dev_arena.capacity)
+                cap = min(self.budgets.values())
                 if total > cap:
                     raise ConfigError(f"pinning {name!r} would pin {_gb(total)}, more than the "
                                       f"device tier's {_gb(cap)}")
@@ -325,9 +310,12 @@ class ExpertStore:
         with self._cond:
             return self._reported_tier(self._get(name))
 
-    @staticmethod
-    def _reported_tier(e: "_Expert") -> str:
-        return "loading" if e.job is not None and e.error is None else e.tier
+    def _reported_tier(self, e: _Expert) -> str:
+        return "loading" if e.job is not None and e.error is None else self._tier(e)
+
+    def _tier(self, e: _Expert) -> str:
+        """The highest tier `e` is ready in, or "failed"."""
+        return "failed" if e.error is not None else self._tiers.ready_tier(e.name)
 
     def status(self) -> list[ExpertStatus]:
         with self._cond:
@@ -342,12 +330,12 @@ class ExpertStore:
 
     @property
     def budgets(self) -> dict[str, int]:
-        return {"host": self._host_arena.capacity, "device": self._dev_arena.capacity}
+        return {"host": self._tiers.host.capacity, "device": self._tiers.device.capacity}
 
     def used(self) -> dict[str, int]:
         """Bytes granted in each tier now (loads in flight included)."""
         with self._cond:
-            return {"host": self._host_arena.used, "device": self._dev_arena.used}
+            return {"host": self._tiers.host.used, "device": self._tiers.device.used}
 
     def close(self) -> None:
         with self._cond:
@@ -362,8 +350,6 @@ class ExpertStore:
                 if e.job is not None:
                     e.job.cancel()  # only jobs that never started: their waiters must not hang
         self._jobs.shutdown(wait=True)
-        if self._owns_backend:
-            getattr(self.backend, "close", lambda: None)()
         if self._janitor is not None:
             self._janitor.join()
 
@@ -389,8 +375,9 @@ class ExpertStore:
         seconds = self.backend.clock.now() - t0
         if switched:
             e.recent.append({"source_tier": source, "seconds": seconds, "at": e.last_used})
-        assert e.layout is not None and e.dev_weights is not None
-        return Lease(self, e.name, e.layout.config, dict(e.dev_weights), source, seconds)
+        weights = self._tiers.device.weights(e.name)
+        assert e.layout is not None and weights is not None
+        return Lease(self, e.name, e.layout.config, dict(weights), source, seconds)
 
     def _release(self, name: str) -> None:
         with self._cond:
@@ -407,7 +394,7 @@ class ExpertStore:
             fut: Future = Future()
             fut.set_exception(ExpertUnavailableError(f"expert {e.name!r} is unavailable: {e.error}"))
             return fut
-        if RANK[e.tier] >= RANK[target]:
+        if RANK[self._tier(e)] >= RANK[target]:
             fut = Future()
             fut.set_result(None)
             return fut
@@ -445,113 +432,98 @@ class ExpertStore:
             fut.set_exception(error)
 
     def _to_host(self, e: _Expert) -> None:
+        host = self._tiers.host
         with self._cond:
-            if e.host_weights is not None:
+            if e.name in host:
                 return
-            off = self._make_room("host", e)
-            e.host_off = off
+            off = self._make_room(host, e)
         layout = e.layout
         assert layout is not None
         try:
             moved = self.backend.move(e.name, "disk", "host", off)
         except Exception as err:
             with self._cond:
-                self._host_arena.free(off)
-                e.host_off = None
+                host.drop(e.name)
                 e.error = str(err) if isinstance(err, CoeflowError) else f"{type(err).__name__}: {err}"
                 self._cond.notify_all()
             log.error("expert %s: load failed, marked failed: %s", e.name, e.error)
             raise ExpertUnavailableError(f"expert {e.name!r} is unavailable: {e.error}") from None
         with self._cond:
-            e.host_weights, e.host_at = moved.weights, self._clock()
+            host.loaded(e.name, self._clock(), moved.weights)
             self._cond.notify_all()
         log.info("expert %s: disk -> host %s in %.3f s (%.2f GB/s)", e.name, _gb(layout.nbytes), moved.seconds,
                  layout.nbytes / max(moved.seconds, 1e-9) / 1e9)
 
     def _to_device(self, e: _Expert) -> None:
+        device = self._tiers.device
         with self._cond:
-            if e.dev_weights is not None:
+            if e.name in device:
                 return
-            off = self._make_room("device", e)
-            e.dev_off = off
+            off = self._make_room(device, e)
         layout = e.layout
         assert layout is not None
         try:
             moved = self.backend.move(e.name, "host", "device", off)
         except Exception as err:
             with self._cond:
-                self._dev_arena.free(off)
-                e.dev_off = None
+                device.drop(e.name)
                 self._cond.notify_all()
             raise ExpertUnavailableError(f"expert {e.name!r}: host -> device copy failed: {err}") from None
         if self.backend.device_copies:
             log.info("expert %s: host -> device %s in %.3f s (%.2f GB/s)", e.name, _gb(layout.nbytes),
                      moved.seconds, layout.nbytes / max(moved.seconds, 1e-9) / 1e9)
         with self._cond:
-            e.dev_weights, e.dev_at = moved.weights, self._clock()
+            device.loaded(e.name, self._clock(), moved.weights)
             self._cond.notify_all()
 
-    def _resident(self, e: _Expert, tier: str) -> bool:
-        return (e.dev_weights if tier == "device" else e.host_weights) is not None
+    def _usage(self, name: str) -> Usage:
+        e = self._experts[name]
+        return Usage(e.last_used, e.hits + e.misses, e.priority)
 
     @staticmethod
     def _evictable(e: _Expert) -> bool:
         return not (e.leases or e.waiters or e.job is not None or e.pinned)
 
-    def _make_room(self, tier: str, e: _Expert) -> int:
+    def _make_room(self, tier: Tier, e: _Expert) -> int:
         """Grant `e`'s bytes in `tier`, evicting as needed (lock held). Waits while the room is
         held by leased or loading experts; refuses when only pinned experts hold it."""
-        arena = self._host_arena if tier == "host" else self._dev_arena
-        need = e.block_bytes
+        def evict(victim: str) -> None:
+            log.info("expert %s: evicted from %s for %s (%s)", victim, tier.name, e.name, self.policy.name)
+            self._tiers.evict(victim, tier.name)
+
         while True:
             if self._closed:
                 raise ExpertUnavailableError("the expert store is closed")
-            off = arena.alloc(need)
+            off = tier.grant(e.name, e.block_bytes)
+            if off is None:
+                self._sweep()  # experts past their TTL leave before any eviction
+                off = tier.make_room(e.name, e.block_bytes, self._clock(), self._usage,
+                                     lambda n: n != e.name and self._evictable(self._experts[n]), evict)
             if off is not None:
                 return off
-            self._sweep()
-            cands = [x for x in self._experts.values()
-                     if x is not e and self._resident(x, tier) and self._evictable(x)]
-            if cands:
-                now = self._clock()
-                view = [tier_candidate(x.name, x.block_bytes, x.last_used,
-                                       x.dev_at if tier == "device" else x.host_at, x.hits + x.misses, x.priority)
-                        for x in cands]
-                victim = self._experts[choose_victim(self.policy, view, now).name]
-                log.info("expert %s: evicted from %s for %s (%s)", victim.name, tier, e.name, self.policy.name)
-                self._evict(victim, tier)
-                continue
             busy = any(x is not e and (x.leases or x.waiters or x.job is not None)
                        for x in self._experts.values())
             if not busy:
                 raise ExpertUnavailableError(
-                    f"expert {e.name!r} ({_gb(need)}) does not fit in the {tier} tier "
-                    f"({_gb(arena.capacity)}): the rest is held by pinned experts")
+                    f"expert {e.name!r} ({_gb(e.block_bytes)}) does not fit in the {tier.name} tier "
+                    f"({_gb(tier.capacity)}): the rest is held by pinned experts")
             log.info("expert %s: waiting for room in the %s tier (held by leased or loading experts)",
-                     e.name, tier)
+                     e.name, tier.name)
             self._cond.wait()
-
-    def _evict(self, e: _Expert, tier: str) -> None:
-        """Drop `e` from `tier` (lock held); leaving the host also leaves the device."""
-        if e.dev_off is not None:
-            self._dev_arena.free(e.dev_off)
-            e.dev_off, e.dev_weights = None, None
-        if tier == "host" and e.host_off is not None:
-            self._host_arena.free(e.host_off)
-            e.host_off, e.host_weights = None, None
 
     def _sweep(self) -> None:
         """Unload experts idle for longer than their TTL (lock held)."""
         now = None
         for e in self._experts.values():
             ttl = e.spec.ttl_s
-            if not ttl or e.host_weights is None or not self._evictable(e):
+            if not ttl or not self._tiers.host.ready(e.name) or not self._evictable(e):
                 continue
             now = self._clock() if now is None else now
-            idle_since = e.last_used if e.last_used is not None else e.host_at
+            loaded_at = self._tiers.host.residents[e.name].loaded_at
+            idle_since = e.last_used if e.last_used is not None else loaded_at
             if now - idle_since > ttl:
                 log.info("expert %s: idle for %.0f s > ttl %.0f s, unloaded", e.name, now - idle_since, ttl)
-                self._evict(e, "host")
+                self._tiers.evict(e.name, "host")
 
     def _janitor_loop(self, interval: float) -> None:
         while not self._stop.wait(interval):

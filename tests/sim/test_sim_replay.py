@@ -5,12 +5,12 @@ import time
 
 import pytest
 
-from coeflow.backend import Machine, ModelledBackend, ReplayOptions, SimRequest, replay
-from coeflow.backend.paper import table_v_rows_via_trace
-from coeflow.backend.workload import coe_of_copies, resolve
 from coeflow.errors import ConfigError
 from coeflow.hw import generation_cost, load_hardware, load_shape, switch_time_s
-from coeflow.sim.paper import table_v_rows
+from coeflow.sim.modelled import Machine, ModelledBackend
+from coeflow.sim.paper import table_v_rows, table_v_rows_via_trace
+from coeflow.sim.replay import ReplayOptions, SimRequest, replay
+from coeflow.sim.workload import coe_of_copies, resolve
 from coeflow.trace import TraceRequest, TraceSpec, generate
 
 SHAPE = load_shape("llama2-7b")

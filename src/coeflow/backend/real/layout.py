@@ -1,7 +1,7 @@
-"""The expert library: where each expert's tensors lie on disk and where they will lie in a
-tier's buffer. Computed once at start-up from config.json and the safetensors headers (no
-weight bytes read), so sizes are exact before anything is loaded and a broken checkpoint is
-found before the first request."""
+"""Checkpoint layouts for the real backend: where each expert's tensors lie on disk and where
+they will lie in a tier's buffer. Computed once at start-up from config.json and the
+safetensors headers (no weight bytes read), so sizes are exact before anything is loaded and
+a broken checkpoint is found before the first request."""
 
 from __future__ import annotations
 
@@ -13,17 +13,17 @@ import torch
 
 from coeflow.model import ModelConfig, index_checkpoint
 from coeflow.model.checkpoint import TensorInfo
-from coeflow.model.config import weight_groups
-from coeflow.store.tiers import ALIGN, PAGE, align_up
+from coeflow.model.config import CACHE_LINE, weight_groups
+from coeflow.store.tiers import PAGE, align_up
 
 
 @dataclass(frozen=True)
-class Placement:
+class TensorSlot:
     """One tensor inside an expert's block: `offset` bytes from the block's start."""
     name: str
     offset: int
     shape: tuple[int, ...]
-    dtype: torch.dtype  # the store's dtype
+    dtype: torch.dtype  # the serving dtype
     source: TensorInfo  # where it is on disk (maybe another dtype)
 
     @property
@@ -56,14 +56,14 @@ class FileStamp:
 @dataclass(frozen=True)
 class ExpertLayout:
     config: ModelConfig
-    tensors: tuple[Placement, ...]
+    tensors: tuple[TensorSlot, ...]
     runs: tuple[Run, ...]
     files: tuple[FileStamp, ...]
-    nbytes: int        # real tensor bytes in the store's dtype
+    nbytes: int        # real tensor bytes in the serving dtype
     block_bytes: int   # nbytes plus alignment padding: what a tier grants
 
     @property
-    def converted(self) -> tuple[Placement, ...]:
+    def converted(self) -> tuple[TensorSlot, ...]:
         return tuple(p for p in self.tensors if p.converted)
 
     def views(self, buffer: torch.Tensor, base: int) -> dict[str, torch.Tensor]:
@@ -75,43 +75,43 @@ class ExpertLayout:
 def plan_layout(path: str | Path, dtype: torch.dtype) -> ExpertLayout:
     """Read config.json and the safetensors headers (validated by `index_checkpoint`) and lay
     the tensors out in file order, except that a weight group's members go together
-    (`_placement_order`); tensors adjacent on disk and in the block, and already in `dtype`,
+    (`_layout_order`); tensors adjacent on disk and in the block, and already in `dtype`,
     form one run copied straight from the file. A run starts at the same offset within a page
     as in its file (blocks start on a page): the kernel's page-cache copy then moves whole
-    aligned pages, about 20% faster than misaligned ones on this project's test machine. A
+    aligned pages, which is faster than copying misaligned ones. A
     group's later members start right after the one before, which keeps that alignment only
     where the tensors between them in the file fill whole pages (a matter of speed only).
     Raises CheckpointError for a bad checkpoint."""
     cfg = ModelConfig.from_dir(path)
     infos = index_checkpoint(path, cfg)
-    placements: list[Placement] = []
+    slots: list[TensorSlot] = []
     runs: list[Run] = []
     offset = 0
     cur: Run | None = None
-    for t, follows in _placement_order(cfg, infos):
+    for t, follows in _layout_order(cfg, infos):
         direct = t.dtype == dtype
         joins = (direct and cur is not None and cur.file == t.file
                  and cur.file_start + cur.length == t.start
                  and (t.start - cur.file_start) % dtype.itemsize == 0)
         if joins:
             assert cur is not None
-            placements.append(Placement(t.name, cur.offset + cur.length, t.shape, dtype, t))
+            slots.append(TensorSlot(t.name, cur.offset + cur.length, t.shape, dtype, t))
             cur = Run(cur.file, cur.file_start, cur.length + t.nbytes, cur.offset)
             runs[-1] = cur
             offset = cur.offset + cur.length
             continue
         if not follows:  # a group's later members lie right after the one before
-            offset = align_up(offset, ALIGN)
+            offset = align_up(offset, CACHE_LINE)
             if direct:
                 offset += (t.start - offset) % PAGE
-        placements.append(Placement(t.name, offset, t.shape, dtype, t))
+        slots.append(TensorSlot(t.name, offset, t.shape, dtype, t))
         if direct:
             cur = Run(t.file, t.start, t.nbytes, offset)
             runs.append(cur)
         else:
             cur = None
         offset += _numel(t.shape) * dtype.itemsize
-    by_name = {p.name: p for p in placements}
+    by_name = {p.name: p for p in slots}
     stamps = []
     for f in sorted({t.file for t in infos.values()}):
         st = os.stat(f)
@@ -121,12 +121,12 @@ def plan_layout(path: str | Path, dtype: torch.dtype) -> ExpertLayout:
         tensors=tuple(by_name[n] for n in infos),  # Hugging Face order
         runs=tuple(sorted(runs, key=lambda r: (str(r.file), r.file_start))),  # read in file order
         files=tuple(stamps),
-        nbytes=sum(p.nbytes for p in placements),
+        nbytes=sum(p.nbytes for p in slots),
         block_bytes=align_up(offset, PAGE),
     )
 
 
-def _placement_order(cfg: ModelConfig, infos: dict[str, TensorInfo]) -> list[tuple[TensorInfo, bool]]:
+def _layout_order(cfg: ModelConfig, infos: dict[str, TensorInfo]) -> list[tuple[TensorInfo, bool]]:
     """(tensor, follows the one before) in file order, except that the members of a weight
     group (q/k/v, gate/up) are placed together, in the group's order, where the first of them
     comes in the file: the engine then reads them as one matrix (llama.join_groups)."""

@@ -1,5 +1,5 @@
 """`coeflow hw probe`: measure this machine and write it as a hardware spec, so the modelled
-backend can predict what the real one will do here.
+backend can predict what the real one will do here (coeflow.hw.probed reads the spec back).
 
 What is measured, and what each number becomes in the spec:
 - memory read bandwidth (coeflow.bench.machine.mem_read_gbps) -> the device tier's memory;
@@ -20,17 +20,15 @@ import statistics
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import yaml
 
-from coeflow.errors import ConfigError
 from coeflow.hw.shapes import shape_from_dict
-from coeflow.hw.spec import Device, Hardware, Stack, Tier, _Fields, _tier
+from coeflow.hw.spec import Device, Hardware, Stack, Tier
 
-PROBE_DIR = Path(os.environ.get("COEFLOW_HW_DIR", Path.home() / ".coeflow" / "hw"))
 PROBE_CONFIG = dict(vocab_size=512, hidden_size=128, intermediate_size=384, num_attention_heads=4,
                     num_key_value_heads=2, max_position_embeddings=512, model_type="llama",
                     tie_word_embeddings=True)
@@ -39,77 +37,6 @@ STACKS = {"eager": dict(fuse_attention=False, fuse_norms=False, fuse_elementwise
           "fused": dict(fuse_attention=True, fuse_norms=True, fuse_elementwise=True)}
 
 
-@dataclass(frozen=True)
-class ProbedMachine:
-    hw: Hardware
-    stack: Stack  # the default stack
-    stacks: dict[str, Stack]
-    disk_read_bps: float
-    disk_read_latency_s: float
-    device_is_host: bool
-    bytes_per_param: int
-
-
-# ---------------------------------------------------------------- reading a probed spec
-def _candidates(name: str) -> list[Path]:
-    return [Path(name), PROBE_DIR / f"{name}.yaml"]
-
-
-def is_probed_spec(name: str) -> bool:
-    for p in _candidates(name):
-        if p.suffix in (".yaml", ".yml") and p.is_file():
-            try:
-                return "probe" in (yaml.safe_load(p.read_text()) or {})
-            except yaml.YAMLError:
-                return False
-    return False
-
-
-def load_probed(name: str) -> ProbedMachine:
-    path = next((p for p in _candidates(name) if p.is_file()), None)
-    if path is None:
-        raise ConfigError(f"no probed spec {name!r} (run `coeflow hw probe`; looked in {PROBE_DIR})")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML ({e})") from None
-    f = _Fields(raw, str(path))
-    bpp = int(f.get("probe.bytes_per_param", ""))
-    d = _Fields(f.get("device"), f"{path}: device")
-    hbm = _tier(d, "memory.hbm")
-    # The operator graph counts 2-byte (bf16) weights and activations; an engine serving
-    # `bpp`-byte values moves bpp/2 times as much, i.e. sees bandwidth scaled by 2/bpp.
-    hbm = replace(hbm, bandwidth=hbm.bandwidth * 2 / bpp)
-    device = Device(name=d.get("name"), kind="gpu", peak_flops=d.get("compute.peak_bf16", "FLOP/s"),
-                    gemm_efficiency=d.get("compute.gemm_efficiency", ""), units=int(d.get("compute.units", "")),
-                    onchip_bytes=d.get("onchip.capacity", "B"), onchip_units=0, lanes=0, stages=0,
-                    fused_utilisation=1.0, hbm=hbm, ddr=None, copy_efficiency=1.0, program_load_s=0.0,
-                    so_launch_s=0.0, ho_launch_s=0.0, clock_hz=0.0)
-    stacks = {}
-    for sname, s in f.get("stacks").items():
-        sf = _Fields(s, f"{path}: stacks.{sname}")
-        stacks[sname] = Stack(sname, "gpu", sf.get("description"), bool(sf.get("fuse_attention", default=False)),
-                              bool(sf.get("fuse_norms", default=False)), bool(sf.get("fuse_elementwise", default=False)),
-                              False, False, sf.get("kernel_overhead", "s"), 0.0, sf.get("invocation_overhead", "s"),
-                              sf.get("step_overhead", "s"), 0.0)
-    default = f.get("default_stack")
-    if default not in stacks:
-        raise ConfigError(f"{path}: default_stack {default!r} is not one of its stacks ({', '.join(stacks)})")
-    hw = Hardware(name=f.get("name"), description=f.get("description", default=""), device=device, count=1,
-                  interconnect_bandwidth=1.0, interconnect_latency_s=0.0, host_memory=f.get("host.memory", "B"),
-                  host_reserve=f.get("host.reserve", "B"), host_link_bandwidth=float("inf"),
-                  host_link_efficiency=1.0, device_reserve=0.0, default_stack=default, source=str(path))
-    return ProbedMachine(hw, stacks[default], stacks, f.get("probe.disk_read_bandwidth", "B/s"),
-                         f.get("probe.disk_read_latency", "s"), bool(f.get("probe.device_is_host")), bpp)
-
-
-def probed_stack(machine: ProbedMachine, name: str) -> Stack:
-    if name not in machine.stacks:
-        raise ConfigError(f"{machine.hw.source}: no stack {name!r} (it has {', '.join(machine.stacks)})")
-    return machine.stacks[name]
-
-
-# ---------------------------------------------------------------- measuring
 def _best(fn: Callable[[], object], repeats: int) -> float:
     fn()
     return min(_timed(fn) for _ in range(repeats))
@@ -168,14 +95,15 @@ def disk_read(workdir: Path, sizes=(4 << 20, 128 << 20), threads: int = 4, repea
 def store_load_latency(root: Path, paths: dict[int, Path], disk_bps: float, repeats: int) -> float:
     """Fixed cost of one expert load by coeflow's store (checks, thread hand-offs, views):
     the time of a disk -> host load of each probe checkpoint less its bytes at the raw rate."""
-    import yaml as _yaml
+    from coeflow.backend.real import RealBackend
     from coeflow.coefile import load_coe
     from coeflow.store import ExpertStore
     doc = {"name": "probe", "fallback": f"p{min(paths)}",
            "experts": [{"name": f"p{d}", "path": str(p.relative_to(root))} for d, p in paths.items()]}
-    (root / "coe.yaml").write_text(_yaml.safe_dump(doc))
+    (root / "coe.yaml").write_text(yaml.safe_dump(doc))
     extra = []
-    with ExpertStore(load_coe(root / "coe.yaml"), device_mem=None, host_mem=None) as store:
+    with RealBackend() as backend, \
+            ExpertStore(load_coe(root / "coe.yaml"), backend, device_mem=None, host_mem=None) as store:
         sizes = {s.name: s.bytes for s in store.status()}
         for name, nbytes in sizes.items():
             times = []

@@ -1,7 +1,8 @@
-"""The modelled backend: time from the hardware model, no tensors. Tiers map onto the
-machine's memories: `device` is HBM (or, on a CPU, the experts the engine may attach),
-`host` is the expert store (socket DDR on an RDU, host DRAM on a GPU server or a CPU),
-`disk` is the checkpoint files (only where the machine's spec gives a disk read rate)."""
+"""The modelled backend (coeflow.backend.interface.Backend done on paper): time from the
+hardware model, no tensors. Tiers map onto the machine's memories: `device` is HBM (or, on
+a CPU, the experts the engine may attach), `host` is the expert store (socket DDR on an
+RDU, host DRAM on a GPU server or a CPU), `disk` is the checkpoint files (only where the
+machine's spec gives a disk read rate)."""
 
 from __future__ import annotations
 

@@ -1,11 +1,12 @@
 """Moving an expert's bytes between tiers.
 
-disk -> host: each run (a contiguous file range already in the store's dtype) is cut into
+disk -> host: each run (a contiguous file range already in the serving dtype) is cut into
 large chunks that several threads read with `os.preadv` straight into the host pool's
-memory (the GIL is released during the read), each thread a contiguous stripe. No Python object per tensor is created on
-this path. Tensors whose checkpoint dtype differs from the store's are read into one
-staging buffer per load and converted into the pool afterwards: an extra pass over memory,
-single-threaded per tensor, which typically halves the load rate (BENCHMARKS.md).
+memory (the GIL is released during the read), each thread a contiguous stripe. No Python
+object per tensor is created on this path. Tensors whose checkpoint dtype differs from the
+serving dtype are read into one staging buffer per load and converted into the pool
+afterwards: an extra pass over memory, single-threaded per tensor, so such loads are
+markedly slower.
 
 host -> device (CUDA): one asynchronous copy of the whole block on a dedicated stream from
 pinned memory into a device slot, waited on by the loading thread only, so compute on the
@@ -22,7 +23,7 @@ from pathlib import Path
 import torch
 
 from coeflow.errors import CheckpointError
-from coeflow.store.library import ExpertLayout
+from coeflow.backend.real.layout import ExpertLayout
 
 log = logging.getLogger(__name__)
 

@@ -50,11 +50,11 @@ def test_probe_writes_a_spec_whose_model_reproduces_the_probe_models(tmp_path, m
     The engine's timings are stubbed with exact linear ones (per layer well above the
     roofline), so the check does not depend on how loaded the machine is."""
     import coeflow.bench.machine as machine
-    import coeflow.hw.probe as probe_mod
-    from coeflow.backend.workload import resolve_machine
+    import coeflow.bench.probe as probe_mod
+    from coeflow.bench.probe import PROBE_CONFIG, probe, write_spec
     from coeflow.hw.generation import generation_cost
-    from coeflow.hw.probe import PROBE_CONFIG, probe, write_spec
     from coeflow.hw.shapes import shape_from_dict
+    from coeflow.sim.workload import resolve_machine
     monkeypatch.setattr(machine, "mem_read_gbps", lambda *a, **k: 5.0)  # skip the compiled read kernel
     depth_of = {}
     real_fit = probe_mod.fit_engine

@@ -1,4 +1,4 @@
-"""The pre-allocated buffers behind the host and device tiers (the real backend's). One big
+"""The pre-allocated buffers behind the host and device tiers of the real backend. One big
 uint8 tensor per tier, allocated once at start-up; experts are byte ranges of it, granted by
 the store's Arena, and their tensors are views, so a load never allocates per tensor and
 freeing an expert is returning a range to the Arena."""

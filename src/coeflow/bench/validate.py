@@ -1,5 +1,6 @@
-"""Validation of the modelled backend on this machine: one trace run for real through the
-server on a CoE, and replayed on the probed `local-cpu` spec; predicted vs measured.
+"""`coeflow bench validate`: the modelled backend against this machine. One trace is run for
+real through the server on a CoE, and replayed on the probed `local-cpu` spec; predicted vs
+measured.
 
 The hardware and engine numbers come from `coeflow hw probe` (probe models of another
 shape, raw file reads). What the probe does not see is the serving path: HTTP and SSE per
@@ -7,18 +8,13 @@ request and per token, the client in the same process, GIL hand-offs between the
 the loader threads and the event loop. Those three costs (per request, per token, per load)
 are fitted on a *calibration* trace (seed 0) and the model is then judged on a *validation*
 trace (another seed, its own real run), never on the run it was fitted on. The model sees
-only the workload (arrivals, experts, the prompt and output token counts the run produced).
-Run:
-
-    python -m coeflow.backend.validate --coe demo-coe/coe.yaml [--engine eager|fused] [--json]
-"""
+only the workload (arrivals, experts, the prompt and output token counts the run produced)."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
-import sys
+from typing import Callable
 
 from coeflow.trace import TraceRequest, TraceSpec, generate
 from coeflow.trace.client import pct, play
@@ -27,13 +23,14 @@ from coeflow.trace.client import pct, play
 def measure(coe_path: str, trace: list[TraceRequest], engine: str, device_experts: int,
             host_experts: int) -> tuple[list[dict], dict[str, int]]:
     """Serve the CoE for real with budgets of whole experts; play the trace; per-request rows."""
-    from coeflow.server import ServerOptions, build_server, serving
-    from coeflow.store import ExpertStore
+    import torch
+
+    from coeflow.backend.real.layout import plan_layout
     from coeflow.coefile import load_coe
+    from coeflow.server import ServerOptions, build_server, serving
     coe = load_coe(coe_path)
-    probe = ExpertStore(coe, device_mem=None, host_mem=None)
-    block = max(s.bytes for s in probe.status()) + (1 << 20)  # an expert plus its page padding
-    probe.close()
+    # the largest expert in the server's dtype, plus room for its page padding
+    block = max(plan_layout(e.path, torch.float32).nbytes for e in coe.experts) + (1 << 20)
     opts = ServerOptions(device_mem=device_experts * block, host_mem=host_experts * block, device="cpu",
                          fused=engine == "fused")
     srv = build_server(coe_path, opts)
@@ -51,8 +48,9 @@ def predict(coe_path: str, rows: list[dict], engine: str, budgets: dict[str, int
     """Replay the run's realized workload on the modelled machine. `serving` adds fitted
     serving-path costs: per_request_s, per_token_s, per_load_s."""
     from dataclasses import replace
-    from coeflow.backend import ModelledBackend, ReplayOptions, replay
-    from coeflow.backend.workload import coe_from_file, resolve, resolve_machine
+    from coeflow.sim.modelled import ModelledBackend
+    from coeflow.sim.replay import ReplayOptions, replay
+    from coeflow.sim.workload import coe_from_file, resolve, resolve_machine
     coe = coe_from_file(coe_path, use_router=False)
     machine = resolve_machine(hw, stack=f"local-{engine}")
     if serving:
@@ -105,55 +103,41 @@ def compare(rows: list[dict], res) -> dict:
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--coe", required=True)
-    ap.add_argument("--engine", default="eager", choices=["eager", "fused"])
-    ap.add_argument("--requests", type=int, default=60)
-    ap.add_argument("--rate", type=float, default=2.0)
-    ap.add_argument("--max-tokens", type=int, default=16)
-    ap.add_argument("--device-experts", type=int, default=2)
-    ap.add_argument("--host-experts", type=int, default=3)
-    ap.add_argument("--hw", default="local-cpu")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--rows", default=None, help="write the measured rows (JSONL)")
-    ap.add_argument("--json", action="store_true")
-    args = ap.parse_args(argv)
+def run(coe: str, engine: str = "eager", requests: int = 60, rate: float = 2.0, max_tokens: int = 16,
+        device_experts: int = 2, host_experts: int = 3, hw: str = "local-cpu", seed: int = 0,
+        rows_path: str | None = None, progress: Callable[[str], None] = lambda s: None) -> dict:
+    """Calibrate on the trace of `seed`, validate on that of `seed + 1`; the report."""
     from coeflow.coefile import load_coe
-    names = tuple(load_coe(args.coe).expert_names)
+    names = tuple(load_coe(coe).expert_names)
 
-    def run(seed: int) -> tuple[list[dict], dict]:
-        trace = generate(TraceSpec(names, args.rate, args.requests, zipf_s=1.0, prompt_tokens=(8, 48),
-                                   max_tokens=(args.max_tokens, args.max_tokens), seed=seed))
-        rows, budgets = measure(args.coe, trace, args.engine, args.device_experts, args.host_experts)
+    def served(seed: int) -> tuple[list[dict], dict]:
+        trace = generate(TraceSpec(names, rate, requests, zipf_s=1.0, prompt_tokens=(8, 48),
+                                   max_tokens=(max_tokens, max_tokens), seed=seed))
+        progress(f"serving trace seed {seed} ({requests} requests) for real")
+        rows, budgets = measure(coe, trace, engine, device_experts, host_experts)
         failed = [r for r in rows if "error" in r]
         if failed:
-            print(f"{len(failed)} requests failed, e.g. {failed[0]['error']}", file=sys.stderr)
+            progress(f"{len(failed)} requests failed, e.g. {failed[0]['error']}")
         return [r for r in rows if "error" not in r], budgets
 
-    cal_rows, budgets = run(args.seed)
-    serving = fit_serving(cal_rows, predict(args.coe, cal_rows, args.engine, budgets, args.hw))
-    val_rows, budgets = run(args.seed + 1)
-    if args.rows:
-        with open(args.rows, "w") as f:
+    cal_rows, budgets = served(seed)
+    serving = fit_serving(cal_rows, predict(coe, cal_rows, engine, budgets, hw))
+    val_rows, budgets = served(seed + 1)
+    if rows_path:
+        with open(rows_path, "w") as f:
             f.writelines(json.dumps(r) + "\n" for r in val_rows)
-    report = {"engine": args.engine, "requests": len(val_rows), "budgets_experts": budgets,
-              "serving_fit_on_calibration_trace": serving,
-              "probe_only": compare(val_rows, predict(args.coe, val_rows, args.engine, budgets, args.hw)),
-              "probe_plus_serving_fit": compare(val_rows, predict(args.coe, val_rows, args.engine, budgets,
-                                                                  args.hw, serving))}
-    if args.json:
-        print(json.dumps(report, indent=1))
-    else:
-        for k, v in report.items():
-            if isinstance(v, dict) and k.startswith("probe"):
-                print(k)
-                for kk, vv in v.items():
-                    print(f"  {kk:26s} {vv}")
-            else:
-                print(f"{k:26s} {v}")
-    return 0
+    return {"engine": engine, "requests": len(val_rows), "budgets_experts": budgets,
+            "serving_fit_on_calibration_trace": serving,
+            "probe_only": compare(val_rows, predict(coe, val_rows, engine, budgets, hw)),
+            "probe_plus_serving_fit": compare(val_rows, predict(coe, val_rows, engine, budgets, hw, serving))}
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def format_report(report: dict) -> str:
+    lines = []
+    for k, v in report.items():
+        if isinstance(v, dict) and k.startswith("probe"):
+            lines.append(k)
+            lines += [f"  {kk:26s} {vv}" for kk, vv in v.items()]
+        else:
+            lines.append(f"{k:26s} {v}")
+    return "\n".join(lines)

@@ -1,11 +1,12 @@
 """The real backend: checkpoint files, PyTorch tensors and the wall clock.
 
 It owns everything the store and the scheduler must not know about: the pre-allocated
-host pool and device slab, the threads that read checkpoints into them, the CUDA copy
-stream, and one engine per model shape (experts of the same shape share its skeleton and
-its compiled decode step, so a switch is `set_weights`, never a rebuild). The store decides
-*what* goes where (slots, budgets, eviction); this module moves the bytes and runs the
-batches, and reports how long each took."""
+host pool and device slab (pool.py), the checkpoint layouts (layout.py) and the threads that
+read checkpoints into the pool (loader.py), the CUDA copy stream, and one engine per model
+shape (experts of the same shape share its skeleton and its compiled decode step, so a
+switch is `set_weights`, never a rebuild). The store decides *what* goes where (slots,
+budgets, eviction); this package moves the bytes and runs the batches, and reports how long
+each took."""
 
 from __future__ import annotations
 
@@ -22,9 +23,9 @@ from coeflow.backend.interface import BatchTimes, Moved, WallClock
 from coeflow.engine import Delta, Engine
 from coeflow.errors import ConfigError
 from coeflow.model import ModelConfig, Tokenizer, parse_dtype, resolve_device
-from coeflow.store.library import ExpertLayout, plan_layout
-from coeflow.store.loader import copy_to_device, read_expert
-from coeflow.store.pool import DevicePool, HostPool
+from coeflow.backend.real.layout import ExpertLayout, plan_layout
+from coeflow.backend.real.loader import copy_to_device, read_expert
+from coeflow.backend.real.pool import DevicePool, HostPool
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,7 @@ class ExpertRuntime:
 
 
 class RealBackend:
-    """`dtype` and `device` are the store's and the engines' ("auto": CUDA when present).
+    """`dtype` and `device` are those the experts are served in ("auto": CUDA when present).
     `load_threads` read one checkpoint in parallel stripes; `fused` compiles the decode step."""
 
     def __init__(self, dtype: str | torch.dtype = "fp32", device: str | torch.device = "cpu", *,
@@ -143,3 +144,9 @@ class RealBackend:
 
     def close(self) -> None:
         self._io.shutdown(wait=True)
+
+    def __enter__(self) -> "RealBackend":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,11 +1,10 @@
 """Discrete-event replay of a trace through the CoE core on a backend's clock.
 
 It makes the real server's decisions with the real code: the scheduler's choice of expert
-and batch (coeflow.scheduler.decisions), the store's eviction (coeflow.store.policies:
-TierState, tier_candidate, the same policy objects). It mirrors the threaded store's rules:
-inclusive tiers, a load reserves its bytes when it starts, leased and loading experts are
-never evicted, every queued request prefetches its expert, one worker runs one batch at a
-time. It asks the backend what the server asks (interface.Backend): `move` for each hop,
+and batch (coeflow.scheduler.decisions), and the store's tier bookkeeping (coeflow.store.tiers:
+Tier and Tiers, with the same policy objects): inclusive tiers, a load reserves its bytes
+when it starts, the running and loading experts are never evicted. Like the server, every
+queued request prefetches its expert and one worker runs one batch at a time. It asks the backend what the server asks (interface.Backend): `move` for each hop,
 `run_batch` for each batch, `route_s`; their seconds advance the backend's clock (a
 SimClock: the replay resets it to 0 and moves it forward).
 
@@ -22,10 +21,11 @@ import math
 from collections import deque
 from dataclasses import dataclass, field
 
-from coeflow.backend.interface import Backend
+from coeflow.backend.interface import Backend, BatchTimes
 from coeflow.errors import ConfigError
 from coeflow.scheduler.decisions import DISTANCE, pick_expert, prefetch_tier, take_batch
-from coeflow.store.policies import Candidate, TierState, make_policy, tier_candidate
+from coeflow.store.policies import Usage, make_policy
+from coeflow.store.tiers import Counter, Tier, Tiers
 from coeflow.trace.client import pct
 
 LINKS = {"host": ("disk", "host"), "device": ("host", "device")}  # tier -> the hop into it
@@ -133,7 +133,7 @@ class _Replay:
         self.b, self.opts, self.reqs = backend, opts, reqs
         backend.clock.reset()  # a replay starts at t = 0, whatever ran on this backend before
         self.policy = make_policy(opts.policy)
-        self.tiers = {t: TierState(budgets[t], self.policy, t) for t in ("host", "device")}
+        self.tiers = Tiers(*(Tier(t, Counter(budgets[t]), self.policy) for t in ("host", "device")))
         self.budgets = budgets
         self.experts = sorted({r.expert for r in reqs})
         # the scheduler's rule: prefetch to the device only when its last hop costs a copy
@@ -157,42 +157,30 @@ class _Replay:
     # -- store bookkeeping --------------------------------------------------------------
     def _account(self, now: float) -> None:
         if now > self.area_t:
-            for t, tier in self.tiers.items():
-                self.area[t] += tier.used * (now - self.area_t)
+            for t in ("host", "device"):
+                self.area[t] += self.tiers[t].used * (now - self.area_t)
             self.area_t = now
-
-    def ready_tier(self, name: str, now: float) -> str:
-        """The highest tier whose copy of `name` is complete at `now` (the store's e.tier)."""
-        for tier in ("device", "host"):
-            st = self.tiers[tier]
-            if name in st and st.resident[name][1] <= now:
-                return tier
-        return "disk"
 
     def tier_of(self, name: str, now: float) -> str:
         """The store's status() view: loading while a job runs, else the highest tier."""
         if self.loading_until.get(name, -1.0) > now or name in self.deferred:
             return "loading"
-        return self.ready_tier(name, now)
+        return self.tiers.ready_tier(name, now)
 
     def _evictable(self, name: str, now: float) -> bool:
         return name != self.busy and self.loading_until.get(name, -1.0) <= now
 
     def _make_room(self, tier: str, name: str, now: float) -> bool:
-        st = self.tiers[tier]
-        nbytes = self.b.expert_bytes(name)
-
-        def cand(n: str, b: int, at: float) -> Candidate:
-            return tier_candidate(n, b, self.last_used.get(n), at, self.uses.get(n, 0))
-        victims = st.victims(nbytes, now, cand, lambda n: n != name and self._evictable(n, now))
-        if victims is None:
-            return False
-        for v in victims:
-            st.remove(v)
+        """Grant `name`'s bytes in `tier`, evicting by the store's rules; False (nothing
+        evicted) while the running and loading experts hold the room."""
+        def evict(victim: str) -> None:
+            self.tiers.evict(victim, tier)
             self.evictions[tier] += 1
-            if tier == "host" and v in self.tiers["device"]:  # inclusive: leaving the host leaves the device
-                self.tiers["device"].remove(v)
-        return True
+
+        slot = self.tiers[tier].make_room(name, self.b.expert_bytes(name), now,
+                                          lambda n: Usage(self.last_used.get(n), self.uses.get(n, 0)),
+                                          lambda n: n != name and self._evictable(n, now), evict)
+        return slot is not None
 
     def ensure(self, name: str, now: float, top: str = "device") -> float | None:
         """Start bringing `name` up to tier `top` (a store job); its completion time, or
@@ -215,7 +203,7 @@ class _Replay:
             self.link_busy[hop] += d
             self.loads[hop] += 1
             self.moved[hop] += self.b.expert_bytes(name)
-            self.tiers[tier].add(name, self.b.expert_bytes(name), t)
+            self.tiers[tier].loaded(name, t)
         self.deferred.discard(name)
         self.loading_until[name] = t
         return t
@@ -243,7 +231,7 @@ class _Replay:
         self.policy.on_access(name, now)
         self.uses[name] = self.uses.get(name, 0) + 1
         self.busy = name
-        source = self.ready_tier(name, now)
+        source = self.tiers.ready_tier(name, now)
         if source == "device":
             self.last_used[name] = now
             return now, None
@@ -264,15 +252,37 @@ class _Replay:
             self._prefetch(n, now)
 
     # -- the worker -----------------------------------------------------------------------
+    def _start_in_host(self) -> None:
+        """Every expert in the host tier at t = 0 (the paper's setting), or out of memory."""
+        need = sum(self.b.expert_bytes(e) for e in self.experts)
+        if need > self.budgets["host"]:
+            raise ConfigError(f"{len(self.experts)} experts need {need / 1e9:.1f} GB in the host "
+                              f"tier, which holds {self.budgets['host'] / 1e9:.1f} GB: out of memory")
+        for e in self.experts:
+            self.tiers.host.grant(e, self.b.expert_bytes(e))
+            self.tiers.host.loaded(e, 0.0)
+
+    def _records(self, expert: str, batch: list, start: float, ready_t: float, waited_from: str | None,
+                 times: BatchTimes) -> list[RequestRecord]:
+        """The batch's requests as the server reports them (Scheduler._started): the farther
+        of the arrival tier and the tier the acquire found, and the prefetch's part of the
+        move plus the acquire's."""
+        out = []
+        for queued_at, i in batch:
+            r, arrived_in = self.reqs[i], self.arrival_tier[i]
+            tier, switch = (waited_from, ready_t - start) if waited_from is not None else ("device", 0.0)
+            if DISTANCE.get(arrived_in, -1) > DISTANCE.get(tier, 0):
+                tier = arrived_in
+                switch += max(0.0, min(self.prefetch_done.get(expert, queued_at), start) - queued_at)
+            out.append(RequestRecord(i, r.id, expert, r.arrival_s, start, ready_t + times.ttft_s,
+                                     ready_t + times.finish_s(r.gen_tokens), tier, switch, len(batch),
+                                     r.prompt_tokens, r.gen_tokens))
+        return out
+
     def run(self) -> ReplayResult:
         reqs, opts, b = self.reqs, self.opts, self.b
         if opts.start_tier == "host":
-            need = sum(b.expert_bytes(e) for e in self.experts)
-            if need > self.budgets["host"]:
-                raise ConfigError(f"{len(self.experts)} experts need {need / 1e9:.1f} GB in the host "
-                                  f"tier, which holds {self.budgets['host'] / 1e9:.1f} GB: out of memory")
-            for e in self.experts:
-                self.tiers["host"].add(e, b.expert_bytes(e), 0.0)
+            self._start_in_host()
         records: list[RequestRecord | None] = [None] * len(reqs)
         hbm = compute = router = 0.0
         t, nxt = 0.0, 0
@@ -311,17 +321,8 @@ class _Replay:
             gen = max(reqs[i].gen_tokens for _, i in batch)
             times = b.run_batch(expert, None, [reqs[i] for _, i in batch])
             end = ready_t + times.finish_s(gen)
-            for queued_at, i in batch:
-                r, arrived_in = reqs[i], self.arrival_tier[i]
-                # the server's rule (Scheduler._started): the farther of the arrival tier and the
-                # tier the acquire found, and the prefetch's part of the move plus the acquire's
-                tier, switch = (waited_from, ready_t - start) if waited_from is not None else ("device", 0.0)
-                if DISTANCE.get(arrived_in, -1) > DISTANCE.get(tier, 0):
-                    tier = arrived_in
-                    switch += max(0.0, min(self.prefetch_done.get(expert, queued_at), start) - queued_at)
-                records[i] = RequestRecord(i, r.id, expert, r.arrival_s, start, ready_t + times.ttft_s,
-                                           ready_t + times.finish_s(r.gen_tokens), tier, switch, len(batch),
-                                           r.prompt_tokens, r.gen_tokens)
+            for rec in self._records(expert, batch, start, ready_t, waited_from, times):
+                records[rec.index] = rec
             compute += end - ready_t
             hbm += times.hbm_bytes
             admit_until(end)  # requests arriving during the batch are queued (and prefetch) on time

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from coeflow.backend.modelled import Machine
-from coeflow.backend.replay import ReplayOptions, SimRequest
+from coeflow.sim.modelled import Machine
+from coeflow.sim.replay import ReplayOptions, SimRequest
 from coeflow.errors import ConfigError
 from coeflow.hw.shapes import DecoderShape, load_shape
 from coeflow.trace.format import ROUTED, TraceRequest
@@ -86,7 +86,7 @@ def resolve(trace: list[TraceRequest], coe: ModelledCoE) -> list[SimRequest]:
 def resolve_machine(name: str, stack: str | None = None, tp: int | None = None) -> Machine:
     """A shipped system by name, or a system YAML; a probed spec (`coeflow hw probe`) also
     carries the disk rate and the CPU's pointer-swap device tier."""
-    from coeflow.hw.probe import is_probed_spec, load_probed, probed_stack
+    from coeflow.hw.probed import is_probed_spec, load_probed, probed_stack
     if is_probed_spec(name):
         m = load_probed(name)
         return Machine(m.hw, probed_stack(m, stack) if stack else m.stack, tp, m.disk_read_bps,
