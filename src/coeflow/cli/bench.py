@@ -8,6 +8,7 @@ import json
 import sys
 import time
 
+from coeflow.extras import require
 
 SERVE_SERVERS = ("coeflow", "coeflow_no_host_tier", "baseline", "ceiling")  # bench.serve.SERVERS
 SERVE_SIZES = ("100MB", "1.2GB")  # bench.serve.EXPERT_SIZES
@@ -124,6 +125,7 @@ def register(sub: argparse._SubParsersAction, help_text: str) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    require(("transformers", "openai"), "coeflow bench serve", "bench")
     from coeflow.bench.serve import format_table, run
     report = run(requests=args.requests, concurrency=args.concurrency, experts=args.experts,
                  device_slots=args.device_slots, zipf_s=args.zipf, max_tokens=args.max_tokens,
@@ -134,6 +136,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _decode(args: argparse.Namespace) -> int:
+    require(("transformers",), "coeflow bench decode", "bench")
     from coeflow.bench.decode import format_table, run
     report = run(models=tuple(args.models), dtypes=tuple(args.dtypes), batches=tuple(args.batches),
                  engines=tuple(args.engines), new_tokens=args.new_tokens, repeats=args.repeats,
@@ -145,6 +148,7 @@ def _decode(args: argparse.Namespace) -> int:
 def _switch(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    require(("transformers",), "coeflow bench switch", "bench")
     from coeflow.bench.switch import format_table, run
     report = run(sizes=tuple(args.sizes), repeats=args.repeats, load_threads=args.load_threads,
                  compute_threads=args.compute_threads or None, workdir=Path(args.workdir) if args.workdir else None, progress=_progress)
@@ -161,6 +165,7 @@ def _cache(args: argparse.Namespace) -> int:
 
 
 def _validate(args: argparse.Namespace) -> int:
+    require(("openai",), "coeflow bench validate", "bench")
     from coeflow.bench.validate import format_report, run
     report = run(args.coe, engine=args.engine, requests=args.requests, rate=args.rate, max_tokens=args.max_tokens,
                  device_experts=args.device_experts, host_experts=args.host_experts, hw=args.hw, seed=args.seed,

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 
+from coeflow.extras import require
+
 DEFAULT_DIR = "demo-coe"
 
 
@@ -40,6 +42,7 @@ def register(sub: argparse._SubParsersAction, help_text: str) -> None:
 
 
 def run_demo(args: argparse.Namespace) -> int:
+    require(("transformers", "tqdm", "openai"), "coeflow demo", "demo")
     from coeflow.cli.serve import server_options
     from coeflow.demo.showcase import run_demo as showcase
 
@@ -49,6 +52,7 @@ def run_demo(args: argparse.Namespace) -> int:
 
 
 def run_build(args: argparse.Namespace) -> int:
+    require(("transformers", "tqdm"), "coeflow demo build", "demo")
     from coeflow.demo.build import FULL, QUICK, build_demo
 
     result = build_demo(args.dir, args.seed, QUICK if args.quick else FULL, force=args.force)

@@ -7,9 +7,6 @@ import json
 import sys
 import time
 
-from coeflow.engine import Engine, SamplingParams
-from coeflow.model import Tokenizer
-
 
 def register(sub: argparse._SubParsersAction, help_text: str) -> None:
     p = sub.add_parser("generate", help=help_text, description=(
@@ -38,6 +35,8 @@ def register(sub: argparse._SubParsersAction, help_text: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from coeflow.engine import Engine, SamplingParams
+    from coeflow.model import Tokenizer
     params = SamplingParams(max_tokens=args.max_tokens, temperature=args.temperature, top_k=args.top_k,
                             top_p=args.top_p, seed=args.seed, stop=tuple(args.stop))
     t0 = time.perf_counter()

@@ -75,6 +75,8 @@ def run_show(args: argparse.Namespace) -> int:
 
 
 def run_probe(args: argparse.Namespace) -> int:
+    from coeflow.extras import require
+    require(("transformers",), "coeflow hw probe", "bench")
     import sys
     from coeflow.bench.probe import probe, write_spec
     from coeflow.hw.probed import PROBE_DIR

@@ -9,6 +9,7 @@ import argparse
 import json
 
 from coeflow.errors import ConfigError
+from coeflow.extras import require
 from coeflow.hw import generation_cost, list_hardware, list_models, load_hardware, load_shape
 
 GiB = 2**30
@@ -172,6 +173,7 @@ def run_compare(args: argparse.Namespace) -> int:
         machine, res = _simulate(args, hw)
         out[machine.name] = res.summary()
     if args.plot:
+        require(("matplotlib",), "--plot", "plots")
         from coeflow.sim.plots import compare_plot
         try:
             compare_plot(out, args.plot, title=f"{args.trace} ({args.procedure} procedure)")
@@ -236,6 +238,7 @@ def run_paper(args: argparse.Namespace) -> int:
 
     rows = report()
     if args.plots:
+        require(("matplotlib",), "--plots", "plots")
         from coeflow.sim.plots import write_plots
         try:
             written = write_plots(args.plots)

@@ -8,6 +8,7 @@ import json
 from collections import Counter
 
 from coeflow.errors import ConfigError
+from coeflow.extras import require
 
 
 def _range(text: str) -> tuple[int, int]:
@@ -123,6 +124,7 @@ def run_stats(args: argparse.Namespace) -> int:
 
 
 def run_run(args: argparse.Namespace) -> int:
+    require(("openai",), "coeflow trace run", "bench")
     from coeflow.trace import read_trace
     from coeflow.trace.client import play, summarise
     rows = play(args.url, read_trace(args.trace), api_key=args.api_key)

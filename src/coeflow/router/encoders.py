@@ -189,10 +189,8 @@ class SentenceTransformerEncoder:
 
 
 class LlamaHiddenStateEncoder:
-    """Mean of the final normed hidden states of a local Llama-family checkpoint.
-
-    Runs on coeflow's own engine (`coeflow.model`) when it is available, else on
-    transformers. Prompts are cut to `max_tokens` tokens."""
+    """Mean of the final normed hidden states of a local Llama-family checkpoint, on coeflow's
+    own model (`coeflow.model`). Prompts are cut to `max_tokens` tokens."""
 
     kind = "llama"
 
@@ -211,38 +209,21 @@ class LlamaHiddenStateEncoder:
 
 
 def _load_llama_backend(path: Path):
-    """Returns embed(text, max_tokens) -> float32 [hidden]."""
+    """Returns embed(text, max_tokens) -> float32 [hidden]: the mean of the checkpoint's final
+    hidden states over the prompt's tokens."""
     import torch
 
-    try:
-        from coeflow.model import load_model  # type: ignore[attr-defined]
-        from coeflow.model.tokenizer import Tokenizer  # type: ignore[import-not-found]
-    except ImportError:
-        load_model = None
-    if load_model is not None:
-        model = load_model(path, dtype=torch.float32, device="cpu")
-        tok = Tokenizer.from_dir(path)
+    from coeflow.model import Tokenizer, load_model
+    model = load_model(path, dtype=torch.float32, device="cpu")
+    tok = Tokenizer.from_dir(path)
 
-        def embed(text: str, max_tokens: int) -> np.ndarray:
-            ids = tok.encode(text)[:max_tokens] or [0]
-            with torch.inference_mode():
-                h = model.hidden_states(torch.tensor([ids], dtype=torch.long))
-            return h[0].mean(dim=0).float().numpy()
-
-        return embed
-
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32).eval()
-    tok = AutoTokenizer.from_pretrained(str(path))
-
-    def embed_hf(text: str, max_tokens: int) -> np.ndarray:
-        ids = tok(text, add_special_tokens=True)["input_ids"][:max_tokens] or [tok.bos_token_id or 0]
+    def embed(text: str, max_tokens: int) -> np.ndarray:
+        ids = tok.encode(text)[:max_tokens] or [0]
         with torch.inference_mode():
-            out = model(input_ids=torch.tensor([ids]), output_hidden_states=True)
-        return out.hidden_states[-1][0].mean(dim=0).float().numpy()
+            h = model.hidden_states(torch.tensor([ids], dtype=torch.long))
+        return h[0].mean(dim=0).float().numpy()
 
-    return embed_hf
+    return embed
 
 
 def _portable_path(path: Path, base_dir: Path) -> str:

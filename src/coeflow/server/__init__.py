@@ -1,26 +1,40 @@
-"""OpenAI-compatible HTTP server in front of a CoE (FastAPI + uvicorn)."""
+"""OpenAI-compatible HTTP server in front of a CoE (FastAPI + uvicorn).
+
+`coeflow.server.options` (what a server is built with, and the defaults) imports nothing
+heavy; this package's other names load the app, the engine and PyTorch on first use."""
 
 from __future__ import annotations
 
 import contextlib
+import importlib
 import logging
 import socket
 import threading
-from typing import Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
-import uvicorn
+from coeflow.server.options import DEFAULT_HOST, DEFAULT_PORT, Limits, ServerOptions
 
-from coeflow.server.app import CoEServer, create_app
-from coeflow.server.build import ServerOptions, build_server
-from coeflow.server.protocol import Limits
+if TYPE_CHECKING:
+    import uvicorn
+
+    from coeflow.server.app import CoEServer
 
 log = logging.getLogger(__name__)
 
-DEFAULT_HOST = "127.0.0.1"  # this machine only, unless the user says otherwise
-DEFAULT_PORT = 8000
+_LAZY = {"CoEServer": "coeflow.server.app", "create_app": "coeflow.server.app",
+         "build_server": "coeflow.server.build"}
 
 
-def _uvicorn(srv: CoEServer, host: str, port: int, log_level: str) -> uvicorn.Server:
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'coeflow.server' has no attribute {name!r}")
+
+
+def _uvicorn(srv: "CoEServer", host: str, port: int, log_level: str) -> "uvicorn.Server":
+    import uvicorn
+
+    from coeflow.server.app import create_app
     app = create_app(srv)
 
     @contextlib.asynccontextmanager
@@ -38,7 +52,7 @@ def _uvicorn(srv: CoEServer, host: str, port: int, log_level: str) -> uvicorn.Se
     return uvicorn.Server(config)
 
 
-def serve(srv: CoEServer, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, log_level: str = "info") -> None:
+def serve(srv: "CoEServer", host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, log_level: str = "info") -> None:
     """Serve until interrupted (Ctrl-C drains and stops cleanly)."""
     _uvicorn(srv, host, port, log_level).run()
 
@@ -50,7 +64,7 @@ def free_port(host: str = DEFAULT_HOST) -> int:
 
 
 @contextlib.contextmanager
-def serving(srv: CoEServer, host: str = DEFAULT_HOST, port: int | None = None,
+def serving(srv: "CoEServer", host: str = DEFAULT_HOST, port: int | None = None,
             log_level: str = "warning") -> Iterator[str]:
     """Run a server on a background thread; yields its base URL (…/v1). For the demo,
     benchmarks and tests."""

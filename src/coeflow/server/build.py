@@ -5,41 +5,16 @@ the rest serve."""
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from coeflow.coefile import load_coe
 from coeflow.errors import CoeflowError, ConfigError
 from coeflow.model import ModelConfig, Tokenizer
-from coeflow.scheduler import MAX_BATCH, MAX_QUEUE, MAX_WAIT_S, Scheduler
+from coeflow.scheduler import Scheduler
 from coeflow.server.app import CoEServer
-from coeflow.server.protocol import Limits
+from coeflow.server.options import ServerOptions
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class ServerOptions:
-    """How a server is built. The one place for each default: `coeflow serve` reads its
-    flags' defaults from here (the scheduling ones come from coeflow.scheduler)."""
-    device_mem: int | None = None  # bytes; None = unlimited
-    host_mem: int | None = None
-    dtype: str = "fp32"
-    device: str = "auto"  # cuda if present, else cpu
-    fused: bool = True  # the compiled decode step; False: eager PyTorch
-    policy: str = "lru"  # eviction policy of the tiers
-    max_batch: int = MAX_BATCH
-    max_queue: int = MAX_QUEUE
-    max_wait_s: float = MAX_WAIT_S
-    limits: Limits = field(default_factory=Limits)
-    api_key: str | None = None
-    warm_up: bool = True  # compile the decode step before serving
-
-    def __post_init__(self) -> None:
-        for name, least in (("max_batch", 1), ("max_queue", 1), ("max_wait_s", 0)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < least:
-                raise ConfigError(f"{name} must be a number of at least {least}, got {value!r}")
 
 
 def build_server(coe_path: str | Path, opts: ServerOptions, store=None) -> CoEServer:

@@ -14,11 +14,10 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from coeflow.engine import InvalidRequestError, SamplingParams
-from coeflow.errors import ConfigError
+from coeflow.server.options import Limits
 from coeflow.validation import field_path, problem
 
 ROLES = ("system", "developer", "user", "assistant", "tool")
-DEFAULT_MAX_TOKENS = 256  # a request that names no max_tokens gets this many, or the limit if lower
 
 
 class APIError(Exception):
@@ -44,22 +43,6 @@ def validation_error(e: ValidationError) -> APIError:
     param = field_path(tuple(err["loc"])) or None
     what = problem(err, mapping="an object")
     return bad(f"{param!r} {what}" if param else f"the request body {what}", param)
-
-
-@dataclass
-class Limits:
-    """What a request may ask for. `default_max_tokens` is capped by `max_tokens`, so a
-    lower limit never refuses the requests that leave max_tokens unset."""
-    max_tokens: int = 2048  # the largest max_tokens a request may ask
-    max_prompt_tokens: int = 8192
-    default_max_tokens: int = DEFAULT_MAX_TOKENS
-
-    def __post_init__(self) -> None:
-        for name in ("max_tokens", "max_prompt_tokens", "default_max_tokens"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"limit {name} must be a positive integer, got {value!r}")
-        self.default_max_tokens = min(self.default_max_tokens, self.max_tokens)
 
 
 @dataclass

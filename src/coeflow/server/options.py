@@ -1,0 +1,54 @@
+"""How a server is built and what a request may ask for: the one place for each of the server's
+defaults (`coeflow serve` reads its flags' defaults from here; the scheduling ones come from
+coeflow.scheduler). Imports nothing heavy, so that `coeflow serve --help` stays quick."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from coeflow.errors import ConfigError
+from coeflow.scheduler import MAX_BATCH, MAX_QUEUE, MAX_WAIT_S
+
+DEFAULT_HOST = "127.0.0.1"  # this machine only, unless the user says otherwise
+DEFAULT_PORT = 8000
+DEFAULT_MAX_TOKENS = 256  # a request that names no max_tokens gets this many, or the limit if lower
+
+
+@dataclass
+class Limits:
+    """What a request may ask for. `default_max_tokens` is capped by `max_tokens`, so a
+    lower limit never refuses the requests that leave max_tokens unset."""
+    max_tokens: int = 2048  # the largest max_tokens a request may ask
+    max_prompt_tokens: int = 8192
+    default_max_tokens: int = DEFAULT_MAX_TOKENS
+
+    def __post_init__(self) -> None:
+        for name in ("max_tokens", "max_prompt_tokens", "default_max_tokens"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"limit {name} must be a positive integer, got {value!r}")
+        self.default_max_tokens = min(self.default_max_tokens, self.max_tokens)
+
+
+@dataclass
+class ServerOptions:
+    """How a server is built. The one place for each default: `coeflow serve` reads its
+    flags' defaults from here (the scheduling ones come from coeflow.scheduler)."""
+    device_mem: int | None = None  # bytes; None = unlimited
+    host_mem: int | None = None
+    dtype: str = "fp32"
+    device: str = "auto"  # cuda if present, else cpu
+    fused: bool = True  # the compiled decode step; False: eager PyTorch
+    policy: str = "lru"  # eviction policy of the tiers
+    max_batch: int = MAX_BATCH
+    max_queue: int = MAX_QUEUE
+    max_wait_s: float = MAX_WAIT_S
+    limits: Limits = field(default_factory=Limits)
+    api_key: str | None = None
+    warm_up: bool = True  # compile the decode step before serving
+
+    def __post_init__(self) -> None:
+        for name, least in (("max_batch", 1), ("max_queue", 1), ("max_wait_s", 0)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < least:
+                raise ConfigError(f"{name} must be a number of at least {least}, got {value!r}")
