@@ -4,6 +4,7 @@ deterministic, cached, specialised experts, a routed CoE that beats every single
 from __future__ import annotations
 
 import hashlib
+import shutil
 from pathlib import Path
 
 import pytest
@@ -66,6 +67,22 @@ def test_second_build_is_cached_and_touches_nothing(demo):
     assert {p: p.stat().st_mtime_ns for p in demo.rglob("*") if p.is_file()} == before
 
 
+def test_an_edited_word_list_retrains_the_router_and_keeps_the_experts(demo, tmp_path, package_copy, monkeypatch):
+    from coeflow.demo import stamp
+
+    built = tmp_path / "built"
+    shutil.copytree(demo, built)
+    models = {p: p.stat().st_mtime_ns for p in (built / "experts").rglob("model.safetensors")}
+    router = (built / "router" / "router.npz").stat().st_mtime_ns
+    keywords = package_copy / "demo" / "data" / "prompts" / "sql" / "keywords.txt"
+    keywords.write_text(keywords.read_text() + "QUALIFY\n")
+    monkeypatch.setattr(stamp, "PACKAGE_DIR", package_copy)  # the build now sees the edited copy
+    assert not build_demo(built, seed=0, settings=QUICK, progress=False).cached
+    assert {p: p.stat().st_mtime_ns for p in models} == models and len(models) == len(NAMES)
+    assert (built / "router" / "router.npz").stat().st_mtime_ns != router
+    assert build_demo(built, seed=0, settings=QUICK, progress=False).cached
+
+
 def test_same_seed_gives_identical_weights_another_seed_does_not(demo, tmp_path):
     again = tmp_path / "again"
     build_demo(again, seed=0, settings=QUICK, progress=False)
@@ -98,8 +115,8 @@ def test_router_beside_the_coe_routes_pasted_code(demo):
 def test_llama_hidden_state_encoder_trains_a_working_router(demo):
     """Samba-CoE derives its router from its base LLM: here, the general expert's states."""
     coe = load_coe(demo / "coe.yaml")
-    # A third of the generated prompts (about as many as the QUICK build once made): the
-    # LLM encodes each one, so this keeps the test quick; every expert is still represented.
+    # A third of the generated prompts: the LLM encodes each one, so this keeps the test
+    # quick; every expert is still represented.
     data = read_jsonl(demo / "data" / "router_train.jsonl", coe.expert_names)[::3]
     enc = LlamaHiddenStateEncoder(demo / "experts" / "general", max_tokens=64)
     router = train_router(data, coe.expert_names, coe.fallback, encoder=enc, classifier="linear", folds=3)

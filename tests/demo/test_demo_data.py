@@ -72,13 +72,15 @@ def test_heldout_prompts_cover_every_expert_and_are_not_generated(name):
 def test_generated_prompts_cover_the_wide_vocabulary():
     """The decks draw every term before repeating one: most of each list shows up."""
     from coeflow.demo import vocab
+    from coeflow.demo.datafiles import read_json
 
     text = "\n".join(p["prompt"] for p in generate_router_prompts(0, 400)).lower()
-    commands = [c for c, _ in vocab.SHELL_TOOLS]
+    commands = [c for c, _ in read_json("prompts/shell/tools.json")]
     assert sum(c.lower() in text for c in commands) > 0.8 * len(commands)
     dunders = vocab.python_names()["dunders"]
     assert "__slots__" in dunders and sum(d in text for d in dunders) > 0.6 * len(dunders)
-    assert sum(k.lower() in text for k in vocab.SQL_FUNCTIONS) > 0.8 * len(vocab.SQL_FUNCTIONS)
+    functions = vocab.words("sql", "functions")
+    assert sum(k.lower() in text for k in functions) > 0.8 * len(functions)
     counts = {e: 0 for e in NAMES}
     for p in generate_router_prompts(0, 50):
         counts[p["expert"]] += 1

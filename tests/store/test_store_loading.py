@@ -12,6 +12,7 @@ from storekit import build_coe
 
 import coeflow.backend.real as real_backend
 from coeflow.engine import Engine, SamplingParams
+from coeflow.engine.layers.cuda import CudaLayers
 from coeflow.errors import ConfigError
 from coeflow.model import ModelConfig, attach_weights, build_skeleton, load_weights
 from coeflow.store import ExpertStore
@@ -123,8 +124,10 @@ def test_store_and_loader_lay_each_group_of_weights_out_as_one_matrix(tmp_path, 
     with ExpertStore(coe, real_backend.RealBackend(torch.bfloat16), device_mem=None, host_mem=None) as store, \
             store.acquire("x") as lease:
         for source, weights in (("store", lease.weights), ("load_weights", load_weights(path, cfg, torch.bfloat16))):
-            model = build_skeleton(cfg)
-            assert attach_weights(model, weights) == (True,) * (2 * cfg.num_layers), source
+            model, layers = build_skeleton(cfg), CudaLayers(gemv=False)  # the layers that join groups
+            layers.swap(model)
+            attach_weights(model, weights)
+            assert layers.after_attach(model)[0] == (True,) * (2 * cfg.num_layers), source
             for layer in model.model.layers:
                 for block, parts in ((layer.self_attn, ("q_proj", "k_proj", "v_proj")),
                                      (layer.mlp, ("gate_proj", "up_proj"))):

@@ -5,14 +5,17 @@ Llama experts (python, math, sql, shell; general is the fallback, trained mostly
 with a little of every domain) -> coe.yaml -> router trained beside it. Held-out text for
 `coeflow eval perplexity` goes to data/heldout_text.jsonl.
 
-Cached: a stamp records the version, seed and settings; a second run with the same ones
-returns at once, and an interrupted build resumes at the first expert not yet saved."""
+Cached: a stamp records the seed, the settings, the Python version and a digest of the
+files the build reads (`stamp.py`: data files and pipeline code); a second run with the
+same ones returns at once, an edit to a data file or to that code rebuilds what depends on
+it, and an interrupted build resumes at the first expert not yet saved."""
 
 from __future__ import annotations
 
 import json
 import multiprocessing
 import os
+import platform
 import random
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -28,16 +31,13 @@ from coeflow.coefile import load_coe
 from coeflow.demo.corpora import CORPORA, take_chars
 from coeflow.demo.experts import EXPERTS, FALLBACK
 from coeflow.demo.prompts import generate_router_prompts, pasted_lines
+from coeflow.demo.stamp import EXPERT_INPUTS, PIPELINE_INPUTS, input_digest
 from coeflow.demo.training import ExpertShape, TrainSettings, llama_config, train_expert
 from coeflow.router import examples_from_coe, read_jsonl, train_router
 
-if TYPE_CHECKING:  # torch loads in a second: a cached build should not wait for it
+if TYPE_CHECKING:  # torch is slow to import: a cached build should not wait for it
     import torch
 
-# Bump EXPERTS_VERSION when the corpora, tokenizer or training change (experts retrain);
-# bump PIPELINE_VERSION when only later steps change (held-out data, router prompts).
-EXPERTS_VERSION = 1
-PIPELINE_VERSION = 4
 STAMP = ".coeflow-demo.json"
 
 
@@ -91,9 +91,7 @@ def build_demo(directory: str | Path = "demo-coe", seed: int = 0, settings: Demo
     t0 = time.perf_counter()
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
-    settings_key = {k: v for k, v in asdict(settings).items() if k != "workers"}  # same weights either way
-    key = {"version": EXPERTS_VERSION, "seed": seed, "settings": settings_key}
-    full_key = {**key, "pipeline_version": PIPELINE_VERSION}
+    key, full_key = _stamp_keys(seed, settings)
     stamp = d / STAMP
     if not force and _stamp_matches(stamp, full_key) and _complete(d):
         losses = json.loads(stamp.read_text())["train_loss"]
@@ -269,6 +267,15 @@ def _write_coe_file(d: Path) -> Path:
     path.write_text("# The demo CoE, written by `coeflow demo build`.\n" + yaml.safe_dump(doc, sort_keys=False,
                     allow_unicode=True, width=110), encoding="utf-8")
     return path
+
+
+def _stamp_keys(seed: int, settings: DemoSettings) -> tuple[dict, dict]:
+    """What the experts depend on, and what the whole build depends on. The Python version is
+    in both: the python and general corpora are this interpreter's standard library."""
+    settings_key = {k: v for k, v in asdict(settings).items() if k != "workers"}  # same weights either way
+    key = {"expert_inputs": input_digest(EXPERT_INPUTS), "python": platform.python_version(), "seed": seed,
+           "settings": settings_key, "experts": [e.name for e in EXPERTS]}
+    return key, {**key, "pipeline_inputs": input_digest(PIPELINE_INPUTS)}
 
 
 def _stamp_matches(path: Path, key: dict) -> bool:

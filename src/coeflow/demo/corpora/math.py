@@ -1,5 +1,6 @@
 """`math` expert text: generated arithmetic, algebra, geometry and word problems, each
-with a short worked solution whose numbers are computed, so every answer is correct."""
+with a short worked solution whose numbers are computed, so every answer is correct.
+Names and things counted are in `data/corpora/math.json`."""
 
 from __future__ import annotations
 
@@ -7,9 +8,11 @@ import math
 import random
 from fractions import Fraction
 
-NAMES = ["Alice", "Bilal", "Chen", "Dora", "Eli", "Fatima", "George", "Hana", "Ines", "Jamal", "Kofi", "Lucia",
-         "Mateo", "Nora", "Oscar", "Paula", "Quinn", "Rosa", "Sven", "Tara"]
-THINGS = ["apples", "marbles", "books", "stamps", "oranges", "pens", "cupcakes", "stickers", "balloons", "coins"]
+from coeflow.demo.datafiles import read_json
+
+_WORDS = read_json("corpora/math.json")
+NAMES: list[str] = _WORDS["names"]  # people in word problems
+THINGS: list[str] = _WORDS["things"]  # what they count
 
 
 def math_corpus(seed: int, n_chars: int, split: str = "train") -> list[str]:

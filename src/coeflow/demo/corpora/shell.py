@@ -1,17 +1,20 @@
 """`shell` expert text: generated command lines and short bash scripts, each command with
-a comment saying what it does, over generated file names and paths."""
+a comment saying what it does, over the file names, paths, hosts and services in
+`data/corpora/shell.json`."""
 
 from __future__ import annotations
 
 import random
 
-DIRS = ["/var/log", "/etc", "~/projects", "/tmp", "./src", "/opt/app", "~/Downloads", "/srv/data", "./build", "/home/ana"]
-FILES = ["app.log", "config.yaml", "notes.txt", "data.csv", "backup.tar.gz", "main.py", "index.html", "report.pdf",
-         "server.conf", "users.json", "error.log", "photo.jpg"]
-EXTS = ["log", "txt", "py", "csv", "json", "md", "jpg", "sh", "conf"]
-HOSTS = ["web01", "db.example.com", "10.0.0.12", "backup-server", "pi@raspberrypi.local"]
-SERVICES = ["nginx", "postgresql", "docker", "ssh", "cron", "redis"]
-WORDS = ["ERROR", "TODO", "timeout", "password", "failed", "import", "main"]
+from coeflow.demo.datafiles import read_json
+
+_WORDS = read_json("corpora/shell.json")
+DIRS: list[str] = _WORDS["dirs"]
+FILES: list[str] = _WORDS["files"]
+EXTS: list[str] = _WORDS["exts"]
+HOSTS: list[str] = _WORDS["hosts"]
+SERVICES: list[str] = _WORDS["services"]
+WORDS: list[str] = _WORDS["words"]  # what grep and sed look for
 
 
 def shell_corpus(seed: int, n_chars: int, split: str = "train") -> list[str]:

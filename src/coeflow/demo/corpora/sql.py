@@ -1,37 +1,18 @@
 """`sql` expert text: generated schemas (CREATE TABLE) followed by commented queries over
-them: selections, joins, aggregates, subqueries, CTEs, window functions and DML."""
+them: selections, joins, aggregates, subqueries, CTEs, window functions and DML. The
+schemas are in `data/corpora/sql.json`."""
 
 from __future__ import annotations
 
 import random
 
-# table -> columns (name, type); foreign keys are the columns named <other>_id.
-SCHEMAS: dict[str, list[tuple[str, str]]] = {
-    "customers": [("id", "INTEGER PRIMARY KEY"), ("name", "TEXT NOT NULL"), ("email", "TEXT UNIQUE"),
-                  ("country", "TEXT"), ("created_at", "DATE")],
-    "orders": [("id", "INTEGER PRIMARY KEY"), ("customers_id", "INTEGER"), ("order_date", "DATE"),
-               ("status", "TEXT"), ("total", "NUMERIC(10, 2)")],
-    "products": [("id", "INTEGER PRIMARY KEY"), ("name", "TEXT"), ("category", "TEXT"), ("price", "NUMERIC(10, 2)"),
-                 ("stock", "INTEGER")],
-    "order_items": [("id", "INTEGER PRIMARY KEY"), ("orders_id", "INTEGER"), ("products_id", "INTEGER"),
-                    ("quantity", "INTEGER"), ("unit_price", "NUMERIC(10, 2)")],
-    "employees": [("id", "INTEGER PRIMARY KEY"), ("name", "TEXT"), ("departments_id", "INTEGER"),
-                  ("salary", "NUMERIC(12, 2)"), ("hired_on", "DATE"), ("manager_id", "INTEGER")],
-    "departments": [("id", "INTEGER PRIMARY KEY"), ("name", "TEXT"), ("budget", "NUMERIC(14, 2)"), ("city", "TEXT")],
-    "students": [("id", "INTEGER PRIMARY KEY"), ("name", "TEXT"), ("age", "INTEGER"), ("grade", "INTEGER")],
-    "courses": [("id", "INTEGER PRIMARY KEY"), ("title", "TEXT"), ("credits", "INTEGER")],
-    "enrollments": [("id", "INTEGER PRIMARY KEY"), ("students_id", "INTEGER"), ("courses_id", "INTEGER"),
-                    ("score", "INTEGER"), ("term", "TEXT")],
-    "movies": [("id", "INTEGER PRIMARY KEY"), ("title", "TEXT"), ("year", "INTEGER"), ("genre", "TEXT")],
-    "reviews": [("id", "INTEGER PRIMARY KEY"), ("movies_id", "INTEGER"), ("rating", "INTEGER"), ("body", "TEXT"),
-                ("created_at", "TIMESTAMP")],
-    "accounts": [("id", "INTEGER PRIMARY KEY"), ("owner", "TEXT"), ("balance", "NUMERIC(12, 2)"), ("opened_on", "DATE")],
-    "payments": [("id", "INTEGER PRIMARY KEY"), ("accounts_id", "INTEGER"), ("amount", "NUMERIC(12, 2)"),
-                 ("paid_at", "TIMESTAMP"), ("method", "TEXT")],
-}
-GROUPS = [["customers", "orders", "products", "order_items"], ["employees", "departments"],
-          ["students", "courses", "enrollments"], ["movies", "reviews"], ["accounts", "payments"]]
-TEXT_VALUES = ["'active'", "'shipped'", "'pending'", "'Berlin'", "'Canada'", "'books'", "'drama'", "'card'", "'2024'"]
+from coeflow.demo.datafiles import read_json
+
+_DATA = read_json("corpora/sql.json")
+# table -> [[column, type], ...]; foreign keys are the columns named <other>_id.
+SCHEMAS: dict[str, list[list[str]]] = _DATA["schemas"]
+GROUPS: list[list[str]] = _DATA["groups"]  # tables that a document's queries share
+TEXT_VALUES: list[str] = _DATA["text_values"]  # SQL literals for WHERE and INSERT
 
 
 def sql_corpus(seed: int, n_chars: int, split: str = "train") -> list[str]:
