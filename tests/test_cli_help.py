@@ -10,6 +10,8 @@ import pytest
 
 from coeflow.cli import COMMANDS
 
+pytestmark = pytest.mark.e2e
+
 CHECK = """
 import sys
 from coeflow.cli import main

@@ -16,6 +16,8 @@ from coeflow.demo.perplexity import perplexity_report, read_samples
 from coeflow.router import Router, load_router_for_coe, train_router, read_jsonl
 from coeflow.router.encoders import LlamaHiddenStateEncoder
 
+pytestmark = pytest.mark.slow
+
 NAMES = ["python", "math", "sql", "shell", "general"]
 
 

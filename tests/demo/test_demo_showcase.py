@@ -5,8 +5,12 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 from coeflow.demo.showcase import PROMPTS
 from coeflow.server import free_port
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
 def test_demo_once_builds_serves_and_prints_a_routed_table(tmp_path):

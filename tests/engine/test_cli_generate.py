@@ -6,8 +6,12 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from coeflow.engine import Engine, SamplingParams
 from coeflow.model import Tokenizer
+
+pytestmark = pytest.mark.e2e
 
 
 def coeflow(*args: str) -> subprocess.CompletedProcess:

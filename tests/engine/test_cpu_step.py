@@ -15,6 +15,8 @@ from coeflow.engine.runners.cpu_replay import CpuReplayRunner, CpuStep
 from coeflow.model import kernels
 from checkpoints import make_checkpoint
 
+pytestmark = pytest.mark.slow
+
 needs_layer = pytest.mark.skipif(not (kernels.load() and kernels.has_decoder_layer()),
                                  reason="the CPU kernel's op library is unavailable here "
                                         "(needs x86-64 Linux, AVX-512 BF16, gcc and g++)")

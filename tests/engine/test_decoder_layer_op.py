@@ -14,6 +14,8 @@ from coeflow.engine.kv_cache import KVCache
 from coeflow.model.llama import DecoderLayer, rope_cos_sin, rope_inv_freq
 from checkpoints import make_checkpoint
 
+pytestmark = pytest.mark.slow
+
 needs_layer = pytest.mark.skipif(not (kernels.load() and kernels.has_decoder_layer()),
                                  reason="the CPU kernel's op library is unavailable here "
                                         "(needs x86-64 Linux, AVX-512 BF16, gcc and g++)")

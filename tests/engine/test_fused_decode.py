@@ -14,6 +14,8 @@ from coeflow.engine.runners import CompiledRunner
 from coeflow.model import ModelConfig, kernels, load_weights
 from checkpoints import make_checkpoint
 
+pytestmark = pytest.mark.slow
+
 PROMPTS = [[1, 17, 42, 99, 7], [1, 5, 6, 250, 251, 252, 253]]
 
 

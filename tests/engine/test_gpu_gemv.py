@@ -18,6 +18,8 @@ from coeflow.engine import Engine
 from coeflow.model import ModelConfig
 from coeflow.model.kernels import gpu_gemv
 
+pytestmark = pytest.mark.slow
+
 pytest.importorskip("triton", reason="Triton is installed by .ci/run; without it the GPU kernel is off")
 
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import pytest
 
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
 KEYS = {"requests_per_s", "ttft_p50_s", "ttft_p99_s", "tpot_p50_s", "completed", "failed"}
 
 

@@ -17,6 +17,8 @@ from coeflow.cli.serve import server_options
 from coeflow.errors import ConfigError
 from coeflow.server import Limits, ServerOptions, free_port
 
+pytestmark = pytest.mark.e2e
+
 
 def test_serve_without_flags_builds_the_default_options(monkeypatch, capsys):
     monkeypatch.delenv("COEFLOW_API_KEY", raising=False)

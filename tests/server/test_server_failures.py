@@ -14,6 +14,8 @@ from coe_fixture import start, write_coe
 from coeflow.engine import SamplingParams
 from coeflow.scheduler import Failed, Finished, GenRequest, QueueFullError, ShuttingDownError
 
+pytestmark = pytest.mark.e2e
+
 
 def chat(client, model, text="hello"):
     return client.chat.completions.create(model=model, messages=[{"role": "user", "content": text}],

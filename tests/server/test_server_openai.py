@@ -12,6 +12,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from coeflow.router import Router
 
+pytestmark = pytest.mark.e2e
+
 
 def chat(client, model, text, **kw):
     kw.setdefault("max_tokens", 12)

@@ -1,10 +1,13 @@
 """`coeflow serve --record-trace`: the server appends one line per accepted request, and the
 file is a trace the replay reads."""
 
+import pytest
 from openai import OpenAI
 
 from coe_fixture import start
 from coeflow.trace import TraceRecorder, read_trace
+
+pytestmark = pytest.mark.e2e
 
 
 def test_a_recording_server_writes_a_replayable_line_per_request(coe_file, tmp_path):

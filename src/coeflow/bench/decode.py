@@ -149,10 +149,9 @@ def run(models: tuple[str, ...] = ("tiny", "medium"), dtypes: tuple[str, ...] = 
     root = Path(tmp.name) if tmp else Path(workdir)
     rows: list[Row] = []
     try:
-        # The read rate of this machine swings within a second (30-69 GB/s between runs 0.3 s
-        # apart, session 11), so each timed run is bracketed by two reads and judged against
-        # their mean; a best-of read taken seconds away would bound the run by a moment it
-        # did not run in.
+        # A shared machine's read rate swings within a second, so each timed run is bracketed
+        # by two reads and judged against their mean; a best-of read taken seconds away would
+        # bound the run by a moment it did not run in.
         read = read_probe(device=device)
         reads: list[float] = []  # every read of the run
         copy = device_copy_gbps(device) if device != "cpu" else None
@@ -195,7 +194,7 @@ def run(models: tuple[str, ...] = ("tiny", "medium"), dtypes: tuple[str, ...] = 
 
 
 def format_table(report: dict) -> str:
-    """Rows judged against the limit issue 2 names: the read bandwidth measured beside their
+    """Rows judged against the physical limit: the read bandwidth measured beside their
     runs on a CPU (`pct_of_read`: the median of each run's ratio, so with several runs not
     the quotient of the medians printed beside it), the device's copy rate on a GPU."""
     lo, hi = report.get("mem_read_gbps_range", [report["mem_read_gbps"]] * 2)

@@ -27,9 +27,9 @@ def _read_kernels(nbytes: int, device: str) -> tuple[list[Callable[[], object]],
     """Ways to read `nbytes` of memory with all threads, and the sync their timing needs. A
     plain `sum` is limited by its single reduction chain on some CPUs, so a compiled row-wise
     multiply-reduce (the shape of a decode step's weight reads) is tried too, and, where
-    coeflow's CPU kernels load, their plain AVX-512 read loop (up to 20% faster than both
-    here), with and without software prefetch (which read faster depends on the moment here:
-    with prefetch 4-5% faster with memory slow, 3-5% slower with memory fast). The buffer is in
+    coeflow's CPU kernels load, their plain AVX-512 read loop (faster than both where it runs),
+    with and without software prefetch (which of the two reads faster changes with the
+    moment). The buffer is in
     huge pages where Linux grants them, like the weights it is compared with. On a GPU: a sum
     over its memory (PyTorch's reduction runs near the memory's rate)."""
     if device != "cpu":
@@ -37,7 +37,7 @@ def _read_kernels(nbytes: int, device: str) -> tuple[list[Callable[[], object]],
         return [lambda: x.sum()], torch.cuda.synchronize
     from coeflow.model import kernels
 
-    # in huge pages, as coeflow's weights are (model.hostmem): 2-31% faster to read here
+    # in huge pages, as coeflow's weights are (model.hostmem), which read faster
     x = hostmem.empty(nbytes).view(torch.float32).fill_(1)
     rows = x.view(-1, 4096)
     v = torch.ones(4096)
@@ -58,8 +58,8 @@ def mem_read_gbps(nbytes: int = 1 << 30, repeats: int = 5, device: str = "cpu") 
 def read_probe(nbytes: int = 1 << 30, device: str = "cpu", passes: int = 2) -> Callable[[], float]:
     """A function that reads memory as `mem_read_gbps` does and returns the rate in GB/s: the
     limit measured right before and after each timed run of a benchmark. A shared machine's
-    read rate swings within a second (30-69 GB/s between runs 0.3 s apart here; BENCHMARKS.md,
-    decode, session 11), so a read taken seconds away from a run does not bound that run.
+    read rate swings within a second, so a read taken seconds away from a run does not bound
+    that run.
     Each call is the best of `passes` runs of every kernel within 10% of the fastest (timed
     here, best of 3): which of coeflow's two read loops is faster changes with the moment, and
     a single read dips now and then. The buffer stays allocated as long as the function."""
