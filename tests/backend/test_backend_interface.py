@@ -7,100 +7,23 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
-from dataclasses import dataclass
 from types import SimpleNamespace
 
 import pytest
-import yaml
+from fakes import MB, FakeBackend, fake_coe
 
-from coeflow.backend.interface import BatchTimes, Moved
-from coeflow.coefile import load_coe
-from coeflow.errors import CheckpointError
 from coeflow.scheduler import Failed, Finished, GenRequest, Scheduler, Started
 from coeflow.store import ExpertStore, ExpertUnavailableError
-
-MB = 1 << 20
-
-
-class StepClock:
-    """Time that moves only when the fake backend works."""
-
-    def __init__(self) -> None:
-        self.t = 100.0
-
-    def now(self) -> float:
-        return self.t
-
-
-@dataclass
-class Plan:
-    config: object
-    nbytes: int
-    block_bytes: int
-
-
-class FakeBackend:
-    """Moves take 1 s per MB on its clock, a batch 0.5 s; nothing is read or computed."""
-
-    def __init__(self, sizes_mb: dict[str, int], broken: tuple[str, ...] = (), device_copies: bool = True):
-        self.sizes = {n: mb * MB for n, mb in sizes_mb.items()}
-        self.broken, self.device_copies = broken, device_copies
-        self.clock = StepClock()
-        self.moves: list[tuple[str, str, str, int]] = []
-        self.batches: list[tuple[str, object, int]] = []
-        self.reserved: tuple[int, int] | None = None
-
-    def plan(self, expert: str, path) -> Plan:
-        if expert in self.broken:
-            raise CheckpointError(f"{path}: truncated")
-        return Plan(SimpleNamespace(name=expert), self.sizes[expert], self.sizes[expert])
-
-    def default_device_budget(self, everything: int) -> int:
-        return everything
-
-    def reserve(self, host_bytes: int, device_bytes: int) -> None:
-        self.reserved = (host_bytes, device_bytes)
-
-    def expert_bytes(self, expert: str) -> int:
-        return self.sizes[expert]
-
-    def move(self, expert: str, src: str, dst: str, slot: int = 0) -> Moved:
-        assert self.reserved is not None, "a move before the tiers were reserved"
-        self.moves.append((expert, src, dst, slot))
-        seconds = self.sizes[expert] / MB
-        self.clock.t += seconds
-        return Moved(seconds, {"w": (expert, dst, slot)})
-
-    def run_batch(self, expert, resident, batch, on_token=None) -> BatchTimes:
-        self.batches.append((expert, resident.weights["w"], len(batch), max(r.prompt_tokens for r in batch)))
-        self.clock.t += 0.5
-        for i, r in enumerate(batch):
-            for k in range(r.gen_tokens):
-                done = k == r.gen_tokens - 1
-                on_token(SimpleNamespace(index=i, token_id=k, text="x", finish_reason="length" if done else None,
-                                         completion_tokens=k + 1))
-        return BatchTimes(0.25, 0.25)
-
-    def route_s(self, batch: int, prompt: int) -> float:
-        return 0.0
-
-
-def _coe(tmp_path, names):
-    for n in names:
-        (tmp_path / n).mkdir()
-    (tmp_path / "coe.yaml").write_text(yaml.safe_dump(
-        {"name": "t", "fallback": names[0], "experts": [{"name": n, "path": n} for n in names]}))
-    return load_coe(tmp_path / "coe.yaml")
 
 
 def test_store_moves_through_the_backend_and_times_on_its_clock(tmp_path):
     b = FakeBackend({"a": 2, "b": 3, "c": 2})
-    with ExpertStore(_coe(tmp_path, ["a", "b", "c"]), b, device_mem=3 * MB, host_mem=5 * MB) as store:
+    with ExpertStore(fake_coe(tmp_path, ["a", "b", "c"]), b, device_mem=3 * MB, host_mem=5 * MB) as store:
         assert b.reserved == (5 * MB, 3 * MB)
         with store.acquire("a") as lease:
             assert lease.source_tier == "disk"
             assert lease.switch_s == pytest.approx(2 + 2)  # disk -> host, host -> device: 1 s per MB each
-            assert lease.weights == {"w": ("a", "device", 0)}  # what the backend's move returned
+            assert lease.weights == {"expert": "a", "tier": "device", "slot": 0}  # what the backend's move returned
         assert b.moves == [("a", "disk", "host", 0), ("a", "host", "device", 0)]
         with store.acquire("b"):  # b (3 MB) needs the whole device tier: a leaves it, keeps its host copy
             pass
@@ -114,7 +37,7 @@ def test_store_moves_through_the_backend_and_times_on_its_clock(tmp_path):
 
 def test_a_load_that_pinned_experts_block_is_refused_and_evicts_nothing(tmp_path):
     b = FakeBackend({"a": 2, "b": 1, "c": 3})
-    with ExpertStore(_coe(tmp_path, ["a", "b", "c"]), b, device_mem=4 * MB, host_mem=6 * MB) as store:
+    with ExpertStore(fake_coe(tmp_path, ["a", "b", "c"]), b, device_mem=4 * MB, host_mem=6 * MB) as store:
         store.pin("a")
         store.prefetch("a").result()
         with store.acquire("b"):
@@ -127,16 +50,16 @@ def test_a_load_that_pinned_experts_block_is_refused_and_evicts_nothing(tmp_path
 
 def test_a_checkpoint_the_backend_cannot_plan_fails_alone(tmp_path):
     b = FakeBackend({"a": 1, "b": 1}, broken=("b",))
-    with ExpertStore(_coe(tmp_path, ["a", "b"]), b, device_mem=None, host_mem=None) as store:
+    with ExpertStore(fake_coe(tmp_path, ["a", "b"]), b, device_mem=None, host_mem=None) as store:
         with pytest.raises(ExpertUnavailableError, match="truncated"):
             store.acquire("b")
         with store.acquire("a") as lease:
-            assert lease.weights == {"w": ("a", "device", 0)}
+            assert lease.weights == {"expert": "a", "tier": "device", "slot": 0}
 
 
 def test_scheduler_runs_batches_on_the_backend_and_stamps_arrivals_with_its_clock(tmp_path):
     b = FakeBackend({"a": 1, "b": 1})
-    store = ExpertStore(_coe(tmp_path, ["a", "b"]), b, device_mem=None, host_mem=None)
+    store = ExpertStore(fake_coe(tmp_path, ["a", "b"]), b, device_mem=None, host_mem=None)
     sched = Scheduler(store, b, ["a", "b"])
     events: dict[str, list] = {"a": [], "b": []}
     done = threading.Event()
@@ -162,7 +85,8 @@ def test_scheduler_runs_batches_on_the_backend_and_stamps_arrivals_with_its_cloc
         assert isinstance(evs[-1], Finished) and (evs[-1].reason, evs[-1].completion_tokens) == ("length", 3)
         assert reqs[n].arrival is not None and reqs[n].arrival >= 100.0  # the backend's clock, not the epoch
     # each batch ran on the weights the backend's host -> device move produced for its expert
-    assert sorted((x[0], x[1][:2]) for x in b.batches) == [("a", ("a", "device")), ("b", ("b", "device"))]
+    assert sorted((x[0], x[1]["expert"], x[1]["tier"]) for x in b.batches) == [("a", "a", "device"),
+                                                                              ("b", "b", "device")]
 
 
 def test_store_and_scheduler_do_not_import_torch():
@@ -187,7 +111,7 @@ def test_warm_up_runs_every_batch_size_and_length_before_traffic(tmp_path):
     """Each (shape, batch, cache length) compiles on first use: warm-up must run them all,
     each batch size as one batch; unknown experts are refused before anything is queued."""
     b = FakeBackend({"a": 1})
-    store = ExpertStore(_coe(tmp_path, ["a"]), b, device_mem=None, host_mem=None)
+    store = ExpertStore(fake_coe(tmp_path, ["a"]), b, device_mem=None, host_mem=None)
     sched = Scheduler(store, b, ["a"], max_batch=3, warm_lengths=(4, 40))
     sched.start()
     try:
@@ -206,9 +130,8 @@ def test_default_device_budget_is_asked_for_what_the_host_tier_can_hold(tmp_path
     """A host budget larger than every expert must not enlarge the device tier (on CUDA that
     would reserve a slab the KV caches need)."""
     b = FakeBackend({"a": 2, "b": 3})
-    with ExpertStore(_coe(tmp_path, ["a", "b"]), b, device_mem=None, host_mem=100 * MB) as store:
+    with ExpertStore(fake_coe(tmp_path, ["a", "b"]), b, device_mem=None, host_mem=100 * MB) as store:
         assert store.budgets == {"host": 100 * MB, "device": 5 * MB}
-    (tmp_path / "small").mkdir()
     b = FakeBackend({"a": 2, "b": 3})
-    with ExpertStore(_coe(tmp_path / "small", ["a", "b"]), b, device_mem=None, host_mem=4 * MB) as store:
+    with ExpertStore(fake_coe(tmp_path / "small", ["a", "b"]), b, device_mem=None, host_mem=4 * MB) as store:
         assert store.budgets == {"host": 4 * MB, "device": 4 * MB}

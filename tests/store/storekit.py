@@ -1,4 +1,5 @@
-"""Helpers for the store tests: a CoE directory of copied checkpoints and a settable clock."""
+"""Helpers for the store tests on the real backend: a CoE directory of copied checkpoints
+(the tests of pure decisions use tests/fakes.py instead)."""
 
 from __future__ import annotations
 
@@ -20,16 +21,3 @@ def build_coe(root: Path, experts: dict[str, Path], **extra: dict) -> CoEFile:
         {"name": "test", "fallback": next(iter(experts)), "experts": entries}))
     return load_coe(root / "coe.yaml")
 
-
-class Clock:
-    """Unix time that only moves when the test says so."""
-
-    def __init__(self, t: float = 1000.0):
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
-
-    def tick(self, dt: float = 1.0) -> float:
-        self.t += dt
-        return self.t

@@ -6,14 +6,11 @@ import random
 import threading
 
 import pytest
-from storekit import build_coe
+from fakes import MB, FakeBackend, fake_coe
 
-from coeflow.backend.real import RealBackend
 from coeflow.errors import ConfigError
 from coeflow.store import ExpertStore, parse_bytes
 from coeflow.store.tiers import Arena
-
-FAMS = ["llama", "llama-gqa", "qwen2", "llama-bias", "llama-tied", "mistral-window"]
 
 
 @pytest.mark.parametrize("text,expected", [
@@ -42,42 +39,53 @@ def test_arena_reuses_and_merges_freed_ranges():
     assert a.used == 0 and a.largest_free == 1024
 
 
-def test_expert_larger_than_a_budget_is_refused_at_start_up(tmp_path, checkpoints):
-    coe = build_coe(tmp_path, {"big": checkpoints["llama"], "small": checkpoints["llama-tied"]})
-    with pytest.raises(ConfigError, match=r"'big' needs .* device tier's budget is 300000 bytes"):
-        ExpertStore(coe, RealBackend(), device_mem=300_000, host_mem="100MB")
-    with pytest.raises(ConfigError, match=r"'big' needs .* host tier's budget"):
-        ExpertStore(coe, RealBackend(), device_mem="100MB", host_mem=300_000)
+def test_expert_larger_than_a_budget_is_refused_at_start_up(tmp_path):
+    for device_mem, host_mem, tier in ((2_000_000, "100MB", "device"), ("100MB", 2_000_000, "host")):
+        backend = FakeBackend({"big": 3, "small": 1})
+        with pytest.raises(ConfigError, match=f"'big' needs .* {tier} tier's budget is 2000000 bytes"):
+            ExpertStore(fake_coe(tmp_path / tier, ["big", "small"]), backend, device_mem=device_mem,
+                        host_mem=host_mem)
+        assert backend.reserved is None  # refused before any memory is reserved
 
 
-def _sizes(tmp_path, checkpoints):
-    coe = build_coe(tmp_path, {f"e{i}": checkpoints[f] for i, f in enumerate(FAMS)})
-    with ExpertStore(coe, RealBackend(), device_mem=None, host_mem=None) as probe:
-        sizes = {s.name: s.bytes for s in probe.status()}
-    return coe, sizes
+# six experts of different sizes (MB), so that freed ranges must be reused and may not fit
+SIZES = {"e0": 3, "e1": 5, "e2": 2, "e3": 4, "e4": 1, "e5": 6}
+BIGGEST = max(SIZES.values()) * MB
 
 
-def _check(store: ExpertStore) -> None:
+def _store(tmp_path, device_copies: bool, device_mem: int, host_mem: int) -> ExpertStore:
+    backend = FakeBackend(SIZES, device_copies=device_copies, s_per_mb=0)
+    return ExpertStore(fake_coe(tmp_path, list(SIZES)), backend, device_mem=device_mem, host_mem=host_mem)
+
+
+def _check(store: ExpertStore, held: list[dict] = ()) -> None:
+    """Budgets hold, and the device bytes of different experts leased at the same time never
+    overlap (a lease's weights are not overwritten while it is held)."""
     used, cap = store.used(), store.budgets
     assert used["host"] <= cap["host"] and used["device"] <= cap["device"]
     st = store.status()
     assert sum(s.bytes for s in st if s.tier == "device") <= cap["device"]
     assert sum(s.bytes for s in st if s.tier in ("device", "host")) <= cap["host"]
+    if store.device_copies:
+        # two leases of one expert share its bytes, as they should: count each expert once
+        ranges = sorted({(w["slot"], w["slot"] + SIZES[w["expert"]] * MB, w["expert"]) for w in held})
+        for (_, end, a), (start, _, b) in zip(ranges, ranges[1:]):
+            assert end <= start, f"leased {a} and {b} share device bytes"
 
 
-def test_random_operations_never_exceed_budgets(tmp_path, checkpoints):
-    coe, sizes = _sizes(tmp_path, checkpoints)
-    biggest = max(sizes.values())
-    store = ExpertStore(coe, RealBackend(), device_mem=int(1.6 * biggest), host_mem=int(2.7 * biggest))
+@pytest.mark.parametrize("device_copies", [True, False], ids=["device-copies", "pointer-swap"])
+def test_random_operations_never_exceed_budgets(tmp_path, device_copies):
+    store = _store(tmp_path, device_copies, device_mem=int(1.6 * BIGGEST), host_mem=int(2.7 * BIGGEST))
     rng = random.Random(0)
-    names = list(sizes)
+    names = list(SIZES)
     try:
         for _ in range(120):
             op, name = rng.random(), rng.choice(names)
             if op < 0.6:
                 with store.acquire(name) as lease:
-                    assert lease.weights and store.status()[names.index(name)].tier == "device"
-                    _check(store)
+                    assert (lease.weights["expert"], lease.weights["tier"]) == (name, "device")
+                    assert store.status()[names.index(name)].tier == "device"
+                    _check(store, [lease.weights])
             elif op < 0.75:
                 store.prefetch(name).result()
             elif op < 0.85:
@@ -90,19 +98,26 @@ def test_random_operations_never_exceed_budgets(tmp_path, checkpoints):
         store.close()
 
 
-def test_concurrent_acquires_never_exceed_budgets(tmp_path, checkpoints):
-    coe, sizes = _sizes(tmp_path, checkpoints)
-    biggest = max(sizes.values())
-    store = ExpertStore(coe, RealBackend(load_threads=2), device_mem=int(2.2 * biggest),
-                        host_mem=int(3.5 * biggest))
+@pytest.mark.parametrize("device_copies", [True, False], ids=["device-copies", "pointer-swap"])
+def test_concurrent_acquires_never_exceed_budgets(tmp_path, device_copies):
+    store = _store(tmp_path, device_copies, device_mem=int(2.2 * BIGGEST), host_mem=int(3.5 * BIGGEST))
+    held: dict[int, dict] = {}  # worker -> the weights of the lease it holds now
+    lock = threading.Lock()
     errors: list[BaseException] = []
 
     def worker(seed: int) -> None:
         rng = random.Random(seed)
         try:
             for _ in range(25):
-                with store.acquire(rng.choice(list(sizes)), timeout=30):
-                    _check(store)
+                name = rng.choice(list(SIZES))
+                with store.acquire(name, timeout=30) as lease:
+                    assert lease.weights["expert"] == name
+                    with lock:
+                        held[seed] = lease.weights
+                        leased_now = list(held.values())
+                    _check(store, leased_now)
+                    with lock:
+                        del held[seed]
         except BaseException as e:  # surfaced below
             errors.append(e)
 
@@ -115,5 +130,6 @@ def test_concurrent_acquires_never_exceed_budgets(tmp_path, checkpoints):
         assert not errors, errors
         _check(store)
         assert all(s.leases == 0 for s in store.status())
+        assert sum(s.misses for s in store.status()) > 10  # the budgets really forced evictions
     finally:
         store.close()

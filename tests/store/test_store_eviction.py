@@ -1,5 +1,6 @@
 """Who leaves a full tier: LRU by default, pinned and leased experts never, lower priority
-first, idle experts after their TTL; Belady is optimal on traces worked out by hand."""
+first, idle experts after their TTL; Belady is optimal on traces worked out by hand. The
+store's decisions are bookkeeping, so they run on the fake backend with sizes set here."""
 
 from __future__ import annotations
 
@@ -7,117 +8,112 @@ import functools
 import random
 
 import pytest
-import torch
-from storekit import Clock, build_coe
+from fakes import MB, FakeBackend, fake_coe
 
-from coeflow.backend.real import RealBackend
-from coeflow.backend.real.layout import plan_layout
 from coeflow.errors import ConfigError
 from coeflow.store import LFU, LRU, Belady, ExpertStore, simulate_cache
 
-SAME = "llama-gqa"  # every expert the same size: the budgets below hold a whole number of them
 
-
-def _store(tmp_path, checkpoints, names, device_n, host_n, clock, extra=None, policy="lru"):
-    coe = build_coe(tmp_path, {n: checkpoints[SAME] for n in names}, **(extra or {}))
-    size = plan_layout(coe.experts[0].path, torch.float32).block_bytes  # tensor bytes + page padding
-    return ExpertStore(coe, RealBackend(), device_mem=device_n * size, host_mem=host_n * size, clock=clock,
-                       policy=policy)
+def _store(tmp_path, names, device_n, host_n, extra=None, policy="lru", device_copies=True):
+    """Experts of 1 MB each, so the budgets hold a whole number of them; moves take no time,
+    so the clock moves only when the test ticks it."""
+    backend = FakeBackend(dict.fromkeys(names, 1), device_copies=device_copies, s_per_mb=0)
+    return ExpertStore(fake_coe(tmp_path, names, **(extra or {})), backend, device_mem=device_n * MB,
+                       host_mem=host_n * MB, policy=policy)
 
 
 def _tiers(store):
     return {s.name: s.tier for s in store.status()}
 
 
-def _use(store, clock, name):
-    clock.tick()
+def _use(store, name):
+    store.backend.clock.tick()
     with store.acquire(name) as lease:
+        assert (lease.weights["expert"], lease.weights["tier"]) == (name, "device")
         return lease.source_tier
 
 
-def test_lru_evicts_least_recently_used_from_each_tier(tmp_path, checkpoints):
-    clock = Clock()
-    store = _store(tmp_path, checkpoints, "abcd", device_n=2, host_n=3, clock=clock)
+@pytest.mark.parametrize("device_copies", [True, False], ids=["device-copies", "pointer-swap"])
+def test_lru_evicts_least_recently_used_from_each_tier(tmp_path, device_copies):
+    store = _store(tmp_path, "abcd", device_n=2, host_n=3, device_copies=device_copies)
+    moves = store.backend.moves
     try:
         for n in "aba":
-            _use(store, clock, n)
-        assert _use(store, clock, "c") == "disk"  # device held a, b: b was used least recently
+            _use(store, n)
+        assert _use(store, "c") == "disk"  # device held a, b: b was used least recently
         assert _tiers(store) == {"a": "device", "b": "host", "c": "device", "d": "disk"}
-        assert _use(store, clock, "b") == "host"  # back from DRAM, evicting a from the device
+        assert _use(store, "b") == "host"  # back from DRAM, evicting a from the device
+        assert moves[-1][:3] == ("b", "host", "device")  # nothing read from disk again
         assert _tiers(store) == {"a": "host", "b": "device", "c": "device", "d": "disk"}
-        _use(store, clock, "d")  # host holds 3: a (least recent) goes to disk
+        _use(store, "d")  # host holds 3: a (least recent) goes to disk
         assert _tiers(store) == {"a": "disk", "b": "device", "c": "host", "d": "device"}
     finally:
         store.close()
 
 
-def test_pinned_expert_is_loaded_at_start_and_never_evicted(tmp_path, checkpoints):
-    clock = Clock()
-    store = _store(tmp_path, checkpoints, "abcd", device_n=2, host_n=2, clock=clock,
-                   extra={"a": {"pin": True}})
+def test_pinned_expert_is_loaded_at_start_and_never_evicted(tmp_path):
+    store = _store(tmp_path, "abcd", device_n=2, host_n=2, extra={"a": {"pin": True}})
     try:
         store.prefetch("a").result()
-        assert _use(store, clock, "a") == "device"
+        assert _use(store, "a") == "device"
         for n in "bcdbcd":
-            _use(store, clock, n)
+            _use(store, n)
             assert _tiers(store)["a"] == "device"
         store.pin("a", False)
         for n in "bc":
-            _use(store, clock, n)
+            _use(store, n)
         assert _tiers(store)["a"] == "disk"
     finally:
         store.close()
 
 
-def test_pinning_more_than_the_device_holds_is_refused(tmp_path, checkpoints):
-    clock = Clock()
-    store = _store(tmp_path, checkpoints, "abc", device_n=2, host_n=3, clock=clock)
+def test_pinning_more_than_the_device_holds_is_refused(tmp_path):
+    store = _store(tmp_path, "abc", device_n=2, host_n=3)
     try:
         store.pin("a")
         store.pin("b")
         with pytest.raises(ConfigError, match="pinning 'c'"):
             store.pin("c")
+        assert [s.name for s in store.status() if s.pinned] == ["a", "b"]
     finally:
         store.close()
 
 
-def test_leased_expert_is_never_evicted(tmp_path, checkpoints):
-    clock = Clock()
-    store = _store(tmp_path, checkpoints, "abc", device_n=2, host_n=3, clock=clock)
+def test_leased_expert_is_never_evicted(tmp_path):
+    store = _store(tmp_path, "abc", device_n=2, host_n=3)
     try:
         held = store.acquire("a")  # least recently used from here on, but leased
         for n in "bcbc":
-            _use(store, clock, n)
+            _use(store, n)
             assert _tiers(store)["a"] == "device"
-        clock.tick()
+        assert held.weights == {"expert": "a", "tier": "device", "slot": 0}
+        assert all(m[2:] != ("device", 0) for m in store.backend.moves[2:])  # nobody moved into a's bytes
+        store.backend.clock.tick()
         held.release()  # release counts as a use: a is now more recent than c
-        _use(store, clock, "b")
+        _use(store, "b")
         assert _tiers(store) == {"a": "device", "b": "device", "c": "host"}
-        _use(store, clock, "c")
+        _use(store, "c")
         assert _tiers(store)["a"] == "host"
     finally:
         store.close()
 
 
-def test_lower_priority_leaves_first(tmp_path, checkpoints):
-    clock = Clock()
-    store = _store(tmp_path, checkpoints, "abc", device_n=2, host_n=3, clock=clock,
-                   extra={"a": {"priority": 5}})
+def test_lower_priority_leaves_first(tmp_path):
+    store = _store(tmp_path, "abc", device_n=2, host_n=3, extra={"a": {"priority": 5}})
     try:
-        _use(store, clock, "a")  # oldest, but higher priority
-        _use(store, clock, "b")
-        _use(store, clock, "c")
+        _use(store, "a")  # oldest, but higher priority
+        _use(store, "b")
+        _use(store, "c")
         assert _tiers(store) == {"a": "device", "b": "host", "c": "device"}
     finally:
         store.close()
 
 
-def test_ttl_unloads_idle_experts_but_not_leased_ones(tmp_path, checkpoints):
-    clock = Clock()
-    store = _store(tmp_path, checkpoints, "ab", device_n=2, host_n=2, clock=clock,
-                   extra={"a": {"ttl_s": 10}, "b": {"ttl_s": 10}})
+def test_ttl_unloads_idle_experts_but_not_leased_ones(tmp_path):
+    store = _store(tmp_path, "ab", device_n=2, host_n=2, extra={"a": {"ttl_s": 10}, "b": {"ttl_s": 10}})
+    clock = store.backend.clock
     try:
-        _use(store, clock, "a")
+        _use(store, "a")
         held = store.acquire("b")
         clock.tick(9)
         assert _tiers(store) == {"a": "device", "b": "device"}
@@ -130,10 +126,11 @@ def test_ttl_unloads_idle_experts_but_not_leased_ones(tmp_path, checkpoints):
         store.close()
 
 
-def test_policy_name_is_checked(tmp_path, checkpoints):
-    coe = build_coe(tmp_path, {"a": checkpoints[SAME]})
+def test_policy_name_is_checked(tmp_path):
+    backend = FakeBackend({"a": 1})
     with pytest.raises(ConfigError, match="unknown eviction policy 'mru'"):
-        ExpertStore(coe, RealBackend(), device_mem=None, host_mem=None, policy="mru")
+        ExpertStore(fake_coe(tmp_path, ["a"]), backend, device_mem=None, host_mem=None, policy="mru")
+    assert backend.reserved is None  # refused before any memory is reserved
 
 
 # ------------------------------------------------------------------ offline policies

@@ -11,6 +11,7 @@ from checkpoints import make_checkpoint
 from storekit import build_coe
 
 import coeflow.backend.real as real_backend
+from coeflow.backend.real.layout import plan_layout
 from coeflow.engine import Engine, SamplingParams
 from coeflow.engine.layers.cuda import CudaLayers
 from coeflow.errors import ConfigError
@@ -88,6 +89,25 @@ def test_concurrent_prefetches_share_one_load(tmp_path, checkpoints, monkeypatch
         with store.acquire("a") as lease:
             assert lease.weights
         assert first.result() is None and len(calls) == 1
+
+
+def test_weights_read_into_reused_pool_ranges_are_the_experts_own(tmp_path, checkpoints):
+    """A host budget for two of three experts makes loads reuse the ranges of evicted ones in
+    the real host pool: each lease must hold its own checkpoint's tensors, both the expert
+    just read and the one that stayed in the pool meanwhile."""
+    a, b, c = fams = ["llama", "qwen2", "llama-tied"]
+    coe = build_coe(tmp_path, {f: checkpoints[f] for f in fams})
+    sizes = [plan_layout(checkpoints[f], torch.float32).block_bytes for f in fams]
+    want = {f: load_weights(checkpoints[f], ModelConfig.from_dir(checkpoints[f]), torch.float32) for f in fams}
+    sources = []
+    with ExpertStore(coe, real_backend.RealBackend(), device_mem=max(sizes), host_mem=sum(sizes) - 1) as store:
+        for f in (a, b, c, b, a, b):
+            with store.acquire(f) as lease:
+                sources.append(lease.source_tier)
+                assert lease.weights.keys() == want[f].keys()
+                assert all(torch.equal(t, want[f][n]) for n, t in lease.weights.items()), f
+    # c and then a were read into ranges others had left, while b stayed in the pool
+    assert sources[2:] == ["disk", "host", "disk", "host"]
 
 
 def test_unknown_expert_is_a_config_error_and_key_error(tmp_path, checkpoints):
