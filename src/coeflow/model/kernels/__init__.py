@@ -13,7 +13,9 @@ it without a graph break and the weights stay graph inputs. Its CPU implementati
 Python implementation calls the C kernel through ctypes (slower a call). Anything
 missing (not x86-64 Linux, no AVX-512 BF16, no gcc, a failed build) leaves the kernel
 unavailable, logged once; callers then keep their previous path. COEFLOW_CPU_KERNEL=0 turns
-it off.
+it off; COEFLOW_CPU_KERNEL=emulate builds it on a CPU without AVX-512, its intrinsics emulated in
+portable code (SIMDe's headers, `emulate_avx512.h`): far slower, for running the kernels' tests
+there.
 
 The same library holds `coeflow::decoder_layer` (`decoder_layer.c`, `decoder_layer_op.cpp`): a
 whole decoder layer of decode in one call, its products through the same kernel, instead of
@@ -43,6 +45,8 @@ OP_SOURCE = Path(__file__).with_name("cpu_linear_op.cpp")
 LAYER_SOURCES = tuple(Path(__file__).with_name(n) for n in
                       ("decoder_layer.h", "decoder_layer.c", "decoder_layer_op.cpp"))
 CFLAGS = ["-O3", "-fPIC", "-fopenmp", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512bf16", "-mfma"]
+EMULATE_HEADER = Path(__file__).with_name("emulate_avx512.h")
+EMULATE_CFLAGS = ["-O2", "-fPIC", "-fopenmp", "-mavx2", "-mfma", "-include", str(EMULATE_HEADER)]
 CXXFLAGS = ["-O2", "-std=c++20", "-fPIC", "-fopenmp",
             f"-D_GLIBCXX_USE_CXX11_ABI={int(torch._C._GLIBCXX_USE_CXX11_ABI)}"]
 CPU_FLAGS = ("avx512f", "avx512bw", "avx512vl", "avx512_bf16", "fma")
@@ -95,12 +99,19 @@ def _run(cmd: list[str]) -> None:
         raise RuntimeError(f"{Path(cmd[0]).name} failed: {proc.stderr.strip()[-500:]}")
 
 
+def _emulating() -> bool:
+    return os.environ.get("COEFLOW_CPU_KERNEL") == "emulate"
+
+
 def _build(flags: set[str], op: bool, layer: bool = True) -> Path:
     """Compile unless a build of these sources, flags, CPU and torch exists. `op`: the torch
     op library (C kernel + cpu_linear_op.cpp, and with `layer` the decoder layer's op), else
     the C kernel alone (for ctypes)."""
-    parts = [SOURCE.read_bytes(), " ".join(CFLAGS).encode(),
+    cflags = EMULATE_CFLAGS if _emulating() else CFLAGS
+    parts = [SOURCE.read_bytes(), " ".join(cflags).encode(),
              " ".join(sorted(f for f in flags if f in CPU_FLAGS)).encode()]
+    if _emulating():
+        parts.append(EMULATE_HEADER.read_bytes())
     if op:
         parts += [OP_SOURCE.read_bytes(), *(p.read_bytes() for p in LAYER_SOURCES if layer),
                   " ".join(CXXFLAGS).encode(), torch.__version__.encode()]
@@ -121,16 +132,16 @@ def _build(flags: set[str], op: bool, layer: bool = True) -> Path:
                 raise RuntimeError("g++ not found")
             from torch.utils import cpp_extension  # imports setuptools: only when building
             objs = [Path(tmp) / "kernel.o"] + ([Path(tmp) / "layer.o"] if layer else [])
-            _run([gcc, *CFLAGS, "-c", str(SOURCE), "-o", str(objs[0])])
+            _run([gcc, *cflags, "-c", str(SOURCE), "-o", str(objs[0])])
             if layer:
-                _run([gcc, *CFLAGS, "-c", str(LAYER_SOURCES[1]), "-o", str(objs[1])])
+                _run([gcc, *cflags, "-c", str(LAYER_SOURCES[1]), "-o", str(objs[1])])
             torch_lib = cpp_extension.library_paths()[0]
             sources = [OP_SOURCE] + ([LAYER_SOURCES[2]] if layer else [])
             _run([gxx, *CXXFLAGS, "-shared", *(f"-I{d}" for d in cpp_extension.include_paths()),
                   *map(str, sources), *map(str, objs), "-o", str(so),
                   f"-L{torch_lib}", "-lc10", "-ltorch_cpu", f"-Wl,-rpath,{torch_lib}"])
         else:
-            _run([gcc, *CFLAGS, "-shared", str(SOURCE), "-o", str(so)])
+            _run([gcc, *cflags, "-shared", str(SOURCE), "-o", str(so)])
         os.replace(so, out)
     return out
 
@@ -145,7 +156,9 @@ def load() -> bool:
         log.info("CPU linear kernel disabled by COEFLOW_CPU_KERNEL=0")
         return False
     flags = _cpu_flags()
-    if platform.system() != "Linux" or platform.machine() not in ("x86_64", "AMD64") \
+    if _emulating():
+        log.warning("CPU kernels built with emulated AVX-512 intrinsics (COEFLOW_CPU_KERNEL=emulate): slow")
+    elif platform.system() != "Linux" or platform.machine() not in ("x86_64", "AMD64") \
             or not set(CPU_FLAGS) <= flags:
         log.info("CPU linear kernel unavailable: needs x86-64 Linux with %s", ", ".join(CPU_FLAGS))
         return False
