@@ -11,6 +11,8 @@ import json
 from coeflow.errors import ConfigError
 from coeflow.extras import require
 from coeflow.hw import generation_cost, list_hardware, list_models, load_hardware, load_shape
+from coeflow.sim.replay import ReplayOptions
+from coeflow.store.policies import ONLINE_POLICIES
 
 GiB = 2**30
 
@@ -82,13 +84,17 @@ def _replay_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--router", metavar="CONFIG", default=None,
                    help="cost a router of this shape (a prefill + one token) on the compute before queueing, "
                         "on up to --router-batch prompts at once (default: routing costs nothing)")
-    p.add_argument("--router-batch", type=int, default=8, help="prompts the router reads at once (default 8)")
+    p.add_argument("--router-batch", type=int, default=ReplayOptions.router_batch,
+                   help=f"prompts the router reads at once (default {ReplayOptions.router_batch})")
     p.add_argument("--procedure", default="server", choices=["server", "paper"],
                    help="server: coeflow's scheduler (prefetch on arrival, batching; default). paper: "
                         "Samba-CoE's procedure (route a batch, copy each expert, run each pair at batch 1)")
-    p.add_argument("--max-batch", type=int, default=None, help="largest batch per expert (default 8)")
-    p.add_argument("--max-wait", type=float, default=None, metavar="SECONDS", help="starvation bound (default 10)")
-    p.add_argument("--policy", default=None, help="eviction policy: lru (default), lfu, fifo, lrfu")
+    p.add_argument("--max-batch", type=int, default=None,
+                   help=f"largest batch per expert (default {ReplayOptions.max_batch})")
+    p.add_argument("--max-wait", type=float, default=None, metavar="SECONDS",
+                   help=f"starvation bound (default {ReplayOptions.max_wait_s:g})")
+    p.add_argument("--policy", default=None,
+                   help=f"eviction policy: {', '.join(ONLINE_POLICIES)} (default {ReplayOptions.policy})")
     p.add_argument("--device-mem", default=None, metavar="BYTES",
                    help="device tier (HBM) budget; default: HBM less reserves, router and KV cache")
     p.add_argument("--host-mem", default=None, metavar="BYTES",

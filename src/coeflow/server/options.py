@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from coeflow.errors import ConfigError
 from coeflow.scheduler import MAX_BATCH, MAX_QUEUE, MAX_WAIT_S
+from coeflow.store.policies import DEFAULT_POLICY
 
 DEFAULT_HOST = "127.0.0.1"  # this machine only, unless the user says otherwise
 DEFAULT_PORT = 8000
@@ -39,7 +40,7 @@ class ServerOptions:
     dtype: str = "fp32"
     device: str = "auto"  # cuda if present, else cpu
     fused: bool = True  # the compiled decode step; False: eager PyTorch
-    policy: str = "lru"  # eviction policy of the tiers
+    policy: str = DEFAULT_POLICY  # eviction policy of the tiers
     max_batch: int = MAX_BATCH
     max_queue: int = MAX_QUEUE
     max_wait_s: float = MAX_WAIT_S

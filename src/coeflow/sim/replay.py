@@ -23,8 +23,9 @@ from dataclasses import dataclass, field
 
 from coeflow.backend.interface import Backend, BatchTimes
 from coeflow.errors import ConfigError
+from coeflow.scheduler import MAX_BATCH, MAX_WAIT_S
 from coeflow.scheduler.decisions import DISTANCE, pick_expert, prefetch_tier, take_batch
-from coeflow.store.policies import Usage, make_policy
+from coeflow.store.policies import DEFAULT_POLICY, Usage, make_policy
 from coeflow.store.tiers import Counter, Tier, Tiers
 from coeflow.trace.client import pct
 
@@ -42,9 +43,10 @@ class SimRequest:
 
 @dataclass(frozen=True)
 class ReplayOptions:
-    max_batch: int = 8
-    max_wait_s: float = 10.0
-    policy: str = "lru"
+    """The server's scheduling options, with the server's defaults."""
+    max_batch: int = MAX_BATCH
+    max_wait_s: float = MAX_WAIT_S
+    policy: str = DEFAULT_POLICY
     device_mem: int | None = None  # bytes; None: the backend's default
     host_mem: int | None = None
     start_tier: str = "host"  # where every expert is at t=0: "host" or "disk"

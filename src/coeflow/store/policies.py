@@ -114,6 +114,7 @@ class Belady(EvictionPolicy):
 
 
 ONLINE_POLICIES = {"lru": LRU, "lfu": LFU, "fifo": FIFO, "lrfu": LRFU}
+DEFAULT_POLICY = LRU.name
 
 
 def make_policy(policy: str | EvictionPolicy) -> EvictionPolicy:

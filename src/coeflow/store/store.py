@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from coeflow.coefile import CoEFile, ExpertSpec
 from coeflow.errors import CoeflowError, ConfigError
-from coeflow.store.policies import EvictionPolicy, Usage, make_policy
+from coeflow.store.policies import DEFAULT_POLICY, EvictionPolicy, Usage, make_policy
 from coeflow.store.tiers import Arena, Counter, Tier, Tiers, parse_bytes
 
 if TYPE_CHECKING:
@@ -136,7 +136,7 @@ class ExpertStore:
     TTLs (the backend's; injectable for tests)."""
 
     def __init__(self, coe: CoEFile, backend: "StoreBackend", *, device_mem: int | str | None,
-                 host_mem: int | str | None, policy: str | EvictionPolicy = "lru",
+                 host_mem: int | str | None, policy: str | EvictionPolicy = DEFAULT_POLICY,
                  clock: Callable[[], float] | None = None):
         self.backend = backend
         self.policy = make_policy(policy)
