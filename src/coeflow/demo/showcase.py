@@ -8,6 +8,8 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
+from coeflow.server.options import DEFAULT_HOST, DEFAULT_PORT
+
 PROMPTS = [
     "Write a Python function that reverses a list.",
     "What is 17 * 23 + 4?",
@@ -74,7 +76,7 @@ def format_rows(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
-def run_demo(directory: str, opts, host: str = "127.0.0.1", port: int = 8000, once: bool = False,
+def run_demo(directory: str, opts, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, once: bool = False,
              seed: int = 0, quick: bool = False, say: Callable[[str], None] = print) -> list[Row]:
     from coeflow.demo.build import FULL, QUICK, build_demo
     from coeflow.server import build_server, serving
