@@ -252,3 +252,24 @@ def test_cpu_step_stays_with_dynamo_when_its_inputs_cannot_be_found(tmp_path, mo
     fused = Engine.from_checkpoint(a, fused=True, cpu_replay=False)
     assert [c.token_ids for c in fused.generate(PROMPTS, params)] == want
     assert fused.fused and fused.runner.direct_steps == 0
+
+
+def test_a_failing_compiled_step_goes_on_eagerly_with_the_models_own_layers(tmp_path, monkeypatch):
+    """A compiler that fails (no C++ compiler, an op it cannot compile) must not stop
+    generation: the step goes on eagerly, on the model's own modules, not on the device's
+    layers written for a compiler to fuse (run eagerly, they copy whole weights a product)."""
+    from coeflow.engine.layers.cpu import StreamedLinear
+
+    def broken(self, *args):
+        raise RuntimeError("compiler failed (test)")
+    monkeypatch.setattr(CompiledRunner, "_compiled_step", broken)
+    streamed = []
+    forward = StreamedLinear.forward
+    monkeypatch.setattr(StreamedLinear, "forward", lambda self, x: streamed.append(1) or forward(self, x))
+    path = make_checkpoint(tmp_path / "a", "llama-gqa", seed=5)
+    params = SamplingParams(max_tokens=8, ignore_eos=True)
+    want = [c.token_ids for c in Engine.from_checkpoint(path, fused=False).generate(PROMPTS, params)]
+    engine = Engine.from_checkpoint(path, fused=True, cpu_kernel=False)
+    assert engine.fused
+    assert [c.token_ids for c in engine.generate(PROMPTS, params)] == want
+    assert not engine.fused and streamed == []

@@ -148,6 +148,10 @@ def test_admin_bodies_are_validated_by_field(live):
     assert r.status_code == 400 and r.json()["error"]["param"] == "pinned"
     r = httpx.post(f"{url}/experts/sql/load", json=["device"])
     assert r.status_code == 400 and "JSON object" in r.json()["error"]["message"]
+    for action, body, param in (("load", {"tir": "host"}, "tir"), ("load", {"tier": "disk"}, "tier"),
+                                ("unload", {"tier": "device"}, "tier"), ("pin", {"pinned": True, "x": 1}, "x")):
+        r = httpx.post(f"{url}/experts/sql/{action}", json=body)
+        assert r.status_code == 400 and r.json()["error"]["param"] == param, (action, body, r.text)
     assert httpx.post(f"{url}/experts/sql/fly", json={}).status_code == 404
 
 

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from coeflow.engine.kv_cache import KVCache, KVCaches
-from coeflow.engine.runners import StepRunner, choose_runner
+from coeflow.engine.runners import StepRunner, choose_runner, prefill_layers
 from coeflow.engine.runners.base import step_tokens
 from coeflow.engine.sampling import InvalidRequestError, SamplingParams, sample
 from coeflow.engine.text import TextStream
@@ -99,8 +99,9 @@ class Engine:
     The engine owns a skeleton (parameters without storage of their own) that experts of this
     shape attach their tensors to (`set_weights`: no copy), the KV caches of the batch and length
     buckets met so far, and a step runner (coeflow.engine.runners), chosen once by device and
-    capability, that runs its decode steps; prefill runs eagerly on the skeleton. Every expert
-    of the shape reuses the runner's compiled step: a switch never recompiles.
+    capability, that runs its decode steps; prefill runs eagerly on the skeleton (on a GPU with
+    q/k/v and gate/up joined: `prefill_layers`). Every expert of the shape reuses the runner's
+    compiled step: a switch never recompiles.
 
     `fused`: run decode steps compiled (else eagerly). `cpu_kernel`, `cpu_replay`, `triton_gemv`
     turn off one capability each (`choose_runner`). `kv_cache_budget`: bytes of KV caches kept
@@ -117,6 +118,8 @@ class Engine:
         self.model = build_skeleton(cfg, self.device)
         self.runner = (runner(self.model) if runner is not None else
                        choose_runner(self.model, self.device, fused, cpu_kernel, cpu_replay, triton_gemv))
+        self.prefill_layers = prefill_layers(self.device)  # after the runner copied the plain skeleton
+        self.prefill_layers.swap(self.model)
         self.caches = KVCaches(cfg, self.dtype, self.device, kv_cache_budget, self.runner.forget)
         self.loaded: str | None = None  # name of the weights now attached
         self._attached: dict[str, Tensor] = {}  # the tensors now attached, by name
@@ -151,6 +154,7 @@ class Engine:
             self.loaded = name
             return
         attach_weights(self.model, weights)
+        self.prefill_layers.after_attach(self.model)
         self.runner.attach(weights)
         self.loaded, self._attached = name, dict(weights)
 

@@ -9,7 +9,7 @@ sent as `null` means the field is not set."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
@@ -238,25 +238,31 @@ def parse_request(body: Any, chat: bool, limits: Limits) -> ParsedRequest:
                          bool(req.stream_options.get("include_usage")))
 
 
-class LoadBody(_Wire):
+class _Admin(_Wire):
+    """A body of coeflow's own admin routes: no field OpenAI might add, so unknown ones are errors."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class LoadBody(_Admin):
     """POST /v1/experts/NAME/load"""
-    tier: str = "device"
+    tier: Literal["host", "device"] = "device"
 
 
-class UnloadBody(_Wire):
-    """POST /v1/experts/NAME/unload"""
-    tier: str = "disk"
+class UnloadBody(_Admin):
+    """POST /v1/experts/NAME/unload: to disk unless told otherwise (frees both tiers)."""
+    tier: Literal["host", "disk"] = "disk"
 
 
-class PinBody(_Wire):
+class PinBody(_Admin):
     """POST /v1/experts/NAME/pin"""
     pinned: bool = True
 
 
-ADMIN_BODIES: dict[str, type[_Wire]] = {"load": LoadBody, "unload": UnloadBody, "pin": PinBody}
+ADMIN_BODIES: dict[str, type[_Admin]] = {"load": LoadBody, "unload": UnloadBody, "pin": PinBody}
 
 
-def parse_admin(action: str, body: Any) -> _Wire:
+def parse_admin(action: str, body: Any) -> _Admin:
     """The body of an admin action; an unknown action is a 404."""
     if action not in ADMIN_BODIES:
         raise APIError(404, f"unknown action {action!r}: use {', '.join(ADMIN_BODIES)}")

@@ -1,10 +1,11 @@
-"""Per-device implementations of the model's products and layers for decode steps.
+"""Per-device implementations of the model's products and layers.
 
 The model (coeflow.model.llama) is maths only. A step runner that compiles decode steps for a
-device gives its own copy of the skeleton that device's layers once, when it is built
-(`DecodeLayers.swap`): subclasses of the model's modules, swapped in by class, that override
-`forward`, `Attention.project`, `Attention.attend` or `MLP.gate_up`. The CPU's are in
-`layers.cpu`, the GPU's in `layers.cuda`, side by side."""
+device gives its own copy of the skeleton that device's layers once, when it is built, and the
+engine gives its own skeleton (prefill) the device's prefill layers (`DeviceLayers.swap`):
+subclasses of the model's modules, swapped in by class, that override `forward`,
+`Attention.project`, `Attention.attend` or `MLP.gate_up`. The CPU's are in `layers.cpu`, the
+GPU's in `layers.cuda`, side by side."""
 
 from __future__ import annotations
 
@@ -15,8 +16,8 @@ from torch import nn
 from coeflow.model.llama import Transformer
 
 
-class DecodeLayers(Protocol):
-    """One device's layers for decode steps."""
+class DeviceLayers(Protocol):
+    """One device's layers, for decode steps or for prefill."""
 
     def swap(self, model: Transformer) -> None:
         """Give a skeleton (no weights attached yet) this device's modules."""

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from coeflow.engine.kv_cache import KVCache
-from coeflow.engine.layers import DecodeLayers
+from coeflow.engine.layers import DeviceLayers
 from coeflow.model import attach_weights, kernels
 from coeflow.model.llama import Transformer
 
@@ -42,10 +42,11 @@ class StepRunner(ABC):
 
     name: str = "step runner"
 
-    def __init__(self, model: Transformer, layers: DecodeLayers | None = None) -> None:
-        """`model`: the engine's skeleton. With `layers`, steps run on a copy of it that carries
-        them (coeflow.engine.layers), attached by `attach`; without, on the engine's own
-        skeleton with the model's own modules, which the engine attaches."""
+    def __init__(self, model: Transformer, layers: DeviceLayers | None = None) -> None:
+        """`model`: the engine's skeleton, without a device's layers yet. With `layers`, steps
+        run on a copy of it that carries them (coeflow.engine.layers), attached by `attach`;
+        without, on the engine's own skeleton, which the engine attaches."""
+        self.plain = model  # the engine's skeleton: eager steps, where compiled ones fail
         self.layers = layers
         if layers is None:
             self.model = model
@@ -55,7 +56,7 @@ class StepRunner(ABC):
 
     def attach(self, weights: dict[str, Tensor]) -> tuple:
         """Point the runner's own skeleton at an expert's tensors (no copy). Returns what the
-        layers made of them (`DecodeLayers.after_attach`)."""
+        layers made of them (`DeviceLayers.after_attach`)."""
         if self.layers is None:
             return ()
         attach_weights(self.model, weights)

@@ -28,7 +28,7 @@ from torch import Tensor
 
 from coeflow.engine import torch_compat
 from coeflow.engine.kv_cache import KVCache
-from coeflow.engine.layers import DecodeLayers
+from coeflow.engine.layers import DeviceLayers
 from coeflow.engine.runners.base import StepRunner, decode_step
 from coeflow.model.llama import Transformer
 
@@ -55,7 +55,7 @@ INDUCTOR_OPTIONS = {"size_asserts": False}
 class CompiledRunner(StepRunner):
     name = "compiled"
 
-    def __init__(self, model: Transformer, layers: DecodeLayers, direct: bool = False) -> None:
+    def __init__(self, model: Transformer, layers: DeviceLayers, direct: bool = False) -> None:
         super().__init__(model, layers)
         self.direct = direct
         self._steps: dict[tuple, tuple[Callable[..., Tensor], torch_compat.GraphRecorder | None]] = {}
@@ -95,15 +95,20 @@ class CompiledRunner(StepRunner):
                              options={**INDUCTOR_OPTIONS, **options}), None
 
     def step(self, cache: KVCache, tokens: Tensor, positions: Tensor, slot: Tensor) -> Tensor:
-        if self._step is None:  # compiling failed before, or no weights attached yet
-            return decode_step(self.model, cache, tokens, positions, slot)
+        if self._step is None:  # compiling failed before
+            return self._eager(cache, tokens, positions, slot)
         try:
             return self._compiled_step(cache, tokens, positions, slot)
         except Exception as e:  # a compiler missing or failing must not stop generation
             log.warning("compiled decode step failed (%s: %s); going on without compiling",
                         type(e).__name__, str(e).splitlines()[0] if str(e) else "", exc_info=True)
             self.failed, self._step, self._steps = True, None, {}
-            return decode_step(self.model, cache, tokens, positions, slot)
+            return self._eager(cache, tokens, positions, slot)
+
+    def _eager(self, cache: KVCache, tokens: Tensor, positions: Tensor, slot: Tensor) -> Tensor:
+        """The step on the engine's own skeleton: the device's layers are written for a compiler
+        to fuse, and run eagerly some are far slower than the model's own modules."""
+        return decode_step(self.plain, cache, tokens, positions, slot)
 
     def _compiled_step(self, cache: KVCache, tokens: Tensor, positions: Tensor, slot: Tensor) -> Tensor:
         call = self._calls.get(cache)

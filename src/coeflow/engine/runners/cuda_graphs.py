@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from coeflow.engine.kv_cache import KVCache
-from coeflow.engine.layers import DecodeLayers
+from coeflow.engine.layers import DeviceLayers
 from coeflow.engine.runners.base import StepRunner
 from coeflow.engine.runners.compiled import CompiledRunner
 from coeflow.model.llama import Transformer
@@ -42,7 +42,7 @@ class CudaGraphRunner(CompiledRunner):
     name = "cuda-graphs"
     MAX_GRAPHS = 64  # least recently used dropped beyond this (each keeps a private memory pool)
 
-    def __init__(self, model: Transformer, layers: DecodeLayers) -> None:
+    def __init__(self, model: Transformer, layers: DeviceLayers) -> None:
         super().__init__(model, layers)
         # capture cannot use the default stream; one side stream for all of them, since cuBLAS
         # keeps a workspace per stream it has run on
