@@ -3,8 +3,6 @@ tokens included, and each step decodes a few tokens, not the whole sequence."""
 
 from __future__ import annotations
 
-import json
-
 import pytest
 from tokenizers import Tokenizer, decoders, models, normalizers
 
@@ -91,11 +89,3 @@ def test_the_end_shows_an_unfinished_character_as_the_whole_decode_does(tmp_path
     shown = "".join(stream.push(i) for i in ids)
     assert shown == "ok "
     assert shown + stream.flush() == tok.decode(ids) and tok.decode(ids).endswith("\ufffd")
-
-
-def test_tokenizer_json_round_trip_keeps_the_decoder(tmp_path):
-    """The sentencepiece-like tokenizer above is what Llama 2's tokenizer.json describes."""
-    path = tmp_path / "tokenizer.json"
-    _sentencepiece_like().save(str(path))
-    spec = json.loads(path.read_text())
-    assert spec["model"]["byte_fallback"] and spec["decoder"]["type"] == "Sequence"

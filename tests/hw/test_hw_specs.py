@@ -89,6 +89,46 @@ def test_an_unknown_key_in_a_device_file_is_refused_naming_it(tmp_path, monkeypa
     assert f"{device}: unknown field 'memory.hbm.speed'" in str(e.value)
 
 
+@pytest.mark.parametrize("count", ["8.5", "'2.9'", "true"])
+def test_a_count_must_be_a_whole_number(tmp_path, count):
+    spec = tmp_path / "counts.yaml"
+    spec.write_text((SPEC_DIR / "dgx-h100.yaml").read_text().replace("devices: 8", f"devices: {count}"))
+    with pytest.raises(ConfigError, match=r"devices"):
+        load_hardware(str(spec))
+
+
+def test_a_probed_spec_with_an_unknown_or_mistyped_key_is_refused_naming_it(tmp_path):
+    """A spec `coeflow hw probe` wrote is read with the same checks as the shipped ones."""
+    import yaml
+
+    from coeflow.hw.probed import load_probed
+    spec = {"name": "local-cpu", "description": "x", "devices": 1,
+            "host": {"memory": "16 GiB", "reserve": "2 GiB"}, "default_stack": "local-eager",
+            "device": {"name": "local-cpu", "kind": "gpu",
+                       "compute": {"peak_bf16": "100 GFLOP/s", "units": 2, "gemm_efficiency": 1.0},
+                       "onchip": {"capacity": "32 MiB"},
+                       "memory": {"hbm": {"capacity": "16 GiB", "bandwidth": "20 GB/s", "efficiency": 1.0}}},
+            "stacks": {"local-eager": {"kind": "gpu", "description": "eager", "kernel_overhead": "10 us",
+                                       "invocation_overhead": "1 ms", "step_overhead": "50 us"}},
+            "probe": {"date": "2026-12-07", "machine": "m", "torch_threads": 2, "disk_read_bandwidth": "2 GB/s",
+                      "disk_read_latency": "100 us", "device_is_host": True, "bytes_per_param": 4,
+                      "engine_fits": {}}}
+    path = tmp_path / "local-cpu.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    m = load_probed(str(path))
+    assert m.hw.device.hbm.bandwidth == 20e9 * 2 / 4 and m.stack.kernel_overhead_s == pytest.approx(10e-6)
+    assert m.device_is_host and m.bytes_per_param == 4
+    spec["stacks"]["local-eager"]["fuse_attention"] = "no"
+    path.write_text(yaml.safe_dump(spec))
+    with pytest.raises(ConfigError, match=r"stacks\.local-eager\.fuse_attention"):
+        load_probed(str(path))
+    del spec["stacks"]["local-eager"]["fuse_attention"]
+    spec["probe"]["disk_speed"] = "3 GB/s"
+    path.write_text(yaml.safe_dump(spec))
+    with pytest.raises(ConfigError, match=r"unknown field 'probe\.disk_speed'"):
+        load_probed(str(path))
+
+
 def test_a_stack_for_the_wrong_kind_of_hardware_is_refused():
     with pytest.raises(ConfigError, match="for rdu hardware"):
         load_stack("rdu-fused-ho", "gpu")

@@ -207,11 +207,13 @@ def _counters(url: str, expert: str) -> dict[str, float]:
 
 
 def test_metrics_count_requests_tokens_and_latency(live, client):
-    url = live[1]
+    srv, url = live
     before = _counters(url, "shell")
     sent = [3, 5, 7]  # max_tokens of each request; ignore_eos makes each generate exactly that many
     usages = [chat(client, "shell", f"ls {i}", max_tokens=n, extra_body={"ignore_eos": True}).usage
               for i, n in enumerate(sent)]
+    tok = srv.runtimes["shell"].tokenizer
+    prompts = [len(tok.encode_chat([{"role": "user", "content": text}])) for text in ("ls 0", "ls 1", "ls 2", "ls -la")]
     stream = chat(client, "shell", "ls -la", max_tokens=4, stream=True, stream_options={"include_usage": True},
                   extra_body={"ignore_eos": True})
     usages.append([c for c in stream if c.usage][-1].usage)
@@ -223,7 +225,8 @@ def test_metrics_count_requests_tokens_and_latency(live, client):
         return after.get(key, 0) - before.get(key, 0)
     assert grew("coeflow_requests_total,outcome=ok") == len(sent)
     assert grew("coeflow_completion_tokens_total") == sum(sent)
-    assert grew("coeflow_prompt_tokens_total") == sum(u.prompt_tokens for u in usages)
+    assert [u.prompt_tokens for u in usages] == prompts
+    assert grew("coeflow_prompt_tokens_total") == sum(prompts)
     assert grew("coeflow_time_to_first_token_seconds_count") == len(sent)
     assert grew("coeflow_time_per_output_token_seconds_count") == len(sent)  # every request made > 1 token
     assert sum(v - before.get(k, 0) for k, v in after.items() if k.startswith("coeflow_expert_acquires_total")) \

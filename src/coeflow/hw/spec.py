@@ -121,12 +121,16 @@ class Hardware:
 
 
 def _quantity(unit: str, kind: type = float) -> Any:
-    """A field holding a quantity with `unit` ("1.8 TB/s", "64 GiB"), read in base units."""
+    """A field holding a quantity with `unit` ("1.8 TB/s", "64 GiB"), read in base units; an
+    int field takes whole numbers only."""
     def parse(value: Any) -> Any:
         try:
-            return kind(parse_quantity(value, unit))
+            number = parse_quantity(value, unit)
         except ConfigError as e:
             raise ValueError(str(e)) from None
+        if kind is int and number != int(number):
+            raise ValueError(f"must be a whole number, got {value!r}")
+        return kind(number)
     return Annotated[kind, BeforeValidator(parse)]
 
 
@@ -140,7 +144,7 @@ Count = _quantity("", int)
 Kind = Literal["gpu", "rdu"]
 
 
-class _TierDoc(FileModel):
+class TierDoc(FileModel):
     capacity: Bytes
     bandwidth: BytesPerS
     efficiency: Number
@@ -149,12 +153,12 @@ class _TierDoc(FileModel):
         return Tier(name=name, capacity=self.capacity, bandwidth=self.bandwidth, efficiency=self.efficiency)
 
 
-class _DdrDoc(_TierDoc):
+class _DdrDoc(TierDoc):
     copy_efficiency: Number = 1.0  # DDR->HBM DMA fraction of DDR peak
 
 
 class _MemoryDoc(FileModel):
-    hbm: _TierDoc
+    hbm: TierDoc
     ddr: _DdrDoc | None = None  # RDU only
 
 
@@ -215,7 +219,7 @@ class _SystemDoc(FileModel):
     default_stack: str
 
 
-class _StackDoc(FileModel):
+class StackDoc(FileModel):
     """One entry of specs/stacks.yaml"""
 
     kind: Kind
@@ -232,10 +236,10 @@ class _StackDoc(FileModel):
     reference_clock: Hertz = 0.0
 
 
-_StacksFile = dict[str, _StackDoc]
+_StacksFile = dict[str, StackDoc]
 
 
-def _read(path: Path, shape: Any) -> Any:
+def read_spec_file(path: Path, shape: Any) -> Any:
     """The YAML file at `path`, checked against `shape` (a model or a type of models)."""
     try:
         data = yaml.safe_load(path.read_text())
@@ -254,7 +258,7 @@ def load_device(name: str) -> Device:
     if not path.is_file():
         known = ", ".join(sorted(p.stem for p in (SPEC_DIR / "devices").glob("*.yaml")))
         raise ConfigError(f"unknown device {name!r}; known devices: {known}")
-    d: _DeviceDoc = _read(path, _DeviceDoc)
+    d: _DeviceDoc = read_spec_file(path, _DeviceDoc)
     ddr, launch = d.memory.ddr, d.launch
     return Device(
         name=d.name, kind=d.kind, peak_flops=d.compute.peak_bf16, gemm_efficiency=d.compute.gemm_efficiency,
@@ -269,14 +273,18 @@ def load_device(name: str) -> Device:
 
 @lru_cache(maxsize=None)
 def _stacks() -> dict[str, Stack]:
-    docs: dict[str, _StackDoc] = _read(SPEC_DIR / "stacks.yaml", _StacksFile)
-    return {name: Stack(
+    docs: dict[str, StackDoc] = read_spec_file(SPEC_DIR / "stacks.yaml", _StacksFile)
+    return {name: stack_from_doc(name, s) for name, s in docs.items()}
+
+
+def stack_from_doc(name: str, s: StackDoc) -> Stack:
+    return Stack(
         name=name, kind=s.kind, description=s.description, fuse_attention=s.fuse_attention,
         fuse_norms=s.fuse_norms, fuse_elementwise=s.fuse_elementwise, fuse_layer=s.fuse_layer,
         hardware_orchestrated=s.hardware_orchestrated, kernel_overhead_s=s.kernel_overhead,
         collective_overhead_s=s.collective_overhead, invocation_overhead_s=s.invocation_overhead,
         step_overhead_s=s.step_overhead, reference_clock_hz=s.reference_clock,
-    ) for name, s in docs.items()}
+    )
 
 
 def list_stacks() -> list[Stack]:
@@ -309,7 +317,7 @@ def load_hardware(name_or_path: str) -> Hardware:
         if name_or_path == "stacks" or not path.is_file():
             raise ConfigError(f"unknown hardware {name_or_path!r}; known: "
                               f"{', '.join(list_hardware())} (or a path to a system .yaml)")
-    s: _SystemDoc = _read(path, _SystemDoc)
+    s: _SystemDoc = read_spec_file(path, _SystemDoc)
     device = load_device(s.device)
     hw = Hardware(
         name=s.name, description=s.description, device=device, count=s.devices,
@@ -320,29 +328,3 @@ def load_hardware(name_or_path: str) -> Hardware:
     )
     load_stack(hw.default_stack, device.kind)
     return hw
-
-
-# ------------------------------------------------ helpers of the probed-spec reader (hw/probe.py)
-class _Fields:
-    """Reads typed fields out of a nested mapping and names the file and key on error."""
-
-    def __init__(self, data: dict[str, Any], where: str):
-        self.data, self.where = data, where
-
-    def get(self, key: str, unit: str | None = None, default: Any = ...) -> Any:
-        node: Any = self.data
-        for part in key.split("."):
-            if not isinstance(node, dict) or part not in node:
-                if default is ...:
-                    raise ConfigError(f"{self.where}: missing field {key!r}")
-                return default
-            node = node[part]
-        if unit is None:
-            return node
-        return parse_quantity(node, unit, f"{self.where}: {key}")
-
-
-def _tier(f: _Fields, key: str) -> Tier:
-    return Tier(name=key.split(".")[-1], capacity=f.get(f"{key}.capacity", "B"),
-                bandwidth=f.get(f"{key}.bandwidth", "B/s"),
-                efficiency=f.get(f"{key}.efficiency", ""))

@@ -6,7 +6,7 @@ already resident* (no switch stalls the batch), unless some request has waited p
 keep serving while others load, and no request waits unboundedly whatever the traffic skew.
 Every request's expert is prefetched the moment it is queued, so its load overlaps with
 other experts' compute. The decisions themselves are pure functions (decisions.py), shared
-with the modelled backend's replay (coeflow.backend). Batches run on the backend
+with the modelled backend's replay (coeflow.sim.replay). Batches run on the backend
 (`run_batch`) and time comes from its clock: nothing here knows of PyTorch or wall time."""
 
 from __future__ import annotations

@@ -129,7 +129,8 @@ def plan_layout(path: str | Path, dtype: torch.dtype) -> ExpertLayout:
 def _layout_order(cfg: ModelConfig, infos: dict[str, TensorInfo]) -> list[tuple[TensorInfo, bool]]:
     """(tensor, follows the one before) in file order, except that the members of a weight
     group (q/k/v, gate/up) are placed together, in the group's order, where the first of them
-    comes in the file: the engine then reads them as one matrix (llama.join_groups)."""
+    comes in the file: the engine then reads them as one matrix
+    (coeflow.engine.layers.cuda.join_groups)."""
     group_of = {n: g for g in weight_groups(cfg) for n in g}
     order: list[tuple[TensorInfo, bool]] = []
     placed: set[str] = set()

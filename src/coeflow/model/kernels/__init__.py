@@ -165,7 +165,7 @@ def load() -> bool:
     try:
         mode = "ctypes"
         # the op library with the decoder layer's op; without it, should only that fail to
-        # build (cpu_linear's op is 4x cheaper a call than the ctypes path); else ctypes
+        # build (cpu_linear's op is cheaper a call than the ctypes path); else ctypes
         for layer in (True, False):
             try:
                 path = _build(flags, op=True, layer=layer)
