@@ -128,3 +128,37 @@ def test_running_a_step_ahead_gives_the_same_tokens_and_stops(tmp_path):
         eos = full[3]  # stop the sequence at its fourth token
         stopped = ahead.generate(prompts[:1], SamplingParams(max_tokens=12), eos_ids={eos})[0]
         assert stopped.token_ids == full[:full.index(eos)] and stopped.finish_reason == "stop"
+
+
+def test_a_sequence_that_fails_ends_alone_and_the_batch_goes_on(engine, monkeypatch):
+    """One sequence's failure (here its sampling raises, as it would on logits that are not
+    numbers) ends that sequence with finish_reason "error" and says why; every other sequence
+    of the batch gets the tokens it gets alone."""
+    import coeflow.engine.engine as engine_module
+    hostile = SamplingParams(max_tokens=10, temperature=0.77, seed=1, ignore_eos=True)
+    real = engine_module.sample
+
+    def sample(logits, params, generator):
+        if params is hostile:
+            raise RuntimeError("probability tensor contains either inf, nan or element < 0")
+        return real(logits, params, generator)
+    monkeypatch.setattr(engine_module, "sample", sample)
+    prompts = [PROMPT, [1, 9, 8, 7], [1, 50, 51]]
+    others = [SamplingParams(max_tokens=10, temperature=1.2, seed=5, ignore_eos=True),
+              SamplingParams(max_tokens=6, ignore_eos=True)]
+    alone = [engine.generate([p], q)[0].token_ids for p, q in zip(prompts[1:], others)]
+    got = engine.generate(prompts, [hostile, *others])
+    assert got[0].finish_reason == "error" and "inf, nan" in got[0].error and got[0].token_ids == []
+    assert [c.token_ids for c in got[1:]] == alone
+    assert [c.finish_reason for c in got[1:]] == ["length", "length"]
+    steps = list(engine.stream(prompts, [hostile, *others]))
+    assert [d for d in steps[0] if d.index == 0][0].finish_reason == "error"
+    assert all(d.index != 0 for s in steps[1:] for d in s), "the failed sequence went on"
+
+
+def test_seeds_outside_torchs_range_are_refused_by_name():
+    with pytest.raises(InvalidRequestError, match="seed"):
+        SamplingParams(temperature=1.0, seed=2**64)
+    with pytest.raises(InvalidRequestError, match="seed"):
+        SamplingParams(temperature=1.0, seed=-(2**63) - 1)
+    assert SamplingParams(temperature=1.0, seed=2**64 - 1).generator() is not None

@@ -86,6 +86,9 @@ class ReloadingStore:
         with self._lock:
             return self._status[name].tier
 
+    def failure(self, name: str) -> str | None:
+        return None  # a load that fails fails its request; the expert is tried again next time
+
     def status(self) -> list[_Status]:
         with self._lock:
             return list(self._status.values())

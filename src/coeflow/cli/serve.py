@@ -37,6 +37,9 @@ def add_server_options(p: argparse.ArgumentParser) -> None:
                      help="largest max_tokens a request may ask (default %(default)s)")
     lim.add_argument("--max-prompt-tokens", type=int, default=Limits.max_prompt_tokens,
                      help="longest prompt in tokens (default %(default)s)")
+    lim.add_argument("--max-body", metavar="BYTES", default=str(Limits.max_body_bytes),
+                     help="largest request body; a larger one is refused (HTTP 413) before it is read "
+                          "(default %(default)s)")
     p.add_argument("--no-warmup", dest="warm_up", action="store_false", default=ServerOptions.warm_up,
                    help="do not compile the decode step before serving")
 
@@ -59,8 +62,9 @@ def server_options(args: argparse.Namespace):
         host_mem=parse_bytes(args.host_mem) if args.host_mem else None,
         dtype=args.dtype, device=args.device, fused=args.engine == "fused", policy=args.policy,
         max_batch=args.max_batch, max_queue=args.max_queue, max_wait_s=args.max_wait,
-        limits=Limits(max_tokens=args.max_tokens, max_prompt_tokens=args.max_prompt_tokens),
-        api_key=args.api_key or os.environ.get("COEFLOW_API_KEY") or None,
+        limits=Limits(max_tokens=args.max_tokens, max_prompt_tokens=args.max_prompt_tokens,
+                      max_body_bytes=parse_bytes(args.max_body)),
+        api_key=args.api_key if args.api_key is not None else os.environ.get("COEFLOW_API_KEY"),
         warm_up=args.warm_up)
 
 
@@ -89,9 +93,9 @@ def run(args: argparse.Namespace) -> int:
         from coeflow.trace import TraceRecorder
         srv.recorder = TraceRecorder(args.record_trace, clock=srv.scheduler.clock.now)
         print(f"coeflow: recording requests to {args.record_trace}", flush=True)
-    print(f"coeflow: serving {len(srv.runtimes)} experts of {srv.coe.source} at http://{args.host}:{args.port}/v1"
+    print(f"coeflow: serving {len(srv.coe.experts)} experts of {srv.coe.source} at http://{args.host}:{args.port}/v1"
           + (" (API key required)" if srv.api_key else ""), flush=True)
-    for name, why in srv.broken.items():
+    for name, why in srv.health.report(srv.coe.expert_names)["failed"].items():
         print(f"coeflow: expert {name} is unavailable: {why}", flush=True)
     try:
         serve(srv, args.host, args.port, args.log_level)

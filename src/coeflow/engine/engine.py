@@ -45,7 +45,8 @@ class Completion:
     prompt_tokens: int
     token_ids: list[int] = field(default_factory=list)
     text: str = ""
-    finish_reason: str | None = None  # "stop" (EOS or stop string), "length" or "cancelled"
+    finish_reason: str | None = None  # "stop" (EOS or stop string), "length", "cancelled" or "error"
+    error: str | None = None  # why the sequence failed (finish_reason "error"); the batch went on
     prefill_s: float = 0.0
     decode_s: float = 0.0
 
@@ -58,6 +59,7 @@ class Delta:
     text: str
     finish_reason: str | None
     completion_tokens: int  # generated so far (an EOS that ends it is not counted)
+    error: str | None = None  # with finish_reason "error": why this sequence failed
 
 
 @dataclass
@@ -67,11 +69,18 @@ class _Sequence:
     params: SamplingParams
     completion: Completion
     text: TextStream | None
-    generator: torch.Generator | None
+    generator: torch.Generator | None = None
+    failure: Exception | None = None  # met while choosing this sequence's token: it ends
 
     @property
     def done(self) -> bool:
         return self.completion.finish_reason is not None
+
+    def fail(self, error: Exception) -> Delta:
+        """End this sequence alone: what went wrong is its own, and the batch goes on."""
+        c = self.completion
+        c.finish_reason, c.error = "error", f"{type(error).__name__}: {error}"
+        return Delta(self.index, -1, "", "error", len(c.token_ids), c.error)
 
     def take(self, token: int, eos: frozenset[int]) -> Delta:
         """Add the step's token (an EOS ends the sequence without being added)."""
@@ -230,8 +239,13 @@ class Engine:
         t0 = time.perf_counter()
         logits, starts = self._prefill(cache, prompts)
         seqs = [_Sequence(i, p, Completion(prompt_tokens=len(prompt)),
-                          TextStream(detokenize, p.stop) if detokenize else None, p.generator())
+                          TextStream(detokenize, p.stop) if detokenize else None)
                 for i, (prompt, p) in enumerate(zip(prompts, plist))]
+        for s in seqs:
+            try:
+                s.generator = s.params.generator()
+            except Exception as e:  # noqa: BLE001  one sequence's own parameters: it fails alone
+                s.failure = e
         tokens = self._tokens(cache, logits, seqs, starts, longest, steps)
         eos, last = frozenset(eos_ids), t0
         try:
@@ -246,13 +260,23 @@ class Engine:
                         seq.completion.prefill_s = now - t0
                     else:
                         seq.completion.decode_s += now - last
-                    deltas.append(seq.take(chosen[seq.index], eos))
+                    deltas.append(self._advance(seq, chosen[seq.index], eos))
                 last = now
                 yield [s.completion for s in seqs], deltas
                 if all(s.done for s in seqs):
                     break
         finally:
             tokens.close()
+
+    @staticmethod
+    def _advance(seq: _Sequence, token: int, eos: frozenset[int]) -> Delta:
+        """The sequence's step: its token taken, or its failure, which ends it alone."""
+        if seq.failure is None:
+            try:
+                return seq.take(token, eos)
+            except Exception as e:  # noqa: BLE001  e.g. its text's decoding: this sequence's alone
+                seq.failure = e
+        return seq.fail(seq.failure)
 
     def _tokens(self, cache: KVCache, logits: Tensor, seqs: list[_Sequence], starts: list[int], slot: int,
                 steps: int) -> Iterator[list[int]]:
@@ -263,5 +287,16 @@ class Engine:
 
         def draw(logits: Tensor) -> list[int]:
             host = logits.float().cpu()
-            return [sample(host[s.index], s.params, s.generator) for s in seqs]
+            return [self._draw(s, host[s.index]) for s in seqs]
         return step_tokens(self.runner, cache, logits, len(seqs), starts, slot, steps, draw)
+
+    @staticmethod
+    def _draw(seq: _Sequence, logits: Tensor) -> int:
+        """A sequence's sampled token; a failure (logits that are not numbers) ends it alone."""
+        if seq.done or seq.failure is not None:
+            return 0
+        try:
+            return sample(logits, seq.params, seq.generator)
+        except Exception as e:  # noqa: BLE001
+            seq.failure = e
+            return 0

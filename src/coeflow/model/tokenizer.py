@@ -4,6 +4,7 @@ every place Hugging Face checkpoints put them."""
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -70,6 +71,12 @@ class Tokenizer:
     @property
     def vocab_size(self) -> int:
         return self.tok.get_vocab_size()
+
+    @functools.cached_property
+    def max_token_chars(self) -> int:
+        """The longest token's length in characters: no token stands for more characters of a
+        text, so a text's length bounds its token count from below without encoding it."""
+        return max((len(t) for t in self.tok.get_vocab()), default=1)
 
     def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
         """Token ids; `add_special_tokens` applies tokenizer.json's post-processor (e.g. BOS)

@@ -41,6 +41,10 @@ class ShuttingDownError(CoeflowError):
     """The server is stopping and takes no new work (HTTP 503)."""
 
 
+class SequenceFailed(Exception):
+    """One request's generation failed on its own (its batch went on); the message says why."""
+
+
 @dataclass
 class Started:
     expert: str
@@ -107,6 +111,8 @@ class Scheduler:
         self._prefetch_to = prefetch_tier(backend.device_copies)
         self._cond = threading.Condition()
         self._stopping = False
+        self._running: list[GenRequest] = []  # the batch on the worker now
+        self._cut: set[int] = set()  # ids of running requests the shutdown's deadline stopped
         self._thread = threading.Thread(target=self._loop, name="coeflow-scheduler", daemon=True)
 
     # -- API used by the server ---------------------------------------------------------
@@ -140,16 +146,20 @@ class Scheduler:
         return sum(len(q) for q in self._queues.values())
 
     def stop(self, drain_s: float = 5.0) -> None:
-        """Finish what is running, give queued requests `drain_s` to be served, fail the rest."""
+        """Take no new requests; serve what is queued and running for up to `drain_s`, then fail
+        the rest: every request gets its answer or an error, none is dropped."""
         deadline = self.clock.now() + drain_s
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
-            while self.queued() and self.clock.now() < deadline:
+            while (self.queued() or self._running) and self.clock.now() < deadline:
                 self._cond.wait(0.05)
             for q in self._queues.values():
                 while q:
                     q.popleft().sink(Failed(ShuttingDownError("the server shut down before this request ran")))
+            for r in self._running:  # they end at their next step, with an error (see _run)
+                self._cut.add(id(r))
+                r.cancelled.set()
             self._cond.notify_all()
         if self._thread.is_alive():
             self._thread.join(timeout=max(drain_s, 1.0))
@@ -223,6 +233,24 @@ class Scheduler:
         return Started(r.expert, src, waited, t0 - r.arrival)
 
     def _run(self, expert: str, batch: list[GenRequest]) -> None:
+        with self._cond:
+            self._running = batch
+        try:
+            self._run_batch(expert, batch)
+        finally:
+            with self._cond:
+                self._running = []
+                self._cond.notify_all()
+
+    def _end(self, r: GenRequest, d: "Delta | None") -> Event:
+        """A request's last event, once its batch is over."""
+        if id(r) in self._cut and (d is None or d.finish_reason in (None, "cancelled")):
+            return Failed(ShuttingDownError("the server shut down while this request ran"))
+        if d is not None and d.finish_reason == "error":
+            return Failed(SequenceFailed(d.error))
+        return Finished(d.finish_reason if d and d.finish_reason else "cancelled", d.completion_tokens if d else 0)
+
+    def _run_batch(self, expert: str, batch: list[GenRequest]) -> None:
         t0 = self.clock.now()
         try:
             lease = self.store.acquire(expert)
@@ -234,15 +262,15 @@ class Scheduler:
 
         def on_token(d: Delta) -> None:
             last[d.index] = d
-            batch[d.index].sink(d)
+            if d.finish_reason != "error":  # a failed sequence gets Failed, below, and nothing else
+                batch[d.index].sink(d)
         try:
             with lease:
                 for r in batch:
                     r.sink(self._started(r, lease, t0))
                 self.backend.run_batch(expert, lease, batch, on_token)
                 for r, d in zip(batch, last):
-                    r.sink(Finished(d.finish_reason if d and d.finish_reason else "cancelled",
-                                    d.completion_tokens if d else 0))
+                    r.sink(self._end(r, d))
                 if self.on_batch:
                     self.on_batch(expert, batch, lease)
         except Exception as e:

@@ -5,6 +5,7 @@ heavy; this package's other names load the app, the engine and PyTorch on first 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import importlib
 import logging
@@ -31,6 +32,13 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'coeflow.server' has no attribute {name!r}")
 
 
+# On shutdown, queued and running requests are served for up to DRAIN_S, then failed; uvicorn
+# waits up to GRACE_S for every handler to send its answer before it cuts connections, so the
+# drain must end first: every client gets its answer or an error, none a dropped connection.
+DRAIN_S = 5.0
+GRACE_S = DRAIN_S + 5.0
+
+
 def _uvicorn(srv: "CoEServer", host: str, port: int, log_level: str) -> "uvicorn.Server":
     import uvicorn
 
@@ -43,13 +51,19 @@ def _uvicorn(srv: "CoEServer", host: str, port: int, log_level: str) -> "uvicorn
         if srv.warm_up:  # compile in the background; requests queue meanwhile
             threading.Thread(target=srv.scheduler.warm_up, args=(srv.warm_up,), daemon=True).start()
         yield
-        srv.scheduler.stop(drain_s=5.0)  # finish running batches, drain or cancel the queue
         srv.store.close()
         getattr(srv.scheduler.backend, "close", lambda: None)()
 
+    class Server(uvicorn.Server):
+        async def shutdown(self, sockets=None) -> None:
+            """The scheduler drains while uvicorn stops accepting and waits for the handlers."""
+            drain = asyncio.create_task(asyncio.to_thread(srv.scheduler.stop, DRAIN_S))
+            await super().shutdown(sockets)
+            await drain
+
     app.router.lifespan_context = lifespan
-    config = uvicorn.Config(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=10)
-    return uvicorn.Server(config)
+    config = uvicorn.Config(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=GRACE_S)
+    return Server(config)
 
 
 def serve(srv: "CoEServer", host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, log_level: str = "info") -> None:

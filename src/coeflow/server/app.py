@@ -1,14 +1,14 @@
 """The OpenAI-compatible HTTP face of a CoE: route -> prefetch -> queue -> batch -> stream.
 
-HTTP handlers only parse, route and relay: generation happens on the scheduler's worker
-thread, whose events are handed to the event loop through an asyncio queue per request."""
+HTTP handlers only relay: a request's parsing, templating, tokenizing and routing run on a
+worker thread behind size checks, generation on the scheduler's thread, whose events reach the
+event loop through an asyncio queue per request. So no request's input holds up another's."""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
 import json
-import secrets
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -21,6 +21,8 @@ from coeflow.coefile import CoEFile
 from coeflow.engine import Delta
 from coeflow.errors import CoeflowError
 from coeflow.scheduler import Failed, Finished, GenRequest, QueueFullError, Scheduler, ShuttingDownError, Started
+from coeflow.server.guard import ApiKey, openai_errors, read_json
+from coeflow.server.health import ExpertHealth
 from coeflow.server.metrics import Metrics
 from coeflow.server.protocol import (APIError, Limits, LoadBody, ParsedRequest, PinBody, bad, parse_admin,
                                      parse_request)
@@ -36,9 +38,9 @@ class CoEServer:
     scheduler: Scheduler
     runtimes: dict[str, Any]  # expert -> coeflow.backend.real.ExpertRuntime
     router: Any | None  # coeflow.router.Router
+    health: ExpertHealth
     limits: Limits = field(default_factory=Limits)
     api_key: str | None = None
-    broken: dict[str, str] = field(default_factory=dict)  # expert -> why it cannot serve
     contexts: dict[str, int] = field(default_factory=dict)  # expert -> context length (tokens)
     warm_up: list[str] = field(default_factory=list)  # one expert per model shape, compiled at start
     recorder: Any | None = None  # coeflow.trace.TraceRecorder: one trace line per accepted request
@@ -61,24 +63,13 @@ class Choice:
 
 def create_app(srv: CoEServer) -> FastAPI:
     app = FastAPI(title="coeflow", description="A Composition of Experts behind one OpenAI-compatible endpoint")
-
-    @app.exception_handler(APIError)
-    async def _api_error(_: Request, e: APIError) -> JSONResponse:
-        return JSONResponse(e.body(), status_code=e.status, headers=e.headers)
-
-    @app.middleware("http")
-    async def _auth(request: Request, call_next):
-        if srv.api_key and request.url.path.startswith("/v1/"):
-            given = request.headers.get("authorization", "")
-            if not secrets.compare_digest(given.encode(), f"Bearer {srv.api_key}".encode()):
-                e = APIError(401, "invalid or missing API key: send 'Authorization: Bearer <key>'",
-                             "authentication_error", code="invalid_api_key")
-                return JSONResponse(e.body(), status_code=401)
-        return await call_next(request)
+    openai_errors(app)
+    if srv.api_key:
+        app.add_middleware(ApiKey, key=srv.api_key)
 
     @app.get("/health")
     async def health() -> dict:
-        return {"status": "ok", "experts": len(srv.runtimes), "broken": srv.broken}
+        return await asyncio.to_thread(srv.health.report, srv.coe.expert_names)
 
     @app.get("/metrics")
     async def metrics() -> Response:
@@ -96,7 +87,7 @@ def create_app(srv: CoEServer) -> FastAPI:
 
     @app.post("/v1/experts/{name}/{action}")
     async def admin(name: str, action: str, request: Request) -> dict:
-        return await _admin(srv, name, action, await _json(request, allow_empty=True))
+        return await _admin(srv, name, action, await read_json(request, srv.limits.max_body_bytes, allow_empty=True))
 
     @app.post("/v1/chat/completions")
     async def chat(request: Request) -> Response:
@@ -114,9 +105,9 @@ def _expert_rows(srv: CoEServer) -> list[dict]:
     rows = []
     for s in srv.store.status():
         row = _status_dict(s)
-        row["queued"] = srv.scheduler.queued(s.name) if s.name in srv.runtimes else 0
-        if s.name in srv.broken:
-            row["error"] = row.get("error") or srv.broken[s.name]
+        row["queued"] = srv.scheduler.queued(s.name)
+        row["state"] = srv.health.state(s.name)
+        row["error"] = srv.health.failure(s.name)
         rows.append(row)
     return rows
 
@@ -130,27 +121,18 @@ async def _admin(srv: CoEServer, name: str, action: str, raw: Any) -> dict:
         if isinstance(body, PinBody):
             await asyncio.to_thread(srv.store.pin, name, body.pinned)
         elif isinstance(body, LoadBody):
+            await asyncio.to_thread(srv.health.reload, name)
             await asyncio.to_thread(srv.store.load, name, body.tier)
         else:
             await asyncio.to_thread(srv.store.unload, name, body.tier)
     except CoeflowError as e:
-        raise APIError(400, str(e)) from None
+        raise APIError(400, srv.health.public(str(e))) from None
     return _status_dict(next(s for s in srv.store.status() if s.name == name))
 
 
 def _status_dict(s: Any) -> dict:
     """An ExpertStatus as plain JSON."""
     return json.loads(json.dumps(dataclasses.asdict(s), default=str))
-
-
-async def _json(request: Request, allow_empty: bool = False) -> Any:
-    raw = await request.body()
-    if not raw and allow_empty:
-        return {}
-    try:
-        return json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise bad(f"the request body is not valid JSON: {e}") from None
 
 
 def _choose(srv: CoEServer, req: ParsedRequest) -> Choice:
@@ -161,6 +143,8 @@ def _choose(srv: CoEServer, req: ParsedRequest) -> Choice:
         t = time.perf_counter()
         d = srv.router.route(req.routing_text)
         srv.metrics.router_latency.observe(time.perf_counter() - t)
+        if d.expert != srv.coe.fallback and srv.health.failure(d.expert) is not None:
+            return Choice(srv.coe.fallback, True, d.confidence, True)  # never to a failed expert
         return Choice(d.expert, True, d.confidence, d.fell_back)
     if req.model not in srv.coe.expert_names:
         raise APIError(404, f"model {req.model!r} does not exist: use 'coe' (routed) or one of "
@@ -168,19 +152,31 @@ def _choose(srv: CoEServer, req: ParsedRequest) -> Choice:
     return Choice(req.model, False)
 
 
+def _prepare(srv: CoEServer, body: Any, chat: bool) -> tuple[ParsedRequest, Choice, list[int]]:
+    """A request's validation, routing and tokens: work that grows with its input, so run off
+    the event loop, with its length checked before any of it is tokenized."""
+    req = parse_request(body, chat, srv.limits)
+    chars = len(req.prompt) if req.prompt is not None else sum(len(m["content"]) for m in req.messages or [])
+    longest = max((rt.tokenizer.max_token_chars for rt in srv.runtimes.values()), default=1)
+    if chars > srv.limits.max_prompt_tokens * longest:
+        raise bad(f"the prompt has {chars} characters, more than {srv.limits.max_prompt_tokens} tokens can "
+                  f"hold (--max-prompt-tokens)", "messages" if chat else "prompt")
+    choice = _choose(srv, req)
+    return req, choice, _prompt_ids(srv, req, choice.expert, chat)
+
+
 async def _complete(srv: CoEServer, request: Request, chat: bool) -> Response:
     """POST /v1/chat/completions and /v1/completions: validate, route, queue, then answer
     whole or as a stream."""
     arrival = srv.scheduler.clock.now()
-    req = parse_request(await _json(request), chat, srv.limits)
-    choice = _choose(srv, req)
-    ids = _prompt_ids(srv, req, choice.expert, chat)
+    body = await read_json(request, srv.limits.max_body_bytes)
+    req, choice, ids = await asyncio.to_thread(_prepare, srv, body, chat)
     if srv.recorder is not None:
         srv.recorder.record(arrival, req.model, req.routing_text, len(ids), req.params.max_tokens,
                             route=choice.expert if choice.routed else None)
-    events: asyncio.Queue = asyncio.Queue()
+    events = _Events(request)
     gen = _submit(srv, choice.expert, ids, req, arrival, events)
-    first = await _started(srv, choice.expert, events, request, gen)
+    first = await _started(srv, choice.expert, events, gen)
     info = {"expert": choice.expert, "routed": choice.routed, "confidence": choice.confidence,
             "fell_back": choice.fell_back, "source_tier": first.source_tier, "switch_s": first.switch_s,
             "queued_s": first.queued_s}
@@ -190,17 +186,18 @@ async def _complete(srv: CoEServer, request: Request, chat: bool) -> Response:
     rid = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24]
     tracker = _Timing(srv, choice.expert, arrival, len(ids))
     if req.stream:
-        return StreamingResponse(_sse(srv, req, chat, rid, info, events, request, gen, tracker),
+        return StreamingResponse(_sse(req, chat, rid, info, events, gen, tracker),
                                  media_type="text/event-stream", headers=headers)
-    return JSONResponse(await _whole(chat, rid, info, events, request, gen, tracker), headers=headers)
+    return JSONResponse(await _whole(chat, rid, info, events, gen, tracker), headers=headers)
 
 
 def _prompt_ids(srv: CoEServer, req: ParsedRequest, expert: str, chat: bool) -> list[int]:
     """The prompt's tokens, once the expert is known to serve and the prompt to fit."""
-    if expert in srv.broken:
+    why = srv.health.failure(expert)
+    if why is not None:
         srv.metrics.requests.labels(expert, "unavailable").inc()
-        raise APIError(503, f"expert {expert!r} is unavailable: {srv.broken[expert]}",
-                       "service_unavailable", code="expert_unavailable")
+        raise APIError(503, f"expert {expert!r} is unavailable: {why}", "service_unavailable",
+                       code="expert_unavailable")
     tokenizer = srv.runtimes[expert].tokenizer
     ids = tokenizer.encode_chat(req.messages) if chat else tokenizer.encode(req.prompt)
     if not ids:
@@ -216,11 +213,9 @@ def _prompt_ids(srv: CoEServer, req: ParsedRequest, expert: str, chat: bool) -> 
 
 
 def _submit(srv: CoEServer, expert: str, ids: list[int], req: ParsedRequest, arrival: float,
-            events: asyncio.Queue) -> GenRequest:
+            events: _Events) -> GenRequest:
     """Queue the request; its events reach `events` on this event loop."""
-    loop = asyncio.get_running_loop()
-    gen = GenRequest(expert, ids, req.params, sink=lambda ev: loop.call_soon_threadsafe(events.put_nowait, ev),
-                     arrival=arrival)
+    gen = GenRequest(expert, ids, req.params, sink=events.sink, arrival=arrival)
     try:
         srv.scheduler.submit(gen)
     except QueueFullError as e:
@@ -231,14 +226,17 @@ def _submit(srv: CoEServer, expert: str, ids: list[int], req: ParsedRequest, arr
     return gen
 
 
-async def _started(srv: CoEServer, expert: str, events: asyncio.Queue, request: Request,
-                   gen: GenRequest) -> Started:
+async def _started(srv: CoEServer, expert: str, events: "_Events", gen: GenRequest) -> Started:
     """Wait for the start (or the failure) before answering, so a failed expert is a clean 503."""
-    first = await _next(events, request, gen)
+    try:
+        first = await events.next(gen)
+    except APIError:
+        srv.metrics.requests.labels(expert, "cancelled").inc()
+        raise
     if isinstance(first, Failed):
         srv.metrics.requests.labels(expert, "failed").inc()
         status = 503 if isinstance(first.error, CoeflowError) else 500
-        raise APIError(status, f"expert {expert!r} failed: {first.error}",
+        raise APIError(status, f"expert {expert!r} failed: {srv.health.public(str(first.error))}",
                        "service_unavailable" if status == 503 else "server_error", code="expert_unavailable")
     assert isinstance(first, Started)
     srv.metrics.acquires.labels(first.source_tier).inc()
@@ -247,12 +245,16 @@ async def _started(srv: CoEServer, expert: str, events: asyncio.Queue, request: 
     return first
 
 
-async def _whole(chat: bool, rid: str, info: dict, events: asyncio.Queue, request: Request, gen: GenRequest,
+async def _whole(chat: bool, rid: str, info: dict, events: "_Events", gen: GenRequest,
                  tracker: "_Timing") -> dict[str, Any]:
     """The non-streamed answer: every token, then one body."""
     text, reason, n = [], "length", 0
     while True:
-        ev = await _next(events, request, gen)
+        try:
+            ev = await events.next(gen)
+        except APIError:
+            tracker.done("cancelled", 0)
+            raise
         if isinstance(ev, Delta):
             tracker.token()
             text.append(ev.text)
@@ -261,7 +263,7 @@ async def _whole(chat: bool, rid: str, info: dict, events: asyncio.Queue, reques
             break
         elif isinstance(ev, Failed):
             tracker.done("failed", 0)
-            raise APIError(500, f"generation failed: {ev.error}", "server_error")
+            raise _failure(ev)
     tracker.done("ok", n)
     p = len(gen.prompt_ids)
     body: dict[str, Any] = {"id": rid, "created": int(time.time()), "model": info["expert"], "coeflow": info,
@@ -276,18 +278,46 @@ async def _whole(chat: bool, rid: str, info: dict, events: asyncio.Queue, reques
     return body
 
 
-async def _next(events: asyncio.Queue, request: Request, gen: GenRequest):
-    """The request's next event; a client that went away cancels its sequence."""
-    while True:
-        try:
-            return await asyncio.wait_for(events.get(), timeout=0.5)
-        except asyncio.TimeoutError:
-            if await request.is_disconnected():
+def _failure(ev: Failed) -> APIError:
+    """A generation that failed after it started: the server's fault, never the client's."""
+    shutting = isinstance(ev.error, ShuttingDownError)
+    return APIError(503 if shutting else 500, f"generation failed: {ev.error}",
+                    "service_unavailable" if shutting else "server_error")
+
+
+# How often a request waiting for tokens asks whether its client is still there.
+DISCONNECT_CHECK_S = 0.5
+
+
+class _Events:
+    """One request's events from the scheduler's thread, on the event loop; and its client,
+    whose going away cancels the sequence (checked while tokens keep coming too, not only while
+    none do)."""
+
+    def __init__(self, request: Request) -> None:
+        self.request = request
+        self.queue: asyncio.Queue = asyncio.Queue()
+        self.loop = asyncio.get_running_loop()
+        self.checked = self.loop.time()
+
+    def sink(self, ev: Any) -> None:
+        """Called on the scheduler's thread."""
+        self.loop.call_soon_threadsafe(self.queue.put_nowait, ev)
+
+    async def next(self, gen: GenRequest) -> Any:
+        while True:
+            if self.loop.time() - self.checked >= DISCONNECT_CHECK_S:
+                self.checked = self.loop.time()
+                if await self.request.is_disconnected():
+                    gen.cancelled.set()
+                    raise APIError(499, "client disconnected")
+            try:
+                return await asyncio.wait_for(self.queue.get(), timeout=DISCONNECT_CHECK_S)
+            except asyncio.TimeoutError:
+                continue
+            except asyncio.CancelledError:
                 gen.cancelled.set()
-                raise APIError(499, "client disconnected") from None
-        except asyncio.CancelledError:
-            gen.cancelled.set()
-            raise
+                raise
 
 
 class _Timing:
@@ -313,8 +343,8 @@ class _Timing:
             m.tpot.labels(self.expert).observe((self.last - self.first) / (completion_tokens - 1))
 
 
-async def _sse(srv: CoEServer, req: ParsedRequest, chat: bool, rid: str, info: dict, events: asyncio.Queue,
-               request: Request, gen: GenRequest, tracker: _Timing) -> AsyncIterator[bytes]:
+async def _sse(req: ParsedRequest, chat: bool, rid: str, info: dict, events: _Events, gen: GenRequest,
+               tracker: _Timing) -> AsyncIterator[bytes]:
     created = int(time.time())
     obj = "chat.completion.chunk" if chat else "text_completion"
 
@@ -336,7 +366,7 @@ async def _sse(srv: CoEServer, req: ParsedRequest, chat: bool, rid: str, info: d
     try:
         yield chunk("", None, first=True)
         while True:
-            ev = await events.get()
+            ev = await events.queue.get()
             if isinstance(ev, Delta):
                 tracker.token()
                 if ev.text:
@@ -354,8 +384,7 @@ async def _sse(srv: CoEServer, req: ParsedRequest, chat: bool, rid: str, info: d
             elif isinstance(ev, Failed):
                 tracker.done("failed", 0)
                 finished = True
-                err = {"error": {"message": f"generation failed: {ev.error}", "type": "server_error"}}
-                yield f"data: {json.dumps(err)}\n\n".encode()
+                yield f"data: {json.dumps(_failure(ev).body())}\n\n".encode()
                 break
         yield b"data: [DONE]\n\n"
     finally:

@@ -1,6 +1,6 @@
 """Assemble a server from a CoE file: the real backend, store, router, tokenizers, scheduler.
-An expert that cannot load its tokenizer or config is marked broken here and answers 503;
-the rest serve."""
+An expert that cannot load its tokenizer or config is marked failed here and answers 503 (the
+admin route's load reads them again); the rest serve."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from coeflow.errors import CoeflowError, ConfigError
 from coeflow.model import ModelConfig, Tokenizer
 from coeflow.scheduler import Scheduler
 from coeflow.server.app import CoEServer
+from coeflow.server.health import ExpertHealth
 from coeflow.server.options import ServerOptions
 
 log = logging.getLogger(__name__)
@@ -30,25 +31,28 @@ def build_server(coe_path: str | Path, opts: ServerOptions, store=None) -> CoESe
         store = ExpertStore(coe, backend, device_mem=opts.device_mem, host_mem=opts.host_mem,
                             policy=opts.policy)
     runtimes = backend.runtimes
-    broken: dict[str, str] = {}
     contexts: dict[str, int] = {}
     shapes: dict[tuple, str] = {}  # one expert per shape is enough to compile its decode step
+    paths = {spec.name: spec.path for spec in coe.experts}
+
+    def load_runtime(name: str) -> None:
+        """The expert's tokenizer and config, read (raises CoeflowError when they cannot be)."""
+        tok, cfg = Tokenizer.from_dir(paths[name]), ModelConfig.from_dir(paths[name])
+        runtimes[name] = ExpertRuntime(tok, frozenset(tok.eos_ids))
+        contexts[name] = cfg.max_position_embeddings
+        shapes.setdefault(cfg.shape_key, name)
+
+    runtime_errors: dict[str, str] = {}
     for spec in coe.experts:
         try:
-            tok = Tokenizer.from_dir(spec.path)
-            cfg = ModelConfig.from_dir(spec.path)
+            load_runtime(spec.name)
         except CoeflowError as e:
-            broken[spec.name] = str(e)
+            runtime_errors[spec.name] = str(e)
             log.error("expert %s cannot serve: %s", spec.name, e)
-            continue
-        runtimes[spec.name] = ExpertRuntime(tok, frozenset(tok.eos_ids))
-        contexts[spec.name] = cfg.max_position_embeddings
-        shapes.setdefault(cfg.shape_key, spec.name)
-    for s in store.status():
-        if s.error and s.name not in broken:
-            broken[s.name] = s.error
     if not runtimes:
-        raise ConfigError(f"{coe.source}: no expert can serve: " + "; ".join(f"{k}: {v}" for k, v in broken.items()))
+        raise ConfigError(f"{coe.source}: no expert can serve: "
+                          + "; ".join(f"{k}: {v}" for k, v in runtime_errors.items()))
+    health = ExpertHealth(store, paths, runtime_errors, load_runtime)
     router = None
     if coe.router_dir.exists():
         router = load_router_for_coe(coe)
@@ -56,7 +60,7 @@ def build_server(coe_path: str | Path, opts: ServerOptions, store=None) -> CoESe
         log.warning("%s: no trained router at %s; model 'coe' is unavailable", coe.source, coe.router_dir)
     # warm the cache lengths of short requests and of those that leave max_tokens at its default
     lengths = tuple(sorted({32, 16 + opts.limits.default_max_tokens}))
-    scheduler = Scheduler(store, backend, list(runtimes), max_batch=opts.max_batch, max_queue=opts.max_queue,
+    scheduler = Scheduler(store, backend, coe.expert_names, max_batch=opts.max_batch, max_queue=opts.max_queue,
                           max_wait_s=opts.max_wait_s, warm_lengths=lengths)
-    warm = [n for n in shapes.values() if n not in broken] if opts.warm_up and opts.fused else []
-    return CoEServer(coe, store, scheduler, runtimes, router, opts.limits, opts.api_key, broken, contexts, warm)
+    warm = [n for n in shapes.values() if health.failure(n) is None] if opts.warm_up and opts.fused else []
+    return CoEServer(coe, store, scheduler, runtimes, router, health, opts.limits, opts.api_key, contexts, warm)

@@ -22,9 +22,10 @@ class Limits:
     max_tokens: int = 2048  # the largest max_tokens a request may ask
     max_prompt_tokens: int = 8192
     default_max_tokens: int = DEFAULT_MAX_TOKENS
+    max_body_bytes: int = 4 << 20  # a request body larger than this is a 413, unread
 
     def __post_init__(self) -> None:
-        for name in ("max_tokens", "max_prompt_tokens", "default_max_tokens"):
+        for name in ("max_tokens", "max_prompt_tokens", "default_max_tokens", "max_body_bytes"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"limit {name} must be a positive integer, got {value!r}")
@@ -49,6 +50,8 @@ class ServerOptions:
     warm_up: bool = True  # compile the decode step before serving
 
     def __post_init__(self) -> None:
+        if self.api_key is not None and not self.api_key.strip():
+            raise ConfigError("an empty API key would let anyone in: give a key, or none to serve without one")
         for name, least in (("max_batch", 1), ("max_queue", 1), ("max_wait_s", 0)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value < least:

@@ -14,6 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from coeflow.engine import InvalidRequestError, SamplingParams
+from coeflow.engine.sampling import SEED_MAX, SEED_MIN
 from coeflow.server.options import Limits
 from coeflow.validation import field_path, problem
 
@@ -63,6 +64,16 @@ class ParsedRequest:
         return users[-1] if users else self.messages[-1]["content"]
 
 
+def _unicode(text: str) -> str:
+    """`text`, if it is text: JSON's escapes can spell half of a surrogate pair, which no
+    tokenizer can encode."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise ValueError(f"holds an unpaired surrogate ({text[e.start]!r} at {e.start}), not text") from None
+    return text
+
+
 class _Wire(BaseModel):
     """A JSON object from a client: unknown fields ignored, nothing coerced ("10" is not an
     integer), null the same as absent."""
@@ -92,11 +103,11 @@ class Message(_Wire):
     @classmethod
     def _text(cls, v: Any) -> str:
         if isinstance(v, str):
-            return v
+            return _unicode(v)
         if isinstance(v, list):  # [{"type": "text", "text": ...}, ...]
             if not all(isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str) for p in v):
                 raise ValueError("may hold only text parts ({\"type\": \"text\", \"text\": ...})")
-            return "".join(p["text"] for p in v)
+            return _unicode("".join(p["text"] for p in v))
         raise ValueError("must be a string or a list of text parts")
 
 
@@ -171,6 +182,13 @@ class _Completion(_Wire):
             raise ValueError(f"must be in (0, 1], got {v}")
         return v
 
+    @field_validator("seed")
+    @classmethod
+    def _seed(cls, v: int | None) -> int | None:
+        if v is not None and not SEED_MIN <= v <= SEED_MAX:
+            raise ValueError(f"must be from {SEED_MIN} to {SEED_MAX}, got {v}")
+        return v
+
     @field_validator("top_k")
     @classmethod
     def _top_k(cls, v: int) -> int:
@@ -186,7 +204,7 @@ class _Completion(_Wire):
             raise ValueError("must be a string or a list of strings")
         if len(stops) > 4 or any(not isinstance(s, str) or not s for s in stops):
             raise ValueError("must be up to 4 non-empty strings")
-        return tuple(stops)
+        return tuple(_unicode(s) for s in stops)
 
     def params(self, limits: Limits) -> SamplingParams:
         max_tokens = self.max_tokens or self.max_completion_tokens or limits.default_max_tokens
@@ -222,7 +240,7 @@ class CompletionRequest(_Completion):
             v = v[0]
         if not isinstance(v, str):
             raise ValueError("must be a string (one prompt per request)")
-        return v
+        return _unicode(v)
 
 
 def parse_request(body: Any, chat: bool, limits: Limits) -> ParsedRequest:

@@ -270,6 +270,8 @@ class ExpertStore:
                 e = self._get(name)
                 fut = e.job
                 if fut is None:
+                    if e.pinned:
+                        raise ConfigError(f"expert {name!r} is pinned to the device tier; unpin it first")
                     if e.leases or e.waiters:
                         raise ConfigError(f"expert {name!r} is in use ({e.leases} leases, "
                                           f"{e.waiters} waiting); release them first")
@@ -309,6 +311,11 @@ class ExpertStore:
         (the scheduler asks on each request)."""
         with self._cond:
             return self._reported_tier(self._get(name))
+
+    def failure(self, name: str) -> str | None:
+        """Why `name` cannot be served, or None: its last load's error."""
+        with self._cond:
+            return self._get(name).error
 
     def _reported_tier(self, e: _Expert) -> str:
         return "loading" if e.job is not None and e.error is None else self._tier(e)

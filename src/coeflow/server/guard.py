@@ -1,0 +1,89 @@
+"""What stands between a client and the handlers: the API key, the body's size and shape, and
+errors in OpenAI's shape whatever raised them.
+
+The key is checked by a plain ASGI middleware, not Starlette's BaseHTTPMiddleware, which hides
+a client's disconnect from the handler (and so generated the whole answer for a client that
+had gone). A body is read up to a byte limit (413 past it, without reading the rest), and
+decoded off the event loop, so that no request can stall the others' handling."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from coeflow.server.protocol import APIError, bad
+
+
+class ApiKey:
+    """ASGI middleware: requests to /v1/ must carry `Authorization: Bearer <key>`."""
+
+    def __init__(self, app: ASGIApp, key: str) -> None:
+        self.app, self.expected = app, f"Bearer {key}".encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"].startswith("/v1/"):
+            given = dict(scope["headers"]).get(b"authorization", b"")
+            if not secrets.compare_digest(given, self.expected):
+                e = APIError(401, "invalid or missing API key: send 'Authorization: Bearer <key>'",
+                             "authentication_error", code="invalid_api_key")
+                await JSONResponse(e.body(), status_code=401)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def openai_errors(app: FastAPI) -> None:
+    """Every error answer in OpenAI's shape: ours, Starlette's (404, 405) and FastAPI's."""
+
+    @app.exception_handler(APIError)
+    async def _api_error(_: Request, e: APIError) -> JSONResponse:
+        return JSONResponse(e.body(), status_code=e.status, headers=e.headers)
+
+    @app.exception_handler(HTTPException)
+    async def _http_error(request: Request, e: HTTPException) -> JSONResponse:
+        what = {404: f"no route {request.url.path}", 405: f"{request.method} is not allowed on {request.url.path}"}
+        err = APIError(e.status_code, what.get(e.status_code, str(e.detail)),
+                       "invalid_request_error" if e.status_code < 500 else "server_error")
+        return JSONResponse(err.body(), status_code=e.status_code, headers=getattr(e, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_: Request, e: RequestValidationError) -> JSONResponse:
+        return JSONResponse(bad(f"invalid request: {e.errors()[0].get('msg', e)}").body(), status_code=400)
+
+
+async def read_json(request: Request, max_bytes: int, allow_empty: bool = False) -> Any:
+    """The body as JSON, read up to `max_bytes` (413 past it) and decoded off the event loop."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+        raise _too_large(max_bytes)
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > max_bytes:
+            raise _too_large(max_bytes)
+        chunks.append(chunk)
+    raw = b"".join(chunks)
+    if not raw and allow_empty:
+        return {}
+    return await asyncio.to_thread(decode_json, raw)
+
+
+def decode_json(raw: bytes) -> Any:
+    try:
+        return json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise bad(f"the request body is not valid JSON: {e}") from None
+    except RecursionError:
+        raise bad("the request body is nested too deeply") from None
+
+
+def _too_large(max_bytes: int) -> APIError:
+    return APIError(413, f"the request body is larger than {max_bytes} bytes (the server's --max-body)",
+                    code="request_too_large")
