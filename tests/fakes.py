@@ -57,7 +57,7 @@ class FakeBackend:
         self.reserved: tuple[int, int] | None = None
         self._lock = threading.Lock()
 
-    def plan(self, expert: str, path: Any) -> Plan:
+    def plan(self, expert: str, path: Any, sha256: str | None = None) -> Plan:
         if expert in self.broken:
             raise CheckpointError(f"{path}: truncated")
         return Plan(SimpleNamespace(name=expert), self.sizes[expert], self.sizes[expert])

@@ -18,11 +18,14 @@ Shape (paths are relative to the CoE file's directory and may not leave it):
         pin: false               # optional: keep resident in the store
         priority: 0              # optional: higher is evicted later
         ttl_s: 300.0             # optional: unload after this long idle
+        sha256: <64 hex digits>  # optional: of the weights, checked on each load (coeflow coe hash)
 """
 
 from __future__ import annotations
 
+import os
 import re
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -34,6 +37,7 @@ from coeflow.errors import ConfigError
 from coeflow.validation import FileModel, Loc, field_path, file_error
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+SHA256_PATTERN = re.compile(r"[0-9a-f]{64}")
 DEFAULT_ROUTER_DIR = "router"
 
 
@@ -48,6 +52,7 @@ class ExpertSpec:
     pin: bool = False
     priority: int = 0
     ttl_s: float | None = None
+    sha256: str | None = None  # of the checkpoint's safetensors files (coeflow coe hash)
 
 
 @dataclass(frozen=True)
@@ -100,9 +105,17 @@ class _ExpertEntry(FileModel):
     pin: bool = False
     priority: int = 0  # higher is evicted later
     ttl_s: float | None = None
+    sha256: str | None = None
 
     _name = field_validator("name")(_safe)
     _path = field_validator("path")(_non_empty)
+
+    @field_validator("sha256")
+    @classmethod
+    def _hex_digest(cls, v: str | None) -> str | None:
+        if v is not None and not SHA256_PATTERN.fullmatch(v.strip().lower()):
+            raise ValueError("must be 64 hexadecimal digits (a sha256 digest, as `coeflow coe hash` writes it)")
+        return v.strip().lower() if v is not None else None
 
     @field_validator("ttl_s")
     @classmethod
@@ -169,7 +182,7 @@ def parse_coe(doc: Any, source: Path) -> CoEFile:
         experts.append(ExpertSpec(
             name=entry.name, path=_resolve_inside(entry.path, root, source, where, "path"),
             description=entry.description or "", examples=tuple(entry.examples or ()), pin=entry.pin,
-            priority=entry.priority, ttl_s=entry.ttl_s))
+            priority=entry.priority, ttl_s=entry.ttl_s, sha256=entry.sha256))
     names = [e.name for e in experts]
     if parsed.fallback not in names:
         raise ConfigError(f"{source}: 'fallback' {parsed.fallback!r} is not one of the experts "
@@ -202,3 +215,64 @@ def _resolve_inside(rel: str, root: Path, source: Path, where: str, key: str) ->
     if resolved != root and root not in resolved.parents:
         raise ConfigError(f"{at}'{key}' {rel!r} leads outside the CoE file's directory {root}")
     return resolved
+
+
+def write_sha256(source: Path, digests: dict[str, str]) -> None:
+    """Set the `sha256` of the named experts in the CoE file `source`, changing nothing else
+    in it: the new values are spliced into the text (comments, order and quoting stay), the
+    result is checked to read back as the same document with those values, then it replaces
+    the file in one rename."""
+    with open(source, encoding="utf-8", newline="") as f:  # keep its line endings
+        text = f.read()
+    new = _splice_sha256(text, digests, source)
+    want = yaml.safe_load(text)
+    for entry in want["experts"]:
+        if str(entry["name"]).strip() in digests:
+            entry["sha256"] = digests[str(entry["name"]).strip()]
+    if yaml.safe_load(new) != want:
+        raise ConfigError(f"{source}: cannot add the checksums without changing something else in the file; "
+                          "add each expert's `sha256:` by hand")
+    parse_coe(want, source)
+    fd, tmp = tempfile.mkstemp(dir=source.parent, prefix=f".{source.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            f.write(new)
+        os.chmod(tmp, source.stat().st_mode & 0o7777)
+        os.replace(tmp, source)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def _splice_sha256(text: str, digests: dict[str, str], source: Path) -> str:
+    """`text` with each named expert's sha256 replaced, or added just after its `path` (on a
+    line of its own in a block entry, inline in a `{...}` one). PyYAML's node marks say where
+    each value lies in the text."""
+    root = yaml.compose(text)
+    experts = next((v for k, v in root.value if k.value == "experts"), None) if root else None
+    if not isinstance(experts, yaml.SequenceNode):
+        raise ConfigError(f"{source}: no 'experts' list to write checksums into")
+    edits: list[tuple[int, int, str]] = []  # (start, end, replacement) in text
+    eol = "\r\n" if "\r\n" in text else "\n"
+    for entry in experts.value:
+        pairs = {k.value: (k, v) for k, v in entry.value}
+        digest = digests.get(pairs["name"][1].value.strip())
+        if digest is None:
+            continue
+        value = f'"{digest}"' if digest.isdigit() else digest  # all digits would read as a number
+        if "sha256" in pairs:
+            old = pairs["sha256"][1]
+            start, end = old.start_mark.index, old.end_mark.index
+            edits.append((start, end, value if end > start else f" {value}"))
+        elif entry.flow_style:
+            at = pairs["path"][1].end_mark.index
+            edits.append((at, at, f", sha256: {value}"))
+        else:
+            key, path = pairs["path"]
+            newline = text.find("\n", path.end_mark.index)
+            at = len(text) if newline < 0 else newline + 1
+            line = " " * key.start_mark.column + f"sha256: {value}" + eol
+            edits.append((at, at, line if newline >= 0 else eol + line))
+    for start, end, replacement in sorted(edits, reverse=True):
+        text = text[:start] + replacement + text[end:]
+    return text

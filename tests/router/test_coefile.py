@@ -43,6 +43,13 @@ def test_valid_file_loads_with_paths_resolved_next_to_it(tmp_path):
     assert coe.router_dir == (tmp_path / "router").resolve()
 
 
+def test_sha256_is_optional_and_read_in_lower_case(tmp_path):
+    doc = _valid()
+    doc["experts"][0]["sha256"] = "AB" * 32
+    coe = load_coe(_write(tmp_path, doc))
+    assert coe.expert("python").sha256 == "ab" * 32 and coe.expert("general").sha256 is None
+
+
 def test_a_directory_means_its_coe_yaml(tmp_path):
     _write(tmp_path, _valid())
     assert load_coe(tmp_path).name == "demo"
@@ -69,6 +76,9 @@ def test_a_directory_means_its_coe_yaml(tmp_path):
         (lambda d: d["experts"][0].update(ttl_s=-1), ["experts[0] (python)", "'ttl_s'"]),
         (lambda d: d["experts"][0].update(examples="one string"), ["experts[0] (python)", "'examples'"]),
         (lambda d: d["experts"].append("python"), ["experts[2]"]),
+        (lambda d: d["experts"][0].update(sha256="abc123"), ["experts[0] (python)", "'sha256'", "64 hexadecimal"]),
+        (lambda d: d["experts"][0].update(sha256="g" * 64), ["experts[0] (python)", "'sha256'", "64 hexadecimal"]),
+        (lambda d: d["experts"][0].update(sha256=12), ["experts[0] (python)", "'sha256'", "a string"]),
     ],
 )
 def test_malformed_entries_are_refused_with_file_entry_and_field(tmp_path, mutate, words):

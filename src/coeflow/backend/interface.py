@@ -88,8 +88,9 @@ class StoreBackend(Backend, Protocol):
     """What the threaded store (coeflow.store.ExpertStore) needs besides the operations: to
     plan each expert at start-up, and to reserve each tier's memory once."""
 
-    def plan(self, expert: str, path: Any) -> ExpertPlan:
-        """Read the checkpoint's headers; raise CoeflowError/OSError if it cannot be served."""
+    def plan(self, expert: str, path: Any, sha256: str | None = None) -> ExpertPlan:
+        """Read the checkpoint's headers; raise CoeflowError/OSError if it cannot be served.
+        `sha256` (the CoE file's, if given) is what the files must hash to when read."""
 
     def default_device_budget(self, everything: int) -> int:
         """The device tier's bytes when the user gives no budget."""

@@ -18,6 +18,7 @@ COMMANDS: list[tuple[str, str]] = [
     ("trace", "request traces: generate, stats, run against a server"),
     ("route", "show which expert the router picks for a prompt, and why"),
     ("router", "train or evaluate the router"),
+    ("coe", "CoE files: the checksums of the experts' weights (hash)"),
     ("eval", "evaluations of the CoE (perplexity)"),
     ("demo", "build and serve the demo CoE"),
     ("serve", "serve a CoE behind an OpenAI-compatible HTTP endpoint"),

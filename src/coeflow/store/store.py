@@ -147,7 +147,7 @@ class ExpertStore:
         for spec in coe.experts:
             e = _Expert(spec, pinned=spec.pin, priority=spec.priority)
             try:
-                e.layout = backend.plan(spec.name, spec.path)
+                e.layout = backend.plan(spec.name, spec.path, sha256=spec.sha256)
             except (CoeflowError, OSError) as err:
                 e.error = str(err)
                 log.warning("expert %s: marked failed: %s", spec.name, err)
@@ -248,7 +248,7 @@ class ExpertStore:
             retry = e.error is not None and e.job is None
         if retry:
             try:
-                layout = self.backend.plan(name, e.spec.path)
+                layout = self.backend.plan(name, e.spec.path, sha256=e.spec.sha256)
             except (CoeflowError, OSError) as err:
                 with self._cond:
                     e.error = str(err)

@@ -1,8 +1,9 @@
 """The real backend: checkpoint files, PyTorch tensors and the wall clock.
 
 It owns everything the store and the scheduler must not know about: the pre-allocated
-host pool and device slab (pool.py), the checkpoint layouts (layout.py) and the threads that
-read checkpoints into the pool (loader.py), the CUDA copy stream, and one engine per model
+host pool and device slab (pool.py), the checkpoint layouts (layout.py), the threads that
+read checkpoints into the pool (loader.py) and the checks on what they read (integrity.py:
+checksums, no NaN or infinity), the CUDA copy stream, and one engine per model
 shape (experts of the same shape share its skeleton and its compiled decode step, so a
 switch is `set_weights`, never a rebuild). The store decides *what* goes where (slots,
 budgets, eviction); this package moves the bytes and runs the batches, and reports how long
@@ -21,8 +22,9 @@ import torch
 
 from coeflow.backend.interface import BatchTimes, Moved, WallClock
 from coeflow.engine import Delta, Engine
-from coeflow.errors import ConfigError
+from coeflow.errors import CheckpointError, ConfigError
 from coeflow.model import ModelConfig, Tokenizer, parse_dtype, resolve_device
+from coeflow.backend.real.integrity import check_finite
 from coeflow.backend.real.layout import ExpertLayout, plan_layout
 from coeflow.backend.real.loader import copy_to_device, read_expert
 from coeflow.backend.real.pool import DevicePool, HostPool
@@ -51,6 +53,7 @@ class RealBackend:
         self.clock = WallClock()
         self.runtimes: dict[str, ExpertRuntime] = {}
         self._layouts: dict[str, ExpertLayout] = {}
+        self._sha256: dict[str, str | None] = {}  # expert -> the checksum its CoE entry gives
         self._host_slots: dict[str, tuple[int, dict[str, torch.Tensor]]] = {}  # expert -> (slot, views)
         self._host: HostPool | None = None
         self._dev: DevicePool | None = None
@@ -63,11 +66,12 @@ class RealBackend:
     def device_copies(self) -> bool:
         return self.device.type != "cpu"
 
-    def plan(self, expert: str, path: str | Path) -> ExpertLayout:
+    def plan(self, expert: str, path: str | Path, sha256: str | None = None) -> ExpertLayout:
         """Read the checkpoint's headers (no weights) and lay the expert out in this backend's
-        dtype; raises CheckpointError/ConfigError/OSError for a checkpoint it cannot serve."""
+        dtype; raises CheckpointError/ConfigError/OSError for a checkpoint it cannot serve.
+        With `sha256`, every read from disk checks the files against it (integrity.py)."""
         layout = plan_layout(path, self.dtype)
-        self._layouts[expert] = layout
+        self._layouts[expert], self._sha256[expert] = layout, sha256
         return layout
 
     def expert_bytes(self, expert: str) -> int:
@@ -90,14 +94,23 @@ class RealBackend:
             self._stream = torch.cuda.Stream(self.device)
 
     def move(self, expert: str, src: str, dst: str, slot: int = 0) -> Moved:
-        """disk -> host: parallel striped reads of the checkpoint into the host pool at `slot`.
+        """disk -> host: parallel striped reads of the checkpoint into the host pool at `slot`,
+        then the integrity checks: the checksum when the CoE file gives one, and no NaN or
+        infinity in any tensor (CheckpointError otherwise, and the store marks the expert failed).
         host -> device: one async copy on the copy stream into the device slab at `slot`; on a
         CPU the engine attaches the host pool's tensors, so the hop is free."""
         layout, host = self._layouts[expert], self._host
         assert host is not None, "reserve() the tiers first"
         t = time.perf_counter()
         if (src, dst) == ("disk", "host"):
-            read_expert(layout, host.buffer, host.view, slot, self._io, self.load_threads)
+            expected = self._sha256.get(expert)
+            got = read_expert(layout, host.buffer, host.view, slot, self._io, self.load_threads,
+                              digest=expected is not None)
+            if got != expected:
+                raise CheckpointError(f"expert {expert!r}: the sha256 of its files is {got}, but the CoE file "
+                                      f"gives {expected}: a file in {layout.files[0].file.parent} changed or is "
+                                      "corrupt (if the change is meant, `coeflow coe hash --write` records it)")
+            check_finite(layout, host.buffer, slot)
             weights = layout.views(host.buffer, slot)
             self._host_slots[expert] = (slot, weights)
         elif (src, dst) == ("host", "device"):

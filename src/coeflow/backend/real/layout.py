@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from coeflow.model import ModelConfig, index_checkpoint
-from coeflow.model.checkpoint import TensorInfo
+from coeflow.model.checkpoint import TensorInfo, checkpoint_files
 from coeflow.model.config import CACHE_LINE, weight_groups
 from coeflow.store.tiers import PAGE, align_up
 
@@ -58,9 +58,14 @@ class ExpertLayout:
     config: ModelConfig
     tensors: tuple[TensorSlot, ...]
     runs: tuple[Run, ...]
-    files: tuple[FileStamp, ...]
+    files: tuple[FileStamp, ...]  # every safetensors file, in checkpoint_files order
     nbytes: int        # real tensor bytes in the serving dtype
     block_bytes: int   # nbytes plus alignment padding: what a tier grants
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The serving dtype: every tensor of the block is in it."""
+        return self.tensors[0].dtype
 
     @property
     def converted(self) -> tuple[TensorSlot, ...]:
@@ -113,7 +118,7 @@ def plan_layout(path: str | Path, dtype: torch.dtype) -> ExpertLayout:
         offset += _numel(t.shape) * dtype.itemsize
     by_name = {p.name: p for p in slots}
     stamps = []
-    for f in sorted({t.file for t in infos.values()}):
+    for f in checkpoint_files(Path(path)):  # all of them: a checksum covers every file
         st = os.stat(f)
         stamps.append(FileStamp(f, st.st_size, st.st_mtime_ns))
     return ExpertLayout(

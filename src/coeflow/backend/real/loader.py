@@ -6,7 +6,8 @@ memory (the GIL is released during the read), each thread a contiguous stripe. N
 object per tensor is created on this path. Tensors whose checkpoint dtype differs from the
 serving dtype are read into one staging buffer per load and converted into the pool
 afterwards: an extra pass over memory, single-threaded per tensor, so such loads are
-markedly slower.
+markedly slower. When asked for a checksum, the bytes read are hashed in file order from
+where they landed (the pool, or the staging buffer), so only the headers are read twice.
 
 host -> device (CUDA): one asynchronous copy of the whole block on a dedicated stream from
 pinned memory into a device slot, waited on by the loading thread only, so compute on the
@@ -23,7 +24,8 @@ from pathlib import Path
 import torch
 
 from coeflow.errors import CheckpointError
-from coeflow.backend.real.layout import ExpertLayout
+from coeflow.backend.real.integrity import FileOrderDigest
+from coeflow.backend.real.layout import ExpertLayout, Run, TensorSlot
 
 log = logging.getLogger(__name__)
 
@@ -61,25 +63,19 @@ def check_files(layout: ExpertLayout) -> None:
 
 
 def read_expert(layout: ExpertLayout, pool: torch.Tensor, view: memoryview, base: int,
-                executor: Executor, threads: int = 4, chunk: int | None = None) -> None:
+                executor: Executor, threads: int = 4, chunk: int | None = None,
+                digest: bool = False) -> str | None:
     """Fill pool[base : base + layout.block_bytes] with the expert's tensors. Returns only
-    when every byte is in, or raises CheckpointError naming the file (and tensor)."""
+    when every byte is in, or raises CheckpointError naming the file (and tensor). With
+    `digest`, returns the sha256 of the checkpoint's files as read (integrity.FileOrderDigest)."""
     chunk = chunk or CHUNK_BYTES
     check_files(layout)
+    hasher = FileOrderDigest([stamp.file for stamp in layout.files]) if digest else None
     try:
         _read_striped(executor, [(r.file, f, view[d:d + n]) for r in layout.runs
                                  for f, d, n in _chunks(r.file_start, r.length, base + r.offset, chunk)],
                       threads)
-        converted = layout.converted
-        if converted:
-            staging = torch.empty(max(p.source.nbytes for p in converted), dtype=torch.uint8)
-            sview = memoryview(staging.numpy()).cast("B")
-            for p in converted:
-                src = p.source
-                _read_striped(executor, [(src.file, f, sview[d:d + n])
-                                         for f, d, n in _chunks(src.start, src.nbytes, 0, chunk)], threads)
-                dst = pool[base + p.offset: base + p.offset + p.nbytes].view(p.dtype).view(p.shape)
-                dst.copy_(staging[:src.nbytes].view(src.dtype).view(src.shape))
+        _convert_and_hash(layout, pool, view, base, executor, threads, chunk, hasher)
     except CheckpointError as e:
         offset = getattr(e, "offset", None)
         hit = [p.name for p in layout.tensors if offset is not None and p.source.file == getattr(e, "file", None)
@@ -87,6 +83,35 @@ def read_expert(layout: ExpertLayout, pool: torch.Tensor, view: memoryview, base
         if hit:
             raise CheckpointError(f"{e} (inside tensor {hit[0]!r})") from None
         raise
+    return hasher.hexdigest() if hasher is not None else None
+
+
+def _convert_and_hash(layout: ExpertLayout, pool: torch.Tensor, view: memoryview, base: int,
+                      executor: Executor, threads: int, chunk: int, hasher: FileOrderDigest | None) -> None:
+    """Once the runs are in: read each tensor stored in another dtype into the staging buffer
+    and convert it into the pool; with a hasher, feed it every run and staged tensor in file
+    order (a sha256 cannot be computed out of order)."""
+    pieces: list[Run | TensorSlot] = list(layout.converted)
+    if hasher is not None:
+        pieces += layout.runs
+    rank = {stamp.file: i for i, stamp in enumerate(layout.files)}
+    pieces.sort(key=lambda x: (rank[x.file], x.file_start) if isinstance(x, Run)
+                else (rank[x.source.file], x.source.start))
+    staging = torch.empty(max((p.source.nbytes for p in layout.converted), default=0), dtype=torch.uint8)
+    sview = memoryview(staging.numpy()).cast("B")
+    for piece in pieces:
+        if isinstance(piece, Run):
+            assert hasher is not None
+            start = base + piece.offset
+            hasher.update(piece.file, piece.file_start, view[start:start + piece.length])
+            continue
+        src = piece.source
+        _read_striped(executor, [(src.file, f, sview[d:d + n])
+                                 for f, d, n in _chunks(src.start, src.nbytes, 0, chunk)], threads)
+        if hasher is not None:
+            hasher.update(src.file, src.start, sview[:src.nbytes])
+        dst = pool[base + piece.offset: base + piece.offset + piece.nbytes].view(piece.dtype).view(piece.shape)
+        dst.copy_(staging[:src.nbytes].view(src.dtype).view(src.shape))
 
 
 Read = tuple[Path, int, memoryview]  # file, file offset, destination
