@@ -2,10 +2,7 @@
 against both completion routes, connections that dribble their bodies or send too much, and an
 expert whose weights are corrupted and restored while traffic runs. Each attack checks what a
 user relies on: an error is the attacker's alone, in OpenAI's shape, and everyone else is
-served as before.
-
-The tests marked xfail are attacks that still hurt (each says how); the fuzzer leaves their
-inputs to them (`_left_to_the_xfail_tests`) so that it guards everything else meanwhile."""
+served as before. The last tests are attacks that once hurt, each kept as it was found."""
 
 from __future__ import annotations
 
@@ -21,7 +18,7 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from openai import OpenAI
 
@@ -86,7 +83,7 @@ def _assert_answer(r: httpx.Response, stream: bool) -> None:
 # Text of any code point a JSON string may hold as text (no lone surrogates).
 TEXT = st.text(st.characters(exclude_categories=("Cs",)), max_size=30)
 SURROGATE_TEXT = st.builds(lambda a, s, b: a + s + b, TEXT, st.characters(categories=("Cs",)), TEXT)
-# Python refuses to parse integers of more than 4300 digits: longer ones are the xfail test's.
+# Python refuses to parse integers of more than 4300 digits: longer ones have a test of their own.
 HUGE_INTS = st.integers(1, 4299).map(lambda digits: 10**digits - 1) | st.integers(1, 4299).map(lambda d: 1 - 10**d)
 SCALARS = (st.none() | st.booleans() | st.integers() | HUGE_INTS | st.floats() | TEXT | SURROGATE_TEXT)
 ANY_JSON = st.recursive(SCALARS, lambda inner: st.lists(inner, max_size=3)
@@ -168,15 +165,6 @@ def _dumps(value: Any) -> bytes:
     return json.dumps(value).encode()
 
 
-def _left_to_the_xfail_tests(body: Any) -> bool:
-    """Inputs the xfail tests below cover, which still get 5xx answers (remove each case when
-    its test passes): sampling temperatures and top_p so small that sampling overflows."""
-    if not isinstance(body, dict):
-        return False
-    small = [body.get(k) for k in ("temperature", "top_p")]
-    return any(isinstance(v, float) and 0 < v < 1e-30 for v in small)
-
-
 # --- the fuzzer ---------------------------------------------------------------------------
 
 @pytest.mark.parametrize("route", ["chat/completions", "completions"])
@@ -216,7 +204,6 @@ def test_fuzzed_bodies_get_an_answer_or_an_openai_error_and_leave_others_unaffec
     @given(_bodies(chat))
     def attack(case: tuple[bytes, bool, Any]) -> None:
         raw, valid, body = case
-        assume(not _left_to_the_xfail_tests(body))
         r = _post(http, f"{url}/{route}", raw)
         if valid or r.status_code < 300:
             _assert_answer(r, stream=isinstance(body, dict) and body.get("stream") is True)
@@ -405,10 +392,8 @@ def test_a_request_whose_sampling_fails_leaves_its_batch_mates_answers_unchanged
     assert [together[t] for t in texts] == alone
 
 
-# --- attacks that still hurt (the lead's to fix) ------------------------------------------
+# --- attacks that once hurt ---------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="guard.decode_json lets json.loads' ValueError for integers of more "
-                                       "than 4300 digits through: a plain-text 500")
 @pytest.mark.parametrize("route", ["completions", "chat/completions", "experts/sql/load"])
 def test_an_integer_too_long_to_parse_is_a_400(fuzzed, route):
     _, url = fuzzed
@@ -418,10 +403,6 @@ def test_an_integer_too_long_to_parse_is_a_400(fuzzed, route):
     assert r.status_code == 400
 
 
-@pytest.mark.xfail(strict=True, reason="engine/sampling.sample divides the logits by the temperature in "
-                                       "float32 (inf past its range) and compares top_p in float32 (0 below "
-                                       "its range): softmax gives NaN, multinomial raises, the server answers "
-                                       "500 server_error for a client's valid value")
 @pytest.mark.parametrize("field,value", [("temperature", 1e-40), ("top_p", 1e-46)])
 @pytest.mark.parametrize("stream", [False, True])
 def test_a_sampling_value_too_small_for_float32_is_not_a_server_error(fuzzed, field, value, stream):
@@ -431,8 +412,6 @@ def test_a_sampling_value_too_small_for_float32_is_not_a_server_error(fuzzed, fi
     _assert_answer(r, stream)
 
 
-@pytest.mark.xfail(strict=True, reason="app._started answers 503 when the routed expert's load fails after "
-                                       "routing; a request for 'coe' is not sent to the fallback expert then")
 def test_a_routed_request_whose_expert_fails_to_load_gets_the_fallback_s_answer(tmp_path):
     coe = write_coe(tmp_path)
     weights = tmp_path / "experts" / "shell" / "model.safetensors"

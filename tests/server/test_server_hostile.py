@@ -203,3 +203,34 @@ def test_shutdown_under_load_answers_every_client(coe_file, monkeypatch):
     assert len(outcomes) == 10 and not [o for o in outcomes if o.startswith("dropped")], outcomes
     assert set(outcomes) <= {"whole", "error event", "service_unavailable"}, outcomes
     assert "whole" not in outcomes or outcomes.count("whole") < 10  # the drain's deadline cut some
+
+
+def test_a_short_answer_is_sent_when_it_ends_not_when_its_batch_ends(coe_file, monkeypatch):
+    """A long request in the same batch no longer holds back a short one's answer."""
+    from coeflow.engine.runners.eager import EagerRunner
+    step = EagerRunner.step
+    monkeypatch.setattr(EagerRunner, "step", lambda *a: time.sleep(0.02) or step(*a))  # a slow expert
+    srv, ctx = start(coe_file)
+    with ctx as url:
+        srv.scheduler.store.acquire("sql").release()  # resident
+        gate, pick = threading.Event(), srv.scheduler._pick
+        monkeypatch.setattr(srv.scheduler, "_pick", lambda: pick() if gate.is_set() else None)
+        finished: list[str] = []
+
+        def ask(name: str, max_tokens: int) -> None:
+            r = httpx.post(f"{url}/completions", timeout=60, json={
+                "model": "sql", "prompt": "select", "max_tokens": max_tokens, "ignore_eos": True})
+            assert r.status_code == 200
+            finished.append((name, bool(srv.scheduler._running)))  # was the batch still running?
+        long = threading.Thread(target=ask, args=("long", 200))
+        short = threading.Thread(target=ask, args=("short", 4))
+        long.start()
+        short.start()
+        deadline = time.monotonic() + 60  # a bound on waiting, not a timing under test
+        while srv.scheduler.queued("sql") < 2:  # both queued before the worker looks: one batch
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        gate.set()
+        short.join(timeout=60)
+        long.join(timeout=60)
+    assert finished == [("short", True), ("long", False)]

@@ -60,10 +60,13 @@ class SamplingParams:
 
 
 def sample(logits: Tensor, params: SamplingParams, generator: torch.Generator | None) -> int:
-    """Next token id from float32 logits [V] (on the CPU)."""
+    """Next token id from float32 logits [V] (on the CPU). In float64, from the largest logit
+    down: every temperature and top_p a request may give stays a number (divided in float32,
+    a tiny temperature overflows, and a tiny top_p rounds to 0)."""
     if params.greedy:
         return int(logits.argmax())
-    logits = logits / params.temperature
+    logits = logits.double()
+    logits = (logits - logits.max()) / params.temperature
     if params.top_k and params.top_k < logits.numel():
         kth = torch.topk(logits, params.top_k).values[-1]
         logits = logits.masked_fill(logits < kth, float("-inf"))
@@ -71,6 +74,7 @@ def sample(logits: Tensor, params: SamplingParams, generator: torch.Generator | 
         sorted_logits, order = torch.sort(logits, descending=True)
         cum = sorted_logits.softmax(-1).cumsum(-1)
         drop = cum - sorted_logits.softmax(-1) >= params.top_p  # keep the token that crosses top_p
+        drop[0] = False  # and always the likeliest
         logits = logits.scatter(0, order, sorted_logits.masked_fill(drop, float("-inf")))
     probs = logits.softmax(-1)
     return int(torch.multinomial(probs, 1, generator=generator))

@@ -259,21 +259,28 @@ class Scheduler:
                 r.sink(Failed(e))
             return
         last: list[Delta | None] = [None] * len(batch)
+        ended = [False] * len(batch)
 
         def on_token(d: Delta) -> None:
             last[d.index] = d
-            if d.finish_reason != "error":  # a failed sequence gets Failed, below, and nothing else
-                batch[d.index].sink(d)
+            if d.finish_reason == "error":  # a failed sequence gets Failed, below, and nothing else
+                return
+            batch[d.index].sink(d)
+            if d.finish_reason is not None:  # its answer is whole now, whatever its batch mates do
+                ended[d.index] = True
+                batch[d.index].sink(self._end(batch[d.index], d))
         try:
             with lease:
                 for r in batch:
                     r.sink(self._started(r, lease, t0))
                 self.backend.run_batch(expert, lease, batch, on_token)
-                for r, d in zip(batch, last):
-                    r.sink(self._end(r, d))
+                for r, d, done in zip(batch, last, ended):
+                    if not done:
+                        r.sink(self._end(r, d))
                 if self.on_batch:
                     self.on_batch(expert, batch, lease)
         except Exception as e:
             log.exception("generation failed on expert %s", expert)
-            for r in batch:
-                r.sink(Failed(e))
+            for r, done in zip(batch, ended):
+                if not done:
+                    r.sink(Failed(e))

@@ -174,9 +174,7 @@ async def _complete(srv: CoEServer, request: Request, chat: bool) -> Response:
     if srv.recorder is not None:
         srv.recorder.record(arrival, req.model, req.routing_text, len(ids), req.params.max_tokens,
                             route=choice.expert if choice.routed else None)
-    events = _Events(request)
-    gen = _submit(srv, choice.expert, ids, req, arrival, events)
-    first = await _started(srv, choice.expert, events, gen)
+    choice, ids, events, gen, first = await _begin(srv, request, req, choice, ids, arrival, chat)
     info = {"expert": choice.expert, "routed": choice.routed, "confidence": choice.confidence,
             "fell_back": choice.fell_back, "source_tier": first.source_tier, "switch_s": first.switch_s,
             "queued_s": first.queued_s}
@@ -186,9 +184,32 @@ async def _complete(srv: CoEServer, request: Request, chat: bool) -> Response:
     rid = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24]
     tracker = _Timing(srv, choice.expert, arrival, len(ids))
     if req.stream:
+        events.stop_watching()  # a streaming response watches its client itself
         return StreamingResponse(_sse(req, chat, rid, info, events, gen, tracker),
                                  media_type="text/event-stream", headers=headers)
-    return JSONResponse(await _whole(chat, rid, info, events, gen, tracker), headers=headers)
+    try:
+        return JSONResponse(await _whole(chat, rid, info, events, gen, tracker), headers=headers)
+    finally:
+        events.stop_watching()
+
+
+async def _begin(srv: CoEServer, request: Request, req: ParsedRequest, choice: Choice, ids: list[int],
+                 arrival: float, chat: bool) -> tuple[Choice, list[int], "_Events", GenRequest, Started]:
+    """Queue the request and wait for its start. A routed request whose expert turns out to
+    fail when its batch loads it goes to the fallback expert instead, as routing would have."""
+    while True:
+        events = _Events(request)
+        gen = _submit(srv, choice.expert, ids, req, arrival, events)
+        try:
+            return choice, ids, events, gen, await _started(srv, choice.expert, events, gen)
+        except APIError as e:
+            events.stop_watching()
+            fallback = srv.coe.fallback
+            if not (choice.routed and e.status == 503 and choice.expert != fallback
+                    and srv.health.failure(fallback) is None):
+                raise
+        choice = Choice(fallback, True, choice.confidence, True)
+        ids = await asyncio.to_thread(_prompt_ids, srv, req, fallback, chat)
 
 
 def _prompt_ids(srv: CoEServer, req: ParsedRequest, expert: str, chat: bool) -> list[int]:
@@ -285,39 +306,46 @@ def _failure(ev: Failed) -> APIError:
                     "service_unavailable" if shutting else "server_error")
 
 
-# How often a request waiting for tokens asks whether its client is still there.
-DISCONNECT_CHECK_S = 0.5
-
-
 class _Events:
     """One request's events from the scheduler's thread, on the event loop; and its client,
-    whose going away cancels the sequence (checked while tokens keep coming too, not only while
-    none do)."""
+    whose going away cancels the sequence the moment the server hears of it (a task waits on
+    the connection for the disconnect message), whether or not tokens keep coming."""
 
     def __init__(self, request: Request) -> None:
         self.request = request
         self.queue: asyncio.Queue = asyncio.Queue()
         self.loop = asyncio.get_running_loop()
-        self.checked = self.loop.time()
+        self._gone: asyncio.Future | None = None
 
     def sink(self, ev: Any) -> None:
         """Called on the scheduler's thread."""
         self.loop.call_soon_threadsafe(self.queue.put_nowait, ev)
 
+    async def _client_gone(self) -> None:
+        while (await self.request.receive())["type"] != "http.disconnect":
+            pass
+
+    def stop_watching(self) -> None:
+        """Before the response is sent (a streaming one listens to the connection itself)."""
+        if self._gone is not None:
+            self._gone.cancel()
+            self._gone = None
+
     async def next(self, gen: GenRequest) -> Any:
-        while True:
-            if self.loop.time() - self.checked >= DISCONNECT_CHECK_S:
-                self.checked = self.loop.time()
-                if await self.request.is_disconnected():
-                    gen.cancelled.set()
-                    raise APIError(499, "client disconnected")
-            try:
-                return await asyncio.wait_for(self.queue.get(), timeout=DISCONNECT_CHECK_S)
-            except asyncio.TimeoutError:
-                continue
-            except asyncio.CancelledError:
-                gen.cancelled.set()
-                raise
+        if self._gone is None:
+            self._gone = asyncio.ensure_future(self._client_gone())
+        get = asyncio.ensure_future(self.queue.get())
+        try:
+            await asyncio.wait({get, self._gone}, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            get.cancel()
+            gen.cancelled.set()
+            raise
+        if get.done():
+            return get.result()
+        get.cancel()
+        gen.cancelled.set()
+        raise APIError(499, "client disconnected")
 
 
 class _Timing:

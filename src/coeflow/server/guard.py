@@ -78,10 +78,10 @@ async def read_json(request: Request, max_bytes: int, allow_empty: bool = False)
 def decode_json(raw: bytes) -> Any:
     try:
         return json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise bad(f"the request body is not valid JSON: {e}") from None
     except RecursionError:
         raise bad("the request body is nested too deeply") from None
+    except ValueError as e:  # malformed JSON, bytes that are not UTF-8, a number too long to read
+        raise bad(f"the request body is not valid JSON: {e}") from None
 
 
 def _too_large(max_bytes: int) -> APIError:
