@@ -1,6 +1,6 @@
 """The CPU step replayed from one C call (coeflow.engine.runners.cpu_replay) computes what the
 compiled step computes, is taken where the kernels take the whole model and only there, and
-refuses inputs outside its cache without writing anything."""
+refuses inputs outside its pool without writing anything."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from coeflow.engine import Engine, SamplingParams
-from coeflow.engine.kv_cache import KVCache
 from coeflow.engine.layers import cpu as cpu_layers
 from coeflow.engine.runners import CompiledRunner
 from coeflow.engine.runners.cpu_replay import CpuReplayRunner, CpuStep
@@ -24,14 +23,17 @@ needs_layer = pytest.mark.skipif(not (kernels.load() and kernels.has_decoder_lay
 PROMPTS = [[1, 17, 42], [1, 5, 6, 250, 3, 4, 5, 6, 7, 8], [9, 8]]
 
 
-def _engine_with_cache(path, dtype: str, prompts: list[list[int]]):
-    """A fused engine (the C replay's runner) and a cache of `prompts`' bucket they were prefilled into."""
+def _engine_with_blocks(path, dtype: str, prompts: list[list[int]]):
+    """A fused engine (the C replay's runner), `prompts` prefilled into its pool, and their block
+    tables (4 blocks a row; rows past the prompts are padding, on block 0)."""
     engine = Engine.from_checkpoint(path, dtype=dtype, fused=True)
     assert isinstance(engine.runner, CpuReplayRunner)
-    cache = KVCache(engine.cfg, 4 if len(prompts) > 2 else len(prompts), 128, engine.dtype, engine.device)
+    rows = 4 if len(prompts) > 2 else len(prompts)
+    owned = [engine.pool.allocate(4) for _ in prompts]
     with torch.inference_mode():
-        engine._prefill(cache, prompts)
-    return engine, cache
+        for prompt, blocks in zip(prompts, owned):
+            engine._prefill(prompt, blocks)
+    return engine, engine.pool.table(owned, rows, 4)
 
 
 @needs_layer
@@ -40,30 +42,28 @@ def _engine_with_cache(path, dtype: str, prompts: list[list[int]]):
 @pytest.mark.parametrize("dtype", ["fp32", "bf16"])
 @pytest.mark.parametrize("batch", [1, 3])
 def test_replay_gives_the_compiled_steps_logits(tmp_path, monkeypatch, family, layers, dtype, batch):
-    """Same inputs, same cache: the replay's logits are the compiled step's (the same kernels;
+    """Same inputs, same pool: the replay's logits are the compiled step's (the same kernels;
     the final RMSNorm sums in another order, so fp32 may differ in the last bits), and it
     writes the same keys and values. Three layers: the last layer's output in the other of
     the two activation buffers."""
     monkeypatch.setattr(cpu_layers, "KERNEL_ROW_MIN_BYTES", 0)  # the tiny head takes the kernel at one row too
     path = make_checkpoint(tmp_path / "m", family, seed=3, num_hidden_layers=layers)
-    engine, cache = _engine_with_cache(path, dtype, PROMPTS[:batch])
-    b = cache.batch
+    engine, blocks = _engine_with_blocks(path, dtype, PROMPTS[:batch])
+    pool, b = engine.pool, blocks.shape[0]
     tokens = torch.tensor([[11 + 40 * i] for i in range(b)])
-    q_pos, slot = torch.full((b, 1), 14), torch.tensor([14])
+    q_pos = torch.tensor([[14 + i] for i in range(b)])
     with torch.inference_mode():
-        replay = CpuStep.build(engine.runner.model, cache)
+        replay = CpuStep.build(engine.runner.model, pool, b, blocks.shape[1])
         assert replay is not None, "the kernels take this model: the replay must be built"
-        got = replay(tokens, q_pos, slot).clone()
-        assert (cache.slot_pos[:, 14] == 14).all()
-        written = [t.clone() for t in (*cache.keys(), *cache.values())]
-        cache.slot_pos[:, 14] = -1
-        want = CompiledRunner.step(engine.runner, cache, tokens, q_pos, slot)  # the compiled step
+        got = replay(tokens, q_pos, blocks).clone()
+        written = [t.clone() for t in (*pool.keys(), *pool.values())]
+        want = CompiledRunner.step(engine.runner, pool, tokens, q_pos, blocks)  # the compiled step
     assert got.shape == want.shape == (b, engine.cfg.vocab_size) and got.dtype == torch.float32
     if dtype == "bf16":
         assert torch.equal(got, want)
     else:
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
-    assert all(torch.equal(x, y) for x, y in zip(written, (*cache.keys(), *cache.values())))
+    assert all(torch.equal(x, y) for x, y in zip(written, (*pool.keys(), *pool.values())))
 
 
 @needs_layer
@@ -77,36 +77,12 @@ def test_engine_replays_where_the_kernels_take_the_model_with_eagers_tokens(tmp_
         want = [c.token_ids for c in Engine.from_checkpoint(path, fused=False).generate(PROMPTS, params)]
         for cpu_replay in (True, False):
             fused = Engine.from_checkpoint(path, fused=True, cpu_replay=cpu_replay)
-            for _ in range(2):  # the second batch finds its cache's replay built
+            for _ in range(2):  # the second batch finds its shape's replay built
                 assert [c.token_ids for c in fused.generate(PROMPTS, params)] == want, (family, cpu_replay)
             replayed = getattr(fused.runner, "replayed_steps", 0)
             assert (replayed >= 2 * 9) if replays and cpu_replay else replayed == 0, (family, cpu_replay, replayed)
             if not (replays and cpu_replay):
                 assert fused.runner.direct_steps >= 2 * 9 - 2
-
-
-@needs_layer
-def test_a_stream_whose_replay_is_dropped_midway_goes_on_with_eagers_tokens(tmp_path):
-    """A batch in another bucket, run while a stream is paused, drops that stream's KV cache
-    from the engine's keeping (a budget of one cache) and with it its replay: the stream goes
-    on through a replay built again, at the right positions."""
-    path = make_checkpoint(tmp_path / "m", "llama-gqa", seed=7)
-    params = SamplingParams(max_tokens=12, ignore_eos=True)
-    eager = Engine.from_checkpoint(path, fused=False)
-    want = [c.token_ids for c in eager.generate(PROMPTS[:2], params)]
-    want_other = [c.token_ids for c in eager.generate(PROMPTS[2:], params)]
-    fused = Engine.from_checkpoint(path, fused=True, kv_cache_budget=1)
-    fused.generate(PROMPTS[:2], params)  # replayed once: the next stream starts replayed
-    got = [[], []]
-    for i, deltas in enumerate(fused.stream(PROMPTS[:2], params)):
-        for d in deltas:
-            got[d.index].append(d.token_id)
-        if i == 4:
-            assert [c.token_ids for c in fused.generate(PROMPTS[2:], params)] == want_other
-            assert fused.kv_buckets == [(1, 128)], "the stream's cache was not let go"
-            replayed = fused.runner.replayed_steps
-    assert got == want
-    assert fused.runner.replayed_steps > replayed + 5, "the stream did not get a replay back"
 
 
 @needs_layer
@@ -127,25 +103,30 @@ def test_sampling_through_the_replay_draws_what_the_compiled_step_draws(tmp_path
 
 
 @needs_layer
-def test_inputs_outside_the_cache_are_refused_and_nothing_is_written(tmp_path):
+def test_inputs_outside_the_pool_are_refused_and_nothing_is_written(tmp_path):
     path = make_checkpoint(tmp_path / "m", "llama-gqa", seed=3)
-    engine, cache = _engine_with_cache(path, "fp32", PROMPTS)
-    b, vocab, seq = cache.batch, engine.cfg.vocab_size, cache.seq
-    ok_tokens, ok_pos, ok_slot = torch.ones(b, 1, dtype=torch.long), torch.full((b, 1), 20), torch.tensor([20])
+    engine, blocks = _engine_with_blocks(path, "fp32", PROMPTS)
+    pool, b, vocab = engine.pool, blocks.shape[0], engine.cfg.vocab_size
+    reach = blocks.shape[1] * pool.block_size  # positions a table of 4 blocks reaches
+    ok_tokens, ok_pos = torch.ones(b, 1, dtype=torch.long), torch.full((b, 1), 20)
+    outside = blocks.clone()
+    outside[0, 1] = pool.num_blocks
     with torch.inference_mode():
-        replay = CpuStep.build(engine.runner.model, cache)
-        before = [t.clone() for t in (*cache.keys(), *cache.values(), cache.slot_pos)]
-        for tokens, q_pos, slot in [(torch.full((b, 1), vocab), ok_pos, ok_slot),
-                                    (torch.full((b, 1), -1), ok_pos, ok_slot),
-                                    (ok_tokens, torch.full((b, 1), seq), ok_slot),
-                                    (ok_tokens, ok_pos, torch.tensor([seq]))]:
-            with pytest.raises(ValueError, match="out of the cache's range"):
-                replay(tokens, q_pos, slot)
+        replay = CpuStep.build(engine.runner.model, pool, b, blocks.shape[1])
+        before = [t.clone() for t in (*pool.keys(), *pool.values())]
+        for tokens, q_pos, table in [(torch.full((b, 1), vocab), ok_pos, blocks),
+                                     (torch.full((b, 1), -1), ok_pos, blocks),
+                                     (ok_tokens, torch.full((b, 1), reach), blocks),
+                                     (ok_tokens, ok_pos, outside)]:
+            with pytest.raises(ValueError, match="out of the pool's range"):
+                replay(tokens, q_pos, table)
         with pytest.raises(ValueError, match="int64"):
-            replay(ok_tokens.int(), ok_pos, ok_slot)
+            replay(ok_tokens.int(), ok_pos, blocks)
         with pytest.raises(ValueError, match="int64"):  # a token short: C would read past it
-            replay(ok_tokens[:-1], ok_pos, ok_slot)
+            replay(ok_tokens[:-1], ok_pos, blocks)
+        with pytest.raises(ValueError, match="int64"):  # a table short
+            replay(ok_tokens, ok_pos, blocks[:, :2].contiguous())
         with pytest.raises(ValueError, match="positions"):
-            replay.greedy(20, [1] * b, [20] * (b - 1))
-    after = (*cache.keys(), *cache.values(), cache.slot_pos)
+            replay.greedy(blocks, [1] * b, [20] * (b - 1))
+    after = (*pool.keys(), *pool.values())
     assert all(torch.equal(x, y) for x, y in zip(before, after))

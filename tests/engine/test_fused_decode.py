@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch._dynamo.utils import counters
 
-from coeflow.engine import Engine, SamplingParams
+from coeflow.engine import Engine, InvalidRequestError, SamplingParams
 from coeflow.engine.layers.cuda import CudaLayers
 from coeflow.engine.runners import CompiledRunner
 from coeflow.model import ModelConfig, kernels, load_weights
@@ -102,14 +102,14 @@ def test_weights_laid_out_otherwise_get_their_own_compiled_step(tmp_path, monkey
 
 @pytest.mark.parametrize("cpu_replay", [False, True])
 def test_one_engine_serves_every_batch_and_length_bucket(tmp_path, cpu_replay):
-    """Each (batch, cache length) bucket is its own compiled variant (or C replay): requests
+    """Each (batch, block table width) bucket is its own compiled variant (or C replay): requests
     that change buckets back and forth on one engine get the eager engine's tokens (the guards
     that tell the buckets apart are kept when the skeleton's are skipped)."""
     path = make_checkpoint(tmp_path / "a", "llama-gqa", seed=3)
     eager = Engine.from_checkpoint(path, fused=False)
     fused = Engine.from_checkpoint(path, fused=True, cpu_replay=cpu_replay)
     runs = [([PROMPTS[0]], 6), ([PROMPTS[0]], 140), (PROMPTS, 6), ([PROMPTS[1]], 6), (PROMPTS, 130),
-            ([PROMPTS[0]], 6)]  # cache lengths 128 and 256, batch buckets 1 and 2
+            ([PROMPTS[0]], 6)]  # table widths 8 and 16, batch buckets 1 and 2
     for prompts, n in runs:
         params = SamplingParams(max_tokens=n, ignore_eos=True)
         want = [c.token_ids for c in eager.generate(prompts, params)]
@@ -117,26 +117,42 @@ def test_one_engine_serves_every_batch_and_length_bucket(tmp_path, cpu_replay):
     assert fused.fused
 
 
-def test_kv_caches_of_recent_buckets_are_kept_within_the_budget(tmp_path):
-    """A server's batches change size: the caches of buckets met before are kept (no new
-    allocation, and on CUDA no new graph capture) while they fit the engine's budget, the
-    least recently used going first; the bucket in use is allocated whatever the budget."""
-    from coeflow.engine.kv_cache import KVCache
+def test_a_sequence_takes_the_blocks_it_needs_and_gives_them_back(tmp_path):
+    """The KV pool is paged: a batch takes blocks for each sequence's own length (not the
+    longest's), gives them all back when it ends (run through, stopped early or failed), and a
+    batch the pool cannot hold is refused with nothing taken."""
+    from coeflow.engine.paged import BLOCK_SIZE, KVPool
     path = make_checkpoint(tmp_path / "a", "llama-gqa", seed=3)
-    params = SamplingParams(max_tokens=4, ignore_eos=True)
-    one, two = [PROMPTS[0]], PROMPTS
+    cfg = ModelConfig.from_dir(path)
+    engine = Engine.from_checkpoint(path, fused=False, kv_cache_budget=40 * KVPool.bytes_per_block(cfg, torch.float32))
+    free = engine.pool.free_blocks
+    assert free == 39  # block 0 is padding's
+    short, long = [1, 2, 3], list(range(1, 200))
+    taken = []
+    for deltas in engine.stream([short, long], SamplingParams(max_tokens=10, ignore_eos=True)):
+        taken.append(free - engine.pool.free_blocks)
+    assert taken[0] == -(-(3 + 10) // BLOCK_SIZE) + -(-(199 + 10) // BLOCK_SIZE)
+    assert engine.pool.free_blocks == free
+    stream = engine.stream([short], SamplingParams(max_tokens=50, ignore_eos=True))
+    next(stream)
+    stream.close()  # a client that went away
+    assert engine.pool.free_blocks == free
+    with pytest.raises(InvalidRequestError, match="KV cache has room"):  # 3 x 14 blocks
+        engine.generate([long] * 3, SamplingParams(max_tokens=10, ignore_eos=True))
+    assert engine.pool.free_blocks == free
+
+
+def test_sequences_of_very_unequal_lengths_get_their_own_tokens(tmp_path):
+    """Rows of one batch at positions far apart (one reaching past several blocks): each row
+    attends to its own blocks only, and gets the tokens it gets alone."""
+    path = make_checkpoint(tmp_path / "a", "mistral-window", seed=4)
     engine = Engine.from_checkpoint(path, fused=False)
-    want = {n: [c.token_ids for c in engine.generate(p, params)] for n, p in ((1, one), (2, two))}
-    size = {b: KVCache.bytes_for(engine.cfg, b, 128, engine.dtype) for b in (1, 2, 4)}
-    engine.caches.budget = size[1] + size[2]
-    for prompts in (one, two, one):
-        assert [c.token_ids for c in engine.generate(prompts, params)] == want[len(prompts)]
-    assert engine.kv_buckets == [(2, 128), (1, 128)]
-    engine.generate(two * 2, params)  # batch bucket 4: larger than both kept, which go
-    assert engine.kv_buckets == [(4, 128)]
-    engine.caches.budget = 0
-    assert [c.token_ids for c in engine.generate(one, params)] == want[1]
-    assert engine.kv_buckets == [(1, 128)]
+    fused = Engine.from_checkpoint(path, fused=True)
+    prompts = [[1, 2], list(range(3, 90)), [7] * 40]
+    params = SamplingParams(max_tokens=20, ignore_eos=True)
+    alone = [engine.generate([p], params)[0].token_ids for p in prompts]
+    assert [c.token_ids for c in engine.generate(prompts, params)] == alone
+    assert [c.token_ids for c in fused.generate(prompts, params)] == alone
 
 
 def test_compiled_step_with_joined_products_switches_between_joined_and_separate_weights(
@@ -162,29 +178,6 @@ def test_compiled_step_with_joined_products_switches_between_joined_and_separate
         assert (fused.runner.model.model.layers[0].mlp.joined_weight is not None) == (kind is joined)
         assert [c.token_ids for c in fused.generate(PROMPTS, params)] == want[k], k
     assert fused.fused and len(fused.runner._steps) == 2
-
-
-def test_out_of_memory_for_a_new_bucket_drops_the_kept_caches_and_goes_on(tmp_path, monkeypatch):
-    """The budget is a guess at what the device can spare: when a new bucket's cache does not
-    fit next to the kept ones, those go and the request still runs."""
-    import coeflow.engine.kv_cache as kv_module
-    path = make_checkpoint(tmp_path / "a", "llama-gqa", seed=3)
-    params = SamplingParams(max_tokens=4, ignore_eos=True)
-    engine = Engine.from_checkpoint(path, fused=False)
-    want = [c.token_ids for c in engine.generate(PROMPTS, params)]
-    engine.generate([PROMPTS[0]], params)
-    assert len(engine.kv_buckets) == 2
-    real, refused = kv_module.KVCache, []
-
-    def tight(cfg, batch, *args):
-        if engine.kv_buckets and not refused:  # room only once the others are gone
-            refused.append(batch)
-            raise torch.OutOfMemoryError("out of memory (test)")
-        return real(cfg, batch, *args)
-    monkeypatch.setattr(kv_module, "KVCache", tight)
-    monkeypatch.setattr(tight, "bytes_for", real.bytes_for, raising=False)
-    assert [c.token_ids for c in engine.generate(PROMPTS * 2, params)] == want * 2
-    assert refused == [4] and engine.kv_buckets == [(4, 128)]
 
 
 def test_a_batch_on_the_expert_already_attached_attaches_nothing(tmp_path, monkeypatch):
@@ -217,10 +210,10 @@ def _steps_without_dynamo(runner) -> int:
 
 @pytest.mark.parametrize("cpu_replay", [False, True])
 def test_cpu_steps_after_a_buckets_first_call_the_compiled_graph_without_dynamo(tmp_path, cpu_replay):
-    """On the CPU the compiled step is called without Dynamo once a KV cache's first step has
+    """On the CPU the compiled step is called without Dynamo once a batch shape's first step has
     picked its graph, or, with `cpu_replay` where the kernels take the model, replayed from C.
     What Dynamo's guards would have checked must still hold: a switch of experts, of batch
-    bucket and of length bucket each give the eager tokens."""
+    bucket and of table width each give the eager tokens."""
     a = make_checkpoint(tmp_path / "a", "llama-gqa", seed=1)
     b = make_checkpoint(tmp_path / "b", "llama-gqa", seed=2)
     eager = Engine.from_checkpoint(a, fused=False)

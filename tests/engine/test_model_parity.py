@@ -93,25 +93,23 @@ def test_joined_products_compute_what_transformers_computes(checkpoints, family,
 
 
 @pytest.mark.parametrize("family", ["llama3-rope", "qwen2"])
-def test_rope_tables_of_the_kv_cache_give_the_angles_the_step_would_compute(checkpoints, family):
-    """The engine reads the rotary cos/sin from the cache's tables instead of computing them
-    in the step (Inductor recomputed them inside the attention's loop): the same logits,
-    rope scaling included, and the cache's size, tables counted, known before it is made.
+def test_rope_tables_of_the_kv_pool_give_the_angles_the_step_would_compute(checkpoints, family):
+    """The engine reads the rotary cos/sin from the pool's tables instead of computing them in
+    the step (a compiler would recompute them inside the attention's loop): the same logits,
+    rope scaling included, and the pool's size, tables counted, known before it is made.
     (Attention sees only relative rotations, so what this can catch is angles wrong between
     positions, not a table shifted as a whole, which would change nothing.)"""
-    import torch
-
-    from coeflow.engine.kv_cache import KVCache
+    from coeflow.engine.paged import KVPool
     model = load_model(checkpoints[family])
     cfg = model.config
     tokens = torch.tensor([PROMPTS[0][:9]])
     pos = torch.arange(9)[None] + 20  # later positions too, as a long conversation reaches
     got = []
     for rope in (True, False):
-        cache = KVCache(cfg, 1, 64, torch.float32, torch.device("cpu"))
-        cache.slot_pos[:, :9] = pos
+        pool = KVPool(cfg, 4, torch.float32, torch.device("cpu"))
+        blocks = torch.tensor([[1, 2, 3]])
         with torch.inference_mode():
-            got.append(model.forward_cached(tokens, pos, cache.keys(), cache.values(), cache.slot_pos,
-                                            torch.arange(9), rope=cache.rope() if rope else None))
+            got.append(model.forward_cached(tokens, pos, pool.keys(), pool.values(), blocks,
+                                            rope=pool.rope() if rope else None))
     torch.testing.assert_close(got[0], got[1], atol=1e-5, rtol=1e-5)
-    assert KVCache.bytes_for(cfg, 1, 64, torch.float32) == cache.nbytes
+    assert KVPool.bytes_per_block(cfg, torch.float32) * 4 + 2 * pool.max_positions * cfg.head_dim * 4 == pool.nbytes

@@ -78,7 +78,7 @@ def test_engines_of_one_shape_in_other_threads_stay_fused(tmp_path):
 
 def test_batches_that_change_size_keep_their_graphs(tmp_path, monkeypatch):
     """A server's batches change size back and forth: each bucket's graph is captured once
-    and replayed when the bucket comes back (its KV cache is kept: engine.kv_cache.KVCaches)."""
+    and replayed when the bucket comes back (one KV pool per engine: engine.paged.KVPool)."""
     from coeflow.engine import Engine, SamplingParams
     from coeflow.engine.runners.cuda_graphs import CudaGraphRunner
     captures = []

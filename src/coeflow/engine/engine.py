@@ -1,4 +1,5 @@
-"""Generation for one model shape: prefill, then decode steps on a preallocated KV cache."""
+"""Generation for one model shape: prefill, then decode steps, the keys and values in the
+engine's paged KV pool."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Callable, Iterator
 import torch
 from torch import Tensor
 
-from coeflow.engine.kv_cache import KVCache, KVCaches
+from coeflow.engine.paged import KVPool
 from coeflow.engine.runners import StepRunner, choose_runner, prefill_layers
 from coeflow.engine.runners.base import step_tokens
 from coeflow.engine.sampling import InvalidRequestError, SamplingParams, sample
@@ -19,9 +20,10 @@ from coeflow.model import ModelConfig, attach_weights, build_skeleton, load_weig
 from coeflow.model.llama import Transformer
 
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
-MIN_SEQ_BUCKET = 128
-# Bytes of KV caches an engine keeps across buckets (KVCaches). Outside the store's device
-# budget, which leaves a tenth of the free GPU memory for caches and activations.
+MIN_TABLE_WIDTH = 8  # block table widths are powers of two from this: few compiled shapes
+# Bytes of the engine's KV pool (at most; a small model's pool is smaller: KVPool.for_budget).
+# Outside the store's device budget, which leaves a tenth of the free GPU memory for the pool
+# and activations.
 KV_CACHE_BUDGET = 1 << 30
 
 
@@ -32,12 +34,12 @@ def _bucket(n: int, buckets: tuple[int, ...]) -> int:
     raise InvalidRequestError(f"batch of {n} is larger than the engine's maximum {buckets[-1]}")
 
 
-def _seq_bucket(n: int) -> int:
-    """Cache length: next power of two, so few distinct shapes (and compiled steps) exist."""
-    s = MIN_SEQ_BUCKET
-    while s < n:
-        s *= 2
-    return s
+def _width(blocks: int) -> int:
+    """A block table's width: the next power of two, so few distinct shapes (and compiled steps)."""
+    w = MIN_TABLE_WIDTH
+    while w < blocks:
+        w *= 2
+    return w
 
 
 @dataclass
@@ -106,15 +108,15 @@ class Engine:
     """Generation for one model shape, on one device.
 
     The engine owns a skeleton (parameters without storage of their own) that experts of this
-    shape attach their tensors to (`set_weights`: no copy), the KV caches of the batch and length
-    buckets met so far, and a step runner (coeflow.engine.runners), chosen once by device and
+    shape attach their tensors to (`set_weights`: no copy), a paged KV pool (coeflow.engine.paged,
+    made on first use), and a step runner (coeflow.engine.runners), chosen once by device and
     capability, that runs its decode steps; prefill runs eagerly on the skeleton (on a GPU with
     q/k/v and gate/up joined: `prefill_layers`). Every expert of the shape reuses the runner's
     compiled step: a switch never recompiles.
 
     `fused`: run decode steps compiled (else eagerly). `cpu_kernel`, `cpu_replay`, `triton_gemv`
-    turn off one capability each (`choose_runner`). `kv_cache_budget`: bytes of KV caches kept
-    for buckets met before. `runner`: build the step runner from the skeleton yourself (tests
+    turn off one capability each (`choose_runner`). `kv_cache_budget`: bytes of the KV pool, at
+    most. `runner`: build the step runner from the skeleton yourself (tests
     and benchmarks), instead of the device's choice."""
 
     def __init__(self, cfg: ModelConfig, dtype: str | torch.dtype = "fp32",
@@ -129,7 +131,8 @@ class Engine:
                        choose_runner(self.model, self.device, fused, cpu_kernel, cpu_replay, triton_gemv))
         self.prefill_layers = prefill_layers(self.device)  # after the runner copied the plain skeleton
         self.prefill_layers.swap(self.model)
-        self.caches = KVCaches(cfg, self.dtype, self.device, kv_cache_budget, self.runner.forget)
+        self.kv_cache_budget = kv_cache_budget
+        self._pool: KVPool | None = None
         self.loaded: str | None = None  # name of the weights now attached
         self._attached: dict[str, Tensor] = {}  # the tensors now attached, by name
 
@@ -139,9 +142,11 @@ class Engine:
         return self.runner.compiled
 
     @property
-    def kv_buckets(self) -> list[tuple[int, int]]:
-        """(batch, length) buckets whose KV caches are kept now, least recently used first."""
-        return self.caches.buckets
+    def pool(self) -> KVPool:
+        """The KV pool, made on first use (it takes up to `kv_cache_budget` bytes at once)."""
+        if self._pool is None:
+            self._pool = KVPool.for_budget(self.cfg, self.kv_cache_budget, self.dtype, self.device)
+        return self._pool
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, **kwargs) -> "Engine":
@@ -204,40 +209,58 @@ class Engine:
                 raise InvalidRequestError("empty prompt: at least one token is needed")
             if max(p) >= self.cfg.vocab_size or min(p) < 0:
                 raise InvalidRequestError(f"token id out of range for vocabulary {self.cfg.vocab_size}")
-        longest, steps = max(len(p) for p in prompts), max(p.max_tokens for p in plist)
-        if longest + steps > self.cfg.max_position_embeddings:
-            raise InvalidRequestError(
-                f"prompt ({longest} tokens) + max_tokens ({steps}) exceeds the model's context "
-                f"of {self.cfg.max_position_embeddings} tokens")
+        for prompt, p in zip(prompts, plist):
+            if len(prompt) + p.max_tokens > self.cfg.max_position_embeddings:
+                raise InvalidRequestError(
+                    f"prompt ({len(prompt)} tokens) + max_tokens ({p.max_tokens}) exceeds the model's context "
+                    f"of {self.cfg.max_position_embeddings} tokens")
         return plist
 
-    def _prefill(self, cache: KVCache, prompts: list[list[int]]) -> tuple[Tensor, list[int]]:
-        """All prompts at once, left-padded to the longest (padding slots stay empty, -1).
-        Returns the last position's logits [B, V] and each row's first decode position."""
-        b, n, longest, dev = cache.batch, len(prompts), max(len(p) for p in prompts), self.device
-        tokens = torch.zeros(b, longest, dtype=torch.long)
-        q_pos = torch.zeros(b, longest, dtype=torch.long)
-        slot_pos = torch.full((b, longest), -1, dtype=torch.long)
-        for i, p in enumerate(prompts):
-            off = longest - len(p)
-            tokens[i, off:] = torch.tensor(p)
-            q_pos[i, off:] = slot_pos[i, off:] = torch.arange(len(p))
-        for i in range(n, b):  # unused rows: harmless copies of position 0.. so nothing is empty
-            q_pos[i] = slot_pos[i] = torch.arange(longest)
-        cache.slot_pos[:, :longest] = slot_pos.to(dev)
-        logits = self.model.forward_cached(tokens.to(dev), q_pos.to(dev), cache.keys(), cache.values(),
-                                           cache.slot_pos, torch.arange(longest, device=dev), last_only=True,
-                                           rope=cache.rope())[:, -1]
-        return logits, [len(p) for p in prompts] + [longest] * (b - n)
+    def _reserve(self, prompts: list[list[int]], plist: list[SamplingParams]) -> list[list[int]]:
+        """Each sequence's blocks, for its prompt and every token it may generate (refused, with
+        nothing taken, when the pool cannot hold them all)."""
+        pool = self.pool
+        lengths = [len(prompt) + p.max_tokens for prompt, p in zip(prompts, plist)]
+        if max(lengths) > pool.max_positions:
+            raise InvalidRequestError(f"a sequence of {max(lengths)} tokens is longer than the KV pool's "
+                                      f"{pool.max_positions} positions")
+        need = [pool.blocks_for(n) for n in lengths]
+        if sum(need) > pool.free_blocks:
+            raise InvalidRequestError(f"the KV cache has room for {pool.free_blocks * pool.block_size} more "
+                                      f"tokens; this batch needs {sum(need) * pool.block_size}")
+        return [pool.allocate(n) for n in need]
+
+    def _prefill(self, prompt: list[int], blocks: list[int]) -> Tensor:
+        """One prompt's pass, its keys written into its blocks; the last position's logits [V]."""
+        dev, pool = self.device, self.pool
+        table = pool.table([blocks], 1, len(blocks))
+        tokens = torch.tensor([prompt], device=dev)
+        positions = torch.arange(len(prompt), device=dev)[None]
+        return self.model.forward_cached(tokens, positions, pool.keys(), pool.values(), table, last_only=True,
+                                         rope=pool.rope())[0, -1]
 
     def _run(self, prompts: list[list[int]], params: SamplingParams | list[SamplingParams],
              eos_ids: set[int] | frozenset[int], detokenize: Callable[[list[int]], str] | None,
              cancelled: Callable[[int], bool] | None = None) -> Iterator[tuple[list[Completion], list[Delta]]]:
         plist = self._check(prompts, params)
-        longest, steps = max(len(p) for p in prompts), max(p.max_tokens for p in plist)
-        cache = self.caches.get(_bucket(len(prompts), BATCH_BUCKETS), _seq_bucket(longest + steps))
+        rows = _bucket(len(prompts), BATCH_BUCKETS)
+        owned = self._reserve(prompts, plist)
+        try:
+            yield from self._generate(prompts, plist, owned, rows, eos_ids, detokenize, cancelled)
+        finally:
+            for blocks in owned:
+                self.pool.release(blocks)
+
+    def _generate(self, prompts: list[list[int]], plist: list[SamplingParams], owned: list[list[int]], rows: int,
+                  eos_ids: set[int] | frozenset[int], detokenize: Callable[[list[int]], str] | None,
+                  cancelled: Callable[[int], bool] | None) -> Iterator[tuple[list[Completion], list[Delta]]]:
         t0 = time.perf_counter()
-        logits, starts = self._prefill(cache, prompts)
+        first = [self._prefill(prompt, blocks) for prompt, blocks in zip(prompts, owned)]
+        logits = torch.zeros(rows, first[0].shape[-1], dtype=first[0].dtype, device=first[0].device)
+        logits[:len(first)] = torch.stack(first)
+        blocks = self.pool.table(owned, rows, _width(max(len(b) for b in owned)))
+        starts = [len(p) for p in prompts] + [0] * (rows - len(prompts))
+        steps = max(p.max_tokens for p in plist)
         seqs = [_Sequence(i, p, Completion(prompt_tokens=len(prompt)),
                           TextStream(detokenize, p.stop) if detokenize else None)
                 for i, (prompt, p) in enumerate(zip(prompts, plist))]
@@ -246,7 +269,7 @@ class Engine:
                 s.generator = s.params.generator()
             except Exception as e:  # noqa: BLE001  one sequence's own parameters: it fails alone
                 s.failure = e
-        tokens = self._tokens(cache, logits, seqs, starts, longest, steps)
+        tokens = self._tokens(logits, seqs, starts, blocks, steps)
         eos, last = frozenset(eos_ids), t0
         try:
             for step, chosen in enumerate(tokens):
@@ -278,17 +301,17 @@ class Engine:
                 seq.failure = e
         return seq.fail(seq.failure)
 
-    def _tokens(self, cache: KVCache, logits: Tensor, seqs: list[_Sequence], starts: list[int], slot: int,
+    def _tokens(self, logits: Tensor, seqs: list[_Sequence], starts: list[int], blocks: Tensor,
                 steps: int) -> Iterator[list[int]]:
         """Each step's tokens for every sequence: greedy as the runner chooses them, else sampled
         on the host, each sequence with its own parameters and generator."""
         if all(s.params.greedy for s in seqs):
-            return self.runner.greedy(cache, logits, len(seqs), starts, slot, steps)
+            return self.runner.greedy(self.pool, logits, len(seqs), starts, blocks, steps)
 
         def draw(logits: Tensor) -> list[int]:
             host = logits.float().cpu()
             return [self._draw(s, host[s.index]) for s in seqs]
-        return step_tokens(self.runner, cache, logits, len(seqs), starts, slot, steps, draw)
+        return step_tokens(self.runner, self.pool, logits, len(seqs), starts, blocks, steps, draw)
 
     @staticmethod
     def _draw(seq: _Sequence, logits: Tensor) -> int:

@@ -1,9 +1,11 @@
 """The Llama decoder family in one file (Llama, Mistral, Qwen2): the maths only.
 
 Module and parameter names equal the Hugging Face ones, so a checkpoint's tensors drop into
-the skeleton by name. Attention always reads a key/value store addressed by *slot* and is
-masked by each slot's position (-1 = empty), which makes prefill, decode, left-padded batches
-and sliding windows one code path, and lets a compiled decode step keep fixed shapes.
+the skeleton by name. Attention always reads a paged key/value store: each row of a batch has a
+block table, and the key of the token at position p sits in block `table[p // block_size]`,
+slot `p % block_size`. A query attends to the keys at positions up to its own (and within the
+sliding window), which makes prefill, decode, batches of unequal lengths and sliding windows one
+code path, and lets a compiled decode step keep fixed shapes.
 
 Faster implementations of a product or a layer for one device live with the engine
 (coeflow.engine.layers), as subclasses that override `Attention.project`, `Attention.attend`,
@@ -86,24 +88,29 @@ class Attention(nn.Module):
         return F.scaled_dot_product_attention(q, k_cache, v_cache, attn_mask=mask,
                                               enable_gqa=self.num_kv_heads != self.num_heads)
 
-    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, q_pos: Tensor, k_cache: Tensor,
-                v_cache: Tensor, slot_pos: Tensor, slots: Tensor) -> Tensor:
-        """x [B,T,D]; q_pos [B,T] positions of x; caches [B,Hkv,S,hd]; slot_pos [B,S] position
-        held by each slot after this step's write (-1 = empty); slots [T] where x's keys go."""
+    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, positions: Tensor, k_pool: Tensor,
+                v_pool: Tensor, blocks: Tensor) -> Tensor:
+        """x [B,T,D] at `positions` [B,T]; pools [N,Hkv,block_size,hd]; blocks [B,nb] each
+        row's block table. Writes x's keys and values, then attends over the row's blocks."""
         b, t, _ = x.shape
         q, k, v = self.project(x)
         q = q.view(b, t, self.num_heads, self.head_dim).transpose(1, 2)
-        k = k.view(b, t, self.num_kv_heads, self.head_dim).transpose(1, 2)
-        v = v.view(b, t, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        k = k.view(b, t, self.num_kv_heads, self.head_dim)
+        v = v.view(b, t, self.num_kv_heads, self.head_dim)
         q = q * cos + rotate_half(q) * sin
-        k = k * cos + rotate_half(k) * sin
-        k_cache.index_copy_(2, slots, k)
-        v_cache.index_copy_(2, slots, v)
-        kp, qp = slot_pos[:, None, None, :], q_pos[:, None, :, None]
-        mask = (kp >= 0) & (kp <= qp)
+        k = k * cos.transpose(1, 2) + rotate_half(k) * sin.transpose(1, 2)
+        size = k_pool.shape[2]
+        block, slot = blocks.gather(1, positions // size), positions % size
+        k_pool[block, :, slot] = k
+        v_pool[block, :, slot] = v
+        keys = k_pool[blocks].transpose(1, 2).reshape(b, self.num_kv_heads, -1, self.head_dim)
+        values = v_pool[blocks].transpose(1, 2).reshape(b, self.num_kv_heads, -1, self.head_dim)
+        kp = torch.arange(keys.shape[2], device=x.device)[None, None, None, :]
+        qp = positions[:, None, :, None]
+        mask = kp <= qp
         if self.window is not None:
             mask = mask & (qp - kp < self.window)
-        y = self.attend(q, k_cache, v_cache, mask)
+        y = self.attend(q, keys, values, mask)
         return self.o_proj(y.transpose(1, 2).reshape(b, t, -1))
 
 
@@ -134,9 +141,9 @@ class DecoderLayer(nn.Module):
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.mlp = MLP(cfg)
 
-    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, q_pos: Tensor, k_cache: Tensor,
-                v_cache: Tensor, slot_pos: Tensor, slots: Tensor) -> Tensor:
-        x = x + self.self_attn(self.input_layernorm(x), cos, sin, q_pos, k_cache, v_cache, slot_pos, slots)
+    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, positions: Tensor, k_pool: Tensor,
+                v_pool: Tensor, blocks: Tensor) -> Tensor:
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, positions, k_pool, v_pool, blocks)
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
@@ -158,15 +165,16 @@ class Transformer(nn.Module):
         self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
         self.register_buffer("inv_freq", rope_inv_freq(cfg.rope, cfg.head_dim), persistent=False)
 
-    def forward_cached(self, tokens: Tensor, q_pos: Tensor, k_caches: list[Tensor],
-                       v_caches: list[Tensor], slot_pos: Tensor, slots: Tensor,
-                       last_only: bool = False, rope: tuple[Tensor, Tensor] | None = None) -> Tensor:
-        """One step over a KV store: writes tokens' keys at `slots`, returns float32 logits
-        ([B,T,V], or [B,1,V] for the last position only). `rope`: cos and sin tables
-        [positions, head_dim] (`rope_cos_sin` of every position the store holds), read at
-        q_pos instead of computing the angles in the step, where a compiler would inline
-        their computation into every kernel that reads them."""
-        h = self._run(tokens, q_pos, k_caches, v_caches, slot_pos, slots, rope)
+    def forward_cached(self, tokens: Tensor, positions: Tensor, k_pools: list[Tensor],
+                       v_pools: list[Tensor], blocks: Tensor, last_only: bool = False,
+                       rope: tuple[Tensor, Tensor] | None = None) -> Tensor:
+        """One pass over a paged KV store (see the module's docstring): `tokens` [B,T] at
+        `positions` [B,T], rows' block tables `blocks` [B,nb]; writes the tokens' keys and
+        returns float32 logits ([B,T,V], or [B,1,V] for the last position only). `rope`: cos
+        and sin tables [positions, head_dim] (`rope_cos_sin` of every position the store
+        holds), read at the positions instead of computing the angles in the step, where a
+        compiler would inline their computation into every kernel that reads them."""
+        h = self._run(tokens, positions, k_pools, v_pools, blocks, rope)
         return self.lm_head(h[:, -1:] if last_only else h).float()
 
     def forward(self, tokens: Tensor) -> Tensor:
@@ -177,20 +185,21 @@ class Transformer(nn.Module):
         """Final normed hidden states [B,T,D] of a full causal pass (no padding, no cache)."""
         b, t = tokens.shape
         cfg, dev, dtype = self.config, tokens.device, self.model.embed_tokens.weight.dtype
-        kc = [torch.empty(b, cfg.num_kv_heads, t, cfg.head_dim, device=dev, dtype=dtype)
+        # one block a row, as long as the sequence (block 0 is padding's, unused here)
+        kc = [torch.zeros(b + 1, cfg.num_kv_heads, t, cfg.head_dim, device=dev, dtype=dtype)
               for _ in range(cfg.num_layers)]
-        vc = [torch.empty_like(k) for k in kc]
+        vc = [torch.zeros_like(k) for k in kc]
         pos = torch.arange(t, device=dev).expand(b, t)
-        return self._run(tokens, pos, kc, vc, pos, torch.arange(t, device=dev))
+        return self._run(tokens, pos, kc, vc, torch.arange(1, b + 1, device=dev)[:, None])
 
-    def _run(self, tokens: Tensor, q_pos: Tensor, k_caches: list[Tensor], v_caches: list[Tensor],
-             slot_pos: Tensor, slots: Tensor, rope: tuple[Tensor, Tensor] | None = None) -> Tensor:
+    def _run(self, tokens: Tensor, positions: Tensor, k_pools: list[Tensor], v_pools: list[Tensor],
+             blocks: Tensor, rope: tuple[Tensor, Tensor] | None = None) -> Tensor:
         x = self.model.embed_tokens(tokens)
         if rope is None:
-            cos, sin = rope_cos_sin(q_pos, self.inv_freq, x.dtype)
+            cos, sin = rope_cos_sin(positions, self.inv_freq, x.dtype)
         else:
-            cos, sin = rope[0][q_pos], rope[1][q_pos]
+            cos, sin = rope[0][positions], rope[1][positions]
         cos, sin = cos[:, None], sin[:, None]  # [B,1,T,hd], broadcast over heads
-        for layer, kc, vc in zip(self.model.layers, k_caches, v_caches):
-            x = layer(x, cos, sin, q_pos, kc, vc, slot_pos, slots)
+        for layer, kc, vc in zip(self.model.layers, k_pools, v_pools):
+            x = layer(x, cos, sin, positions, kc, vc, blocks)
         return self.model.norm(x)

@@ -99,25 +99,25 @@ class KernelMLP(MLP):
 
 
 class KernelDecoderLayer(DecoderLayer):
-    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, q_pos: Tensor, k_cache: Tensor,
-                v_cache: Tensor, slot_pos: Tensor, slots: Tensor) -> Tensor:
-        if x.dim() != 3 or x.shape[1] != 1 or not layer_kernel_fits(self, x.shape[0], x.dtype, k_cache):
-            return super().forward(x, cos, sin, q_pos, k_cache, v_cache, slot_pos, slots)
+    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, positions: Tensor, k_pool: Tensor,
+                v_pool: Tensor, blocks: Tensor) -> Tensor:
+        if x.dim() != 3 or x.shape[1] != 1 or not layer_kernel_fits(self, x.shape[0], x.dtype, k_pool):
+            return super().forward(x, cos, sin, positions, k_pool, v_pool, blocks)
         a, m, b = self.self_attn, self.mlp, x.shape[0]
         qkv = a.joinable()
         return kernels.decoder_layer(
             x, self.input_layernorm.weight, [l.weight for l in qkv],
             [l.bias for l in qkv] if qkv[0].bias is not None else [], a.o_proj.weight,
             self.post_attention_layernorm.weight, [m.gate_proj.weight, m.up_proj.weight],
-            m.down_proj.weight, k_cache, v_cache, slot_pos, q_pos, slots, cos.reshape(b, -1),
+            m.down_proj.weight, k_pool, v_pool, blocks, positions, cos.reshape(b, -1),
             sin.reshape(b, -1), a.num_heads, self.input_layernorm.eps, a.window or 0)
 
 
-def layer_kernel_fits(layer: DecoderLayer, rows: int, dtype: torch.dtype, k_cache: Tensor) -> bool:
+def layer_kernel_fits(layer: DecoderLayer, rows: int, dtype: torch.dtype, k_pool: Tensor) -> bool:
     """Whether `coeflow::decoder_layer` takes `layer` for `rows` tokens of `dtype`, one a row:
     the op loaded, 1 to 8 rows, fp32 or bf16, no o or MLP biases, weights with contiguous rows."""
-    if not (1 <= rows <= kernels.MAX_ROWS and dtype in kernels.DTYPES and k_cache.shape[0] == rows
-            and k_cache.dtype == dtype and kernels.has_decoder_layer()):
+    if not (1 <= rows <= kernels.MAX_ROWS and dtype in kernels.DTYPES and k_pool.dtype == dtype
+            and k_pool.stride(3) == 1 and kernels.has_decoder_layer()):
         return False
     a, m = layer.self_attn, layer.mlp
     linear = [*a.joinable(), a.o_proj, m.gate_proj, m.up_proj, m.down_proj]

@@ -9,19 +9,16 @@ from typing import Callable, Iterator
 import torch
 from torch import Tensor
 
-from coeflow.engine.kv_cache import KVCache
 from coeflow.engine.layers import DeviceLayers
+from coeflow.engine.paged import KVPool
 from coeflow.model import attach_weights, kernels
 from coeflow.model.llama import Transformer
 
 
-def decode_step(model: Transformer, cache: KVCache, tokens: Tensor, positions: Tensor,
-                slot: Tensor) -> Tensor:
-    """One token for every row of `cache`, its keys written at column `slot`: the function a
-    runner compiles. Returns float32 logits [B, V]."""
-    cache.slot_pos.index_copy_(1, slot, positions)
-    logits = model.forward_cached(tokens, positions, cache.keys(), cache.values(), cache.slot_pos, slot,
-                                  rope=cache.rope())
+def decode_step(model: Transformer, pool: KVPool, tokens: Tensor, positions: Tensor, blocks: Tensor) -> Tensor:
+    """One token for every row: `tokens` and `positions` [B, 1], the rows' block tables `blocks`
+    [B, nb] in `pool`. The function a runner compiles. Returns float32 logits [B, V]."""
+    logits = model.forward_cached(tokens, positions, pool.keys(), pool.values(), blocks, rope=pool.rope())
     return logits[:, -1]
 
 
@@ -35,8 +32,8 @@ def argmax_rows(logits: Tensor, rows: int) -> list[int]:
 
 
 class StepRunner(ABC):
-    """Runs decode steps for one model shape: one token for every row of a KV cache, on the
-    expert whose weights are attached. Each implementation lives in a module of its own and
+    """Runs decode steps for one model shape: one token for every row of a batch, its keys in
+    the engine's KV pool, on the expert whose weights are attached. Each implementation lives in a module of its own and
     is chosen once per engine, by device and capability (coeflow.engine.runners.choose_runner);
     the engine prefills, chooses tokens and emits text, and never sees how a step runs."""
 
@@ -63,18 +60,16 @@ class StepRunner(ABC):
         return self.layers.after_attach(self.model)
 
     @abstractmethod
-    def step(self, cache: KVCache, tokens: Tensor, positions: Tensor, slot: Tensor) -> Tensor:
-        """Float32 logits [B, V] of one step: `tokens` and `positions` [B, 1] and `slot` [1],
-        int64 on the model's device. The tensor returned may be overwritten by the next step."""
+    def step(self, pool: KVPool, tokens: Tensor, positions: Tensor, blocks: Tensor) -> Tensor:
+        """Float32 logits [B, V] of one step: `tokens` and `positions` [B, 1] and the rows'
+        block tables `blocks` [B, nb], int64 on the model's device. The tensor returned may be
+        overwritten by the next step."""
 
-    def greedy(self, cache: KVCache, logits: Tensor, rows: int, starts: list[int], slot: int,
+    def greedy(self, pool: KVPool, logits: Tensor, rows: int, starts: list[int], blocks: Tensor,
                steps: int) -> Iterator[list[int]]:
         """Greedy decoding after a prefill whose last logits are `logits` [B, V] (see
         `step_tokens`)."""
-        return step_tokens(self, cache, logits, rows, starts, slot, steps, lambda l: argmax_rows(l, rows))
-
-    def forget(self, cache: KVCache) -> None:
-        """`cache` is no longer kept by the engine: drop what was built for it."""
+        return step_tokens(self, pool, logits, rows, starts, blocks, steps, lambda l: argmax_rows(l, rows))
 
     @property
     def compiled(self) -> bool:
@@ -83,14 +78,15 @@ class StepRunner(ABC):
         return False
 
 
-def step_tokens(runner: StepRunner, cache: KVCache, logits: Tensor, rows: int, starts: list[int], slot: int,
+def step_tokens(runner: StepRunner, pool: KVPool, logits: Tensor, rows: int, starts: list[int], blocks: Tensor,
                 steps: int, choose: Callable[[Tensor], list[int]]) -> Iterator[list[int]]:
     """Decoding after a prefill whose last logits are `logits` [B, V]: yields the tokens
     `choose` picks from each of up to `steps` steps' logits for the first `rows` rows, and
     between two yields runs the step that reads them. Row i's first token is at position
-    starts[i] and every row's at cache column `slot`; rows past `rows` are padding (token 0)."""
+    starts[i]; `blocks` holds every row's block table, with room for all its steps; rows past
+    `rows` are padding (token 0)."""
     dev = logits.device
-    tokens = torch.zeros(cache.batch, 1, dtype=torch.long)
+    tokens = torch.zeros(blocks.shape[0], 1, dtype=torch.long)
     base = torch.tensor(starts)[:, None]
     for step in range(steps):
         chosen = choose(logits)
@@ -98,4 +94,4 @@ def step_tokens(runner: StepRunner, cache: KVCache, logits: Tensor, rows: int, s
         if step + 1 == steps:
             return
         tokens[:rows, 0] = torch.tensor(chosen)
-        logits = runner.step(cache, tokens.to(dev), (base + step).to(dev), torch.tensor([slot + step], device=dev))
+        logits = runner.step(pool, tokens.to(dev), (base + step).to(dev), blocks)

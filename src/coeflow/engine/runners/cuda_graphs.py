@@ -2,26 +2,24 @@
 decoding with the device one step ahead of the host.
 
 A replay is three small copies into the graph's inputs and one launch: no Python per kernel, no
-Dynamo guards. A graph holds the addresses it was captured with, so there is one per KV cache
-(batch and length bucket) and per set of weight addresses (a device-tier slot): a switch into a
-slot seen before replays, a new one is captured (a real step's time and the capture, on the
-request path). The engine keeps recent buckets' caches (coeflow.engine.kv_cache.KVCaches); a
-cache it lets go takes its graphs with it. The runner captures the graphs itself rather than
-through Inductor's CUDA-graph trees (mode "reduce-overhead"), which add bookkeeping to every
-step and were seen to fall back to eager for every engine after the first in one process."""
+Dynamo guards. A graph holds the addresses it was captured with, so there is one per (rows,
+blocks) bucket of the engine's KV pool and per set of weight addresses (a device-tier slot): a
+switch into a slot seen before replays, a new one is captured (a real step's time and the
+capture, on the request path). The runner captures the graphs itself rather than through
+Inductor's CUDA-graph trees (mode "reduce-overhead"), which add bookkeeping to every step and
+were seen to fall back to eager for every engine after the first in one process."""
 
 from __future__ import annotations
 
 import logging
-import weakref
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
 import torch
 from torch import Tensor
 
-from coeflow.engine.kv_cache import KVCache
 from coeflow.engine.layers import DeviceLayers
+from coeflow.engine.paged import KVPool
 from coeflow.engine.runners.base import StepRunner
 from coeflow.engine.runners.compiled import CompiledRunner
 from coeflow.model.llama import Transformer
@@ -34,7 +32,7 @@ class _Captured:
     graph: "torch.cuda.CUDAGraph"
     tokens: Tensor  # the graph's inputs and output, at fixed addresses
     positions: Tensor
-    slot: Tensor
+    blocks: Tensor
     logits: Tensor
 
 
@@ -47,8 +45,7 @@ class CudaGraphRunner(CompiledRunner):
         # capture cannot use the default stream; one side stream for all of them, since cuBLAS
         # keeps a workspace per stream it has run on
         self._side = torch.cuda.Stream(model.inv_freq.device)
-        self._graphs: dict[tuple[int, int], _Captured] = {}
-        self._caches: weakref.WeakValueDictionary[int, KVCache] = weakref.WeakValueDictionary()
+        self._graphs: dict[tuple, _Captured] = {}
         self._weight_ids: dict[tuple, int] = {}
         self._weights = -1
         self.capture_failed = False
@@ -63,42 +60,35 @@ class CudaGraphRunner(CompiledRunner):
         self._weights = self._weight_ids.setdefault(key, len(self._weight_ids))
         return made
 
-    def forget(self, cache: KVCache) -> None:
-        for key in [k for k in self._graphs if k[0] == id(cache)]:
-            del self._graphs[key]
-
-    def step(self, cache: KVCache, tokens: Tensor, positions: Tensor, slot: Tensor) -> Tensor:
+    def step(self, pool: KVPool, tokens: Tensor, positions: Tensor, blocks: Tensor) -> Tensor:
         if self.capture_failed or self._step is None:
-            return super().step(cache, tokens, positions, slot)
+            return super().step(pool, tokens, positions, blocks)
         try:
-            g = self._graph(cache, tokens, positions, slot)
+            g = self._graph(pool, tokens, positions, blocks)
         except Exception:  # capture refused: the compiled step alone still runs
             log.warning("CUDA graph capture of the decode step failed; running it without", exc_info=True)
             self.capture_failed, self._graphs = True, {}
-            return super().step(cache, tokens, positions, slot)
+            return super().step(pool, tokens, positions, blocks)
         g.tokens.copy_(tokens)
         g.positions.copy_(positions)
-        g.slot.copy_(slot)
+        g.blocks.copy_(blocks)
         with torch.cuda.device(self._side.device):  # replay launches on the current device's stream
             g.graph.replay()
         return g.logits
 
-    def _graph(self, cache: KVCache, tokens: Tensor, positions: Tensor, slot: Tensor) -> _Captured:
-        key = (id(cache), self._weights)
-        if self._caches.get(id(cache)) is not cache:  # an id reused by a new cache
-            self.forget(cache)
-            self._caches[id(cache)] = cache
+    def _graph(self, pool: KVPool, tokens: Tensor, positions: Tensor, blocks: Tensor) -> _Captured:
+        key = (id(pool), tokens.shape, blocks.shape, self._weights)
         g = self._graphs.pop(key, None)
         if g is None:
-            g = self._capture(self._compiled_step, cache, tokens, positions, slot)
+            g = self._capture(self._compiled_step, pool, tokens, positions, blocks)
             if len(self._graphs) >= self.MAX_GRAPHS:  # the least recently used goes
                 del self._graphs[next(iter(self._graphs))]
         self._graphs[key] = g  # (re)inserted last: most recently used
         return g
 
-    def _capture(self, step: Callable[..., Tensor], cache: KVCache, tokens: Tensor, positions: Tensor,
-                 slot: Tensor) -> _Captured:
-        tokens, positions, slot = tokens.clone(), positions.clone(), slot.clone()
+    def _capture(self, step: Callable[..., Tensor], pool: KVPool, tokens: Tensor, positions: Tensor,
+                 blocks: Tensor) -> _Captured:
+        tokens, positions, blocks = tokens.clone(), positions.clone(), blocks.clone()
         side = self._side
         main = torch.cuda.current_stream(side.device)
         side.wait_stream(main)
@@ -106,18 +96,18 @@ class CudaGraphRunner(CompiledRunner):
         with torch.cuda.stream(side):
             # once for real first: compiles on first use, and its cache writes are the ones the
             # replay makes again
-            step(cache, tokens, positions, slot)
+            step(pool, tokens, positions, blocks)
             side.synchronize()
             # `torch.cuda.graph` would also synchronize the whole device and empty the allocator's
             # cache on every capture, which a capture on the request path cannot afford;
             # thread_local: the store's loader threads may copy other experts meanwhile
             graph.capture_begin(capture_error_mode="thread_local")
             try:
-                logits = step(cache, tokens, positions, slot)
+                logits = step(pool, tokens, positions, blocks)
             finally:
                 graph.capture_end()
         main.wait_stream(side)
-        return _Captured(graph, tokens, positions, slot, logits)
+        return _Captured(graph, tokens, positions, blocks, logits)
 
 
 class RunAhead(StepRunner):
@@ -143,19 +133,15 @@ class RunAhead(StepRunner):
     def attach(self, weights: dict[str, Tensor]) -> tuple:
         return self.inner.attach(weights)
 
-    def step(self, cache: KVCache, tokens: Tensor, positions: Tensor, slot: Tensor) -> Tensor:
-        return self.inner.step(cache, tokens, positions, slot)
+    def step(self, pool: KVPool, tokens: Tensor, positions: Tensor, blocks: Tensor) -> Tensor:
+        return self.inner.step(pool, tokens, positions, blocks)
 
-    def forget(self, cache: KVCache) -> None:
-        self.inner.forget(cache)
-
-    def greedy(self, cache: KVCache, logits: Tensor, rows: int, starts: list[int], slot: int,
+    def greedy(self, pool: KVPool, logits: Tensor, rows: int, starts: list[int], blocks: Tensor,
                steps: int) -> Iterator[list[int]]:
         dev = logits.device
         cuda = dev.type == "cuda"
         tok = logits.argmax(-1)
         pos = torch.tensor(starts, device=dev)[:, None]
-        column = torch.tensor([slot], device=dev)
         host = torch.empty(tok.shape, dtype=torch.long, pin_memory=cuda)
         stream = torch.cuda.current_stream(dev) if cuda else None  # where tok is computed
         copied = torch.cuda.Event() if cuda else None
@@ -165,8 +151,8 @@ class RunAhead(StepRunner):
                 if copied is not None:
                     copied.record(stream)
                 if step + 1 < steps:
-                    tok = self.inner.step(cache, tok[:, None], pos, column).argmax(-1)  # read before the
-                    pos, column = pos + 1, column + 1                                  # next replay reuses it
+                    tok = self.inner.step(pool, tok[:, None], pos, blocks).argmax(-1)  # read before the
+                    pos = pos + 1                                                      # next replay reuses it
                 if copied is not None:
                     copied.synchronize()
                 yield host[:rows].tolist()

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from coeflow.engine.kv_cache import KVCache
+from coeflow.engine.paged import KVPool
 from coeflow.engine.runners.base import StepRunner, decode_step
 
 
 class EagerRunner(StepRunner):
     name = "eager"
 
-    def step(self, cache: KVCache, tokens: Tensor, positions: Tensor, slot: Tensor) -> Tensor:
-        return decode_step(self.model, cache, tokens, positions, slot)
+    def step(self, pool: KVPool, tokens: Tensor, positions: Tensor, blocks: Tensor) -> Tensor:
+        return decode_step(self.model, pool, tokens, positions, blocks)

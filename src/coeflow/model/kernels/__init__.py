@@ -63,8 +63,8 @@ via: str | None = None  # once loaded: "c++" (the op's own implementation) or "c
 _LIB = torch.library.Library("coeflow", "DEF")
 _LIB.define("cpu_linear(Tensor x, Tensor[] ws) -> Tensor")
 _LIB.define("decoder_layer(Tensor x, Tensor ln1, Tensor[] qkv_w, Tensor[] qkv_b, Tensor o_w, Tensor ln2, "
-            "Tensor[] gate_up_w, Tensor down_w, Tensor(a!) k_cache, Tensor(b!) v_cache, Tensor slot_pos, "
-            "Tensor q_pos, Tensor slots, Tensor cos, Tensor sin, int num_heads, float eps, int window) -> Tensor")
+            "Tensor[] gate_up_w, Tensor down_w, Tensor(a!) k_pool, Tensor(b!) v_pool, Tensor blocks, "
+            "Tensor q_pos, Tensor cos, Tensor sin, int num_heads, float eps, int window) -> Tensor")
 
 
 @torch.library.register_fake("coeflow::cpu_linear")
@@ -277,13 +277,14 @@ def has_decoder_layer() -> bool:
 
 
 def decoder_layer(x: Tensor, ln1: Tensor, qkv_w: list[Tensor], qkv_b: list[Tensor], o_w: Tensor, ln2: Tensor,
-                  gate_up_w: list[Tensor], down_w: Tensor, k_cache: Tensor, v_cache: Tensor, slot_pos: Tensor,
-                  q_pos: Tensor, slots: Tensor, cos: Tensor, sin: Tensor, num_heads: int, eps: float,
-                  window: int) -> Tensor:
+                  gate_up_w: list[Tensor], down_w: Tensor, k_pool: Tensor, v_pool: Tensor, blocks: Tensor,
+                  q_pos: Tensor, cos: Tensor, sin: Tensor, num_heads: int, eps: float, window: int) -> Tensor:
     """The op `coeflow::decoder_layer`: one decoder layer for 1 to 8 rows of one token each
-    (x [B, 1, D]), writing the token's key and value at `slots` of the caches [B, Hkv, S, hd];
-    cos and sin [B, hd] are the rotary table rows at q_pos [B, 1]; window 0 for none. Returns
-    the layer's output, x's shape (decoder_layer.c)."""
+    (x [B, 1, D]) at positions q_pos [B, 1], with the rows' block tables `blocks` [B, nb] into
+    the paged KV pools [blocks, Hkv, block size, hd] (coeflow.engine.paged): writes the token's
+    key and value at its position and attends over the row's keys up to it; cos and sin [B, hd]
+    are the rotary table rows at q_pos; window 0 for none. Returns the layer's output, x's
+    shape (decoder_layer.c)."""
     return torch.ops.coeflow.decoder_layer.default(
-        x, ln1, qkv_w, qkv_b, o_w, ln2, gate_up_w, down_w, k_cache, v_cache, slot_pos, q_pos, slots,
-        cos, sin, num_heads, eps, window)
+        x, ln1, qkv_w, qkv_b, o_w, ln2, gate_up_w, down_w, k_pool, v_pool, blocks, q_pos, cos, sin,
+        num_heads, eps, window)

@@ -90,24 +90,30 @@ long coeflow_decoder_layer_work(int B, int D, int H, int Hkv, int hd, int I, int
     return (long)B * (2L * D + nqkv + nq + (nq > D ? nq : D) + 3L * I) + (long)(nthreads < 1 ? 1 : nthreads) * S;
 }
 
-/* attention of one query head (row b, head h) over the cache: y [hd] float32, unrounded */
+/* Where the key and value of row b's position p start in the pools, for kv head kvh. */
+static inline long kv_at(const coeflow_layer_args *a, int b, int kvh, long p)
+{
+    return a->blocks[(long)b * a->nb + p / a->bs] * a->c_sblk + kvh * a->c_sh + (p % a->bs) * a->c_ss;
+}
+
+/* attention of one query head (row b, head h) over its row's keys at positions 0..q_pos (and
+ * within the window): y [hd] float32, unrounded */
 static void attend(const coeflow_layer_args *a, int b, int h, const float *q, float *scores, float *y)
 {
     const int hd = a->hd, bf16 = a->bf16, kvh = h / (a->H / a->Hkv);
-    const long base = b * a->c_sb + kvh * a->c_sh, qp = a->q_pos[b];
-    const int64_t *sp = a->slot_pos + (long)b * a->S;
+    const long qp = a->q_pos[b];
     const float scale = 1.f / sqrtf((float)hd);
     float mx = -INFINITY;
-    for (int s = 0; s < a->S; s++) {
-        long p = sp[s];
-        if (p < 0 || p > qp || (a->window > 0 && qp - p >= a->window)) {
+    for (long s = 0; s < a->S; s++) {
+        if (s > qp || (a->window > 0 && qp - s >= a->window)) {
             scores[s] = -INFINITY;
             continue;
         }
+        const long base = kv_at(a, b, kvh, s);
         __m512 acc = _mm512_setzero_ps();
         for (long d = 0; d < hd; d += 16) {
             __mmask16 m = tail(hd - d);
-            acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, q + d), vld(a->kc, base + s * a->c_ss + d, m, bf16), acc);
+            acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, q + d), vld(a->kc, base + d, m, bf16), acc);
         }
         scores[s] = _mm512_reduce_add_ps(acc) * scale;
         if (scores[s] > mx) mx = scores[s];
@@ -123,13 +129,14 @@ static void attend(const coeflow_layer_args *a, int b, int h, const float *q, fl
         _mm512_mask_storeu_ps(scores + s, tail(a->S - s), v);
         sum = _mm512_add_ps(sum, v);
     }
-    for (int s = 0; s < a->S; s++) {
+    for (long s = 0; s < a->S; s++) {
         if (scores[s] == 0.f) continue;
         __m512 e = _mm512_set1_ps(scores[s]);
+        const long base = kv_at(a, b, kvh, s);
         for (long d = 0; d < hd; d += 16) {
             __mmask16 m = tail(hd - d);
             __m512 acc = _mm512_maskz_loadu_ps(m, y + d);
-            _mm512_mask_storeu_ps(y + d, m, _mm512_fmadd_ps(e, vld(a->vc, base + s * a->c_ss + d, m, bf16), acc));
+            _mm512_mask_storeu_ps(y + d, m, _mm512_fmadd_ps(e, vld(a->vc, base + d, m, bf16), acc));
         }
     }
     __m512 inv = _mm512_set1_ps(1.f / _mm512_reduce_add_ps(sum));
@@ -146,7 +153,14 @@ long long coeflow_layer_calls(void) { return __atomic_load_n(&ncalls, __ATOMIC_R
 int coeflow_decoder_layer(const coeflow_layer_args *a)
 {
     const int B = a->B, D = a->D, H = a->H, Hkv = a->Hkv, hd = a->hd, I = a->I, bf16 = a->bf16;
-    if (B < 1 || B > MAXB || Hkv < 1 || H % Hkv || hd < 2 || hd % 2 || a->S < 1 || a->window < 0) return -1;
+    if (B < 1 || B > MAXB || Hkv < 1 || H % Hkv || hd < 2 || hd % 2 || a->S < 1 || a->window < 0 || a->bs < 1
+        || a->nb < 1 || a->S != a->nb * a->bs) return -1;
+    for (int b = 0; b < B; b++) { /* every position a row reads and writes, in blocks of the pool */
+        long qp = a->q_pos[b];
+        if (qp < 0 || qp >= a->S) return -1;
+        for (long i = 0; i <= qp / a->bs; i++)
+            if (a->blocks[(long)b * a->nb + i] < 0 || a->blocks[(long)b * a->nb + i] >= a->nblocks) return -1;
+    }
     __atomic_fetch_add(&ncalls, 1, __ATOMIC_RELAXED);
     const long nq = (long)H * hd, nkv = (long)Hkv * hd, nqkv = nq + 2 * nkv;
     float *xf = a->work;             /* [B, D] the input, then the residual stream */
@@ -194,7 +208,7 @@ int coeflow_decoder_layer(const coeflow_layer_args *a)
             }
         }
         for (int h = 0; h < Hkv; h++) {
-            long off = b * a->c_sb + h * a->c_sh + a->slot * a->c_ss;
+            long off = kv_at(a, b, h, a->q_pos[b]);
             for (long d = 0; d < hd; d += 16) {
                 __mmask16 m = tail(hd - d);
                 vst(a->kc, off + d, _mm512_maskz_loadu_ps(m, row + nq + (long)h * hd + d), m, bf16);
@@ -254,16 +268,19 @@ long coeflow_decode_step_work(int B, int D, int H, int Hkv, int hd, int I, int S
 
 /* What the compiled decode step runs, in one call: no Python, dispatch or allocation between
  * the layers, where they ran with the caches cold while the second thread waited. */
-int coeflow_decode_step(coeflow_step_args *s, const int64_t *tokens, const int64_t *q_pos, long slot)
+int coeflow_decode_step(coeflow_step_args *s, const int64_t *tokens, const int64_t *q_pos, const int64_t *blocks)
 {
     const int B = s->B, D = s->D, hd = s->hd, bf16 = s->bf16;
     const size_t es = bf16 ? 2 : 4;
-    if (slot < 0 || slot >= s->S) return -1;
-    for (int b = 0; b < B; b++)
-        if (tokens[b] < 0 || tokens[b] >= s->V || q_pos[b] < 0 || q_pos[b] >= s->S) return -1;
+    if (s->nlayers < 1) return -1;
+    const coeflow_layer_args *l0 = &s->layers[0];
+    for (int b = 0; b < B; b++) {
+        if (tokens[b] < 0 || tokens[b] >= s->V || q_pos[b] < 0 || q_pos[b] >= s->S || q_pos[b] >= l0->S) return -1;
+        for (long i = 0; i <= q_pos[b] / l0->bs; i++)
+            if (blocks[(long)b * l0->nb + i] < 0 || blocks[(long)b * l0->nb + i] >= l0->nblocks) return -1;
+    }
     char *h0 = s->h, *h1 = h0 + (size_t)B * D * es, *cos = s->rows, *sin = cos + (size_t)B * hd * es;
     for (int b = 0; b < B; b++) {
-        s->slot_pos[b * s->S + slot] = q_pos[b];
         memcpy(h0 + (size_t)b * D * es, (const char *)s->embed + (size_t)tokens[b] * s->embed_ld * es, D * es);
         memcpy(cos + (size_t)b * hd * es, (const char *)s->rope_cos + (size_t)q_pos[b] * hd * es, hd * es);
         memcpy(sin + (size_t)b * hd * es, (const char *)s->rope_sin + (size_t)q_pos[b] * hd * es, hd * es);
@@ -271,7 +288,7 @@ int coeflow_decode_step(coeflow_step_args *s, const int64_t *tokens, const int64
     for (int i = 0; i < s->nlayers; i++) {
         coeflow_layer_args *a = &s->layers[i];
         a->x = i % 2 ? h1 : h0, a->out = i % 2 ? h0 : h1;
-        a->q_pos = q_pos, a->slot = slot, a->cos = cos, a->sin = sin, a->work = s->work;
+        a->q_pos = q_pos, a->blocks = blocks, a->cos = cos, a->sin = sin, a->work = s->work;
         if (coeflow_decoder_layer(a)) return -1;
     }
     const char *x = s->nlayers % 2 ? h1 : h0;
@@ -289,9 +306,9 @@ int coeflow_decode_step(coeflow_step_args *s, const int64_t *tokens, const int64
 
 /* Greedy decoding's step: the step for tokens at q_pos, then each row's argmax written over
  * its token, so that the engine's loop between two steps makes no torch call. */
-int coeflow_decode_greedy(coeflow_step_args *s, int64_t *tokens, const int64_t *q_pos, long slot)
+int coeflow_decode_greedy(coeflow_step_args *s, int64_t *tokens, const int64_t *q_pos, const int64_t *blocks)
 {
-    if (coeflow_decode_step(s, tokens, q_pos, slot)) return -1;
+    if (coeflow_decode_step(s, tokens, q_pos, blocks)) return -1;
     for (int b = 0; b < s->B; b++) tokens[b] = coeflow_argmax(s->logits + (long)b * s->V, s->V, 0);
     return 0;
 }

@@ -12,7 +12,8 @@ extern "C" {
 
 typedef struct {
     int bf16;                  /* 1: bfloat16 activations, weights and caches; 0: float32 */
-    int B, D, H, Hkv, hd, I, S; /* rows, hidden, heads, kv heads, head dim, MLP width, cache slots */
+    int B, D, H, Hkv, hd, I, S; /* rows, hidden, heads, kv heads, head dim, MLP width, positions a
+                                 * row's block table reaches (nb * bs) */
     long window;               /* sliding window (0: none) */
     float eps;                 /* RMSNorm's */
     int nthreads;
@@ -28,11 +29,12 @@ typedef struct {
     long gu_ld[2];
     const void *down_w;        /* [D, I] */
     long down_ld;
-    void *kc, *vc;             /* [B, Hkv, S, hd], last dimension contiguous, same strides */
-    long c_sb, c_sh, c_ss;     /* their strides, in elements */
-    const int64_t *slot_pos;   /* [B, S] contiguous: position each slot holds (-1: empty) */
-    const int64_t *q_pos;      /* [B]: the new token's position */
-    long slot;                 /* the slot its key and value go to */
+    void *kc, *vc;             /* the KV pools [nblocks, Hkv, bs, hd], last dimension contiguous, same strides */
+    long c_sblk, c_sh, c_ss;   /* their strides (block, head, slot), in elements */
+    long nblocks, bs, nb;      /* blocks in the pool, tokens a block, entries of a row's table */
+    const int64_t *blocks;     /* [B, nb] contiguous: each row's block table (position p: block
+                                * blocks[p / bs], slot p % bs) */
+    const int64_t *q_pos;      /* [B]: the new token's position, where its key and value go */
     const void *cos, *sin;     /* [B, hd] contiguous: rotary table rows at q_pos */
     float *work;               /* coeflow_decoder_layer_work(...) floats of scratch */
 } coeflow_layer_args;
@@ -51,9 +53,9 @@ long long coeflow_layer_calls(void);
  * KV cache and attached weights (coeflow.engine.runners.cpu_replay); all pointers fixed. */
 typedef struct {
     int nlayers;
-    coeflow_layer_args *layers; /* x, out, q_pos, slot, cos, sin and work set by each step */
+    coeflow_layer_args *layers; /* x, out, q_pos, blocks, cos, sin and work set by each step */
     int bf16, B, D, V, hd;
-    long S;                     /* cache slots = rows of the rotary tables */
+    long S;                     /* rows of the rotary tables: positions a step may take */
     float eps;                  /* the final RMSNorm's */
     int nthreads;
     const void *embed;          /* [V, D], row stride embed_ld */
@@ -62,7 +64,6 @@ typedef struct {
     const void *norm;           /* [D] */
     const void *head;           /* [V, D], row stride head_ld */
     long head_ld;
-    int64_t *slot_pos;          /* [B, S] contiguous: the caches' (the step writes q_pos at slot) */
     void *h;                    /* [2, B, D] in the dtype: the layers' inputs and outputs in turn */
     void *rows;                 /* [2, B, hd] in the dtype: cos, then sin, at q_pos */
     float *work;                /* coeflow_decode_step_work(...) floats */
@@ -72,14 +73,15 @@ typedef struct {
 
 long coeflow_decode_step_work(int B, int D, int H, int Hkv, int hd, int I, int S, int nthreads);
 
-/* One token for each of the B rows: tokens [B], q_pos [B], slot where their keys go. Returns
- * 0, or -1: for a token, position or slot out of range (checked first: nothing written then),
- * or for sizes the layer or product kernels refuse (possibly after some writes). */
-int coeflow_decode_step(coeflow_step_args *s, const int64_t *tokens, const int64_t *q_pos, long slot);
+/* One token for each of the B rows: tokens [B] at q_pos [B], the rows' block tables blocks
+ * [B, nb] (nb as the layers were built with). Returns 0, or -1: for a token, position or block
+ * out of range (checked first: nothing written then), or for sizes the layer or product
+ * kernels refuse (possibly after some writes). */
+int coeflow_decode_step(coeflow_step_args *s, const int64_t *tokens, const int64_t *q_pos, const int64_t *blocks);
 
 /* The step, then each row's argmax (first largest; NaN largest) written over its token:
  * greedy decoding's next tokens. */
-int coeflow_decode_greedy(coeflow_step_args *s, int64_t *tokens, const int64_t *q_pos, long slot);
+int coeflow_decode_greedy(coeflow_step_args *s, int64_t *tokens, const int64_t *q_pos, const int64_t *blocks);
 
 /* sizeof(coeflow_layer_args), sizeof(coeflow_step_args): the ctypes mirrors check them */
 long coeflow_layer_args_size(void);
