@@ -13,7 +13,7 @@ from torch import Tensor
 
 from coeflow.engine.paged import KVPool
 from coeflow.engine.runners import StepRunner, choose_runner, prefill_layers
-from coeflow.engine.runners.base import step_tokens
+from coeflow.engine.runners.base import argmax_rows, step_tokens
 from coeflow.engine.sampling import InvalidRequestError, SamplingParams, sample
 from coeflow.engine.text import TextStream
 from coeflow.model import ModelConfig, attach_weights, build_skeleton, load_weights, parse_dtype, resolve_device
@@ -65,18 +65,45 @@ class Delta:
 
 
 @dataclass
-class _Sequence:
-    """One prompt's generation in a batch."""
-    index: int
+class Sequence:
+    """One request's generation, live in the engine's KV pool from `Engine.open` to
+    `Engine.close`: its blocks, the prompt tokens prefilled so far, and what it generated.
+    Between two steps the caller may add sequences, cancel or close them, or run another
+    expert's: a sequence's keys stay in its blocks until it is closed."""
+    index: int  # the caller's key for it (Delta.index)
+    prompt: list[int]
     params: SamplingParams
+    blocks: list[int]
+    eos: frozenset[int]
     completion: Completion
     text: TextStream | None
     generator: torch.Generator | None = None
     failure: Exception | None = None  # met while choosing this sequence's token: it ends
+    prefilled: int = 0  # prompt tokens whose keys are in the pool
+    started: float = 0.0  # perf_counter when its prefill began
+    last: float = 0.0  # perf_counter of its latest token
 
     @property
     def done(self) -> bool:
         return self.completion.finish_reason is not None
+
+    @property
+    def decoding(self) -> bool:
+        """Prefilled, with a token chosen and not yet fed to a step."""
+        return not self.done and self.prefilled == len(self.prompt) and bool(self.completion.token_ids)
+
+    @property
+    def position(self) -> int:
+        """Where its latest token goes in the cache."""
+        return len(self.prompt) + len(self.completion.token_ids) - 1
+
+    @property
+    def steps_left(self) -> int:
+        return self.params.max_tokens - len(self.completion.token_ids)
+
+    def cancel(self) -> None:
+        if not self.done:
+            self.completion.finish_reason = "cancelled"
 
     def fail(self, error: Exception) -> Delta:
         """End this sequence alone: what went wrong is its own, and the batch goes on."""
@@ -84,8 +111,9 @@ class _Sequence:
         c.finish_reason, c.error = "error", f"{type(error).__name__}: {error}"
         return Delta(self.index, -1, "", "error", len(c.token_ids), c.error)
 
-    def take(self, token: int, eos: frozenset[int]) -> Delta:
+    def take(self, token: int) -> Delta:
         """Add the step's token (an EOS ends the sequence without being added)."""
+        eos = self.eos
         c, text = self.completion, self.text
         reason = None
         if token in eos and not self.params.ignore_eos:
@@ -172,6 +200,7 @@ class Engine:
         self.runner.attach(weights)
         self.loaded, self._attached = name, dict(weights)
 
+    # -- a batch at once ----------------------------------------------------------------
     @torch.inference_mode()
     def generate(self, prompts: list[list[int]], params: SamplingParams | list[SamplingParams],
                  eos_ids: set[int] | frozenset[int] = frozenset(),
@@ -186,7 +215,7 @@ class Engine:
                eos_ids: set[int] | frozenset[int] = frozenset(),
                detokenize: Callable[[list[int]], str] | None = None,
                cancelled: Callable[[int], bool] | None = None) -> Iterator[list[Delta]]:
-        """Yield the deltas of each step (prefill's first token, then each decode step).
+        """Yield the deltas of each step (prefill's first tokens, then each decode step).
         `cancelled(i)` is asked before each step: a cancelled sequence finishes at once
         (reason "cancelled"), and the batch stops when none is left running."""
         with torch.inference_mode():
@@ -194,127 +223,166 @@ class Engine:
                 if deltas:
                     yield deltas
 
-    def _check(self, prompts: list[list[int]], params: SamplingParams | list[SamplingParams]
-               ) -> list[SamplingParams]:
-        """One SamplingParams per prompt; refuses what the engine cannot run."""
-        if not self._attached:
-            raise InvalidRequestError("no weights loaded into the engine")
+    def _run(self, prompts: list[list[int]], params: SamplingParams | list[SamplingParams],
+             eos_ids: set[int] | frozenset[int], detokenize: Callable[[list[int]], str] | None,
+             cancelled: Callable[[int], bool] | None = None) -> Iterator[tuple[list[Completion], list[Delta]]]:
+        """The batch through the sequence interface below: all prefilled, then decoded together,
+        a finished or cancelled row leaving the batch at once."""
         if not prompts:
             raise InvalidRequestError("no prompts")
         plist = list(params) if isinstance(params, list) else [params] * len(prompts)
         if len(plist) != len(prompts):
             raise InvalidRequestError("one SamplingParams per prompt, or one for all")
-        for p in prompts:
-            if not p:
-                raise InvalidRequestError("empty prompt: at least one token is needed")
-            if max(p) >= self.cfg.vocab_size or min(p) < 0:
-                raise InvalidRequestError(f"token id out of range for vocabulary {self.cfg.vocab_size}")
         for prompt, p in zip(prompts, plist):
-            if len(prompt) + p.max_tokens > self.cfg.max_position_embeddings:
-                raise InvalidRequestError(
-                    f"prompt ({len(prompt)} tokens) + max_tokens ({p.max_tokens}) exceeds the model's context "
-                    f"of {self.cfg.max_position_embeddings} tokens")
-        return plist
-
-    def _reserve(self, prompts: list[list[int]], plist: list[SamplingParams]) -> list[list[int]]:
-        """Each sequence's blocks, for its prompt and every token it may generate (refused, with
-        nothing taken, when the pool cannot hold them all)."""
-        pool = self.pool
-        lengths = [len(prompt) + p.max_tokens for prompt, p in zip(prompts, plist)]
-        if max(lengths) > pool.max_positions:
-            raise InvalidRequestError(f"a sequence of {max(lengths)} tokens is longer than the KV pool's "
-                                      f"{pool.max_positions} positions")
-        need = [pool.blocks_for(n) for n in lengths]
-        if sum(need) > pool.free_blocks:
-            raise InvalidRequestError(f"the KV cache has room for {pool.free_blocks * pool.block_size} more "
-                                      f"tokens; this batch needs {sum(need) * pool.block_size}")
-        return [pool.allocate(n) for n in need]
-
-    def _prefill(self, prompt: list[int], blocks: list[int]) -> Tensor:
-        """One prompt's pass, its keys written into its blocks; the last position's logits [V]."""
-        dev, pool = self.device, self.pool
-        table = pool.table([blocks], 1, len(blocks))
-        tokens = torch.tensor([prompt], device=dev)
-        positions = torch.arange(len(prompt), device=dev)[None]
-        return self.model.forward_cached(tokens, positions, pool.keys(), pool.values(), table, last_only=True,
-                                         rope=pool.rope())[0, -1]
-
-    def _run(self, prompts: list[list[int]], params: SamplingParams | list[SamplingParams],
-             eos_ids: set[int] | frozenset[int], detokenize: Callable[[list[int]], str] | None,
-             cancelled: Callable[[int], bool] | None = None) -> Iterator[tuple[list[Completion], list[Delta]]]:
-        plist = self._check(prompts, params)
-        rows = _bucket(len(prompts), BATCH_BUCKETS)
-        owned = self._reserve(prompts, plist)
+            self.check(prompt, p)
+        _bucket(len(prompts), BATCH_BUCKETS)
+        need = sum(self.blocks_needed(prompt, p) for prompt, p in zip(prompts, plist))
+        if need > self.pool.free_blocks:
+            raise InvalidRequestError(f"the KV cache has room for {self.pool.free_blocks * self.pool.block_size} "
+                                      f"more tokens; this batch needs {need * self.pool.block_size}")
+        seqs = [self.open(prompt, p, eos_ids, detokenize, index=i) for i, (prompt, p) in enumerate(zip(prompts, plist))]
+        completions = [s.completion for s in seqs]
+        asked = (lambda s: cancelled(s.index)) if cancelled is not None else (lambda s: False)
         try:
-            yield from self._generate(prompts, plist, owned, rows, eos_ids, detokenize, cancelled)
+            for s in seqs:
+                if asked(s):
+                    s.cancel()
+            yield completions, [d for d in (self.prefill(s) for s in seqs if not s.done) if d is not None]
+            live = [s for s in seqs if not s.done]
+            while live:
+                steps = self.decode(live, max(s.steps_left for s in live))
+                try:
+                    for deltas in steps:
+                        yield completions, deltas
+                        for s in live:
+                            if asked(s):
+                                s.cancel()
+                        if any(s.done for s in live):
+                            break
+                finally:
+                    steps.close()
+                live = [s for s in live if not s.done]
         finally:
-            for blocks in owned:
-                self.pool.release(blocks)
+            for s in seqs:
+                self.close(s)
 
-    def _generate(self, prompts: list[list[int]], plist: list[SamplingParams], owned: list[list[int]], rows: int,
-                  eos_ids: set[int] | frozenset[int], detokenize: Callable[[list[int]], str] | None,
-                  cancelled: Callable[[int], bool] | None) -> Iterator[tuple[list[Completion], list[Delta]]]:
-        t0 = time.perf_counter()
-        first = [self._prefill(prompt, blocks) for prompt, blocks in zip(prompts, owned)]
-        logits = torch.zeros(rows, first[0].shape[-1], dtype=first[0].dtype, device=first[0].device)
-        logits[:len(first)] = torch.stack(first)
-        blocks = self.pool.table(owned, rows, _width(max(len(b) for b in owned)))
-        starts = [len(p) for p in prompts] + [0] * (rows - len(prompts))
-        steps = max(p.max_tokens for p in plist)
-        seqs = [_Sequence(i, p, Completion(prompt_tokens=len(prompt)),
-                          TextStream(detokenize, p.stop) if detokenize else None)
-                for i, (prompt, p) in enumerate(zip(prompts, plist))]
-        for s in seqs:
-            try:
-                s.generator = s.params.generator()
-            except Exception as e:  # noqa: BLE001  one sequence's own parameters: it fails alone
-                s.failure = e
-        tokens = self._tokens(logits, seqs, starts, blocks, steps)
-        eos, last = frozenset(eos_ids), t0
+    # -- one sequence at a time, between steps ----------------------------------------------
+    def check(self, prompt: list[int], params: SamplingParams) -> None:
+        """Refuse what this engine can never run (InvalidRequestError, saying why)."""
+        if not prompt:
+            raise InvalidRequestError("empty prompt: at least one token is needed")
+        if max(prompt) >= self.cfg.vocab_size or min(prompt) < 0:
+            raise InvalidRequestError(f"token id out of range for vocabulary {self.cfg.vocab_size}")
+        if len(prompt) + params.max_tokens > self.cfg.max_position_embeddings:
+            raise InvalidRequestError(
+                f"prompt ({len(prompt)} tokens) + max_tokens ({params.max_tokens}) exceeds the model's context "
+                f"of {self.cfg.max_position_embeddings} tokens")
+        if len(prompt) + params.max_tokens > self.pool.max_positions:
+            raise InvalidRequestError(f"a sequence of {len(prompt) + params.max_tokens} tokens is longer than "
+                                      f"the KV pool's {self.pool.max_positions} positions")
+
+    def blocks_needed(self, prompt: list[int], params: SamplingParams) -> int:
+        """KV blocks a request takes for its prompt and every token it may generate."""
+        return self.pool.blocks_for(len(prompt) + params.max_tokens)
+
+    def open(self, prompt: list[int], params: SamplingParams, eos_ids: set[int] | frozenset[int] = frozenset(),
+             detokenize: Callable[[list[int]], str] | None = None, index: int = 0) -> Sequence:
+        """A new sequence with the blocks its prompt and max_tokens need, taken now
+        (InvalidRequestError when it can never run, or when the pool has no room for it now:
+        ask `blocks_needed` against `pool.free_blocks` first to wait instead)."""
+        self.check(prompt, params)
+        blocks = self.pool.allocate(self.blocks_needed(prompt, params))
+        seq = Sequence(index, list(prompt), params, blocks, frozenset(eos_ids), Completion(prompt_tokens=len(prompt)),
+                       TextStream(detokenize, params.stop) if detokenize else None)
         try:
-            for step, chosen in enumerate(tokens):
+            seq.generator = params.generator()
+        except Exception as e:  # noqa: BLE001  one sequence's own parameters: it fails alone
+            seq.failure = e
+        return seq
+
+    def close(self, seq: Sequence) -> None:
+        """Give the sequence's blocks back (it may be closed at any time, more than once)."""
+        if seq.blocks:
+            self.pool.release(seq.blocks)
+            seq.blocks = []
+        seq.cancel()
+
+    @torch.inference_mode()
+    def prefill(self, seq: Sequence, budget: int | None = None) -> Delta | None:
+        """Up to `budget` more of the sequence's prompt tokens (all: None) into its blocks, on
+        the weights attached now; once its whole prompt is in, its first token (the Delta)."""
+        if not self._attached:
+            raise InvalidRequestError("no weights loaded into the engine")
+        now = time.perf_counter()
+        if seq.prefilled == 0:
+            seq.started = now
+        start = seq.prefilled
+        end = len(seq.prompt) if budget is None else min(len(seq.prompt), start + max(1, budget))
+        dev, pool = self.device, self.pool
+        table = pool.table([seq.blocks], 1, len(seq.blocks))
+        tokens = torch.tensor([seq.prompt[start:end]], device=dev)
+        positions = torch.arange(start, end, device=dev)[None]
+        logits = self.model.forward_cached(tokens, positions, pool.keys(), pool.values(), table, last_only=True,
+                                           rope=pool.rope())[0, -1]
+        seq.prefilled = end
+        if end < len(seq.prompt):
+            return None
+        if seq.params.greedy:
+            token = argmax_rows(logits[None], 1)[0]
+        else:
+            token = self._draw(seq, logits.float().cpu())
+        seq.last = time.perf_counter()
+        seq.completion.prefill_s = seq.last - seq.started
+        return self._advance(seq, token)
+
+    @torch.inference_mode()
+    def decode(self, seqs: list[Sequence], steps: int) -> Iterator[list[Delta]]:
+        """Up to `steps` decode steps of `seqs` together (each prefilled, on the weights attached
+        now), yielding each step's deltas. A sequence that finishes stays a row, its tokens
+        dropped, until the caller closes the iterator (after any step) and decodes the others
+        anew: only the caller knows whether others wait to join."""
+        if not seqs or steps < 1:
+            return
+        if not all(s.decoding for s in seqs):
+            raise InvalidRequestError("decode takes prefilled, unfinished sequences")
+        rows = _bucket(len(seqs), BATCH_BUCKETS)
+        blocks = self.pool.table([s.blocks for s in seqs], rows, _width(max(len(s.blocks) for s in seqs)))
+        tokens = [s.completion.token_ids[-1] for s in seqs]
+        positions = [s.position for s in seqs]
+        if all(s.params.greedy for s in seqs):
+            chosen = self.runner.greedy(self.pool, tokens, positions, blocks, steps)
+        else:
+            def draw(logits: Tensor) -> list[int]:
+                host = logits.float().cpu()
+                return [self._draw(s, host[i]) for i, s in enumerate(seqs)]
+            chosen = step_tokens(self.runner, self.pool, tokens, positions, blocks, steps, draw)
+        try:
+            for picked in chosen:
                 now = time.perf_counter()
                 deltas = []
-                for seq in (s for s in seqs if not s.done):
-                    if cancelled is not None and cancelled(seq.index):
-                        seq.completion.finish_reason = "cancelled"
-                        continue
-                    if step == 0:
-                        seq.completion.prefill_s = now - t0
-                    else:
-                        seq.completion.decode_s += now - last
-                    deltas.append(self._advance(seq, chosen[seq.index], eos))
-                last = now
-                yield [s.completion for s in seqs], deltas
+                for s, token in zip(seqs, picked):
+                    if not s.done:
+                        s.completion.decode_s += now - s.last
+                        s.last = now
+                        deltas.append(self._advance(s, token))
+                yield deltas
                 if all(s.done for s in seqs):
-                    break
+                    return
         finally:
-            tokens.close()
+            chosen.close()
 
     @staticmethod
-    def _advance(seq: _Sequence, token: int, eos: frozenset[int]) -> Delta:
+    def _advance(seq: Sequence, token: int) -> Delta:
         """The sequence's step: its token taken, or its failure, which ends it alone."""
         if seq.failure is None:
             try:
-                return seq.take(token, eos)
+                return seq.take(token)
             except Exception as e:  # noqa: BLE001  e.g. its text's decoding: this sequence's alone
                 seq.failure = e
         return seq.fail(seq.failure)
 
-    def _tokens(self, logits: Tensor, seqs: list[_Sequence], starts: list[int], blocks: Tensor,
-                steps: int) -> Iterator[list[int]]:
-        """Each step's tokens for every sequence: greedy as the runner chooses them, else sampled
-        on the host, each sequence with its own parameters and generator."""
-        if all(s.params.greedy for s in seqs):
-            return self.runner.greedy(self.pool, logits, len(seqs), starts, blocks, steps)
-
-        def draw(logits: Tensor) -> list[int]:
-            host = logits.float().cpu()
-            return [self._draw(s, host[s.index]) for s in seqs]
-        return step_tokens(self.runner, self.pool, logits, len(seqs), starts, blocks, steps, draw)
-
     @staticmethod
-    def _draw(seq: _Sequence, logits: Tensor) -> int:
+    def _draw(seq: Sequence, logits: Tensor) -> int:
         """A sequence's sampled token; a failure (logits that are not numbers) ends it alone."""
         if seq.done or seq.failure is not None:
             return 0

@@ -65,11 +65,11 @@ class StepRunner(ABC):
         block tables `blocks` [B, nb], int64 on the model's device. The tensor returned may be
         overwritten by the next step."""
 
-    def greedy(self, pool: KVPool, logits: Tensor, rows: int, starts: list[int], blocks: Tensor,
+    def greedy(self, pool: KVPool, tokens: list[int], positions: list[int], blocks: Tensor,
                steps: int) -> Iterator[list[int]]:
-        """Greedy decoding after a prefill whose last logits are `logits` [B, V] (see
-        `step_tokens`)."""
-        return step_tokens(self, pool, logits, rows, starts, blocks, steps, lambda l: argmax_rows(l, rows))
+        """Greedy decoding: up to `steps` steps, each row's largest logit fed to the next (see
+        `step_tokens`). The caller may close the iterator after any step."""
+        return step_tokens(self, pool, tokens, positions, blocks, steps, lambda l: argmax_rows(l, len(tokens)))
 
     @property
     def compiled(self) -> bool:
@@ -78,20 +78,19 @@ class StepRunner(ABC):
         return False
 
 
-def step_tokens(runner: StepRunner, pool: KVPool, logits: Tensor, rows: int, starts: list[int], blocks: Tensor,
+def step_tokens(runner: StepRunner, pool: KVPool, tokens: list[int], positions: list[int], blocks: Tensor,
                 steps: int, choose: Callable[[Tensor], list[int]]) -> Iterator[list[int]]:
-    """Decoding after a prefill whose last logits are `logits` [B, V]: yields the tokens
-    `choose` picks from each of up to `steps` steps' logits for the first `rows` rows, and
-    between two yields runs the step that reads them. Row i's first token is at position
-    starts[i]; `blocks` holds every row's block table, with room for all its steps; rows past
-    `rows` are padding (token 0)."""
-    dev = logits.device
-    tokens = torch.zeros(blocks.shape[0], 1, dtype=torch.long)
-    base = torch.tensor(starts)[:, None]
+    """Up to `steps` decode steps: the first feeds `tokens` (one a row) at `positions`, each
+    later one the tokens `choose` picked from the step before; yields each step's picks.
+    `blocks` holds every row's block table, with room for all its steps; its rows past
+    len(tokens) are padding (token 0 at position 0, in block 0)."""
+    dev, n = blocks.device, len(tokens)
+    tok = torch.zeros(blocks.shape[0], 1, dtype=torch.long)
+    pos = torch.zeros(blocks.shape[0], 1, dtype=torch.long)
+    tok[:n, 0], pos[:n, 0] = torch.tensor(tokens), torch.tensor(positions)
     for step in range(steps):
+        logits = runner.step(pool, tok.to(dev), pos.to(dev), blocks)
         chosen = choose(logits)
         yield chosen
-        if step + 1 == steps:
-            return
-        tokens[:rows, 0] = torch.tensor(chosen)
-        logits = runner.step(pool, tokens.to(dev), (base + step).to(dev), blocks)
+        tok[:n, 0] = torch.tensor(chosen)
+        pos[:n] += 1

@@ -194,18 +194,19 @@ class CpuReplayRunner(CompiledRunner):
         self.replayed_steps += 1
         return replay(tokens, positions, blocks)
 
-    def greedy(self, pool: KVPool, logits: Tensor, rows: int, starts: list[int], blocks: Tensor,
+    def greedy(self, pool: KVPool, tokens: list[int], positions: list[int], blocks: Tensor,
                steps: int) -> Iterator[list[int]]:
         """Each step chooses its own tokens in C: no torch call between two steps."""
         replay = self._replay(pool, *blocks.shape)
         if replay is None:
-            yield from super().greedy(pool, logits, rows, starts, blocks, steps)
+            yield from super().greedy(pool, tokens, positions, blocks, steps)
             return
         blocks = blocks.contiguous()
-        chosen = argmax_rows(logits, rows)
-        for step in range(steps):
-            yield chosen
-            if step + 1 == steps:
-                return
+        n = len(tokens)
+        pos = list(positions) + [0] * (blocks.shape[0] - n)
+        chosen = list(tokens)
+        for _ in range(steps):
             self.replayed_steps += 1
-            chosen = replay.greedy(blocks, chosen, [p + step for p in starts])
+            chosen = replay.greedy(blocks, chosen, pos)
+            yield chosen
+            pos[:n] = [p + 1 for p in pos[:n]]

@@ -136,26 +136,31 @@ class RunAhead(StepRunner):
     def step(self, pool: KVPool, tokens: Tensor, positions: Tensor, blocks: Tensor) -> Tensor:
         return self.inner.step(pool, tokens, positions, blocks)
 
-    def greedy(self, pool: KVPool, logits: Tensor, rows: int, starts: list[int], blocks: Tensor,
+    def greedy(self, pool: KVPool, tokens: list[int], positions: list[int], blocks: Tensor,
                steps: int) -> Iterator[list[int]]:
-        dev = logits.device
+        dev, n, rows = blocks.device, len(tokens), blocks.shape[0]
         cuda = dev.type == "cuda"
-        tok = logits.argmax(-1)
-        pos = torch.tensor(starts, device=dev)[:, None]
-        host = torch.empty(tok.shape, dtype=torch.long, pin_memory=cuda)
+        tok = torch.zeros(rows, dtype=torch.long)
+        pos = torch.zeros(rows, 1, dtype=torch.long)
+        tok[:n], pos[:n, 0] = torch.tensor(tokens), torch.tensor(positions)
+        live = (torch.arange(rows) < n).long()[:, None].to(dev)  # padding rows stay at position 0
+        pos = pos.to(dev)
+        host = torch.empty(rows, dtype=torch.long, pin_memory=cuda)
         stream = torch.cuda.current_stream(dev) if cuda else None  # where tok is computed
         copied = torch.cuda.Event() if cuda else None
         try:
+            tok = self.inner.step(pool, tok.to(dev)[:, None], pos, blocks).argmax(-1)
             for step in range(steps):
                 host.copy_(tok, non_blocking=True)
                 if copied is not None:
                     copied.record(stream)
                 if step + 1 < steps:
+                    pos = pos + live
                     tok = self.inner.step(pool, tok[:, None], pos, blocks).argmax(-1)  # read before the
-                    pos = pos + 1                                                      # next replay reuses it
+                    #                                                                  next replay reuses it
                 if copied is not None:
                     copied.synchronize()
-                yield host[:rows].tolist()
+                yield host[:n].tolist()
         finally:
             # a step still queued reads the expert's weights, which the store may overwrite as
             # soon as the caller releases them

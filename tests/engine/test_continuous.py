@@ -1,0 +1,108 @@
+"""Continuous batching through the engine's sequence interface (open, prefill, decode, close):
+sequences join a running batch between steps (their prompts prefilled in chunks while the
+others decode), leave it when they finish or are cancelled, and each gets the greedy tokens
+it gets alone, whatever it was batched with."""
+
+from __future__ import annotations
+
+import pytest
+
+from coeflow.engine import Engine, SamplingParams
+from checkpoints import make_checkpoint
+
+pytestmark = pytest.mark.slow
+
+PROMPTS = [[1, 17, 42, 99, 7], list(range(3, 60)), [1, 5, 6, 250, 251, 252, 253], [9] * 30, [1, 2]]
+LENGTHS = [40, 12, 25, 30, 18]
+
+
+def _alone(engine: Engine, i: int) -> list[int]:
+    return engine.generate([PROMPTS[i]], SamplingParams(max_tokens=LENGTHS[i], ignore_eos=True))[0].token_ids
+
+
+def _continuous(engine: Engine, chunk: int, cancel: tuple[int, ...] = ()) -> dict[int, list[int]]:
+    """A scheduler's life in small: sequence 0 starts alone; one more joins every 4 steps, its
+    prompt prefilled `chunk` tokens a step while the others decode; a finished one leaves at
+    once; the sequences in `cancel` are cancelled 5 steps after they join. Returns each sequence's tokens."""
+    live, waiting, out = [], list(range(len(PROMPTS))), {}
+    joined: dict[int, int] = {}
+    step = 0
+    while waiting or live:
+        if waiting and step % 4 == 0:
+            i = waiting.pop(0)
+            live.append(engine.open(PROMPTS[i], SamplingParams(max_tokens=LENGTHS[i], ignore_eos=True), index=i))
+            joined[i] = step
+        for s in [s for s in live if s.prefilled < len(s.prompt)]:
+            engine.prefill(s, chunk)
+        decoding = [s for s in live if s.decoding]
+        if decoding:
+            steps = engine.decode(decoding, 100)
+            next(steps)
+            steps.close()
+        for s in live:
+            if s.index in cancel and step - joined[s.index] == 5:
+                s.cancel()
+        for s in [s for s in live if s.done]:
+            out[s.index] = list(s.completion.token_ids)
+            engine.close(s)
+            live.remove(s)
+        step += 1
+    return out
+
+
+@pytest.mark.parametrize("dtype,fused", [("fp32", True), ("bf16", False)])
+@pytest.mark.parametrize("family", ["llama-gqa", "mistral-window", "qwen2"])
+def test_sequences_joining_and_leaving_get_their_tokens_alone(tmp_path, family, dtype, fused):
+    """bf16 on the eager step: the compiled bf16 step on a CPU without coeflow's kernels sums a
+    row's products in an order that depends on the batch's size (Inductor vectorises each shape
+    its own way), so there a row's tokens may part from its tokens alone after some steps,
+    batched continuously or not."""
+    path = make_checkpoint(tmp_path / "a", family, seed=5)
+    engine = Engine.from_checkpoint(path, fused=fused, dtype=dtype)
+    alone = [_alone(engine, i) for i in range(len(PROMPTS))]
+    free = engine.pool.free_blocks
+    got = _continuous(engine, chunk=16)
+    assert [got[i] for i in range(len(PROMPTS))] == alone
+    assert engine.pool.free_blocks == free
+
+
+def test_cancelled_sequences_leave_and_the_others_go_on(tmp_path):
+    """One sequence is cancelled halfway through its prompt's prefill, one while decoding:
+    both leave at once with their blocks given back, and the others' tokens are unchanged."""
+    path = make_checkpoint(tmp_path / "a", "llama-gqa", seed=6)
+    engine = Engine.from_checkpoint(path, fused=True)
+    alone = [_alone(engine, i) for i in range(len(PROMPTS))]
+    free = engine.pool.free_blocks
+    got = _continuous(engine, chunk=7, cancel=(1, 2))
+    assert got[1] == []  # 57 prompt tokens, 7 a step: still prefilling
+    assert got[2] == alone[2][:len(got[2])] and 0 < len(got[2]) < LENGTHS[2]
+    assert [got[i] for i in (0, 3, 4)] == [alone[i] for i in (0, 3, 4)]
+    assert engine.pool.free_blocks == free
+
+
+def test_two_experts_keep_their_sequences_while_the_other_runs(tmp_path):
+    """Two experts of one shape share the engine and its pool: each one's sequences wait, their
+    keys in their blocks, while the other's decode, and go on with their own weights."""
+    from coeflow.model import load_weights
+    a, b = (make_checkpoint(tmp_path / n, "llama-gqa", seed=s) for n, s in (("a", 7), ("b", 8)))
+    engine = Engine.from_checkpoint(a, fused=True)
+    wa, wb = (load_weights(p, engine.cfg, engine.dtype, engine.device) for p in (a, b))
+    params = SamplingParams(max_tokens=24, ignore_eos=True)
+    want = {}
+    for name, w in (("a", wa), ("b", wb)):
+        engine.set_weights(w, name)
+        want[name] = [c.token_ids for c in engine.generate(PROMPTS[:2], params)]
+    seqs = {}
+    for name, w in (("a", wa), ("b", wb)):
+        engine.set_weights(w, name)
+        seqs[name] = [engine.open(p, params, index=i) for i, p in enumerate(PROMPTS[:2])]
+        for s in seqs[name]:
+            engine.prefill(s)
+    while any(not s.done for ss in seqs.values() for s in ss):
+        for name, w in (("a", wa), ("b", wb)):  # three steps each, in turn
+            engine.set_weights(w, name)
+            live = [s for s in seqs[name] if not s.done]
+            if live:
+                for _ in engine.decode(live, 3):
+                    pass
+    assert {n: [s.completion.token_ids for s in ss] for n, ss in seqs.items()} == want
