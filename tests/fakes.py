@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from coeflow.backend.interface import BatchTimes, Moved
+from coeflow.backend.interface import Moved
 from coeflow.coefile import CoEFile, load_coe
 from coeflow.errors import CheckpointError
 
@@ -53,8 +53,9 @@ class FakeBackend:
         self.broken, self.device_copies, self.s_per_mb = broken, device_copies, s_per_mb
         self.clock = StepClock()
         self.moves: list[tuple[str, str, str, int]] = []
-        self.batches: list[tuple[str, Any, int, int]] = []
         self.reserved: tuple[int, int] | None = None
+        self.steps: list[tuple[str, Any, int, int]] = []  # (expert, weights, rows, longest prompt) a step
+        self._batches: dict[str, FakeBatch] = {}
         self._lock = threading.Lock()
 
     def plan(self, expert: str, path: Any, sha256: str | None = None) -> Plan:
@@ -83,18 +84,52 @@ class FakeBackend:
             self.clock.t += seconds
         return Moved(seconds, {"expert": expert, "tier": dst, "slot": slot})
 
-    def run_batch(self, expert, resident, batch, on_token=None) -> BatchTimes:
-        self.batches.append((expert, resident.weights, len(batch), max(r.prompt_tokens for r in batch)))
-        self.clock.t += 0.5
-        for i, r in enumerate(batch):
-            for k in range(r.gen_tokens):
-                done = k == r.gen_tokens - 1
-                on_token(SimpleNamespace(index=i, token_id=k, text="x", finish_reason="length" if done else None,
-                                         completion_tokens=k + 1))
-        return BatchTimes(0.25, 0.25)
+    def batch(self, expert: str) -> "FakeBatch":
+        if expert not in self._batches:
+            self._batches[expert] = FakeBatch(self, expert)
+        return self._batches[expert]
 
     def route_s(self, batch: int, prompt: int) -> float:
         return 0.0
+
+
+class FakeBatch:
+    """An expert's running jobs: every step gives each one token ("x"), 0.1 s on the clock."""
+
+    def __init__(self, backend: FakeBackend, expert: str) -> None:
+        self.b, self.expert = backend, expert
+        self.tokens: dict[int, list] = {}  # id(job) -> [job, tokens so far]
+
+    @property
+    def live(self) -> list:
+        return [job for job, _ in self.tokens.values()]
+
+    def check(self, job) -> None:
+        pass
+
+    def fits(self, job) -> bool:
+        return True
+
+    def admit(self, job) -> None:
+        self.tokens[id(job)] = [job, 0]
+
+    def step(self, resident, prefill_budget: int) -> list:
+        self.b.steps.append((self.expert, resident.weights, len(self.tokens),
+                             max(j.prompt_tokens for j in self.live)))
+        self.b.clock.t += 0.1
+        out = []
+        for entry in self.tokens.values():
+            job, n = entry[0], entry[1] + 1
+            entry[1] = n
+            out.append((job, SimpleNamespace(index=0, token_id=n - 1, text="x", completion_tokens=n, error=None,
+                                             finish_reason="length" if n >= job.gen_tokens else None)))
+        return out
+
+    def leave(self, job) -> None:
+        self.tokens.pop(id(job), None)
+
+    def pause(self) -> None:
+        pass
 
 
 def fake_coe(root: Path, names, **extra: dict) -> CoEFile:

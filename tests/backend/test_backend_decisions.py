@@ -5,7 +5,7 @@ from collections import deque
 import pytest
 
 from coeflow.errors import ConfigError
-from coeflow.scheduler.decisions import pick_expert, take_batch
+from coeflow.scheduler.decisions import ExpertWork, admit, next_expert, next_expert_static, pick_expert, take_batch
 from coeflow.store.policies import LRU, Usage
 from coeflow.store.tiers import Arena, Counter, Tier, Tiers
 
@@ -28,6 +28,67 @@ def test_a_batch_takes_up_to_max_in_order_and_drops_cancelled():
     q = deque(range(10))
     assert take_batch(q, 4, lambda r: r % 2 == 1) == [0, 2, 4, 6]
     assert list(q) == [7, 8, 9]
+
+
+def W(name, since, queued=0, running=0, ready=True, admissible=True):  # noqa: N802
+    return ExpertWork(name, since, queued, running, ready, admissible)
+
+
+def _next(work, current=None, held_s=0.0, now=10.0, **kw):
+    return next_expert(work, current, held_s, now, slice_s=kw.pop("slice_s", 1.0), max_wait_s=kw.pop("max_wait_s", 5.0),
+                       **kw)
+
+
+def test_the_expert_on_the_device_keeps_it_for_its_slice_then_while_nobody_ready_waits():
+    work = [W("a", 9.0, running=2), W("b", 5.0, queued=1)]
+    assert _next(work, "a", held_s=0.5) == "a"            # within its slice
+    assert _next(work, "a", held_s=1.5) == "b"            # slice over, b waits and is ready
+    loading = [W("a", 9.0, running=2), W("b", 8.0, queued=1, ready=False)]
+    assert _next(loading, "a", held_s=1.5) == "a"         # b still loading: no stall on a switch
+    assert _next([W("a", 9.0, running=2)], "a", held_s=99) == "a"
+
+
+def test_the_device_goes_to_the_most_request_seconds_waiting():
+    # b: 1 request waiting 4 s; c: 6 requests (2 running, 4 queued) waiting 1 s
+    work = [W("b", 6.0, queued=1), W("c", 9.0, queued=4, running=2)]
+    assert _next(work) == "c"
+    assert _next([W("b", 2.0, queued=1), W("c", 9.0, queued=4, running=2)]) == "b"  # 8 s x 1 beats 1 s x 6
+
+
+def test_work_past_max_wait_or_a_draining_server_goes_first_even_if_its_expert_loads():
+    work = [W("a", 9.9, running=1), W("b", 4.0, queued=1, ready=False), W("c", 9.0, queued=3)]
+    assert _next(work, "a", held_s=2.0, now=10.0, max_wait_s=6.5) == "c"  # b waited 6 s: under the bound
+    assert _next(work, "a", held_s=2.0, now=11.0, max_wait_s=6.5) == "b"  # 7 s: past it
+    assert _next(work, "a", held_s=0.0, now=11.0, max_wait_s=6.5) == "a"  # but never within a slice
+    assert _next([W("b", 9.0, queued=1, ready=False)], draining=True) == "b"
+
+
+def test_nothing_runs_when_no_expert_has_runnable_work():
+    assert _next([]) is None
+    assert _next([W("a", 1.0, queued=1, admissible=False)]) is None  # its head does not fit the KV cache
+    assert _next([W("a", 9.0, queued=1, ready=False)]) is None
+
+
+def test_static_batching_keeps_a_running_batch_to_its_end():
+    work = [W("a", 9.0, running=1), W("b", 1.0, queued=5)]
+    assert next_expert_static(work, "a", 10.0, max_wait_s=5.0) == "a"
+    assert next_expert_static([W("a", 9.0, queued=1), W("b", 8.0, queued=1)], "a", 10.0, max_wait_s=5.0) == "b"
+
+
+def test_admission_takes_what_fits_in_order_and_stops_at_the_first_that_does_not():
+    room = {"left": 5}
+
+    def join(r):
+        if r > room["left"]:
+            return False
+        room["left"] -= r
+        return True
+    q = deque([2, 1, 4, 1])
+    assert admit(q, 0, 8, False, lambda r: False, join) == [2, 1]  # 4 does not fit; the 1 behind it waits
+    assert list(q) == [4, 1]
+    q = deque([0, 9, 0, 0, 0])  # zero-sized jobs; max_batch bounds them, cancelled (9) dropped
+    assert admit(q, 1, 3, False, lambda r: r == 9, join) == [0, 0] and list(q) == [0, 0]
+    assert admit(deque([1]), 1, 8, True, lambda r: False, join) == []  # static: only into an empty batch
 
 
 def _tier(capacity=100, allocator=None):

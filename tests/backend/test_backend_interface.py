@@ -84,8 +84,8 @@ def test_scheduler_runs_batches_on_the_backend_and_stamps_arrivals_with_its_cloc
         assert [e.text for e in evs[1:-1]] == ["x", "x", "x"]
         assert isinstance(evs[-1], Finished) and (evs[-1].reason, evs[-1].completion_tokens) == ("length", 3)
         assert reqs[n].arrival is not None and reqs[n].arrival >= 100.0  # the backend's clock, not the epoch
-    # each batch ran on the weights the backend's host -> device move produced for its expert
-    assert sorted((x[0], x[1]["expert"], x[1]["tier"]) for x in b.batches) == [("a", "a", "device"),
+    # each step ran on the weights the backend's host -> device move produced for its expert
+    assert sorted({(x[0], x[1]["expert"], x[1]["tier"]) for x in b.steps}) == [("a", "a", "device"),
                                                                               ("b", "b", "device")]
 
 
@@ -123,7 +123,9 @@ def test_warm_up_runs_every_batch_size_and_length_before_traffic(tmp_path):
     finally:
         sched.stop(drain_s=5)
         store.close()
-    assert [(n, p) for _, _, n, p in b.batches] == [(1, 2), (2, 2), (3, 2), (1, 38), (2, 38), (3, 38)]
+    # two steps a batch (max_tokens 2), each batch size in one batch
+    assert [(n, p) for _, _, n, p in b.steps] == [(1, 2), (1, 2), (2, 2), (2, 2), (3, 2), (3, 2),
+                                                  (1, 38), (1, 38), (2, 38), (2, 38), (3, 38), (3, 38)]
 
 
 def test_default_device_budget_is_asked_for_what_the_host_tier_can_hold(tmp_path):

@@ -194,8 +194,8 @@ def test_shutdown_under_load_answers_every_client(coe_file, monkeypatch):
         threads = [threading.Thread(target=ask, args=(i, url)) for i in range(10)]
         for th in threads:
             th.start()
-        deadline = time.monotonic() + 60  # a bound on waiting for the first batch, not a timing
-        while not srv.scheduler._running:
+        deadline = time.monotonic() + 60  # a bound on waiting for every request to arrive, not a timing
+        while not (srv.scheduler.running() and srv.scheduler.running() + srv.scheduler.queued() == 10):
             assert time.monotonic() < deadline
             time.sleep(0.05)
     for th in threads:
@@ -213,15 +213,15 @@ def test_a_short_answer_is_sent_when_it_ends_not_when_its_batch_ends(coe_file, m
     srv, ctx = start(coe_file)
     with ctx as url:
         srv.scheduler.store.acquire("sql").release()  # resident
-        gate, pick = threading.Event(), srv.scheduler._pick
-        monkeypatch.setattr(srv.scheduler, "_pick", lambda: pick() if gate.is_set() else None)
+        gate, choose = threading.Event(), srv.scheduler._choose
+        monkeypatch.setattr(srv.scheduler, "_choose", lambda *a: choose(*a) if gate.is_set() else None)
         finished: list[str] = []
 
         def ask(name: str, max_tokens: int) -> None:
             r = httpx.post(f"{url}/completions", timeout=60, json={
                 "model": "sql", "prompt": "select", "max_tokens": max_tokens, "ignore_eos": True})
             assert r.status_code == 200
-            finished.append((name, bool(srv.scheduler._running)))  # was the batch still running?
+            finished.append((name, bool(srv.scheduler.running())))  # was the batch still running?
         long = threading.Thread(target=ask, args=("long", 200))
         short = threading.Thread(target=ask, args=("short", 4))
         long.start()

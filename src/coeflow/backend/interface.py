@@ -1,8 +1,12 @@
 """What the CoE core asks of the machine under it: move an expert from one tier to the next,
-run a batch on an expert, and tell the time. The store and the scheduler (the real path) and
+run an expert's batch, and tell the time. The store and the scheduler (the real path) and
 the discrete-event replay (the modelled path, coeflow.sim.replay) ask only this, so the same
 decisions run on PyTorch and the wall clock (coeflow.backend.real.RealBackend) or on the
 hardware model and a simulated clock (coeflow.sim.modelled.ModelledBackend).
+
+Batches are asked for in two ways: the threaded scheduler steps an expert's running batch
+(`ServingBackend.batch`, continuous batching), the replay costs a whole batch at once
+(`ReplayBackend.run_batch`).
 
 A backend *does* each operation and says how long it took: the real one blocks while bytes
 move or tokens are generated and returns the measured seconds; the modelled one moves
@@ -48,11 +52,36 @@ class BatchJob(Protocol):
     def gen_tokens(self) -> int: ...  # the most tokens it may generate
 
 
+class ExpertBatch(Protocol):
+    """One expert's running sequences on a backend, for continuous batching: between two steps
+    the scheduler admits jobs (`fits` says whether the KV cache has room for one now), and
+    each `step` runs one iteration: up to `prefill_budget` prompt tokens of jobs still being
+    prefilled, then one decode step of the others. A job that finished or was cancelled
+    `leave`s at once; `pause` before another expert's batch runs (the jobs' keys stay)."""
+
+    def check(self, job: Any) -> None:
+        """Raise InvalidRequestError if the job can never run here (e.g. longer than the cache)."""
+
+    def fits(self, job: Any) -> bool:
+        """Whether the job can be admitted now."""
+
+    def admit(self, job: Any) -> None: ...
+
+    def step(self, resident: Any, prefill_budget: int) -> list[tuple[Any, Any]]:
+        """One iteration on the expert's weights (`resident`: a store lease); the (job,
+        engine.Delta) pairs it produced."""
+
+    def leave(self, job: Any) -> None: ...
+
+    def pause(self) -> None: ...
+
+
 class Clock(Protocol):
     def now(self) -> float: ...
 
 
 class Backend(Protocol):
+    """What the store, the scheduler and the replay all ask."""
     clock: Clock
 
     @property
@@ -66,15 +95,26 @@ class Backend(Protocol):
         """Bring `expert` from tier `src` up to tier `dst` (one hop: disk -> host or host ->
         device), into the byte offset `slot` of the destination tier that the store granted."""
 
+    def route_s(self, batch: int, prompt: int) -> float:
+        """Seconds the router takes on the compute resource for a batch of prompts (0 where
+        routing runs elsewhere: the server routes on its HTTP threads)."""
+
+
+class ServingBackend(Backend, Protocol):
+    """What the threaded scheduler asks besides: each expert's running batch."""
+
+    def batch(self, expert: str) -> ExpertBatch:
+        """The expert's running batch (made on first use; the same object while it lives)."""
+
+
+class ReplayBackend(Backend, Protocol):
+    """What the discrete-event replay asks besides: the cost of a whole batch."""
+
     def run_batch(self, expert: str, resident: Any, batch: Sequence[BatchJob],
                   on_token: Callable[[Any], None] | None = None) -> BatchTimes:
         """Prefill the batch's prompts, then decode until each is done. `resident` is what the
         store handed out for the expert (config and weights; None on the modelled backend);
         `on_token` receives each generated token (engine.Delta) as it comes."""
-
-    def route_s(self, batch: int, prompt: int) -> float:
-        """Seconds the router takes on the compute resource for a batch of prompts (0 where
-        routing runs elsewhere: the server routes on its HTTP threads)."""
 
 
 class ExpertPlan(Protocol):

@@ -16,6 +16,10 @@ def add_server_options(p: argparse.ArgumentParser) -> None:
                         "machine the device tier is the set of experts the engine may attach at once")
     g.add_argument("--host-mem", metavar="BYTES", default=None,
                    help="host DRAM tier budget, e.g. 40GB (default: unlimited)")
+    g.add_argument("--kv-mem", metavar="BYTES", default=None,
+                   help="KV cache of each model shape, in blocks of 16 tokens its experts share (default 1GiB, "
+                        "or what 64 full-context sequences need if less). A request waits for room; it is "
+                        "refused only if it could never fit")
     g.add_argument("--policy", default=ServerOptions.policy, help="eviction policy of the tiers (default %(default)s)")
     e = p.add_argument_group("engine")
     e.add_argument("--dtype", default=ServerOptions.dtype, choices=["fp32", "bf16", "fp16"],
@@ -27,6 +31,16 @@ def add_server_options(p: argparse.ArgumentParser) -> None:
                         "(default %(default)s)")
     e.add_argument("--max-batch", type=int, default=ServerOptions.max_batch,
                    help="most requests of one expert batched together (default %(default)s)")
+    e.add_argument("--schedule", default=ServerOptions.schedule, choices=["continuous", "static"],
+                   help="continuous: requests join and leave an expert's batch between any two steps, and "
+                        "the device moves between experts at step granularity; static: a batch runs to "
+                        "completion before the next starts (default %(default)s)")
+    e.add_argument("--slice", type=float, default=ServerOptions.slice_s, metavar="SECONDS", dest="slice_s",
+                   help="with others waiting, an expert keeps the device at least this long "
+                        "(default %(default)s)")
+    e.add_argument("--prefill-chunk", type=int, default=ServerOptions.prefill_chunk, metavar="TOKENS",
+                   help="most prompt tokens prefilled in one step, so a long prompt stalls the running "
+                        "requests for one chunk at most (default %(default)s)")
     lim = p.add_argument_group("limits")
     lim.add_argument("--max-queue", type=int, default=ServerOptions.max_queue,
                      help="waiting requests before new ones get HTTP 429 (default %(default)s)")
@@ -60,8 +74,10 @@ def server_options(args: argparse.Namespace):
     return ServerOptions(
         device_mem=parse_bytes(args.device_mem) if args.device_mem else None,
         host_mem=parse_bytes(args.host_mem) if args.host_mem else None,
+        kv_mem=parse_bytes(args.kv_mem) if args.kv_mem else None,
         dtype=args.dtype, device=args.device, fused=args.engine == "fused", policy=args.policy,
         max_batch=args.max_batch, max_queue=args.max_queue, max_wait_s=args.max_wait,
+        schedule=args.schedule, slice_s=args.slice_s, prefill_chunk=args.prefill_chunk,
         limits=Limits(max_tokens=args.max_tokens, max_prompt_tokens=args.max_prompt_tokens,
                       max_body_bytes=parse_bytes(args.max_body)),
         api_key=args.api_key if args.api_key is not None else os.environ.get("COEFLOW_API_KEY"),

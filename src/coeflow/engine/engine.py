@@ -3,6 +3,7 @@ engine's paged KV pool."""
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -161,6 +162,7 @@ class Engine:
         self.prefill_layers.swap(self.model)
         self.kv_cache_budget = kv_cache_budget
         self._pool: KVPool | None = None
+        self._pool_lock = threading.Lock()
         self.loaded: str | None = None  # name of the weights now attached
         self._attached: dict[str, Tensor] = {}  # the tensors now attached, by name
 
@@ -172,9 +174,10 @@ class Engine:
     @property
     def pool(self) -> KVPool:
         """The KV pool, made on first use (it takes up to `kv_cache_budget` bytes at once)."""
-        if self._pool is None:
-            self._pool = KVPool.for_budget(self.cfg, self.kv_cache_budget, self.dtype, self.device)
-        return self._pool
+        with self._pool_lock:  # a server's HTTP threads check requests against it too
+            if self._pool is None:
+                self._pool = KVPool.for_budget(self.cfg, self.kv_cache_budget, self.dtype, self.device)
+            return self._pool
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, **kwargs) -> "Engine":

@@ -1,11 +1,12 @@
 """The scheduler's decisions as pure functions: which expert runs next and which requests
-form its batch. The threaded scheduler (real backend) and the discrete-event replay
+join its batch. The threaded scheduler (real backend) and the discrete-event replay
 (modelled backend) both call these, so a simulated run makes the choices a real one would.
 No clocks, threads or tensors here: the caller passes `now` and what is ready."""
 
 from __future__ import annotations
 
 from collections import deque
+from dataclasses import dataclass
 from typing import Callable, Iterable, TypeVar
 
 T = TypeVar("T")
@@ -51,3 +52,78 @@ def take_batch(queue: deque[T], max_batch: int, cancelled: Callable[[T], bool]) 
         if not cancelled(r):
             batch.append(r)
     return batch
+
+
+SCHEDULES = ("continuous", "static")
+
+
+@dataclass(frozen=True)
+class ExpertWork:
+    """One expert with work, as the scheduler sees it between two steps."""
+    name: str
+    since: float  # the oldest queued request's arrival, or when its running sequences last stepped
+    queued: int
+    running: int
+    ready: bool  # its weights are where a step can start (else a load is still moving them)
+    admissible: bool  # its oldest queued request fits in the KV cache now
+
+    @property
+    def runnable(self) -> bool:
+        return self.running > 0 or (self.queued > 0 and self.admissible)
+
+
+def next_expert(work: Iterable[ExpertWork], current: str | None, held_s: float, now: float, *,
+                slice_s: float, max_wait_s: float, draining: bool = False) -> str | None:
+    """Continuous batching across experts: which expert's batch takes the next step.
+
+    The expert on the device (`current`, held for `held_s`) keeps it for at least `slice_s`,
+    and after that while no other ready expert has work. Then the device goes to the ready
+    expert with the most request-seconds waiting (age of its oldest work x its requests), so
+    a busy expert and a long-waiting one both get their turn. An expert whose load is still
+    moving is not chosen (a switch to it would stall the device), unless its work is older
+    than `max_wait_s`, or the server is draining: the bound on starvation. None: nothing can
+    run now."""
+    cands = [w for w in work if w.runnable]
+    if not cands:
+        return None
+    cur = next((w for w in cands if w.name == current), None)
+    others = [w for w in cands if w.name != current]
+    if cur is not None and held_s < slice_s:
+        return current
+    overdue = [w for w in others if draining or now - w.since > max_wait_s]
+    if overdue:
+        return min(overdue, key=lambda w: (w.since, w.name)).name
+    ready = [w for w in others if w.ready]
+    if not ready:
+        return current if cur is not None else None
+    return max(ready, key=lambda w: ((now - w.since) * (w.queued + w.running), -w.since, w.name)).name
+
+
+def next_expert_static(work: Iterable[ExpertWork], current: str | None, now: float, *, max_wait_s: float,
+                       draining: bool = False) -> str | None:
+    """Run-to-completion (`--schedule static`, the comparison's baseline): the expert on the
+    device keeps it until its batch is done; then `pick_expert` over the queues."""
+    work = [w for w in work if w.runnable]
+    if any(w.name == current and w.running for w in work):
+        return current
+    return pick_expert([(w.since, w.name, w.ready) for w in work if w.queued], now, max_wait_s, draining)
+
+
+def admit(queue: deque[T], running: int, max_batch: int, static: bool, cancelled: Callable[[T], bool],
+          join: Callable[[T], bool]) -> list[T]:
+    """Pop the requests that join an expert's batch now, in arrival order, up to `max_batch`
+    running: `join(r)` admits r if the KV cache has room for it and says whether it did. The
+    first that does not fit stops the rest, so a long request is not overtaken forever.
+    Static batching admits only into an empty batch. Cancelled ones are dropped."""
+    taken: list[T] = []
+    if static and running:
+        return taken
+    while queue and running + len(taken) < max_batch:
+        r = queue[0]
+        if cancelled(r):
+            queue.popleft()
+            continue
+        if not join(r):
+            break
+        taken.append(queue.popleft())
+    return taken

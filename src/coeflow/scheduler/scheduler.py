@@ -1,13 +1,18 @@
-"""Per-expert queues in front of the engines, and the one worker thread that runs them.
+"""Per-expert queues in front of the engines, and the one worker thread that steps them.
 
-Which expert runs next: the expert whose oldest request has waited longest *among experts
-already resident* (no switch stalls the batch), unless some request has waited past
-`max_wait_s`: then its expert runs next even if it must be loaded first. So resident experts
-keep serving while others load, and no request waits unboundedly whatever the traffic skew.
-Every request's expert is prefetched the moment it is queued, so its load overlaps with
-other experts' compute. The decisions themselves are pure functions (decisions.py), shared
-with the modelled backend's replay (coeflow.sim.replay). Batches run on the backend
-(`run_batch`) and time comes from its clock: nothing here knows of PyTorch or wall time."""
+Continuous batching across experts (the default schedule). Between any two steps the worker
+admits queued requests into the running batch of the expert on the device (as the KV cache
+has room), retires finished and cancelled ones at once, and may give the device to another
+expert: `decisions.next_expert` weighs how long each expert's work has waited, how many
+requests it has, and whether its weights are ready (a switch to a ready expert is an attach:
+a pointer swap on a CPU, a slot already filled on a GPU). Each expert's running sequences
+keep their keys in the KV cache while another expert runs. A step prefills at most
+`prefill_chunk` prompt tokens, so a long prompt never stalls the others for more than one
+chunk. `schedule="static"` is run-to-completion batching, kept for the benchmark's
+comparison. Every request's expert is prefetched the moment it is queued, so its load
+overlaps other experts' steps. The decisions are pure functions (decisions.py); batches run
+on the backend (`backend.batch(expert)`, an ExpertBatch) and time comes from its clock:
+nothing here knows of PyTorch or wall time."""
 
 from __future__ import annotations
 
@@ -19,18 +24,21 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Protocol
 
 from coeflow.errors import CoeflowError
-from coeflow.scheduler.decisions import DISTANCE, pick_expert, prefetch_tier, take_batch
+from coeflow.scheduler.decisions import (DISTANCE, SCHEDULES, ExpertWork, admit, next_expert, next_expert_static,
+                                         prefetch_tier)
 
 if TYPE_CHECKING:
-    from coeflow.backend.interface import Backend
+    from coeflow.backend.interface import ServingBackend
     from coeflow.engine import Delta, SamplingParams
 
 log = logging.getLogger(__name__)
 
 # Defaults of the server's scheduling, read by ServerOptions and `coeflow serve --help`.
-MAX_BATCH = 8  # requests of one expert decoded together
+MAX_BATCH = 8  # sequences of one expert decoded together
 MAX_QUEUE = 256  # requests waiting before new ones are refused (HTTP 429)
-MAX_WAIT_S = 10.0  # a request waiting longer runs next, even if its expert must load first
+MAX_WAIT_S = 10.0  # work waiting longer gets the device next, even if its expert must load first
+SLICE_S = 0.05  # the device stays with an expert at least this long once others wait
+PREFILL_CHUNK = 256  # prompt tokens prefilled in one step, at most
 
 
 class QueueFullError(CoeflowError):
@@ -67,7 +75,7 @@ class Failed:
 Event = Any  # Started | engine.Delta | Finished | Failed
 
 
-@dataclass
+@dataclass(eq=False)  # a request is itself: two alike are still two
 class GenRequest:
     """One sequence to generate. `sink` receives its events on the worker thread, in order:
     Started, Delta..., then Finished (or a single Failed)."""
@@ -78,6 +86,7 @@ class GenRequest:
     arrival: float | None = None  # on the backend's clock; None: when submitted
     cancelled: threading.Event = field(default_factory=threading.Event)
     arrival_tier: str = "?"  # where its expert was when it arrived (set by submit)
+    last: Any = None  # its latest Delta (set by the worker)
 
     @property
     def prompt_tokens(self) -> int:
@@ -98,20 +107,24 @@ class Scheduler:
     """`experts`: the names it queues for; the store leases their weights and the backend
     runs their batches (the real one needs a runtime per expert: backend.runtimes)."""
 
-    def __init__(self, store: Store, backend: "Backend", experts: Iterable[str], *, max_batch: int = MAX_BATCH,
-                 max_queue: int = MAX_QUEUE, max_wait_s: float = MAX_WAIT_S, warm_lengths: tuple[int, ...] = (4,),
-                 on_batch: Callable[[str, list[GenRequest], object], None] | None = None):
+    def __init__(self, store: Store, backend: "ServingBackend", experts: Iterable[str], *, max_batch: int = MAX_BATCH,
+                 max_queue: int = MAX_QUEUE, max_wait_s: float = MAX_WAIT_S, slice_s: float = SLICE_S,
+                 prefill_chunk: int = PREFILL_CHUNK, schedule: str = "continuous",
+                 warm_lengths: tuple[int, ...] = (4,)):
+        if schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, not {schedule!r}")
         self.store, self.backend, self.clock = store, backend, backend.clock
         self.max_batch, self.max_queue, self.max_wait_s = max_batch, max_queue, max_wait_s
+        self.slice_s, self.prefill_chunk, self.static = slice_s, max(1, prefill_chunk), schedule == "static"
         self.warm_lengths = warm_lengths  # prompt + output tokens of the requests warm_up runs
-        self.on_batch = on_batch
         self._queues: dict[str, deque[GenRequest]] = {name: deque() for name in experts}
+        self._live: dict[str, list[GenRequest]] = {name: [] for name in self._queues}
+        self._stepped: dict[str, float] = {}  # when each expert's running sequences last stepped
         self._loads: dict[str, Future] = {}
         self._ready_at: dict[str, float] = {}  # when each expert's latest prefetch finished
         self._prefetch_to = prefetch_tier(backend.device_copies)
         self._cond = threading.Condition()
         self._stopping = False
-        self._running: list[GenRequest] = []  # the batch on the worker now
         self._cut: set[int] = set()  # ids of running requests the shutdown's deadline stopped
         self._thread = threading.Thread(target=self._loop, name="coeflow-scheduler", daemon=True)
 
@@ -123,10 +136,14 @@ class Scheduler:
         self.submit_all([req])
 
     def submit_all(self, reqs: list[GenRequest]) -> None:
-        """Queue requests together (one batch if they fit): all are accepted, or none."""
+        """Queue requests together (one batch if they fit): all are accepted, or none. A
+        request its expert can never run (longer than its KV cache) is refused here
+        (InvalidRequestError), not after it waited."""
         unknown = sorted({r.expert for r in reqs} - self._queues.keys())
         if unknown:
             raise KeyError(f"no queue for expert(s) {', '.join(unknown)}")
+        for req in reqs:
+            self.backend.batch(req.expert).check(req)
         with self._cond:
             if self._stopping:
                 raise ShuttingDownError("the server is shutting down")
@@ -145,6 +162,12 @@ class Scheduler:
             return len(self._queues[expert])
         return sum(len(q) for q in self._queues.values())
 
+    def running(self, expert: str | None = None) -> int:
+        """Requests admitted into a batch and not yet finished."""
+        if expert is not None:
+            return len(self._live[expert])
+        return sum(len(v) for v in self._live.values())
+
     def stop(self, drain_s: float = 5.0) -> None:
         """Take no new requests; serve what is queued and running for up to `drain_s`, then fail
         the rest: every request gets its answer or an error, none is dropped."""
@@ -152,14 +175,15 @@ class Scheduler:
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
-            while (self.queued() or self._running) and self.clock.now() < deadline:
+            while (self.queued() or self.running()) and self.clock.now() < deadline:
                 self._cond.wait(0.05)
             for q in self._queues.values():
                 while q:
                     q.popleft().sink(Failed(ShuttingDownError("the server shut down before this request ran")))
-            for r in self._running:  # they end at their next step, with an error (see _run)
-                self._cut.add(id(r))
-                r.cancelled.set()
+            for live in self._live.values():  # they end at their next step, with an error
+                for r in live:
+                    self._cut.add(id(r))
+                    r.cancelled.set()
             self._cond.notify_all()
         if self._thread.is_alive():
             self._thread.join(timeout=max(drain_s, 1.0))
@@ -167,8 +191,8 @@ class Scheduler:
     def warm_up(self, experts: list[str]) -> None:
         """Run each expert at every batch size up to max_batch and every length in
         `warm_lengths`, before traffic: the decode step compiles on first use of each (shape,
-        batch, cache length) bucket, and no user should wait for the compiler. Skipped, with
-        a warning, when the queue is too full to take a warm-up batch."""
+        batch, block table width) bucket, and no user should wait for the compiler. Skipped,
+        with a warning, when the queue is too full to take a warm-up batch."""
         from coeflow.engine import SamplingParams
         params = SamplingParams(max_tokens=2, ignore_eos=True)
         for name in experts:
@@ -201,86 +225,141 @@ class Scheduler:
             self._ready_at[expert] = self.clock.now()
             self._cond.notify_all()
 
-    def _pick(self) -> str | None:
-        heads = [(q[0].arrival, name, name not in self._loads or self._loads[name].done())
-                 for name, q in self._queues.items() if q]
-        return pick_expert(heads, self.clock.now(), self.max_wait_s, self._stopping)
+    def _work(self) -> list[ExpertWork]:
+        out = []
+        for name, q in self._queues.items():
+            live = self._live[name]
+            if not q and not live:
+                continue
+            now = self.clock.now()
+            since = min(([q[0].arrival] if q else []) + ([self._stepped.get(name, now)] if live else []))
+            ready = name not in self._loads or self._loads[name].done()
+            admissible = bool(q) and (len(live) < self.max_batch) and (not self.static or not live) \
+                and self.backend.batch(name).fits(q[0])
+            out.append(ExpertWork(name, since, len(q), len(live), ready, admissible))
+        return out
+
+    def _choose(self, current: str | None, held_s: float) -> str | None:
+        """Called with the lock held."""
+        if self.static:
+            return next_expert_static(self._work(), current, self.clock.now(), max_wait_s=self.max_wait_s,
+                                      draining=self._stopping)
+        return next_expert(self._work(), current, held_s, self.clock.now(), slice_s=self.slice_s,
+                           max_wait_s=self.max_wait_s, draining=self._stopping)
 
     def _loop(self) -> None:
         while True:
             with self._cond:
                 while True:
-                    if self._stopping and not self.queued():
+                    if self._stopping and not self.queued() and not self.running():
                         return
-                    expert = self._pick()
+                    expert = self._choose(None, 0.0)
                     if expert is not None:
                         break
                     self._cond.wait(0.05)
-                batch = take_batch(self._queues[expert], self.max_batch, lambda r: r.cancelled.is_set())
-                self._cond.notify_all()
-            if batch:
-                self._run(expert, batch)
+            while expert is not None:
+                expert = self._serve(expert)
 
-    def _started(self, r: GenRequest, lease, t0: float) -> Started:
+    def _started(self, r: GenRequest, source: str, switch_s: float, t0: float) -> Started:
         """What the request saw: the farther of the tier its expert was in when it arrived and
-        the tier the batch's acquire found it in, and the whole switch that kept it waiting
-        (the part its prefetch did before the batch, plus the acquire's)."""
-        src = lease.source_tier
-        waited = lease.switch_s
-        if DISTANCE.get(r.arrival_tier, -1) > DISTANCE.get(src, 0):
-            src = r.arrival_tier
+        the tier the acquire found it in, and the whole switch that kept it waiting (the part
+        its prefetch did before the acquire, plus the acquire's)."""
+        waited = switch_s
+        if DISTANCE.get(r.arrival_tier, -1) > DISTANCE.get(source, 0):
+            source = r.arrival_tier
             waited += max(0.0, self._ready_at.get(r.expert, r.arrival) - r.arrival)
-        return Started(r.expert, src, waited, t0 - r.arrival)
+        return Started(r.expert, source, waited, t0 - r.arrival)
 
-    def _run(self, expert: str, batch: list[GenRequest]) -> None:
-        with self._cond:
-            self._running = batch
-        try:
-            self._run_batch(expert, batch)
-        finally:
-            with self._cond:
-                self._running = []
-                self._cond.notify_all()
-
-    def _end(self, r: GenRequest, d: "Delta | None") -> Event:
-        """A request's last event, once its batch is over."""
+    def _end(self, r: GenRequest) -> Event:
+        """A request's last event."""
+        d = r.last
         if id(r) in self._cut and (d is None or d.finish_reason in (None, "cancelled")):
             return Failed(ShuttingDownError("the server shut down while this request ran"))
         if d is not None and d.finish_reason == "error":
             return Failed(SequenceFailed(d.error))
         return Finished(d.finish_reason if d and d.finish_reason else "cancelled", d.completion_tokens if d else 0)
 
-    def _run_batch(self, expert: str, batch: list[GenRequest]) -> None:
+    def _serve(self, expert: str) -> str | None:
+        """Step `expert`'s batch until the decisions give the device to another expert (which
+        is returned) or nothing is left to run (None)."""
         t0 = self.clock.now()
         try:
             lease = self.store.acquire(expert)
         except Exception as e:  # a failed expert fails its own requests only
-            for r in batch:
+            with self._cond:
+                doomed = list(self._queues[expert]) + self._live[expert]
+                self._queues[expert].clear()
+                self._live[expert] = []
+                self._cond.notify_all()
+            for r in doomed:
+                self.backend.batch(expert).leave(r)
                 r.sink(Failed(e))
-            return
-        last: list[Delta | None] = [None] * len(batch)
-        ended = [False] * len(batch)
+            return None
+        batch = self.backend.batch(expert)
+        source, switch_s = lease.source_tier, lease.switch_s
+        nxt: str | None = expert
+        with lease:
+            try:
+                while nxt == expert:
+                    with self._cond:
+                        gone = self._drop_cancelled()
+                        joined = admit(self._queues[expert], len(self._live[expert]), self.max_batch, self.static,
+                                       lambda r: r.cancelled.is_set(), lambda r: self._join(batch, r))
+                        self._live[expert] += joined
+                        self._cond.notify_all()
+                    for r in gone:
+                        r.sink(Finished("cancelled", 0))
+                    now = self.clock.now()
+                    for r in joined:
+                        r.sink(self._started(r, source, switch_s, now))
+                    source, switch_s = "device", 0.0  # later joiners found it there
+                    for r in [r for r in self._live[expert] if r.cancelled.is_set()]:
+                        self._retire(expert, batch, r)
+                    if self._live[expert]:
+                        for r, d in batch.step(lease, self.prefill_chunk):
+                            self._deliver(expert, batch, r, d)
+                    with self._cond:
+                        self._stepped[expert] = self.clock.now()
+                        nxt = self._choose(expert, self.clock.now() - t0)
+            except Exception as e:
+                log.exception("generation failed on expert %s", expert)
+                for r in list(self._live[expert]):
+                    r.last = None
+                    self._retire(expert, batch, r, Failed(e))
+                nxt = None
+            finally:
+                batch.pause()
+        return nxt
 
-        def on_token(d: Delta) -> None:
-            last[d.index] = d
-            if d.finish_reason == "error":  # a failed sequence gets Failed, below, and nothing else
-                return
-            batch[d.index].sink(d)
-            if d.finish_reason is not None:  # its answer is whole now, whatever its batch mates do
-                ended[d.index] = True
-                batch[d.index].sink(self._end(batch[d.index], d))
-        try:
-            with lease:
-                for r in batch:
-                    r.sink(self._started(r, lease, t0))
-                self.backend.run_batch(expert, lease, batch, on_token)
-                for r, d, done in zip(batch, last, ended):
-                    if not done:
-                        r.sink(self._end(r, d))
-                if self.on_batch:
-                    self.on_batch(expert, batch, lease)
-        except Exception as e:
-            log.exception("generation failed on expert %s", expert)
-            for r, done in zip(batch, ended):
-                if not done:
-                    r.sink(Failed(e))
+    def _drop_cancelled(self) -> list[GenRequest]:
+        """Take the cancelled requests out of every queue (called with the lock held)."""
+        gone = []
+        for q in self._queues.values():
+            if any(r.cancelled.is_set() for r in q):
+                gone += [r for r in q if r.cancelled.is_set()]
+                keep = [r for r in q if not r.cancelled.is_set()]
+                q.clear()
+                q.extend(keep)
+        return gone
+
+    def _join(self, batch: Any, r: GenRequest) -> bool:
+        if not batch.fits(r):
+            return False
+        batch.admit(r)
+        return True
+
+    def _deliver(self, expert: str, batch: Any, r: GenRequest, d: "Delta") -> None:
+        r.last = d
+        if d.finish_reason != "error":  # a failed sequence gets Failed, below, and nothing else
+            r.sink(d)
+        if d.finish_reason is not None:
+            self._retire(expert, batch, r)
+
+    def _retire(self, expert: str, batch: Any, r: GenRequest, end: Event | None = None) -> None:
+        """The request leaves its batch (its blocks freed) and gets its last event."""
+        batch.leave(r)
+        with self._cond:
+            if r in self._live[expert]:
+                self._live[expert].remove(r)
+            self._cond.notify_all()
+        r.sink(end if end is not None else self._end(r))

@@ -26,7 +26,7 @@ def build_server(coe_path: str | Path, opts: ServerOptions, store=None) -> CoESe
     from coeflow.store import ExpertStore
 
     coe = load_coe(coe_path)
-    backend = RealBackend(opts.dtype, opts.device, fused=opts.fused)
+    backend = RealBackend(opts.dtype, opts.device, fused=opts.fused, kv_mem=opts.kv_mem)
     if store is None:
         store = ExpertStore(coe, backend, device_mem=opts.device_mem, host_mem=opts.host_mem,
                             policy=opts.policy)
@@ -38,7 +38,7 @@ def build_server(coe_path: str | Path, opts: ServerOptions, store=None) -> CoESe
     def load_runtime(name: str) -> None:
         """The expert's tokenizer and config, read (raises CoeflowError when they cannot be)."""
         tok, cfg = Tokenizer.from_dir(paths[name]), ModelConfig.from_dir(paths[name])
-        runtimes[name] = ExpertRuntime(tok, frozenset(tok.eos_ids))
+        runtimes[name] = ExpertRuntime(tok, frozenset(tok.eos_ids), cfg)
         contexts[name] = cfg.max_position_embeddings
         shapes.setdefault(cfg.shape_key, name)
 
@@ -61,6 +61,7 @@ def build_server(coe_path: str | Path, opts: ServerOptions, store=None) -> CoESe
     # warm the cache lengths of short requests and of those that leave max_tokens at its default
     lengths = tuple(sorted({32, 16 + opts.limits.default_max_tokens}))
     scheduler = Scheduler(store, backend, coe.expert_names, max_batch=opts.max_batch, max_queue=opts.max_queue,
-                          max_wait_s=opts.max_wait_s, warm_lengths=lengths)
+                          max_wait_s=opts.max_wait_s, slice_s=opts.slice_s, prefill_chunk=opts.prefill_chunk,
+                          schedule=opts.schedule, warm_lengths=lengths)
     warm = [n for n in shapes.values() if health.failure(n) is None] if opts.warm_up and opts.fused else []
     return CoEServer(coe, store, scheduler, runtimes, router, health, opts.limits, opts.api_key, contexts, warm)

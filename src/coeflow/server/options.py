@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from coeflow.errors import ConfigError
-from coeflow.scheduler import MAX_BATCH, MAX_QUEUE, MAX_WAIT_S
+from coeflow.scheduler import MAX_BATCH, MAX_QUEUE, MAX_WAIT_S, PREFILL_CHUNK, SCHEDULES, SLICE_S
 from coeflow.store.policies import DEFAULT_POLICY
 
 DEFAULT_HOST = "127.0.0.1"  # this machine only, unless the user says otherwise
@@ -38,6 +38,7 @@ class ServerOptions:
     flags' defaults from here (the scheduling ones come from coeflow.scheduler)."""
     device_mem: int | None = None  # bytes; None = unlimited
     host_mem: int | None = None
+    kv_mem: int | None = None  # bytes of each model shape's KV cache; None: the engine's default
     dtype: str = "fp32"
     device: str = "auto"  # cuda if present, else cpu
     fused: bool = True  # the compiled decode step; False: eager PyTorch
@@ -45,6 +46,9 @@ class ServerOptions:
     max_batch: int = MAX_BATCH
     max_queue: int = MAX_QUEUE
     max_wait_s: float = MAX_WAIT_S
+    schedule: str = "continuous"  # or "static": a batch runs to completion (the benchmark's baseline)
+    slice_s: float = SLICE_S
+    prefill_chunk: int = PREFILL_CHUNK
     limits: Limits = field(default_factory=Limits)
     api_key: str | None = None
     warm_up: bool = True  # compile the decode step before serving
@@ -52,7 +56,10 @@ class ServerOptions:
     def __post_init__(self) -> None:
         if self.api_key is not None and not self.api_key.strip():
             raise ConfigError("an empty API key would let anyone in: give a key, or none to serve without one")
-        for name, least in (("max_batch", 1), ("max_queue", 1), ("max_wait_s", 0)):
+        if self.schedule not in SCHEDULES:
+            raise ConfigError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+        for name, least in (("max_batch", 1), ("max_queue", 1), ("max_wait_s", 0), ("slice_s", 0),
+                            ("prefill_chunk", 1)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value < least:
                 raise ConfigError(f"{name} must be a number of at least {least}, got {value!r}")

@@ -4,7 +4,9 @@ It makes the real server's decisions with the real code: the scheduler's choice 
 and batch (coeflow.scheduler.decisions), and the store's tier bookkeeping (coeflow.store.tiers:
 Tier and Tiers, with the same policy objects): inclusive tiers, a load reserves its bytes
 when it starts, the running and loading experts are never evicted. Like the server, every
-queued request prefetches its expert and one worker runs one batch at a time. It asks the backend what the server asks (interface.Backend): `move` for each hop,
+queued request prefetches its expert and one worker runs one batch at a time. It replays
+the server's static schedule (`--schedule static`: a batch runs to completion), not yet its
+continuous batching. It asks the backend (interface.ReplayBackend): `move` for each hop,
 `run_batch` for each batch, `route_s`; their seconds advance the backend's clock (a
 SimClock: the replay resets it to 0 and moves it forward).
 
@@ -21,7 +23,7 @@ import math
 from collections import deque
 from dataclasses import dataclass, field
 
-from coeflow.backend.interface import Backend, BatchTimes
+from coeflow.backend.interface import BatchTimes, ReplayBackend
 from coeflow.errors import ConfigError
 from coeflow.scheduler import MAX_BATCH, MAX_WAIT_S
 from coeflow.scheduler.decisions import DISTANCE, pick_expert, prefetch_tier, take_batch
@@ -131,7 +133,7 @@ class ReplayResult:
 
 
 class _Replay:
-    def __init__(self, backend: Backend, reqs: list[SimRequest], opts: ReplayOptions, budgets: dict[str, int]):
+    def __init__(self, backend: ReplayBackend, reqs: list[SimRequest], opts: ReplayOptions, budgets: dict[str, int]):
         self.b, self.opts, self.reqs = backend, opts, reqs
         backend.clock.reset()  # a replay starts at t = 0, whatever ran on this backend before
         self.policy = make_policy(opts.policy)
@@ -356,7 +358,7 @@ class _Replay:
             self._prefetch(n, now)
 
 
-def replay(backend: Backend, requests: list[SimRequest], opts: ReplayOptions = ReplayOptions()) -> ReplayResult:
+def replay(backend: ReplayBackend, requests: list[SimRequest], opts: ReplayOptions = ReplayOptions()) -> ReplayResult:
     """Replay `requests` (sorted by arrival) on `backend`; see the module docstring."""
     if opts.start_tier not in ("host", "disk"):
         raise ConfigError(f"start tier must be host or disk, not {opts.start_tier!r}")

@@ -12,18 +12,21 @@ each took."""
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 
-from coeflow.backend.interface import BatchTimes, Moved, WallClock
-from coeflow.engine import Delta, Engine
+from coeflow.backend.interface import Moved, WallClock
+from coeflow.engine import Engine
+from coeflow.engine.engine import KV_CACHE_BUDGET
 from coeflow.errors import CheckpointError, ConfigError
 from coeflow.model import ModelConfig, Tokenizer, parse_dtype, resolve_device
+from coeflow.backend.real.batch import RealBatch
 from coeflow.backend.real.integrity import check_finite
 from coeflow.backend.real.layout import ExpertLayout, plan_layout
 from coeflow.backend.real.loader import copy_to_device, read_expert
@@ -35,20 +38,23 @@ log = logging.getLogger(__name__)
 @dataclass
 class ExpertRuntime:
     """What running an expert needs besides its weights: its tokenizer (to decode the text
-    it streams) and its end-of-sequence ids."""
+    it streams), its end-of-sequence ids and its config (its shape's engine)."""
     tokenizer: Tokenizer
     eos_ids: frozenset[int]
+    config: ModelConfig
 
 
 class RealBackend:
     """`dtype` and `device` are those the experts are served in ("auto": CUDA when present).
-    `load_threads` read one checkpoint in parallel stripes; `fused` compiles the decode step."""
+    `load_threads` read one checkpoint in parallel stripes; `fused` compiles the decode step;
+    `kv_mem`: bytes of the KV cache of each model shape (its experts share it)."""
 
     def __init__(self, dtype: str | torch.dtype = "fp32", device: str | torch.device = "cpu", *,
-                 fused: bool = True, load_threads: int = 4):
+                 fused: bool = True, load_threads: int = 4, kv_mem: int | None = None):
         self.dtype = parse_dtype(dtype)
         self.device = resolve_device(device) if isinstance(device, str) else device
         self.fused = fused
+        self.kv_mem = kv_mem if kv_mem is not None else KV_CACHE_BUDGET
         self.load_threads = max(1, load_threads)
         self.clock = WallClock()
         self.runtimes: dict[str, ExpertRuntime] = {}
@@ -60,6 +66,8 @@ class RealBackend:
         self._stream: torch.cuda.Stream | None = None
         self._io = ThreadPoolExecutor(self.load_threads, thread_name_prefix="coeflow-io")
         self._engines: dict[tuple, Engine] = {}
+        self._batches: dict[str, RealBatch] = {}
+        self._lock = threading.Lock()
 
     # -- tiers ----------------------------------------------------------------------------
     @property
@@ -128,29 +136,20 @@ class RealBackend:
     def engine(self, cfg: ModelConfig) -> Engine:
         """The engine for this model shape, built (and, fused, compiled) on first use."""
         key = cfg.shape_key
-        if key not in self._engines:
-            self._engines[key] = Engine(cfg, dtype=self.dtype, device=self.device, fused=self.fused)
-        return self._engines[key]
+        with self._lock:
+            if key not in self._engines:
+                self._engines[key] = Engine(cfg, dtype=self.dtype, device=self.device, fused=self.fused,
+                                            kv_cache_budget=self.kv_mem)
+            return self._engines[key]
 
-    def run_batch(self, expert: str, resident: Any, batch: Sequence[Any],
-                  on_token: Callable[[Delta], None] | None = None) -> BatchTimes:
-        """`resident`: a store lease (config + weights); `batch`: scheduler GenRequests."""
-        rt = self.runtimes[expert]
-        engine = self.engine(resident.config)
-        engine.set_weights(resident.weights, name=expert)
-        t0 = time.perf_counter()
-        first = last = t0
-        steps = 0
-        for deltas in engine.stream([r.prompt_ids for r in batch], [r.params for r in batch], rt.eos_ids,
-                                    rt.tokenizer.decode, cancelled=lambda i: batch[i].cancelled.is_set()):
-            last = time.perf_counter()
-            if steps == 0:
-                first = last
-            steps += 1
-            if on_token is not None:
-                for d in deltas:
-                    on_token(d)
-        return BatchTimes(first - t0, (last - first) / (steps - 1) if steps > 1 else 0.0)
+    def batch(self, expert: str) -> RealBatch:
+        """The expert's running sequences, on its shape's engine (whose KV pool every expert of
+        the shape shares)."""
+        engine = self.engine(self.runtimes[expert].config)
+        with self._lock:  # the HTTP threads check requests against it as the worker steps
+            if expert not in self._batches:
+                self._batches[expert] = RealBatch(expert, engine, self.runtimes[expert])
+            return self._batches[expert]
 
     def route_s(self, batch: int, prompt: int) -> float:
         return 0.0  # the server routes on its HTTP threads, not on the engines' compute
