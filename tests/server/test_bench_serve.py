@@ -32,3 +32,29 @@ def test_bench_serve_completes_every_request_in_each_server(tmp_path, client):
         assert block["requests_per_s"] > 0
     assert report["ceiling"]["served_from"] == {"device": 6}  # every expert resident: no switch
     assert "disk" in report["baseline"]["served_from"]  # one device slot, three experts: reloads
+
+
+def test_the_mixed_trace_is_open_loop_long_tailed_and_fits_the_context():
+    from coeflow.bench.mixed import mixed_trace
+    count = lambda text: len(text.split()) + 1  # noqa: E731  a word a token, and a BOS
+    trace = mixed_trace(["a", "b", "c"], 600, rate=5.0, context=512, count=count, seed=3)
+    times = [r.at_s for r in trace]
+    assert times == sorted(times) and 600 / times[-1] == pytest.approx(5.0, rel=0.15)
+    lengths = [r.max_tokens for r in trace]
+    assert min(lengths) >= 8 and all(count(r.prompt) + r.max_tokens <= 512 for r in trace)
+    assert sum(n <= 32 for n in lengths) > 100 and sum(n >= 256 for n in lengths) > 40  # both ends of the tail
+    shared = [r for r in trace if r.shared]
+    assert 150 < len(shared) < 250 and len({r.prompt.split("\n")[0] for r in shared}) == 1
+    assert count(shared[0].prompt.split("\n")[0]) == 200
+    counts = sorted((sum(r.expert == e for r in trace) for e in "abc"), reverse=True)
+    assert counts[0] > 1.5 * counts[2]  # Zipf-skewed
+
+
+def test_bench_serve_mixed_completes_every_request_in_each_server(coe_file):
+    from coeflow.bench.mixed import MIXED_SERVERS, run_mixed
+    report = run_mixed(coe_file, requests=8, rate=20.0, engine="eager")
+    assert report["servers"] == list(MIXED_SERVERS)
+    for label in MIXED_SERVERS:
+        block = report[label]
+        assert KEYS | {"tpot_p99_s"} <= set(block)
+        assert (block["completed"], block["failed"]) == (8, 0), label

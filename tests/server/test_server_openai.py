@@ -203,6 +203,10 @@ def _counters(url: str, expert: str) -> dict[str, float]:
                     out[key] = s.value
             elif family.name == "coeflow_expert_acquires":
                 out[f"{s.name},{s.labels['source_tier']}"] = s.value
+            elif family.name == "coeflow_kv_blocks" and expert in s.labels["experts"].split(","):
+                out[f"{s.name},state={s.labels['state']}"] = s.value
+            elif family.name == "coeflow_batch_steps":
+                out["coeflow_batch_steps_total"] = out.get("coeflow_batch_steps_total", 0) + s.value
     return out
 
 
@@ -232,3 +236,7 @@ def test_metrics_count_requests_tokens_and_latency(live, client):
     assert sum(v - before.get(k, 0) for k, v in after.items() if k.startswith("coeflow_expert_acquires_total")) \
         == len(sent)
     assert after["coeflow_queue_depth"] == 0 and after["coeflow_expert_tier,tier=device"] == 1
+    assert grew("coeflow_queue_seconds_count") == grew("coeflow_request_seconds_count") == len(sent)
+    assert after["coeflow_running"] == 0 and after["coeflow_kv_blocks,state=used"] == 0  # every block back
+    assert after["coeflow_kv_blocks,state=free"] > 0
+    assert grew("coeflow_batch_steps_total") >= max(sent)  # one request alone takes a step a token

@@ -7,6 +7,7 @@ import argparse
 import json
 import sys
 import time
+from pathlib import Path
 
 from coeflow.extras import require
 
@@ -87,6 +88,14 @@ def register(sub: argparse._SubParsersAction, help_text: str) -> None:
                             "holding a few: coeflow (host tier holds every expert) against a baseline that "
                             "reloads an expert from disk on every switch, in one run; also coeflow without a "
                             "host tier, and a ceiling with every expert resident (no switches at all)."))
+    s.add_argument("--workload", default="zipf", choices=["zipf", "mixed"],
+                   help="zipf (default): closed-loop clients, equal short outputs, the tiered store against "
+                        "reloading; mixed: open-loop Poisson arrivals, outputs of 8-512 tokens, a shared "
+                        "system text, continuous batching against static (`--schedule static`) and a "
+                        "reloading baseline, on the demo CoE or --coe")
+    s.add_argument("--coe", default=None, help="mixed: the CoE file to serve (default: the demo CoE in "
+                                                "./demo-coe, built if missing)")
+    s.add_argument("--rate", type=float, default=4.0, help="mixed: arrivals per second (default 4)")
     s.add_argument("--requests", type=int, default=300, help="requests per run (default 300)")
     s.add_argument("--concurrency", type=int, default=16, help="concurrent clients (default 16)")
     s.add_argument("--experts", type=int, default=8, help="experts in the CoE (default 8)")
@@ -158,12 +167,26 @@ def register(sub: argparse._SubParsersAction, help_text: str) -> None:
 
 def _serve(args: argparse.Namespace) -> int:
     require(("transformers", "openai"), "coeflow bench serve", "bench")
+    if args.workload == "mixed":
+        return _serve_mixed(args)
     from coeflow.bench.serve import format_table, run
     report = run(requests=args.requests, concurrency=args.concurrency, experts=args.experts,
                  device_slots=args.device_slots, zipf_s=args.zipf, max_tokens=args.max_tokens,
                  engine=args.engine, expert_size=args.expert_size, servers=tuple(args.servers), client=args.client,
                  progress=_progress)
     print(json.dumps(report, indent=2) if args.json else format_table(report))
+    return 0
+
+
+def _serve_mixed(args: argparse.Namespace) -> int:
+    from coeflow.bench.mixed import format_mixed, run_mixed
+    coe = args.coe
+    if coe is None:
+        from coeflow.cli.demo import DEFAULT_DIR
+        from coeflow.demo.build import build_demo
+        coe = build_demo(DEFAULT_DIR).coe_file
+    report = run_mixed(Path(coe), requests=args.requests, rate=args.rate, engine=args.engine, progress=_progress)
+    print(json.dumps(report, indent=2) if args.json else format_mixed(report))
     return 0
 
 

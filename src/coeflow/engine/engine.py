@@ -179,6 +179,11 @@ class Engine:
                 self._pool = KVPool.for_budget(self.cfg, self.kv_cache_budget, self.dtype, self.device)
             return self._pool
 
+    @property
+    def made_pool(self) -> KVPool | None:
+        """The KV pool if it was made (reading it makes nothing)."""
+        return self._pool
+
     @classmethod
     def from_checkpoint(cls, path: str | Path, **kwargs) -> "Engine":
         engine = cls(ModelConfig.from_dir(path), **kwargs)

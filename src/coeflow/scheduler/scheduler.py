@@ -126,6 +126,7 @@ class Scheduler:
         self._cond = threading.Condition()
         self._stopping = False
         self._cut: set[int] = set()  # ids of running requests the shutdown's deadline stopped
+        self.step_rows: dict[int, int] = {}  # steps run, by the sequences in the batch
         self._thread = threading.Thread(target=self._loop, name="coeflow-scheduler", daemon=True)
 
     # -- API used by the server ---------------------------------------------------------
@@ -316,6 +317,8 @@ class Scheduler:
                     for r in [r for r in self._live[expert] if r.cancelled.is_set()]:
                         self._retire(expert, batch, r)
                     if self._live[expert]:
+                        rows = len(self._live[expert])
+                        self.step_rows[rows] = self.step_rows.get(rows, 0) + 1
                         for r, d in batch.step(lease, self.prefill_chunk):
                             self._deliver(expert, batch, r, d)
                     with self._cond:

@@ -23,7 +23,7 @@ from coeflow.errors import CoeflowError
 from coeflow.scheduler import Failed, Finished, GenRequest, QueueFullError, Scheduler, ShuttingDownError, Started
 from coeflow.server.guard import ApiKey, openai_errors, read_json
 from coeflow.server.health import ExpertHealth
-from coeflow.server.metrics import Metrics
+from coeflow.server.metrics import LiveSources, Metrics
 from coeflow.server.protocol import (APIError, Limits, LoadBody, ParsedRequest, PinBody, bad, parse_admin,
                                      parse_request)
 
@@ -47,9 +47,12 @@ class CoEServer:
     created: int = field(default_factory=lambda: int(time.time()))
 
     def __post_init__(self) -> None:
-        self.metrics = Metrics(
+        self.metrics = Metrics(LiveSources(
             queue_depth=lambda: {n: self.scheduler.queued(n) for n in self.runtimes},
-            tiers=lambda: {s.name: s.tier for s in self.store.status()})
+            running=lambda: {n: self.scheduler.running(n) for n in self.runtimes},
+            tiers=lambda: {s.name: s.tier for s in self.store.status()},
+            kv_blocks=lambda: self.scheduler.backend.kv_blocks(),
+            step_rows=lambda: dict(self.scheduler.step_rows)))
 
 
 @dataclass
@@ -261,6 +264,7 @@ async def _started(srv: CoEServer, expert: str, events: "_Events", gen: GenReque
                        "service_unavailable" if status == 503 else "server_error", code="expert_unavailable")
     assert isinstance(first, Started)
     srv.metrics.acquires.labels(first.source_tier).inc()
+    srv.metrics.queued.labels(expert).observe(first.queued_s)
     if first.source_tier != "device":
         srv.metrics.switch.labels(first.source_tier).observe(first.switch_s)
     return first
@@ -369,6 +373,8 @@ class _Timing:
         m.completion_tokens.labels(self.expert).inc(completion_tokens)
         if self.first is not None and completion_tokens > 1:
             m.tpot.labels(self.expert).observe((self.last - self.first) / (completion_tokens - 1))
+        if outcome == "ok":
+            m.latency.labels(self.expert).observe(self.last - self.arrival)
 
 
 async def _sse(req: ParsedRequest, chat: bool, rid: str, info: dict, events: _Events, gen: GenRequest,

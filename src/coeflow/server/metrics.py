@@ -3,34 +3,61 @@ process, as in tests, never share counters)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
 
-class _Live:
-    """Gauges read at scrape time (queue depth, residency) instead of being kept in step."""
+@dataclass
+class LiveSources:
+    """What the gauges read at scrape time: requests waiting and running per expert, each
+    expert's tier, KV blocks (used, free) per model shape (labelled by its experts), and the
+    steps run at each batch size (rows)."""
+    queue_depth: Callable[[], dict[str, int]]
+    running: Callable[[], dict[str, int]]
+    tiers: Callable[[], dict[str, str]]
+    kv_blocks: Callable[[], dict[str, tuple[int, int]]]
+    step_rows: Callable[[], dict[int, int]]
 
-    def __init__(self, queue_depth: Callable[[], dict[str, int]], tiers: Callable[[], dict[str, str]]):
-        self.queue_depth, self.tiers = queue_depth, tiers
+
+class _Live:
+    """Gauges read at scrape time (queue depth, residency, KV blocks) instead of being kept in step."""
+
+    def __init__(self, src: LiveSources):
+        self.src = src
 
     def collect(self):
         q = GaugeMetricFamily("coeflow_queue_depth", "requests waiting, per expert", labels=["expert"])
-        for name, n in self.queue_depth().items():
+        for name, n in self.src.queue_depth().items():
             q.add_metric([name], n)
         yield q
+        run = GaugeMetricFamily("coeflow_running", "requests in a running batch, per expert", labels=["expert"])
+        for name, n in self.src.running().items():
+            run.add_metric([name], n)
+        yield run
+        kv = GaugeMetricFamily("coeflow_kv_blocks", "KV cache blocks of 16 tokens, per model shape (its experts)",
+                               labels=["experts", "state"])
+        for experts, (used, free) in self.src.kv_blocks().items():
+            kv.add_metric([experts, "used"], used)
+            kv.add_metric([experts, "free"], free)
+        yield kv
+        rows = CounterMetricFamily("coeflow_batch_steps", "batch steps run, by the sequences they ran", labels=["rows"])
+        for n, count in sorted(self.src.step_rows().items()):
+            rows.add_metric([str(n)], count)
+        yield rows
         t = GaugeMetricFamily("coeflow_expert_tier", "1 for the tier each expert is in now",
                               labels=["expert", "tier"])
-        for name, tier in self.tiers().items():
+        for name, tier in self.src.tiers().items():
             t.add_metric([name, tier], 1)
         yield t
 
 
 class Metrics:
-    def __init__(self, queue_depth: Callable[[], dict[str, int]], tiers: Callable[[], dict[str, str]]):
+    def __init__(self, live: LiveSources):
         r = self.registry = CollectorRegistry()
         self.requests = Counter("coeflow_requests", "requests by expert and outcome",
                                 ["expert", "outcome"], registry=r)
@@ -44,9 +71,13 @@ class Metrics:
                                 ["source_tier"], buckets=LATENCY_BUCKETS, registry=r)
         self.acquires = Counter("coeflow_expert_acquires", "requests, by the tier their expert was in "
                                 "on arrival (device = hit)", ["source_tier"], registry=r)
+        self.queued = Histogram("coeflow_queue_seconds", "arrival to joining a batch", ["expert"],
+                                buckets=LATENCY_BUCKETS, registry=r)
+        self.latency = Histogram("coeflow_request_seconds", "arrival to the last token", ["expert"],
+                                 buckets=LATENCY_BUCKETS, registry=r)
         self.router_latency = Histogram("coeflow_router_latency_seconds", "time to route one prompt",
                                         buckets=LATENCY_BUCKETS, registry=r)
-        r.register(_Live(queue_depth, tiers))
+        r.register(_Live(live))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -151,6 +151,20 @@ class RealBackend:
                 self._batches[expert] = RealBatch(expert, engine, self.runtimes[expert])
             return self._batches[expert]
 
+    def kv_blocks(self) -> dict[str, tuple[int, int]]:
+        """KV blocks (used, free) of each model shape's cache made so far, keyed by its experts."""
+        with self._lock:
+            by_engine: dict[int, list[str]] = {}
+            for name, b in self._batches.items():
+                by_engine.setdefault(id(b.engine), []).append(name)
+            engines = {id(b.engine): b.engine for b in self._batches.values()}
+        out = {}
+        for key, names in by_engine.items():
+            pool = engines[key].made_pool
+            if pool is not None:
+                out[",".join(sorted(names))] = (pool.num_blocks - 1 - pool.free_blocks, pool.free_blocks)
+        return out
+
     def route_s(self, batch: int, prompt: int) -> float:
         return 0.0  # the server routes on its HTTP threads, not on the engines' compute
 

@@ -1,0 +1,186 @@
+"""`coeflow bench serve --workload mixed`: the serving core under the traffic that shows static
+batching for what it is, in one run against each server:
+
+- coeflow: continuous batching across experts (the default schedule);
+- static: the same server with `--schedule static` (a batch runs to completion);
+- baseline: static batching over a store that keeps the last few experts and reloads one with
+  `transformers.from_pretrained` on a switch (what a user without coeflow would run).
+
+Open-loop Poisson arrivals at `rate` requests/s (set it near what the servers sustain: above
+it every queue grows, below it none forms), experts drawn Zipf-skewed, output lengths
+log-uniform between 8 and 512 tokens (capped by the expert's context), and a third of the
+requests opening with one shared 200-token system text. Each request streams through the
+official `openai` client from a process of its own; TTFT and TPOT are the client's."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import multiprocessing
+import random
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+from coeflow.bench.machine import machine_name
+from coeflow.trace.client import pct as percentile
+
+MIXED_SERVERS = ("coeflow", "static", "baseline")
+WORDS = ("select name from users where id group by order limit def return class import ls grep awk the fox "
+         "count sum table file list print loop value").split()
+
+
+@dataclass(frozen=True)
+class MixedRequest:
+    at_s: float  # arrival, from the start
+    expert: str
+    prompt: str
+    max_tokens: int
+    shared: bool  # opens with the shared system text
+
+
+@dataclass
+class MixedResult:
+    requests_per_s: float
+    ttft_p50_s: float
+    ttft_p99_s: float
+    tpot_p50_s: float
+    tpot_p99_s: float
+    completed: int
+    failed: int
+    wall_s: float
+    ttft_shared_p50_s: float  # requests that open with the shared system text
+    ttft_unshared_p50_s: float
+
+
+def mixed_trace(experts: list[str], requests: int, rate: float, context: int, count: Callable[[str], int],
+                seed: int = 0, zipf_s: float = 1.0, system_tokens: int = 200) -> list[MixedRequest]:
+    """`count(text)`: the prompt's tokens as the experts' tokenizer counts them (the shared
+    system text is grown to `system_tokens`, and no request asks for more than its context)."""
+    rng = random.Random(seed)
+    names = list(experts)
+    rng.shuffle(names)  # popularity independent of the CoE file's order
+    weights = [1 / (k + 1) ** zipf_s for k in range(len(names))]
+    words: list[str] = []
+    while count(" ".join(words)) < system_tokens:
+        words.append(rng.choice(WORDS))
+    system = " ".join(words)
+    out, t = [], 0.0
+    for _ in range(requests):
+        t += rng.expovariate(rate)
+        shared = rng.random() < 1 / 3
+        prompt = " ".join(rng.choices(WORDS, k=rng.randint(4, 24)))
+        prompt = f"{system}\n{prompt}" if shared else prompt
+        n = int(math.exp(rng.uniform(math.log(8), math.log(512))))
+        out.append(MixedRequest(t, rng.choices(names, weights)[0], prompt,
+                                max(1, min(n, context - count(prompt) - 4)), shared))
+    return out
+
+
+async def _play(url: str, trace: list[MixedRequest]) -> MixedResult:
+    from openai import AsyncOpenAI
+    client = AsyncOpenAI(base_url=url, api_key="bench", max_retries=0, timeout=900)
+    ttft: list[tuple[float, bool]] = []
+    tpot: list[float] = []
+    failed = 0
+    start = time.perf_counter()
+
+    async def one(r: MixedRequest) -> None:
+        nonlocal failed
+        await asyncio.sleep(max(0.0, start + r.at_s - time.perf_counter()))
+        t0 = time.perf_counter()
+        first = last = reason = None
+        n = 0
+        try:
+            stream = await client.completions.create(model=r.expert, prompt=r.prompt, max_tokens=r.max_tokens,
+                                                     temperature=0, stream=True, extra_body={"ignore_eos": True})
+            async for chunk in stream:
+                if chunk.choices and chunk.choices[0].text:
+                    last = time.perf_counter()
+                    first = first or last
+                    n += 1
+                if chunk.choices and chunk.choices[0].finish_reason:
+                    reason = chunk.choices[0].finish_reason
+        except Exception:  # noqa: BLE001  any error is a failed request, counted
+            failed += 1
+            return
+        if reason is None or first is None:
+            failed += 1
+            return
+        ttft.append((first - t0, r.shared))
+        if n > 1:
+            tpot.append((last - first) / (n - 1))
+
+    await asyncio.gather(*(one(r) for r in trace))
+    wall = time.perf_counter() - start
+    await client.close()
+
+    def pct(xs: list[float], q: float) -> float:
+        p = percentile(sorted(xs), q)
+        return float("nan") if p is None else p
+    all_ttft = [t for t, _ in ttft]
+    return MixedResult(len(ttft) / wall, pct(all_ttft, 0.5), pct(all_ttft, 0.99), pct(tpot, 0.5), pct(tpot, 0.99),
+                       len(ttft), failed, wall, pct([t for t, s in ttft if s], 0.5),
+                       pct([t for t, s in ttft if not s], 0.5))
+
+
+def _play_blocking(url: str, trace: list[MixedRequest]) -> MixedResult:
+    return asyncio.run(_play(url, trace))
+
+
+def run_mixed(coe: Path, requests: int = 200, rate: float = 4.0, engine: str = "fused", seed: int = 0,
+              baseline_slots: int = 2, servers: tuple[str, ...] = MIXED_SERVERS,
+              progress: Callable[[str], None] = lambda s: None) -> dict:
+    from coeflow.bench.naive_store import ReloadingStore
+    from coeflow.coefile import load_coe
+    from coeflow.model import ModelConfig, Tokenizer, resolve_device
+    from coeflow.server import ServerOptions, build_server, serving
+    spec = load_coe(coe)
+    context = min(ModelConfig.from_dir(e.path).max_position_embeddings for e in spec.experts)
+    tokenizers = [Tokenizer.from_dir(e.path) for e in spec.experts]
+
+    def count(text: str) -> int:
+        return max(len(t.encode(text)) for t in tokenizers)
+    trace = mixed_trace(spec.expert_names, requests, rate, context, count, seed)
+    report: dict = {"machine": machine_name(), "workload": "mixed", "coe": str(coe), "requests": requests,
+                    "rate_per_s": rate, "engine": engine, "servers": [s for s in MIXED_SERVERS if s in servers],
+                    "shared_requests": sum(r.shared for r in trace),
+                    "output_tokens_mean": sum(r.max_tokens for r in trace) / len(trace)}
+    pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+    try:
+        for label in report["servers"]:
+            opts = ServerOptions(fused=engine == "fused", schedule="continuous" if label == "coeflow" else "static")
+            naive = (ReloadingStore(spec, baseline_slots, device=str(resolve_device(opts.device)))
+                     if label == "baseline" else None)
+            srv = build_server(coe, opts, store=naive)
+            warm, srv.warm_up = srv.warm_up, []  # compiled below, before the clock starts
+            with serving(srv) as url:
+                progress(f"{label}: warm-up")
+                srv.scheduler.warm_up(warm)
+                pool.submit(_play_blocking, url, mixed_trace(spec.expert_names, 8, 100.0, context, count, seed + 1)).result()
+                progress(f"{label}: {requests} requests at {rate}/s")
+                report[label] = asdict(pool.submit(_play_blocking, url, trace).result())
+        return report
+    finally:
+        pool.shutdown()
+
+
+def format_mixed(r: dict) -> str:
+    lines = [f"machine: {r['machine']}",
+             f"mixed workload on {r['coe']}: {r['requests']} requests, Poisson at {r['rate_per_s']}/s, "
+             f"{r['shared_requests']} with a shared 200-token system text, outputs 8-512 tokens "
+             f"(mean {r['output_tokens_mean']:.0f}), engine {r['engine']}",
+             f"{'':10} {'req/s':>7} {'TTFT p50':>9} {'TTFT p99':>9} {'TPOT p50':>9} {'TPOT p99':>9} {'done':>5} "
+             f"{'failed':>6}"]
+    for label in r["servers"]:
+        x = r[label]
+        lines.append(f"{label:10} {x['requests_per_s']:7.2f} {x['ttft_p50_s']:8.3f}s {x['ttft_p99_s']:8.3f}s "
+                     f"{x['tpot_p50_s'] * 1e3:7.1f}ms {x['tpot_p99_s'] * 1e3:7.1f}ms {x['completed']:5d} "
+                     f"{x['failed']:6d}")
+    if "coeflow" in r and "static" in r:
+        c, s = r["coeflow"], r["static"]
+        lines.append(f"coeflow vs static: {c['requests_per_s'] / s['requests_per_s']:.2f}x req/s, p99 TTFT "
+                     f"{c['ttft_p99_s'] / s['ttft_p99_s']:.2f}x, p99 TPOT {c['tpot_p99_s'] / s['tpot_p99_s']:.2f}x")
+    return "\n".join(lines)
