@@ -106,3 +106,40 @@ def test_two_experts_keep_their_sequences_while_the_other_runs(tmp_path):
                 for _ in engine.decode(live, 3):
                     pass
     assert {n: [s.completion.token_ids for s in ss] for n, ss in seqs.items()} == want
+
+
+def test_a_shared_prefix_is_prefilled_once_and_gives_the_tokens_of_a_full_prefill(tmp_path):
+    """Prompts that open with the same 40 tokens: the second takes the first's two whole
+    blocks from the prefix cache (its 8 remaining tokens prefilled), and both get the tokens
+    they get with a cold cache. Another expert's key finds nothing; an unused cached block is
+    counted free and taken back when the pool needs it."""
+    path = make_checkpoint(tmp_path / "a", "llama-gqa", seed=9)
+    engine = Engine.from_checkpoint(path, fused=True)
+    system = [1] + list(range(100, 139))  # 40 tokens: 2 whole blocks and 8 tokens of a third
+    prompts = [system + [5, 6, 7], system + [8, 9, 10, 11]]
+    params = SamplingParams(max_tokens=12, ignore_eos=True)
+    cold = [engine.generate([p], params)[0].token_ids for p in prompts]
+    free = engine.pool.free_blocks
+    first = engine.open(prompts[0], params, prefix="a")
+    assert first.prefilled == 0
+    engine.prefill(first)
+    second = engine.open(prompts[1], params, prefix="a")
+    assert second.prefilled == 32 and second.blocks[:2] == first.blocks[:2]
+    other = engine.open(prompts[1], params, prefix="b")
+    assert other.prefilled == 0
+    engine.close(other)
+    engine.prefill(second)
+    for s in (first, second):
+        for _ in engine.decode([s], params.max_tokens):
+            pass
+    assert [first.completion.token_ids, second.completion.token_ids] == cold
+    engine.close(first)
+    engine.close(second)
+    assert engine.pool.free_blocks == free and engine.pool.cached_blocks == 2
+    again = engine.open(prompts[0], params, prefix="a")  # the cache outlives the sequences
+    assert again.prefilled == 32
+    engine.close(again)
+    everything = engine.pool.allocate(engine.pool.free_blocks)  # the cached blocks are taken back
+    assert engine.pool.cached_blocks == 0
+    engine.pool.release(everything)
+    assert engine.open(prompts[0], params, prefix="a").prefilled == 0

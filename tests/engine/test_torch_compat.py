@@ -41,6 +41,26 @@ def test_the_recompile_limit_is_raised_and_never_lowered():
         config.recompile_limit = before
 
 
+def test_the_recompile_limit_raised_in_a_thread_holds_for_that_thread():
+    """Dynamo's config is per thread (torch 2.13): the runner raises the limit in the thread
+    that compiles, a server's worker, which then compiles more variants than the default 8."""
+    import threading
+    f = torch.compile(lambda x: x * 2, fullgraph=True, dynamic=False)
+    errors: list[BaseException] = []
+
+    def compile_many() -> None:
+        try:
+            torch_compat.raise_recompile_limit(64)
+            for n in range(1, 13):
+                f(torch.ones(n))
+        except Exception as e:  # noqa: BLE001
+            errors.append(e)
+    t = threading.Thread(target=compile_many)
+    t.start()
+    t.join()
+    assert errors == []
+
+
 def test_guards_on_the_module_argument_are_named_after_it_and_dropped():
     """Dynamo names the guards on an argument after it ("model", "model._modules[...]"): the
     filter drops exactly those, so a module whose tensors change (an expert attached) reuses

@@ -205,6 +205,8 @@ def _counters(url: str, expert: str) -> dict[str, float]:
                 out[f"{s.name},{s.labels['source_tier']}"] = s.value
             elif family.name == "coeflow_kv_blocks" and expert in s.labels["experts"].split(","):
                 out[f"{s.name},state={s.labels['state']}"] = s.value
+            elif family.name == "coeflow_prefix_tokens" and expert in s.labels["experts"].split(","):
+                out[f"{s.name},kind={s.labels['kind']}"] = s.value
             elif family.name == "coeflow_batch_steps":
                 out["coeflow_batch_steps_total"] = out.get("coeflow_batch_steps_total", 0) + s.value
     return out
@@ -240,3 +242,4 @@ def test_metrics_count_requests_tokens_and_latency(live, client):
     assert after["coeflow_running"] == 0 and after["coeflow_kv_blocks,state=used"] == 0  # every block back
     assert after["coeflow_kv_blocks,state=free"] > 0
     assert grew("coeflow_batch_steps_total") >= max(sent)  # one request alone takes a step a token
+    assert grew("coeflow_prefix_tokens_total,kind=prompt") == sum(prompts)

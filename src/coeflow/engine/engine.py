@@ -81,6 +81,8 @@ class Sequence:
     generator: torch.Generator | None = None
     failure: Exception | None = None  # met while choosing this sequence's token: it ends
     prefilled: int = 0  # prompt tokens whose keys are in the pool
+    digests: list[bytes] = field(default_factory=list)  # of its prompt's whole blocks (prefix reuse)
+    reused: int = 0  # leading blocks taken from the prefix cache, not prefilled
     started: float = 0.0  # perf_counter when its prefill began
     last: float = 0.0  # perf_counter of its latest token
 
@@ -163,6 +165,7 @@ class Engine:
         self.kv_cache_budget = kv_cache_budget
         self._pool: KVPool | None = None
         self._pool_lock = threading.Lock()
+        self.prompt_tokens = self.reused_tokens = 0  # of sequences opened; reused: from the prefix cache
         self.loaded: str | None = None  # name of the weights now attached
         self._attached: dict[str, Tensor] = {}  # the tensors now attached, by name
 
@@ -294,14 +297,28 @@ class Engine:
         return self.pool.blocks_for(len(prompt) + params.max_tokens)
 
     def open(self, prompt: list[int], params: SamplingParams, eos_ids: set[int] | frozenset[int] = frozenset(),
-             detokenize: Callable[[list[int]], str] | None = None, index: int = 0) -> Sequence:
+             detokenize: Callable[[list[int]], str] | None = None, index: int = 0,
+             prefix: str | None = None) -> Sequence:
         """A new sequence with the blocks its prompt and max_tokens need, taken now
         (InvalidRequestError when it can never run, or when the pool has no room for it now:
-        ask `blocks_needed` against `pool.free_blocks` first to wait instead)."""
+        ask `blocks_needed` against `pool.free_blocks` first to wait instead). With `prefix`
+        (the key of the weights attached when it runs: the expert's name), the leading whole
+        blocks of its prompt that an earlier sequence of that key prefilled are taken from the
+        pool's prefix cache instead of being prefilled, and its own are cached once prefilled."""
         self.check(prompt, params)
-        blocks = self.pool.allocate(self.blocks_needed(prompt, params))
+        pool = self.pool
+        digests = pool.digests(prefix, prompt) if prefix is not None else []
+        reused = pool.reuse(digests[:(len(prompt) - 1) // pool.block_size])  # the last token is computed
+        try:
+            blocks = reused + pool.allocate(self.blocks_needed(prompt, params) - len(reused))
+        except InvalidRequestError:
+            pool.release(reused)
+            raise
         seq = Sequence(index, list(prompt), params, blocks, frozenset(eos_ids), Completion(prompt_tokens=len(prompt)),
-                       TextStream(detokenize, params.stop) if detokenize else None)
+                       TextStream(detokenize, params.stop) if detokenize else None,
+                       prefilled=len(reused) * pool.block_size, digests=digests, reused=len(reused))
+        self.prompt_tokens += len(prompt)
+        self.reused_tokens += seq.prefilled
         try:
             seq.generator = params.generator()
         except Exception as e:  # noqa: BLE001  one sequence's own parameters: it fails alone
@@ -322,7 +339,7 @@ class Engine:
         if not self._attached:
             raise InvalidRequestError("no weights loaded into the engine")
         now = time.perf_counter()
-        if seq.prefilled == 0:
+        if not seq.started:
             seq.started = now
         start = seq.prefilled
         end = len(seq.prompt) if budget is None else min(len(seq.prompt), start + max(1, budget))
@@ -335,6 +352,8 @@ class Engine:
         seq.prefilled = end
         if end < len(seq.prompt):
             return None
+        for i in range(seq.reused, len(seq.digests)):  # its whole prompt blocks, for later prompts
+            pool.register(seq.blocks[i], seq.digests[i])
         if seq.params.greedy:
             token = argmax_rows(logits[None], 1)[0]
         else:

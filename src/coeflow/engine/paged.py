@@ -5,12 +5,21 @@ grows, not the room of the longest sequence it is batched with, and attention ma
 alone (a key at a position after the query's is not read).
 
 Block 0 is never handed out: the padding rows of a batch point at it, write their keys there
-and read them back, harmlessly. The pool is an nn.Module so its tensors are buffers: compiled
+and read them back, harmlessly.
+
+Prefix reuse: a block filled wholly by a prompt is registered under a digest chained over
+everything before it (and the expert's key: keys depend on the weights), so a later prompt
+that starts the same way takes those blocks instead of prefilling them. A registered block is
+never written again (a sequence reuses only blocks before the one its last prompt token is
+in, and decodes past its prompt); when no sequence uses it, it stays cached, and is taken
+back, least recently used first, only when the free list is empty. The pool is an nn.Module so its tensors are buffers: compiled
 steps and CUDA graphs take them as inputs that a step updates in place."""
 
 from __future__ import annotations
 
+import hashlib
 import math
+from collections import OrderedDict
 
 import torch
 from torch import Tensor, nn
@@ -41,6 +50,10 @@ class KVPool(nn.Module):
         self.register_buffer("rope_cos", cos)
         self.register_buffer("rope_sin", sin)
         self._free = list(range(num_blocks - 1, 0, -1))  # a stack: the lowest block comes first
+        self._cached: dict[bytes, int] = {}  # prefix digest -> block
+        self._digest: dict[int, bytes] = {}  # block -> its digest, for registered blocks
+        self._users: dict[int, int] = {}  # registered block -> sequences using it
+        self._idle: OrderedDict[int, None] = OrderedDict()  # registered blocks nobody uses, LRU first
 
     @staticmethod
     def bytes_per_block(cfg: ModelConfig, dtype: torch.dtype, block_size: int = BLOCK_SIZE) -> int:
@@ -57,20 +70,68 @@ class KVPool(nn.Module):
 
     @property
     def free_blocks(self) -> int:
-        return len(self._free)
+        """Blocks a sequence may take now: the free ones and the cached ones no sequence uses."""
+        return len(self._free) + len(self._idle)
+
+    @property
+    def cached_blocks(self) -> int:
+        return len(self._digest)
 
     def blocks_for(self, tokens: int) -> int:
         return math.ceil(tokens / self.block_size)
 
     def allocate(self, n: int) -> list[int]:
-        """`n` free blocks, now the caller's; refused when fewer are free."""
-        if n > len(self._free):
-            raise InvalidRequestError(f"the KV cache has {len(self._free)} free blocks of {self.block_size} "
+        """`n` blocks, now the caller's: free ones first, then cached ones nobody uses (least
+        recently used first, forgotten); refused when fewer are there."""
+        if n > self.free_blocks:
+            raise InvalidRequestError(f"the KV cache has {self.free_blocks} free blocks of {self.block_size} "
                                       f"tokens; {n} are needed")
-        return [self._free.pop() for _ in range(n)]
+        out = []
+        for _ in range(n):
+            if self._free:
+                out.append(self._free.pop())
+            else:
+                block, _ = self._idle.popitem(last=False)
+                del self._cached[self._digest.pop(block)], self._users[block]
+                out.append(block)
+        return out
 
     def release(self, blocks: list[int]) -> None:
-        self._free.extend(reversed(blocks))
+        for b in reversed(blocks):
+            if b in self._users:
+                self._users[b] -= 1
+                if self._users[b] == 0:
+                    self._idle[b] = None
+            else:
+                self._free.append(b)
+
+    def digests(self, key: str, tokens: list[int]) -> list[bytes]:
+        """The chained digest of each whole block of `tokens`, for the expert `key`."""
+        out, prev = [], hashlib.blake2b(key.encode(), digest_size=16).digest()
+        for i in range(len(tokens) // self.block_size):
+            chunk = tokens[i * self.block_size:(i + 1) * self.block_size]
+            prev = hashlib.blake2b(prev + b"".join(t.to_bytes(4, "little") for t in chunk), digest_size=16).digest()
+            out.append(prev)
+        return out
+
+    def reuse(self, digests: list[bytes]) -> list[int]:
+        """The cached blocks of the longest run of `digests` from the start, now also the
+        caller's (release them as any other)."""
+        out = []
+        for d in digests:
+            block = self._cached.get(d)
+            if block is None:
+                break
+            self._users[block] += 1
+            self._idle.pop(block, None)
+            out.append(block)
+        return out
+
+    def register(self, block: int, digest: bytes) -> None:
+        """A block the caller owns and has filled: cached under `digest` from now on (unless
+        another block holds that prefix already)."""
+        if digest not in self._cached and block not in self._digest:
+            self._cached[digest], self._digest[block], self._users[block] = block, digest, 1
 
     def table(self, sequences: list[list[int]], rows: int, width: int) -> Tensor:
         """The block tables of `sequences` as one int64 tensor [rows, width] on the pool's device;

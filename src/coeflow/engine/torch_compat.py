@@ -3,7 +3,8 @@ checks each of them, so that a torch release that changes one fails there, by na
 than somewhere inside a decode step.
 
 - Dynamo's limit on compiled variants per code object (`raise_recompile_limit`): each (batch,
-  cache length) bucket of a decode step is a variant of its own.
+  block table width) bucket of a decode step is a variant of its own. Dynamo's config is
+  per thread, so the limit is raised by the thread that compiles (a server's worker).
 - Dynamo's guard entries, by name (`skip_guards_on`): a decode step drops the guards on its
   skeleton argument, which its runner keeps consistent by construction.
 - Inductor called from a backend of our own (`GraphRecorder`), which keeps each graph it
@@ -20,6 +21,7 @@ from torch import Tensor
 
 
 def raise_recompile_limit(limit: int) -> None:
+    """In the calling thread: Dynamo reads its config per thread."""
     config = torch._dynamo.config
     config.recompile_limit = max(config.recompile_limit, limit)
 

@@ -51,7 +51,7 @@ class CoEServer:
             queue_depth=lambda: {n: self.scheduler.queued(n) for n in self.runtimes},
             running=lambda: {n: self.scheduler.running(n) for n in self.runtimes},
             tiers=lambda: {s.name: s.tier for s in self.store.status()},
-            kv_blocks=lambda: self.scheduler.backend.kv_blocks(),
+            kv_stats=lambda: self.scheduler.backend.kv_stats(),
             step_rows=lambda: dict(self.scheduler.step_rows)))
 
 

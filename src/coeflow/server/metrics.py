@@ -15,12 +15,12 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2
 @dataclass
 class LiveSources:
     """What the gauges read at scrape time: requests waiting and running per expert, each
-    expert's tier, KV blocks (used, free) per model shape (labelled by its experts), and the
-    steps run at each batch size (rows)."""
+    expert's tier, each model shape's KV cache (labelled by its experts: RealBackend.kv_stats),
+    and the steps run at each batch size (rows)."""
     queue_depth: Callable[[], dict[str, int]]
     running: Callable[[], dict[str, int]]
     tiers: Callable[[], dict[str, str]]
-    kv_blocks: Callable[[], dict[str, tuple[int, int]]]
+    kv_stats: Callable[[], dict[str, dict[str, int]]]
     step_rows: Callable[[], dict[int, int]]
 
 
@@ -39,12 +39,18 @@ class _Live:
         for name, n in self.src.running().items():
             run.add_metric([name], n)
         yield run
-        kv = GaugeMetricFamily("coeflow_kv_blocks", "KV cache blocks of 16 tokens, per model shape (its experts)",
+        kv = GaugeMetricFamily("coeflow_kv_blocks", "KV cache blocks of 16 tokens, per model shape (its experts): "
+                               "used, free (cached ones nobody uses included), cached (a prefix to reuse)",
                                labels=["experts", "state"])
-        for experts, (used, free) in self.src.kv_blocks().items():
-            kv.add_metric([experts, "used"], used)
-            kv.add_metric([experts, "free"], free)
+        prefix = CounterMetricFamily("coeflow_prefix_tokens", "prompt tokens of the sequences opened, and those "
+                                     "taken from the prefix cache instead of prefilled", labels=["experts", "kind"])
+        for experts, st in self.src.kv_stats().items():
+            for state in ("used", "free", "cached"):
+                kv.add_metric([experts, state], st[state])
+            prefix.add_metric([experts, "prompt"], st["prompt_tokens"])
+            prefix.add_metric([experts, "reused"], st["reused_tokens"])
         yield kv
+        yield prefix
         rows = CounterMetricFamily("coeflow_batch_steps", "batch steps run, by the sequences they ran", labels=["rows"])
         for n, count in sorted(self.src.step_rows().items()):
             rows.add_metric([str(n)], count)

@@ -151,8 +151,10 @@ class RealBackend:
                 self._batches[expert] = RealBatch(expert, engine, self.runtimes[expert])
             return self._batches[expert]
 
-    def kv_blocks(self) -> dict[str, tuple[int, int]]:
-        """KV blocks (used, free) of each model shape's cache made so far, keyed by its experts."""
+    def kv_stats(self) -> dict[str, dict[str, int]]:
+        """Each model shape's KV cache made so far, keyed by its experts: blocks used, free and
+        cached (a prefix other prompts may reuse), prompt tokens of the sequences opened and
+        how many of them came from the prefix cache."""
         with self._lock:
             by_engine: dict[int, list[str]] = {}
             for name, b in self._batches.items():
@@ -160,9 +162,13 @@ class RealBackend:
             engines = {id(b.engine): b.engine for b in self._batches.values()}
         out = {}
         for key, names in by_engine.items():
-            pool = engines[key].made_pool
+            engine = engines[key]
+            pool = engine.made_pool
             if pool is not None:
-                out[",".join(sorted(names))] = (pool.num_blocks - 1 - pool.free_blocks, pool.free_blocks)
+                out[",".join(sorted(names))] = {
+                    "used": pool.num_blocks - 1 - pool.free_blocks, "free": pool.free_blocks,
+                    "cached": pool.cached_blocks, "prompt_tokens": engine.prompt_tokens,
+                    "reused_tokens": engine.reused_tokens}
         return out
 
     def route_s(self, batch: int, prompt: int) -> float:

@@ -63,7 +63,6 @@ class CompiledRunner(StepRunner):
         self._calls: dict[tuple, _DirectCall] = {}  # by the step's input shapes
         self.failed = False
         self.direct_steps = 0  # steps that skipped Dynamo (the tests check the path is taken)
-        torch_compat.raise_recompile_limit(RECOMPILE_LIMIT)
 
     @property
     def compiled(self) -> bool:
@@ -116,6 +115,7 @@ class CompiledRunner(StepRunner):
             self.direct_steps += 1
             return call(tokens, positions, blocks)
         args = (self.model, pool, tokens, positions, blocks)
+        torch_compat.raise_recompile_limit(RECOMPILE_LIMIT)  # in this thread, which may compile
         if self._recorder is None:
             return self._step(*args)
         self._recorder.expect(key, args)
