@@ -55,6 +55,7 @@ class FakeBackend:
         self.moves: list[tuple[str, str, str, int]] = []
         self.reserved: tuple[int, int] | None = None
         self.steps: list[tuple[str, Any, int, int]] = []  # (expert, weights, rows, longest prompt) a step
+        self.warmed: list[tuple[str, str, int]] = []  # (expert, whose weights, max rows) a warm-up
         self._batches: dict[str, FakeBatch] = {}
         self._lock = threading.Lock()
 
@@ -130,6 +131,10 @@ class FakeBatch:
 
     def pause(self) -> None:
         pass
+
+    def warm(self, resident, max_rows: int) -> int:
+        self.b.warmed.append((self.expert, resident.weights["expert"], max_rows))
+        return max_rows
 
 
 def fake_coe(root: Path, names, **extra: dict) -> CoEFile:

@@ -107,15 +107,19 @@ def test_the_pure_rooms_import_neither_the_real_backend_nor_the_engine_nor_the_b
     assert out.stdout.strip() == "[]"
 
 
-def test_warm_up_runs_every_batch_size_and_length_before_traffic(tmp_path):
-    """Each (shape, batch, cache length) compiles on first use: warm-up must run them all,
-    each batch size as one batch; unknown experts are refused before anything is queued."""
-    b = FakeBackend({"a": 1})
-    store = ExpertStore(fake_coe(tmp_path, ["a"]), b, device_mem=None, host_mem=None)
-    sched = Scheduler(store, b, ["a"], max_batch=3, warm_lengths=(4, 40))
+def test_warm_up_prepares_each_experts_step_shapes_on_the_worker_before_traffic(tmp_path):
+    """Warm-up runs on the worker, on each named expert's own weights, for batches up to
+    max_batch, before the requests queued behind it; unknown experts are refused before
+    anything is queued."""
+    b = FakeBackend({"a": 1, "b": 1})
+    store = ExpertStore(fake_coe(tmp_path, ["a", "b"]), b, device_mem=None, host_mem=None)
+    sched = Scheduler(store, b, ["a", "b"], max_batch=3)
+    order = []
+    sched.warm_up(["a", "b"], wait=False)  # queued before the worker starts, as the server does
+    sched.submit(GenRequest("a", [1], SimpleNamespace(max_tokens=1), lambda ev: order.append(type(ev).__name__)))
     sched.start()
     try:
-        sched.warm_up(["a"])
+        sched.warm_up(["b"])
         with pytest.raises(KeyError, match="zz"):
             sched.submit_all([GenRequest("a", [1], SimpleNamespace(max_tokens=1), lambda ev: None),
                               GenRequest("zz", [1], SimpleNamespace(max_tokens=1), lambda ev: None)])
@@ -123,9 +127,8 @@ def test_warm_up_runs_every_batch_size_and_length_before_traffic(tmp_path):
     finally:
         sched.stop(drain_s=5)
         store.close()
-    # two steps a batch (max_tokens 2), each batch size in one batch
-    assert [(n, p) for _, _, n, p in b.steps] == [(1, 2), (1, 2), (2, 2), (2, 2), (3, 2), (3, 2),
-                                                  (1, 38), (1, 38), (2, 38), (2, 38), (3, 38), (3, 38)]
+    assert b.warmed == [("a", "a", 3), ("b", "b", 3), ("b", "b", 3)]
+    assert order[-1] == "Finished" and len(b.steps) == 1  # the request ran, after the first warm-up
 
 
 def test_default_device_budget_is_asked_for_what_the_host_tier_can_hold(tmp_path):

@@ -75,6 +75,10 @@ class ExpertBatch(Protocol):
 
     def pause(self) -> None: ...
 
+    def warm(self, resident: Any, max_rows: int) -> int:
+        """Prepare every step shape a batch of up to `max_rows` can take (compile it), so none
+        is prepared on a request's path; returns how many."""
+
 
 class Clock(Protocol):
     def now(self) -> float: ...

@@ -277,6 +277,26 @@ class Engine:
             for s in seqs:
                 self.close(s)
 
+    @torch.inference_mode()
+    def warm(self, max_rows: int) -> int:
+        """Run one decode step of every shape a batch of up to `max_rows` sequences can take
+        (row buckets x block-table widths up to the pool's longest sequence), on the weights
+        attached now, so that no step compiles on a request's path. The rows are padding:
+        block 0 only is written. Returns the shapes run."""
+        pool = self.pool
+        dev = self.device
+        widths, w = [], MIN_TABLE_WIDTH
+        while True:
+            widths.append(w)
+            if w >= pool.blocks_for(pool.max_positions):
+                break
+            w *= 2
+        shapes = [(r, w) for r in BATCH_BUCKETS if r <= _bucket(max_rows, BATCH_BUCKETS) for w in widths]
+        for rows, width in shapes:
+            tokens, positions = (torch.zeros(rows, 1, dtype=torch.long, device=dev) for _ in range(2))  # not one
+            self.runner.step(pool, tokens, positions, torch.zeros(rows, width, dtype=torch.long, device=dev))  # tensor
+        return len(shapes)
+
     # -- one sequence at a time, between steps ----------------------------------------------
     def check(self, prompt: list[int], params: SamplingParams) -> None:
         """Refuse what this engine can never run (InvalidRequestError, saying why)."""

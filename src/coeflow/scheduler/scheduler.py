@@ -109,14 +109,12 @@ class Scheduler:
 
     def __init__(self, store: Store, backend: "ServingBackend", experts: Iterable[str], *, max_batch: int = MAX_BATCH,
                  max_queue: int = MAX_QUEUE, max_wait_s: float = MAX_WAIT_S, slice_s: float = SLICE_S,
-                 prefill_chunk: int = PREFILL_CHUNK, schedule: str = "continuous",
-                 warm_lengths: tuple[int, ...] = (4,)):
+                 prefill_chunk: int = PREFILL_CHUNK, schedule: str = "continuous"):
         if schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, not {schedule!r}")
         self.store, self.backend, self.clock = store, backend, backend.clock
         self.max_batch, self.max_queue, self.max_wait_s = max_batch, max_queue, max_wait_s
         self.slice_s, self.prefill_chunk, self.static = slice_s, max(1, prefill_chunk), schedule == "static"
-        self.warm_lengths = warm_lengths  # prompt + output tokens of the requests warm_up runs
         self._queues: dict[str, deque[GenRequest]] = {name: deque() for name in experts}
         self._live: dict[str, list[GenRequest]] = {name: [] for name in self._queues}
         self._stepped: dict[str, float] = {}  # when each expert's running sequences last stepped
@@ -124,6 +122,7 @@ class Scheduler:
         self._ready_at: dict[str, float] = {}  # when each expert's latest prefetch finished
         self._prefetch_to = prefetch_tier(backend.device_copies)
         self._cond = threading.Condition()
+        self._jobs: deque[Callable[[], None]] = deque()  # run by the worker between two steps (warm-up)
         self._stopping = False
         self._cut: set[int] = set()  # ids of running requests the shutdown's deadline stopped
         self.step_rows: dict[int, int] = {}  # steps run, by the sequences in the batch
@@ -189,29 +188,32 @@ class Scheduler:
         if self._thread.is_alive():
             self._thread.join(timeout=max(drain_s, 1.0))
 
-    def warm_up(self, experts: list[str]) -> None:
-        """Run each expert at every batch size up to max_batch and every length in
-        `warm_lengths`, before traffic: the decode step compiles on first use of each (shape,
-        batch, block table width) bucket, and no user should wait for the compiler. Skipped,
-        with a warning, when the queue is too full to take a warm-up batch."""
-        from coeflow.engine import SamplingParams
-        params = SamplingParams(max_tokens=2, ignore_eos=True)
-        for name in experts:
-            for length in self.warm_lengths:
-                for size in range(1, self.max_batch + 1):
-                    left = threading.Semaphore(0)
+    def warm_up(self, experts: list[str], wait: bool = True) -> None:
+        """Before traffic: on the worker (the only thread that runs the engines), prepare every
+        decode step shape a batch of up to max_batch can take on each expert's engine (the
+        step compiles on first use of a shape, and no user should wait for the compiler).
+        The worker does this before any request; requests that arrive meanwhile queue. With
+        `wait`, returns when done. An expert that cannot be loaded is skipped with a warning
+        (its requests will say why)."""
+        done = threading.Event()
+        with self._cond:
+            self._jobs.append(lambda: self._warm(experts, done))
+            self._cond.notify_all()
+        while wait and not done.wait(0.1):
+            if not self._thread.is_alive():
+                return
 
-                    def done(ev: Event, left: threading.Semaphore = left) -> None:
-                        if isinstance(ev, (Finished, Failed)):
-                            left.release()
-                    try:
-                        self.submit_all([GenRequest(name, [0] * max(1, length - 2), params, done)
-                                         for _ in range(size)])
-                    except (QueueFullError, ShuttingDownError) as e:
-                        log.warning("warm-up of %s stopped: %s", name, e)
-                        return
-                    for _ in range(size):
-                        left.acquire()
+    def _warm(self, experts: list[str], done: threading.Event) -> None:
+        try:
+            for name in experts:
+                try:
+                    with self.store.acquire(name) as lease:
+                        n = self.backend.batch(name).warm(lease, self.max_batch)
+                    log.info("warm-up: %d decode step shapes ready for %s", n, name)
+                except Exception as e:  # noqa: BLE001  its own requests will fail with the reason
+                    log.warning("warm-up of %s failed: %s", name, e)
+        finally:
+            done.set()
 
     # -- worker ---------------------------------------------------------------------------
     def _prefetch(self, expert: str) -> None:
@@ -252,12 +254,18 @@ class Scheduler:
         while True:
             with self._cond:
                 while True:
+                    job = self._jobs.popleft() if self._jobs else None
+                    if job is not None:
+                        break
                     if self._stopping and not self.queued() and not self.running():
                         return
                     expert = self._choose(None, 0.0)
                     if expert is not None:
                         break
                     self._cond.wait(0.05)
+            if job is not None:
+                job()
+                continue
             while expert is not None:
                 expert = self._serve(expert)
 

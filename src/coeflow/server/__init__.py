@@ -47,9 +47,9 @@ def _uvicorn(srv: "CoEServer", host: str, port: int, log_level: str) -> "uvicorn
 
     @contextlib.asynccontextmanager
     async def lifespan(_app):
+        if srv.warm_up:  # compiled by the worker before it takes any request; requests queue meanwhile
+            srv.scheduler.warm_up(srv.warm_up, wait=False)
         srv.scheduler.start()
-        if srv.warm_up:  # compile in the background; requests queue meanwhile
-            threading.Thread(target=srv.scheduler.warm_up, args=(srv.warm_up,), daemon=True).start()
         yield
         srv.store.close()
         getattr(srv.scheduler.backend, "close", lambda: None)()

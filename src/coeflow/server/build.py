@@ -58,10 +58,8 @@ def build_server(coe_path: str | Path, opts: ServerOptions, store=None) -> CoESe
         router = load_router_for_coe(coe)
     else:
         log.warning("%s: no trained router at %s; model 'coe' is unavailable", coe.source, coe.router_dir)
-    # warm the cache lengths of short requests and of those that leave max_tokens at its default
-    lengths = tuple(sorted({32, 16 + opts.limits.default_max_tokens}))
     scheduler = Scheduler(store, backend, coe.expert_names, max_batch=opts.max_batch, max_queue=opts.max_queue,
                           max_wait_s=opts.max_wait_s, slice_s=opts.slice_s, prefill_chunk=opts.prefill_chunk,
-                          schedule=opts.schedule, warm_lengths=lengths)
+                          schedule=opts.schedule)
     warm = [n for n in shapes.values() if health.failure(n) is None] if opts.warm_up and opts.fused else []
     return CoEServer(coe, store, scheduler, runtimes, router, health, opts.limits, opts.api_key, contexts, warm)

@@ -61,6 +61,13 @@ class RealBatch:
                 out += [(self._seqs[d.index][0], d) for d in deltas]
         return out
 
+    def warm(self, resident: Any, max_rows: int) -> int:
+        """Compile (or build) every decode step shape up to `max_rows` rows, on the expert's
+        weights: see Engine.warm."""
+        self.pause()
+        self.engine.set_weights(resident.weights, name=self.expert)
+        return self.engine.warm(max_rows)
+
     def _by_index(self) -> list[Sequence]:
         return [seq for _, seq in self._seqs.values()]
 
