@@ -48,11 +48,12 @@ def test_the_expert_on_the_device_keeps_it_for_its_slice_then_while_nobody_ready
     assert _next([W("a", 9.0, running=2)], "a", held_s=99) == "a"
 
 
-def test_the_device_goes_to_the_most_request_seconds_waiting():
-    # b: 1 request waiting 4 s; c: 6 requests (2 running, 4 queued) waiting 1 s
-    work = [W("b", 6.0, queued=1), W("c", 9.0, queued=4, running=2)]
-    assert _next(work) == "c"
-    assert _next([W("b", 2.0, queued=1), W("c", 9.0, queued=4, running=2)]) == "b"  # 8 s x 1 beats 1 s x 6
+def test_experts_with_work_take_turns_oldest_work_first():
+    # b: 1 request waiting since 6 s; c: 6 requests (2 running, 4 queued), oldest since 9 s
+    assert _next([W("b", 6.0, queued=1), W("c", 9.0, queued=4, running=2)]) == "b"
+    assert _next([W("b", 6.0, queued=1), W("c", 6.0, queued=4, running=2)]) == "c"  # a tie: the larger batch
+    # a running batch paused for another expert's slice gets the device back before newer work
+    assert _next([W("a", 7.0, running=3), W("b", 8.0, queued=9)], "b", held_s=2.0) == "a"
 
 
 def test_work_past_max_wait_or_a_draining_server_goes_first_even_if_its_expert_loads():

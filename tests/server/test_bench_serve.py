@@ -56,5 +56,6 @@ def test_bench_serve_mixed_completes_every_request_in_each_server(coe_file):
     assert report["servers"] == list(MIXED_SERVERS)
     for label in MIXED_SERVERS:
         block = report[label]
-        assert KEYS | {"tpot_p99_s"} <= set(block)
+        assert KEYS | {"tpot_p99_s", "prefix_hit_ttft_p50_s", "prefix_miss_ttft_p50_s"} <= set(block)
         assert (block["completed"], block["failed"]) == (8, 0), label
+        assert block["prefix_hit_ttft_p50_s"] > 0 and block["prefix_miss_ttft_p50_s"] > 0

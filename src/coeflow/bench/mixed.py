@@ -10,7 +10,9 @@ Open-loop Poisson arrivals at `rate` requests/s (set it near what the servers su
 it every queue grows, below it none forms), experts drawn Zipf-skewed, output lengths
 log-uniform between 8 and 512 tokens (capped by the expert's context), and a third of the
 requests opening with one shared 200-token system text. Each request streams through the
-official `openai` client from a process of its own; TTFT and TPOT are the client's."""
+official `openai` client from a process of its own; TTFT and TPOT are the client's. After the
+trace, on the idle server, 20 pairs of prompts of equal length, one opening with the shared
+text (its blocks cached) and one with a text never seen, measure what a prefix hit saves."""
 
 from __future__ import annotations
 
@@ -53,6 +55,17 @@ class MixedResult:
     wall_s: float
     ttft_shared_p50_s: float  # requests that open with the shared system text
     ttft_unshared_p50_s: float
+    # on the idle server after the trace, one request at a time, prompts of equal length:
+    prefix_hit_ttft_p50_s: float = float("nan")  # opening with the shared system text (cached)
+    prefix_miss_ttft_p50_s: float = float("nan")  # opening with a text of its length never seen
+
+
+def text_of(tokens: int, count: Callable[[str], int], rng: random.Random) -> str:
+    """Random words, grown until `count` says they are `tokens` tokens."""
+    words: list[str] = []
+    while count(" ".join(words)) < tokens:
+        words.append(rng.choice(WORDS))
+    return " ".join(words)
 
 
 def mixed_trace(experts: list[str], requests: int, rate: float, context: int, count: Callable[[str], int],
@@ -63,10 +76,7 @@ def mixed_trace(experts: list[str], requests: int, rate: float, context: int, co
     names = list(experts)
     rng.shuffle(names)  # popularity independent of the CoE file's order
     weights = [1 / (k + 1) ** zipf_s for k in range(len(names))]
-    words: list[str] = []
-    while count(" ".join(words)) < system_tokens:
-        words.append(rng.choice(WORDS))
-    system = " ".join(words)
+    system = text_of(system_tokens, count, rng)
     out, t = [], 0.0
     for _ in range(requests):
         t += rng.expovariate(rate)
@@ -126,13 +136,40 @@ async def _play(url: str, trace: list[MixedRequest]) -> MixedResult:
                        pct([t for t, s in ttft if not s], 0.5))
 
 
-def _play_blocking(url: str, trace: list[MixedRequest]) -> MixedResult:
-    return asyncio.run(_play(url, trace))
+async def _ttft(client, expert: str, prompt: str) -> float:
+    t0 = time.perf_counter()
+    stream = await client.completions.create(model=expert, prompt=prompt, max_tokens=2, temperature=0,
+                                             stream=True, extra_body={"ignore_eos": True})
+    first = None
+    async for chunk in stream:
+        if first is None and chunk.choices and chunk.choices[0].text:
+            first = time.perf_counter()
+    return (first or time.perf_counter()) - t0
+
+
+async def _prefix_pairs(url: str, pairs: list[tuple[str, str, str]]) -> tuple[float, float]:
+    """TTFT p50 of (expert, cached prompt, uncached prompt) pairs, one request at a time."""
+    from openai import AsyncOpenAI
+    client = AsyncOpenAI(base_url=url, api_key="bench", max_retries=0, timeout=900)
+    hits, misses = [], []
+    for expert, hit, miss in pairs:
+        hits.append(await _ttft(client, expert, hit))
+        misses.append(await _ttft(client, expert, miss))
+    await client.close()
+    return percentile(sorted(hits), 0.5), percentile(sorted(misses), 0.5)
+
+
+def _play_blocking(url: str, trace: list[MixedRequest], pairs: list[tuple[str, str, str]]) -> MixedResult:
+    result = asyncio.run(_play(url, trace))
+    if pairs:
+        result.prefix_hit_ttft_p50_s, result.prefix_miss_ttft_p50_s = asyncio.run(_prefix_pairs(url, pairs))
+    return result
 
 
 def run_mixed(coe: Path, requests: int = 200, rate: float = 4.0, engine: str = "fused", seed: int = 0,
-              baseline_slots: int = 2, servers: tuple[str, ...] = MIXED_SERVERS,
-              progress: Callable[[str], None] = lambda s: None) -> dict:
+              baseline_slots: int = 2, servers: tuple[str, ...] = MIXED_SERVERS, slice_s: float | None = None,
+              prefix_cache: bool = True, progress: Callable[[str], None] = lambda s: None) -> dict:
+    """`slice_s`, `prefix_cache`: coeflow's --slice (None: the server's default) and prefix cache."""
     from coeflow.bench.naive_store import ReloadingStore
     from coeflow.coefile import load_coe
     from coeflow.model import ModelConfig, Tokenizer, resolve_device
@@ -144,14 +181,23 @@ def run_mixed(coe: Path, requests: int = 200, rate: float = 4.0, engine: str = "
     def count(text: str) -> int:
         return max(len(t.encode(text)) for t in tokenizers)
     trace = mixed_trace(spec.expert_names, requests, rate, context, count, seed)
+    rng = random.Random(seed + 2)
+    shared = next((r for r in trace if r.shared), None)
+    system = shared.prompt.split("\n")[0] if shared else text_of(200, count, rng)
+    pairs = [(trace[i % len(trace)].expert, f"{system}\n{i} {rng.choice(WORDS)}",
+              f"{text_of(count(system), count, rng)}\n{i} {rng.choice(WORDS)}") for i in range(20)]
+    from coeflow.scheduler import SLICE_S
     report: dict = {"machine": machine_name(), "workload": "mixed", "coe": str(coe), "requests": requests,
+                    "slice_s": SLICE_S if slice_s is None else slice_s, "prefix_cache": prefix_cache,
                     "rate_per_s": rate, "engine": engine, "servers": [s for s in MIXED_SERVERS if s in servers],
                     "shared_requests": sum(r.shared for r in trace),
                     "output_tokens_mean": sum(r.max_tokens for r in trace) / len(trace)}
     pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
     try:
         for label in report["servers"]:
-            opts = ServerOptions(fused=engine == "fused", schedule="continuous" if label == "coeflow" else "static")
+            opts = ServerOptions(fused=engine == "fused", schedule="continuous" if label == "coeflow" else "static",
+                                 prefix_cache=prefix_cache or label != "coeflow",
+                                 **({"slice_s": slice_s} if slice_s is not None and label == "coeflow" else {}))
             naive = (ReloadingStore(spec, baseline_slots, device=str(resolve_device(opts.device)))
                      if label == "baseline" else None)
             srv = build_server(coe, opts, store=naive)
@@ -159,9 +205,11 @@ def run_mixed(coe: Path, requests: int = 200, rate: float = 4.0, engine: str = "
             with serving(srv) as url:
                 progress(f"{label}: warm-up")
                 srv.scheduler.warm_up(warm)
-                pool.submit(_play_blocking, url, mixed_trace(spec.expert_names, 8, 100.0, context, count, seed + 1)).result()
-                progress(f"{label}: {requests} requests at {rate}/s")
-                report[label] = asdict(pool.submit(_play_blocking, url, trace).result())
+                pool.submit(_play_blocking, url, mixed_trace(spec.expert_names, 8, 100.0, context, count, seed + 1),
+                            []).result()
+                progress(f"{label}: {requests} requests at {rate}/s, then 20 pairs of prompts with and without "
+                         "a cached prefix")
+                report[label] = asdict(pool.submit(_play_blocking, url, trace, pairs).result())
         return report
     finally:
         pool.shutdown()
@@ -179,6 +227,11 @@ def format_mixed(r: dict) -> str:
         lines.append(f"{label:10} {x['requests_per_s']:7.2f} {x['ttft_p50_s']:8.3f}s {x['ttft_p99_s']:8.3f}s "
                      f"{x['tpot_p50_s'] * 1e3:7.1f}ms {x['tpot_p99_s'] * 1e3:7.1f}ms {x['completed']:5d} "
                      f"{x['failed']:6d}")
+    for label in r["servers"]:
+        x = r[label]
+        lines.append(f"{label}: idle, a prompt opening with the cached 200-token text: TTFT p50 "
+                     f"{x['prefix_hit_ttft_p50_s'] * 1e3:.1f} ms; one of equal length never seen: "
+                     f"{x['prefix_miss_ttft_p50_s'] * 1e3:.1f} ms")
     if "coeflow" in r and "static" in r:
         c, s = r["coeflow"], r["static"]
         lines.append(f"coeflow vs static: {c['requests_per_s'] / s['requests_per_s']:.2f}x req/s, p99 TTFT "

@@ -96,6 +96,8 @@ def register(sub: argparse._SubParsersAction, help_text: str) -> None:
     s.add_argument("--coe", default=None, help="mixed: the CoE file to serve (default: the demo CoE in "
                                                 "./demo-coe, built if missing)")
     s.add_argument("--rate", type=float, default=4.0, help="mixed: arrivals per second (default 4)")
+    s.add_argument("--slice", type=float, default=None, dest="slice_s", metavar="SECONDS",
+                   help="mixed: coeflow's --slice (default: the server's)")
     s.add_argument("--requests", type=int, default=300, help="requests per run (default 300)")
     s.add_argument("--concurrency", type=int, default=16, help="concurrent clients (default 16)")
     s.add_argument("--experts", type=int, default=8, help="experts in the CoE (default 8)")
@@ -185,7 +187,8 @@ def _serve_mixed(args: argparse.Namespace) -> int:
         from coeflow.cli.demo import DEFAULT_DIR
         from coeflow.demo.build import build_demo
         coe = build_demo(DEFAULT_DIR).coe_file
-    report = run_mixed(Path(coe), requests=args.requests, rate=args.rate, engine=args.engine, progress=_progress)
+    report = run_mixed(Path(coe), requests=args.requests, rate=args.rate, engine=args.engine, slice_s=args.slice_s,
+                       progress=_progress)
     print(json.dumps(report, indent=2) if args.json else format_mixed(report))
     return 0
 

@@ -20,6 +20,9 @@ def add_server_options(p: argparse.ArgumentParser) -> None:
                    help="KV cache of each model shape, in blocks of 16 tokens its experts share (default 1GiB, "
                         "or what 64 full-context sequences need if less). A request waits for room; it is "
                         "refused only if it could never fit")
+    g.add_argument("--no-prefix-cache", dest="prefix_cache", action="store_false", default=ServerOptions.prefix_cache,
+                   help="prefill every prompt whole, instead of reusing the KV blocks of a prefix (a shared "
+                        "system prompt, a chat's history) that an earlier prompt to the same expert computed")
     g.add_argument("--policy", default=ServerOptions.policy, help="eviction policy of the tiers (default %(default)s)")
     e = p.add_argument_group("engine")
     e.add_argument("--dtype", default=ServerOptions.dtype, choices=["fp32", "bf16", "fp16"],
@@ -74,7 +77,7 @@ def server_options(args: argparse.Namespace):
     return ServerOptions(
         device_mem=parse_bytes(args.device_mem) if args.device_mem else None,
         host_mem=parse_bytes(args.host_mem) if args.host_mem else None,
-        kv_mem=parse_bytes(args.kv_mem) if args.kv_mem else None,
+        kv_mem=parse_bytes(args.kv_mem) if args.kv_mem else None, prefix_cache=args.prefix_cache,
         dtype=args.dtype, device=args.device, fused=args.engine == "fused", policy=args.policy,
         max_batch=args.max_batch, max_queue=args.max_queue, max_wait_s=args.max_wait,
         schedule=args.schedule, slice_s=args.slice_s, prefill_chunk=args.prefill_chunk,

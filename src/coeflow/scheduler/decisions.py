@@ -61,7 +61,7 @@ SCHEDULES = ("continuous", "static")
 class ExpertWork:
     """One expert with work, as the scheduler sees it between two steps."""
     name: str
-    since: float  # the oldest queued request's arrival, or when its running sequences last stepped
+    since: float  # when its work last had the device, or its oldest queued request's arrival if later
     queued: int
     running: int
     ready: bool  # its weights are where a step can start (else a load is still moving them)
@@ -78,11 +78,13 @@ def next_expert(work: Iterable[ExpertWork], current: str | None, held_s: float, 
 
     The expert on the device (`current`, held for `held_s`) keeps it for at least `slice_s`,
     and after that while no other ready expert has work. Then the device goes to the ready
-    expert with the most request-seconds waiting (age of its oldest work x its requests), so
-    a busy expert and a long-waiting one both get their turn. An expert whose load is still
-    moving is not chosen (a switch to it would stall the device), unless its work is older
-    than `max_wait_s`, or the server is draining: the bound on starvation. None: nothing can
-    run now."""
+    expert whose work has waited longest (since the expert last had the device, or since its
+    oldest queued request came if later; the one with more requests on a tie): experts with
+    work take turns, so none waits more than a slice of each of the others, and a request
+    once started is never paused for long. An expert whose load is still moving is not
+    chosen (a switch to it would stall the device), unless its work is older than
+    `max_wait_s`, or the server is draining: the bound on starvation. None: nothing can run
+    now."""
     cands = [w for w in work if w.runnable]
     if not cands:
         return None
@@ -96,7 +98,7 @@ def next_expert(work: Iterable[ExpertWork], current: str | None, held_s: float, 
     ready = [w for w in others if w.ready]
     if not ready:
         return current if cur is not None else None
-    return max(ready, key=lambda w: ((now - w.since) * (w.queued + w.running), -w.since, w.name)).name
+    return min(ready, key=lambda w: (w.since, -(w.queued + w.running), w.name)).name
 
 
 def next_expert_static(work: Iterable[ExpertWork], current: str | None, now: float, *, max_wait_s: float,

@@ -234,8 +234,9 @@ class Scheduler:
             live = self._live[name]
             if not q and not live:
                 continue
-            now = self.clock.now()
-            since = min(([q[0].arrival] if q else []) + ([self._stepped.get(name, now)] if live else []))
+            # waiting since it last had the device, or since its oldest request came if later
+            stepped = self._stepped.get(name)
+            since = max(q[0].arrival, stepped or q[0].arrival) if q else (stepped or self.clock.now())
             ready = name not in self._loads or self._loads[name].done()
             admissible = bool(q) and (len(live) < self.max_batch) and (not self.static or not live) \
                 and self.backend.batch(name).fits(q[0])

@@ -26,7 +26,8 @@ def build_server(coe_path: str | Path, opts: ServerOptions, store=None) -> CoESe
     from coeflow.store import ExpertStore
 
     coe = load_coe(coe_path)
-    backend = RealBackend(opts.dtype, opts.device, fused=opts.fused, kv_mem=opts.kv_mem)
+    backend = RealBackend(opts.dtype, opts.device, fused=opts.fused, kv_mem=opts.kv_mem,
+                          prefix_cache=opts.prefix_cache)
     if store is None:
         store = ExpertStore(coe, backend, device_mem=opts.device_mem, host_mem=opts.host_mem,
                             policy=opts.policy)

@@ -39,6 +39,7 @@ class ServerOptions:
     device_mem: int | None = None  # bytes; None = unlimited
     host_mem: int | None = None
     kv_mem: int | None = None  # bytes of each model shape's KV cache; None: the engine's default
+    prefix_cache: bool = True  # reuse the KV blocks of a prompt's prefix an earlier prompt computed
     dtype: str = "fp32"
     device: str = "auto"  # cuda if present, else cpu
     fused: bool = True  # the compiled decode step; False: eager PyTorch

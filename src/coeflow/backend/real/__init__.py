@@ -47,14 +47,17 @@ class ExpertRuntime:
 class RealBackend:
     """`dtype` and `device` are those the experts are served in ("auto": CUDA when present).
     `load_threads` read one checkpoint in parallel stripes; `fused` compiles the decode step;
-    `kv_mem`: bytes of the KV cache of each model shape (its experts share it)."""
+    `kv_mem`: bytes of the KV cache of each model shape (its experts share it); `prefix_cache`:
+    reuse the blocks of prompt prefixes computed before."""
 
     def __init__(self, dtype: str | torch.dtype = "fp32", device: str | torch.device = "cpu", *,
-                 fused: bool = True, load_threads: int = 4, kv_mem: int | None = None):
+                 fused: bool = True, load_threads: int = 4, kv_mem: int | None = None,
+                 prefix_cache: bool = True):
         self.dtype = parse_dtype(dtype)
         self.device = resolve_device(device) if isinstance(device, str) else device
         self.fused = fused
         self.kv_mem = kv_mem if kv_mem is not None else KV_CACHE_BUDGET
+        self.prefix_cache = prefix_cache
         self.load_threads = max(1, load_threads)
         self.clock = WallClock()
         self.runtimes: dict[str, ExpertRuntime] = {}
@@ -148,7 +151,7 @@ class RealBackend:
         engine = self.engine(self.runtimes[expert].config)
         with self._lock:  # the HTTP threads check requests against it as the worker steps
             if expert not in self._batches:
-                self._batches[expert] = RealBatch(expert, engine, self.runtimes[expert])
+                self._batches[expert] = RealBatch(expert, engine, self.runtimes[expert], self.prefix_cache)
             return self._batches[expert]
 
     def kv_stats(self) -> dict[str, dict[str, int]]:

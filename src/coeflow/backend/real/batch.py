@@ -1,10 +1,11 @@
 """An expert's running sequences on its shape's engine: the real backend's ExpertBatch.
 
 Jobs (the scheduler's GenRequests) join between steps; a step prefills up to a budget of
-prompt tokens of those that joined, in order, then decodes every prefilled one a token. Decoding runs through one
-`Engine.decode` iterator while the set of decoding sequences stays the same, so a runner
-that works ahead (greedy a step ahead on a GPU) keeps doing so; a join, a leave or a pause
-closes it and the next step opens another."""
+prompt tokens of those that joined, in order (a prefix an earlier prompt of the expert
+computed is reused, not prefilled), then decodes every prefilled one a token. Decoding runs
+through one `Engine.decode` iterator while the set of decoding sequences stays the same, so
+a runner that works ahead (greedy a step ahead on a GPU) keeps doing so; a join, a leave or
+a pause closes it and the next step opens another."""
 
 from __future__ import annotations
 
@@ -14,8 +15,9 @@ from coeflow.engine import Delta, Engine, Sequence
 
 
 class RealBatch:
-    def __init__(self, expert: str, engine: Engine, runtime: Any) -> None:
+    def __init__(self, expert: str, engine: Engine, runtime: Any, prefix_cache: bool = True) -> None:
         self.expert, self.engine, self.runtime = expert, engine, runtime
+        self.prefix = expert if prefix_cache else None  # the prefix cache's key: the expert's weights
         self._seqs: dict[int, tuple[Any, Sequence]] = {}  # by the sequence's index
         self._next = 0
         self._decoding: Iterator[list[Delta]] | None = None
@@ -32,7 +34,7 @@ class RealBatch:
 
     def admit(self, job: Any) -> None:
         seq = self.engine.open(job.prompt_ids, job.params, self.runtime.eos_ids, self.runtime.tokenizer.decode,
-                               index=self._next, prefix=self.expert)
+                               index=self._next, prefix=self.prefix)
         self._seqs[self._next] = (job, seq)
         self._next += 1
 
