@@ -53,16 +53,17 @@ class RecordedGraph:
 
     def inputs(self, args: tuple) -> list[Tensor] | None:
         """The graph's inputs for a call with `args`, or None where a source is missing."""
-        out = []
+        out, tensors = [], {}  # tensors: each module argument's, by name, gathered once
         for where, what in self.sources:
             if where == "arg":
                 out.append(args[what])
                 continue
-            named = dict(args[where].named_parameters(remove_duplicate=False))
-            named.update(args[where].named_buffers(remove_duplicate=False))
-            if what not in named:
+            if where not in tensors:
+                tensors[where] = dict(args[where].named_parameters(remove_duplicate=False))
+                tensors[where].update(args[where].named_buffers(remove_duplicate=False))
+            if what not in tensors[where]:
                 return None
-            out.append(named[what])
+            out.append(tensors[where][what])
         return out
 
 

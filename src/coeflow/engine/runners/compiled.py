@@ -115,6 +115,13 @@ class CompiledRunner(StepRunner):
             self.direct_steps += 1
             return call(tokens, positions, blocks)
         args = (self.model, pool, tokens, positions, blocks)
+        graph = self._recorder.graphs.get(key) if self._recorder is not None else None
+        if graph is not None:  # compiled for this layout before another expert was attached:
+            inputs = graph.inputs(args)  # the same graph, on the new weights, without Dynamo
+            if inputs is not None:
+                call = self._calls[key] = _DirectCall(graph, inputs)
+                self.direct_steps += 1
+                return call(tokens, positions, blocks)
         torch_compat.raise_recompile_limit(RECOMPILE_LIMIT)  # in this thread, which may compile
         if self._recorder is None:
             return self._step(*args)
