@@ -116,10 +116,9 @@ class Sequence:
 
     def take(self, token: int) -> Delta:
         """Add the step's token (an EOS ends the sequence without being added)."""
-        eos = self.eos
         c, text = self.completion, self.text
         reason = None
-        if token in eos and not self.params.ignore_eos:
+        if token in self.eos and not self.params.ignore_eos:
             reason, delta = "stop", text.flush() if text else ""
         else:
             c.token_ids.append(token)
