@@ -29,11 +29,10 @@ def _engine_with_blocks(path, dtype: str, prompts: list[list[int]]):
     engine = Engine.from_checkpoint(path, dtype=dtype, fused=True)
     assert isinstance(engine.runner, CpuReplayRunner)
     rows = 4 if len(prompts) > 2 else len(prompts)
-    owned = [engine.pool.allocate(4) for _ in prompts]
-    with torch.inference_mode():
-        for prompt, blocks in zip(prompts, owned):
-            engine._prefill(prompt, blocks)
-    return engine, engine.pool.table(owned, rows, 4)
+    seqs = [engine.open(prompt, SamplingParams(max_tokens=64 - len(prompt))) for prompt in prompts]  # 4 blocks
+    for seq in seqs:
+        engine.prefill(seq)
+    return engine, engine.pool.table([seq.blocks for seq in seqs], rows, 4)
 
 
 @needs_layer

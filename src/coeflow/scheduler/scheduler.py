@@ -234,9 +234,15 @@ class Scheduler:
             live = self._live[name]
             if not q and not live:
                 continue
-            # waiting since it last had the device, or since its oldest request came if later
+            # continuous: waiting since it last had the device, or since its oldest request came
+            # if later (experts take turns); static: since its oldest request came
             stepped = self._stepped.get(name)
-            since = max(q[0].arrival, stepped or q[0].arrival) if q else (stepped or self.clock.now())
+            if q and (self.static or stepped is None):
+                since = q[0].arrival
+            elif q:
+                since = max(q[0].arrival, stepped)
+            else:
+                since = stepped if stepped is not None else self.clock.now()
             ready = name not in self._loads or self._loads[name].done()
             admissible = bool(q) and (len(live) < self.max_batch) and (not self.static or not live) \
                 and self.backend.batch(name).fits(q[0])
