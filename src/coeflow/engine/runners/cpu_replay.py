@@ -19,7 +19,6 @@ from torch import Tensor
 
 from coeflow.engine.layers.cpu import CpuLayers, kernel_takes, layer_kernel_fits
 from coeflow.engine.paged import KVPool
-from coeflow.engine.runners.base import argmax_rows
 from coeflow.engine.runners.compiled import CompiledRunner
 from coeflow.model import kernels
 from coeflow.model.llama import Transformer
