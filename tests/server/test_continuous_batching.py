@@ -144,3 +144,23 @@ def test_cancelled_requests_give_their_blocks_back_at_once(coe_file, monkeypatch
         assert pool.free_blocks == free
     finally:
         _stop(srv)
+
+
+def test_a_request_longer_than_the_kv_cache_could_hold_is_a_400(coe_file):
+    """Refused at the door, naming the limit, and the server goes on serving."""
+    import httpx
+    import torch
+
+    from coe_fixture import start
+    from coeflow.engine.paged import KVPool
+    from coeflow.model import ModelConfig
+    cfg = ModelConfig.from_dir(coe_file.parent / "experts" / "sql")
+    srv, ctx = start(coe_file, kv_mem=6 * KVPool.bytes_per_block(cfg, torch.float32))  # 80 positions
+    with ctx as url:
+        r = httpx.post(f"{url}/completions", timeout=60,
+                       json={"model": "sql", "prompt": "select", "max_tokens": 100, "ignore_eos": True})
+        assert r.status_code == 400 and "KV pool" in r.json()["error"]["message"]
+        assert r.json()["error"]["param"] == "max_tokens"
+        ok = httpx.post(f"{url}/completions", timeout=60,
+                        json={"model": "sql", "prompt": "select", "max_tokens": 8, "ignore_eos": True})
+        assert ok.status_code == 200 and ok.json()["usage"]["completion_tokens"] == 8

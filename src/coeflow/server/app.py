@@ -18,7 +18,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 
 from coeflow.coefile import CoEFile
-from coeflow.engine import Delta
+from coeflow.engine import Delta, InvalidRequestError
 from coeflow.errors import CoeflowError
 from coeflow.scheduler import Failed, Finished, GenRequest, QueueFullError, Scheduler, ShuttingDownError, Started
 from coeflow.server.guard import ApiKey, openai_errors, read_json
@@ -247,6 +247,9 @@ def _submit(srv: CoEServer, expert: str, ids: list[int], req: ParsedRequest, arr
         raise APIError(429, str(e), "rate_limit_error", code="queue_full", headers={"Retry-After": "1"}) from None
     except ShuttingDownError as e:
         raise APIError(503, str(e), "service_unavailable") from None
+    except InvalidRequestError as e:  # e.g. longer than the expert's KV cache could ever hold
+        srv.metrics.requests.labels(expert, "rejected").inc()
+        raise APIError(400, f"expert {expert!r}: {e}", param="max_tokens") from None
     return gen
 
 
