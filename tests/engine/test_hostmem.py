@@ -48,7 +48,7 @@ def _a_plain_mapping_gets_huge_pages() -> bool:
     program would ask. With memory fragmented the kernel falls back to small pages for it too."""
     import ctypes
     import mmap
-    m = mmap.mmap(-1, 8 << 20)
+    m = mmap.mmap(-1, 8 << 20, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)  # private: shared is shmem
     try:
         m.madvise(mmap.MADV_HUGEPAGE)
         m.write(b"\1" * (8 << 20))
