@@ -28,6 +28,7 @@ from typing import Callable
 
 from coeflow.bench.machine import machine_name
 from coeflow.trace.client import pct as percentile
+from coeflow.trace.client import stream_completion
 
 MIXED_SERVERS = ("coeflow", "static", "baseline")
 WORDS = ("select name from users where id group by order limit def return class import ls grep awk the fox "
@@ -100,28 +101,18 @@ async def _play(url: str, trace: list[MixedRequest]) -> MixedResult:
     async def one(r: MixedRequest) -> None:
         nonlocal failed
         await asyncio.sleep(max(0.0, start + r.at_s - time.perf_counter()))
-        t0 = time.perf_counter()
-        first = last = reason = None
-        n = 0
         try:
-            stream = await client.completions.create(model=r.expert, prompt=r.prompt, max_tokens=r.max_tokens,
-                                                     temperature=0, stream=True, extra_body={"ignore_eos": True})
-            async for chunk in stream:
-                if chunk.choices and chunk.choices[0].text:
-                    last = time.perf_counter()
-                    first = first or last
-                    n += 1
-                if chunk.choices and chunk.choices[0].finish_reason:
-                    reason = chunk.choices[0].finish_reason
+            got = await stream_completion(client, model=r.expert, prompt=r.prompt, max_tokens=r.max_tokens,
+                                          temperature=0, extra_body={"ignore_eos": True})
         except Exception:  # noqa: BLE001  any error is a failed request, counted
             failed += 1
             return
-        if reason is None or first is None:
+        if got.finish_reason is None or got.first_s is None:
             failed += 1
             return
-        ttft.append((first - t0, r.shared))
-        if n > 1:
-            tpot.append((last - first) / (n - 1))
+        ttft.append((got.first_s, r.shared))
+        if got.tpot_s is not None:
+            tpot.append(got.tpot_s)
 
     await asyncio.gather(*(one(r) for r in trace))
     wall = time.perf_counter() - start
@@ -137,14 +128,9 @@ async def _play(url: str, trace: list[MixedRequest]) -> MixedResult:
 
 
 async def _ttft(client, expert: str, prompt: str) -> float:
-    t0 = time.perf_counter()
-    stream = await client.completions.create(model=expert, prompt=prompt, max_tokens=2, temperature=0,
-                                             stream=True, extra_body={"ignore_eos": True})
-    first = None
-    async for chunk in stream:
-        if first is None and chunk.choices and chunk.choices[0].text:
-            first = time.perf_counter()
-    return (first or time.perf_counter()) - t0
+    got = await stream_completion(client, model=expert, prompt=prompt, max_tokens=2, temperature=0,
+                                  extra_body={"ignore_eos": True})
+    return got.first_s if got.first_s is not None else float("nan")
 
 
 async def _prefix_pairs(url: str, pairs: list[tuple[str, str, str]]) -> tuple[float, float]:

@@ -32,6 +32,7 @@ import yaml
 from coeflow.bench.experts import make_expert
 from coeflow.bench.machine import machine_name
 from coeflow.trace.client import pct as percentile
+from coeflow.trace.client import stream_completion
 
 # Random-weight Llama experts (fp32 on disk). 100MB suits a CPU; on a GPU, where decoding is
 # fast, 1.2GB is closer to what the experts of a CoE weigh (the paper's are 7B models).
@@ -87,33 +88,22 @@ async def _load(url: str, trace: list[str], concurrency: int, max_tokens: int, s
         nonlocal failed
         while todo:
             i, expert = todo.pop(0)
-            t0 = time.perf_counter()
-            first = last = reason = None
-            n = 0
             try:
-                stream = await client.completions.create(model=expert, prompt=prompts[i], max_tokens=max_tokens,
-                                                         temperature=0, stream=True)
-                async for chunk in stream:
-                    extra = chunk.model_extra.get("coeflow") if chunk.model_extra else None
-                    if extra:
-                        tiers[extra["source_tier"]] = tiers.get(extra["source_tier"], 0) + 1
-                    if chunk.choices and chunk.choices[0].text:
-                        last = time.perf_counter()
-                        first = first or last
-                        n += 1
-                    if chunk.choices and chunk.choices[0].finish_reason:
-                        reason = chunk.choices[0].finish_reason
+                got = await stream_completion(client, model=expert, prompt=prompts[i], max_tokens=max_tokens,
+                                              temperature=0)
             except Exception:
                 failed += 1
                 continue
-            if reason is None:  # the stream ended without finishing: lost
+            if got.coeflow:  # the first chunk's: where the request's expert was
+                tiers[got.coeflow["source_tier"]] = tiers.get(got.coeflow["source_tier"], 0) + 1
+            if got.finish_reason is None:  # the stream ended without finishing: lost
                 failed += 1
                 continue
-            if first is None:  # finished at once (EOS first): no token to time
+            if got.first_s is None:  # finished at once (EOS first): no token to time
                 continue
-            ttft.append(first - t0)
-            if n > 1:
-                tpot.append((last - first) / (n - 1))
+            ttft.append(got.first_s)
+            if got.tpot_s is not None:
+                tpot.append(got.tpot_s)
 
     t = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import statistics
 import time
+from dataclasses import dataclass
 
 from coeflow.trace.format import TraceRequest
 
@@ -21,6 +22,42 @@ def prompt_text(r: TraceRequest) -> str:
         return r.prompt
     n = r.prompt_tokens or 1
     return " ".join(FILLER[i % len(FILLER)] for i in range(n))
+
+
+@dataclass
+class Streamed:
+    """One streamed completion as its client saw it, in seconds from the call."""
+    first_s: float | None  # the first chunk with text
+    last_s: float | None  # the last one
+    chunks: int  # chunks with text (one a token)
+    finish_reason: str | None  # None: the stream ended without finishing
+    coeflow: dict | None  # the server's `coeflow` field (expert, tier, switch, queueing)
+
+    @property
+    def tpot_s(self) -> float | None:
+        """Mean gap between the chunks after the first."""
+        if self.first_s is None or self.last_s is None or self.chunks < 2:
+            return None
+        return (self.last_s - self.first_s) / (self.chunks - 1)
+
+
+async def stream_completion(client, **create) -> Streamed:
+    """Stream one completion (`client.completions.create(**create, stream=True)`), timing its
+    chunks; errors propagate."""
+    t0 = time.perf_counter()
+    first = last = reason = extra = None
+    n = 0
+    stream = await client.completions.create(**create, stream=True)
+    async for chunk in stream:
+        if chunk.model_extra and chunk.model_extra.get("coeflow"):
+            extra = chunk.model_extra["coeflow"]
+        if chunk.choices and chunk.choices[0].text:
+            last = time.perf_counter() - t0
+            first = last if first is None else first
+            n += 1
+        if chunk.choices and chunk.choices[0].finish_reason:
+            reason = chunk.choices[0].finish_reason
+    return Streamed(first, last, n, reason, extra)
 
 
 async def _one(client, r: TraceRequest, t0: float) -> dict:
