@@ -6,12 +6,17 @@ page walk when missing) every 4 KiB of weights; in 2 MiB pages, 512 times fewer.
 Linux backs anonymous memory with transparent huge pages when the memory asks for them
 (`madvise(MADV_HUGEPAGE)`) and THP is in `madvise` or `always` mode (most distributions'
 default is one of them). Elsewhere the request is ignored and the buffer is ordinary memory.
-Pinned memory (CUDA's page-locked allocations) is not touched."""
+Pinned memory (CUDA's page-locked allocations) is not touched.
+
+The buffer is its own fresh mapping, not an allocator's: malloc may hand a large request out
+of memory a long-running process already touched (in small pages), and advice given after the
+first touch changes nothing until khugepaged gets round to it."""
 
 from __future__ import annotations
 
 import ctypes
 import logging
+import mmap
 import sys
 
 import torch
@@ -25,7 +30,11 @@ _MADV_HUGEPAGE = 14  # <sys/mman.h> on Linux
 def empty(nbytes: int) -> torch.Tensor:
     """An uninitialised uint8 CPU buffer of `nbytes` that starts on a 2 MiB boundary and asks
     for huge pages (before anything touches it, so first-touch faults map huge pages)."""
-    raw = torch.empty(nbytes + HUGE_PAGE, dtype=torch.uint8)
+    if sys.platform == "linux":  # untouched pages straight from the kernel; the tensor owns the map
+        region = mmap.mmap(-1, nbytes + HUGE_PAGE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+        raw = torch.frombuffer(region, dtype=torch.uint8)
+    else:
+        raw = torch.empty(nbytes + HUGE_PAGE, dtype=torch.uint8)
     skip = -raw.data_ptr() % HUGE_PAGE
     buf = raw[skip:skip + nbytes]
     advise_huge_pages(buf)
