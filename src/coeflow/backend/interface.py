@@ -5,8 +5,8 @@ decisions run on PyTorch and the wall clock (coeflow.backend.real.RealBackend) o
 hardware model and a simulated clock (coeflow.sim.modelled.ModelledBackend).
 
 Batches are asked for in two ways: the threaded scheduler steps an expert's running batch
-(`ServingBackend.batch`, continuous batching), the replay costs a whole batch at once
-(`ReplayBackend.run_batch`).
+(`ServingBackend.batch`), the replay costs one step of it (`ReplayBackend.step`, continuous
+batching) or a whole batch at once (`ReplayBackend.run_batch`, static batching).
 
 A backend *does* each operation and says how long it took: the real one blocks while bytes
 move or tokens are generated and returns the measured seconds; the modelled one moves
@@ -32,6 +32,14 @@ class BatchTimes:
     def finish_s(self, gen: int) -> float:
         """Seconds from the batch's start to a sequence's last of `gen` tokens."""
         return self.ttft_s + (max(gen, 1) - 1) * self.tpot_s
+
+
+@dataclass(frozen=True)
+class StepTimes:
+    """One step of an expert's running batch: its prefill chunks, then a token for each
+    decoding sequence."""
+    seconds: float
+    hbm_bytes: float = 0.0  # bytes read from the device's fast memory (all devices)
 
 
 @dataclass(frozen=True)
@@ -112,7 +120,19 @@ class ServingBackend(Backend, Protocol):
 
 
 class ReplayBackend(Backend, Protocol):
-    """What the discrete-event replay asks besides: the cost of a whole batch."""
+    """What the discrete-event replay asks besides: the cost of a step, of a whole batch,
+    and the KV cache's size."""
+
+    def step(self, expert: str, prefills: Sequence[tuple[int, int]], decode_rows: int, decode_context: int) -> StepTimes:
+        """One step: prefill each (new tokens, tokens already cached) chunk, one sequence at a
+        time, then decode one token for each of `decode_rows` sequences, which hold
+        `decode_context` tokens in their KV cache on average."""
+
+    def kv_bytes(self, expert: str, tokens: int) -> int:
+        """What `tokens` tokens of the expert's KV cache take."""
+
+    def kv_budget(self) -> int:
+        """The KV cache's bytes when the user gives none."""
 
     def run_batch(self, expert: str, resident: Any, batch: Sequence[BatchJob],
                   on_token: Callable[[Any], None] | None = None) -> BatchTimes:

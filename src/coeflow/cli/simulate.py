@@ -11,6 +11,7 @@ import json
 from coeflow.errors import ConfigError
 from coeflow.extras import require
 from coeflow.hw import generation_cost, list_hardware, list_models, load_hardware, load_shape
+from coeflow.scheduler.decisions import SCHEDULES
 from coeflow.sim.replay import ReplayOptions
 from coeflow.store.policies import ONLINE_POLICIES
 
@@ -89,6 +90,18 @@ def _replay_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--procedure", default="server", choices=["server", "paper"],
                    help="server: coeflow's scheduler (prefetch on arrival, batching; default). paper: "
                         "Samba-CoE's procedure (route a batch, copy each expert, run each pair at batch 1)")
+    p.add_argument("--schedule", default=None, choices=SCHEDULES,
+                   help="the server's schedule: continuous (requests join and leave between steps, experts "
+                        "take turns by --slice; the server's default) or static (a batch runs to completion). "
+                        "The paper procedure is static")
+    p.add_argument("--slice", type=float, default=None, metavar="SECONDS", dest="slice_s",
+                   help=f"continuous: an expert keeps the device this long once others wait "
+                        f"(default {ReplayOptions.slice_s:g})")
+    p.add_argument("--prefill-chunk", type=int, default=None, metavar="TOKENS",
+                   help=f"continuous: prompt tokens prefilled in one step (default {ReplayOptions.prefill_chunk})")
+    p.add_argument("--kv-mem", default=None, metavar="BYTES",
+                   help="continuous: the KV cache's budget; a request joins when it holds its prompt and output "
+                        "(default: batch 8 at 4K tokens of the largest expert)")
     p.add_argument("--max-batch", type=int, default=None,
                    help=f"largest batch per expert (default {ReplayOptions.max_batch})")
     p.add_argument("--max-wait", type=float, default=None, metavar="SECONDS",
@@ -118,7 +131,11 @@ def _simulate(args: argparse.Namespace, hw: str):
     router = load_shape(args.router) if args.router else None
     backend = ModelledBackend(machine, coe.shapes, router)
     start = args.start_tier or ("disk" if machine.disk_read_bps is not None else "host")
-    opts = options_for(args.procedure, max_batch=args.max_batch, max_wait_s=args.max_wait, policy=args.policy,
+    if args.procedure == "paper" and args.schedule == "continuous":
+        raise ConfigError("the paper procedure runs each batch to completion: drop --schedule continuous")
+    opts = options_for(args.procedure, schedule=args.schedule, slice_s=args.slice_s, prefill_chunk=args.prefill_chunk,
+                       kv_mem=parse_bytes(args.kv_mem) if args.kv_mem else None,
+                       max_batch=args.max_batch, max_wait_s=args.max_wait, policy=args.policy,
                        device_mem=parse_bytes(args.device_mem) if args.device_mem else None,
                        host_mem=parse_bytes(args.host_mem) if args.host_mem else None, start_tier=start,
                        route_on_compute=True if router else None, router_batch=args.router_batch)

@@ -84,3 +84,35 @@ def generation_cost(hw: Hardware, shape: DecoderShape, batch: int, prompt: int, 
     tpot = step.time_s + st.step_overhead_s
     return GenerationCost(hw.name, shape.name, st.name, batch, prompt, gen, tp, ttft, tpot,
                           ttft + (gen - 1) * tpot, prefill, step, placement)
+
+
+@dataclass(frozen=True)
+class StepCost:
+    """One step of continuous batching on one expert."""
+    time_s: float
+    hbm_bytes: float  # read from HBM, all devices
+
+
+@lru_cache(maxsize=65536)
+def _pass_in_place(hw: Hardware, stack: Stack, shape: DecoderShape, phase: str, batch: int, new_tokens: int,
+                   context: int, tp: int) -> PassCost:
+    placement = place(hw, shape, tp, batch, context + new_tokens, 1)
+    return forward_pass(hw, stack, shape, phase, batch, new_tokens, context, tp, placement.ddr_fraction)
+
+
+def step_cost(hw: Hardware, shape: DecoderShape, prefills: tuple[tuple[int, int], ...], decode_rows: int,
+              decode_context: int, tp: int | None = None, stack: str | Stack | None = None) -> StepCost:
+    """One step of an expert's running batch, as the server's continuous batching runs it:
+    each (new tokens, tokens cached) prefill chunk as its own pass, then one decode pass over
+    `decode_rows` sequences with `decode_context` tokens cached on average (exact for the KV
+    reads, which are affine in it), plus the step overhead. A step in which a prompt starts
+    also pays the invocation overhead (its request's setup)."""
+    tp = tp or hw.count
+    st = stack if isinstance(stack, Stack) else load_stack(stack or hw.default_stack, hw.kind)
+    passes = [_pass_in_place(hw, st, shape, "prefill", 1, new, before, tp) for new, before in prefills]
+    if decode_rows:
+        passes.append(_pass_in_place(hw, st, shape, "decode", decode_rows, 1, decode_context, tp))
+    time = st.step_overhead_s + sum(p.time_s for p in passes)
+    if any(before == 0 for _, before in prefills):
+        time += st.invocation_overhead_s
+    return StepCost(time, tp * sum(p.bytes_by_tier.get("hbm", 0.0) for p in passes))

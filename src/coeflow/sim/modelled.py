@@ -9,14 +9,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
-from coeflow.backend.interface import BatchJob, BatchTimes, Moved, SimClock
+from coeflow.backend.interface import BatchJob, BatchTimes, Moved, SimClock, StepTimes
 from coeflow.errors import ConfigError
-from coeflow.hw.generation import generation_cost
+from coeflow.hw.generation import generation_cost, step_cost
 from coeflow.hw.placement import kv_bytes_per_device
 from coeflow.hw.shapes import DecoderShape
 from coeflow.hw.spec import Hardware, Stack
 from coeflow.hw.switching import expert_store_tier, switch_time_s
 from coeflow.sim.coe import KV_RESERVE_BATCH, KV_RESERVE_TOKENS
+
+KV_GRAIN = 16  # tokens: decode contexts are costed rounded up to this
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,7 @@ class ModelledBackend:
         self.machine, self.shapes, self.router = machine, shapes, router
         self.clock = SimClock()
         self._bytes = {n: s.weight_bytes(machine.bytes_per_param) for n, s in shapes.items()}
+        self._steps: dict[tuple, StepTimes] = {}  # step costs by (shape, prefills, rows, context grain)
 
     @property
     def device_copies(self) -> bool:
@@ -70,6 +73,27 @@ class ModelledBackend:
         """The batch runs to its longest prompt and its longest generation."""
         return self.batch_times(expert, len(batch), max(r.prompt_tokens for r in batch),
                                 max(r.gen_tokens for r in batch))
+
+    def step(self, expert: str, prefills: Sequence[tuple[int, int]], decode_rows: int, decode_context: int) -> StepTimes:
+        """Costed with the decode context rounded up to KV_GRAIN tokens (a paged KV block: at
+        most a block's reads more), so that a replay's million steps reuse a few thousand costs."""
+        m, shape = self.machine, self.shapes[expert]
+        key = (id(shape), tuple(prefills), decode_rows, -(-decode_context // KV_GRAIN))
+        got = self._steps.get(key)
+        if got is None:
+            c = step_cost(m.hw, shape, key[1], decode_rows, key[3] * KV_GRAIN, m.tp, m.stack)
+            got = self._steps[key] = StepTimes(c.time_s, c.hbm_bytes)
+        return got
+
+    def kv_bytes(self, expert: str, tokens: int) -> int:
+        return int(self.machine.devices * kv_bytes_per_device(self.shapes[expert], self.machine.devices, 1, tokens))
+
+    def kv_budget(self) -> int:
+        """A KV cache for batch 8 at 4K tokens of the largest expert: what default_budgets
+        leaves out of the device tier for it."""
+        n = self.machine.devices
+        big = max(self.shapes.values(), key=lambda s: s.weight_bytes())
+        return int(n * kv_bytes_per_device(big, n, KV_RESERVE_BATCH, KV_RESERVE_TOKENS))
 
     def move_s(self, expert: str, src: str, dst: str) -> float:
         m, nbytes = self.machine, self._bytes[expert]
@@ -107,11 +131,8 @@ class ModelledBackend:
                 else hw.host_memory - hw.host_reserve)
         if m.device_is_host:
             return {"device": int(host), "host": int(host)}
-        n = m.devices
-        big = max(self.shapes.values(), key=lambda s: s.weight_bytes())
-        kv = n * kv_bytes_per_device(big, n, KV_RESERVE_BATCH, KV_RESERVE_TOKENS)
         router = self.router.weight_bytes(m.bytes_per_param) if self.router else 0
-        device = n * (hw.device.hbm.capacity - hw.device_reserve) - router - kv
+        device = m.devices * (hw.device.hbm.capacity - hw.device_reserve) - router - self.kv_budget()
         return {"device": int(max(0, device)), "host": int(host)}
 
     def bandwidth(self, tier: str) -> float:

@@ -4,11 +4,12 @@ It makes the real server's decisions with the real code: the scheduler's choice 
 and batch (coeflow.scheduler.decisions), and the store's tier bookkeeping (coeflow.store.tiers:
 Tier and Tiers, with the same policy objects): inclusive tiers, a load reserves its bytes
 when it starts, the running and loading experts are never evicted. Like the server, every
-queued request prefetches its expert and one worker runs one batch at a time. It replays
-the server's static schedule (`--schedule static`: a batch runs to completion), not yet its
-continuous batching. It asks the backend (interface.ReplayBackend): `move` for each hop,
-`run_batch` for each batch, `route_s`; their seconds advance the backend's clock (a
-SimClock: the replay resets it to 0 and moves it forward).
+queued request prefetches its expert and one worker runs the batches. Either of the
+server's schedules: continuous batching (the default, stepped: coeflow.sim.continuous) or
+static (a batch runs to completion, here). It asks the backend (interface.ReplayBackend):
+`move` for each hop, `step` for each step or `run_batch` for each batch, `route_s`; their
+seconds advance the backend's clock (a SimClock: the replay resets it to 0 and moves it
+forward).
 
 Two settings differ from the server by choice:
 - `prefetch=False` loads an expert only when its batch starts (the paper's procedure:
@@ -25,8 +26,8 @@ from dataclasses import dataclass, field
 
 from coeflow.backend.interface import BatchTimes, ReplayBackend
 from coeflow.errors import ConfigError
-from coeflow.scheduler import MAX_BATCH, MAX_WAIT_S
-from coeflow.scheduler.decisions import DISTANCE, pick_expert, prefetch_tier, take_batch
+from coeflow.scheduler import MAX_BATCH, MAX_WAIT_S, PREFILL_CHUNK, SLICE_S
+from coeflow.scheduler.decisions import DISTANCE, SCHEDULES, pick_expert, prefetch_tier, take_batch
 from coeflow.store.policies import DEFAULT_POLICY, Usage, make_policy
 from coeflow.store.tiers import Counter, Tier, Tiers
 from coeflow.trace.client import pct
@@ -46,8 +47,12 @@ class SimRequest:
 @dataclass(frozen=True)
 class ReplayOptions:
     """The server's scheduling options, with the server's defaults."""
+    schedule: str = "continuous"  # or "static" (a batch runs to completion)
     max_batch: int = MAX_BATCH
     max_wait_s: float = MAX_WAIT_S
+    slice_s: float = SLICE_S  # continuous: an expert keeps the device this long once others wait
+    prefill_chunk: int = PREFILL_CHUNK  # continuous: prompt tokens prefilled in one step
+    kv_mem: int | None = None  # continuous: the KV cache's bytes; None: the backend's default
     policy: str = DEFAULT_POLICY
     device_mem: int | None = None  # bytes; None: the backend's default
     host_mem: int | None = None
@@ -132,7 +137,10 @@ class ReplayResult:
         }
 
 
-class _Replay:
+class Replay:
+    """The store's bookkeeping and the static worker; coeflow.sim.continuous.ContinuousReplay
+    steps instead."""
+
     def __init__(self, backend: ReplayBackend, reqs: list[SimRequest], opts: ReplayOptions, budgets: dict[str, int]):
         self.b, self.opts, self.reqs = backend, opts, reqs
         backend.clock.reset()  # a replay starts at t = 0, whatever ran on this backend before
@@ -157,6 +165,9 @@ class _Replay:
         self.area_t = 0.0
         self.queues: dict[str, deque] = {}
         self.arrival_tier: dict[int, str] = {}
+        self.nxt = 0  # the next request to arrive
+        self.unrouted: deque[int] = deque()  # arrived, waiting for the router (route_on_compute)
+        self.compute = self.router_busy = self.hbm = 0.0
 
     # -- store bookkeeping --------------------------------------------------------------
     def _account(self, now: float) -> None:
@@ -283,40 +294,58 @@ class _Replay:
                                      r.prompt_tokens, r.gen_tokens))
         return out
 
+    # -- arrivals, routing and the result, for either worker ---------------------------------
+    def _pending(self) -> bool:
+        return self.nxt < len(self.reqs) or bool(self.unrouted)
+
+    def admit_until(self, limit: float) -> None:
+        """Requests that arrived by `limit` are queued (or wait for the router)."""
+        while self.nxt < len(self.reqs) and self.reqs[self.nxt].arrival_s <= limit:
+            if self.opts.route_on_compute:
+                self.unrouted.append(self.nxt)
+            else:
+                self.submit(self.nxt, self.reqs[self.nxt].arrival_s)
+            self.nxt += 1
+
+    def route(self, t: float) -> float:
+        """The router takes the compute: route what waits, up to a batch. The time after."""
+        group = [self.unrouted.popleft() for _ in range(min(self.opts.router_batch, len(self.unrouted)))]
+        d = self.b.route_s(len(group), max(self.reqs[i].prompt_tokens for i in group))
+        t += d
+        self.compute += d
+        self.router_busy += d
+        for i in group:
+            self.submit(i, t)
+        return t
+
+    def result(self, t: float, done: list[RequestRecord]) -> ReplayResult:
+        self.b.clock.advance_to(t)
+        self._account(t)
+        first = self.reqs[0].arrival_s if self.reqs else 0.0
+        span = max(r.finish_s for r in done) - first if done else 0.0
+        return ReplayResult(done, span, self.compute, self.router_busy, dict(self.link_busy), dict(self.loads),
+                            dict(self.moved), dict(self.budgets),
+                            {k: v / max(self.area_t - first, 1e-12) for k, v in self.area.items()},
+                            self.hbm, getattr(self.b, "bandwidth", lambda _: math.inf)("device"),
+                            dict(self.evictions))
+
+    # -- the static worker (`--schedule static`: a batch runs to completion) ---------------
     def run(self) -> ReplayResult:
         reqs, opts, b = self.reqs, self.opts, self.b
         if opts.start_tier == "host":
             self._start_in_host()
         records: list[RequestRecord | None] = [None] * len(reqs)
-        hbm = compute = router = 0.0
-        t, nxt = 0.0, 0
-        unrouted: deque[int] = deque()
-
-        def admit_until(limit: float) -> None:
-            nonlocal nxt
-            while nxt < len(reqs) and reqs[nxt].arrival_s <= limit:
-                if opts.route_on_compute:
-                    unrouted.append(nxt)
-                else:
-                    self.submit(nxt, reqs[nxt].arrival_s)
-                nxt += 1
-
-        while nxt < len(reqs) or unrouted or any(self.queues.values()):
+        t = 0.0
+        while self._pending() or any(self.queues.values()):
             b.clock.advance_to(t)
-            admit_until(t)
-            if unrouted:  # the router takes the compute: route what waits, up to a batch
-                group = [unrouted.popleft() for _ in range(min(opts.router_batch, len(unrouted)))]
-                d = b.route_s(len(group), max(reqs[i].prompt_tokens for i in group))
-                t += d
-                compute += d
-                router += d
-                for i in group:
-                    self.submit(i, t)
+            self.admit_until(t)
+            if self.unrouted:
+                t = self.route(t)
                 continue
             heads = [(q[0][0], name, self.ready(name, t)) for name, q in self.queues.items() if q]
             expert = pick_expert(heads, t, opts.max_wait_s)
             if expert is None:
-                t = self._next_event(t, heads, nxt)
+                t = self._next_event(t, heads)
                 self._retry_deferred(t)
                 continue
             batch = take_batch(self.queues[expert], opts.max_batch, lambda _: False)
@@ -327,25 +356,18 @@ class _Replay:
             end = ready_t + times.finish_s(gen)
             for rec in self._records(expert, batch, start, ready_t, waited_from, times):
                 records[rec.index] = rec
-            compute += end - ready_t
-            hbm += times.hbm_bytes
-            admit_until(end)  # requests arriving during the batch are queued (and prefetch) on time
+            self.compute += end - ready_t
+            self.hbm += times.hbm_bytes
+            self.admit_until(end)  # requests arriving during the batch are queued (and prefetch) on time
             t = end
             self._account(t)
             self.release(expert, t)
-        done = [r for r in records if r is not None]
-        b.clock.advance_to(t)
-        self._account(t)
-        first = reqs[0].arrival_s if reqs else 0.0
-        span = max(r.finish_s for r in done) - first if done else 0.0
-        return ReplayResult(done, span, compute, router, dict(self.link_busy), dict(self.loads), dict(self.moved),
-                            dict(self.budgets), {k: v / max(self.area_t - first, 1e-12) for k, v in self.area.items()},
-                            hbm, getattr(b, "bandwidth", lambda _: math.inf)("device"), dict(self.evictions))
+        return self.result(t, [r for r in records if r is not None])
 
-    def _next_event(self, t: float, heads, nxt: int) -> float:
+    def _next_event(self, t: float, heads) -> float:
         cands = []
-        if nxt < len(self.reqs):
-            cands.append(self.reqs[nxt].arrival_s)
+        if self.nxt < len(self.reqs):
+            cands.append(self.reqs[self.nxt].arrival_s)
         cands += [u for u in self.loading_until.values() if u > t]
         if heads:  # the starvation bound fires strictly after max_wait_s
             cands.append(math.nextafter(min(h[0] for h in heads) + self.opts.max_wait_s, math.inf))
@@ -364,6 +386,10 @@ def replay(backend: ReplayBackend, requests: list[SimRequest], opts: ReplayOptio
         raise ConfigError(f"start tier must be host or disk, not {opts.start_tier!r}")
     if opts.max_batch < 1:
         raise ConfigError("--max-batch must be >= 1")
+    if opts.schedule not in SCHEDULES:
+        raise ConfigError(f"schedule must be one of {', '.join(SCHEDULES)}, not {opts.schedule!r}")
+    if opts.prefill_chunk < 1:
+        raise ConfigError("--prefill-chunk must be >= 1")
     budgets = dict(getattr(backend, "default_budgets", lambda: {})())
     for tier, given in (("device", opts.device_mem), ("host", opts.host_mem)):
         if given is not None:
@@ -375,4 +401,8 @@ def replay(backend: ReplayBackend, requests: list[SimRequest], opts: ReplayOptio
             raise ConfigError(f"expert {r.expert!r} ({backend.expert_bytes(r.expert) / 1e9:.2f} GB) is larger "
                               f"than a tier's budget ({min(budgets.values()) / 1e9:.2f} GB)")
     reqs = sorted(requests, key=lambda r: r.arrival_s)
-    return _Replay(backend, reqs, opts, budgets).run()
+    if opts.schedule == "static":
+        return Replay(backend, reqs, opts, budgets).run()
+    from coeflow.sim.continuous import ContinuousReplay  # it builds on Replay, defined here
+    kv = opts.kv_mem if opts.kv_mem is not None else backend.kv_budget()
+    return ContinuousReplay(backend, reqs, opts, budgets, kv_budget=kv).run()

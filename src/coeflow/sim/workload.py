@@ -101,9 +101,9 @@ PROCEDURES = ("server", "paper")
 def options_for(procedure: str, **kw) -> ReplayOptions:
     """`server`: what coeflow's server does (prefetch on arrival, batches up to max_batch,
     routing off the compute). `paper`: Samba-CoE's procedure (route a batch, copy, run each
-    pair at batch 1, no overlap)."""
+    pair at batch 1 to completion, no overlap)."""
     if procedure == "paper":
-        kw.update(max_batch=1, prefetch=False, route_on_compute=True)
+        kw.update(max_batch=1, prefetch=False, route_on_compute=True, schedule="static")
     elif procedure != "server":
         raise ConfigError(f"unknown procedure {procedure!r}; one of {', '.join(PROCEDURES)}")
     return ReplayOptions(**{k: v for k, v in kw.items() if v is not None})
