@@ -29,6 +29,24 @@ def test_simulate_trace_on_150_llama2_7b_copies_prints_summary_and_writes_the_ti
     assert doc["summary"]["requests"] == 300 and len(doc["timeline"]) == 300
 
 
+def test_both_schedules_replay_and_continuous_batching_cuts_the_wait_for_a_first_token(tmp_path, capsys):
+    busy = tmp_path / "busy.jsonl"  # 8 experts near saturation, outputs up to 512 tokens
+    write_trace(busy, generate(TraceSpec(tuple(f"e{i}" for i in range(8)), rate=3.0, requests=300, seed=1,
+                                         max_tokens=(16, 512))))
+    common = ["simulate", "trace", "--trace", str(busy), "--experts", "8", "--hw", "dgx-h100", "--json"]
+    got = {}
+    for schedule in ("static", "continuous"):
+        assert main(common + ["--schedule", schedule]) == 0
+        got[schedule] = json.loads(capsys.readouterr().out)["summary"]
+        assert got[schedule]["requests"] == 300
+    # static: a request waits for every batch ahead of it to finish; continuous: for a slice of each
+    assert got["continuous"]["ttft_p50_s"] < got["static"]["ttft_p50_s"] / 2
+    assert main(common + ["--procedure", "paper", "--schedule", "continuous"]) == 2
+    assert "paper procedure runs each batch to completion" in capsys.readouterr().err
+    assert main(common + ["--kv-mem", "1MB"]) == 2
+    assert "--kv-mem" in capsys.readouterr().err
+
+
 def test_simulate_trace_refuses_a_trace_naming_experts_the_coe_lacks(trace150, capsys):
     assert main(["simulate", "trace", "--trace", str(trace150), "--experts", "10", "--hw", "sn40l-8"]) == 2
     assert "no expert 'e" in capsys.readouterr().err
