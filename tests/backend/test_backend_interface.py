@@ -116,10 +116,12 @@ def test_warm_up_prepares_each_experts_step_shapes_on_the_worker_before_traffic(
     sched = Scheduler(store, b, ["a", "b"], max_batch=3)
     order = []
     sched.warm_up(["a", "b"], wait=False)  # queued before the worker starts, as the server does
+    assert sched.warming_up
     sched.submit(GenRequest("a", [1], SimpleNamespace(max_tokens=1), lambda ev: order.append(type(ev).__name__)))
     sched.start()
     try:
         sched.warm_up(["b"])
+        assert not sched.warming_up
         with pytest.raises(KeyError, match="zz"):
             sched.submit_all([GenRequest("a", [1], SimpleNamespace(max_tokens=1), lambda ev: None),
                               GenRequest("zz", [1], SimpleNamespace(max_tokens=1), lambda ev: None)])

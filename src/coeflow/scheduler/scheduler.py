@@ -123,6 +123,7 @@ class Scheduler:
         self._prefetch_to = prefetch_tier(backend.device_copies)
         self._cond = threading.Condition()
         self._jobs: deque[Callable[[], None]] = deque()  # run by the worker between two steps (warm-up)
+        self._warming: list[threading.Event] = []  # warm-ups not finished yet
         self._stopping = False
         self._cut: set[int] = set()  # ids of running requests the shutdown's deadline stopped
         self.step_rows: dict[int, int] = {}  # steps run, by the sequences in the batch
@@ -197,13 +198,20 @@ class Scheduler:
         (its requests will say why)."""
         done = threading.Event()
         with self._cond:
+            self._warming.append(done)
             self._jobs.append(lambda: self._warm(experts, done))
             self._cond.notify_all()
         while wait and not done.wait(0.1):
             if not self._thread.is_alive():
                 return
 
+    @property
+    def warming_up(self) -> bool:
+        """A warm-up has not finished: requests are accepted but queue behind it."""
+        return not all(done.is_set() for done in self._warming)
+
     def _warm(self, experts: list[str], done: threading.Event) -> None:
+        t0 = self.clock.now()
         try:
             for name in experts:
                 try:
@@ -214,6 +222,7 @@ class Scheduler:
                     log.warning("warm-up of %s failed: %s", name, e)
         finally:
             done.set()
+            log.info("warm-up finished in %.1f s: serving", self.clock.now() - t0)
 
     # -- worker ---------------------------------------------------------------------------
     def _prefetch(self, expert: str) -> None:

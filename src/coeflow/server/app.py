@@ -71,8 +71,12 @@ def create_app(srv: CoEServer) -> FastAPI:
         app.add_middleware(ApiKey, key=srv.api_key)
 
     @app.get("/health")
-    async def health() -> dict:
-        return await asyncio.to_thread(srv.health.report, srv.coe.expert_names)
+    async def health() -> Response:
+        """200 when requests are served now; 503 while the start-up warm-up runs (requests sent
+        then are accepted and queue behind it), so a load balancer waits."""
+        if srv.scheduler.warming_up:
+            return JSONResponse({"status": "warming up", "experts": len(srv.coe.expert_names)}, status_code=503)
+        return JSONResponse(await asyncio.to_thread(srv.health.report, srv.coe.expert_names))
 
     @app.get("/metrics")
     async def metrics() -> Response:
