@@ -98,6 +98,13 @@ def register(sub: argparse._SubParsersAction, help_text: str) -> None:
     s.add_argument("--rate", type=float, default=4.0, help="mixed: arrivals per second (default 4)")
     s.add_argument("--slice", type=float, default=None, dest="slice_s", metavar="SECONDS",
                    help="mixed: coeflow's --slice (default: the server's)")
+    s.add_argument("--peer-llama-server", default=None, metavar="PATH", type=Path,
+                   help="mixed: also run llama.cpp's server in router mode as the peer: PATH is a llama-server "
+                        "built inside a llama.cpp source tree, whose convert_hf_to_gguf.py converts the experts "
+                        "(needs its Python requirements, e.g. sentencepiece)")
+    s.add_argument("--peer-models", default=None, metavar="DIR", type=Path,
+                   help="mixed: where the experts' GGUF files are written and reused (default: gguf/ beside "
+                        "the CoE file)")
     s.add_argument("--requests", type=int, default=300, help="requests per run (default 300)")
     s.add_argument("--concurrency", type=int, default=16, help="concurrent clients (default 16)")
     s.add_argument("--experts", type=int, default=8, help="experts in the CoE (default 8)")
@@ -188,7 +195,7 @@ def _serve_mixed(args: argparse.Namespace) -> int:
         from coeflow.demo.build import build_demo
         coe = build_demo(DEFAULT_DIR).coe_file
     report = run_mixed(Path(coe), requests=args.requests, rate=args.rate, engine=args.engine, slice_s=args.slice_s,
-                       progress=_progress)
+                       peer_server=args.peer_llama_server, peer_models=args.peer_models, progress=_progress)
     print(json.dumps(report, indent=2) if args.json else format_mixed(report))
     return 0
 

@@ -1,0 +1,82 @@
+"""llama.cpp's server as a peer: the CoE's experts converted to GGUF by llama.cpp's converter
+(coeflow.bench.gguf_convert) and served by one `llama-server` in router mode (no `-m`:
+`--models-dir` holds one GGUF per expert, named after it; a request's `model` picks it, and the
+router runs each model in a child llama-server, started on its first request). With
+`--models-max` the number of experts, no model is evicted: one instance per expert."""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Iterator
+
+import httpx
+
+from coeflow.errors import ConfigError
+
+CONVERTER = "convert_hf_to_gguf.py"
+OUTTYPES = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}  # coeflow's dtype names -> the converter's
+
+
+def llama_tree(server: Path) -> Path:
+    """The llama.cpp source tree a built llama-server lives in (its converter is there)."""
+    if not server.is_file():
+        raise ConfigError(f"--peer-llama-server {server}: no such file (build llama.cpp's llama-server first)")
+    for folder in server.resolve().parents:
+        if (folder / CONVERTER).is_file():
+            return folder
+    raise ConfigError(f"no {CONVERTER} in any folder above {server}: name the llama-server built inside a "
+                      "llama.cpp source tree (e.g. llama.cpp/build/bin/llama-server)")
+
+
+def convert_experts(tree: Path, experts: dict[str, Path], out: Path, dtype: str,
+                    progress: Callable[[str], None] = lambda s: None) -> Path:
+    """One GGUF per expert, `out`/NAME.gguf, at coeflow's `dtype`; kept and reused if there."""
+    if dtype not in OUTTYPES:
+        raise ConfigError(f"no GGUF type for dtype {dtype!r}; one of {', '.join(OUTTYPES)}")
+    out.mkdir(parents=True, exist_ok=True)
+    for name, checkpoint in experts.items():
+        target = out / f"{name}.gguf"
+        if target.is_file():
+            continue
+        progress(f"peer: converting {name} to GGUF ({OUTTYPES[dtype]})")
+        run = subprocess.run([sys.executable, "-m", "coeflow.bench.gguf_convert", str(tree), str(checkpoint),
+                              "--outtype", OUTTYPES[dtype], "--outfile", str(target)],
+                             capture_output=True, text=True)
+        if run.returncode != 0 or not target.is_file():
+            target.unlink(missing_ok=True)
+            raise ConfigError(f"llama.cpp's converter failed on {checkpoint}: {run.stderr.strip()[-1500:]}")
+    return out
+
+
+@contextlib.contextmanager
+def llama_router(server: Path, models: Path, count: int, port: int, slots: int, context: int,
+                 threads: int, log: Path, timeout_s: float = 120.0) -> Iterator[str]:
+    """Run `server` in router mode over the GGUF files in `models` (all `count` kept loaded),
+    each with `slots` parallel sequences of `context` tokens; yields its base URL (.../v1)."""
+    cmd = [str(server), "--models-dir", str(models), "--models-max", str(count), "--host", "127.0.0.1",
+           "--port", str(port), "-t", str(threads), "-c", str(slots * context), "-np", str(slots)]
+    with log.open("w") as sink:
+        proc = subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if proc.poll() is not None:
+                raise ConfigError(f"llama-server exited with {proc.returncode}: {log.read_text()[-1500:]}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                    break
+            if time.monotonic() > deadline:
+                raise ConfigError(f"llama-server did not answer /health in {timeout_s:.0f} s: {log.read_text()[-1500:]}")
+            time.sleep(0.1)
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        proc.terminate()  # the router stops its children
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
