@@ -1,8 +1,8 @@
 """How the first requests after a server starts compare with steady ones. Starts `coeflow serve`
-on a CoE, waits until /health answers 200 (the warm-up done), then sends one streamed
+on a CoE, waits until /ready answers 200 (the warm-up done), then sends one streamed
 completion to each expert in turn (each the first its expert serves), then `--steady` more
 cycling over the experts; all one at a time, the same prompt, greedy, a fixed length. Prints
-one JSON object: seconds to the first answer of /health and to its first 200, each first
+one JSON object: seconds to the first answer of /ready and to its first 200, each first
 request's TTFT and latency, the steady medians, and the ratios.
 
     python scripts/first_request.py --coe demo-coe/coe.yaml"""
@@ -32,10 +32,10 @@ def wait_ready(base: str, proc: subprocess.Popen, t0: float, timeout_s: float) -
         if proc.poll() is not None:
             raise RuntimeError(f"the server exited with {proc.returncode}")
         try:
-            r = httpx.get(f"{base}/health", timeout=2)
+            r = httpx.get(f"{base}/ready", timeout=2)
             answered = answered or time.perf_counter() - t0
             if r.status_code == 200:
-                return {"health_answers_s": answered, "health_ok_s": time.perf_counter() - t0}
+                return {"ready_answers_s": answered, "ready_ok_s": time.perf_counter() - t0}
         except httpx.HTTPError:
             pass
         time.sleep(0.05)

@@ -210,6 +210,11 @@ class Scheduler:
         """A warm-up has not finished: requests are accepted but queue behind it."""
         return not all(done.is_set() for done in self._warming)
 
+    @property
+    def draining(self) -> bool:
+        """Stopping: the queued and running requests are served, new ones refused."""
+        return self._stopping
+
     def _warm(self, experts: list[str], done: threading.Event) -> None:
         t0 = self.clock.now()
         try:

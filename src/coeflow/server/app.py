@@ -71,12 +71,20 @@ def create_app(srv: CoEServer) -> FastAPI:
         app.add_middleware(ApiKey, key=srv.api_key)
 
     @app.get("/health")
-    async def health() -> Response:
-        """200 when requests are served now; 503 while the start-up warm-up runs (requests sent
-        then are accepted and queue behind it), so a load balancer waits."""
+    async def health() -> dict:
+        """Alive, and which experts can serve."""
+        return await asyncio.to_thread(srv.health.report, srv.coe.expert_names)
+
+    @app.get("/ready")
+    async def ready() -> Response:
+        """200 when a request is served now; 503 while the start-up warm-up runs (requests sent
+        then are accepted and queue behind it) or while the server drains to stop, so a load
+        balancer sends elsewhere."""
         if srv.scheduler.warming_up:
-            return JSONResponse({"status": "warming up", "experts": len(srv.coe.expert_names)}, status_code=503)
-        return JSONResponse(await asyncio.to_thread(srv.health.report, srv.coe.expert_names))
+            return JSONResponse({"status": "warming up"}, status_code=503)
+        if srv.scheduler.draining:
+            return JSONResponse({"status": "draining"}, status_code=503)
+        return JSONResponse({"status": "ready"})
 
     @app.get("/metrics")
     async def metrics() -> Response:
