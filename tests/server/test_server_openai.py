@@ -123,8 +123,20 @@ USER = [{"role": "user", "content": "x"}]
     ({"model": "sql", "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}]},
      "messages[0].content"),
     ({"model": "sql", "messages": USER, "stream": "yes"}, "stream"),
-    ({"model": "sql", "messages": USER, "top_k": -1}, "top_k"),
+    ({"model": "sql", "messages": USER, "top_k": -2}, "top_k"),
     ({"model": "sql", "messages": USER, "presence_penalty": 0.5}, "presence_penalty"),
+    ({"model": "sql", "messages": USER, "tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
+    ({"model": "sql", "messages": USER, "tool_choice": "required"}, "tool_choice"),
+    ({"model": "sql", "messages": USER, "response_format": {"type": "json_object"}}, "response_format"),
+    ({"model": "sql", "messages": USER, "logit_bias": {"5": 10}}, "logit_bias"),
+    ({"model": "sql", "messages": USER, "top_logprobs": 2}, "top_logprobs"),
+    ({"model": "sql", "messages": USER, "modalities": ["text", "audio"]}, "modalities"),
+    ({"model": "sql", "messages": USER, "audio": {"voice": "alloy", "format": "wav"}}, "audio"),
+    ({"model": "sql", "messages": USER, "reasoning_effort": "high"}, "reasoning_effort"),
+    ({"model": "sql", "messages": USER, "web_search_options": {}}, "web_search_options"),
+    ({"model": "sql", "messages": USER, "store": True}, "store"),
+    ({"model": "sql", "messages": USER, "service_tier": "flex"}, "service_tier"),
+    ({"model": "sql", "messages": USER, "functions": [{"name": "f"}]}, "functions"),
 ])
 def test_a_bad_field_is_named_in_the_openai_error(live, body, param):
     r = httpx.post(f"{live[1]}/chat/completions", json=body, timeout=30)
@@ -134,12 +146,19 @@ def test_a_bad_field_is_named_in_the_openai_error(live, body, param):
     assert err["message"].startswith(f"'{param}' ")
 
 
-def test_fields_openai_defines_and_coeflow_does_not_use_are_ignored(live):
+def test_openai_fields_that_ask_for_nothing_coeflow_lacks_are_accepted_and_unknown_fields_ignored(live):
     r = httpx.post(f"{live[1]}/chat/completions", timeout=30, json={
         "model": "sql", "messages": [{"role": "user", "content": "x", "name": "ann"}], "max_tokens": 2,
         "user": "ann", "metadata": {"k": "v"}, "logit_bias": {}, "response_format": {"type": "text"},
-        "parallel_tool_calls": False, "seed": None, "stop": None, "x-something-new": 1})
+        "parallel_tool_calls": False, "seed": None, "stop": None, "tool_choice": "none", "store": False,
+        "modalities": ["text"], "service_tier": "auto", "prompt_cache_key": "k", "top_k": -1, "x-something-new": 1})
     assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] <= 2
+
+
+@pytest.mark.parametrize("field,value", [("echo", True), ("suffix", "}"), ("best_of", 3), ("logit_bias", {"7": -100})])
+def test_completions_fields_coeflow_cannot_honour_are_refused_by_name(live, field, value):
+    r = httpx.post(f"{live[1]}/completions", timeout=30, json={"model": "sql", "prompt": "x", field: value})
+    assert r.status_code == 400 and r.json()["error"]["param"] == field
 
 
 def test_admin_bodies_are_validated_by_field(live):

@@ -1,15 +1,15 @@
 """The OpenAI wire format: request bodies as pydantic models whose errors say what to fix, and
 the error shape every OpenAI client understands.
 
-Request bodies carry fields coeflow does not use (OpenAI defines many; SDKs send some by
-default), so unknown fields are ignored. The ones that would change the answer and that
-coeflow cannot honour (`n` > 1, penalties, `logprobs`) are refused by name instead. A field
-sent as `null` means the field is not set."""
+Every field of OpenAI's chat and completions requests is honoured or, set to anything that
+would change the answer, refused with a 400 naming it (UNSUPPORTED): never answered as if it
+were not there. Fields OpenAI does not define are ignored (clients and proxies add their own).
+A field sent as `null` means the field is not set."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
@@ -19,6 +19,29 @@ from coeflow.server.options import Limits
 from coeflow.validation import field_path, problem
 
 ROLES = ("system", "developer", "user", "assistant", "tool")
+
+# OpenAI request fields coeflow does not honour: each with the values that ask for nothing (the
+# field's default, or what the answer is anyway); any other value is refused, naming the field.
+UNSUPPORTED: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "tools": (lambda v: v == [], "is not supported yet: coeflow does not call tools"),
+    "tool_choice": (lambda v: v in ("none", "auto"), "is not supported yet: coeflow does not call tools"),
+    "functions": (lambda v: v == [], "is not supported: coeflow does not call functions"),
+    "function_call": (lambda v: v in ("none", "auto"), "is not supported: coeflow does not call functions"),
+    "response_format": (lambda v: v == {"type": "text"},
+                        'is not supported yet except {"type": "text"}: no structured output'),
+    "logit_bias": (lambda v: v == {}, "is not supported yet"),
+    "top_logprobs": (lambda v: v == 0, "is not supported yet: no logprobs are returned"),
+    "echo": (lambda v: v is False, "is not supported"),
+    "suffix": (lambda v: v == "", "is not supported: coeflow does not insert text"),
+    "best_of": (lambda v: v == 1, "must be 1: coeflow returns one choice per request"),
+    "modalities": (lambda v: v == ["text"], 'must be ["text"]: coeflow answers in text'),
+    "audio": (lambda v: False, "is not supported: coeflow answers in text"),
+    "web_search_options": (lambda v: False, "is not supported: coeflow does not search the web"),
+    "reasoning_effort": (lambda v: False, "is not supported: the experts are not reasoning models"),
+    "verbosity": (lambda v: False, "is not supported"),
+    "store": (lambda v: v is False, "must be false: coeflow stores no completions"),
+    "service_tier": (lambda v: v in ("auto", "default"), "must be 'auto' or 'default'"),
+}
 
 
 class APIError(Exception):
@@ -123,12 +146,45 @@ class _Completion(_Wire):
     max_completion_tokens: int | None = None  # OpenAI's newer name; max_tokens wins when both are given
     temperature: float = 1.0
     top_p: float = 1.0
-    top_k: int = 0  # extension: 0 is off
+    top_k: int = 0  # extension: 0 (or -1, as vLLM spells it) is off
     seed: int | None = None
     stop: Any = ()
     stream: bool = False
     stream_options: dict[str, Any] = {}
     ignore_eos: bool = False  # extension: generate max_tokens tokens whatever the model says
+    # honoured as what they are: identifiers of the caller, and a hint for prefix caching (which
+    # coeflow does for every prompt) and for predicted output (an optimisation, not the answer)
+    user: str | None = None
+    safety_identifier: str | None = None
+    prompt_cache_key: str | None = None
+    metadata: dict[str, Any] | None = None
+    prediction: Any = None
+    parallel_tool_calls: bool | None = None  # with no tools, there is nothing to run in parallel
+    tools: Any = None
+    tool_choice: Any = None
+    functions: Any = None
+    function_call: Any = None
+    response_format: Any = None
+    logit_bias: Any = None
+    top_logprobs: Any = None
+    echo: Any = None
+    suffix: Any = None
+    best_of: Any = None
+    modalities: Any = None
+    audio: Any = None
+    web_search_options: Any = None
+    reasoning_effort: Any = None
+    verbosity: Any = None
+    store: Any = None
+    service_tier: Any = None
+
+    @field_validator(*UNSUPPORTED)
+    @classmethod
+    def _asks_nothing(cls, v: Any, info: ValidationInfo) -> Any:
+        asks_nothing, why = UNSUPPORTED[info.field_name]
+        if v is not None and not asks_nothing(v):
+            raise ValueError(why)
+        return v
 
     @field_validator("model", mode="after")
     @classmethod
@@ -192,9 +248,9 @@ class _Completion(_Wire):
     @field_validator("top_k")
     @classmethod
     def _top_k(cls, v: int) -> int:
-        if v < 0:
-            raise ValueError(f"must be 0 (off) or more, got {v}")
-        return v
+        if v < -1:
+            raise ValueError(f"must be 0 or -1 (off) or more, got {v}")
+        return max(v, 0)
 
     @field_validator("stop", mode="before")
     @classmethod
