@@ -54,11 +54,13 @@ def convert_experts(tree: Path, experts: dict[str, Path], out: Path, dtype: str,
 
 @contextlib.contextmanager
 def llama_router(server: Path, models: Path, count: int, port: int, slots: int, context: int,
-                 threads: int, log: Path, timeout_s: float = 120.0) -> Iterator[str]:
+                 threads: int | None, log: Path, timeout_s: float = 120.0) -> Iterator[str]:
     """Run `server` in router mode over the GGUF files in `models` (all `count` kept loaded),
-    each with `slots` parallel sequences of `context` tokens; yields its base URL (.../v1)."""
+    each with `slots` parallel sequences of `context` tokens and `threads` threads (None:
+    llama.cpp's default, every core, for each model); yields its base URL (.../v1)."""
     cmd = [str(server), "--models-dir", str(models), "--models-max", str(count), "--host", "127.0.0.1",
-           "--port", str(port), "-t", str(threads), "-c", str(slots * context), "-np", str(slots)]
+           "--port", str(port), "-c", str(slots * context), "-np", str(slots)]
+    cmd += ["-t", str(threads)] if threads is not None else []
     with log.open("w") as sink:
         proc = subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT)
     try:

@@ -171,10 +171,11 @@ def _play_blocking(url: str, trace: list[MixedRequest], pairs: list[tuple[str, s
 def run_mixed(coe: Path, requests: int = 200, rate: float = 4.0, engine: str = "fused", seed: int = 0,
               baseline_slots: int = 2, servers: tuple[str, ...] = MIXED_SERVERS, slice_s: float | None = None,
               prefix_cache: bool = True, peer_server: Path | None = None, peer_models: Path | None = None,
-              progress: Callable[[str], None] = lambda s: None) -> dict:
+              peer_threads: int | None = None, progress: Callable[[str], None] = lambda s: None) -> dict:
     """`slice_s`, `prefix_cache`: coeflow's --slice (None: the server's default) and prefix cache.
     `peer_server`: a built llama-server (the peer runs only with it); `peer_models`: where its
-    GGUF files go (default: gguf/ beside the CoE file)."""
+    GGUF files go (default: gguf/ beside the CoE file); `peer_threads`: each model's threads
+    (None: llama.cpp's default)."""
     from coeflow.coefile import load_coe
     from coeflow.model import ModelConfig, Tokenizer
     spec = load_coe(coe)
@@ -194,7 +195,7 @@ def run_mixed(coe: Path, requests: int = 200, rate: float = 4.0, engine: str = "
     from coeflow.scheduler import SLICE_S
     report: dict = {"machine": machine_name(), "workload": "mixed", "coe": str(coe), "requests": requests,
                     "slice_s": SLICE_S if slice_s is None else slice_s, "prefix_cache": prefix_cache,
-                    "rate_per_s": rate, "engine": engine,
+                    "rate_per_s": rate, "engine": engine, "peer_threads": peer_threads,
                     "servers": [s for s in MIXED_SERVERS if s in servers and (s != "peer" or peer_server)],
                     "shared_requests": sum(r.shared for r in trace),
                     "output_tokens_mean": sum(r.max_tokens for r in trace) / len(trace)}
@@ -202,7 +203,8 @@ def run_mixed(coe: Path, requests: int = 200, rate: float = 4.0, engine: str = "
     try:
         for label in report["servers"]:
             if label == "peer":
-                server = _peer(spec, Path(peer_server), peer_models or Path(coe).parent / "gguf", context, progress)
+                server = _peer(spec, Path(peer_server), peer_models or Path(coe).parent / "gguf", context, peer_threads,
+                               progress)
             else:
                 server = _coeflow(coe, spec, label, engine, baseline_slots, slice_s, prefix_cache, progress)
             with server as url:
@@ -235,11 +237,10 @@ def _coeflow(coe: Path, spec, label: str, engine: str, baseline_slots: int, slic
 
 
 @contextlib.contextmanager
-def _peer(spec, server: Path, models: Path, context: int, progress: Callable[[str], None]) -> Iterator[str]:
+def _peer(spec, server: Path, models: Path, context: int, threads: int | None,
+          progress: Callable[[str], None]) -> Iterator[str]:
     """llama-server in router mode over the experts in GGUF, at coeflow's dtype, each model with
-    coeflow's largest batch of parallel sequences and the machine's cores."""
-    import os
-
+    coeflow's largest batch of parallel sequences."""
     from coeflow.bench.llama_peer import convert_experts, llama_router, llama_tree
     from coeflow.scheduler import MAX_BATCH
     from coeflow.server import ServerOptions, free_port
@@ -247,7 +248,7 @@ def _peer(spec, server: Path, models: Path, context: int, progress: Callable[[st
     folder = convert_experts(llama_tree(server), {e.name: e.path for e in spec.experts}, models / dtype, dtype,
                              progress)
     progress("peer: llama-server (router mode), loading every expert")
-    with llama_router(server, folder, len(spec.experts), free_port(), MAX_BATCH, context, os.cpu_count() or 1,
+    with llama_router(server, folder, len(spec.experts), free_port(), MAX_BATCH, context, threads,
                       models / "llama-server.log") as url:
         yield url
 

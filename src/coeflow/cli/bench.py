@@ -102,6 +102,9 @@ def register(sub: argparse._SubParsersAction, help_text: str) -> None:
                    help="mixed: also run llama.cpp's server in router mode as the peer: PATH is a llama-server "
                         "built inside a llama.cpp source tree, whose convert_hf_to_gguf.py converts the experts "
                         "(needs its Python requirements, e.g. sentencepiece)")
+    s.add_argument("--peer-threads", default=None, metavar="N", type=int,
+                   help="mixed: the peer's threads per model (llama-server -t; default: llama.cpp's, every "
+                        "core for each of the experts' processes)")
     s.add_argument("--peer-models", default=None, metavar="DIR", type=Path,
                    help="mixed: where the experts' GGUF files are written and reused (default: gguf/ beside "
                         "the CoE file)")
@@ -195,7 +198,8 @@ def _serve_mixed(args: argparse.Namespace) -> int:
         from coeflow.demo.build import build_demo
         coe = build_demo(DEFAULT_DIR).coe_file
     report = run_mixed(Path(coe), requests=args.requests, rate=args.rate, engine=args.engine, slice_s=args.slice_s,
-                       peer_server=args.peer_llama_server, peer_models=args.peer_models, progress=_progress)
+                       peer_server=args.peer_llama_server, peer_models=args.peer_models,
+                       peer_threads=args.peer_threads, progress=_progress)
     print(json.dumps(report, indent=2) if args.json else format_mixed(report))
     return 0
 
