@@ -1,6 +1,6 @@
 """How the first requests after a server starts compare with steady ones. Starts `coeflow serve`
-on a CoE, waits until /ready answers 200 (the warm-up done), then sends one streamed
-completion to each expert in turn (each the first its expert serves), then `--steady` more
+on a CoE, waits until /ready answers 200 (the warm-up done), lists the models (so the client's
+own first-call costs are not timed), then sends one streamed completion to each expert in turn (each the first its expert serves), then `--steady` more
 cycling over the experts; all one at a time, the same prompt, greedy, a fixed length. Prints
 one JSON object: seconds to the first answer of /ready and to its first 200, each first
 request's TTFT and latency, the steady medians, and the ratios.
@@ -51,6 +51,7 @@ async def requests(url: str, experts: list[str], steady: int, max_tokens: int) -
         s = await stream_completion(client, model=model, **create)
         return {"model": model, "ttft_s": s.first_s, "latency_s": s.last_s, "tokens": s.chunks}
 
+    await client.models.list()  # the client's own first-call costs (connection, parsing) kept out
     firsts = [await one(e) for e in experts]
     rest = [await one(experts[i % len(experts)]) for i in range(steady)]
     return firsts, rest

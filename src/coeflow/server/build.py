@@ -63,4 +63,6 @@ def build_server(coe_path: str | Path, opts: ServerOptions, store=None) -> CoESe
                           max_wait_s=opts.max_wait_s, slice_s=opts.slice_s, prefill_chunk=opts.prefill_chunk,
                           schedule=opts.schedule)
     warm = [n for n in shapes.values() if health.failure(n) is None] if opts.warm_up and opts.fused else []
+    for rt in runtimes.values():  # the prompt-length check's bound: a scan of the vocabulary, done now, not
+        _ = rt.tokenizer.max_token_chars  # on the first request
     return CoEServer(coe, store, scheduler, runtimes, router, health, opts.limits, opts.api_key, contexts, warm)
