@@ -68,7 +68,16 @@ def add_listen_options(p: argparse.ArgumentParser) -> None:
                    help="address to bind (default %(default)s: this machine only)")
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help="port (default %(default)s)")
     p.add_argument("--api-key", default=None,
-                   help="require 'Authorization: Bearer KEY' on /v1 routes (or set COEFLOW_API_KEY)")
+                   help="require 'Authorization: Bearer KEY' on every route but /health and /ready, /metrics and "
+                        "/docs included (or set COEFLOW_API_KEY)")
+    p.add_argument("--admin-key", default=None,
+                   help="require this key, and no other, for the admin actions (POST /v1/experts/NAME/load|"
+                        "unload|pin); it opens the other routes too (or set COEFLOW_ADMIN_KEY)")
+    p.add_argument("--public-metrics", action="store_true",
+                   help="leave /metrics open to scrapers even with --api-key")
+    p.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN", dest="cors_origins",
+                   help="let browser pages from ORIGIN (e.g. http://localhost:3000; repeat for more) call the "
+                        "server; default: none (CORS off)")
 
 
 def server_options(args: argparse.Namespace):
@@ -84,7 +93,8 @@ def server_options(args: argparse.Namespace):
         limits=Limits(max_tokens=args.max_tokens, max_prompt_tokens=args.max_prompt_tokens,
                       max_body_bytes=parse_bytes(args.max_body)),
         api_key=args.api_key if args.api_key is not None else os.environ.get("COEFLOW_API_KEY"),
-        warm_up=args.warm_up)
+        admin_key=args.admin_key if args.admin_key is not None else os.environ.get("COEFLOW_ADMIN_KEY"),
+        public_metrics=args.public_metrics, cors_origins=tuple(args.cors_origins), warm_up=args.warm_up)
 
 
 def register(sub: argparse._SubParsersAction, help_text: str) -> None:
@@ -92,7 +102,8 @@ def register(sub: argparse._SubParsersAction, help_text: str) -> None:
         "Serve a CoE behind one OpenAI-compatible endpoint. 'model' in a request is an expert's "
         "name, or 'coe' to let the router choose. Routes: POST /v1/chat/completions, "
         "POST /v1/completions, GET /v1/models, GET /v1/experts (tiers, hits, switch times), "
-        "POST /v1/experts/NAME/load|unload|pin (admin), GET /metrics (Prometheus), GET /health."))
+        "POST /v1/experts/NAME/load|unload|pin (admin), GET /metrics (Prometheus), GET /health (alive), "
+        "GET /ready (warm-up done, not draining)."))
     p.add_argument("--coe", required=True, metavar="FILE", help="the CoE file (coe.yaml) or its directory")
     add_listen_options(p)
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])

@@ -9,25 +9,28 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import logging
 import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator
 
 from fastapi import FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 
 from coeflow.coefile import CoEFile
 from coeflow.engine import Delta, InvalidRequestError
 from coeflow.errors import CoeflowError
 from coeflow.scheduler import Failed, Finished, GenRequest, QueueFullError, Scheduler, ShuttingDownError, Started
-from coeflow.server.guard import ApiKey, openai_errors, read_json
+from coeflow.server.guard import Keys, RequestId, openai_errors, read_json
 from coeflow.server.health import ExpertHealth
 from coeflow.server.metrics import LiveSources, Metrics
 from coeflow.server.protocol import (APIError, Limits, LoadBody, ParsedRequest, PinBody, bad, parse_admin,
                                      parse_request)
 
 ROUTED = "coe"
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -45,6 +48,9 @@ class CoEServer:
     warm_up: list[str] = field(default_factory=list)  # one expert per model shape, compiled at start
     recorder: Any | None = None  # coeflow.trace.TraceRecorder: one trace line per accepted request
     created: int = field(default_factory=lambda: int(time.time()))
+    admin_key: str | None = None  # POST /v1/experts/... needs it (and no other key) when set
+    public_metrics: bool = False  # /metrics open even with an API key
+    cors_origins: tuple[str, ...] = ()  # browsers' origins allowed to call (none: CORS off)
 
     def __post_init__(self) -> None:
         self.metrics = Metrics(LiveSources(
@@ -67,8 +73,12 @@ class Choice:
 def create_app(srv: CoEServer) -> FastAPI:
     app = FastAPI(title="coeflow", description="A Composition of Experts behind one OpenAI-compatible endpoint")
     openai_errors(app)
-    if srv.api_key:
-        app.add_middleware(ApiKey, key=srv.api_key)
+    app.add_middleware(Keys, api_key=srv.api_key, admin_key=srv.admin_key, public_metrics=srv.public_metrics)
+    if srv.cors_origins:  # outside the keys: a browser's preflight carries none
+        app.add_middleware(CORSMiddleware, allow_origins=list(srv.cors_origins), allow_methods=["GET", "POST"],
+                           allow_headers=["Authorization", "Content-Type", "X-Request-Id"],
+                           expose_headers=["X-Request-Id"])
+    app.add_middleware(RequestId)  # outermost: every answer carries the id, a refusal too
 
     @app.get("/health")
     async def health() -> dict:
@@ -197,7 +207,7 @@ async def _complete(srv: CoEServer, request: Request, chat: bool) -> Response:
     if choice.confidence is not None:
         headers["x-coeflow-confidence"] = f"{choice.confidence:.4f}"
     rid = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24]
-    tracker = _Timing(srv, choice.expert, arrival, len(ids))
+    tracker = _Timing(srv, choice.expert, arrival, len(ids), request.state.request_id)
     if req.stream:
         events.stop_watching()  # a streaming response watches its client itself
         return StreamingResponse(_sse(req, chat, rid, info, events, gen, tracker),
@@ -235,7 +245,10 @@ def _prompt_ids(srv: CoEServer, req: ParsedRequest, expert: str, chat: bool) -> 
         raise APIError(503, f"expert {expert!r} is unavailable: {why}", "service_unavailable",
                        code="expert_unavailable")
     tokenizer = srv.runtimes[expert].tokenizer
-    ids = tokenizer.encode_chat(req.messages) if chat else tokenizer.encode(req.prompt)
+    try:
+        ids = tokenizer.encode_chat(req.messages) if chat else tokenizer.encode(req.prompt)
+    except CoeflowError as e:  # the expert's chat template refused these messages (raise_exception)
+        raise bad(f"expert {expert!r}: {e}", "messages") from None
     if not ids:
         raise bad("the prompt is empty after tokenisation", "prompt")
     if len(ids) > srv.limits.max_prompt_tokens:
@@ -370,8 +383,9 @@ class _Events:
 class _Timing:
     """Time to first token and time per output token of one request, into the metrics."""
 
-    def __init__(self, srv: CoEServer, expert: str, arrival: float, prompt_tokens: int):
-        self.srv, self.expert, self.arrival = srv, expert, arrival
+    def __init__(self, srv: CoEServer, expert: str, arrival: float, prompt_tokens: int, request_id: str):
+        self.srv, self.expert, self.arrival, self.request_id = srv, expert, arrival, request_id
+        self.prompt_tokens = prompt_tokens
         self.first: float | None = None
         self.last = arrival
         srv.metrics.prompt_tokens.labels(expert).inc(prompt_tokens)
@@ -390,6 +404,8 @@ class _Timing:
             m.tpot.labels(self.expert).observe((self.last - self.first) / (completion_tokens - 1))
         if outcome == "ok":
             m.latency.labels(self.expert).observe(self.last - self.arrival)
+        log.info("request %s: %s on %s, %d prompt + %d completion tokens, %.3f s", self.request_id, outcome,
+                 self.expert, self.prompt_tokens, completion_tokens, self.srv.scheduler.clock.now() - self.arrival)
 
 
 async def _sse(req: ParsedRequest, chat: bool, rid: str, info: dict, events: _Events, gen: GenRequest,

@@ -1,8 +1,8 @@
-"""What stands between a client and the handlers: the API key, the body's size and shape, and
-errors in OpenAI's shape whatever raised them.
+"""What stands between a client and the handlers: the keys, the request's id, the body's size
+and shape, and errors in OpenAI's shape whatever raised them.
 
-The key is checked by a plain ASGI middleware, not Starlette's BaseHTTPMiddleware, which hides
-a client's disconnect from the handler (and so generated the whole answer for a client that
+Keys and ids are plain ASGI middlewares, not Starlette's BaseHTTPMiddleware, which hides a
+client's disconnect from the handler (and so generated the whole answer for a client that
 had gone). A body is read up to a byte limit (413 past it, without reading the rest), and
 decoded off the event loop, so that no request can stall the others' handling."""
 
@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
+import uuid
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -22,21 +23,63 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from coeflow.server.protocol import APIError, bad
 
 
-class ApiKey:
-    """ASGI middleware: requests to /v1/ must carry `Authorization: Bearer <key>`."""
+PROBES = ("/health", "/ready")  # open always: load balancers and orchestrators probe without keys
+ADMIN_PREFIX = "/v1/experts/"  # POST there moves, pins and reloads experts
 
-    def __init__(self, app: ASGIApp, key: str) -> None:
-        self.app, self.expected = app, f"Bearer {key}".encode()
+
+class Keys:
+    """ASGI middleware: who may call what. With an API key, every route needs
+    `Authorization: Bearer <key>` but the probes (and /metrics with `public_metrics`); with an
+    admin key, the admin actions (POST /v1/experts/...) need it and no other, and it opens
+    every other route too."""
+
+    def __init__(self, app: ASGIApp, api_key: str | None, admin_key: str | None, public_metrics: bool) -> None:
+        self.app, self.public_metrics = app, public_metrics
+        self.api = f"Bearer {api_key}".encode() if api_key else None
+        self.admin = f"Bearer {admin_key}".encode() if admin_key else None
+
+    def _allowed(self, given: bytes, method: str, path: str) -> str | None:
+        """None if the request may pass, else which key it lacks."""
+        if self.admin is not None and method == "POST" and path.startswith(ADMIN_PREFIX):
+            return None if secrets.compare_digest(given, self.admin) else "admin key"
+        if self.api is None or path in PROBES or (path == "/metrics" and self.public_metrics):
+            return None
+        if secrets.compare_digest(given, self.api) or (self.admin is not None and secrets.compare_digest(given, self.admin)):
+            return None
+        return "API key"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"].startswith("/v1/"):
-            given = dict(scope["headers"]).get(b"authorization", b"")
-            if not secrets.compare_digest(given, self.expected):
-                e = APIError(401, "invalid or missing API key: send 'Authorization: Bearer <key>'",
+        if scope["type"] == "http":
+            lacking = self._allowed(dict(scope["headers"]).get(b"authorization", b""), scope["method"], scope["path"])
+            if lacking is not None:
+                e = APIError(401, f"invalid or missing {lacking}: send 'Authorization: Bearer <key>'",
                              "authentication_error", code="invalid_api_key")
                 await JSONResponse(e.body(), status_code=401)(scope, receive, send)
                 return
         await self.app(scope, receive, send)
+
+
+class RequestId:
+    """ASGI middleware: each request's id, the client's `X-Request-Id` if it sends a sane one
+    (up to 128 letters, digits and ._:-), else a new one; echoed in the response's headers and
+    kept in the scope's state for the handlers' log lines."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
+        rid = given if 0 < len(given) <= 128 and all(c.isalnum() or c in "._:-" for c in given) else uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = rid
+
+        async def send_with_id(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), (b"x-request-id", rid.encode())]}
+            await send(message)
+        await self.app(scope, receive, send_with_id)
 
 
 def openai_errors(app: FastAPI) -> None:

@@ -1,0 +1,100 @@
+"""What a deployer expects around the OpenAI routes: an admin key apart from the inference key,
+the API key guarding /metrics and the docs too (the probes stay open), a request id echoed and
+logged, CORS only for the origins named, and a chat template's refusal as a 400 naming the
+expert."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+
+import httpx
+import pytest
+
+from coe_fixture import start
+
+API, ADMIN = "inference-key", "admin-key"
+
+
+def _bearer(key: str) -> dict:
+    return {"Authorization": f"Bearer {key}"}
+
+
+@pytest.fixture(scope="module")
+def keyed(coe_file):
+    srv, ctx = start(coe_file, api_key=API, admin_key=ADMIN)
+    with ctx as url:
+        yield url.removesuffix("/v1")
+
+
+def test_the_probes_are_open_and_everything_else_needs_the_api_key(keyed):
+    for path in ("/health", "/ready"):
+        assert httpx.get(keyed + path).status_code == 200, path
+    for path in ("/metrics", "/openapi.json", "/docs", "/v1/models", "/v1/experts"):
+        r = httpx.get(keyed + path)
+        assert r.status_code == 401 and "API key" in r.json()["error"]["message"], path
+        assert httpx.get(keyed + path, headers=_bearer(API)).status_code == 200, path
+
+
+def test_admin_actions_need_the_admin_key_which_opens_the_other_routes_too(keyed):
+    pin = f"{keyed}/v1/experts/sql/pin"
+    r = httpx.post(pin, json={"pinned": False}, headers=_bearer(API))
+    assert r.status_code == 401 and "admin key" in r.json()["error"]["message"]
+    assert httpx.post(pin, json={"pinned": False}, headers=_bearer(ADMIN)).status_code == 200
+    assert httpx.get(f"{keyed}/v1/models", headers=_bearer(ADMIN)).status_code == 200
+
+
+def test_metrics_can_be_left_open_to_scrapers(coe_file):
+    srv, ctx = start(coe_file, api_key=API, public_metrics=True)
+    with ctx as url:
+        base = url.removesuffix("/v1")
+        assert httpx.get(f"{base}/metrics").status_code == 200
+        assert httpx.get(f"{base}/v1/models").status_code == 401
+
+
+def test_a_request_id_is_echoed_logged_and_made_when_missing_or_unfit(keyed, caplog):
+    body = {"model": "sql", "prompt": "hi", "max_tokens": 2}
+    with caplog.at_level(logging.INFO, logger="coeflow.server.app"):
+        r = httpx.post(f"{keyed}/v1/completions", json=body, headers={**_bearer(API), "X-Request-Id": "trace-42.a"})
+    assert r.status_code == 200 and r.headers["x-request-id"] == "trace-42.a"
+    assert any("trace-42.a" in m and "sql" in m for m in caplog.messages)
+    made = httpx.post(f"{keyed}/v1/completions", json=body, headers=_bearer(API)).headers["x-request-id"]
+    odd = httpx.post(f"{keyed}/v1/completions", json=body,
+                     headers={**_bearer(API), "X-Request-Id": "no spaces please"}).headers["x-request-id"]
+    assert len(made) == 32 and len(odd) == 32 and made != odd
+    assert httpx.get(f"{keyed}/v1/models").headers["x-request-id"]  # a refusal carries one too
+
+
+def test_cors_is_off_unless_an_origin_is_named_and_a_preflight_needs_no_key(coe_file, keyed):
+    preflight = {"Origin": "http://console.example", "Access-Control-Request-Method": "POST",
+                 "Access-Control-Request-Headers": "authorization,content-type"}
+    r = httpx.options(f"{keyed}/v1/chat/completions", headers=preflight)
+    assert "access-control-allow-origin" not in r.headers
+    srv, ctx = start(coe_file, api_key=API, cors_origins=("http://console.example",))
+    with ctx as url:
+        r = httpx.options(f"{url}/chat/completions", headers=preflight)
+        assert r.status_code == 200 and r.headers["access-control-allow-origin"] == "http://console.example"
+        r = httpx.options(f"{url}/chat/completions", headers={**preflight, "Origin": "http://elsewhere.example"})
+        assert r.headers.get("access-control-allow-origin") != "http://elsewhere.example"
+
+
+def test_a_chat_template_that_refuses_the_messages_is_a_400_naming_the_expert(coe_file, tmp_path):
+    root = tmp_path / "coe"
+    shutil.copytree(coe_file.parent, root)
+    config = root / "experts" / "sql" / "tokenizer_config.json"
+    cfg = json.loads(config.read_text())
+    cfg["chat_template"] = ("{% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not "
+                            "supported') }}{% endif %}{% for m in messages %}{{ m['content'] }}{% endfor %}")
+    config.write_text(json.dumps(cfg))
+    srv, ctx = start(root / "coe.yaml")
+    with ctx as url:
+        r = httpx.post(f"{url}/chat/completions", json={"model": "sql", "max_tokens": 2, "messages": [
+            {"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}]})
+        assert r.status_code == 400
+        err = r.json()["error"]
+        assert "'sql'" in err["message"] and "System role not supported" in err["message"]
+        assert err["param"] == "messages"
+        r = httpx.post(f"{url}/chat/completions", json={"model": "sql", "max_tokens": 2,
+                                                        "messages": [{"role": "user", "content": "hi"}]})
+        assert r.status_code == 200
