@@ -98,3 +98,34 @@ def test_a_chat_template_that_refuses_the_messages_is_a_400_naming_the_expert(co
         r = httpx.post(f"{url}/chat/completions", json={"model": "sql", "max_tokens": 2,
                                                         "messages": [{"role": "user", "content": "hi"}]})
         assert r.status_code == 200
+
+
+def _used_blocks(srv) -> int:
+    return sum(s["used"] for s in srv.scheduler.backend.kv_stats().values())
+
+
+def test_a_request_past_its_deadline_is_a_408_whose_kv_blocks_go_back(coe_file, monkeypatch):
+    import time
+
+    from coeflow.engine.runners.eager import EagerRunner
+    step = EagerRunner.step
+    monkeypatch.setattr(EagerRunner, "step", lambda *a: time.sleep(0.02) or step(*a))  # a slow expert
+    srv, ctx = start(coe_file, request_timeout_s=60.0)
+    long = {"model": "sql", "prompt": "hi", "max_tokens": 200, "ignore_eos": True}
+    with ctx as url:
+        r = httpx.post(f"{url}/completions", json=long, headers={"X-Request-Timeout": "0.5"}, timeout=60)
+        assert r.status_code == 408
+        assert (r.json()["error"]["type"], r.json()["error"]["code"]) == ("timeout_error", "request_timeout")
+        with httpx.stream("POST", f"{url}/completions", json={**long, "stream": True},
+                          headers={"X-Request-Timeout": "0.5"}, timeout=60) as s:
+            events = [line for line in s.iter_lines() if line.startswith("data: ")]
+        assert s.status_code == 200 and "request_timeout" in events[-2] and events[-1] == "data: [DONE]"
+        assert 0 < sum("text" in e for e in events) < 200  # some tokens came, then the deadline
+        deadline = time.monotonic() + 30  # the cancelled sequences leave at the worker's next step
+        while _used_blocks(srv) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _used_blocks(srv) == 0
+        ok = httpx.post(f"{url}/completions", json={**long, "max_tokens": 3}, headers={"X-Request-Timeout": "30"})
+        assert ok.status_code == 200
+        r = httpx.post(f"{url}/completions", json=long, headers={"X-Request-Timeout": "soon"})
+        assert r.status_code == 400 and "X-Request-Timeout" in r.json()["error"]["message"]

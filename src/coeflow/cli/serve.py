@@ -54,6 +54,10 @@ def add_server_options(p: argparse.ArgumentParser) -> None:
                      help="largest max_tokens a request may ask (default %(default)s)")
     lim.add_argument("--max-prompt-tokens", type=int, default=Limits.max_prompt_tokens,
                      help="longest prompt in tokens (default %(default)s)")
+    lim.add_argument("--request-timeout", type=float, default=ServerOptions.request_timeout_s, metavar="SECONDS",
+                     help="a request not answered within this many seconds is cancelled with HTTP 408 (a stream "
+                          "ends with the error); a client may ask for less with the X-Request-Timeout header "
+                          "(default: no deadline)")
     lim.add_argument("--max-body", metavar="BYTES", default=str(Limits.max_body_bytes),
                      help="largest request body; a larger one is refused (HTTP 413) before it is read "
                           "(default %(default)s)")
@@ -94,7 +98,8 @@ def server_options(args: argparse.Namespace):
                       max_body_bytes=parse_bytes(args.max_body)),
         api_key=args.api_key if args.api_key is not None else os.environ.get("COEFLOW_API_KEY"),
         admin_key=args.admin_key if args.admin_key is not None else os.environ.get("COEFLOW_ADMIN_KEY"),
-        public_metrics=args.public_metrics, cors_origins=tuple(args.cors_origins), warm_up=args.warm_up)
+        public_metrics=args.public_metrics, cors_origins=tuple(args.cors_origins),
+        request_timeout_s=args.request_timeout, warm_up=args.warm_up)
 
 
 def register(sub: argparse._SubParsersAction, help_text: str) -> None:

@@ -51,6 +51,7 @@ class CoEServer:
     admin_key: str | None = None  # POST /v1/experts/... needs it (and no other key) when set
     public_metrics: bool = False  # /metrics open even with an API key
     cors_origins: tuple[str, ...] = ()  # browsers' origins allowed to call (none: CORS off)
+    request_timeout_s: float | None = None  # a request not answered by then is cancelled (408)
 
     def __post_init__(self) -> None:
         self.metrics = Metrics(LiveSources(
@@ -194,6 +195,7 @@ async def _complete(srv: CoEServer, request: Request, chat: bool) -> Response:
     """POST /v1/chat/completions and /v1/completions: validate, route, queue, then answer
     whole or as a stream."""
     arrival = srv.scheduler.clock.now()
+    request.state.deadline = _deadline(srv, request)
     body = await read_json(request, srv.limits.max_body_bytes)
     req, choice, ids = await asyncio.to_thread(_prepare, srv, body, chat)
     if srv.recorder is not None:
@@ -216,6 +218,30 @@ async def _complete(srv: CoEServer, request: Request, chat: bool) -> Response:
         return JSONResponse(await _whole(chat, rid, info, events, gen, tracker), headers=headers)
     finally:
         events.stop_watching()
+
+
+TIMEOUT_HEADER = "x-request-timeout"
+
+
+def _deadline(srv: CoEServer, request: Request) -> float | None:
+    """When the request must be answered by (the event loop's clock): the server's
+    --request-timeout, or the client's X-Request-Timeout seconds if sooner; None: no deadline."""
+    given = request.headers.get(TIMEOUT_HEADER)
+    timeout = srv.request_timeout_s
+    if given is not None:
+        try:
+            seconds = float(given)
+        except ValueError:
+            seconds = float("nan")
+        if not 0 < seconds < float("inf"):
+            raise bad(f"header X-Request-Timeout must be a positive number of seconds, got {given!r}")
+        timeout = seconds if timeout is None else min(timeout, seconds)
+    return None if timeout is None else asyncio.get_running_loop().time() + timeout
+
+
+def _timed_out(request: Request) -> APIError:
+    return APIError(408, "the request was not answered before its deadline (--request-timeout or "
+                    "X-Request-Timeout); it was cancelled", "timeout_error", code="request_timeout")
 
 
 async def _begin(srv: CoEServer, request: Request, req: ParsedRequest, choice: Choice, ids: list[int],
@@ -282,8 +308,8 @@ async def _started(srv: CoEServer, expert: str, events: "_Events", gen: GenReque
     """Wait for the start (or the failure) before answering, so a failed expert is a clean 503."""
     try:
         first = await events.next(gen)
-    except APIError:
-        srv.metrics.requests.labels(expert, "cancelled").inc()
+    except APIError as e:
+        srv.metrics.requests.labels(expert, "timeout" if e.status == 408 else "cancelled").inc()
         raise
     if isinstance(first, Failed):
         srv.metrics.requests.labels(expert, "failed").inc()
@@ -305,8 +331,8 @@ async def _whole(chat: bool, rid: str, info: dict, events: "_Events", gen: GenRe
     while True:
         try:
             ev = await events.next(gen)
-        except APIError:
-            tracker.done("cancelled", 0)
+        except APIError as e:
+            tracker.done("timeout" if e.status == 408 else "cancelled", 0)
             raise
         if isinstance(ev, Delta):
             tracker.token()
@@ -347,7 +373,11 @@ class _Events:
         self.request = request
         self.queue: asyncio.Queue = asyncio.Queue()
         self.loop = asyncio.get_running_loop()
+        self.deadline: float | None = getattr(request.state, "deadline", None)
         self._gone: asyncio.Future | None = None
+
+    def left_s(self) -> float | None:
+        return None if self.deadline is None else max(0.0, self.deadline - self.loop.time())
 
     def sink(self, ev: Any) -> None:
         """Called on the scheduler's thread."""
@@ -368,7 +398,7 @@ class _Events:
             self._gone = asyncio.ensure_future(self._client_gone())
         get = asyncio.ensure_future(self.queue.get())
         try:
-            await asyncio.wait({get, self._gone}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({get, self._gone}, timeout=self.left_s(), return_when=asyncio.FIRST_COMPLETED)
         except asyncio.CancelledError:
             get.cancel()
             gen.cancelled.set()
@@ -376,7 +406,9 @@ class _Events:
         if get.done():
             return get.result()
         get.cancel()
-        gen.cancelled.set()
+        gen.cancelled.set()  # its blocks go back to the pool at the next step
+        if not self._gone.done():
+            raise _timed_out(self.request)
         raise APIError(499, "client disconnected")
 
 
@@ -431,7 +463,14 @@ async def _sse(req: ParsedRequest, chat: bool, rid: str, info: dict, events: _Ev
     try:
         yield chunk("", None, first=True)
         while True:
-            ev = await events.queue.get()
+            try:
+                ev = await asyncio.wait_for(events.queue.get(), events.left_s())
+            except asyncio.TimeoutError:
+                gen.cancelled.set()
+                tracker.done("timeout", 0)
+                finished = True
+                yield f"data: {json.dumps(_timed_out(events.request).body())}\n\n".encode()
+                break
             if isinstance(ev, Delta):
                 tracker.token()
                 if ev.text:

@@ -66,4 +66,5 @@ def build_server(coe_path: str | Path, opts: ServerOptions, store=None) -> CoESe
     for rt in runtimes.values():  # the prompt-length check's bound: a scan of the vocabulary, done now, not
         _ = rt.tokenizer.max_token_chars  # on the first request
     return CoEServer(coe, store, scheduler, runtimes, router, health, opts.limits, opts.api_key, contexts, warm,
-                     admin_key=opts.admin_key, public_metrics=opts.public_metrics, cors_origins=opts.cors_origins)
+                     admin_key=opts.admin_key, public_metrics=opts.public_metrics, cors_origins=opts.cors_origins,
+                     request_timeout_s=opts.request_timeout_s)

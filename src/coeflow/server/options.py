@@ -55,12 +55,15 @@ class ServerOptions:
     admin_key: str | None = None  # the admin actions (POST /v1/experts/...) need this one, when set
     public_metrics: bool = False  # /metrics open even with an API key
     cors_origins: tuple[str, ...] = ()  # browsers' origins allowed to call; none: CORS off
+    request_timeout_s: float | None = None  # a request not answered by then is cancelled (408); None: none
     warm_up: bool = True  # compile the decode step before serving
 
     def __post_init__(self) -> None:
         for key, what in ((self.api_key, "API key"), (self.admin_key, "admin key")):
             if key is not None and not key.strip():
                 raise ConfigError(f"an empty {what} would let anyone in: give a key, or none to serve without one")
+        if self.request_timeout_s is not None and not 0 < self.request_timeout_s < float("inf"):
+            raise ConfigError(f"the request timeout must be a positive number of seconds, got {self.request_timeout_s!r}")
         if self.schedule not in SCHEDULES:
             raise ConfigError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
         for name, least in (("max_batch", 1), ("max_queue", 1), ("max_wait_s", 0), ("slice_s", 0),
