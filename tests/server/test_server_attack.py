@@ -108,9 +108,9 @@ VALID: dict[str, st.SearchStrategy] = {
     "stream_options": st.fixed_dictionaries({}, optional={"include_usage": st.booleans()}),
     "ignore_eos": st.booleans(),
     "n": st.just(1),
-    "presence_penalty": st.just(0),
-    "frequency_penalty": st.just(0.0),
-    "logprobs": st.sampled_from([False, 0]),
+    "presence_penalty": st.floats(-2, 2),
+    "frequency_penalty": st.floats(-2, 2),
+    "min_p": st.floats(0, 1),
     "user": TEXT,
 }
 VALID = {k: v | st.none() for k, v in VALID.items()}

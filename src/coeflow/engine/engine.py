@@ -15,7 +15,7 @@ from torch import Tensor
 from coeflow.engine.paged import KVPool
 from coeflow.engine.runners import StepRunner, choose_runner, prefill_layers
 from coeflow.engine.runners.base import argmax_rows, step_tokens
-from coeflow.engine.sampling import InvalidRequestError, SamplingParams, sample
+from coeflow.engine.sampling import InvalidRequestError, Pick, SamplingParams, pick
 from coeflow.engine.text import TextStream
 from coeflow.model import ModelConfig, attach_weights, build_skeleton, load_weights, parse_dtype, resolve_device
 from coeflow.model.llama import Transformer
@@ -63,6 +63,8 @@ class Delta:
     finish_reason: str | None
     completion_tokens: int  # generated so far (an EOS that ends it is not counted)
     error: str | None = None  # with finish_reason "error": why this sequence failed
+    logprob: float | None = None  # of token_id, when the request asked for logprobs
+    top_logprobs: tuple[tuple[int, float], ...] = ()  # (token id, logprob), likeliest first
 
 
 @dataclass
@@ -85,6 +87,7 @@ class Sequence:
     reused: int = 0  # leading blocks taken from the prefix cache, not prefilled
     started: float = 0.0  # perf_counter when its prefill began
     last: float = 0.0  # perf_counter of its latest token
+    picked: Pick | None = None  # the latest pick's log-probabilities, for its Delta
 
     @property
     def done(self) -> bool:
@@ -117,9 +120,9 @@ class Sequence:
     def take(self, token: int) -> Delta:
         """Add the step's token (an EOS ends the sequence without being added)."""
         c, text = self.completion, self.text
-        reason = None
+        reason, p = None, self.picked
         if token in self.eos and not self.params.ignore_eos:
-            reason, delta = "stop", text.flush() if text else ""
+            reason, delta, p = "stop", text.flush() if text else "", None  # the EOS is not output
         else:
             c.token_ids.append(token)
             delta = text.push(token) if text else ""
@@ -131,7 +134,8 @@ class Sequence:
         c.finish_reason = reason
         if text:
             c.text = text.text
-        return Delta(self.index, token, delta, reason, len(c.token_ids))
+        return Delta(self.index, token, delta, reason, len(c.token_ids),
+                     logprob=p.logprob if p else None, top_logprobs=p.top if p else ())
 
 
 class Engine:
@@ -373,7 +377,7 @@ class Engine:
             return None
         for i in range(seq.reused, len(seq.digests)):  # its whole prompt blocks, for later prompts
             pool.register(seq.blocks[i], seq.digests[i])
-        if seq.params.greedy:
+        if seq.params.plain:
             token = argmax_rows(logits[None], 1)[0]
         else:
             token = self._draw(seq, logits.float().cpu())
@@ -395,7 +399,7 @@ class Engine:
         blocks = self.pool.table([s.blocks for s in seqs], rows, _width(max(len(s.blocks) for s in seqs)))
         tokens = [s.completion.token_ids[-1] for s in seqs]
         positions = [s.position for s in seqs]
-        if all(s.params.greedy for s in seqs):
+        if all(s.params.plain for s in seqs):
             chosen = self.runner.greedy(self.pool, tokens, positions, blocks, steps)
         else:
             def draw(logits: Tensor) -> list[int]:
@@ -429,11 +433,13 @@ class Engine:
 
     @staticmethod
     def _draw(seq: Sequence, logits: Tensor) -> int:
-        """A sequence's sampled token; a failure (logits that are not numbers) ends it alone."""
+        """A sequence's token by its sampling parameters (its pick kept for the Delta); a
+        failure (logits that are not numbers) ends it alone."""
         if seq.done or seq.failure is not None:
             return 0
         try:
-            return sample(logits, seq.params, seq.generator)
+            seq.picked = pick(logits, seq.params, seq.generator, seq.prompt, seq.completion.token_ids)
         except Exception as e:  # noqa: BLE001
             seq.failure = e
             return 0
+        return seq.picked.token

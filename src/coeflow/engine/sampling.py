@@ -1,8 +1,11 @@
-"""Sampling parameters and the choice of the next token for one sequence."""
+"""Sampling parameters and the choice of the next token for one sequence: logits adjusted by
+the penalties and biases a request asks for, then the greedy or sampled pick, and the pick's
+log-probabilities when asked."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 from torch import Tensor
@@ -27,6 +30,12 @@ class SamplingParams:
     seed: int | None = None
     stop: tuple[str, ...] = ()
     ignore_eos: bool = False
+    min_p: float = 0.0  # drop tokens less likely than min_p times the likeliest; 0 = off
+    presence_penalty: float = 0.0  # OpenAI's: subtracted once from each token already generated
+    frequency_penalty: float = 0.0  # OpenAI's: subtracted per time a token was generated
+    repetition_penalty: float = 1.0  # transformers': seen tokens' logits divided (or, below 0, multiplied)
+    logit_bias: tuple[tuple[int, float], ...] = ()  # (token id, added to its logit)
+    logprobs: int | None = None  # the pick's log-probability and this many likeliest others; None = off
 
     def __post_init__(self) -> None:
         if not isinstance(self.max_tokens, int) or self.max_tokens < 1:
@@ -42,11 +51,32 @@ class SamplingParams:
         if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)
                                       or not SEED_MIN <= self.seed <= SEED_MAX):
             raise InvalidRequestError(f"seed must be an integer from {SEED_MIN} to {SEED_MAX}, got {self.seed!r}")
+        if not 0.0 <= self.min_p <= 1.0:
+            raise InvalidRequestError(f"min_p must be in [0, 1], got {self.min_p!r}")
+        for name in ("presence_penalty", "frequency_penalty"):
+            if not -2.0 <= getattr(self, name) <= 2.0:
+                raise InvalidRequestError(f"{name} must be in [-2, 2], got {getattr(self, name)!r}")
+        if not 0.0 < self.repetition_penalty <= 10.0:
+            raise InvalidRequestError(f"repetition_penalty must be in (0, 10], got {self.repetition_penalty!r}")
+        if self.logprobs is not None and not 0 <= self.logprobs <= 20:
+            raise InvalidRequestError(f"logprobs must be from 0 to 20, got {self.logprobs!r}")
         object.__setattr__(self, "stop", tuple(self.stop))
+        object.__setattr__(self, "logit_bias", tuple((int(t), float(b)) for t, b in self.logit_bias))
 
     @property
     def greedy(self) -> bool:
         return self.temperature == 0.0
+
+    @property
+    def adjusts(self) -> bool:
+        """Its logits are changed before the pick (penalties, biases)."""
+        return bool(self.presence_penalty or self.frequency_penalty or self.repetition_penalty != 1.0
+                    or self.logit_bias)
+
+    @property
+    def plain(self) -> bool:
+        """The argmax of the model's logits is all it needs: a runner may choose on the device."""
+        return self.greedy and not self.adjusts and self.logprobs is None
 
     def generator(self) -> torch.Generator | None:
         if self.greedy:
@@ -59,17 +89,58 @@ class SamplingParams:
         return g
 
 
+@dataclass(frozen=True)
+class Pick:
+    """A chosen token, and (when asked) its log-probability and the likeliest tokens', under
+    the model's distribution before any penalty, bias or temperature."""
+    token: int
+    logprob: float | None = None
+    top: tuple[tuple[int, float], ...] = ()
+
+
+def adjust(logits: Tensor, params: SamplingParams, prompt: Sequence[int], generated: Sequence[int]) -> Tensor:
+    """float64 logits [V] with the request's penalties and biases applied: transformers'
+    repetition penalty over the prompt and the output, OpenAI's presence and frequency
+    penalties over the output, then the logit biases."""
+    logits = logits.double().clone()
+    if params.repetition_penalty != 1.0 and (prompt or generated):
+        seen = torch.tensor(sorted(set(prompt) | set(generated)), dtype=torch.long)
+        seen = seen[seen < logits.numel()]
+        hit = logits[seen]
+        logits[seen] = torch.where(hit > 0, hit / params.repetition_penalty, hit * params.repetition_penalty)
+    if (params.presence_penalty or params.frequency_penalty) and generated:
+        counts = torch.bincount(torch.tensor(generated, dtype=torch.long), minlength=logits.numel())[:logits.numel()]
+        logits -= params.frequency_penalty * counts + params.presence_penalty * (counts > 0)
+    for token, bias in params.logit_bias:
+        if 0 <= token < logits.numel():
+            logits[token] += bias
+    return logits
+
+
+def pick(logits: Tensor, params: SamplingParams, generator: torch.Generator | None,
+         prompt: Sequence[int] = (), generated: Sequence[int] = ()) -> Pick:
+    """The next token from a sequence's float32 logits [V] (on the CPU)."""
+    choice = adjust(logits, params, prompt, generated) if params.adjusts else logits
+    token = int(choice.argmax()) if params.greedy else sample(choice, params, generator)
+    if params.logprobs is None:
+        return Pick(token)
+    lp = torch.log_softmax(logits.double(), -1)
+    top = torch.topk(lp, min(params.logprobs, lp.numel())) if params.logprobs else None
+    return Pick(token, float(lp[token]),
+                tuple(zip(top.indices.tolist(), top.values.tolist())) if top is not None else ())
+
+
 def sample(logits: Tensor, params: SamplingParams, generator: torch.Generator | None) -> int:
-    """Next token id from float32 logits [V] (on the CPU). In float64, from the largest logit
+    """A sampled token id from logits [V] (on the CPU). In float64, from the largest logit
     down: every temperature and top_p a request may give stays a number (divided in float32,
     a tiny temperature overflows, and a tiny top_p rounds to 0)."""
-    if params.greedy:
-        return int(logits.argmax())
     logits = logits.double()
     logits = (logits - logits.max()) / params.temperature
     if params.top_k and params.top_k < logits.numel():
         kth = torch.topk(logits, params.top_k).values[-1]
         logits = logits.masked_fill(logits < kth, float("-inf"))
+    if params.min_p > 0.0:  # relative to the likeliest, whose logit is 0 here
+        logits = logits.masked_fill(logits < torch.log(torch.tensor(params.min_p, dtype=logits.dtype)), float("-inf"))
     if params.top_p < 1.0:
         sorted_logits, order = torch.sort(logits, descending=True)
         cum = sorted_logits.softmax(-1).cumsum(-1)

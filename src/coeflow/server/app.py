@@ -210,12 +210,13 @@ async def _complete(srv: CoEServer, request: Request, chat: bool) -> Response:
         headers["x-coeflow-confidence"] = f"{choice.confidence:.4f}"
     rid = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24]
     tracker = _Timing(srv, choice.expert, arrival, len(ids), request.state.request_id)
+    lp = _Logprobs(srv.runtimes[choice.expert].tokenizer, chat) if req.params.logprobs is not None else None
     if req.stream:
         events.stop_watching()  # a streaming response watches its client itself
-        return StreamingResponse(_sse(req, chat, rid, info, events, gen, tracker),
+        return StreamingResponse(_sse(req, chat, rid, info, events, gen, tracker, lp),
                                  media_type="text/event-stream", headers=headers)
     try:
-        return JSONResponse(await _whole(chat, rid, info, events, gen, tracker), headers=headers)
+        return JSONResponse(await _whole(chat, rid, info, events, gen, tracker, lp), headers=headers)
     finally:
         events.stop_watching()
 
@@ -277,6 +278,9 @@ def _prompt_ids(srv: CoEServer, req: ParsedRequest, expert: str, chat: bool) -> 
         raise bad(f"expert {expert!r}: {e}", "messages") from None
     if not ids:
         raise bad("the prompt is empty after tokenisation", "prompt")
+    if any(t >= tokenizer.vocab_size for t, _ in req.params.logit_bias):
+        raise bad(f"logit_bias names a token id outside expert {expert!r}'s vocabulary of {tokenizer.vocab_size}",
+                  "logit_bias")
     if len(ids) > srv.limits.max_prompt_tokens:
         raise bad(f"the prompt has {len(ids)} tokens; the limit is {srv.limits.max_prompt_tokens}",
                   "messages" if chat else "prompt")
@@ -325,7 +329,7 @@ async def _started(srv: CoEServer, expert: str, events: "_Events", gen: GenReque
 
 
 async def _whole(chat: bool, rid: str, info: dict, events: "_Events", gen: GenRequest,
-                 tracker: "_Timing") -> dict[str, Any]:
+                 tracker: "_Timing", lp: "_Logprobs | None") -> dict[str, Any]:
     """The non-streamed answer: every token, then one body."""
     text, reason, n = [], "length", 0
     while True:
@@ -337,6 +341,8 @@ async def _whole(chat: bool, rid: str, info: dict, events: "_Events", gen: GenRe
         if isinstance(ev, Delta):
             tracker.token()
             text.append(ev.text)
+            if lp is not None:
+                lp.add(ev)
         elif isinstance(ev, Finished):
             reason, n = ev.reason, ev.completion_tokens
             break
@@ -350,10 +356,11 @@ async def _whole(chat: bool, rid: str, info: dict, events: "_Events", gen: GenRe
     if chat:
         body["object"] = "chat.completion"
         body["choices"] = [{"index": 0, "message": {"role": "assistant", "content": "".join(text)},
-                            "finish_reason": reason, "logprobs": None}]
+                            "finish_reason": reason, "logprobs": lp.take() if lp else None}]
     else:
         body["object"] = "text_completion"
-        body["choices"] = [{"index": 0, "text": "".join(text), "finish_reason": reason, "logprobs": None}]
+        body["choices"] = [{"index": 0, "text": "".join(text), "finish_reason": reason,
+                            "logprobs": lp.take() if lp else None}]
     return body
 
 
@@ -412,6 +419,39 @@ class _Events:
         raise APIError(499, "client disconnected")
 
 
+class _Logprobs:
+    """A request's token log-probabilities as OpenAI writes them: chat's `content` entries
+    (token, logprob, bytes, top_logprobs), or completions' parallel lists with character
+    offsets. Collected per Delta, taken when a chunk or the answer is written."""
+
+    def __init__(self, tokenizer: Any, chat: bool) -> None:
+        self.tokenizer, self.chat = tokenizer, chat
+        self.entries: list[dict] = []
+        self.offset = 0  # characters of the completion before the entries not taken yet
+
+    def _piece(self, token_id: int, logprob: float) -> dict:
+        text = self.tokenizer.decode([token_id])
+        return {"token": text, "logprob": logprob, "bytes": list(text.encode("utf-8"))}
+
+    def add(self, d: Delta) -> None:
+        if d.logprob is not None:
+            entry = self._piece(d.token_id, d.logprob)
+            entry["top_logprobs"] = [self._piece(t, lp) for t, lp in d.top_logprobs]
+            self.entries.append(entry)
+
+    def take(self) -> dict:
+        entries, self.entries = self.entries, []
+        if self.chat:
+            return {"content": entries, "refusal": None}
+        offsets = []
+        for e in entries:
+            offsets.append(self.offset)
+            self.offset += len(e["token"])
+        return {"tokens": [e["token"] for e in entries], "token_logprobs": [e["logprob"] for e in entries],
+                "top_logprobs": [{t["token"]: t["logprob"] for t in e["top_logprobs"]} for e in entries],
+                "text_offset": offsets}
+
+
 class _Timing:
     """Time to first token and time per output token of one request, into the metrics."""
 
@@ -441,7 +481,7 @@ class _Timing:
 
 
 async def _sse(req: ParsedRequest, chat: bool, rid: str, info: dict, events: _Events, gen: GenRequest,
-               tracker: _Timing) -> AsyncIterator[bytes]:
+               tracker: _Timing, lp: "_Logprobs | None") -> AsyncIterator[bytes]:
     created = int(time.time())
     obj = "chat.completion.chunk" if chat else "text_completion"
 
@@ -455,6 +495,8 @@ async def _sse(req: ParsedRequest, chat: bool, rid: str, info: dict, events: _Ev
             c["choices"] = [{"index": 0, "delta": delta, "finish_reason": reason, "logprobs": None}]
         else:
             c["choices"] = [{"index": 0, "text": text or "", "finish_reason": reason, "logprobs": None}]
+        if lp is not None and usage is None and not first:  # the tokens since the last chunk
+            c["choices"][0]["logprobs"] = lp.take()
         if first:
             c["coeflow"] = info
         return f"data: {json.dumps(c)}\n\n".encode()
@@ -473,6 +515,8 @@ async def _sse(req: ParsedRequest, chat: bool, rid: str, info: dict, events: _Ev
                 break
             if isinstance(ev, Delta):
                 tracker.token()
+                if lp is not None:
+                    lp.add(ev)
                 if ev.text:
                     yield chunk(ev.text, None)
             elif isinstance(ev, Finished):

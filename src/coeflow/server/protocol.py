@@ -29,8 +29,6 @@ UNSUPPORTED: dict[str, tuple[Callable[[Any], bool], str]] = {
     "function_call": (lambda v: v in ("none", "auto"), "is not supported: coeflow does not call functions"),
     "response_format": (lambda v: v == {"type": "text"},
                         'is not supported yet except {"type": "text"}: no structured output'),
-    "logit_bias": (lambda v: v == {}, "is not supported yet"),
-    "top_logprobs": (lambda v: v == 0, "is not supported yet: no logprobs are returned"),
     "echo": (lambda v: v is False, "is not supported"),
     "suffix": (lambda v: v == "", "is not supported: coeflow does not insert text"),
     "best_of": (lambda v: v == 1, "must be 1: coeflow returns one choice per request"),
@@ -141,6 +139,9 @@ class _Completion(_Wire):
     n: int = 1
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
+    repetition_penalty: float = 1.0  # extension (transformers'): 1 is off
+    min_p: float = 0.0  # extension: 0 is off
+    logit_bias: dict[str, float] = {}
     logprobs: Any = None
     max_tokens: int | None = None
     max_completion_tokens: int | None = None  # OpenAI's newer name; max_tokens wins when both are given
@@ -165,8 +166,6 @@ class _Completion(_Wire):
     functions: Any = None
     function_call: Any = None
     response_format: Any = None
-    logit_bias: Any = None
-    top_logprobs: Any = None
     echo: Any = None
     suffix: Any = None
     best_of: Any = None
@@ -202,17 +201,40 @@ class _Completion(_Wire):
 
     @field_validator("presence_penalty", "frequency_penalty")
     @classmethod
-    def _no_penalty(cls, v: float) -> float:
-        if v:
-            raise ValueError("is not supported; leave it at 0")
+    def _penalty(cls, v: float) -> float:
+        if not -2 <= v <= 2:
+            raise ValueError(f"must be between -2 and 2, got {v}")
         return v
 
-    @field_validator("logprobs")
+    @field_validator("repetition_penalty")
     @classmethod
-    def _no_logprobs(cls, v: Any) -> Any:
-        if v not in (None, False, 0):
-            raise ValueError("is not supported")
+    def _repetition(cls, v: float) -> float:
+        if not 0 < v <= 10:
+            raise ValueError(f"must be in (0, 10] (1 is off), got {v}")
         return v
+
+    @field_validator("min_p")
+    @classmethod
+    def _min_p(cls, v: float) -> float:
+        if not 0 <= v <= 1:
+            raise ValueError(f"must be between 0 and 1, got {v}")
+        return v
+
+    @field_validator("logit_bias")
+    @classmethod
+    def _biases(cls, v: dict[str, float]) -> dict[str, float]:
+        if len(v) > 300:
+            raise ValueError(f"may bias at most 300 tokens, got {len(v)}")
+        for token, bias in v.items():
+            if not token.isdigit():
+                raise ValueError(f"keys must be token ids, got {token!r}")
+            if not -100 <= bias <= 100:
+                raise ValueError(f"values must be between -100 and 100, got {bias} for token {token}")
+        return v
+
+    def logprob_count(self) -> int | None:
+        """How many likeliest tokens to list beside each chosen one's log-probability; None: no logprobs."""
+        return None
 
     @field_validator("max_tokens", "max_completion_tokens")
     @classmethod
@@ -266,7 +288,12 @@ class _Completion(_Wire):
         max_tokens = self.max_tokens or self.max_completion_tokens or limits.default_max_tokens
         try:
             return SamplingParams(max_tokens=max_tokens, temperature=float(self.temperature), top_k=self.top_k,
-                                  top_p=float(self.top_p), seed=self.seed, stop=self.stop, ignore_eos=self.ignore_eos)
+                                  top_p=float(self.top_p), seed=self.seed, stop=self.stop, ignore_eos=self.ignore_eos,
+                                  min_p=float(self.min_p), presence_penalty=float(self.presence_penalty),
+                                  frequency_penalty=float(self.frequency_penalty),
+                                  repetition_penalty=float(self.repetition_penalty),
+                                  logit_bias=tuple((int(t), float(b)) for t, b in self.logit_bias.items()),
+                                  logprobs=self.logprob_count())
         except InvalidRequestError as e:
             raise bad(str(e)) from None
 
@@ -275,6 +302,20 @@ class ChatRequest(_Completion):
     """POST /v1/chat/completions"""
 
     messages: list[Message] = Field(None, validate_default=True)
+    logprobs: bool = False
+    top_logprobs: int = 0
+
+    @field_validator("top_logprobs")
+    @classmethod
+    def _top(cls, v: int, info: ValidationInfo) -> int:
+        if not 0 <= v <= 20:
+            raise ValueError(f"must be from 0 to 20, got {v}")
+        if v and not info.data.get("logprobs"):
+            raise ValueError("needs logprobs: true")
+        return v
+
+    def logprob_count(self) -> int | None:
+        return self.top_logprobs if self.logprobs else None
 
     @field_validator("messages", mode="before")
     @classmethod
@@ -288,6 +329,17 @@ class CompletionRequest(_Completion):
     """POST /v1/completions: one prompt (a list holding one string is accepted too)."""
 
     prompt: Any = Field(None, validate_default=True)
+    logprobs: int | None = None
+
+    @field_validator("logprobs")
+    @classmethod
+    def _count(cls, v: int | None) -> int | None:
+        if v is not None and not 0 <= v <= 5:
+            raise ValueError(f"must be from 0 to 5, got {v}")
+        return v
+
+    def logprob_count(self) -> int | None:
+        return self.logprobs
 
     @field_validator("prompt", mode="before")
     @classmethod
