@@ -59,3 +59,17 @@ def test_bad_sampling_values_are_refused_by_name(client, kw, param):
     with pytest.raises(openai.BadRequestError) as e:
         client.chat.completions.create(model="sql", messages=USER, max_tokens=2, **kw)
     assert e.value.body["param"] == param
+
+
+def test_a_prompt_of_token_ids_is_the_same_prompt_as_its_text(live, client):
+    srv, _ = live
+    ids = srv.runtimes["sql"].tokenizer.encode("select name from")
+    kw = dict(model="sql", max_tokens=6, temperature=0, extra_body={"ignore_eos": True})
+    by_text = client.completions.create(prompt="select name from", **kw)
+    by_ids = client.completions.create(prompt=ids, **kw)
+    assert by_ids.choices[0].text == by_text.choices[0].text and by_ids.usage.prompt_tokens == len(ids)
+    for bad_prompt, needle in (([ids, ids], "one prompt"), ([10**9], "vocabulary"), ([-1], "negative")):
+        with pytest.raises(openai.BadRequestError, match=needle):
+            client.completions.create(prompt=bad_prompt, **kw)
+    with pytest.raises(openai.BadRequestError, match="expert's name"):
+        client.completions.create(prompt=ids, **{**kw, "model": "coe"})

@@ -26,10 +26,9 @@ from coeflow.scheduler import Failed, Finished, GenRequest, QueueFullError, Sche
 from coeflow.server.guard import Keys, RequestId, openai_errors, read_json
 from coeflow.server.health import ExpertHealth
 from coeflow.server.metrics import LiveSources, Metrics
-from coeflow.server.protocol import (APIError, Limits, LoadBody, ParsedRequest, PinBody, bad, parse_admin,
+from coeflow.server.protocol import (ROUTED, APIError, Limits, LoadBody, ParsedRequest, PinBody, bad, parse_admin,
                                      parse_request)
 
-ROUTED = "coe"
 log = logging.getLogger(__name__)
 
 
@@ -182,7 +181,8 @@ def _prepare(srv: CoEServer, body: Any, chat: bool) -> tuple[ParsedRequest, Choi
     """A request's validation, routing and tokens: work that grows with its input, so run off
     the event loop, with its length checked before any of it is tokenized."""
     req = parse_request(body, chat, srv.limits)
-    chars = len(req.prompt) if req.prompt is not None else sum(len(m["content"]) for m in req.messages or [])
+    chars = (0 if isinstance(req.prompt, list) else len(req.prompt) if req.prompt is not None
+             else sum(len(m["content"]) for m in req.messages or []))
     longest = max((rt.tokenizer.max_token_chars for rt in srv.runtimes.values()), default=1)
     if chars > srv.limits.max_prompt_tokens * longest:
         raise bad(f"the prompt has {chars} characters, more than {srv.limits.max_prompt_tokens} tokens can "
@@ -273,11 +273,15 @@ def _prompt_ids(srv: CoEServer, req: ParsedRequest, expert: str, chat: bool) -> 
                        code="expert_unavailable")
     tokenizer = srv.runtimes[expert].tokenizer
     try:
-        ids = tokenizer.encode_chat(req.messages) if chat else tokenizer.encode(req.prompt)
+        ids = (tokenizer.encode_chat(req.messages) if chat else list(req.prompt) if isinstance(req.prompt, list)
+               else tokenizer.encode(req.prompt))
     except CoeflowError as e:  # the expert's chat template refused these messages (raise_exception)
         raise bad(f"expert {expert!r}: {e}", "messages") from None
     if not ids:
         raise bad("the prompt is empty after tokenisation", "prompt")
+    if max(ids) >= tokenizer.vocab_size:
+        raise bad(f"the prompt holds a token id outside expert {expert!r}'s vocabulary of {tokenizer.vocab_size}",
+                  "prompt")
     if any(t >= tokenizer.vocab_size for t, _ in req.params.logit_bias):
         raise bad(f"logit_bias names a token id outside expert {expert!r}'s vocabulary of {tokenizer.vocab_size}",
                   "logit_bias")

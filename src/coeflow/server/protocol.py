@@ -19,6 +19,7 @@ from coeflow.server.options import Limits
 from coeflow.validation import field_path, problem
 
 ROLES = ("system", "developer", "user", "assistant", "tool")
+ROUTED = "coe"  # the model name that lets the router choose the expert
 
 # OpenAI request fields coeflow does not honour: each with the values that ask for nothing (the
 # field's default, or what the answer is anyway); any other value is refused, naming the field.
@@ -71,7 +72,7 @@ def validation_error(e: ValidationError) -> APIError:
 class ParsedRequest:
     model: str
     messages: list[dict[str, str]] | None  # chat
-    prompt: str | None  # completions
+    prompt: str | list[int] | None  # completions: text, or the expert's token ids
     params: SamplingParams
     stream: bool
     include_usage: bool
@@ -79,6 +80,8 @@ class ParsedRequest:
     @property
     def routing_text(self) -> str:
         """What the router reads: the user's words (the last user turn carries the intent)."""
+        if isinstance(self.prompt, list):
+            return ""  # token ids: named experts only (parse_request)
         if self.prompt is not None:
             return self.prompt
         users = [m["content"] for m in self.messages or [] if m["role"] == "user"]
@@ -326,7 +329,7 @@ class ChatRequest(_Completion):
 
 
 class CompletionRequest(_Completion):
-    """POST /v1/completions: one prompt (a list holding one string is accepted too)."""
+    """POST /v1/completions: one prompt, text or token ids (a list holding one is accepted too)."""
 
     prompt: Any = Field(None, validate_default=True)
     logprobs: int | None = None
@@ -343,11 +346,17 @@ class CompletionRequest(_Completion):
 
     @field_validator("prompt", mode="before")
     @classmethod
-    def _one_prompt(cls, v: Any) -> str:
-        if isinstance(v, list) and len(v) == 1:
+    def _one_prompt(cls, v: Any) -> str | list[int]:
+        if isinstance(v, list) and len(v) == 1 and isinstance(v[0], (str, list)):
             v = v[0]
+        if isinstance(v, list) and v and all(isinstance(t, int) and not isinstance(t, bool) for t in v):
+            if min(v) < 0:
+                raise ValueError("token ids must not be negative")
+            return list(v)
+        if isinstance(v, list) and len(v) > 1 and all(isinstance(p, (str, list)) for p in v):
+            raise ValueError("must be one prompt: several prompts in one request are not supported yet")
         if not isinstance(v, str):
-            raise ValueError("must be a string (one prompt per request)")
+            raise ValueError("must be a string or a list of token ids")
         return _unicode(v)
 
 
@@ -360,6 +369,9 @@ def parse_request(body: Any, chat: bool, limits: Limits) -> ParsedRequest:
     except ValidationError as e:
         raise validation_error(e) from None
     messages = [{"role": m.role, "content": m.content} for m in req.messages] if chat else None
+    if not chat and isinstance(req.prompt, list) and req.model == ROUTED:
+        raise bad("a prompt of token ids needs an expert's name as 'model' (token ids belong to its "
+                  "tokenizer): the router reads text", "prompt")
     return ParsedRequest(req.model, messages, None if chat else req.prompt, req.params(limits), req.stream,
                          bool(req.stream_options.get("include_usage")))
 
