@@ -19,6 +19,8 @@ Shape (paths are relative to the CoE file's directory and may not leave it):
         priority: 0              # optional: higher is evicted later
         ttl_s: 300.0             # optional: unload after this long idle
         sha256: <64 hex digits>  # optional: of the weights, checked on each load (coeflow coe hash)
+        sampling: {temperature: 0.7, top_p: 0.9}  # optional: defaults for requests that leave them
+                                 # unset, over the checkpoint's generation_config.json
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ class ExpertSpec:
     priority: int = 0
     ttl_s: float | None = None
     sha256: str | None = None  # of the checkpoint's safetensors files (coeflow coe hash)
+    sampling: tuple[tuple[str, float], ...] = ()  # defaults for requests that leave these unset
 
 
 @dataclass(frozen=True)
@@ -95,6 +98,49 @@ def _safe(value: str) -> str:
     return value
 
 
+class _Sampling(FileModel):
+    """An expert's sampling defaults, for the requests that leave a field unset; over the
+    values of its checkpoint's generation_config.json."""
+
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    min_p: float | None = None
+    repetition_penalty: float | None = None
+
+    @field_validator("temperature")
+    @classmethod
+    def _temperature(cls, v: float | None) -> float | None:
+        if v is not None and not 0 <= v <= 2:
+            raise ValueError("must be between 0 and 2")
+        return v
+
+    @field_validator("top_p", "repetition_penalty")
+    @classmethod
+    def _positive_to_one(cls, v: float | None, info) -> float | None:
+        top = 1 if info.field_name == "top_p" else 10
+        if v is not None and not 0 < v <= top:
+            raise ValueError(f"must be in (0, {top}]")
+        return v
+
+    @field_validator("min_p")
+    @classmethod
+    def _fraction(cls, v: float | None) -> float | None:
+        if v is not None and not 0 <= v <= 1:
+            raise ValueError("must be between 0 and 1")
+        return v
+
+    @field_validator("top_k")
+    @classmethod
+    def _count(cls, v: int | None) -> int | None:
+        if v is not None and v < 0:
+            raise ValueError("must be 0 (off) or more")
+        return v
+
+
+SAMPLING_DEFAULTS = tuple(_Sampling.model_fields)  # the sampling fields an expert may set defaults for
+
+
 class _ExpertEntry(FileModel):
     """One entry of `experts:` as written; `path` is still relative."""
 
@@ -106,6 +152,7 @@ class _ExpertEntry(FileModel):
     priority: int = 0  # higher is evicted later
     ttl_s: float | None = None
     sha256: str | None = None
+    sampling: _Sampling | None = None
 
     _name = field_validator("name")(_safe)
     _path = field_validator("path")(_non_empty)
@@ -182,7 +229,9 @@ def parse_coe(doc: Any, source: Path) -> CoEFile:
         experts.append(ExpertSpec(
             name=entry.name, path=_resolve_inside(entry.path, root, source, where, "path"),
             description=entry.description or "", examples=tuple(entry.examples or ()), pin=entry.pin,
-            priority=entry.priority, ttl_s=entry.ttl_s, sha256=entry.sha256))
+            priority=entry.priority, ttl_s=entry.ttl_s, sha256=entry.sha256,
+            sampling=tuple((k, v) for k, v in (entry.sampling.model_dump() if entry.sampling else {}).items()
+                           if v is not None)))
     names = [e.name for e in experts]
     if parsed.fallback not in names:
         raise ConfigError(f"{source}: 'fallback' {parsed.fallback!r} is not one of the experts "

@@ -73,3 +73,50 @@ def test_a_prompt_of_token_ids_is_the_same_prompt_as_its_text(live, client):
             client.completions.create(prompt=bad_prompt, **kw)
     with pytest.raises(openai.BadRequestError, match="expert's name"):
         client.completions.create(prompt=ids, **{**kw, "model": "coe"})
+
+
+def test_an_experts_defaults_fill_the_fields_a_request_leaves_unset(coe_file, tmp_path):
+    import json
+    import shutil
+
+    import yaml
+    from openai import OpenAI
+
+    from coe_fixture import start
+    root = tmp_path / "coe"
+    shutil.copytree(coe_file.parent, root)
+    doc = yaml.safe_load((root / "coe.yaml").read_text())
+    next(e for e in doc["experts"] if e["name"] == "sql")["sampling"] = {"temperature": 0.0}  # the CoE file's
+    (root / "coe.yaml").write_text(yaml.safe_dump(doc))
+    config = root / "experts" / "shell" / "generation_config.json"  # the checkpoint's own
+    config.write_text(json.dumps({**json.loads(config.read_text()), "temperature": 0.0}))
+    srv, ctx = start(root / "coe.yaml")
+    with ctx as url:
+        client = OpenAI(base_url=url, api_key="x", max_retries=0)
+
+        def texts(model: str, **kw) -> set[str]:
+            return {client.completions.create(model=model, prompt="select", max_tokens=20, seed=s,
+                                              extra_body={"ignore_eos": True}, **kw).choices[0].text for s in (1, 2, 3)}
+        assert len(texts("sql")) == 1 and len(texts("shell")) == 1  # greedy by their defaults
+        assert len(texts("general")) > 1  # OpenAI's default temperature, 1
+        assert len(texts("sql", temperature=1.0)) > 1  # the request's own value wins
+
+
+def test_a_coe_files_sampling_defaults_are_checked(coe_file, tmp_path):
+    import shutil
+
+    import yaml
+
+    from coeflow.coefile import load_coe
+    from coeflow.errors import ConfigError
+    root = tmp_path / "coe"
+    shutil.copytree(coe_file.parent, root)
+    doc = yaml.safe_load((root / "coe.yaml").read_text())
+    doc["experts"][0]["sampling"] = {"temperature": 5.0}
+    (root / "coe.yaml").write_text(yaml.safe_dump(doc))
+    with pytest.raises(ConfigError, match="temperature"):
+        load_coe(root / "coe.yaml")
+    doc["experts"][0]["sampling"] = {"temprature": 0.5}
+    (root / "coe.yaml").write_text(yaml.safe_dump(doc))
+    with pytest.raises(ConfigError, match="temprature"):
+        load_coe(root / "coe.yaml")

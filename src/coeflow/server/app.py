@@ -297,8 +297,11 @@ def _prompt_ids(srv: CoEServer, req: ParsedRequest, expert: str, chat: bool) -> 
 
 def _submit(srv: CoEServer, expert: str, ids: list[int], req: ParsedRequest, arrival: float,
             events: _Events) -> GenRequest:
-    """Queue the request; its events reach `events` on this event loop."""
-    gen = GenRequest(expert, ids, req.params, sink=events.sink, arrival=arrival)
+    """Queue the request, the expert's sampling defaults filling the fields it left unset;
+    its events reach `events` on this event loop."""
+    defaults = {k: v for k, v in srv.runtimes[expert].sampling.items() if k in req.unset}
+    params = dataclasses.replace(req.params, **defaults) if defaults else req.params
+    gen = GenRequest(expert, ids, params, sink=events.sink, arrival=arrival)
     try:
         srv.scheduler.submit(gen)
     except QueueFullError as e:

@@ -4,10 +4,11 @@ admin route's load reads them again); the rest serve."""
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
-from coeflow.coefile import load_coe
+from coeflow.coefile import SAMPLING_DEFAULTS, load_coe
 from coeflow.errors import CoeflowError, ConfigError
 from coeflow.model import ModelConfig, Tokenizer
 from coeflow.scheduler import Scheduler
@@ -37,9 +38,11 @@ def build_server(coe_path: str | Path, opts: ServerOptions, store=None) -> CoESe
     paths = {spec.name: spec.path for spec in coe.experts}
 
     def load_runtime(name: str) -> None:
-        """The expert's tokenizer and config, read (raises CoeflowError when they cannot be)."""
+        """The expert's tokenizer, config and sampling defaults, read (raises CoeflowError when
+        they cannot be)."""
         tok, cfg = Tokenizer.from_dir(paths[name]), ModelConfig.from_dir(paths[name])
-        runtimes[name] = ExpertRuntime(tok, frozenset(tok.eos_ids), cfg)
+        sampling = generation_defaults(paths[name]) | dict(coe.expert(name).sampling)
+        runtimes[name] = ExpertRuntime(tok, frozenset(tok.eos_ids), cfg, sampling)
         contexts[name] = cfg.max_position_embeddings
         shapes.setdefault(cfg.shape_key, name)
 
@@ -68,3 +71,25 @@ def build_server(coe_path: str | Path, opts: ServerOptions, store=None) -> CoESe
     return CoEServer(coe, store, scheduler, runtimes, router, health, opts.limits, opts.api_key, contexts, warm,
                      admin_key=opts.admin_key, public_metrics=opts.public_metrics, cors_origins=opts.cors_origins,
                      request_timeout_s=opts.request_timeout_s)
+
+
+def generation_defaults(checkpoint: Path) -> dict[str, float]:
+    """The sampling defaults a checkpoint's generation_config.json gives (temperature, top_p,
+    top_k, min_p, repetition_penalty), as vLLM takes them; one out of coeflow's range is left
+    out with a warning rather than failing every request that leaves it unset."""
+    from coeflow.engine import InvalidRequestError, SamplingParams
+    try:
+        raw = json.loads((Path(checkpoint) / "generation_config.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    out = {}
+    for key in SAMPLING_DEFAULTS:
+        value = raw.get(key) if isinstance(raw, dict) else None
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            try:
+                SamplingParams(**{key: value})
+            except InvalidRequestError as e:
+                log.warning("%s: generation_config.json's %s ignored: %s", checkpoint, key, e)
+                continue
+            out[key] = int(value) if key == "top_k" else value
+    return out

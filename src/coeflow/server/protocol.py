@@ -13,6 +13,7 @@ from typing import Any, Callable, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
+from coeflow.coefile import SAMPLING_DEFAULTS
 from coeflow.engine import InvalidRequestError, SamplingParams
 from coeflow.engine.sampling import SEED_MAX, SEED_MIN
 from coeflow.server.options import Limits
@@ -76,6 +77,7 @@ class ParsedRequest:
     params: SamplingParams
     stream: bool
     include_usage: bool
+    unset: frozenset[str] = frozenset()  # sampling fields the request left to the expert's defaults
 
     @property
     def routing_text(self) -> str:
@@ -142,15 +144,16 @@ class _Completion(_Wire):
     n: int = 1
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
-    repetition_penalty: float = 1.0  # extension (transformers'): 1 is off
-    min_p: float = 0.0  # extension: 0 is off
+    repetition_penalty: float | None = None  # extension (transformers'); unset: the expert's default, or 1 (off)
+    min_p: float | None = None  # extension; unset: the expert's default, or 0 (off)
     logit_bias: dict[str, float] = {}
     logprobs: Any = None
     max_tokens: int | None = None
     max_completion_tokens: int | None = None  # OpenAI's newer name; max_tokens wins when both are given
-    temperature: float = 1.0
-    top_p: float = 1.0
-    top_k: int = 0  # extension: 0 (or -1, as vLLM spells it) is off
+    # unset: the expert's default (its generation_config.json, or its CoE file entry), else OpenAI's
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None  # extension: 0 (or -1, as vLLM spells it) is off
     seed: int | None = None
     stop: Any = ()
     stream: bool = False
@@ -290,15 +293,20 @@ class _Completion(_Wire):
     def params(self, limits: Limits) -> SamplingParams:
         max_tokens = self.max_tokens or self.max_completion_tokens or limits.default_max_tokens
         try:
-            return SamplingParams(max_tokens=max_tokens, temperature=float(self.temperature), top_k=self.top_k,
-                                  top_p=float(self.top_p), seed=self.seed, stop=self.stop, ignore_eos=self.ignore_eos,
-                                  min_p=float(self.min_p), presence_penalty=float(self.presence_penalty),
+            return SamplingParams(max_tokens=max_tokens, temperature=_or(self.temperature, 1.0),
+                                  top_k=int(_or(self.top_k, 0)), top_p=_or(self.top_p, 1.0), seed=self.seed,
+                                  stop=self.stop, ignore_eos=self.ignore_eos, min_p=_or(self.min_p, 0.0),
+                                  presence_penalty=float(self.presence_penalty),
                                   frequency_penalty=float(self.frequency_penalty),
-                                  repetition_penalty=float(self.repetition_penalty),
+                                  repetition_penalty=_or(self.repetition_penalty, 1.0),
                                   logit_bias=tuple((int(t), float(b)) for t, b in self.logit_bias.items()),
                                   logprobs=self.logprob_count())
         except InvalidRequestError as e:
             raise bad(str(e)) from None
+
+
+def _or(value: float | None, default: float) -> float:
+    return float(default if value is None else value)
 
 
 class ChatRequest(_Completion):
@@ -373,7 +381,8 @@ def parse_request(body: Any, chat: bool, limits: Limits) -> ParsedRequest:
         raise bad("a prompt of token ids needs an expert's name as 'model' (token ids belong to its "
                   "tokenizer): the router reads text", "prompt")
     return ParsedRequest(req.model, messages, None if chat else req.prompt, req.params(limits), req.stream,
-                         bool(req.stream_options.get("include_usage")))
+                         bool(req.stream_options.get("include_usage")),
+                         frozenset(k for k in SAMPLING_DEFAULTS if getattr(req, k) is None))
 
 
 class _Admin(_Wire):

@@ -15,7 +15,7 @@ import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -37,10 +37,12 @@ log = logging.getLogger(__name__)
 @dataclass
 class ExpertRuntime:
     """What running an expert needs besides its weights: its tokenizer (to decode the text
-    it streams), its end-of-sequence ids and its config (its shape's engine)."""
+    it streams), its end-of-sequence ids, its config (its shape's engine) and its sampling
+    defaults (for the fields a request leaves unset)."""
     tokenizer: Tokenizer
     eos_ids: frozenset[int]
     config: ModelConfig
+    sampling: dict[str, float] = field(default_factory=dict)
 
 
 class RealBackend:
