@@ -120,3 +120,24 @@ def test_a_coe_files_sampling_defaults_are_checked(coe_file, tmp_path):
     (root / "coe.yaml").write_text(yaml.safe_dump(doc))
     with pytest.raises(ConfigError, match="temprature"):
         load_coe(root / "coe.yaml")
+
+
+def test_n_choices_each_a_sequence_of_their_own_whole_and_streamed(client):
+    kw = dict(model="sql", messages=USER, max_tokens=8, temperature=1.0, seed=7, n=3, extra_body={"ignore_eos": True})
+    r = client.chat.completions.create(**kw)
+    texts = [c.message.content for c in r.choices]
+    assert [c.index for c in r.choices] == [0, 1, 2] and len(set(texts)) == 3  # seed + i: each choice its own draw
+    assert r.usage.completion_tokens == 24
+    assert [c.message.content for c in client.chat.completions.create(**kw).choices] == texts  # and repeatable
+    parts: dict[int, str] = {0: "", 1: "", 2: ""}
+    finished = set()
+    for chunk in client.chat.completions.create(**kw, stream=True, stream_options={"include_usage": True}):
+        for c in chunk.choices:
+            parts[c.index] += c.delta.content or ""
+            if c.finish_reason:
+                finished.add(c.index)
+        if chunk.usage:
+            assert chunk.usage.completion_tokens == 24
+    assert finished == {0, 1, 2} and [parts[i] for i in range(3)] == texts
+    greedy = client.completions.create(model="sql", prompt="select", max_tokens=6, temperature=0, n=2)
+    assert greedy.choices[0].text == greedy.choices[1].text

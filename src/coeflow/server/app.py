@@ -13,21 +13,22 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 
 from coeflow.coefile import CoEFile
-from coeflow.engine import Delta, InvalidRequestError
+from coeflow.engine import InvalidRequestError
 from coeflow.errors import CoeflowError
-from coeflow.scheduler import Failed, Finished, GenRequest, QueueFullError, Scheduler, ShuttingDownError, Started
+from coeflow.scheduler import Failed, GenRequest, QueueFullError, Scheduler, ShuttingDownError, Started
+from coeflow.server.answer import Answer, Events, Logprobs, Timing, stream, whole
 from coeflow.server.guard import Keys, RequestId, openai_errors, read_json
 from coeflow.server.health import ExpertHealth
 from coeflow.server.metrics import LiveSources, Metrics
-from coeflow.server.protocol import (ROUTED, APIError, Limits, LoadBody, ParsedRequest, PinBody, bad, parse_admin,
-                                     parse_request)
+from coeflow.server.protocol import (ROUTED, APIError, Limits, LoadBody, ParsedRequest, PinBody, bad, choice_params,
+                                     parse_admin, parse_request)
 
 log = logging.getLogger(__name__)
 
@@ -201,22 +202,22 @@ async def _complete(srv: CoEServer, request: Request, chat: bool) -> Response:
     if srv.recorder is not None:
         srv.recorder.record(arrival, req.model, req.routing_text, len(ids), req.params.max_tokens,
                             route=choice.expert if choice.routed else None)
-    choice, ids, events, gen, first = await _begin(srv, request, req, choice, ids, arrival, chat)
+    choice, ids, events, first = await _begin(srv, request, req, choice, ids, arrival, chat)
     info = {"expert": choice.expert, "routed": choice.routed, "confidence": choice.confidence,
             "fell_back": choice.fell_back, "source_tier": first.source_tier, "switch_s": first.switch_s,
             "queued_s": first.queued_s}
     headers = {"x-coeflow-expert": choice.expert, "x-coeflow-source-tier": first.source_tier}
     if choice.confidence is not None:
         headers["x-coeflow-confidence"] = f"{choice.confidence:.4f}"
-    rid = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24]
-    tracker = _Timing(srv, choice.expert, arrival, len(ids), request.state.request_id)
-    lp = _Logprobs(srv.runtimes[choice.expert].tokenizer, chat) if req.params.logprobs is not None else None
+    tokenizer = srv.runtimes[choice.expert].tokenizer
+    a = Answer(chat, ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24], info, len(ids), req.include_usage,
+               [Logprobs(tokenizer, chat) for _ in range(req.n)] if req.params.logprobs is not None else None)
+    tracker = Timing(srv, choice.expert, arrival, len(ids), request.state.request_id)
     if req.stream:
         events.stop_watching()  # a streaming response watches its client itself
-        return StreamingResponse(_sse(req, chat, rid, info, events, gen, tracker, lp),
-                                 media_type="text/event-stream", headers=headers)
+        return StreamingResponse(stream(a, events, tracker), media_type="text/event-stream", headers=headers)
     try:
-        return JSONResponse(await _whole(chat, rid, info, events, gen, tracker, lp), headers=headers)
+        return JSONResponse(await whole(a, events, tracker), headers=headers)
     finally:
         events.stop_watching()
 
@@ -240,20 +241,16 @@ def _deadline(srv: CoEServer, request: Request) -> float | None:
     return None if timeout is None else asyncio.get_running_loop().time() + timeout
 
 
-def _timed_out(request: Request) -> APIError:
-    return APIError(408, "the request was not answered before its deadline (--request-timeout or "
-                    "X-Request-Timeout); it was cancelled", "timeout_error", code="request_timeout")
-
-
 async def _begin(srv: CoEServer, request: Request, req: ParsedRequest, choice: Choice, ids: list[int],
-                 arrival: float, chat: bool) -> tuple[Choice, list[int], "_Events", GenRequest, Started]:
-    """Queue the request and wait for its start. A routed request whose expert turns out to
-    fail when its batch loads it goes to the fallback expert instead, as routing would have."""
+                 arrival: float, chat: bool) -> tuple[Choice, list[int], Events, Started]:
+    """Queue the request's sequences and wait for the first to start. A routed request whose
+    expert turns out to fail when its batch loads it goes to the fallback expert instead, as
+    routing would have."""
     while True:
-        events = _Events(request)
-        gen = _submit(srv, choice.expert, ids, req, arrival, events)
+        events = Events(request)
+        _submit(srv, choice.expert, ids, req, arrival, events)
         try:
-            return choice, ids, events, gen, await _started(srv, choice.expert, events, gen)
+            return choice, ids, events, await _started(srv, choice.expert, events)
         except APIError as e:
             events.stop_watching()
             fallback = srv.coe.fallback
@@ -296,14 +293,15 @@ def _prompt_ids(srv: CoEServer, req: ParsedRequest, expert: str, chat: bool) -> 
 
 
 def _submit(srv: CoEServer, expert: str, ids: list[int], req: ParsedRequest, arrival: float,
-            events: _Events) -> GenRequest:
-    """Queue the request, the expert's sampling defaults filling the fields it left unset;
-    its events reach `events` on this event loop."""
+            events: Events) -> None:
+    """Queue the request's sequences, one a choice (all or none), the expert's sampling
+    defaults filling the fields it left unset; their events reach `events` on this loop."""
     defaults = {k: v for k, v in srv.runtimes[expert].sampling.items() if k in req.unset}
     params = dataclasses.replace(req.params, **defaults) if defaults else req.params
-    gen = GenRequest(expert, ids, params, sink=events.sink, arrival=arrival)
+    events.gens = [GenRequest(expert, ids, choice_params(params, i), sink=events.sink_for(i), arrival=arrival)
+                   for i in range(req.n)]
     try:
-        srv.scheduler.submit(gen)
+        srv.scheduler.submit_all(events.gens)
     except QueueFullError as e:
         srv.metrics.requests.labels(expert, "rejected").inc()
         raise APIError(429, str(e), "rate_limit_error", code="queue_full", headers={"Retry-After": "1"}) from None
@@ -312,17 +310,18 @@ def _submit(srv: CoEServer, expert: str, ids: list[int], req: ParsedRequest, arr
     except InvalidRequestError as e:  # e.g. longer than the expert's KV cache could ever hold
         srv.metrics.requests.labels(expert, "rejected").inc()
         raise APIError(400, f"expert {expert!r}: {e}", param="max_tokens") from None
-    return gen
 
 
-async def _started(srv: CoEServer, expert: str, events: "_Events", gen: GenRequest) -> Started:
-    """Wait for the start (or the failure) before answering, so a failed expert is a clean 503."""
+async def _started(srv: CoEServer, expert: str, events: Events) -> Started:
+    """Wait for the first sequence's start (or failure) before answering, so a failed expert is
+    a clean 503. (A choice's first event is its start: the others' come later, and are passed.)"""
     try:
-        first = await events.next(gen)
+        _, first = await events.next()
     except APIError as e:
         srv.metrics.requests.labels(expert, "timeout" if e.status == 408 else "cancelled").inc()
         raise
     if isinstance(first, Failed):
+        events.cancel()
         srv.metrics.requests.labels(expert, "failed").inc()
         status = 503 if isinstance(first.error, CoeflowError) else 500
         raise APIError(status, f"expert {expert!r} failed: {srv.health.public(str(first.error))}",
@@ -333,216 +332,3 @@ async def _started(srv: CoEServer, expert: str, events: "_Events", gen: GenReque
     if first.source_tier != "device":
         srv.metrics.switch.labels(first.source_tier).observe(first.switch_s)
     return first
-
-
-async def _whole(chat: bool, rid: str, info: dict, events: "_Events", gen: GenRequest,
-                 tracker: "_Timing", lp: "_Logprobs | None") -> dict[str, Any]:
-    """The non-streamed answer: every token, then one body."""
-    text, reason, n = [], "length", 0
-    while True:
-        try:
-            ev = await events.next(gen)
-        except APIError as e:
-            tracker.done("timeout" if e.status == 408 else "cancelled", 0)
-            raise
-        if isinstance(ev, Delta):
-            tracker.token()
-            text.append(ev.text)
-            if lp is not None:
-                lp.add(ev)
-        elif isinstance(ev, Finished):
-            reason, n = ev.reason, ev.completion_tokens
-            break
-        elif isinstance(ev, Failed):
-            tracker.done("failed", 0)
-            raise _failure(ev)
-    tracker.done("ok", n)
-    p = len(gen.prompt_ids)
-    body: dict[str, Any] = {"id": rid, "created": int(time.time()), "model": info["expert"], "coeflow": info,
-                            "usage": {"prompt_tokens": p, "completion_tokens": n, "total_tokens": p + n}}
-    if chat:
-        body["object"] = "chat.completion"
-        body["choices"] = [{"index": 0, "message": {"role": "assistant", "content": "".join(text)},
-                            "finish_reason": reason, "logprobs": lp.take() if lp else None}]
-    else:
-        body["object"] = "text_completion"
-        body["choices"] = [{"index": 0, "text": "".join(text), "finish_reason": reason,
-                            "logprobs": lp.take() if lp else None}]
-    return body
-
-
-def _failure(ev: Failed) -> APIError:
-    """A generation that failed after it started: the server's fault, never the client's."""
-    shutting = isinstance(ev.error, ShuttingDownError)
-    return APIError(503 if shutting else 500, f"generation failed: {ev.error}",
-                    "service_unavailable" if shutting else "server_error")
-
-
-class _Events:
-    """One request's events from the scheduler's thread, on the event loop; and its client,
-    whose going away cancels the sequence the moment the server hears of it (a task waits on
-    the connection for the disconnect message), whether or not tokens keep coming."""
-
-    def __init__(self, request: Request) -> None:
-        self.request = request
-        self.queue: asyncio.Queue = asyncio.Queue()
-        self.loop = asyncio.get_running_loop()
-        self.deadline: float | None = getattr(request.state, "deadline", None)
-        self._gone: asyncio.Future | None = None
-
-    def left_s(self) -> float | None:
-        return None if self.deadline is None else max(0.0, self.deadline - self.loop.time())
-
-    def sink(self, ev: Any) -> None:
-        """Called on the scheduler's thread."""
-        self.loop.call_soon_threadsafe(self.queue.put_nowait, ev)
-
-    async def _client_gone(self) -> None:
-        while (await self.request.receive())["type"] != "http.disconnect":
-            pass
-
-    def stop_watching(self) -> None:
-        """Before the response is sent (a streaming one listens to the connection itself)."""
-        if self._gone is not None:
-            self._gone.cancel()
-            self._gone = None
-
-    async def next(self, gen: GenRequest) -> Any:
-        if self._gone is None:
-            self._gone = asyncio.ensure_future(self._client_gone())
-        get = asyncio.ensure_future(self.queue.get())
-        try:
-            await asyncio.wait({get, self._gone}, timeout=self.left_s(), return_when=asyncio.FIRST_COMPLETED)
-        except asyncio.CancelledError:
-            get.cancel()
-            gen.cancelled.set()
-            raise
-        if get.done():
-            return get.result()
-        get.cancel()
-        gen.cancelled.set()  # its blocks go back to the pool at the next step
-        if not self._gone.done():
-            raise _timed_out(self.request)
-        raise APIError(499, "client disconnected")
-
-
-class _Logprobs:
-    """A request's token log-probabilities as OpenAI writes them: chat's `content` entries
-    (token, logprob, bytes, top_logprobs), or completions' parallel lists with character
-    offsets. Collected per Delta, taken when a chunk or the answer is written."""
-
-    def __init__(self, tokenizer: Any, chat: bool) -> None:
-        self.tokenizer, self.chat = tokenizer, chat
-        self.entries: list[dict] = []
-        self.offset = 0  # characters of the completion before the entries not taken yet
-
-    def _piece(self, token_id: int, logprob: float) -> dict:
-        text = self.tokenizer.decode([token_id])
-        return {"token": text, "logprob": logprob, "bytes": list(text.encode("utf-8"))}
-
-    def add(self, d: Delta) -> None:
-        if d.logprob is not None:
-            entry = self._piece(d.token_id, d.logprob)
-            entry["top_logprobs"] = [self._piece(t, lp) for t, lp in d.top_logprobs]
-            self.entries.append(entry)
-
-    def take(self) -> dict:
-        entries, self.entries = self.entries, []
-        if self.chat:
-            return {"content": entries, "refusal": None}
-        offsets = []
-        for e in entries:
-            offsets.append(self.offset)
-            self.offset += len(e["token"])
-        return {"tokens": [e["token"] for e in entries], "token_logprobs": [e["logprob"] for e in entries],
-                "top_logprobs": [{t["token"]: t["logprob"] for t in e["top_logprobs"]} for e in entries],
-                "text_offset": offsets}
-
-
-class _Timing:
-    """Time to first token and time per output token of one request, into the metrics."""
-
-    def __init__(self, srv: CoEServer, expert: str, arrival: float, prompt_tokens: int, request_id: str):
-        self.srv, self.expert, self.arrival, self.request_id = srv, expert, arrival, request_id
-        self.prompt_tokens = prompt_tokens
-        self.first: float | None = None
-        self.last = arrival
-        srv.metrics.prompt_tokens.labels(expert).inc(prompt_tokens)
-
-    def token(self) -> None:
-        self.last = self.srv.scheduler.clock.now()
-        if self.first is None:
-            self.first = self.last
-            self.srv.metrics.ttft.labels(self.expert).observe(self.first - self.arrival)
-
-    def done(self, outcome: str, completion_tokens: int) -> None:
-        m = self.srv.metrics
-        m.requests.labels(self.expert, outcome).inc()
-        m.completion_tokens.labels(self.expert).inc(completion_tokens)
-        if self.first is not None and completion_tokens > 1:
-            m.tpot.labels(self.expert).observe((self.last - self.first) / (completion_tokens - 1))
-        if outcome == "ok":
-            m.latency.labels(self.expert).observe(self.last - self.arrival)
-        log.info("request %s: %s on %s, %d prompt + %d completion tokens, %.3f s", self.request_id, outcome,
-                 self.expert, self.prompt_tokens, completion_tokens, self.srv.scheduler.clock.now() - self.arrival)
-
-
-async def _sse(req: ParsedRequest, chat: bool, rid: str, info: dict, events: _Events, gen: GenRequest,
-               tracker: _Timing, lp: "_Logprobs | None") -> AsyncIterator[bytes]:
-    created = int(time.time())
-    obj = "chat.completion.chunk" if chat else "text_completion"
-
-    def chunk(text: str | None, reason: str | None, first: bool = False, usage: dict | None = None) -> bytes:
-        c: dict[str, Any] = {"id": rid, "object": obj, "created": created, "model": info["expert"]}
-        if usage is not None:
-            c["choices"], c["usage"] = [], usage
-        elif chat:
-            delta = {"role": "assistant", "content": text or ""} if first else (
-                {"content": text} if text else {})
-            c["choices"] = [{"index": 0, "delta": delta, "finish_reason": reason, "logprobs": None}]
-        else:
-            c["choices"] = [{"index": 0, "text": text or "", "finish_reason": reason, "logprobs": None}]
-        if lp is not None and usage is None and not first:  # the tokens since the last chunk
-            c["choices"][0]["logprobs"] = lp.take()
-        if first:
-            c["coeflow"] = info
-        return f"data: {json.dumps(c)}\n\n".encode()
-
-    finished = False
-    try:
-        yield chunk("", None, first=True)
-        while True:
-            try:
-                ev = await asyncio.wait_for(events.queue.get(), events.left_s())
-            except asyncio.TimeoutError:
-                gen.cancelled.set()
-                tracker.done("timeout", 0)
-                finished = True
-                yield f"data: {json.dumps(_timed_out(events.request).body())}\n\n".encode()
-                break
-            if isinstance(ev, Delta):
-                tracker.token()
-                if lp is not None:
-                    lp.add(ev)
-                if ev.text:
-                    yield chunk(ev.text, None)
-            elif isinstance(ev, Finished):
-                tracker.done("ok", ev.completion_tokens)
-                finished = True
-                yield chunk(None, ev.reason)
-                if req.include_usage:
-                    n = ev.completion_tokens
-                    p = len(gen.prompt_ids)
-                    yield chunk(None, None, usage={"prompt_tokens": p, "completion_tokens": n,
-                                                   "total_tokens": p + n})
-                break
-            elif isinstance(ev, Failed):
-                tracker.done("failed", 0)
-                finished = True
-                yield f"data: {json.dumps(_failure(ev).body())}\n\n".encode()
-                break
-        yield b"data: [DONE]\n\n"
-    finally:
-        if not finished:  # the client went away mid-stream: free its slot in the batch
-            gen.cancelled.set()
-            tracker.done("cancelled", 0)

@@ -8,6 +8,7 @@ A field sent as `null` means the field is not set."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Callable, Literal
 
@@ -21,6 +22,7 @@ from coeflow.validation import field_path, problem
 
 ROLES = ("system", "developer", "user", "assistant", "tool")
 ROUTED = "coe"  # the model name that lets the router choose the expert
+MAX_CHOICES = 16  # `n`: choices of one request, each a sequence of its own
 
 # OpenAI request fields coeflow does not honour: each with the values that ask for nothing (the
 # field's default, or what the answer is anyway); any other value is refused, naming the field.
@@ -33,7 +35,7 @@ UNSUPPORTED: dict[str, tuple[Callable[[Any], bool], str]] = {
                         'is not supported yet except {"type": "text"}: no structured output'),
     "echo": (lambda v: v is False, "is not supported"),
     "suffix": (lambda v: v == "", "is not supported: coeflow does not insert text"),
-    "best_of": (lambda v: v == 1, "must be 1: coeflow returns one choice per request"),
+    "best_of": (lambda v: v == 1, "must be 1: coeflow does not rank candidates (use n)"),
     "modalities": (lambda v: v == ["text"], 'must be ["text"]: coeflow answers in text'),
     "audio": (lambda v: False, "is not supported: coeflow answers in text"),
     "web_search_options": (lambda v: False, "is not supported: coeflow does not search the web"),
@@ -78,6 +80,7 @@ class ParsedRequest:
     stream: bool
     include_usage: bool
     unset: frozenset[str] = frozenset()  # sampling fields the request left to the expert's defaults
+    n: int = 1  # choices: one sequence each
 
     @property
     def routing_text(self) -> str:
@@ -200,9 +203,9 @@ class _Completion(_Wire):
 
     @field_validator("n")
     @classmethod
-    def _one(cls, v: int) -> int:
-        if v != 1:
-            raise ValueError("must be 1: coeflow returns one choice per request")
+    def _choices(cls, v: int) -> int:
+        if not 1 <= v <= MAX_CHOICES:
+            raise ValueError(f"must be from 1 to {MAX_CHOICES}, got {v}")
         return v
 
     @field_validator("presence_penalty", "frequency_penalty")
@@ -305,6 +308,15 @@ class _Completion(_Wire):
             raise bad(str(e)) from None
 
 
+def choice_params(params: SamplingParams, index: int) -> SamplingParams:
+    """Choice `index`'s parameters: with a seed, choice i draws from seed + i (wrapping within
+    torch's range), so that choices differ from each other and each repeats."""
+    if params.seed is None or index == 0:
+        return params
+    span = SEED_MAX - SEED_MIN + 1
+    return dataclasses.replace(params, seed=(params.seed + index - SEED_MIN) % span + SEED_MIN)
+
+
 def _or(value: float | None, default: float) -> float:
     return float(default if value is None else value)
 
@@ -382,7 +394,7 @@ def parse_request(body: Any, chat: bool, limits: Limits) -> ParsedRequest:
                   "tokenizer): the router reads text", "prompt")
     return ParsedRequest(req.model, messages, None if chat else req.prompt, req.params(limits), req.stream,
                          bool(req.stream_options.get("include_usage")),
-                         frozenset(k for k in SAMPLING_DEFAULTS if getattr(req, k) is None))
+                         frozenset(k for k in SAMPLING_DEFAULTS if getattr(req, k) is None), req.n)
 
 
 class _Admin(_Wire):
