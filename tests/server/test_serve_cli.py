@@ -3,6 +3,7 @@ official client, then Ctrl-C (SIGINT) stops it cleanly."""
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
@@ -39,10 +40,12 @@ def test_a_lower_max_tokens_lowers_the_default_and_nonsense_limits_are_refused()
         ServerOptions(max_batch=0)
 
 
-def test_serve_process_answers_and_stops_cleanly_on_ctrl_c(coe_file):
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_serve_process_answers_and_stops_cleanly_on_ctrl_c(coe_file, log_format):
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "coeflow", "serve", "--coe", str(coe_file), "--port", str(port),
-                             "--engine", "eager", "--api-key", "k", "--log-level", "warning"],
+                             "--engine", "eager", "--api-key", "k", "--log-format", log_format,
+                             "--log-level", "info" if log_format == "json" else "warning"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 120
@@ -66,3 +69,8 @@ def test_serve_process_answers_and_stops_cleanly_on_ctrl_c(coe_file):
     assert proc.returncode == 0, err[-2000:]
     assert f"at http://127.0.0.1:{port}/v1 (API key required)" in out
     assert "coeflow: stopped" in out and "Traceback" not in err
+    if log_format == "json":  # every line a JSON object: coeflow's, uvicorn's and its access log alike
+        lines = [json.loads(line) for line in err.splitlines() if line.strip()]
+        assert all({"time", "level", "logger", "message"} <= set(x) for x in lines)
+        assert any(x["logger"] == "uvicorn.access" for x in lines)
+        assert any(x["message"].startswith("request ") and " ok on " in x["message"] for x in lines)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 
 
@@ -112,6 +111,10 @@ def register(sub: argparse._SubParsersAction, help_text: str) -> None:
     p.add_argument("--coe", required=True, metavar="FILE", help="the CoE file (coe.yaml) or its directory")
     add_listen_options(p)
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    from coeflow.server.logs import LOG_FORMATS
+    p.add_argument("--log-format", default="text", choices=LOG_FORMATS,
+                   help="text (default) or json: one JSON object a line (time, level, logger, message), "
+                        "uvicorn's access lines included, for log collectors")
     p.add_argument("--record-trace", metavar="FILE", default=None,
                    help="append one JSONL trace line per accepted request to FILE (arrival time, "
                         "model, prompt text and length, max_tokens): replay it with `coeflow "
@@ -122,7 +125,8 @@ def register(sub: argparse._SubParsersAction, help_text: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from coeflow.server import build_server, serve
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from coeflow.server.logs import configure
+    configure(args.log_level, args.log_format)
     srv = build_server(args.coe, server_options(args))
     if args.record_trace:
         from coeflow.trace import TraceRecorder
@@ -133,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
     for name, why in srv.health.report(srv.coe.expert_names)["failed"].items():
         print(f"coeflow: expert {name} is unavailable: {why}", flush=True)
     try:
-        serve(srv, args.host, args.port, args.log_level)
+        serve(srv, args.host, args.port, args.log_level, own_logging=args.log_format == "text")
     except KeyboardInterrupt:  # uvicorn re-raises Ctrl-C after its graceful shutdown
         pass
     finally:

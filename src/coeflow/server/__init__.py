@@ -39,7 +39,7 @@ DRAIN_S = 5.0
 GRACE_S = DRAIN_S + 5.0
 
 
-def _uvicorn(srv: "CoEServer", host: str, port: int, log_level: str) -> "uvicorn.Server":
+def _uvicorn(srv: "CoEServer", host: str, port: int, log_level: str, own_logging: bool = True) -> "uvicorn.Server":
     import uvicorn
 
     from coeflow.server.app import create_app
@@ -62,13 +62,16 @@ def _uvicorn(srv: "CoEServer", host: str, port: int, log_level: str) -> "uvicorn
             await drain
 
     app.router.lifespan_context = lifespan
-    config = uvicorn.Config(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=GRACE_S)
+    config = uvicorn.Config(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=GRACE_S,
+                            **({} if own_logging else {"log_config": None}))
     return Server(config)
 
 
-def serve(srv: "CoEServer", host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, log_level: str = "info") -> None:
-    """Serve until interrupted (Ctrl-C drains and stops cleanly)."""
-    _uvicorn(srv, host, port, log_level).run()
+def serve(srv: "CoEServer", host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, log_level: str = "info",
+          own_logging: bool = True) -> None:
+    """Serve until interrupted (Ctrl-C drains and stops cleanly). `own_logging` False leaves
+    uvicorn's loggers to the root logger's handler (JSON lines: coeflow.server.logs)."""
+    _uvicorn(srv, host, port, log_level, own_logging).run()
 
 
 def free_port(host: str = DEFAULT_HOST) -> int:
