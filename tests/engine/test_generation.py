@@ -136,13 +136,13 @@ def test_a_sequence_that_fails_ends_alone_and_the_batch_goes_on(engine, monkeypa
     of the batch gets the tokens it gets alone."""
     import coeflow.engine.engine as engine_module
     hostile = SamplingParams(max_tokens=10, temperature=0.77, seed=1, ignore_eos=True)
-    real = engine_module.sample
+    real = engine_module.pick
 
-    def sample(logits, params, generator):
+    def pick(logits, params, generator, *history):
         if params is hostile:
             raise RuntimeError("probability tensor contains either inf, nan or element < 0")
-        return real(logits, params, generator)
-    monkeypatch.setattr(engine_module, "sample", sample)
+        return real(logits, params, generator, *history)
+    monkeypatch.setattr(engine_module, "pick", pick)
     prompts = [PROMPT, [1, 9, 8, 7], [1, 50, 51]]
     others = [SamplingParams(max_tokens=10, temperature=1.2, seed=5, ignore_eos=True),
               SamplingParams(max_tokens=6, ignore_eos=True)]

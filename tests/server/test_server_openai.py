@@ -127,7 +127,7 @@ USER = [{"role": "user", "content": "x"}]
     ({"model": "sql", "messages": USER, "presence_penalty": 2.5}, "presence_penalty"),
     ({"model": "sql", "messages": USER, "tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
     ({"model": "sql", "messages": USER, "tool_choice": "required"}, "tool_choice"),
-    ({"model": "sql", "messages": USER, "response_format": {"type": "json_object"}}, "response_format"),
+    ({"model": "sql", "messages": USER, "response_format": {"type": "xml"}}, "response_format"),
     ({"model": "sql", "messages": USER, "logit_bias": {"5": 1000}}, "logit_bias"),
     ({"model": "sql", "messages": USER, "top_logprobs": 2}, "top_logprobs"),
     ({"model": "sql", "messages": USER, "modalities": ["text", "audio"]}, "modalities"),

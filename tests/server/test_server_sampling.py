@@ -4,6 +4,7 @@ bad values refused by name."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import openai
@@ -141,3 +142,49 @@ def test_n_choices_each_a_sequence_of_their_own_whole_and_streamed(client):
     assert finished == {0, 1, 2} and [parts[i] for i in range(3)] == texts
     greedy = client.completions.create(model="sql", prompt="select", max_tokens=6, temperature=0, n=2)
     assert greedy.choices[0].text == greedy.choices[1].text
+
+
+NAME = {"type": "string", "maxLength": 12}  # bounded, so that a random model's answer ends
+SCHEMAS = [
+    {"type": "object", "properties": {"name": NAME, "age": {"type": "integer", "minimum": 0, "maximum": 150}},
+     "required": ["name", "age"], "additionalProperties": False},
+    {"type": "object", "properties": {"kind": {"enum": ["sql", "shell", "python"]}, "ok": {"type": "boolean"}},
+     "required": ["kind", "ok"], "additionalProperties": False},
+    {"type": "object", "properties": {"rows": {"type": "array", "items": {"type": "object", "properties": {
+        "id": {"type": "integer", "minimum": 0, "maximum": 99},
+        "tags": {"type": "array", "items": NAME, "maxItems": 2}},
+        "required": ["id", "tags"], "additionalProperties": False}, "maxItems": 3}},
+     "required": ["rows"], "additionalProperties": False},
+    {"type": "object", "properties": {"score": {"type": "integer", "minimum": -5, "maximum": 5},
+                                      "note": {"anyOf": [NAME, {"type": "null"}]}},
+     "required": ["score", "note"], "additionalProperties": False},
+]
+
+
+@pytest.mark.parametrize("schema", SCHEMAS, ids=["flat", "enum", "nested", "nullable"])
+def test_a_json_schema_answer_always_parses_and_validates(client, schema):
+    jsonschema = pytest.importorskip("jsonschema")
+    fmt = {"type": "json_schema", "json_schema": {"name": "answer", "schema": schema, "strict": True}}
+    for seed in range(3):  # sampled, so each draw takes another path through the schema
+        r = client.chat.completions.create(model="sql", messages=USER, max_tokens=200, temperature=1.0, seed=seed,
+                                           response_format=fmt)
+        assert r.choices[0].finish_reason == "stop", r.choices[0].message.content  # it ended, whole
+        jsonschema.validate(json.loads(r.choices[0].message.content), schema)
+
+
+def test_json_object_mode_gives_an_object_streamed_too_and_a_bad_schema_is_a_400(client):
+    fmt = {"type": "json_object"}  # keys and strings unbounded: a random model may run out of tokens first
+    answers = [client.chat.completions.create(model="sql", messages=USER, max_tokens=200, temperature=0.8, seed=s,
+                                              response_format=fmt).choices[0] for s in range(4)]
+    whole = [a.message.content for a in answers if a.finish_reason == "stop"]
+    assert whole and all(isinstance(json.loads(t), dict) for t in whole)
+    assert all(a.message.content.startswith("{") for a in answers)
+    text = "".join(c.choices[0].delta.content or "" for c in client.chat.completions.create(
+        model="sql", messages=USER, max_tokens=200, temperature=0.8, seed=0, response_format=fmt, stream=True)
+        if c.choices)
+    assert text == answers[0].message.content
+    with pytest.raises(openai.BadRequestError) as e:
+        client.chat.completions.create(model="sql", messages=USER, max_tokens=5,
+                                       response_format={"type": "json_schema", "json_schema": {"name": "x",
+                                                                                               "schema": "nope"}})
+    assert e.value.body["param"] == "response_format"

@@ -15,7 +15,7 @@ from torch import Tensor
 from coeflow.engine.paged import KVPool
 from coeflow.engine.runners import StepRunner, choose_runner, prefill_layers
 from coeflow.engine.runners.base import argmax_rows, step_tokens
-from coeflow.engine.sampling import InvalidRequestError, Pick, SamplingParams, pick
+from coeflow.engine.sampling import Constraint, InvalidRequestError, Pick, SamplingParams, pick
 from coeflow.engine.text import TextStream
 from coeflow.model import ModelConfig, attach_weights, build_skeleton, load_weights, parse_dtype, resolve_device
 from coeflow.model.llama import Transformer
@@ -88,6 +88,12 @@ class Sequence:
     started: float = 0.0  # perf_counter when its prefill began
     last: float = 0.0  # perf_counter of its latest token
     picked: Pick | None = None  # the latest pick's log-probabilities, for its Delta
+    constraint: Constraint | None = None  # what its output must match (structured output)
+
+    @property
+    def plain(self) -> bool:
+        """Its next token is the argmax of the model's logits: a runner may choose it on the device."""
+        return self.params.plain and self.constraint is None
 
     @property
     def done(self) -> bool:
@@ -321,13 +327,14 @@ class Engine:
 
     def open(self, prompt: list[int], params: SamplingParams, eos_ids: set[int] | frozenset[int] = frozenset(),
              detokenize: Callable[[list[int]], str] | None = None, index: int = 0,
-             prefix: str | None = None) -> Sequence:
+             prefix: str | None = None, constraint: Constraint | None = None) -> Sequence:
         """A new sequence with the blocks its prompt and max_tokens need, taken now
         (InvalidRequestError when it can never run, or when the pool has no room for it now:
         ask `blocks_needed` against `pool.free_blocks` first to wait instead). With `prefix`
         (the key of the weights attached when it runs: the expert's name), the leading whole
         blocks of its prompt that an earlier sequence of that key prefilled are taken from the
-        pool's prefix cache instead of being prefilled, and its own are cached once prefilled."""
+        pool's prefix cache instead of being prefilled, and its own are cached once prefilled.
+        With `constraint`, each token is chosen among those it allows."""
         self.check(prompt, params)
         pool = self.pool
         digests = pool.digests(prefix, prompt) if prefix is not None else []
@@ -339,7 +346,8 @@ class Engine:
             raise
         seq = Sequence(index, list(prompt), params, blocks, frozenset(eos_ids), Completion(prompt_tokens=len(prompt)),
                        TextStream(detokenize, params.stop) if detokenize else None,
-                       prefilled=len(reused) * pool.block_size, digests=digests, reused=len(reused))
+                       prefilled=len(reused) * pool.block_size, digests=digests, reused=len(reused),
+                       constraint=constraint)
         self.prompt_tokens += len(prompt)
         self.reused_tokens += seq.prefilled
         try:
@@ -377,7 +385,7 @@ class Engine:
             return None
         for i in range(seq.reused, len(seq.digests)):  # its whole prompt blocks, for later prompts
             pool.register(seq.blocks[i], seq.digests[i])
-        if seq.params.plain:
+        if seq.plain:
             token = argmax_rows(logits[None], 1)[0]
         else:
             token = self._draw(seq, logits.float().cpu())
@@ -399,7 +407,7 @@ class Engine:
         blocks = self.pool.table([s.blocks for s in seqs], rows, _width(max(len(s.blocks) for s in seqs)))
         tokens = [s.completion.token_ids[-1] for s in seqs]
         positions = [s.position for s in seqs]
-        if all(s.params.plain for s in seqs):
+        if all(s.plain for s in seqs):
             chosen = self.runner.greedy(self.pool, tokens, positions, blocks, steps)
         else:
             def draw(logits: Tensor) -> list[int]:
@@ -438,7 +446,11 @@ class Engine:
         if seq.done or seq.failure is not None:
             return 0
         try:
+            if seq.constraint is not None:
+                logits = logits.masked_fill(~seq.constraint.allowed(logits.numel()), float("-inf"))
             seq.picked = pick(logits, seq.params, seq.generator, seq.prompt, seq.completion.token_ids)
+            if seq.constraint is not None:
+                seq.constraint.accept(seq.picked.token)
         except Exception as e:  # noqa: BLE001
             seq.failure = e
             return 0

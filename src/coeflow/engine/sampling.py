@@ -5,7 +5,7 @@ log-probabilities when asked."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Protocol, Sequence
 
 import torch
 from torch import Tensor
@@ -87,6 +87,17 @@ class SamplingParams:
         else:
             g.seed()
         return g
+
+
+class Constraint(Protocol):
+    """What a sequence's output must match (a grammar, a JSON schema): which tokens may come
+    next, and each token chosen. It allows an end-of-sequence token once the output is whole."""
+
+    def allowed(self, vocab_size: int) -> Tensor:
+        """bool [vocab_size]: the tokens that keep the output matching."""
+
+    def accept(self, token: int) -> None:
+        """The token chosen next."""
 
 
 @dataclass(frozen=True)

@@ -87,6 +87,7 @@ class GenRequest:
     cancelled: threading.Event = field(default_factory=threading.Event)
     arrival_tier: str = "?"  # where its expert was when it arrived (set by submit)
     last: Any = None  # its latest Delta (set by the worker)
+    constraint: Any = None  # what its output must match (engine.sampling.Constraint), if anything
 
     @property
     def prompt_tokens(self) -> int:

@@ -25,6 +25,7 @@ from coeflow.errors import CoeflowError
 from coeflow.scheduler import Failed, GenRequest, QueueFullError, Scheduler, ShuttingDownError, Started
 from coeflow.server.answer import Answer, Events, Logprobs, Timing, stream, whole
 from coeflow.server.guard import Keys, RequestId, openai_errors, read_json
+from coeflow.server.structured import GrammarConstraint
 from coeflow.server.health import ExpertHealth
 from coeflow.server.metrics import LiveSources, Metrics
 from coeflow.server.protocol import (ROUTED, APIError, Limits, LoadBody, ParsedRequest, PinBody, bad, choice_params,
@@ -298,8 +299,12 @@ def _submit(srv: CoEServer, expert: str, ids: list[int], req: ParsedRequest, arr
     defaults filling the fields it left unset; their events reach `events` on this loop."""
     defaults = {k: v for k, v in srv.runtimes[expert].sampling.items() if k in req.unset}
     params = dataclasses.replace(req.params, **defaults) if defaults else req.params
-    events.gens = [GenRequest(expert, ids, choice_params(params, i), sink=events.sink_for(i), arrival=arrival)
-                   for i in range(req.n)]
+    try:
+        events.gens = [GenRequest(expert, ids, choice_params(params, i), sink=events.sink_for(i), arrival=arrival,
+                                  constraint=GrammarConstraint(srv.runtimes[expert], req.grammar) if req.grammar else None)
+                       for i in range(req.n)]
+    except CoeflowError as e:
+        raise bad(f"expert {expert!r}: {e}", "response_format") from None
     try:
         srv.scheduler.submit_all(events.gens)
     except QueueFullError as e:

@@ -18,6 +18,7 @@ from coeflow.coefile import SAMPLING_DEFAULTS
 from coeflow.engine import InvalidRequestError, SamplingParams
 from coeflow.engine.sampling import SEED_MAX, SEED_MIN
 from coeflow.server.options import Limits
+from coeflow.server.structured import grammar_for
 from coeflow.validation import field_path, problem
 
 ROLES = ("system", "developer", "user", "assistant", "tool")
@@ -31,8 +32,6 @@ UNSUPPORTED: dict[str, tuple[Callable[[Any], bool], str]] = {
     "tool_choice": (lambda v: v in ("none", "auto"), "is not supported yet: coeflow does not call tools"),
     "functions": (lambda v: v == [], "is not supported: coeflow does not call functions"),
     "function_call": (lambda v: v in ("none", "auto"), "is not supported: coeflow does not call functions"),
-    "response_format": (lambda v: v == {"type": "text"},
-                        'is not supported yet except {"type": "text"}: no structured output'),
     "echo": (lambda v: v is False, "is not supported"),
     "suffix": (lambda v: v == "", "is not supported: coeflow does not insert text"),
     "best_of": (lambda v: v == 1, "must be 1: coeflow does not rank candidates (use n)"),
@@ -81,6 +80,7 @@ class ParsedRequest:
     include_usage: bool
     unset: frozenset[str] = frozenset()  # sampling fields the request left to the expert's defaults
     n: int = 1  # choices: one sequence each
+    grammar: str | None = None  # what the output must match (response_format), llguidance's form
 
     @property
     def routing_text(self) -> str:
@@ -174,7 +174,7 @@ class _Completion(_Wire):
     tool_choice: Any = None
     functions: Any = None
     function_call: Any = None
-    response_format: Any = None
+    response_format: dict[str, Any] | None = None  # text, json_object or json_schema (server/structured.py)
     echo: Any = None
     suffix: Any = None
     best_of: Any = None
@@ -392,9 +392,13 @@ def parse_request(body: Any, chat: bool, limits: Limits) -> ParsedRequest:
     if not chat and isinstance(req.prompt, list) and req.model == ROUTED:
         raise bad("a prompt of token ids needs an expert's name as 'model' (token ids belong to its "
                   "tokenizer): the router reads text", "prompt")
+    try:
+        grammar = grammar_for(req.response_format) if req.response_format else None
+    except ValueError as e:
+        raise bad(f"'response_format' {e}", "response_format") from None
     return ParsedRequest(req.model, messages, None if chat else req.prompt, req.params(limits), req.stream,
                          bool(req.stream_options.get("include_usage")),
-                         frozenset(k for k in SAMPLING_DEFAULTS if getattr(req, k) is None), req.n)
+                         frozenset(k for k in SAMPLING_DEFAULTS if getattr(req, k) is None), req.n, grammar)
 
 
 class _Admin(_Wire):

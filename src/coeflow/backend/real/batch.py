@@ -34,7 +34,7 @@ class RealBatch:
 
     def admit(self, job: Any) -> None:
         seq = self.engine.open(job.prompt_ids, job.params, self.runtime.eos_ids, self.runtime.tokenizer.decode,
-                               index=self._next, prefix=self.prefix)
+                               index=self._next, prefix=self.prefix, constraint=getattr(job, "constraint", None))
         self._seqs[self._next] = (job, seq)
         self._next += 1
 

@@ -1,0 +1,78 @@
+"""Structured output: `response_format` `json_object` or `json_schema` as a constraint on every
+token a sequence chooses (engine.sampling.Constraint), so that the answer always parses and
+matches the schema.
+
+Grammars are compiled and matched by llguidance: a Rust library without dependencies, with CPU
+wheels, that computes a step's token mask in tens of microseconds from the tokenizer's own
+vocabulary (it is what vLLM, SGLang and llama.cpp use too); xgrammar needs transformers and
+triton, outlines-core a regex built from the schema."""
+
+from __future__ import annotations
+
+import functools
+import json
+from typing import Any
+
+import llguidance
+import numpy as np
+import torch
+from torch import Tensor
+
+from coeflow.errors import CoeflowError
+
+
+# JSON written compactly, ", " and ": " between items and no other whitespace: a model cannot spend
+# its tokens (or loop) on whitespace the schema does not care about.
+COMPACT = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
+
+
+def grammar_for(response_format: dict[str, Any]) -> str | None:
+    """The llguidance grammar of an OpenAI `response_format`; None for plain text. ValueError
+    saying what is wrong for a format or schema it cannot take."""
+    kind = response_format.get("type")
+    if kind == "text":
+        return None
+    if kind == "json_object":
+        schema: Any = {"type": "object"}
+    elif kind == "json_schema":
+        spec = response_format.get("json_schema")
+        if not isinstance(spec, dict) or not isinstance(spec.get("schema", {}), dict):
+            raise ValueError('json_schema must be an object with a "schema" object')
+        schema = spec.get("schema", {})
+    else:
+        raise ValueError(f"type must be text, json_object or json_schema, got {kind!r}")
+    try:
+        grammar = llguidance.LLMatcher.grammar_from_json_schema(json.dumps(schema), defaults=COMPACT)
+    except ValueError as e:
+        raise ValueError(f"the schema is not valid: {e}") from None
+    error = llguidance.LLMatcher.validate_grammar(grammar)
+    if error and not error.startswith("WARNING"):
+        raise ValueError(f"the schema cannot be used: {error}")
+    return grammar
+
+
+@functools.lru_cache(maxsize=32)
+def _ll_tokenizer(tokenizer_json: str, vocab_size: int, eos: tuple[int, ...]) -> llguidance.LLTokenizer:
+    """The tokenizer as llguidance reads it (its slicing of the vocabulary takes a while: once)."""
+    return llguidance.LLTokenizer(tokenizer_json, n_vocab=vocab_size, eos_token=list(eos) or None)
+
+
+class GrammarConstraint:
+    """One sequence's progress through a grammar."""
+
+    def __init__(self, runtime: Any, grammar: str) -> None:
+        tok = _ll_tokenizer(runtime.tokenizer.tok.to_str(), runtime.config.vocab_size, tuple(sorted(runtime.eos_ids)))
+        self.matcher = llguidance.LLMatcher(tok, grammar)
+        if self.matcher.is_error():
+            raise CoeflowError(f"the grammar cannot be matched: {self.matcher.get_error()}")
+
+    def allowed(self, vocab_size: int) -> Tensor:
+        bits = np.unpackbits(np.frombuffer(self.matcher.compute_bitmask(), dtype=np.uint8), bitorder="little")
+        mask = np.zeros(vocab_size, dtype=bool)
+        n = min(vocab_size, bits.size)
+        mask[:n] = bits[:n].astype(bool)
+        return torch.from_numpy(mask)
+
+    def accept(self, token: int) -> None:
+        if not self.matcher.consume_token(token) or self.matcher.is_error():
+            raise CoeflowError(f"the output left its grammar: {self.matcher.get_error()}")
