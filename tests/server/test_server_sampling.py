@@ -37,11 +37,14 @@ def test_completion_logprobs_stream_and_whole_agree(client):
     assert [t for part in streamed for t in part.token_logprobs] == pytest.approx(lp.token_logprobs)
 
 
-def test_a_logit_bias_forces_a_token_and_a_frequency_penalty_wears_it_down(client):
+def test_a_logit_bias_forces_a_token_and_a_frequency_penalty_wears_it_down(live, client):
+    seven = live[0].runtimes["sql"].tokenizer.decode([7])
+    plain = client.completions.create(model="sql", prompt="select", max_tokens=40, temperature=0, logprobs=0,
+                                      extra_body={"ignore_eos": True})
+    assert plain.choices[0].logprobs.tokens != [seven] * 40  # the model alone does not say it
     forced = client.completions.create(model="sql", prompt="select", max_tokens=40, temperature=0,
                                        logit_bias={"7": 30}, logprobs=0, extra_body={"ignore_eos": True})
-    tokens = forced.choices[0].logprobs.tokens
-    assert len(set(tokens)) == 1 and len(tokens) == 40
+    assert forced.choices[0].logprobs.tokens == [seven] * 40
     worn = client.completions.create(model="sql", prompt="select", max_tokens=40, temperature=0,
                                      logit_bias={"7": 30}, frequency_penalty=2.0, presence_penalty=2.0,
                                      logprobs=0, extra_body={"ignore_eos": True})
@@ -163,7 +166,7 @@ SCHEMAS = [
 
 @pytest.mark.parametrize("schema", SCHEMAS, ids=["flat", "enum", "nested", "nullable"])
 def test_a_json_schema_answer_always_parses_and_validates(client, schema):
-    jsonschema = pytest.importorskip("jsonschema")
+    import jsonschema
     fmt = {"type": "json_schema", "json_schema": {"name": "answer", "schema": schema, "strict": True}}
     for seed in range(3):  # sampled, so each draw takes another path through the schema
         r = client.chat.completions.create(model="sql", messages=USER, max_tokens=200, temperature=1.0, seed=seed,
@@ -188,3 +191,20 @@ def test_json_object_mode_gives_an_object_streamed_too_and_a_bad_schema_is_a_400
                                        response_format={"type": "json_schema", "json_schema": {"name": "x",
                                                                                                "schema": "nope"}})
     assert e.value.body["param"] == "response_format"
+    with pytest.raises(openai.BadRequestError) as e:  # once the JSON is whole, only EOS may follow
+        client.chat.completions.create(model="sql", messages=USER, max_tokens=5, response_format=fmt,
+                                       extra_body={"ignore_eos": True})
+    assert e.value.body["param"] == "ignore_eos"
+
+
+def test_logprobs_under_a_schema_are_the_models_own_not_the_masks(client):
+    fmt = {"type": "json_schema", "json_schema": {"name": "b", "schema": {"type": "boolean"}}}
+    kw = dict(model="sql", messages=USER, max_tokens=10, temperature=0, logprobs=True, top_logprobs=20)
+    free = {t.token: t.logprob for t in client.chat.completions.create(**kw).choices[0].logprobs.content[0].top_logprobs}
+    r = client.chat.completions.create(**kw, response_format=fmt)
+    assert r.choices[0].message.content in ("true", "false")
+    first = r.choices[0].logprobs.content[0]
+    if first.token in free:  # the same number the unconstrained answer reports for it
+        assert first.logprob == pytest.approx(free[first.token])
+    else:  # not among the model's 20 likeliest: less likely than all of them, whatever the mask allowed
+        assert first.logprob < min(free.values())

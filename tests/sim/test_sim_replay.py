@@ -138,3 +138,15 @@ def test_a_request_waits_for_kv_cache_room_and_one_that_never_fits_is_a_clear_er
     assert both[1].start_s < both[0].finish_s
     with pytest.raises(ConfigError, match="request 0 .*KV cache.*--kv-mem"):
         replay(b, [SimRequest(0.0, "e0", 4000, 200)], ReplayOptions(kv_mem=one))
+
+
+def test_decode_runs_costed_in_one_loop_are_the_same_steps_as_one_at_a_time(monkeypatch):
+    from coeflow.sim.continuous import ContinuousReplay
+    trace = generate(TraceSpec(tuple(f"e{i}" for i in range(6)), rate=3.0, requests=150, seed=2,
+                               max_tokens=(16, 300)))
+    reqs = resolve(trace, coe_of_copies(6, "llama2-7b"))
+    fast = replay(backend("dgx-h100", 6), reqs).records
+    monkeypatch.setattr(ContinuousReplay, "_next_change", lambda self, expert, start, now: float("-inf"))
+    stepwise = replay(backend("dgx-h100", 6), reqs).records
+    assert [(r.start_s, r.first_token_s, r.finish_s) for r in fast] == \
+        [(r.start_s, r.first_token_s, r.finish_s) for r in stepwise]

@@ -446,9 +446,8 @@ class Engine:
         if seq.done or seq.failure is not None:
             return 0
         try:
-            if seq.constraint is not None:
-                logits = logits.masked_fill(~seq.constraint.allowed(logits.numel()), float("-inf"))
-            seq.picked = pick(logits, seq.params, seq.generator, seq.prompt, seq.completion.token_ids)
+            allowed = seq.constraint.allowed(logits.numel()) if seq.constraint is not None else None
+            seq.picked = pick(logits, seq.params, seq.generator, seq.prompt, seq.completion.token_ids, allowed)
             if seq.constraint is not None:
                 seq.constraint.accept(seq.picked.token)
         except Exception as e:  # noqa: BLE001

@@ -129,9 +129,12 @@ def adjust(logits: Tensor, params: SamplingParams, prompt: Sequence[int], genera
 
 
 def pick(logits: Tensor, params: SamplingParams, generator: torch.Generator | None,
-         prompt: Sequence[int] = (), generated: Sequence[int] = ()) -> Pick:
-    """The next token from a sequence's float32 logits [V] (on the CPU)."""
+         prompt: Sequence[int] = (), generated: Sequence[int] = (), allowed: Tensor | None = None) -> Pick:
+    """The next token from a sequence's float32 logits [V] (on the CPU), among the `allowed`
+    ones (bool [V]) when a constraint says."""
     choice = adjust(logits, params, prompt, generated) if params.adjusts else logits
+    if allowed is not None:
+        choice = choice.masked_fill(~allowed, float("-inf"))
     token = int(choice.argmax()) if params.greedy else sample(choice, params, generator)
     if params.logprobs is None:
         return Pick(token)

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from typing import Any, AsyncIterator, Callable
 
 from fastapi import Request
+from fastapi.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from coeflow.engine import Delta
 from coeflow.scheduler import Failed, Finished, GenRequest, ShuttingDownError
@@ -167,6 +169,27 @@ class Answer:
         p = self.prompt_tokens
         return {"prompt_tokens": p, "completion_tokens": completion_tokens, "total_tokens": p + completion_tokens}
 
+    def usage_chunk(self, created: int, completion_tokens: int) -> bytes:
+        """A stream's last chunk before [DONE], when the client asked for usage."""
+        c = {"id": self.rid, "object": "chat.completion.chunk" if self.chat else "text_completion",
+             "created": created, "model": self.info["expert"], "choices": [], "usage": self.usage(completion_tokens)}
+        return f"data: {json.dumps(c)}\n\n".encode()
+
+
+class Streamed(StreamingResponse):
+    """A streamed answer whose sequences are cancelled however it ends: also when the client
+    leaves before its first chunk, when `stream`'s own cleanup never runs (it never started)."""
+
+    def __init__(self, content: AsyncIterator[bytes], events: Events, **kw: Any) -> None:
+        super().__init__(content, **kw)
+        self.events = events
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.events.cancel()  # a no-op for sequences that finished
+
 
 async def whole(a: Answer, events: Events, tracker: Timing) -> dict[str, Any]:
     """The non-streamed answer: every choice's tokens, then one body."""
@@ -253,13 +276,10 @@ async def stream(a: Answer, events: Events, tracker: Timing) -> AsyncIterator[by
                 yield f"data: {json.dumps(failure(ev).body())}\n\n".encode()
                 break
         if not ended:
-            total = sum(c or 0 for c in counts)
-            tracker.done("ok", total)
             ended = True
+            tracker.done("ok", sum(c or 0 for c in counts))
             if a.include_usage:
-                usage = {"id": a.rid, "object": obj, "created": created, "model": a.info["expert"], "choices": [],
-                         "usage": a.usage(total)}
-                yield f"data: {json.dumps(usage)}\n\n".encode()
+                yield a.usage_chunk(created, sum(c or 0 for c in counts))
         yield b"data: [DONE]\n\n"
     finally:
         if not ended:  # the client went away mid-stream: free its sequences' slots in the batch

@@ -17,13 +17,13 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from coeflow.coefile import CoEFile
 from coeflow.engine import InvalidRequestError
 from coeflow.errors import CoeflowError
 from coeflow.scheduler import Failed, GenRequest, QueueFullError, Scheduler, ShuttingDownError, Started
-from coeflow.server.answer import Answer, Events, Logprobs, Timing, stream, whole
+from coeflow.server.answer import Answer, Events, Logprobs, Streamed, Timing, stream, whole
 from coeflow.server.guard import Keys, RequestId, openai_errors, read_json
 from coeflow.server.structured import GrammarConstraint
 from coeflow.server.health import ExpertHealth
@@ -78,8 +78,9 @@ def create_app(srv: CoEServer) -> FastAPI:
     app.add_middleware(Keys, api_key=srv.api_key, admin_key=srv.admin_key, public_metrics=srv.public_metrics)
     if srv.cors_origins:  # outside the keys: a browser's preflight carries none
         app.add_middleware(CORSMiddleware, allow_origins=list(srv.cors_origins), allow_methods=["GET", "POST"],
-                           allow_headers=["Authorization", "Content-Type", "X-Request-Id"],
-                           expose_headers=["X-Request-Id"])
+                           allow_headers=["*"],  # ours (X-Request-Timeout, X-Request-Id) and SDKs' own
+                           expose_headers=["X-Request-Id", "X-Coeflow-Expert", "X-Coeflow-Source-Tier",
+                                           "X-Coeflow-Confidence"])
     app.add_middleware(RequestId)  # outermost: every answer carries the id, a refusal too
 
     @app.get("/health")
@@ -216,7 +217,7 @@ async def _complete(srv: CoEServer, request: Request, chat: bool) -> Response:
     tracker = Timing(srv, choice.expert, arrival, len(ids), request.state.request_id)
     if req.stream:
         events.stop_watching()  # a streaming response watches its client itself
-        return StreamingResponse(stream(a, events, tracker), media_type="text/event-stream", headers=headers)
+        return Streamed(stream(a, events, tracker), events, media_type="text/event-stream", headers=headers)
     try:
         return JSONResponse(await whole(a, events, tracker), headers=headers)
     finally:
@@ -249,7 +250,8 @@ async def _begin(srv: CoEServer, request: Request, req: ParsedRequest, choice: C
     routing would have."""
     while True:
         events = Events(request)
-        _submit(srv, choice.expert, ids, req, arrival, events)
+        constraints = await asyncio.to_thread(_constraints, srv, choice.expert, req)
+        _submit(srv, choice.expert, ids, req, arrival, events, constraints)
         try:
             return choice, ids, events, await _started(srv, choice.expert, events)
         except APIError as e:
@@ -293,18 +295,23 @@ def _prompt_ids(srv: CoEServer, req: ParsedRequest, expert: str, chat: bool) -> 
     return ids
 
 
+def _constraints(srv: CoEServer, expert: str, req: ParsedRequest) -> list[GrammarConstraint | None]:
+    """Each choice's grammar, when the request has a response_format (a worker thread's work:
+    the first for an expert reads its whole vocabulary)."""
+    try:
+        return [GrammarConstraint(srv.runtimes[expert], req.grammar) if req.grammar else None for _ in range(req.n)]
+    except CoeflowError as e:
+        raise bad(f"expert {expert!r}: {e}", "response_format") from None
+
+
 def _submit(srv: CoEServer, expert: str, ids: list[int], req: ParsedRequest, arrival: float,
-            events: Events) -> None:
+            events: Events, constraints: list[GrammarConstraint | None]) -> None:
     """Queue the request's sequences, one a choice (all or none), the expert's sampling
     defaults filling the fields it left unset; their events reach `events` on this loop."""
     defaults = {k: v for k, v in srv.runtimes[expert].sampling.items() if k in req.unset}
     params = dataclasses.replace(req.params, **defaults) if defaults else req.params
-    try:
-        events.gens = [GenRequest(expert, ids, choice_params(params, i), sink=events.sink_for(i), arrival=arrival,
-                                  constraint=GrammarConstraint(srv.runtimes[expert], req.grammar) if req.grammar else None)
-                       for i in range(req.n)]
-    except CoeflowError as e:
-        raise bad(f"expert {expert!r}: {e}", "response_format") from None
+    events.gens = [GenRequest(expert, ids, choice_params(params, i), sink=events.sink_for(i), arrival=arrival,
+                              constraint=constraints[i]) for i in range(req.n)]
     try:
         srv.scheduler.submit_all(events.gens)
     except QueueFullError as e:

@@ -72,7 +72,8 @@ class RequestId:
             await self.app(scope, receive, send)
             return
         given = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
-        rid = given if 0 < len(given) <= 128 and all(c.isalnum() or c in "._:-" for c in given) else uuid.uuid4().hex
+        sane = 0 < len(given) <= 128 and all((c.isascii() and c.isalnum()) or c in "._:-" for c in given)
+        rid = given if sane else uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = rid
 
         async def send_with_id(message: dict) -> None:

@@ -235,8 +235,8 @@ class _Completion(_Wire):
         if len(v) > 300:
             raise ValueError(f"may bias at most 300 tokens, got {len(v)}")
         for token, bias in v.items():
-            if not token.isdigit():
-                raise ValueError(f"keys must be token ids, got {token!r}")
+            if not (token.isascii() and token.isdigit() and len(token) <= 10):
+                raise ValueError(f"keys must be token ids, got {token[:20]!r}")
             if not -100 <= bias <= 100:
                 raise ValueError(f"values must be between -100 and 100, got {bias} for token {token}")
         return v
@@ -396,6 +396,9 @@ def parse_request(body: Any, chat: bool, limits: Limits) -> ParsedRequest:
         grammar = grammar_for(req.response_format) if req.response_format else None
     except ValueError as e:
         raise bad(f"'response_format' {e}", "response_format") from None
+    if grammar is not None and req.ignore_eos:
+        raise bad("'ignore_eos' cannot go with a response_format: the answer ends when its JSON is whole",
+                  "ignore_eos")
     return ParsedRequest(req.model, messages, None if chat else req.prompt, req.params(limits), req.stream,
                          bool(req.stream_options.get("include_usage")),
                          frozenset(k for k in SAMPLING_DEFAULTS if getattr(req, k) is None), req.n, grammar)

@@ -3,14 +3,15 @@ token a sequence chooses (engine.sampling.Constraint), so that the answer always
 matches the schema.
 
 Grammars are compiled and matched by llguidance: a Rust library without dependencies, with CPU
-wheels, that computes a step's token mask in tens of microseconds from the tokenizer's own
-vocabulary (it is what vLLM, SGLang and llama.cpp use too); xgrammar needs transformers and
-triton, outlines-core a regex built from the schema."""
+wheels, that computes a step's token mask from the tokenizer's own vocabulary (it is what
+vLLM, SGLang and llama.cpp use too); xgrammar needs transformers and triton, outlines-core a
+regex built from the schema. A request with a schema cannot also ignore EOS: once the JSON is
+whole, EOS is the only token the grammar allows."""
 
 from __future__ import annotations
 
-import functools
 import json
+import threading
 from typing import Any
 
 import llguidance
@@ -51,18 +52,31 @@ def grammar_for(response_format: dict[str, Any]) -> str | None:
     return grammar
 
 
-@functools.lru_cache(maxsize=32)
-def _ll_tokenizer(tokenizer_json: str, vocab_size: int, eos: tuple[int, ...]) -> llguidance.LLTokenizer:
-    """The tokenizer as llguidance reads it (its slicing of the vocabulary takes a while: once)."""
-    return llguidance.LLTokenizer(tokenizer_json, n_vocab=vocab_size, eos_token=list(eos) or None)
+_TOKENIZERS: dict[int, tuple[Any, llguidance.LLTokenizer]] = {}  # by id of coeflow's Tokenizer, kept alive
+_TOKENIZERS_LOCK = threading.Lock()
+
+
+def _ll_tokenizer(runtime: Any) -> llguidance.LLTokenizer:
+    """The expert's tokenizer as llguidance reads it, made once (it slices the whole vocabulary)."""
+    tok = runtime.tokenizer
+    with _TOKENIZERS_LOCK:
+        got = _TOKENIZERS.get(id(tok))
+        if got is None or got[0] is not tok:
+            eos = sorted(runtime.eos_ids)
+            got = _TOKENIZERS[id(tok)] = (tok, llguidance.LLTokenizer(
+                tok.tok.to_str(), n_vocab=runtime.config.vocab_size, eos_token=eos or None))
+        return got[1]
 
 
 class GrammarConstraint:
     """One sequence's progress through a grammar."""
 
     def __init__(self, runtime: Any, grammar: str) -> None:
-        tok = _ll_tokenizer(runtime.tokenizer.tok.to_str(), runtime.config.vocab_size, tuple(sorted(runtime.eos_ids)))
-        self.matcher = llguidance.LLMatcher(tok, grammar)
+        """Slow the first time for an expert (its vocabulary is read): build it off the event loop."""
+        try:
+            self.matcher = llguidance.LLMatcher(_ll_tokenizer(runtime), grammar)
+        except Exception as e:  # noqa: BLE001  e.g. a tokenizer llguidance cannot read
+            raise CoeflowError(f"structured output is unavailable for this expert: {e}") from None
         if self.matcher.is_error():
             raise CoeflowError(f"the grammar cannot be matched: {self.matcher.get_error()}")
 
@@ -71,6 +85,8 @@ class GrammarConstraint:
         mask = np.zeros(vocab_size, dtype=bool)
         n = min(vocab_size, bits.size)
         mask[:n] = bits[:n].astype(bool)
+        if not mask.any():
+            raise CoeflowError(f"the grammar allows no next token: {self.matcher.get_error() or 'a dead end'}")
         return torch.from_numpy(mask)
 
     def accept(self, token: int) -> None:
