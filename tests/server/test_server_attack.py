@@ -298,7 +298,7 @@ TRAFFIC = [("sql", EXPERTS["sql"][0]), ("shell", EXPERTS["shell"][1]), ("general
 def test_an_expert_corrupted_and_restored_under_traffic_fails_alone(tmp_path):
     """While a thread asks every expert in turn, one expert's weights are truncated on disk and
     the expert is sent back to disk and loaded again: the load fails cleanly (400), /health
-    names it, requests for it get 503s and routed ones the fallback's answer; once the file is
+    names it, requests for it get 503s and routed ones another expert's answer; once the file is
     restored a load brings it back. The other experts answer every request throughout."""
     coe = write_coe(tmp_path)
     weights = tmp_path / "experts" / "shell" / "model.safetensors"
@@ -412,13 +412,16 @@ def test_a_sampling_value_too_small_for_float32_is_not_a_server_error(fuzzed, fi
     _assert_answer(r, stream)
 
 
-def test_a_routed_request_whose_expert_fails_to_load_gets_the_fallback_s_answer(tmp_path):
+def test_a_routed_request_whose_expert_fails_to_load_gets_the_routers_next_choice(tmp_path):
     coe = write_coe(tmp_path)
     weights = tmp_path / "experts" / "shell" / "model.safetensors"
     srv, ctx = start(coe)
     with ctx as url:
         assert httpx.post(f"{url}/experts/shell/unload", json={"tier": "disk"}).status_code == 200
         weights.write_bytes(weights.read_bytes()[: -4096])  # found only when a request loads it
+        ranked = [e for e, _ in srv.router.route(EXPERTS["shell"][1]).candidates]
+        assert ranked[0] == "shell"
         r = httpx.post(f"{url}/chat/completions", timeout=60, json={
             "model": "coe", "messages": [{"role": "user", "content": EXPERTS["shell"][1]}], "max_tokens": 4})
-        assert r.status_code == 200 and r.headers["x-coeflow-expert"] == "general", r.text
+        assert r.status_code == 200 and r.headers["x-coeflow-expert"] == ranked[1], r.text
+        assert r.headers["x-coeflow-rerouted-from"] == "shell"

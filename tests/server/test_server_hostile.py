@@ -126,9 +126,14 @@ def test_a_failed_expert_is_reported_routed_around_and_repaired_by_a_load(tmp_pa
         assert health["status"] == "degraded" and list(health["failed"]) == ["shell"]
         assert str(tmp_path) not in json.dumps(health), "the server's file system leaked"
         client = OpenAI(base_url=url, api_key="x", max_retries=0)
+        prompt = "grep recursively for a word in bash"
+        ranked = [e for e, _ in srv.router.route(prompt).candidates]
+        assert ranked[0] == "shell"  # the router would send it to the broken expert
         r = client.chat.completions.with_raw_response.create(
-            model="coe", messages=[{"role": "user", "content": "grep recursively for a word in bash"}], max_tokens=4)
-        assert r.headers["x-coeflow-expert"] == "general" and r.parse().model_extra["coeflow"]["fell_back"]
+            model="coe", messages=[{"role": "user", "content": prompt}], max_tokens=4)
+        info = r.parse().model_extra["coeflow"]
+        assert r.headers["x-coeflow-expert"] == ranked[1] and info["fell_back"]  # its next choice instead
+        assert info["rerouted_from"] == ["shell"] and r.headers["x-coeflow-rerouted-from"] == "shell"
         make_good = write_coe(tmp_path / "good")  # the same seeds: shell's checkpoint as it should be
         shutil.copy(make_good.parent / "experts" / "shell" / "model.safetensors", weights)
         r = httpx.post(f"{url}/experts/shell/load", json={"tier": "device"}, timeout=60)

@@ -65,11 +65,22 @@ class CoEServer:
 
 @dataclass
 class Choice:
-    """Where a request goes and why."""
+    """Where a request goes and why. A routed request keeps the router's other choices, best
+    first, for when its expert fails (`instead`), and the experts that failed it (`failed`)."""
     expert: str
     routed: bool
     confidence: float | None = None
     fell_back: bool = False
+    others: tuple[str, ...] = ()
+    failed: tuple[str, ...] = ()
+
+    def instead(self, srv: CoEServer) -> "Choice | None":
+        """The router's next choice that can serve, after this expert failed; None if none can."""
+        failed = self.failed + (self.expert,)
+        rest = [e for e in self.others if e not in failed and srv.health.failure(e) is None]
+        if not self.routed or not rest:
+            return None
+        return Choice(rest[0], True, self.confidence, True, tuple(rest[1:]), failed)
 
 
 def create_app(srv: CoEServer) -> FastAPI:
@@ -80,7 +91,7 @@ def create_app(srv: CoEServer) -> FastAPI:
         app.add_middleware(CORSMiddleware, allow_origins=list(srv.cors_origins), allow_methods=["GET", "POST"],
                            allow_headers=["*"],  # ours (X-Request-Timeout, X-Request-Id) and SDKs' own
                            expose_headers=["X-Request-Id", "X-Coeflow-Expert", "X-Coeflow-Source-Tier",
-                                           "X-Coeflow-Confidence"])
+                                           "X-Coeflow-Confidence", "X-Coeflow-Rerouted-From"])
     app.add_middleware(RequestId)  # outermost: every answer carries the id, a refusal too
 
     @app.get("/health")
@@ -171,9 +182,11 @@ def _choose(srv: CoEServer, req: ParsedRequest) -> Choice:
         t = time.perf_counter()
         d = srv.router.route(req.routing_text)
         srv.metrics.router_latency.observe(time.perf_counter() - t)
-        if d.expert != srv.coe.fallback and srv.health.failure(d.expert) is not None:
-            return Choice(srv.coe.fallback, True, d.confidence, True)  # never to a failed expert
-        return Choice(d.expert, True, d.confidence, d.fell_back)
+        ranked = [d.expert] + [e for e, _ in d.candidates if e != d.expert]
+        choice = Choice(d.expert, True, d.confidence, d.fell_back, tuple(ranked[1:]))
+        if srv.health.failure(d.expert) is not None:  # never to a failed expert: the router's next choice
+            choice = choice.instead(srv) or choice
+        return choice
     if req.model not in srv.coe.expert_names:
         raise APIError(404, f"model {req.model!r} does not exist: use 'coe' (routed) or one of "
                        f"{', '.join(srv.coe.expert_names)}", code="model_not_found", param="model")
@@ -206,11 +219,14 @@ async def _complete(srv: CoEServer, request: Request, chat: bool) -> Response:
                             route=choice.expert if choice.routed else None)
     choice, ids, events, first = await _begin(srv, request, req, choice, ids, arrival, chat)
     info = {"expert": choice.expert, "routed": choice.routed, "confidence": choice.confidence,
-            "fell_back": choice.fell_back, "source_tier": first.source_tier, "switch_s": first.switch_s,
+            "fell_back": choice.fell_back, "rerouted_from": list(choice.failed),
+            "source_tier": first.source_tier, "switch_s": first.switch_s,
             "queued_s": first.queued_s}
     headers = {"x-coeflow-expert": choice.expert, "x-coeflow-source-tier": first.source_tier}
     if choice.confidence is not None:
         headers["x-coeflow-confidence"] = f"{choice.confidence:.4f}"
+    if choice.failed:
+        headers["x-coeflow-rerouted-from"] = ",".join(choice.failed)
     tokenizer = srv.runtimes[choice.expert].tokenizer
     a = Answer(chat, ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24], info, len(ids), req.include_usage,
                [Logprobs(tokenizer, chat) for _ in range(req.n)] if req.params.logprobs is not None else None)
@@ -246,8 +262,8 @@ def _deadline(srv: CoEServer, request: Request) -> float | None:
 async def _begin(srv: CoEServer, request: Request, req: ParsedRequest, choice: Choice, ids: list[int],
                  arrival: float, chat: bool) -> tuple[Choice, list[int], Events, Started]:
     """Queue the request's sequences and wait for the first to start. A routed request whose
-    expert turns out to fail when its batch loads it goes to the fallback expert instead, as
-    routing would have."""
+    expert turns out to fail when its batch loads it goes to the router's next choice that can
+    serve instead."""
     while True:
         events = Events(request)
         constraints = await asyncio.to_thread(_constraints, srv, choice.expert, req)
@@ -256,12 +272,11 @@ async def _begin(srv: CoEServer, request: Request, req: ParsedRequest, choice: C
             return choice, ids, events, await _started(srv, choice.expert, events)
         except APIError as e:
             events.stop_watching()
-            fallback = srv.coe.fallback
-            if not (choice.routed and e.status == 503 and choice.expert != fallback
-                    and srv.health.failure(fallback) is None):
+            other = choice.instead(srv) if e.status == 503 else None
+            if other is None:
                 raise
-        choice = Choice(fallback, True, choice.confidence, True)
-        ids = await asyncio.to_thread(_prompt_ids, srv, req, fallback, chat)
+        choice = other
+        ids = await asyncio.to_thread(_prompt_ids, srv, req, choice.expert, chat)
 
 
 def _prompt_ids(srv: CoEServer, req: ParsedRequest, expert: str, chat: bool) -> list[int]:

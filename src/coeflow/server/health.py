@@ -4,8 +4,8 @@ admin routes.
 An expert is `ready` (it may be on disk, host or device: a request loads it), `loading`, or
 `failed`: its tokenizer or config could not be read (a runtime problem, found when the server
 was built), or its weights failed to load (the store's error, found at start-up or at any load
-since). A failed expert gets no requests: one named in a request is a 503, and the router's
-choice falls back to the CoE's fallback expert. Loading it again through the admin route reads
+since). A failed expert gets no requests: one named in a request is a 503, and a routed request
+goes to the router's next choice that can serve. Loading it again through the admin route reads
 its tokenizer and config again and retries its weights; if both succeed it is ready again."""
 
 from __future__ import annotations
