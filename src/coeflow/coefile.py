@@ -21,6 +21,7 @@ Shape (paths are relative to the CoE file's directory and may not leave it):
         sha256: <64 hex digits>  # optional: of the weights, checked on each load (coeflow coe hash)
         sampling: {temperature: 0.7, top_p: 0.9}  # optional: defaults for requests that leave them
                                  # unset, over the checkpoint's generation_config.json
+        chat_template: templates/python.jinja  # optional: instead of the checkpoint's own
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ class ExpertSpec:
     ttl_s: float | None = None
     sha256: str | None = None  # of the checkpoint's safetensors files (coeflow coe hash)
     sampling: tuple[tuple[str, float], ...] = ()  # defaults for requests that leave these unset
+    chat_template: Path | None = None  # a Jinja file used instead of the checkpoint's template
 
 
 @dataclass(frozen=True)
@@ -153,6 +155,7 @@ class _ExpertEntry(FileModel):
     ttl_s: float | None = None
     sha256: str | None = None
     sampling: _Sampling | None = None
+    chat_template: str | None = None  # a file, relative to the CoE file
 
     _name = field_validator("name")(_safe)
     _path = field_validator("path")(_non_empty)
@@ -231,7 +234,9 @@ def parse_coe(doc: Any, source: Path) -> CoEFile:
             description=entry.description or "", examples=tuple(entry.examples or ()), pin=entry.pin,
             priority=entry.priority, ttl_s=entry.ttl_s, sha256=entry.sha256,
             sampling=tuple((k, v) for k, v in (entry.sampling.model_dump() if entry.sampling else {}).items()
-                           if v is not None)))
+                           if v is not None),
+            chat_template=(_resolve_inside(entry.chat_template, root, source, where, "chat_template")
+                           if entry.chat_template else None)))
     names = [e.name for e in experts]
     if parsed.fallback not in names:
         raise ConfigError(f"{source}: 'fallback' {parsed.fallback!r} is not one of the experts "

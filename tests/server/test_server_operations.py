@@ -130,3 +130,32 @@ def test_a_request_past_its_deadline_is_a_408_whose_kv_blocks_go_back(coe_file, 
         assert ok.status_code == 200
         r = httpx.post(f"{url}/completions", json=long, headers={"X-Request-Timeout": "soon"})
         assert r.status_code == 400 and "X-Request-Timeout" in r.json()["error"]["message"]
+
+
+def test_an_expert_without_a_chat_template_refuses_chat_until_the_coe_file_gives_one(coe_file, tmp_path):
+    import yaml
+
+    from coeflow.model import Tokenizer
+    root = tmp_path / "coe"
+    shutil.copytree(coe_file.parent, root)
+    config = root / "experts" / "sql" / "tokenizer_config.json"
+    config.write_text(json.dumps({k: v for k, v in json.loads(config.read_text()).items() if k != "chat_template"}))
+    chat = {"model": "sql", "max_tokens": 2, "messages": [{"role": "user", "content": "list users"}]}
+    srv, ctx = start(root / "coe.yaml")
+    with ctx as url:
+        r = httpx.post(f"{url}/chat/completions", json=chat)
+        assert r.status_code == 400 and "'sql' has no chat template" in r.json()["error"]["message"]
+        assert httpx.post(f"{url}/completions", json={"model": "sql", "prompt": "list users", "max_tokens": 2}
+                          ).status_code == 200
+    (root / "templates").mkdir()
+    (root / "templates" / "sql.jinja").write_text(
+        "{% for m in messages %}[{{ m['role'] }}] {{ m['content'] }}\n{% endfor %}[assistant] ")
+    doc = yaml.safe_load((root / "coe.yaml").read_text())
+    next(e for e in doc["experts"] if e["name"] == "sql")["chat_template"] = "templates/sql.jinja"
+    (root / "coe.yaml").write_text(yaml.safe_dump(doc))
+    srv, ctx = start(root / "coe.yaml")
+    with ctx as url:
+        r = httpx.post(f"{url}/chat/completions", json=chat)
+        want = Tokenizer.from_dir(root / "experts" / "sql").encode("[user] list users\n[assistant] ",
+                                                                   add_special_tokens=False)
+        assert r.status_code == 200 and r.json()["usage"]["prompt_tokens"] == len(want)

@@ -287,6 +287,10 @@ def _prompt_ids(srv: CoEServer, req: ParsedRequest, expert: str, chat: bool) -> 
         raise APIError(503, f"expert {expert!r} is unavailable: {why}", "service_unavailable",
                        code="expert_unavailable")
     tokenizer = srv.runtimes[expert].tokenizer
+    if chat and not tokenizer.chat_template:
+        raise bad(f"expert {expert!r} has no chat template (none in its tokenizer_config.json or "
+                  "chat_template.jinja): give it one in the CoE file (chat_template: FILE), or send the "
+                  "prompt to /v1/completions", "messages")
     try:
         ids = (tokenizer.encode_chat(req.messages) if chat else list(req.prompt) if isinstance(req.prompt, list)
                else tokenizer.encode(req.prompt))

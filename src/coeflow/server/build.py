@@ -4,6 +4,7 @@ admin route's load reads them again); the rest serve."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from pathlib import Path
@@ -41,6 +42,12 @@ def build_server(coe_path: str | Path, opts: ServerOptions, store=None) -> CoESe
         """The expert's tokenizer, config and sampling defaults, read (raises CoeflowError when
         they cannot be)."""
         tok, cfg = Tokenizer.from_dir(paths[name]), ModelConfig.from_dir(paths[name])
+        template = coe.expert(name).chat_template
+        if template is not None:  # the CoE file's, instead of the checkpoint's own
+            try:
+                tok = dataclasses.replace(tok, chat_template=template.read_text())
+            except (OSError, UnicodeDecodeError) as e:
+                raise ConfigError(f"expert {name}: its chat_template {template.name} cannot be read: {e}") from None
         sampling = generation_defaults(paths[name]) | dict(coe.expert(name).sampling)
         runtimes[name] = ExpertRuntime(tok, frozenset(tok.eos_ids), cfg, sampling)
         contexts[name] = cfg.max_position_embeddings
