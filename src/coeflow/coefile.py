@@ -22,6 +22,7 @@ Shape (paths are relative to the CoE file's directory and may not leave it):
         sampling: {temperature: 0.7, top_p: 0.9}  # optional: defaults for requests that leave them
                                  # unset, over the checkpoint's generation_config.json
         chat_template: templates/python.jinja  # optional: instead of the checkpoint's own
+        max_context: 2048        # optional: tokens of prompt + output, below the checkpoint's own
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ class ExpertSpec:
     sha256: str | None = None  # of the checkpoint's safetensors files (coeflow coe hash)
     sampling: tuple[tuple[str, float], ...] = ()  # defaults for requests that leave these unset
     chat_template: Path | None = None  # a Jinja file used instead of the checkpoint's template
+    max_context: int | None = None  # prompt + output tokens a request may take, if below the checkpoint's
 
 
 @dataclass(frozen=True)
@@ -156,8 +158,16 @@ class _ExpertEntry(FileModel):
     sha256: str | None = None
     sampling: _Sampling | None = None
     chat_template: str | None = None  # a file, relative to the CoE file
+    max_context: int | None = None
 
     _name = field_validator("name")(_safe)
+
+    @field_validator("max_context")
+    @classmethod
+    def _some_tokens(cls, v: int | None) -> int | None:
+        if v is not None and v < 16:
+            raise ValueError("must be at least 16 tokens")
+        return v
     _path = field_validator("path")(_non_empty)
 
     @field_validator("sha256")
@@ -236,7 +246,8 @@ def parse_coe(doc: Any, source: Path) -> CoEFile:
             sampling=tuple((k, v) for k, v in (entry.sampling.model_dump() if entry.sampling else {}).items()
                            if v is not None),
             chat_template=(_resolve_inside(entry.chat_template, root, source, where, "chat_template")
-                           if entry.chat_template else None)))
+                           if entry.chat_template else None),
+            max_context=entry.max_context))
     names = [e.name for e in experts]
     if parsed.fallback not in names:
         raise ConfigError(f"{source}: 'fallback' {parsed.fallback!r} is not one of the experts "

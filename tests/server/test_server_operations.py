@@ -159,3 +159,19 @@ def test_an_expert_without_a_chat_template_refuses_chat_until_the_coe_file_gives
         want = Tokenizer.from_dir(root / "experts" / "sql").encode("[user] list users\n[assistant] ",
                                                                    add_special_tokens=False)
         assert r.status_code == 200 and r.json()["usage"]["prompt_tokens"] == len(want)
+
+
+def test_a_coe_files_max_context_caps_an_experts_prompt_and_output(coe_file, tmp_path):
+    import yaml
+    root = tmp_path / "coe"
+    shutil.copytree(coe_file.parent, root)
+    doc = yaml.safe_load((root / "coe.yaml").read_text())
+    next(e for e in doc["experts"] if e["name"] == "sql")["max_context"] = 64
+    (root / "coe.yaml").write_text(yaml.safe_dump(doc))
+    srv, ctx = start(root / "coe.yaml")
+    with ctx as url:
+        body = {"prompt": "list users", "max_tokens": 60}
+        r = httpx.post(f"{url}/completions", json={**body, "model": "sql"})
+        assert r.status_code == 400 and "context of 64 tokens" in r.json()["error"]["message"]
+        assert httpx.post(f"{url}/completions", json={**body, "model": "shell"}).status_code == 200  # its own 512
+        assert httpx.post(f"{url}/completions", json={**body, "model": "sql", "max_tokens": 20}).status_code == 200

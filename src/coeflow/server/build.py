@@ -50,7 +50,7 @@ def build_server(coe_path: str | Path, opts: ServerOptions, store=None) -> CoESe
                 raise ConfigError(f"expert {name}: its chat_template {template.name} cannot be read: {e}") from None
         sampling = generation_defaults(paths[name]) | dict(coe.expert(name).sampling)
         runtimes[name] = ExpertRuntime(tok, frozenset(tok.eos_ids), cfg, sampling)
-        contexts[name] = cfg.max_position_embeddings
+        contexts[name] = min(cfg.max_position_embeddings, coe.expert(name).max_context or cfg.max_position_embeddings)
         shapes.setdefault(cfg.shape_key, name)
 
     runtime_errors: dict[str, str] = {}
