@@ -12,6 +12,11 @@ TOKENIZER_TEXT = ("select name from users where id = 1; def add(a, b): return a 
                   "ls -la /tmp | grep log; the quick brown fox jumps over the lazy dog; 12 * 7 = 84. ")
 
 
+# A plain chat template, as a real checkpoint carries one (the server refuses chat without)
+CHAT_TEMPLATE = ("{{ bos_token }}{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}\n{% endfor %}"
+                 "{% if add_generation_prompt %}<|assistant|>\n{% endif %}")
+
+
 def write_tokenizer(path: Path, vocab_size: int) -> int:
     """Returns the tokenizer's vocabulary size (the model's must match it)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -22,7 +27,8 @@ def write_tokenizer(path: Path, vocab_size: int) -> int:
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
     tok.train_from_iterator([TOKENIZER_TEXT * 50], trainer)
     tok.save(str(path / "tokenizer.json"))
-    (path / "tokenizer_config.json").write_text(json.dumps({"bos_token": "<s>", "eos_token": "</s>"}))
+    (path / "tokenizer_config.json").write_text(json.dumps({"bos_token": "<s>", "eos_token": "</s>",
+                                                           "chat_template": CHAT_TEMPLATE}))
     return tok.get_vocab_size()
 
 
