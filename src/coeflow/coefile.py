@@ -161,6 +161,7 @@ class _ExpertEntry(FileModel):
     max_context: int | None = None
 
     _name = field_validator("name")(_safe)
+    _path = field_validator("path")(_non_empty)
 
     @field_validator("max_context")
     @classmethod
@@ -168,7 +169,6 @@ class _ExpertEntry(FileModel):
         if v is not None and v < 16:
             raise ValueError("must be at least 16 tokens")
         return v
-    _path = field_validator("path")(_non_empty)
 
     @field_validator("sha256")
     @classmethod
