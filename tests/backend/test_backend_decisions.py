@@ -5,7 +5,8 @@ from collections import deque
 import pytest
 
 from coeflow.errors import ConfigError
-from coeflow.scheduler.decisions import ExpertWork, admit, next_expert, next_expert_static, pick_expert, take_batch
+from coeflow.scheduler.decisions import (ExpertWork, admit, next_expert, next_expert_static, pick_expert,
+                                         reported_switch, take_batch, waiting_since)
 from coeflow.store.policies import LRU, Usage
 from coeflow.store.tiers import Arena, Counter, Tier, Tiers
 
@@ -159,3 +160,16 @@ def test_leaving_the_host_leaves_the_device_but_not_the_reverse():
     tiers.device.loaded("a", 2.0)
     tiers.evict("a", "host")
     assert tiers.ready_tier("a") == "disk" and tiers.host.used == tiers.device.used == 0
+
+
+def test_a_request_reports_the_farther_tier_and_then_counts_its_prefetch_wait_too():
+    assert reported_switch("disk", "host", 0.5, 2.0) == ("disk", 2.5)  # arrived on disk: the prefetch counts
+    assert reported_switch("host", "disk", 0.5, 2.0) == ("disk", 0.5)  # the batch found it farther
+    assert reported_switch("device", "device", 0.0, 2.0) == ("device", 0.0)
+
+
+def test_work_waits_since_its_oldest_request_or_its_last_turn_on_the_device_if_later():
+    assert waiting_since(5.0, None, now=9.0) == 5.0  # never had the device
+    assert waiting_since(5.0, 7.0, now=9.0) == 7.0  # stepped since: experts take turns
+    assert waiting_since(5.0, 7.0, now=9.0, static=True) == 5.0  # static: the oldest request alone
+    assert waiting_since(None, 7.0, now=9.0) == 7.0 and waiting_since(None, None, now=9.0) == 9.0

@@ -95,6 +95,12 @@ def mixed_trace(experts: list[str], requests: int, rate: float, context: int, co
     return out
 
 
+def pct(xs: list[float], q: float) -> float:
+    """The percentile of the numbers among `xs` (a failed request's NaN left out); NaN for none."""
+    p = percentile(sorted(x for x in xs if not math.isnan(x)), q)
+    return float("nan") if p is None else p
+
+
 async def _play(url: str, trace: list[MixedRequest]) -> MixedResult:
     from openai import AsyncOpenAI
     client = AsyncOpenAI(base_url=url, api_key="bench", max_retries=0, timeout=900)
@@ -122,10 +128,6 @@ async def _play(url: str, trace: list[MixedRequest]) -> MixedResult:
     await asyncio.gather(*(one(r) for r in trace))
     wall = time.perf_counter() - start
     await client.close()
-
-    def pct(xs: list[float], q: float) -> float:
-        p = percentile(sorted(xs), q)
-        return float("nan") if p is None else p
     all_ttft = [t for t, _ in ttft]
     return MixedResult(len(ttft) / wall, pct(all_ttft, 0.5), pct(all_ttft, 0.99), pct(tpot, 0.5), pct(tpot, 0.99),
                        len(ttft), failed, wall, pct([t for t, s in ttft if s], 0.5),
@@ -151,11 +153,7 @@ async def _prefix_pairs(url: str, pairs: list[tuple[str, str, str]]) -> tuple[fl
         hits.append(await _ttft(client, expert, hit))
         misses.append(await _ttft(client, expert, miss))
     await client.close()
-
-    def p50(xs: list[float]) -> float:
-        p = percentile([x for x in xs if not math.isnan(x)], 0.5)
-        return float("nan") if p is None else p
-    return p50(hits), p50(misses)
+    return pct(hits, 0.5), pct(misses, 0.5)
 
 
 def _play_blocking(url: str, trace: list[MixedRequest], pairs: list[tuple[str, str, str]]) -> MixedResult:

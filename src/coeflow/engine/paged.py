@@ -12,8 +12,10 @@ everything before it (and the expert's key: keys depend on the weights), so a la
 that starts the same way takes those blocks instead of prefilling them. A registered block is
 never written again (a sequence reuses only blocks before the one its last prompt token is
 in, and decodes past its prompt); when no sequence uses it, it stays cached, and is taken
-back, least recently used first, only when the free list is empty. The pool is an nn.Module so its tensors are buffers: compiled
-steps and CUDA graphs take them as inputs that a step updates in place."""
+back, least recently used first, only when the free list is empty.
+
+The pool is an nn.Module so its tensors are buffers: compiled steps and CUDA graphs take them
+as inputs that a step updates in place."""
 
 from __future__ import annotations
 

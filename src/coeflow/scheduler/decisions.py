@@ -12,9 +12,26 @@ from typing import Callable, Iterable, TypeVar
 T = TypeVar("T")
 
 # How far each tier is from the engine; "loading": another request's prefetch is moving it.
-# A request reports the farther of the tier its expert was in on arrival and the tier its
-# batch found it in (Scheduler._started, and the replay alike).
 DISTANCE = {"device": 0, "host": 1, "loading": 2, "disk": 2}
+
+
+def reported_switch(arrived_in: str, found_in: str, switch_s: float, prefetched_s: float) -> tuple[str, float]:
+    """The tier a request reports its expert came from, and the switch that kept it waiting:
+    the farther of the tier it was in when the request arrived and the one its batch found it
+    in (`switch_s`: the acquire's wait); from the arrival tier, the prefetch's part before the
+    acquire (`prefetched_s`) counts too. The server and the replays report alike."""
+    if DISTANCE.get(arrived_in, -1) > DISTANCE.get(found_in, 0):
+        return arrived_in, switch_s + prefetched_s
+    return found_in, switch_s
+
+
+def waiting_since(oldest_queued: float | None, stepped: float | None, now: float, static: bool = False) -> float:
+    """ExpertWork.since of an expert with work: its oldest queued request's arrival, or (with
+    continuous batching) when its work last had the device if later, so that experts take
+    turns; with running sequences only, when they last stepped."""
+    if oldest_queued is not None:
+        return oldest_queued if static or stepped is None else max(oldest_queued, stepped)
+    return stepped if stepped is not None else now
 
 
 def prefetch_tier(device_hop_copies: bool) -> str:

@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Protocol
 
 from coeflow.errors import CoeflowError
-from coeflow.scheduler.decisions import (DISTANCE, SCHEDULES, ExpertWork, admit, next_expert, next_expert_static,
-                                         prefetch_tier)
+from coeflow.scheduler.decisions import (SCHEDULES, ExpertWork, admit, next_expert, next_expert_static,
+                                         prefetch_tier, reported_switch, waiting_since)
 
 if TYPE_CHECKING:
     from coeflow.backend.interface import ServingBackend
@@ -249,15 +249,7 @@ class Scheduler:
             live = self._live[name]
             if not q and not live:
                 continue
-            # continuous: waiting since it last had the device, or since its oldest request came
-            # if later (experts take turns); static: since its oldest request came
-            stepped = self._stepped.get(name)
-            if q and (self.static or stepped is None):
-                since = q[0].arrival
-            elif q:
-                since = max(q[0].arrival, stepped)
-            else:
-                since = stepped if stepped is not None else self.clock.now()
+            since = waiting_since(q[0].arrival if q else None, self._stepped.get(name), self.clock.now(), self.static)
             ready = name not in self._loads or self._loads[name].done()
             admissible = bool(q) and (len(live) < self.max_batch) and (not self.static or not live) \
                 and self.backend.batch(name).fits(q[0])
@@ -295,10 +287,8 @@ class Scheduler:
         """What the request saw: the farther of the tier its expert was in when it arrived and
         the tier the acquire found it in, and the whole switch that kept it waiting (the part
         its prefetch did before the acquire, plus the acquire's)."""
-        waited = switch_s
-        if DISTANCE.get(r.arrival_tier, -1) > DISTANCE.get(source, 0):
-            source = r.arrival_tier
-            waited += max(0.0, self._ready_at.get(r.expert, r.arrival) - r.arrival)
+        prefetched = max(0.0, self._ready_at.get(r.expert, r.arrival) - r.arrival)
+        source, waited = reported_switch(r.arrival_tier, source, switch_s, prefetched)
         return Started(r.expert, source, waited, t0 - r.arrival)
 
     def _end(self, r: GenRequest) -> Event:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-import logging
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -31,7 +30,6 @@ from coeflow.server.metrics import LiveSources, Metrics
 from coeflow.server.protocol import (ROUTED, APIError, Limits, LoadBody, ParsedRequest, PinBody, bad, choice_params,
                                      parse_admin, parse_request)
 
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -76,11 +74,11 @@ class Choice:
 
     def instead(self, srv: CoEServer) -> "Choice | None":
         """The router's next choice that can serve, after this expert failed; None if none can."""
+        if not self.routed:
+            return None
         failed = self.failed + (self.expert,)
         rest = [e for e in self.others if e not in failed and srv.health.failure(e) is None]
-        if not self.routed or not rest:
-            return None
-        return Choice(rest[0], True, self.confidence, True, tuple(rest[1:]), failed)
+        return Choice(rest[0], True, self.confidence, True, tuple(rest[1:]), failed) if rest else None
 
 
 def create_app(srv: CoEServer) -> FastAPI:

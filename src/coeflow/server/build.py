@@ -41,16 +41,17 @@ def build_server(coe_path: str | Path, opts: ServerOptions, store=None) -> CoESe
     def load_runtime(name: str) -> None:
         """The expert's tokenizer, config and sampling defaults, read (raises CoeflowError when
         they cannot be)."""
-        tok, cfg = Tokenizer.from_dir(paths[name]), ModelConfig.from_dir(paths[name])
-        template = coe.expert(name).chat_template
-        if template is not None:  # the CoE file's, instead of the checkpoint's own
+        spec = coe.expert(name)
+        tok, cfg = Tokenizer.from_dir(spec.path), ModelConfig.from_dir(spec.path)
+        if spec.chat_template is not None:  # the CoE file's, instead of the checkpoint's own
             try:
-                tok = dataclasses.replace(tok, chat_template=template.read_text())
+                tok = dataclasses.replace(tok, chat_template=spec.chat_template.read_text())
             except (OSError, UnicodeDecodeError) as e:
-                raise ConfigError(f"expert {name}: its chat_template {template.name} cannot be read: {e}") from None
-        sampling = generation_defaults(paths[name]) | dict(coe.expert(name).sampling)
-        runtimes[name] = ExpertRuntime(tok, frozenset(tok.eos_ids), cfg, sampling)
-        contexts[name] = min(cfg.max_position_embeddings, coe.expert(name).max_context or cfg.max_position_embeddings)
+                raise ConfigError(f"expert {name}: its chat_template {spec.chat_template.name} cannot be read: "
+                                  f"{e}") from None
+        runtimes[name] = ExpertRuntime(tok, frozenset(tok.eos_ids), cfg,
+                                       generation_defaults(spec.path) | dict(spec.sampling))
+        contexts[name] = min(cfg.max_position_embeddings, spec.max_context or cfg.max_position_embeddings)
         shapes.setdefault(cfg.shape_key, name)
 
     runtime_errors: dict[str, str] = {}

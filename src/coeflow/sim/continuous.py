@@ -18,7 +18,7 @@ from collections import deque
 from dataclasses import dataclass
 
 from coeflow.errors import ConfigError
-from coeflow.scheduler.decisions import DISTANCE, ExpertWork, admit, next_expert
+from coeflow.scheduler.decisions import ExpertWork, admit, next_expert, reported_switch, waiting_since
 from coeflow.sim.replay import Replay, ReplayResult, RequestRecord
 
 BLOCK_TOKENS = 16  # the paged KV cache's block (engine.paged.BLOCK_SIZE): reservations are whole blocks
@@ -71,11 +71,7 @@ class ContinuousReplay(Replay):
             if not q and not live:
                 self.active.discard(name)
                 continue
-            stepped = self.stepped.get(name)
-            if q:
-                since = q[0][0] if stepped is None else max(q[0][0], stepped)
-            else:
-                since = stepped if stepped is not None else now
+            since = waiting_since(q[0][0] if q else None, self.stepped.get(name), now)
             admissible = bool(q) and len(live) < self.opts.max_batch and self._fits(q[0])
             out.append(ExpertWork(name, since, len(q or ()), len(live), self.ready(name, now), admissible))
         return out
@@ -140,12 +136,10 @@ class ContinuousReplay(Replay):
 
     def _join(self, expert: str, queued_at: float, i: int, now: float, source: str, switch: float,
               batch: int) -> _Seq:
-        """A request joins the running batch; what it reports is Scheduler._started's: the
-        farther of the tier its expert was in on arrival and the one the acquire found."""
-        r, arrived_in = self.reqs[i], self.arrival_tier[i]
-        if DISTANCE.get(arrived_in, -1) > DISTANCE.get(source, 0):
-            source = arrived_in
-            switch += max(0.0, min(self.prefetch_done.get(expert, queued_at), now) - queued_at)
+        """A request joins the running batch, reporting its switch as the server does
+        (decisions.reported_switch)."""
+        r = self.reqs[i]
+        source, switch = reported_switch(self.arrival_tier[i], source, switch, self._prefetched(expert, queued_at, now))
         return _Seq(i, queued_at, r.prompt_tokens, r.gen_tokens, self._kv_of(i), now, source, switch, batch)
 
     def _step(self, expert: str, live: list[_Seq], t: float) -> float:

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from coeflow.backend.interface import BatchTimes, ReplayBackend
 from coeflow.errors import ConfigError
 from coeflow.scheduler import MAX_BATCH, MAX_WAIT_S, PREFILL_CHUNK, SLICE_S
-from coeflow.scheduler.decisions import DISTANCE, SCHEDULES, pick_expert, prefetch_tier, take_batch
+from coeflow.scheduler.decisions import SCHEDULES, pick_expert, prefetch_tier, reported_switch, take_batch
 from coeflow.store.policies import DEFAULT_POLICY, Usage, make_policy
 from coeflow.store.tiers import Counter, Tier, Tiers
 from coeflow.trace.client import pct
@@ -279,20 +279,21 @@ class Replay:
 
     def _records(self, expert: str, batch: list, start: float, ready_t: float, waited_from: str | None,
                  times: BatchTimes) -> list[RequestRecord]:
-        """The batch's requests as the server reports them (Scheduler._started): the farther
-        of the arrival tier and the tier the acquire found, and the prefetch's part of the
-        move plus the acquire's."""
+        """The batch's requests as the server reports them (decisions.reported_switch)."""
         out = []
+        found, waited = (waited_from, ready_t - start) if waited_from is not None else ("device", 0.0)
         for queued_at, i in batch:
-            r, arrived_in = self.reqs[i], self.arrival_tier[i]
-            tier, switch = (waited_from, ready_t - start) if waited_from is not None else ("device", 0.0)
-            if DISTANCE.get(arrived_in, -1) > DISTANCE.get(tier, 0):
-                tier = arrived_in
-                switch += max(0.0, min(self.prefetch_done.get(expert, queued_at), start) - queued_at)
+            r = self.reqs[i]
+            prefetched = self._prefetched(expert, queued_at, start)
+            tier, switch = reported_switch(self.arrival_tier[i], found, waited, prefetched)
             out.append(RequestRecord(i, r.id, expert, r.arrival_s, start, ready_t + times.ttft_s,
                                      ready_t + times.finish_s(r.gen_tokens), tier, switch, len(batch),
                                      r.prompt_tokens, r.gen_tokens))
         return out
+
+    def _prefetched(self, expert: str, queued_at: float, now: float) -> float:
+        """How long a request queued at `queued_at` waited for its expert's prefetch, by `now`."""
+        return max(0.0, min(self.prefetch_done.get(expert, queued_at), now) - queued_at)
 
     # -- arrivals, routing and the result, for either worker ---------------------------------
     def _pending(self) -> bool:
