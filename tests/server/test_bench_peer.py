@@ -7,6 +7,7 @@ the bench's figures come from the real ones."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -48,6 +49,14 @@ def test_experts_convert_at_coeflows_dtype_and_a_vocabulary_that_does_not_split_
     out = convert_experts(FAKE, experts, tmp_path / "gguf", "fp32")
     assert sorted(f.stem for f in out.glob("*.gguf")) == sorted(experts)
     assert (out / "general.gguf").read_text().split() == ["gpt-2", "f32"]
+    general = {"general": tmp_path / "general"}
+    shutil.copytree(experts["general"], general["general"])
+    (out / "general.gguf").write_text("kept")
+    os.utime(out / "general.gguf", (0, max(f.stat().st_mtime for f in general["general"].iterdir()) + 10))
+    assert (convert_experts(FAKE, general, out, "fp32") / "general.gguf").read_text() == "kept"  # reused
+    weights = general["general"] / "model.safetensors"  # the expert retrained: its files are newer
+    os.utime(weights, (0, (out / "general.gguf").stat().st_mtime + 10))
+    assert (convert_experts(FAKE, general, out, "fp32") / "general.gguf").read_text().split() == ["gpt-2", "f32"]
     odd = tmp_path / "odd"
     shutil.copytree(experts["general"], odd)
     spec = json.loads((odd / "tokenizer.json").read_text())

@@ -34,13 +34,14 @@ def llama_tree(server: Path) -> Path:
 
 def convert_experts(tree: Path, experts: dict[str, Path], out: Path, dtype: str,
                     progress: Callable[[str], None] = lambda s: None) -> Path:
-    """One GGUF per expert, `out`/NAME.gguf, at coeflow's `dtype`; kept and reused if there."""
+    """One GGUF per expert, `out`/NAME.gguf, at coeflow's `dtype`; reused while it is newer
+    than every file of its checkpoint (a retrained expert is converted again)."""
     if dtype not in OUTTYPES:
         raise ConfigError(f"no GGUF type for dtype {dtype!r}; one of {', '.join(OUTTYPES)}")
     out.mkdir(parents=True, exist_ok=True)
     for name, checkpoint in experts.items():
         target = out / f"{name}.gguf"
-        if target.is_file():
+        if target.is_file() and target.stat().st_mtime > max(f.stat().st_mtime for f in checkpoint.iterdir()):
             continue
         progress(f"peer: converting {name} to GGUF ({OUTTYPES[dtype]})")
         run = subprocess.run([sys.executable, "-m", "coeflow.bench.gguf_convert", str(tree), str(checkpoint),
