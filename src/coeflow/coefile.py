@@ -23,6 +23,8 @@ Shape (paths are relative to the CoE file's directory and may not leave it):
                                  # unset, over the checkpoint's generation_config.json
         chat_template: templates/python.jinja  # optional: instead of the checkpoint's own
         max_context: 2048        # optional: tokens of prompt + output, below the checkpoint's own
+        tool_call_format: hermes # optional: how it writes tool calls (hermes, llama3_json, mistral);
+                                 # unset: read from its chat template's markers
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Literal
 
 import yaml
 from pydantic import ValidationError, field_validator
@@ -60,6 +62,7 @@ class ExpertSpec:
     sampling: tuple[tuple[str, float], ...] = ()  # defaults for requests that leave these unset
     chat_template: Path | None = None  # a Jinja file used instead of the checkpoint's template
     max_context: int | None = None  # prompt + output tokens a request may take, if below the checkpoint's
+    tool_call_format: str | None = None  # hermes, llama3_json or mistral; None: as its chat template shows
 
 
 @dataclass(frozen=True)
@@ -159,6 +162,7 @@ class _ExpertEntry(FileModel):
     sampling: _Sampling | None = None
     chat_template: str | None = None  # a file, relative to the CoE file
     max_context: int | None = None
+    tool_call_format: Literal["hermes", "llama3_json", "mistral"] | None = None
 
     _name = field_validator("name")(_safe)
     _path = field_validator("path")(_non_empty)
@@ -247,7 +251,7 @@ def parse_coe(doc: Any, source: Path) -> CoEFile:
                            if v is not None),
             chat_template=(_resolve_inside(entry.chat_template, root, source, where, "chat_template")
                            if entry.chat_template else None),
-            max_context=entry.max_context))
+            max_context=entry.max_context, tool_call_format=entry.tool_call_format))
     names = [e.name for e in experts]
     if parsed.fallback not in names:
         raise ConfigError(f"{source}: 'fallback' {parsed.fallback!r} is not one of the experts "

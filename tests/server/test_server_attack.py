@@ -92,8 +92,9 @@ ANY_JSON = st.recursive(SCALARS, lambda inner: st.lists(inner, max_size=3)
 MODELS = st.sampled_from(["coe", *EXPERTS])
 CONTENT = TEXT | st.lists(st.fixed_dictionaries({"type": st.just("text"), "text": st.text(max_size=10)}),
                           max_size=3)
-MESSAGES = st.lists(st.fixed_dictionaries({"role": st.sampled_from(ROLES), "content": CONTENT}),
-                    min_size=1, max_size=3)
+TURN = (st.fixed_dictionaries({"role": st.sampled_from([r for r in ROLES if r != "tool"]), "content": CONTENT})
+        | st.fixed_dictionaries({"role": st.just("tool"), "content": CONTENT, "tool_call_id": st.text(min_size=1, max_size=10)}))
+MESSAGES = st.lists(TURN, min_size=1, max_size=3)
 STOPS = st.text(min_size=1, max_size=5) | st.lists(st.text(min_size=1, max_size=5), max_size=4)
 # Each field's valid values (None too: null means unset).
 VALID: dict[str, st.SearchStrategy] = {
@@ -118,7 +119,8 @@ VALID = {k: v | st.none() for k, v in VALID.items()}
 EDGES = st.sampled_from([0, -1, MAX_TOKENS + 1, SEED_MAX + 1, SEED_MIN - 1, 2**63, -0.0, 2.0000001, 1.0000001, 1e308,
                          -1e-300, float("inf"), float("-inf"), float("nan"), "", "1", "true", [], {}, [None], True])
 SPOILED_TURN = st.fixed_dictionaries({"role": st.sampled_from(ROLES) | ANY_JSON, "content": CONTENT | ANY_JSON},
-                                     optional={"name": ANY_JSON, "tool_calls": ANY_JSON})
+                                     optional={"name": ANY_JSON, "tool_calls": ANY_JSON,
+                                                                         "tool_call_id": ANY_JSON})
 
 
 def _unknown_fields(known: set[str]) -> st.SearchStrategy:

@@ -19,6 +19,7 @@ from starlette.types import Receive, Scope, Send
 from coeflow.engine import Delta
 from coeflow.scheduler import Failed, Finished, GenRequest, ShuttingDownError
 from coeflow.server.protocol import APIError
+from coeflow.server.tools import ToolUse
 
 log = logging.getLogger("coeflow.server.app")  # the request log lines, where operators look for them
 
@@ -164,6 +165,7 @@ class Answer:
     prompt_tokens: int
     include_usage: bool
     logprobs: list[Logprobs] | None  # one a choice, when asked
+    tools: ToolUse | None = None  # the request offers tools: answers are read for calls
 
     def usage(self, completion_tokens: int) -> dict:
         p = self.prompt_tokens
@@ -219,9 +221,15 @@ async def whole(a: Answer, events: Events, tracker: Timing) -> dict[str, Any]:
     for i in range(n):
         lp = a.logprobs[i].take() if a.logprobs else None
         text = "".join(texts[i])
-        choices.append({"index": i, "message": {"role": "assistant", "content": text}, "finish_reason": reasons[i],
-                        "logprobs": lp} if a.chat else {"index": i, "text": text, "finish_reason": reasons[i],
-                                                        "logprobs": lp})
+        if not a.chat:
+            choices.append({"index": i, "text": text, "finish_reason": reasons[i], "logprobs": lp})
+            continue
+        message: dict[str, Any] = {"role": "assistant", "content": text}
+        calls = a.tools.parse(text) if a.tools else None
+        if calls is not None:
+            message = {"role": "assistant", "content": calls[0].strip() or None, "tool_calls": calls[1]}
+            reasons[i] = "tool_calls" if reasons[i] == "stop" else reasons[i]
+        choices.append({"index": i, "message": message, "finish_reason": reasons[i], "logprobs": lp})
     return {"id": a.rid, "object": "chat.completion" if a.chat else "text_completion", "created": int(time.time()),
             "model": a.info["expert"], "coeflow": a.info, "choices": choices, "usage": a.usage(sum(counts))}
 
@@ -231,9 +239,11 @@ async def stream(a: Answer, events: Events, tracker: Timing) -> AsyncIterator[by
     created = int(time.time())
     obj = "chat.completion.chunk" if a.chat else "text_completion"
 
-    def chunk(i: int, text: str | None, reason: str | None, first: bool = False) -> bytes:
+    def chunk(i: int, text: str | None, reason: str | None, first: bool = False, calls: list[dict] = ()) -> bytes:
         if a.chat:
             delta = {"role": "assistant", "content": text or ""} if first else ({"content": text} if text else {})
+            if calls:
+                delta["tool_calls"] = [{"index": k, **c} for k, c in enumerate(calls)]
             choice = {"index": i, "delta": delta, "finish_reason": reason, "logprobs": None}
         else:
             choice = {"index": i, "text": text or "", "finish_reason": reason, "logprobs": None}
@@ -247,6 +257,7 @@ async def stream(a: Answer, events: Events, tracker: Timing) -> AsyncIterator[by
 
     n = len(events.gens)
     counts: list[int | None] = [None] * n  # tokens of each finished choice
+    held = [a.tools.stream() for _ in range(n)] if a.tools and a.chat else None  # text that may be a call
     ended = False
     try:
         for i in range(n):
@@ -264,11 +275,20 @@ async def stream(a: Answer, events: Events, tracker: Timing) -> AsyncIterator[by
                 tracker.token(i)
                 if a.logprobs:
                     a.logprobs[i].add(ev)
-                if ev.text:
-                    yield chunk(i, ev.text, None)
+                text = held[i].feed(ev.text) if held else ev.text
+                if text:
+                    yield chunk(i, text, None)
             elif isinstance(ev, Finished):
                 counts[i] = ev.completion_tokens
-                yield chunk(i, None, ev.reason)
+                reason = ev.reason
+                if held:
+                    rest, calls = held[i].finish()
+                    if rest:
+                        yield chunk(i, rest, None)
+                    if calls:
+                        yield chunk(i, None, None, calls=calls)
+                        reason = "tool_calls" if reason == "stop" else reason
+                yield chunk(i, None, reason)
             elif isinstance(ev, Failed):
                 events.cancel()
                 tracker.done("failed", 0)

@@ -24,11 +24,12 @@ from coeflow.errors import CoeflowError
 from coeflow.scheduler import Failed, GenRequest, QueueFullError, Scheduler, ShuttingDownError, Started
 from coeflow.server.answer import Answer, Events, Logprobs, Streamed, Timing, stream, whole
 from coeflow.server.guard import Keys, RequestId, openai_errors, read_json
-from coeflow.server.structured import GrammarConstraint
 from coeflow.server.health import ExpertHealth
 from coeflow.server.metrics import LiveSources, Metrics
 from coeflow.server.protocol import (ROUTED, APIError, Limits, LoadBody, ParsedRequest, PinBody, bad, choice_params,
                                      parse_admin, parse_request)
+from coeflow.server.structured import GrammarConstraint
+from coeflow.server.tools import ToolFormat, ToolUse, call_grammar, takes_tools
 
 
 
@@ -51,6 +52,7 @@ class CoEServer:
     public_metrics: bool = False  # /metrics open even with an API key
     cors_origins: tuple[str, ...] = ()  # browsers' origins allowed to call (none: CORS off)
     request_timeout_s: float | None = None  # a request not answered by then is cancelled (408)
+    tool_formats: dict[str, ToolFormat | None] = field(default_factory=dict)  # expert -> how it calls tools
 
     def __post_init__(self) -> None:
         self.metrics = Metrics(LiveSources(
@@ -196,7 +198,7 @@ def _prepare(srv: CoEServer, body: Any, chat: bool) -> tuple[ParsedRequest, Choi
     the event loop, with its length checked before any of it is tokenized."""
     req = parse_request(body, chat, srv.limits)
     chars = (0 if isinstance(req.prompt, list) else len(req.prompt) if req.prompt is not None
-             else sum(len(m["content"]) for m in req.messages or []))
+             else sum(len(m["content"] or "") for m in req.messages or []))
     longest = max((rt.tokenizer.max_token_chars for rt in srv.runtimes.values()), default=1)
     if chars > srv.limits.max_prompt_tokens * longest:
         raise bad(f"the prompt has {chars} characters, more than {srv.limits.max_prompt_tokens} tokens can "
@@ -226,8 +228,10 @@ async def _complete(srv: CoEServer, request: Request, chat: bool) -> Response:
     if choice.failed:
         headers["x-coeflow-rerouted-from"] = ",".join(choice.failed)
     tokenizer = srv.runtimes[choice.expert].tokenizer
+    tools = (ToolUse(srv.tool_formats[choice.expert], frozenset(t["function"]["name"] for t in req.tools))
+             if req.tools is not None else None)
     a = Answer(chat, ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24], info, len(ids), req.include_usage,
-               [Logprobs(tokenizer, chat) for _ in range(req.n)] if req.params.logprobs is not None else None)
+               [Logprobs(tokenizer, chat) for _ in range(req.n)] if req.params.logprobs is not None else None, tools)
     tracker = Timing(srv, choice.expert, arrival, len(ids), request.state.request_id)
     if req.stream:
         events.stop_watching()  # a streaming response watches its client itself
@@ -289,9 +293,11 @@ def _prompt_ids(srv: CoEServer, req: ParsedRequest, expert: str, chat: bool) -> 
         raise bad(f"expert {expert!r} has no chat template (none in its tokenizer_config.json or "
                   "chat_template.jinja): give it one in the CoE file (chat_template: FILE), or send the "
                   "prompt to /v1/completions", "messages")
+    if req.tools is not None:
+        _tool_format(srv, expert)  # a 400 now, when it cannot take them
     try:
-        ids = (tokenizer.encode_chat(req.messages) if chat else list(req.prompt) if isinstance(req.prompt, list)
-               else tokenizer.encode(req.prompt))
+        ids = (tokenizer.encode_chat(req.messages, req.tools) if chat else list(req.prompt)
+               if isinstance(req.prompt, list) else tokenizer.encode(req.prompt))
     except CoeflowError as e:  # the expert's chat template refused these messages (raise_exception)
         raise bad(f"expert {expert!r}: {e}", "messages") from None
     if not ids:
@@ -312,13 +318,33 @@ def _prompt_ids(srv: CoEServer, req: ParsedRequest, expert: str, chat: bool) -> 
     return ids
 
 
+def _tool_format(srv: CoEServer, expert: str) -> ToolFormat:
+    """How the expert writes tool calls; a 400 when it cannot take tools."""
+    if not takes_tools(srv.runtimes[expert].tokenizer.chat_template):
+        raise bad(f"expert {expert!r} cannot call tools: its chat template does not read 'tools' (give it "
+                  "one that does in the CoE file, chat_template: FILE)", "tools")
+    fmt = srv.tool_formats.get(expert)
+    if fmt is None:
+        raise bad(f"expert {expert!r}: its chat template takes tools, but in no format coeflow knows by its "
+                  "markers: name it in the CoE file (tool_call_format: hermes, llama3_json or mistral)", "tools")
+    return fmt
+
+
 def _constraints(srv: CoEServer, expert: str, req: ParsedRequest) -> list[GrammarConstraint | None]:
-    """Each choice's grammar, when the request has a response_format (a worker thread's work:
-    the first for an expert reads its whole vocabulary)."""
+    """Each choice's grammar, when the request has a response_format or must call a tool (a
+    worker thread's work: the first for an expert reads its whole vocabulary)."""
+    grammar, param = req.grammar, "response_format"
+    if req.must_call is not None:
+        param = "tools"
+        try:
+            grammar = call_grammar(_tool_format(srv, expert), req.tools or [],
+                                   None if req.must_call == "required" else req.must_call, req.parallel_tool_calls)
+        except ValueError as e:
+            raise bad(f"'tools': a function's parameters {e}", param) from None
     try:
-        return [GrammarConstraint(srv.runtimes[expert], req.grammar) if req.grammar else None for _ in range(req.n)]
+        return [GrammarConstraint(srv.runtimes[expert], grammar) if grammar else None for _ in range(req.n)]
     except CoeflowError as e:
-        raise bad(f"expert {expert!r}: {e}", "response_format") from None
+        raise bad(f"expert {expert!r}: {e}", param) from None
 
 
 def _submit(srv: CoEServer, expert: str, ids: list[int], req: ParsedRequest, arrival: float,

@@ -16,6 +16,7 @@ from coeflow.scheduler import Scheduler
 from coeflow.server.app import CoEServer
 from coeflow.server.health import ExpertHealth
 from coeflow.server.options import ServerOptions
+from coeflow.server.tools import FORMATS, ToolFormat, detect
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,7 @@ def build_server(coe_path: str | Path, opts: ServerOptions, store=None) -> CoESe
                             policy=opts.policy)
     runtimes = backend.runtimes
     contexts: dict[str, int] = {}
+    tool_formats: dict[str, ToolFormat | None] = {}
     shapes: dict[tuple, str] = {}  # one expert per shape is enough to compile its decode step
     paths = {spec.name: spec.path for spec in coe.experts}
 
@@ -52,6 +54,7 @@ def build_server(coe_path: str | Path, opts: ServerOptions, store=None) -> CoESe
         runtimes[name] = ExpertRuntime(tok, frozenset(tok.eos_ids), cfg,
                                        generation_defaults(spec.path) | dict(spec.sampling))
         contexts[name] = min(cfg.max_position_embeddings, spec.max_context or cfg.max_position_embeddings)
+        tool_formats[name] = FORMATS[spec.tool_call_format] if spec.tool_call_format else detect(tok.chat_template)
         shapes.setdefault(cfg.shape_key, name)
 
     runtime_errors: dict[str, str] = {}
@@ -78,7 +81,7 @@ def build_server(coe_path: str | Path, opts: ServerOptions, store=None) -> CoESe
         _ = rt.tokenizer.max_token_chars  # on the first request
     return CoEServer(coe, store, scheduler, runtimes, router, health, opts.limits, opts.api_key, contexts, warm,
                      admin_key=opts.admin_key, public_metrics=opts.public_metrics, cors_origins=opts.cors_origins,
-                     request_timeout_s=opts.request_timeout_s)
+                     request_timeout_s=opts.request_timeout_s, tool_formats=tool_formats)
 
 
 def generation_defaults(checkpoint: Path) -> dict[str, float]:

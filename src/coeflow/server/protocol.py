@@ -9,6 +9,8 @@ A field sent as `null` means the field is not set."""
 from __future__ import annotations
 
 import dataclasses
+import json
+import re
 from dataclasses import dataclass
 from typing import Any, Callable, Literal
 
@@ -24,14 +26,13 @@ from coeflow.validation import field_path, problem
 ROLES = ("system", "developer", "user", "assistant", "tool")
 ROUTED = "coe"  # the model name that lets the router choose the expert
 MAX_CHOICES = 16  # `n`: choices of one request, each a sequence of its own
+TOOL_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 # OpenAI request fields coeflow does not honour: each with the values that ask for nothing (the
 # field's default, or what the answer is anyway); any other value is refused, naming the field.
 UNSUPPORTED: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "tools": (lambda v: v == [], "is not supported yet: coeflow does not call tools"),
-    "tool_choice": (lambda v: v in ("none", "auto"), "is not supported yet: coeflow does not call tools"),
-    "functions": (lambda v: v == [], "is not supported: coeflow does not call functions"),
-    "function_call": (lambda v: v in ("none", "auto"), "is not supported: coeflow does not call functions"),
+    "functions": (lambda v: v == [], "is not supported (OpenAI's older form): send 'tools'"),
+    "function_call": (lambda v: v in ("none", "auto"), "is not supported (OpenAI's older form): send 'tool_choice'"),
     "echo": (lambda v: v is False, "is not supported"),
     "suffix": (lambda v: v == "", "is not supported: coeflow does not insert text"),
     "best_of": (lambda v: v == 1, "must be 1: coeflow does not rank candidates (use n)"),
@@ -73,7 +74,7 @@ def validation_error(e: ValidationError) -> APIError:
 @dataclass
 class ParsedRequest:
     model: str
-    messages: list[dict[str, str]] | None  # chat
+    messages: list[dict[str, Any]] | None  # chat, as templates read them (Message.for_template)
     prompt: str | list[int] | None  # completions: text, or the expert's token ids
     params: SamplingParams
     stream: bool
@@ -81,6 +82,9 @@ class ParsedRequest:
     unset: frozenset[str] = frozenset()  # sampling fields the request left to the expert's defaults
     n: int = 1  # choices: one sequence each
     grammar: str | None = None  # what the output must match (response_format), llguidance's form
+    tools: list[dict] | None = None  # offered to the expert's template (chat)
+    must_call: str | None = None  # "required" (a tool) or a function's name: decoding is constrained to calls
+    parallel_tool_calls: bool = True
 
     @property
     def routing_text(self) -> str:
@@ -90,7 +94,7 @@ class ParsedRequest:
         if self.prompt is not None:
             return self.prompt
         users = [m["content"] for m in self.messages or [] if m["role"] == "user"]
-        return users[-1] if users else self.messages[-1]["content"]
+        return users[-1] if users else self.messages[-1]["content"] or ""
 
 
 def _unicode(text: str) -> str:
@@ -115,11 +119,53 @@ class _Wire(BaseModel):
         return {k: v for k, v in data.items() if v is not None} if isinstance(data, dict) else data
 
 
+def _all_text(v: Any) -> Any:
+    """`v`, if every string in it is text (see _unicode): what a chat template renders must encode."""
+    try:
+        json.dumps(v, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("holds an unpaired surrogate, not text") from None
+    return v
+
+
+class CalledFunction(_Wire):
+    name: str
+    arguments: str  # a JSON object, as text
+
+    _text = field_validator("name", "arguments")(_all_text)
+
+    @field_validator("arguments")
+    @classmethod
+    def _object(cls, v: str) -> str:
+        try:
+            parsed = json.loads(v)
+        except ValueError:
+            parsed = None
+        if not isinstance(parsed, dict):
+            raise ValueError("must be a JSON object written as a string")
+        return v
+
+
+class ToolCall(_Wire):
+    """A call an earlier assistant turn made."""
+    id: str
+    type: Literal["function"] = "function"
+    function: CalledFunction
+
+    _text = field_validator("id")(_all_text)
+
+
 class Message(_Wire):
-    """One chat turn; `content` is a string or a list of text parts, joined."""
+    """One chat turn; `content` is a string or a list of text parts, joined. An assistant
+    turn that called tools may have no content; a tool's turn answers one call."""
 
     role: str
-    content: Any = Field(None, validate_default=True)
+    content: Any = None
+    tool_calls: list[ToolCall] = []
+    tool_call_id: str | None = None
+    name: str | None = None
+
+    _names = field_validator("tool_call_id", "name")(_all_text)
 
     @field_validator("role")
     @classmethod
@@ -138,6 +184,50 @@ class Message(_Wire):
                 raise ValueError("may hold only text parts ({\"type\": \"text\", \"text\": ...})")
             return _unicode("".join(p["text"] for p in v))
         raise ValueError("must be a string or a list of text parts")
+
+    @model_validator(mode="after")
+    def _whole(self) -> "Message":
+        if self.tool_calls and self.role != "assistant":
+            raise ValueError(f"has tool_calls, which only an assistant turn can have (its role is {self.role!r})")
+        if self.content is None and not self.tool_calls:
+            raise ValueError("needs 'content' (only an assistant turn with tool_calls may have none)")
+        if self.role == "tool" and not self.tool_call_id:
+            raise ValueError("is a tool's answer, so it needs 'tool_call_id' (the id of the call it answers)")
+        return self
+
+    def for_template(self) -> dict[str, Any]:
+        """The turn as chat templates read it (transformers' convention: a call's arguments as
+        an object, not as JSON text)."""
+        out: dict[str, Any] = {"role": self.role, "content": self.content}
+        if self.tool_calls:
+            out["tool_calls"] = [{"id": c.id, "type": "function", "function": {
+                "name": c.function.name, "arguments": json.loads(c.function.arguments)}} for c in self.tool_calls]
+        if self.tool_call_id is not None:
+            out["tool_call_id"] = self.tool_call_id
+        if self.name is not None:
+            out["name"] = self.name
+        return out
+
+
+class Function(_Wire):
+    name: str
+    description: str = ""
+    parameters: dict[str, Any] = {}  # a JSON schema of the arguments; none: the function takes none
+    strict: bool = False  # honoured either way when coeflow constrains a call: it follows the schema
+
+    _text = field_validator("description", "parameters")(_all_text)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not TOOL_NAME.fullmatch(v):
+            raise ValueError("must be 1 to 64 letters, digits, underscores or dashes")
+        return v
+
+
+class Tool(_Wire):
+    type: Literal["function"]
+    function: Function
 
 
 class _Completion(_Wire):
@@ -169,9 +259,6 @@ class _Completion(_Wire):
     prompt_cache_key: str | None = None
     metadata: dict[str, Any] | None = None
     prediction: Any = None
-    parallel_tool_calls: bool | None = None  # with no tools, there is nothing to run in parallel
-    tools: Any = None
-    tool_choice: Any = None
     functions: Any = None
     function_call: Any = None
     response_format: dict[str, Any] | None = None  # text, json_object or json_schema (server/structured.py)
@@ -327,6 +414,42 @@ class ChatRequest(_Completion):
     messages: list[Message] = Field(None, validate_default=True)
     logprobs: bool = False
     top_logprobs: int = 0
+    tools: list[Tool] = []
+    tool_choice: Any = None  # "none", "auto", "required" or {"type": "function", "function": {"name": ..}}
+    parallel_tool_calls: bool = True
+
+    @field_validator("tools")
+    @classmethod
+    def _distinct(cls, v: list[Tool]) -> list[Tool]:
+        names = [t.function.name for t in v]
+        if len(set(names)) < len(names):
+            raise ValueError("must name each function once")
+        return v
+
+    @field_validator("tool_choice")
+    @classmethod
+    def _choice(cls, v: Any, info: ValidationInfo) -> str:
+        if isinstance(v, dict):
+            fn = v.get("function")
+            if v.get("type") != "function" or not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
+                raise ValueError('must be "none", "auto", "required" or {"type": "function", "function": {"name": ...}}')
+            v = fn["name"]
+            if v not in [t.function.name for t in info.data.get("tools") or []]:
+                raise ValueError(f"names function {v!r}, which is not one of the request's tools")
+            return v
+        if v not in ("none", "auto", "required"):
+            raise ValueError(f'must be "none", "auto", "required" or a function, got {v!r}')
+        if v == "required" and not info.data.get("tools"):
+            raise ValueError('"required" needs tools to call')
+        return v
+
+    def tool_use(self) -> tuple[list[dict] | None, str | None]:
+        """The tools the expert's template is given (None: none, or tool_choice "none") and
+        what it must call: None (free to), "required" (a tool), or the one function named."""
+        choice = self.tool_choice or "auto"
+        if not self.tools or choice == "none":
+            return None, None
+        return [t.model_dump() for t in self.tools], None if choice == "auto" else choice
 
     @field_validator("top_logprobs")
     @classmethod
@@ -353,6 +476,16 @@ class CompletionRequest(_Completion):
 
     prompt: Any = Field(None, validate_default=True)
     logprobs: int | None = None
+    tools: Any = None  # not OpenAI's completions fields, but refused rather than ignored: a client
+    tool_choice: Any = None  # that sends them here expects calls
+    parallel_tool_calls: Any = None
+
+    @field_validator("tools", "tool_choice")
+    @classmethod
+    def _chat_only(cls, v: Any) -> Any:
+        if v not in ([], "none", "auto"):
+            raise ValueError("is for /v1/chat/completions: a completion calls no tools")
+        return v
 
     @field_validator("logprobs")
     @classmethod
@@ -388,7 +521,8 @@ def parse_request(body: Any, chat: bool, limits: Limits) -> ParsedRequest:
         req = model.model_validate(body, context={"limits": limits})
     except ValidationError as e:
         raise validation_error(e) from None
-    messages = [{"role": m.role, "content": m.content} for m in req.messages] if chat else None
+    messages = [m.for_template() for m in req.messages] if chat else None
+    tools, must_call = req.tool_use() if chat else (None, None)
     if not chat and isinstance(req.prompt, list) and req.model == ROUTED:
         raise bad("a prompt of token ids needs an expert's name as 'model' (token ids belong to its "
                   "tokenizer): the router reads text", "prompt")
@@ -396,12 +530,16 @@ def parse_request(body: Any, chat: bool, limits: Limits) -> ParsedRequest:
         grammar = grammar_for(req.response_format) if req.response_format else None
     except ValueError as e:
         raise bad(f"'response_format' {e}", "response_format") from None
-    if grammar is not None and req.ignore_eos:
-        raise bad("'ignore_eos' cannot go with a response_format: the answer ends when its JSON is whole",
-                  "ignore_eos")
+    if must_call is not None and grammar is not None:
+        raise bad("'response_format' cannot go with a tool_choice that must call: the answer is the call",
+                  "response_format")
+    if (grammar is not None or must_call is not None) and req.ignore_eos:
+        raise bad("'ignore_eos' cannot go with a response_format or a required tool call: the answer ends "
+                  "when its JSON is whole", "ignore_eos")
     return ParsedRequest(req.model, messages, None if chat else req.prompt, req.params(limits), req.stream,
                          bool(req.stream_options.get("include_usage")),
-                         frozenset(k for k in SAMPLING_DEFAULTS if getattr(req, k) is None), req.n, grammar)
+                         frozenset(k for k in SAMPLING_DEFAULTS if getattr(req, k) is None), req.n, grammar,
+                         tools, must_call, req.parallel_tool_calls is not False)
 
 
 class _Admin(_Wire):

@@ -46,10 +46,15 @@ def grammar_for(response_format: dict[str, Any]) -> str | None:
         grammar = llguidance.LLMatcher.grammar_from_json_schema(json.dumps(schema), defaults=COMPACT)
     except ValueError as e:
         raise ValueError(f"the schema is not valid: {e}") from None
+    check_grammar(grammar)
+    return grammar
+
+
+def check_grammar(grammar: str) -> None:
+    """ValueError saying why, for a grammar (JSON or Lark, as llguidance takes them) it cannot match."""
     error = llguidance.LLMatcher.validate_grammar(grammar)
     if error and not error.startswith("WARNING"):
         raise ValueError(f"the schema cannot be used: {error}")
-    return grammar
 
 
 _TOKENIZERS: dict[int, tuple[Any, llguidance.LLTokenizer]] = {}  # by id of coeflow's Tokenizer, kept alive
