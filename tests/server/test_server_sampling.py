@@ -72,7 +72,7 @@ def test_a_prompt_of_token_ids_is_the_same_prompt_as_its_text(live, client):
     by_text = client.completions.create(prompt="select name from", **kw)
     by_ids = client.completions.create(prompt=ids, **kw)
     assert by_ids.choices[0].text == by_text.choices[0].text and by_ids.usage.prompt_tokens == len(ids)
-    for bad_prompt, needle in (([ids, ids], "one prompt"), ([10**9], "vocabulary"), ([-1], "negative")):
+    for bad_prompt, needle in (([10**9], "vocabulary"), ([-1], "negative"), ([ids, []], "token ids")):
         with pytest.raises(openai.BadRequestError, match=needle):
             client.completions.create(prompt=bad_prompt, **kw)
     with pytest.raises(openai.BadRequestError, match="expert's name"):
@@ -208,3 +208,32 @@ def test_logprobs_under_a_schema_are_the_models_own_not_the_masks(client):
         assert first.logprob == pytest.approx(free[first.token])
     else:  # not among the model's 20 likeliest: less likely than all of them, whatever the mask allowed
         assert first.logprob < min(free.values())
+
+
+def test_several_prompts_each_get_n_choices_in_prompt_order(live, client):
+    srv, _ = live
+    ids = srv.runtimes["sql"].tokenizer.encode("count rows")
+    kw = dict(model="sql", max_tokens=5, temperature=0, extra_body={"ignore_eos": True})
+    alone = [client.completions.create(prompt=p, **kw) for p in ("select name from", ids)]
+    r = client.completions.create(prompt=["select name from", ids], n=2, **kw)
+    assert [c.index for c in r.choices] == [0, 1, 2, 3]
+    assert [c.text for c in r.choices] == [alone[0].choices[0].text] * 2 + [alone[1].choices[0].text] * 2
+    assert r.usage.prompt_tokens == alone[0].usage.prompt_tokens + alone[1].usage.prompt_tokens
+    assert r.usage.completion_tokens == 4 * 5
+    streamed = ["", "", "", ""]
+    for chunk in client.completions.create(prompt=["select name from", ids], n=2, stream=True, **kw):
+        for c in chunk.choices:
+            streamed[c.index] += c.text
+    assert streamed == [c.text for c in r.choices]
+
+
+@pytest.mark.parametrize("prompt,n,needle", [
+    (["x"] * 17, 1, "at most 16 prompts"),
+    (["x"] * 5, 4, "at most 16 sequences"),
+    (["x", 3], 1, "[1]"),
+    ([], 1, "non-empty"),
+])
+def test_too_many_or_malformed_prompts_are_refused(client, prompt, n, needle):
+    with pytest.raises(openai.BadRequestError) as e:
+        client.completions.create(model="sql", prompt=prompt, n=n, max_tokens=2)
+    assert needle in e.value.body["message"]

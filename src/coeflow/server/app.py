@@ -197,14 +197,14 @@ def _prepare(srv: CoEServer, body: Any, chat: bool) -> tuple[ParsedRequest, Choi
     """A request's validation, routing and tokens: work that grows with its input, so run off
     the event loop, with its length checked before any of it is tokenized."""
     req = parse_request(body, chat, srv.limits)
-    chars = (0 if isinstance(req.prompt, list) else len(req.prompt) if req.prompt is not None
+    chars = (sum(len(p) for p in req.prompts if isinstance(p, str)) if req.prompts is not None
              else sum(len(m["content"] or "") for m in req.messages or []))
     longest = max((rt.tokenizer.max_token_chars for rt in srv.runtimes.values()), default=1)
     if chars > srv.limits.max_prompt_tokens * longest:
         raise bad(f"the prompt has {chars} characters, more than {srv.limits.max_prompt_tokens} tokens can "
                   f"hold (--max-prompt-tokens)", "messages" if chat else "prompt")
     choice = _choose(srv, req)
-    return req, choice, _prompt_ids(srv, req, choice.expert, chat)
+    return req, choice, _prompt_ids(srv, req, choice.expert)
 
 
 async def _complete(srv: CoEServer, request: Request, chat: bool) -> Response:
@@ -213,11 +213,11 @@ async def _complete(srv: CoEServer, request: Request, chat: bool) -> Response:
     arrival = srv.scheduler.clock.now()
     request.state.deadline = _deadline(srv, request)
     body = await read_json(request, srv.limits.max_body_bytes)
-    req, choice, ids = await asyncio.to_thread(_prepare, srv, body, chat)
+    req, choice, prompts = await asyncio.to_thread(_prepare, srv, body, chat)
     if srv.recorder is not None:
-        srv.recorder.record(arrival, req.model, req.routing_text, len(ids), req.params.max_tokens,
+        srv.recorder.record(arrival, req.model, req.routing_text, sum(map(len, prompts)), req.params.max_tokens,
                             route=choice.expert if choice.routed else None)
-    choice, ids, events, first = await _begin(srv, request, req, choice, ids, arrival, chat)
+    choice, prompts, events, first = await _begin(srv, request, req, choice, prompts, arrival)
     info = {"expert": choice.expert, "routed": choice.routed, "confidence": choice.confidence,
             "fell_back": choice.fell_back, "rerouted_from": list(choice.failed),
             "source_tier": first.source_tier, "switch_s": first.switch_s,
@@ -230,9 +230,12 @@ async def _complete(srv: CoEServer, request: Request, chat: bool) -> Response:
     tokenizer = srv.runtimes[choice.expert].tokenizer
     tools = (ToolUse(srv.tool_formats[choice.expert], frozenset(t["function"]["name"] for t in req.tools))
              if req.tools is not None else None)
-    a = Answer(chat, ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24], info, len(ids), req.include_usage,
-               [Logprobs(tokenizer, chat) for _ in range(req.n)] if req.params.logprobs is not None else None, tools)
-    tracker = Timing(srv, choice.expert, arrival, len(ids), request.state.request_id)
+    prompt_tokens = sum(map(len, prompts))
+    a = Answer(chat, ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24], info, prompt_tokens,
+               req.include_usage,
+               [Logprobs(tokenizer, chat) for _ in range(req.choices)] if req.params.logprobs is not None else None,
+               tools)
+    tracker = Timing(srv, choice.expert, arrival, prompt_tokens, request.state.request_id)
     if req.stream:
         events.stop_watching()  # a streaming response watches its client itself
         return Streamed(stream(a, events, tracker), events, media_type="text/event-stream", headers=headers)
@@ -261,59 +264,66 @@ def _deadline(srv: CoEServer, request: Request) -> float | None:
     return None if timeout is None else asyncio.get_running_loop().time() + timeout
 
 
-async def _begin(srv: CoEServer, request: Request, req: ParsedRequest, choice: Choice, ids: list[int],
-                 arrival: float, chat: bool) -> tuple[Choice, list[int], Events, Started]:
+async def _begin(srv: CoEServer, request: Request, req: ParsedRequest, choice: Choice, prompts: list[list[int]],
+                 arrival: float) -> tuple[Choice, list[list[int]], Events, Started]:
     """Queue the request's sequences and wait for the first to start. A routed request whose
     expert turns out to fail when its batch loads it goes to the router's next choice that can
     serve instead."""
     while True:
         events = Events(request)
         constraints = await asyncio.to_thread(_constraints, srv, choice.expert, req)
-        _submit(srv, choice.expert, ids, req, arrival, events, constraints)
+        _submit(srv, choice.expert, prompts, req, arrival, events, constraints)
         try:
-            return choice, ids, events, await _started(srv, choice.expert, events)
+            return choice, prompts, events, await _started(srv, choice.expert, events)
         except APIError as e:
             events.stop_watching()
             other = choice.instead(srv) if e.status == 503 else None
             if other is None:
                 raise
         choice = other
-        ids = await asyncio.to_thread(_prompt_ids, srv, req, choice.expert, chat)
+        prompts = await asyncio.to_thread(_prompt_ids, srv, req, choice.expert)
 
 
-def _prompt_ids(srv: CoEServer, req: ParsedRequest, expert: str, chat: bool) -> list[int]:
-    """The prompt's tokens, once the expert is known to serve and the prompt to fit."""
+def _prompt_ids(srv: CoEServer, req: ParsedRequest, expert: str) -> list[list[int]]:
+    """Each prompt's tokens (a chat's one), once the expert is known to serve and they fit."""
     why = srv.health.failure(expert)
     if why is not None:
         srv.metrics.requests.labels(expert, "unavailable").inc()
         raise APIError(503, f"expert {expert!r} is unavailable: {why}", "service_unavailable",
                        code="expert_unavailable")
     tokenizer = srv.runtimes[expert].tokenizer
+    chat = req.messages is not None
     if chat and not tokenizer.chat_template:
         raise bad(f"expert {expert!r} has no chat template (none in its tokenizer_config.json or "
                   "chat_template.jinja): give it one in the CoE file (chat_template: FILE), or send the "
                   "prompt to /v1/completions", "messages")
     if req.tools is not None:
         _tool_format(srv, expert)  # a 400 now, when it cannot take them
-    try:
-        ids = (tokenizer.encode_chat(req.messages, req.tools) if chat else list(req.prompt)
-               if isinstance(req.prompt, list) else tokenizer.encode(req.prompt))
-    except CoeflowError as e:  # the expert's chat template refused these messages (raise_exception)
-        raise bad(f"expert {expert!r}: {e}", "messages") from None
-    if not ids:
-        raise bad("the prompt is empty after tokenisation", "prompt")
-    if max(ids) >= tokenizer.vocab_size:
-        raise bad(f"the prompt holds a token id outside expert {expert!r}'s vocabulary of {tokenizer.vocab_size}",
-                  "prompt")
     if any(t >= tokenizer.vocab_size for t, _ in req.params.logit_bias):
         raise bad(f"logit_bias names a token id outside expert {expert!r}'s vocabulary of {tokenizer.vocab_size}",
                   "logit_bias")
+    if chat:
+        try:
+            return [_fits(srv, req, expert, tokenizer.encode_chat(req.messages, req.tools), "messages")]
+        except CoeflowError as e:  # the expert's chat template refused these messages (raise_exception)
+            raise bad(f"expert {expert!r}: {e}", "messages") from None
+    many = len(req.prompts) > 1
+    return [_fits(srv, req, expert, list(p) if isinstance(p, list) else tokenizer.encode(p),
+                  f"prompt[{i}]" if many else "prompt") for i, p in enumerate(req.prompts)]
+
+
+def _fits(srv: CoEServer, req: ParsedRequest, expert: str, ids: list[int], param: str) -> list[int]:
+    """`ids`, a prompt the expert can take with the request's max_tokens; a 400 naming `param` if not."""
+    vocab = srv.runtimes[expert].tokenizer.vocab_size
+    if not ids:
+        raise bad(f"'{param}' is empty after tokenisation", param)
+    if max(ids) >= vocab:
+        raise bad(f"'{param}' holds a token id outside expert {expert!r}'s vocabulary of {vocab}", param)
     if len(ids) > srv.limits.max_prompt_tokens:
-        raise bad(f"the prompt has {len(ids)} tokens; the limit is {srv.limits.max_prompt_tokens}",
-                  "messages" if chat else "prompt")
+        raise bad(f"'{param}' has {len(ids)} tokens; the limit is {srv.limits.max_prompt_tokens}", param)
     ctx = srv.contexts.get(expert)
     if ctx and len(ids) + req.params.max_tokens > ctx:
-        raise bad(f"prompt ({len(ids)} tokens) + max_tokens ({req.params.max_tokens}) exceeds the "
+        raise bad(f"'{param}' ({len(ids)} tokens) + max_tokens ({req.params.max_tokens}) exceeds the "
                   f"expert's context of {ctx} tokens", "max_tokens")
     return ids
 
@@ -342,19 +352,19 @@ def _constraints(srv: CoEServer, expert: str, req: ParsedRequest) -> list[Gramma
         except ValueError as e:
             raise bad(f"'tools': a function's parameters {e}", param) from None
     try:
-        return [GrammarConstraint(srv.runtimes[expert], grammar) if grammar else None for _ in range(req.n)]
+        return [GrammarConstraint(srv.runtimes[expert], grammar) if grammar else None for _ in range(req.choices)]
     except CoeflowError as e:
         raise bad(f"expert {expert!r}: {e}", param) from None
 
 
-def _submit(srv: CoEServer, expert: str, ids: list[int], req: ParsedRequest, arrival: float,
+def _submit(srv: CoEServer, expert: str, prompts: list[list[int]], req: ParsedRequest, arrival: float,
             events: Events, constraints: list[GrammarConstraint | None]) -> None:
     """Queue the request's sequences, one a choice (all or none), the expert's sampling
     defaults filling the fields it left unset; their events reach `events` on this loop."""
     defaults = {k: v for k, v in srv.runtimes[expert].sampling.items() if k in req.unset}
     params = dataclasses.replace(req.params, **defaults) if defaults else req.params
-    events.gens = [GenRequest(expert, ids, choice_params(params, i), sink=events.sink_for(i), arrival=arrival,
-                              constraint=constraints[i]) for i in range(req.n)]
+    events.gens = [GenRequest(expert, prompts[k // req.n], choice_params(params, k % req.n), sink=events.sink_for(k),
+                              arrival=arrival, constraint=constraints[k]) for k in range(req.choices)]
     try:
         srv.scheduler.submit_all(events.gens)
     except QueueFullError as e:

@@ -25,7 +25,8 @@ from coeflow.validation import field_path, problem
 
 ROLES = ("system", "developer", "user", "assistant", "tool")
 ROUTED = "coe"  # the model name that lets the router choose the expert
-MAX_CHOICES = 16  # `n`: choices of one request, each a sequence of its own
+MAX_CHOICES = 16  # `n`: choices of one request, each a sequence of its own (prompts x n, in completions)
+MAX_PROMPTS = 16  # prompts of one completions request
 TOOL_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 # OpenAI request fields coeflow does not honour: each with the values that ask for nothing (the
@@ -75,7 +76,7 @@ def validation_error(e: ValidationError) -> APIError:
 class ParsedRequest:
     model: str
     messages: list[dict[str, Any]] | None  # chat, as templates read them (Message.for_template)
-    prompt: str | list[int] | None  # completions: text, or the expert's token ids
+    prompts: list[str | list[int]] | None  # completions: each text, or the expert's token ids
     params: SamplingParams
     stream: bool
     include_usage: bool
@@ -87,12 +88,16 @@ class ParsedRequest:
     parallel_tool_calls: bool = True
 
     @property
+    def choices(self) -> int:
+        """Sequences of the request: n for each prompt, choice n * p + i is prompt p's i-th."""
+        return self.n * (len(self.prompts) if self.prompts is not None else 1)
+
+    @property
     def routing_text(self) -> str:
-        """What the router reads: the user's words (the last user turn carries the intent)."""
-        if isinstance(self.prompt, list):
-            return ""  # token ids: named experts only (parse_request)
-        if self.prompt is not None:
-            return self.prompt
+        """What the router reads: the user's words (the last user turn carries the intent), or
+        the prompts, together: one expert answers a request."""
+        if self.prompts is not None:
+            return "\n".join(p for p in self.prompts if isinstance(p, str))  # token ids: named experts only
         users = [m["content"] for m in self.messages or [] if m["role"] == "user"]
         return users[-1] if users else self.messages[-1]["content"] or ""
 
@@ -472,7 +477,8 @@ class ChatRequest(_Completion):
 
 
 class CompletionRequest(_Completion):
-    """POST /v1/completions: one prompt, text or token ids (a list holding one is accepted too)."""
+    """POST /v1/completions: a prompt (text or token ids) or a list of them, each answered with
+    `n` choices by the same expert."""
 
     prompt: Any = Field(None, validate_default=True)
     logprobs: int | None = None
@@ -499,18 +505,39 @@ class CompletionRequest(_Completion):
 
     @field_validator("prompt", mode="before")
     @classmethod
-    def _one_prompt(cls, v: Any) -> str | list[int]:
-        if isinstance(v, list) and len(v) == 1 and isinstance(v[0], (str, list)):
-            v = v[0]
-        if isinstance(v, list) and v and all(isinstance(t, int) and not isinstance(t, bool) for t in v):
-            if min(v) < 0:
-                raise ValueError("token ids must not be negative")
-            return list(v)
-        if isinstance(v, list) and len(v) > 1 and all(isinstance(p, (str, list)) for p in v):
-            raise ValueError("must be one prompt: several prompts in one request are not supported yet")
-        if not isinstance(v, str):
-            raise ValueError("must be a string or a list of token ids")
-        return _unicode(v)
+    def _prompts(cls, v: Any) -> list[str | list[int]]:
+        if isinstance(v, str) or _token_ids(v):
+            v = [v]
+        if not isinstance(v, list) or not v:
+            raise ValueError("must be a string, a list of token ids, or a non-empty list of them")
+        if len(v) > MAX_PROMPTS:
+            raise ValueError(f"may hold at most {MAX_PROMPTS} prompts, got {len(v)}")
+        out: list[str | list[int]] = []
+        for i, p in enumerate(v):
+            where = f"[{i}] " if len(v) > 1 else ""
+            if isinstance(p, str):
+                try:
+                    out.append(_unicode(p))
+                except ValueError as e:
+                    raise ValueError(f"{where}{e}") from None
+            elif _token_ids(p):
+                if min(p) < 0:
+                    raise ValueError(f"{where}token ids must not be negative")
+                out.append(list(p))
+            else:
+                raise ValueError(f"{where}must be a string or a non-empty list of token ids")
+        return out
+
+    @model_validator(mode="after")
+    def _sequences(self) -> "CompletionRequest":
+        if len(self.prompt) * self.n > MAX_CHOICES:
+            raise ValueError(f"asks for {len(self.prompt)} prompts x n={self.n} choices: at most {MAX_CHOICES} "
+                             "sequences a request")
+        return self
+
+
+def _token_ids(v: Any) -> bool:
+    return isinstance(v, list) and bool(v) and all(isinstance(t, int) and not isinstance(t, bool) for t in v)
 
 
 def parse_request(body: Any, chat: bool, limits: Limits) -> ParsedRequest:
@@ -523,7 +550,7 @@ def parse_request(body: Any, chat: bool, limits: Limits) -> ParsedRequest:
         raise validation_error(e) from None
     messages = [m.for_template() for m in req.messages] if chat else None
     tools, must_call = req.tool_use() if chat else (None, None)
-    if not chat and isinstance(req.prompt, list) and req.model == ROUTED:
+    if not chat and req.model == ROUTED and any(isinstance(p, list) for p in req.prompt):
         raise bad("a prompt of token ids needs an expert's name as 'model' (token ids belong to its "
                   "tokenizer): the router reads text", "prompt")
     try:
