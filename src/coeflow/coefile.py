@@ -25,6 +25,8 @@ Shape (paths are relative to the CoE file's directory and may not leave it):
         max_context: 2048        # optional: tokens of prompt + output, below the checkpoint's own
         tool_call_format: hermes # optional: how it writes tool calls (hermes, llama3_json, mistral);
                                  # unset: read from its chat template's markers
+        dtype: bf16              # optional: auto (its checkpoint's own), fp32, bf16 or fp16;
+                                 # unset: coeflow serve --dtype
 """
 
 from __future__ import annotations
@@ -63,6 +65,7 @@ class ExpertSpec:
     chat_template: Path | None = None  # a Jinja file used instead of the checkpoint's template
     max_context: int | None = None  # prompt + output tokens a request may take, if below the checkpoint's
     tool_call_format: str | None = None  # hermes, llama3_json or mistral; None: as its chat template shows
+    dtype: str | None = None  # auto, fp32, bf16 or fp16; None: the server's --dtype
 
 
 @dataclass(frozen=True)
@@ -163,6 +166,7 @@ class _ExpertEntry(FileModel):
     chat_template: str | None = None  # a file, relative to the CoE file
     max_context: int | None = None
     tool_call_format: Literal["hermes", "llama3_json", "mistral"] | None = None
+    dtype: Literal["auto", "fp32", "bf16", "fp16"] | None = None
 
     _name = field_validator("name")(_safe)
     _path = field_validator("path")(_non_empty)
@@ -251,7 +255,7 @@ def parse_coe(doc: Any, source: Path) -> CoEFile:
                            if v is not None),
             chat_template=(_resolve_inside(entry.chat_template, root, source, where, "chat_template")
                            if entry.chat_template else None),
-            max_context=entry.max_context, tool_call_format=entry.tool_call_format))
+            max_context=entry.max_context, tool_call_format=entry.tool_call_format, dtype=entry.dtype))
     names = [e.name for e in experts]
     if parsed.fallback not in names:
         raise ConfigError(f"{source}: 'fallback' {parsed.fallback!r} is not one of the experts "

@@ -156,3 +156,32 @@ def test_store_and_loader_lay_each_group_of_weights_out_as_one_matrix(tmp_path, 
                     assert block.joined_weight.data_ptr() == linears[0].weight.data_ptr(), source
                     if linears[0].bias is not None:
                         assert torch.equal(block.joined_bias, torch.cat([m.bias for m in linears]))
+
+
+def _saved_as(src, dst, dtype):
+    from transformers import AutoModelForCausalLM
+    AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32).to(dtype).save_pretrained(dst)
+    return dst
+
+
+def test_each_expert_is_served_in_its_checkpoints_dtype_unless_its_coe_entry_or_the_server_names_one(
+        tmp_path, checkpoints):
+    src = checkpoints["llama"]
+    experts = {"f32": src, "b16": _saved_as(src, tmp_path / "src-b16", torch.bfloat16),
+               "f16": _saved_as(src, tmp_path / "src-f16", torch.float16)}
+    coe = build_coe(tmp_path / "coe", experts, b16={"dtype": "fp32"})
+    assert coe.expert("b16").dtype == "fp32" and coe.expert("f32").dtype is None
+
+    def served(backend) -> dict[str, torch.dtype]:
+        with ExpertStore(coe, backend, device_mem=None, host_mem=None) as store:
+            got = {}
+            for name in experts:
+                with store.acquire(name) as lease:
+                    (got[name],) = {t.dtype for t in lease.weights.values()}
+            return got
+
+    # auto: as stored; fp16 in bf16 on a CPU (same bytes); the CoE entry's fp32 wins over auto
+    assert served(real_backend.RealBackend(dtypes={"b16": "fp32"})) == {
+        "f32": torch.float32, "b16": torch.float32, "f16": torch.bfloat16}
+    assert served(real_backend.RealBackend()) == {"f32": torch.float32, "b16": torch.bfloat16, "f16": torch.bfloat16}
+    assert served(real_backend.RealBackend("fp32")) == dict.fromkeys(experts, torch.float32)

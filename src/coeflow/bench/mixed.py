@@ -241,8 +241,10 @@ def _peer(spec, server: Path, models: Path, context: int, threads: int | None,
     coeflow's largest batch of parallel sequences."""
     from coeflow.bench.llama_peer import convert_experts, llama_router, llama_tree
     from coeflow.scheduler import MAX_BATCH
-    from coeflow.server import ServerOptions, free_port
-    dtype = ServerOptions.dtype
+    from coeflow.backend.real.layout import plan_layout
+    from coeflow.model import dtype_name
+    from coeflow.server import free_port
+    dtype = dtype_name(plan_layout(spec.experts[0].path, None).dtype)  # what coeflow serves them in: their own
     folder = convert_experts(llama_tree(server), {e.name: e.path for e in spec.experts}, models / dtype, dtype,
                              progress)
     progress("peer: llama-server (router mode), loading every expert")

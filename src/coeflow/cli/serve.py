@@ -24,8 +24,9 @@ def add_server_options(p: argparse.ArgumentParser) -> None:
                         "system prompt, a chat's history) that an earlier prompt to the same expert computed")
     g.add_argument("--policy", default=ServerOptions.policy, help="eviction policy of the tiers (default %(default)s)")
     e = p.add_argument_group("engine")
-    e.add_argument("--dtype", default=ServerOptions.dtype, choices=["fp32", "bf16", "fp16"],
-                   help="weight dtype (default %(default)s)")
+    e.add_argument("--dtype", default=ServerOptions.dtype, choices=["auto", "fp32", "bf16", "fp16"],
+                   help="weight dtype of experts whose CoE entry names none (default %(default)s: each "
+                        "checkpoint's own, fp16 served as bf16 on a CPU)")
     e.add_argument("--device", default=ServerOptions.device,
                    help="auto (cuda if present, else cpu), cpu, cuda (default %(default)s)")
     e.add_argument("--engine", default="fused" if ServerOptions.fused else "eager", choices=["fused", "eager"],

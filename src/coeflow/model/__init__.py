@@ -24,6 +24,11 @@ def parse_dtype(name: str | torch.dtype) -> torch.dtype:
     return DTYPES[name]
 
 
+def dtype_name(dtype: torch.dtype) -> str:
+    """coeflow's short name of a dtype: fp32, bf16 or fp16."""
+    return {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
+
+
 def resolve_device(name: str = "auto") -> torch.device:
     """"auto": CUDA when present, else the CPU. A device this machine lacks is refused here,
     with a message, rather than deep inside PyTorch at the first tensor."""

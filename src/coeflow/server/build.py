@@ -30,7 +30,7 @@ def build_server(coe_path: str | Path, opts: ServerOptions, store=None) -> CoESe
 
     coe = load_coe(coe_path)
     backend = RealBackend(opts.dtype, opts.device, fused=opts.fused, kv_mem=opts.kv_mem,
-                          prefix_cache=opts.prefix_cache)
+                          prefix_cache=opts.prefix_cache, dtypes={e.name: e.dtype for e in coe.experts if e.dtype})
     if store is None:
         store = ExpertStore(coe, backend, device_mem=opts.device_mem, host_mem=opts.host_mem,
                             policy=opts.policy)
@@ -55,7 +55,7 @@ def build_server(coe_path: str | Path, opts: ServerOptions, store=None) -> CoESe
                                        generation_defaults(spec.path) | dict(spec.sampling))
         contexts[name] = min(cfg.max_position_embeddings, spec.max_context or cfg.max_position_embeddings)
         tool_formats[name] = FORMATS[spec.tool_call_format] if spec.tool_call_format else detect(tok.chat_template)
-        shapes.setdefault(cfg.shape_key, name)
+        shapes.setdefault((cfg.shape_key, backend.serving_dtype(name)), name)
 
     runtime_errors: dict[str, str] = {}
     for spec in coe.experts:

@@ -160,7 +160,7 @@ class ExpertStore:
         for e in valid:
             for tier, cap in (("device", dev_cap), ("host", host_cap)):
                 if e.block_bytes > cap:
-                    dtype = getattr(backend, "dtype", "its dtype")
+                    dtype = getattr(e.layout, "dtype", "its dtype")
                     raise ConfigError(f"expert {e.name!r} needs {_gb(e.layout.nbytes)} in "
                                       f"{dtype} but the {tier} tier's budget is {_gb(cap)}")
         pinned = sum(e.block_bytes for e in valid if e.pinned)

@@ -46,15 +46,18 @@ class ExpertRuntime:
 
 
 class RealBackend:
-    """`dtype` and `device` are those the experts are served in ("auto": CUDA when present).
+    """`device` is the one the experts are served on ("auto": CUDA when present), `dtype` the
+    dtype they are served in ("auto": each checkpoint's own; fp16 on a CPU is served in bf16,
+    of the same size: the CPU kernels take fp32 and bf16), or `dtypes` for some by name.
     `load_threads` read one checkpoint in parallel stripes; `fused` compiles the decode step;
-    `kv_mem`: bytes of the KV cache of each model shape (its experts share it); `prefix_cache`:
+    `kv_mem`: bytes of the KV cache of each model shape and dtype (its experts share it); `prefix_cache`:
     reuse the blocks of prompt prefixes computed before."""
 
-    def __init__(self, dtype: str | torch.dtype = "fp32", device: str | torch.device = "cpu", *,
+    def __init__(self, dtype: str | torch.dtype = "auto", device: str | torch.device = "cpu", *,
                  fused: bool = True, load_threads: int = 4, kv_mem: int | None = None,
-                 prefix_cache: bool = True):
-        self.dtype = parse_dtype(dtype)
+                 prefix_cache: bool = True, dtypes: dict[str, str] | None = None):
+        self.dtype: torch.dtype | None = None if dtype == "auto" else parse_dtype(dtype)  # None: auto
+        self.dtypes = {k: None if v == "auto" else parse_dtype(v) for k, v in (dtypes or {}).items()}
         self.device = resolve_device(device) if isinstance(device, str) else device
         self.fused = fused
         self.kv_mem = kv_mem if kv_mem is not None else KV_CACHE_BUDGET
@@ -79,12 +82,21 @@ class RealBackend:
         return self.device.type != "cpu"
 
     def plan(self, expert: str, path: str | Path, sha256: str | None = None) -> ExpertLayout:
-        """Read the checkpoint's headers (no weights) and lay the expert out in this backend's
+        """Read the checkpoint's headers (no weights) and lay the expert out in its serving
         dtype; raises CheckpointError/ConfigError/OSError for a checkpoint it cannot serve.
         With `sha256`, every read from disk checks the files against it (integrity.py)."""
-        layout = plan_layout(path, self.dtype)
+        dtype = self.dtypes.get(expert, self.dtype)
+        layout = plan_layout(path, dtype)
+        if dtype is None and layout.dtype == torch.float16 and self.device.type == "cpu":
+            layout = plan_layout(path, torch.bfloat16)
         self._layouts[expert], self._sha256[expert] = layout, sha256
         return layout
+
+    def serving_dtype(self, expert: str) -> torch.dtype:
+        """The dtype the expert runs in: its layout's, or (an expert a store other than
+        ExpertStore hands out, never planned here) the backend's, fp32 when that is auto."""
+        layout = self._layouts.get(expert)
+        return layout.dtype if layout is not None else self.dtypes.get(expert, self.dtype) or torch.float32
 
     def expert_bytes(self, expert: str) -> int:
         return self._layouts[expert].block_bytes
@@ -137,19 +149,19 @@ class RealBackend:
         return Moved(time.perf_counter() - t, weights)
 
     # -- compute --------------------------------------------------------------------------
-    def engine(self, cfg: ModelConfig) -> Engine:
-        """The engine for this model shape, built (and, fused, compiled) on first use."""
-        key = cfg.shape_key
+    def engine(self, cfg: ModelConfig, dtype: torch.dtype) -> Engine:
+        """The engine for this model shape and dtype, built (and, fused, compiled) on first use."""
+        key = (cfg.shape_key, dtype)
         with self._lock:
             if key not in self._engines:
-                self._engines[key] = Engine(cfg, dtype=self.dtype, device=self.device, fused=self.fused,
+                self._engines[key] = Engine(cfg, dtype=dtype, device=self.device, fused=self.fused,
                                             kv_cache_budget=self.kv_mem)
             return self._engines[key]
 
     def batch(self, expert: str) -> RealBatch:
         """The expert's running sequences, on its shape's engine (whose KV pool every expert of
-        the shape shares)."""
-        engine = self.engine(self.runtimes[expert].config)
+        the shape and dtype shares)."""
+        engine = self.engine(self.runtimes[expert].config, self.serving_dtype(expert))
         with self._lock:  # the HTTP threads check requests against it as the worker steps
             if expert not in self._batches:
                 self._batches[expert] = RealBatch(expert, engine, self.runtimes[expert], self.prefix_cache)

@@ -77,7 +77,15 @@ class ExpertLayout:
                 for p in self.tensors}
 
 
-def plan_layout(path: str | Path, dtype: torch.dtype) -> ExpertLayout:
+def stored_dtype(infos: dict[str, TensorInfo]) -> torch.dtype:
+    """The dtype most of a checkpoint's weight bytes are stored in."""
+    by_dtype: dict[torch.dtype, int] = {}
+    for t in infos.values():
+        by_dtype[t.dtype] = by_dtype.get(t.dtype, 0) + t.nbytes
+    return max(by_dtype, key=by_dtype.__getitem__)
+
+
+def plan_layout(path: str | Path, dtype: torch.dtype | None) -> ExpertLayout:
     """Read config.json and the safetensors headers (validated by `index_checkpoint`) and lay
     the tensors out in file order, except that a weight group's members go together
     (`_layout_order`); tensors adjacent on disk and in the block, and already in `dtype`,
@@ -86,9 +94,10 @@ def plan_layout(path: str | Path, dtype: torch.dtype) -> ExpertLayout:
     aligned pages, which is faster than copying misaligned ones. A
     group's later members start right after the one before, which keeps that alignment only
     where the tensors between them in the file fill whole pages (a matter of speed only).
-    Raises CheckpointError for a bad checkpoint."""
+    `dtype` None: the checkpoint's own (`stored_dtype`). Raises CheckpointError for a bad checkpoint."""
     cfg = ModelConfig.from_dir(path)
     infos = index_checkpoint(path, cfg)
+    dtype = dtype or stored_dtype(infos)
     slots: list[TensorSlot] = []
     runs: list[Run] = []
     offset = 0
