@@ -162,3 +162,15 @@ def test_seeds_outside_torchs_range_are_refused_by_name():
     with pytest.raises(InvalidRequestError, match="seed"):
         SamplingParams(temperature=1.0, seed=-(2**63) - 1)
     assert SamplingParams(temperature=1.0, seed=2**64 - 1).generator() is not None
+
+
+def test_greedy_and_sampled_rows_in_one_batch_each_get_what_they_get_alone(engine):
+    """A sampled row sends the batch off the greedy path: the greedy rows' tokens must not
+    change for it, nor the sampled row's for being batched."""
+    greedy = SamplingParams(max_tokens=12, ignore_eos=True)
+    sampled = SamplingParams(max_tokens=12, temperature=1.3, seed=11, ignore_eos=True)
+    prompts = [PROMPT, [1, 50, 51], [1, 60, 61, 62], PROMPT]
+    params = [greedy, sampled, greedy, sampled]
+    alone = [engine.generate([p], q)[0].token_ids for p, q in zip(prompts, params)]
+    together = [c.token_ids for c in engine.generate(prompts, params)]
+    assert together == alone

@@ -1,6 +1,7 @@
 """The sampler's adjustments and picks on logits worked out by hand: transformers' repetition
 penalty, OpenAI's presence and frequency penalties and logit biases, min_p, and the picked
-token's log-probabilities under the model's own distribution."""
+token's log-probabilities under the model's own distribution; draws in the proportions of
+probabilities given by hand."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pytest
 import torch
 
 from coeflow.engine import InvalidRequestError, SamplingParams
-from coeflow.engine.sampling import adjust, pick
+from coeflow.engine.sampling import adjust, pick, sample
 
 
 def test_repetition_penalty_divides_positive_and_multiplies_negative_logits_of_seen_tokens():
@@ -53,3 +54,25 @@ def test_plain_greedy_is_only_an_argmax_with_nothing_to_adjust_or_report():
 def test_out_of_range_values_are_refused_naming_the_field(field, value):
     with pytest.raises(InvalidRequestError, match=field):
         SamplingParams(**{field: value})
+
+
+def test_sampling_draws_each_token_as_often_as_its_probability_and_never_an_impossible_one():
+    probs = torch.tensor([0.5, 0.3, 0.2, 0.0, 0.0])
+    logits = torch.log(probs)  # -inf for the impossible ones
+    params = SamplingParams(temperature=1.0, seed=123)
+    g = params.generator()
+    counts = torch.bincount(torch.tensor([sample(logits, params, g) for _ in range(20000)]), minlength=5)
+    assert counts[3] == counts[4] == 0
+    assert torch.allclose(counts[:3] / 20000, probs[:3], atol=0.02)
+    # top_k 2 keeps the two likeliest, in their own proportion (0.5 : 0.3)
+    top2 = SamplingParams(temperature=1.0, top_k=2, seed=5)
+    g = top2.generator()
+    counts = torch.bincount(torch.tensor([sample(logits, top2, g) for _ in range(20000)]), minlength=5)
+    assert counts[2:].sum() == 0 and abs(counts[0] / 20000 - 0.625) < 0.02
+
+
+def test_a_seed_repeats_its_draws():
+    logits = torch.randn(100)
+    g1, g2 = SamplingParams(temperature=1.0, seed=7).generator(), SamplingParams(temperature=1.0, seed=7).generator()
+    params = SamplingParams(temperature=1.0, seed=7)
+    assert [sample(logits, params, g1) for _ in range(50)] == [sample(logits, params, g2) for _ in range(50)]

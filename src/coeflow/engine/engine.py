@@ -410,9 +410,17 @@ class Engine:
         if all(s.plain for s in seqs):
             chosen = self.runner.greedy(self.pool, tokens, positions, blocks, steps)
         else:
+            # the plain rows' argmax where the logits are, as on the greedy path; only the
+            # others' logits go to the host to be sampled, masked or penalised
+            drawn = [i for i, s in enumerate(seqs) if not s.plain]
+            on_host = torch.tensor(drawn, device=self.device)
+
             def draw(logits: Tensor) -> list[int]:
-                host = logits.float().cpu()
-                return [self._draw(s, host[i]) for i, s in enumerate(seqs)]
+                picks = argmax_rows(logits, len(seqs)) if len(drawn) < len(seqs) else [0] * len(seqs)
+                host = logits.index_select(0, on_host).float().cpu()
+                for row, i in enumerate(drawn):
+                    picks[i] = self._draw(seqs[i], host[row])
+                return picks
             chosen = step_tokens(self.runner, self.pool, tokens, positions, blocks, steps, draw)
         try:
             for picked in chosen:

@@ -84,12 +84,14 @@ class GrammarConstraint:
             raise CoeflowError(f"structured output is unavailable for this expert: {e}") from None
         if self.matcher.is_error():
             raise CoeflowError(f"the grammar cannot be matched: {self.matcher.get_error()}")
+        # the mask's bits, 32 tokens an int32, as llguidance writes them
+        self._bits = np.zeros((runtime.config.vocab_size + 31) // 32, dtype=np.int32)
 
     def allowed(self, vocab_size: int) -> Tensor:
-        bits = np.unpackbits(np.frombuffer(self.matcher.compute_bitmask(), dtype=np.uint8), bitorder="little")
-        mask = np.zeros(vocab_size, dtype=bool)
-        n = min(vocab_size, bits.size)
-        mask[:n] = bits[:n].astype(bool)
+        self.matcher.unsafe_compute_mask_ptr(self._bits.ctypes.data, self._bits.nbytes)  # into _bits, no copy
+        mask = np.zeros(vocab_size, dtype=bool)  # tokens past the grammar's vocabulary: never
+        n = min(vocab_size, self._bits.size * 32)
+        mask[:n] = np.unpackbits(self._bits.view(np.uint8), count=n, bitorder="little").view(bool)
         if not mask.any():
             raise CoeflowError(f"the grammar allows no next token: {self.matcher.get_error() or 'a dead end'}")
         return torch.from_numpy(mask)
