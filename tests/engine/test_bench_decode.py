@@ -40,3 +40,20 @@ def test_gpu_rows_are_judged_against_the_copy_rate():
     table = decode.format_table(report)
     assert "% of copy" in table and "74.5%" in table
     assert "76.0%" in decode.format_table({**report, "device_copy_gbps": None})
+
+
+def test_a_schema_row_follows_its_plain_row_timed_in_alternation_on_a_given_checkpoint(checkpoints, tmp_path):
+    import json
+
+    import pytest
+
+    from coeflow.errors import ConfigError
+    report = decode.run(models=(), checkpoints=(checkpoints["llama-gqa"],), json_schema=True, dtypes=("fp32",),
+                        batches=(2,), engines=("coeflow-eager",), new_tokens=3, repeats=2, workdir=tmp_path)
+    rows = report["results"]
+    assert [(r["model"], r["engine"]) for r in rows] == [("llama-gqa", "coeflow-eager"),
+                                                         ("llama-gqa", "coeflow-eager+json-schema")]
+    assert rows[0]["vs_first"] is None and rows[1]["vs_first"] > 0
+    assert "x the row above, paired runs" in decode.format_table(json.loads(json.dumps(report)))
+    with pytest.raises(ConfigError, match="tokenizer"):
+        decode.run(models=("tiny",), json_schema=True, workdir=tmp_path)

@@ -21,6 +21,7 @@ import torch
 from coeflow.bench.experts import hf_from_pretrained, make_expert
 from coeflow.bench.machine import device_copy_gbps, machine_name, read_probe
 from coeflow.engine import Engine, SamplingParams
+from coeflow.errors import ConfigError
 from coeflow.model import ModelConfig, parse_dtype, resolve_device
 
 # Random-weight Llama configs. "tiny" is overhead-bound; "medium" streams ~0.6 GB/token (fp32);
@@ -37,6 +38,11 @@ CONFIGS: dict[str, dict] = {
                num_attention_heads=32, num_key_value_heads=32, max_position_embeddings=4096),
 }
 ENGINES = ("hf-transformers", "coeflow-eager", "coeflow-fused")
+# With `json_schema`, each coeflow engine also decodes under this schema ("ENGINE+json-schema"),
+# greedily like its plain row: an array of at least 1,000 small integers, so no row may end
+# within the timed steps (EOS is only allowed once the JSON is whole).
+SCHEMA = {"type": "array", "items": {"type": "integer", "minimum": 0, "maximum": 99}, "minItems": 1000}
+WITH_SCHEMA = "+json-schema"
 # Also selectable: "coeflow-fused-inductor", the fused engine without coeflow's CPU linear
 # kernel (Inductor's code and MKL only), to show in the same run what the kernel changes; and
 # "coeflow-fused-cublas", the fused engine without coeflow's Triton kernel for one-row products
@@ -61,6 +67,9 @@ class Row:
     # fused on CUDA: one replay of the step's CUDA graph alone, timed on the device (the
     # step without the host's share: sampling, streaming, the copies in and out)
     replay_ms: float | None = None
+    # a row timed in alternation with the one before it (its plain engine, for a schema row):
+    # the median over their paired runs of this row's tokens/s over that one's
+    vs_first: float | None = None
 
 
 # Checkpoints written in fp32 (the engines convert on loading), but the largest in bf16: half
@@ -99,6 +108,8 @@ def _runner(engine: str, path: Path, dtype: torch.dtype, prompts: list[list[int]
             ) -> tuple[Callable[[int], float], Engine | None]:
     """Returns (gen, coeflow's engine or None): gen(k) -> seconds between the first and the
     k-th generated token (batch, no EOS)."""
+    if engine.endswith(WITH_SCHEMA):
+        return _schema_runner(engine.removesuffix(WITH_SCHEMA), path, dtype, prompts, device)
     if engine == "hf-transformers":
         model = hf_from_pretrained(path, dtype, device)
         model.generation_config.eos_token_id = None
@@ -123,6 +134,36 @@ def _runner(engine: str, path: Path, dtype: torch.dtype, prompts: list[list[int]
     return gen, eng
 
 
+def _schema_runner(engine: str, path: Path, dtype: torch.dtype, prompts: list[list[int]], device: str
+                   ) -> tuple[Callable[[int], float], Engine]:
+    """A coeflow engine decoding every row under SCHEMA (the server's GrammarConstraint on the
+    checkpoint's own tokenizer)."""
+    from coeflow.backend.real import ExpertRuntime
+    from coeflow.model import Tokenizer
+    from coeflow.server.structured import GrammarConstraint, grammar_for
+    eng = Engine.from_checkpoint(path, dtype=dtype, device=device, fused=engine != "coeflow-eager",
+                                 cpu_kernel=engine != "coeflow-fused-inductor",
+                                 triton_gemv=engine != "coeflow-fused-cublas")
+    tok = Tokenizer.from_dir(path)
+    runtime = ExpertRuntime(tok, frozenset(tok.eos_ids), ModelConfig.from_dir(path))
+    grammar = grammar_for({"type": "json_schema", "json_schema": {"name": "bench", "schema": SCHEMA}})
+
+    def gen(k: int) -> float:
+        params = SamplingParams(max_tokens=k, ignore_eos=True)
+        seqs = [eng.open(p, params, runtime.eos_ids, tok.decode, index=i,
+                         constraint=GrammarConstraint(runtime, grammar)) for i, p in enumerate(prompts)]
+        for s in seqs:
+            eng.prefill(s)  # the first token: the time starts after it, as for the other rows
+        t = time.perf_counter()
+        for _ in eng.decode(seqs, k - 1):
+            pass
+        seconds = time.perf_counter() - t
+        for s in seqs:
+            eng.close(s)
+        return seconds
+    return gen, eng
+
+
 def replay_ms(engine: Engine | None, repeats: int = 50) -> float | None:
     """Device time of one replay of the engine's decode-step graph, or None without one."""
     graphs = getattr(engine.runner, "cuda_graphs", []) if engine is not None else []
@@ -143,8 +184,17 @@ def replay_ms(engine: Engine | None, repeats: int = 50) -> float | None:
 def run(models: tuple[str, ...] = ("tiny", "medium"), dtypes: tuple[str, ...] = ("fp32", "bf16"),
         batches: tuple[int, ...] = (1, 8), engines: tuple[str, ...] = ENGINES,
         new_tokens: int = 32, prompt_len: int = 16, repeats: int = 5, workdir: Path | None = None,
-        device: str = "cpu", progress: Callable[[str], None] = lambda s: None) -> dict:
+        device: str = "cpu", progress: Callable[[str], None] = lambda s: None,
+        checkpoints: tuple[Path, ...] = (), json_schema: bool = False) -> dict:
+    """`models` are CONFIGS' names (random weights, written here); `checkpoints` are
+    checkpoint directories benched as they are (named by their directory). `json_schema` adds,
+    after each coeflow engine's row, the same engine under SCHEMA (checkpoints with a tokenizer)."""
     resolve_device(device)  # a clear error for a device this machine lacks, before any work
+    groups = [(e, e + WITH_SCHEMA) if json_schema and e.startswith("coeflow") else (e,) for e in engines]
+    if json_schema:
+        if models or any(not (Path(c) / "tokenizer.json").is_file() for c in checkpoints):
+            raise ConfigError("--json-schema needs checkpoints with a tokenizer (--checkpoint DIR), "
+                              "not the random-weight models")
     tmp = tempfile.TemporaryDirectory() if workdir is None else None
     root = Path(tmp.name) if tmp else Path(workdir)
     rows: list[Row] = []
@@ -155,8 +205,9 @@ def run(models: tuple[str, ...] = ("tiny", "medium"), dtypes: tuple[str, ...] = 
         read = read_probe(device=device)
         reads: list[float] = []  # every read of the run
         copy = device_copy_gbps(device) if device != "cpu" else None
-        for name in models:
-            path = make_checkpoint(name, root, device)
+        sources = [(name, None) for name in models] + [(Path(c).name, Path(c)) for c in checkpoints]
+        for name, given in sources:
+            path = given or make_checkpoint(name, root, device)
             cfg = ModelConfig.from_dir(path)
             g = torch.Generator().manual_seed(1)
             for dt_name in dtypes:
@@ -164,27 +215,33 @@ def run(models: tuple[str, ...] = ("tiny", "medium"), dtypes: tuple[str, ...] = 
                 gbytes = streamed_bytes(cfg, dtype) / 1e9
                 for batch in batches:
                     prompts = torch.randint(3, cfg.vocab_size, (batch, prompt_len), generator=g).tolist()
-                    for engine in engines:
-                        progress(f"{name} {dt_name} batch {batch}: {engine}")
-                        gen, eng = _runner(engine, path, dtype, prompts, device)
-                        gen(1 + new_tokens)  # warm-up (and compilation, for the fused engine)
-                        runs = []  # (seconds a step, read before, read after)
-                        for _ in range(repeats):
-                            before = read()
-                            step = gen(1 + new_tokens) / new_tokens
-                            runs.append((step, before, read()))
-                        around = [r for _, *pair in runs for r in pair]
-                        reads += around
-                        step = statistics.median(s for s, _, _ in runs)
-                        beside = [(a + b) / 2 for _, a, b in runs]
-                        rows.append(Row(engine, name, cfg.num_params(), dt_name, batch,
-                                        tokens_per_s=batch / step, weight_gbps=gbytes / step,
-                                        ms_per_step=step * 1e3, mem_read_gbps=statistics.median(beside),
-                                        pct_of_read=100 * statistics.median(
-                                            gbytes / s / lim for (s, _, _), lim in zip(runs, beside)),
-                                        mem_read_gbps_max=max(around),
-                                        replay_ms=replay_ms(eng)))
-                        del gen, eng
+                    for group in groups:
+                        progress(f"{name} {dt_name} batch {batch}: {' and '.join(group)}")
+                        runners = [_runner(engine, path, dtype, prompts, device) for engine in group]
+                        for gen, _ in runners:
+                            gen(1 + new_tokens)  # warm-up (and compilation, for the fused engine)
+                        runs: list[list[tuple[float, float, float]]] = [[] for _ in group]  # (s a step, reads)
+                        for _ in range(repeats):  # a group's engines alternate, run by run
+                            for k, (gen, _) in enumerate(runners):
+                                before = read()
+                                step = gen(1 + new_tokens) / new_tokens
+                                runs[k].append((step, before, read()))
+                        for k, engine in enumerate(group):
+                            around = [r for _, *pair in runs[k] for r in pair]
+                            reads += around
+                            step = statistics.median(s for s, _, _ in runs[k])
+                            beside = [(a + b) / 2 for _, a, b in runs[k]]
+                            rows.append(Row(engine, name, cfg.num_params(), dt_name, batch,
+                                            tokens_per_s=batch / step, weight_gbps=gbytes / step,
+                                            ms_per_step=step * 1e3, mem_read_gbps=statistics.median(beside),
+                                            pct_of_read=100 * statistics.median(
+                                                gbytes / s / lim for (s, _, _), lim in zip(runs[k], beside)),
+                                            mem_read_gbps_max=max(around),
+                                            replay_ms=replay_ms(runners[k][1]),
+                                            vs_first=statistics.median(
+                                                a / b for (a, _, _), (b, _, _) in zip(runs[0], runs[k]))
+                                            if k else None))
+                        del runners
     finally:
         if tmp:
             tmp.cleanup()
@@ -202,15 +259,16 @@ def format_table(report: dict) -> str:
     lines = [f"machine: {report['machine']}",
              f"memory read bandwidth (measured before and after each run): {lo:.1f}-{hi:.1f} GB/s"
              + (f"; device copy {copy:.0f} GB/s (read + write)" if copy else ""),
-             f"{'model':8} {'params':>8} {'dtype':5} {'batch':>5} {'engine':22} {'tok/s':>9} "
+             f"{'model':8} {'params':>8} {'dtype':5} {'batch':>5} {'engine':27} {'tok/s':>9} "
              f"{'ms/step':>8} {'weight GB/s':>11} {'read GB/s' if not copy else '':>9} "
              f"{'% of copy' if copy else '% of read bw':>12}"]
     for r in report["results"]:
         read = r.get("mem_read_gbps") or report["mem_read_gbps"]
+        vs = f"  ({r['vs_first']:.2f}x the row above, paired runs)" if r.get("vs_first") else ""
         pct = (100 * r["weight_gbps"] / copy if copy
                else r.get("pct_of_read") or 100 * r["weight_gbps"] / read)
         lines.append(f"{r['model']:8} {r['params'] / 1e6:7.1f}M {r['dtype']:5} {r['batch']:5d} "
-                     f"{r['engine']:22} {r['tokens_per_s']:9.1f} {r['ms_per_step']:8.2f} "
+                     f"{r['engine']:27} {r['tokens_per_s']:9.1f} {r['ms_per_step']:8.2f} "
                      f"{r['weight_gbps']:11.2f} {'' if copy else f'{read:.1f}':>9} {pct:11.1f}%"
-                     + (f"  (graph replay alone {r['replay_ms']:.2f} ms)" if r.get("replay_ms") else ""))
+                     + (f"  (graph replay alone {r['replay_ms']:.2f} ms)" if r.get("replay_ms") else "") + vs)
     return "\n".join(lines)

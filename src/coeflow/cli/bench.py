@@ -34,7 +34,14 @@ def register(sub: argparse._SubParsersAction, help_text: str) -> None:
                             "same run, before and after each timed run (each row is judged against "
                             "the reads beside its own runs). Takes several minutes on a 2-core CPU (the fused engine compiles "
                             "once per shape)."))
-    d.add_argument("--models", nargs="+", default=["tiny", "medium"], choices=list(DECODE_MODELS))
+    d.add_argument("--models", nargs="*", default=None, choices=list(DECODE_MODELS),
+                   help="random-weight models (default tiny medium, unless --checkpoint is given)")
+    d.add_argument("--checkpoint", action="append", default=[], metavar="DIR",
+                   help="a checkpoint directory to bench as it is, e.g. a demo expert (repeatable)")
+    d.add_argument("--json-schema", action="store_true",
+                   help="also time each coeflow engine decoding under a JSON schema (an array of small "
+                        "integers), greedily like its plain row: what structured output costs; needs "
+                        "--checkpoint with a tokenizer")
     d.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
                    help="where every engine runs (default cpu); on cuda the device's copy bandwidth is "
                         "measured too")
@@ -207,9 +214,12 @@ def _serve_mixed(args: argparse.Namespace) -> int:
 def _decode(args: argparse.Namespace) -> int:
     require(("transformers",), "coeflow bench decode", "bench")
     from coeflow.bench.decode import format_table, run
-    report = run(models=tuple(args.models), dtypes=tuple(args.dtypes), batches=tuple(args.batches),
+    from pathlib import Path
+    models = args.models if args.models is not None else ([] if args.checkpoint else ["tiny", "medium"])
+    report = run(models=tuple(models), dtypes=tuple(args.dtypes), batches=tuple(args.batches),
                  engines=tuple(args.engines), new_tokens=args.new_tokens, repeats=args.repeats,
-                 device=args.device, progress=_progress)
+                 device=args.device, progress=_progress, checkpoints=tuple(Path(c) for c in args.checkpoint),
+                 json_schema=args.json_schema)
     print(json.dumps(report, indent=2) if args.json else format_table(report))
     return 0
 

@@ -9,13 +9,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from coeflow.engine.paged import KVPool
 from coeflow.engine.runners import StepRunner, choose_runner, prefill_layers
 from coeflow.engine.runners.base import argmax_rows, step_tokens
-from coeflow.engine.sampling import Constraint, InvalidRequestError, Pick, SamplingParams, pick
+from coeflow.engine.sampling import Constraint, InvalidRequestError, Pick, SamplingParams, allowed_rows, pick
 from coeflow.engine.text import TextStream
 from coeflow.model import ModelConfig, attach_weights, build_skeleton, load_weights, parse_dtype, resolve_device
 from coeflow.model.llama import Transformer
@@ -94,6 +95,11 @@ class Sequence:
     def plain(self) -> bool:
         """Its next token is the argmax of the model's logits: a runner may choose it on the device."""
         return self.params.plain and self.constraint is None
+
+    @property
+    def masked_greedy(self) -> bool:
+        """Its next token is the argmax of the logits its constraint allows."""
+        return self.params.plain and self.constraint is not None
 
     @property
     def done(self) -> bool:
@@ -414,12 +420,15 @@ class Engine:
             # others' logits go to the host to be sampled, masked or penalised
             drawn = [i for i, s in enumerate(seqs) if not s.plain]
             on_host = torch.tensor(drawn, device=self.device)
+            masked = [row for row, i in enumerate(drawn) if seqs[i].masked_greedy]
 
             def draw(logits: Tensor) -> list[int]:
                 picks = argmax_rows(logits, len(seqs)) if len(drawn) < len(seqs) else [0] * len(seqs)
-                host = logits.index_select(0, on_host).float().cpu()
+                host = (logits if len(drawn) == len(seqs) else logits.index_select(0, on_host)).float().cpu()
+                found = self._masked_argmax([seqs[drawn[row]] for row in masked], host[masked]) if masked else {}
+                best = {drawn[masked[k]]: token for k, token in found.items()}
                 for row, i in enumerate(drawn):
-                    picks[i] = self._draw(seqs[i], host[row])
+                    picks[i] = best[i] if i in best else self._draw(seqs[i], host[row])
                 return picks
             chosen = step_tokens(self.runner, self.pool, tokens, positions, blocks, steps, draw)
         try:
@@ -446,6 +455,34 @@ class Engine:
             except Exception as e:  # noqa: BLE001  e.g. its text's decoding: this sequence's alone
                 seq.failure = e
         return seq.fail(seq.failure)
+
+    @staticmethod
+    def _masked_argmax(seqs: list[Sequence], logits: Tensor) -> dict[int, int]:
+        """Greedy picks of constrained rows (logits [rows, V] on the CPU), their masks made
+        together and applied in one operation, by the sequences' indices. A row whose mask
+        fails, or allows nothing, is left out: `_draw` then ends it alone. Keyed by position in `seqs`."""
+        live = [row for row, s in enumerate(seqs) if not s.done and s.failure is None]
+        if not live:
+            return {}
+        try:
+            allowed = allowed_rows([seqs[row].constraint for row in live], logits.shape[1]).numpy()
+        except Exception:  # noqa: BLE001  one row's grammar: each is tried alone
+            return {}
+        # in numpy: on rows of a few thousand logits, each torch call costs more than its work
+        best = np.where(allowed, logits.numpy()[live], -np.inf).argmax(1).tolist()
+        out = {}
+        for row, token, some in zip(live, best, allowed.any(1).tolist()):
+            seq = seqs[row]
+            if not some:
+                continue
+            try:
+                seq.constraint.accept(token)
+            except Exception as e:  # noqa: BLE001
+                seq.failure = e
+                token = 0
+            seq.picked = Pick(token)
+            out[row] = token
+        return out
 
     @staticmethod
     def _draw(seq: Sequence, logits: Tensor) -> int:

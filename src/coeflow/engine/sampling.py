@@ -100,6 +100,15 @@ class Constraint(Protocol):
         """The token chosen next."""
 
 
+def allowed_rows(constraints: Sequence[Constraint], vocab_size: int) -> Tensor:
+    """bool [len(constraints), vocab_size]: each constraint's `allowed`, made together when
+    their class can (a classmethod `allowed_rows`, e.g. masks computed in parallel)."""
+    kind = type(constraints[0])
+    if hasattr(kind, "allowed_rows") and all(type(c) is kind for c in constraints):
+        return kind.allowed_rows(constraints, vocab_size)
+    return torch.stack([c.allowed(vocab_size) for c in constraints])
+
+
 @dataclass(frozen=True)
 class Pick:
     """A chosen token, and (when asked) its log-probability and the likeliest tokens', under

@@ -96,6 +96,19 @@ class GrammarConstraint:
             raise CoeflowError(f"the grammar allows no next token: {self.matcher.get_error() or 'a dead end'}")
         return torch.from_numpy(mask)
 
+    @classmethod
+    def allowed_rows(cls, constraints: list["GrammarConstraint"], vocab_size: int) -> Tensor:
+        """Every row's `allowed`, as one array (llguidance's LLExecutor would make them on threads of
+        its own, which on a 2-core machine measured no faster)."""
+        words = max(c._bits.size for c in constraints)
+        bits = np.zeros((len(constraints), words), dtype=np.int32)
+        for i, c in enumerate(constraints):
+            c.matcher.unsafe_compute_mask_ptr(bits[i].ctypes.data, words * 4)
+        mask = np.zeros((len(constraints), vocab_size), dtype=bool)
+        n = min(vocab_size, words * 32)
+        mask[:, :n] = np.unpackbits(bits.view(np.uint8), axis=1, count=n, bitorder="little").view(bool)
+        return torch.from_numpy(mask)
+
     def accept(self, token: int) -> None:
         if not self.matcher.consume_token(token) or self.matcher.is_error():
             raise CoeflowError(f"the output left its grammar: {self.matcher.get_error()}")
