@@ -42,6 +42,7 @@ import yaml
 from pydantic import ValidationError, field_validator
 
 from coeflow.errors import ConfigError
+from coeflow.sampling_ranges import RANGES
 from coeflow.validation import FileModel, Loc, field_path, file_error
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
@@ -118,33 +119,12 @@ class _Sampling(FileModel):
     min_p: float | None = None
     repetition_penalty: float | None = None
 
-    @field_validator("temperature")
+    @field_validator("temperature", "top_p", "top_k", "min_p", "repetition_penalty")
     @classmethod
-    def _temperature(cls, v: float | None) -> float | None:
-        if v is not None and not 0 <= v <= 2:
-            raise ValueError("must be between 0 and 2")
-        return v
-
-    @field_validator("top_p", "repetition_penalty")
-    @classmethod
-    def _positive_to_one(cls, v: float | None, info) -> float | None:
-        top = 1 if info.field_name == "top_p" else 10
-        if v is not None and not 0 < v <= top:
-            raise ValueError(f"must be in (0, {top}]")
-        return v
-
-    @field_validator("min_p")
-    @classmethod
-    def _fraction(cls, v: float | None) -> float | None:
-        if v is not None and not 0 <= v <= 1:
-            raise ValueError("must be between 0 and 1")
-        return v
-
-    @field_validator("top_k")
-    @classmethod
-    def _count(cls, v: int | None) -> int | None:
-        if v is not None and v < 0:
-            raise ValueError("must be 0 (off) or more")
+    def _in_range(cls, v: float | None, info) -> float | None:
+        why = RANGES[info.field_name].problem(v) if v is not None else None
+        if why:
+            raise ValueError(why)
         return v
 
 

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 from coeflow.coefile import SAMPLING_DEFAULTS
 from coeflow.engine import InvalidRequestError, SamplingParams
 from coeflow.engine.sampling import SEED_MAX, SEED_MIN
+from coeflow.sampling_ranges import RANGES
 from coeflow.server.options import Limits
 from coeflow.server.structured import grammar_for
 from coeflow.validation import field_path, problem
@@ -252,6 +253,7 @@ class _Completion(_Wire):
     temperature: float | None = None
     top_p: float | None = None
     top_k: int | None = None  # extension: 0 (or -1, as vLLM spells it) is off
+    # each sampling field's range: coeflow.sampling_ranges
     seed: int | None = None
     stop: Any = ()
     stream: bool = False
@@ -300,25 +302,18 @@ class _Completion(_Wire):
             raise ValueError(f"must be from 1 to {MAX_CHOICES}, got {v}")
         return v
 
-    @field_validator("presence_penalty", "frequency_penalty")
-    @classmethod
-    def _penalty(cls, v: float) -> float:
-        if not -2 <= v <= 2:
-            raise ValueError(f"must be between -2 and 2, got {v}")
-        return v
 
-    @field_validator("repetition_penalty")
+    @field_validator("top_k", mode="before")
     @classmethod
-    def _repetition(cls, v: float) -> float:
-        if not 0 < v <= 10:
-            raise ValueError(f"must be in (0, 10] (1 is off), got {v}")
-        return v
+    def _minus_one_is_off(cls, v: Any) -> Any:
+        return 0 if v == -1 and isinstance(v, int) and not isinstance(v, bool) else v  # vLLM's spelling of off
 
-    @field_validator("min_p")
+    @field_validator(*RANGES)
     @classmethod
-    def _min_p(cls, v: float) -> float:
-        if not 0 <= v <= 1:
-            raise ValueError(f"must be between 0 and 1, got {v}")
+    def _in_range(cls, v: float, info: ValidationInfo) -> float:
+        why = RANGES[info.field_name].problem(v)
+        if why:
+            raise ValueError(why)
         return v
 
     @field_validator("logit_bias")
@@ -347,19 +342,6 @@ class _Completion(_Wire):
             raise ValueError(f"must be between 1 and {top}, got {v}")
         return v
 
-    @field_validator("temperature")
-    @classmethod
-    def _temperature(cls, v: float) -> float:
-        if not 0 <= v <= 2:
-            raise ValueError(f"must be between 0 and 2, got {v}")
-        return v
-
-    @field_validator("top_p")
-    @classmethod
-    def _top_p(cls, v: float) -> float:
-        if not 0 < v <= 1:
-            raise ValueError(f"must be in (0, 1], got {v}")
-        return v
 
     @field_validator("seed")
     @classmethod
@@ -368,12 +350,6 @@ class _Completion(_Wire):
             raise ValueError(f"must be from {SEED_MIN} to {SEED_MAX}, got {v}")
         return v
 
-    @field_validator("top_k")
-    @classmethod
-    def _top_k(cls, v: int) -> int:
-        if v < -1:
-            raise ValueError(f"must be 0 or -1 (off) or more, got {v}")
-        return max(v, 0)
 
     @field_validator("stop", mode="before")
     @classmethod
