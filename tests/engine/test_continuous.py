@@ -143,3 +143,30 @@ def test_a_shared_prefix_is_prefilled_once_and_gives_the_tokens_of_a_full_prefil
     assert engine.pool.cached_blocks == 0
     engine.pool.release(everything)
     assert engine.open(prompts[0], params, prefix="a").prefilled == 0
+
+
+def test_sequences_of_one_prompt_opened_together_prefill_it_once(tmp_path):
+    """n choices of a prompt open before any prefills: the first's whole blocks, once
+    prefilled, replace the others' own (which go back to the pool), so the others prefill only
+    the last part; every choice gets the tokens of a cold prefill."""
+    path = make_checkpoint(tmp_path / "a", "llama-gqa", seed=9)
+    engine = Engine.from_checkpoint(path, fused=False)
+    prompt = [1] + list(range(100, 139))  # 40 tokens: 2 whole blocks and 8 tokens of a third
+    params = SamplingParams(max_tokens=10, ignore_eos=True)
+    cold = engine.generate([prompt], params)[0].token_ids
+    free = engine.pool.free_blocks
+    seqs = [engine.open(prompt, params, prefix="a", index=i) for i in range(3)]
+    assert all(s.prefilled == 0 for s in seqs)
+    held = free - engine.pool.free_blocks
+    reused_before = engine.reused_tokens
+    for s in seqs:
+        engine.prefill(s)
+    assert [s.reused for s in seqs] == [0, 2, 2] and engine.reused_tokens - reused_before == 2 * 32
+    assert seqs[1].blocks[:2] == seqs[2].blocks[:2] == seqs[0].blocks[:2]
+    assert free - engine.pool.free_blocks == held - 4  # the two others' own first blocks went back
+    for _ in engine.decode(seqs, params.max_tokens):
+        pass
+    assert [s.completion.token_ids for s in seqs] == [cold] * 3
+    for s in seqs:
+        engine.close(s)
+    assert engine.pool.free_blocks == free

@@ -369,6 +369,19 @@ class Engine:
             seq.blocks = []
         seq.cancel()
 
+    def _reuse_since_open(self, seq: Sequence) -> None:
+        """Prompt blocks that another sequence prefilled after this one opened (the n choices of
+        one prompt open together), taken instead of its own, which go back to the pool."""
+        pool = self.pool
+        more = pool.reuse(seq.digests[seq.reused:(len(seq.prompt) - 1) // pool.block_size])
+        if more:
+            own = seq.blocks[seq.reused:seq.reused + len(more)]
+            seq.blocks[seq.reused:seq.reused + len(more)] = more
+            pool.release(own)
+            seq.reused += len(more)
+            seq.prefilled = seq.reused * pool.block_size
+            self.reused_tokens += len(more) * pool.block_size
+
     @torch.inference_mode()
     def prefill(self, seq: Sequence, budget: int | None = None) -> Delta | None:
         """Up to `budget` more of the sequence's prompt tokens (all: None) into its blocks, on
@@ -378,6 +391,8 @@ class Engine:
         now = time.perf_counter()
         if not seq.started:
             seq.started = now
+        if seq.prefilled == seq.reused * self.pool.block_size:
+            self._reuse_since_open(seq)
         start = seq.prefilled
         end = len(seq.prompt) if budget is None else min(len(seq.prompt), start + max(1, budget))
         dev, pool = self.device, self.pool
