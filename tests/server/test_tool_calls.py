@@ -91,3 +91,25 @@ def test_the_format_is_read_from_a_templates_markers():
     assert detect("[AVAILABLE_TOOLS]{{ tools }}[/AVAILABLE_TOOLS][TOOL_CALLS]").name == "mistral"
     assert detect("{{ messages }}") is None
     assert takes_tools("{% if tools %}x{% endif %}") and not takes_tools("{{ tool_choice_x }}{{ messages }}")
+
+
+def test_the_demo_template_writes_what_its_experts_learnt_and_takes_tools_in_hermes_blocks():
+    from tokenizers import Tokenizer as HF, models
+
+    from coeflow.demo.tokenizer import CHAT_TEMPLATE
+    from coeflow.model.tokenizer import Tokenizer
+    tok = Tokenizer(HF(models.BPE()), "<s>", "</s>", CHAT_TEMPLATE)
+    chat = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi\nthere"},
+            {"role": "assistant", "content": "ok"}, {"role": "user", "content": "x"}]
+    assert tok.apply_chat_template(chat) == ("<s><|system|>\nbe brief</s>\n<|user|>\nhi\nthere</s>\n"
+                                             "<|assistant|>\nok</s>\n<|user|>\nx</s>\n<|assistant|>\n")
+    tools = [{"type": "function", "function": {"name": "add", "parameters": {"type": "object"}}}]
+    called = chat[:2] + [{"role": "assistant", "content": None, "tool_calls": [
+        {"id": "c1", "type": "function", "function": {"name": "add", "arguments": {"a": 1}}}]},
+        {"role": "tool", "tool_call_id": "c1", "content": "2"}]
+    text = tok.apply_chat_template(called, tools=tools)
+    assert text.startswith("<s><|system|>\nYou can call these functions")
+    assert '\n{"name": "add", "parameters": {"type": "object"}}\n</s>\n' in text
+    assert ('<|assistant|>\n<tool_call>{"name": "add", "arguments": {"a": 1}}</tool_call></s>\n'
+            '<|user|>\n<tool_response>2</tool_response></s>\n<|assistant|>\n') in text
+    assert detect(CHAT_TEMPLATE).name == "hermes" and takes_tools(CHAT_TEMPLATE)

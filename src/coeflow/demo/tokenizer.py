@@ -13,8 +13,20 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, 
 BOS, EOS, PAD = "<s>", "</s>", "<pad>"
 SPECIAL_TOKENS = [BOS, EOS, PAD, "<|system|>", "<|user|>", "<|assistant|>"]
 # Each message on its own role line, closed by EOS; the model answers after <|assistant|>.
+# Tools as Hermes-style models take them (server/tools.py reads the calls back): the functions
+# in a system turn first, calls in <tool_call> blocks, results in <tool_response> blocks. With
+# no tools and no tool turns it writes what it always did (the experts were trained on that).
 CHAT_TEMPLATE = (
-    "{{ bos_token }}{% for message in messages %}<|{{ message['role'] }}|>\n{{ message['content'] }}{{ eos_token }}\n"
+    "{{ bos_token }}{% if tools %}<|system|>\nYou can call these functions; to call one, answer "
+    "<tool_call>{\"name\": NAME, \"arguments\": {...}}</tool_call>.\n{% for t in tools %}{{ t.function | tojson }}"
+    "\n{% endfor %}{{ eos_token }}\n{% endif %}"
+    "{% for message in messages %}"
+    "{% if message['role'] == 'tool' %}<|user|>\n<tool_response>{{ message['content'] }}</tool_response>"
+    "{{ eos_token }}\n"
+    "{% elif message.get('tool_calls') %}<|assistant|>\n{% for c in message['tool_calls'] %}<tool_call>"
+    "{{ {'name': c['function']['name'], 'arguments': c['function']['arguments']} | tojson }}</tool_call>"
+    "{% endfor %}{{ eos_token }}\n"
+    "{% else %}<|{{ message['role'] }}|>\n{{ message['content'] }}{{ eos_token }}\n{% endif %}"
     "{% endfor %}{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
 )
 
