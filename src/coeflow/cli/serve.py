@@ -79,6 +79,9 @@ def add_listen_options(p: argparse.ArgumentParser) -> None:
                         "unload|pin); it opens the other routes too (or set COEFLOW_ADMIN_KEY)")
     p.add_argument("--public-metrics", action="store_true",
                    help="leave /metrics open to scrapers even with --api-key")
+    p.add_argument("--no-console", action="store_false", dest="console",
+                   help="serve no web console at / (by default: chat, experts and their tiers, routing, charts; "
+                        "its page is open, what it shows needs the keys)")
     p.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN", dest="cors_origins",
                    help="let browser pages from ORIGIN (e.g. http://localhost:3000; repeat for more) call the "
                         "server; default: none (CORS off)")
@@ -99,7 +102,7 @@ def server_options(args: argparse.Namespace):
         api_key=args.api_key if args.api_key is not None else os.environ.get("COEFLOW_API_KEY"),
         admin_key=args.admin_key if args.admin_key is not None else os.environ.get("COEFLOW_ADMIN_KEY"),
         public_metrics=args.public_metrics, cors_origins=tuple(args.cors_origins),
-        request_timeout_s=args.request_timeout, warm_up=args.warm_up)
+        request_timeout_s=args.request_timeout, warm_up=args.warm_up, console=args.console)
 
 
 def register(sub: argparse._SubParsersAction, help_text: str) -> None:

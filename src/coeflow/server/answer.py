@@ -19,6 +19,7 @@ from starlette.types import Receive, Scope, Send
 from coeflow.engine import Delta
 from coeflow.scheduler import Failed, Finished, GenRequest, ShuttingDownError
 from coeflow.server.protocol import APIError
+from coeflow.server.stats import RequestRecord
 from coeflow.server.tools import ToolUse
 
 log = logging.getLogger("coeflow.server.app")  # the request log lines, where operators look for them
@@ -127,8 +128,10 @@ class Timing:
     """A request's time to first token and time per output token (of its first choice), its
     outcome and token counts, into the metrics and one log line."""
 
-    def __init__(self, srv: Any, expert: str, arrival: float, prompt_tokens: int, request_id: str):
+    def __init__(self, srv: Any, expert: str, arrival: float, prompt_tokens: int, request_id: str,
+                 source_tier: str | None = None):
         self.srv, self.expert, self.arrival, self.request_id = srv, expert, arrival, request_id
+        self.source_tier = source_tier
         self.prompt_tokens = prompt_tokens
         self.first: float | None = None
         self.last = arrival
@@ -148,10 +151,14 @@ class Timing:
         m = self.srv.metrics
         m.requests.labels(self.expert, outcome).inc()
         m.completion_tokens.labels(self.expert).inc(completion_tokens)
-        if self.first is not None and self.timed > 1:
-            m.tpot.labels(self.expert).observe((self.last - self.first) / (self.timed - 1))
+        tpot = (self.last - self.first) / (self.timed - 1) if self.first is not None and self.timed > 1 else None
+        if tpot is not None:
+            m.tpot.labels(self.expert).observe(tpot)
         if outcome == "ok":
             m.latency.labels(self.expert).observe(self.last - self.arrival)
+        self.srv.recent.add(RequestRecord(self.srv.recent.clock(), self.expert, outcome == "ok",
+                                     None if self.first is None else self.first - self.arrival, tpot,
+                                     completion_tokens, self.source_tier))
         log.info("request %s: %s on %s, %d prompt + %d completion tokens, %.3f s", self.request_id, outcome,
                  self.expert, self.prompt_tokens, completion_tokens, self.srv.scheduler.clock.now() - self.arrival)
 

@@ -12,22 +12,26 @@ import json
 import time
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response
+from fastapi.staticfiles import StaticFiles
 
 from coeflow.coefile import CoEFile
 from coeflow.engine import InvalidRequestError
 from coeflow.errors import CoeflowError
+from coeflow.model import dtype_name
 from coeflow.scheduler import Failed, GenRequest, QueueFullError, Scheduler, ShuttingDownError, Started
 from coeflow.server.answer import Answer, Events, Logprobs, Streamed, Timing, stream, whole
 from coeflow.server.guard import Keys, RequestId, openai_errors, read_json
 from coeflow.server.health import ExpertHealth
 from coeflow.server.metrics import LiveSources, Metrics
 from coeflow.server.protocol import (ROUTED, APIError, Limits, LoadBody, ParsedRequest, PinBody, bad, choice_params,
-                                     parse_admin, parse_request)
+                                     parse_admin, parse_request, parse_route)
+from coeflow.server.stats import RecentRequests
 from coeflow.server.structured import GrammarConstraint
 from coeflow.server.tools import ToolFormat, ToolUse, call_grammar, takes_tools
 
@@ -53,6 +57,7 @@ class CoEServer:
     cors_origins: tuple[str, ...] = ()  # browsers' origins allowed to call (none: CORS off)
     request_timeout_s: float | None = None  # a request not answered by then is cancelled (408)
     tool_formats: dict[str, ToolFormat | None] = field(default_factory=dict)  # expert -> how it calls tools
+    console: bool = True  # the web console at / (server/console/)
 
     def __post_init__(self) -> None:
         self.metrics = Metrics(LiveSources(
@@ -61,6 +66,7 @@ class CoEServer:
             tiers=lambda: {s.name: s.tier for s in self.store.status()},
             kv_stats=lambda: self.scheduler.backend.kv_stats(),
             step_rows=lambda: dict(self.scheduler.step_rows)))
+        self.recent = RecentRequests()
 
 
 @dataclass
@@ -73,6 +79,7 @@ class Choice:
     fell_back: bool = False
     others: tuple[str, ...] = ()
     failed: tuple[str, ...] = ()
+    scores: tuple[tuple[str, float], ...] = ()  # the router's likeliest experts, with their scores
 
     def instead(self, srv: CoEServer) -> "Choice | None":
         """The router's next choice that can serve, after this expert failed; None if none can."""
@@ -80,7 +87,7 @@ class Choice:
             return None
         failed = self.failed + (self.expert,)
         rest = [e for e in self.others if e not in failed and srv.health.failure(e) is None]
-        return Choice(rest[0], True, self.confidence, True, tuple(rest[1:]), failed) if rest else None
+        return Choice(rest[0], True, self.confidence, True, tuple(rest[1:]), failed, self.scores) if rest else None
 
 
 def create_app(srv: CoEServer) -> FastAPI:
@@ -93,6 +100,13 @@ def create_app(srv: CoEServer) -> FastAPI:
                            expose_headers=["X-Request-Id", "X-Coeflow-Expert", "X-Coeflow-Source-Tier",
                                            "X-Coeflow-Confidence", "X-Coeflow-Rerouted-From"])
     app.add_middleware(RequestId)  # outermost: every answer carries the id, a refusal too
+    if srv.console:
+        app.mount("/console", StaticFiles(directory=CONSOLE), name="console")
+
+        @app.get("/", include_in_schema=False)
+        async def console() -> FileResponse:
+            """The web console's page: static, no data in it (what it shows, it asks for, with the keys)."""
+            return FileResponse(CONSOLE / "index.html")
 
     @app.get("/health")
     async def health() -> dict:
@@ -124,6 +138,18 @@ def create_app(srv: CoEServer) -> FastAPI:
     async def experts() -> dict:
         return {"object": "list", "data": await asyncio.to_thread(_expert_rows, srv)}
 
+    @app.post("/v1/route")
+    async def route(request: Request) -> dict:
+        """Where the router would send a prompt, and every expert's score; nothing is generated."""
+        prompt = parse_route(await read_json(request, srv.limits.max_body_bytes)).prompt
+        return await asyncio.to_thread(_route, srv, prompt)
+
+    @app.get("/v1/stats")
+    async def stats() -> dict:
+        """The last minutes, for the console: requests/s, TTFT and TPOT percentiles, switches and
+        device-tier hits in steps of seconds, and each expert's requests and tokens/s."""
+        return srv.recent.report()
+
     @app.post("/v1/experts/{name}/{action}")
     async def admin(name: str, action: str, request: Request) -> dict:
         return await _admin(srv, name, action, await read_json(request, srv.limits.max_body_bytes, allow_empty=True))
@@ -140,15 +166,27 @@ def create_app(srv: CoEServer) -> FastAPI:
 
 
 def _expert_rows(srv: CoEServer) -> list[dict]:
-    """GET /v1/experts: the store's status of each expert, with its queue and why it is broken."""
+    """GET /v1/experts: the store's status of each expert, with its queue, the dtype it is
+    served in, and why it is broken."""
     rows = []
     for s in srv.store.status():
         row = _status_dict(s)
         row["queued"] = srv.scheduler.queued(s.name)
         row["state"] = srv.health.state(s.name)
         row["error"] = srv.health.failure(s.name)
+        row["dtype"] = dtype_name(srv.scheduler.backend.serving_dtype(s.name)) if row["error"] is None else None
         rows.append(row)
     return rows
+
+
+def _route(srv: CoEServer, prompt: str) -> dict:
+    """POST /v1/route: the router's decision on `prompt`, as `coeflow route --json` gives it."""
+    if srv.router is None:
+        raise APIError(404, "this CoE has no trained router (coeflow router train)", code="model_not_found")
+    d = srv.router.route(prompt)
+    return {"expert": d.expert, "confidence": d.confidence, "fell_back": d.fell_back, "top": d.top,
+            "reason": d.reason, "threshold": srv.router.threshold,
+            "candidates": [{"expert": e, "score": p} for e, p in d.candidates]}
 
 
 async def _admin(srv: CoEServer, name: str, action: str, raw: Any) -> dict:
@@ -183,7 +221,7 @@ def _choose(srv: CoEServer, req: ParsedRequest) -> Choice:
         d = srv.router.route(req.routing_text)
         srv.metrics.router_latency.observe(time.perf_counter() - t)
         ranked = [d.expert] + [e for e, _ in d.candidates if e != d.expert]
-        choice = Choice(d.expert, True, d.confidence, d.fell_back, tuple(ranked[1:]))
+        choice = Choice(d.expert, True, d.confidence, d.fell_back, tuple(ranked[1:]), scores=tuple(d.candidates[:3]))
         if srv.health.failure(d.expert) is not None:  # never to a failed expert: the router's next choice
             choice = choice.instead(srv) or choice
         return choice
@@ -221,7 +259,7 @@ async def _complete(srv: CoEServer, request: Request, chat: bool) -> Response:
     info = {"expert": choice.expert, "routed": choice.routed, "confidence": choice.confidence,
             "fell_back": choice.fell_back, "rerouted_from": list(choice.failed),
             "source_tier": first.source_tier, "switch_s": first.switch_s,
-            "queued_s": first.queued_s}
+            "queued_s": first.queued_s, "candidates": [list(c) for c in choice.scores]}
     headers = {"x-coeflow-expert": choice.expert, "x-coeflow-source-tier": first.source_tier}
     if choice.confidence is not None:
         headers["x-coeflow-confidence"] = f"{choice.confidence:.4f}"
@@ -235,7 +273,7 @@ async def _complete(srv: CoEServer, request: Request, chat: bool) -> Response:
                req.include_usage,
                [Logprobs(tokenizer, chat) for _ in range(req.choices)] if req.params.logprobs is not None else None,
                tools)
-    tracker = Timing(srv, choice.expert, arrival, prompt_tokens, request.state.request_id)
+    tracker = Timing(srv, choice.expert, arrival, prompt_tokens, request.state.request_id, first.source_tier)
     if req.stream:
         events.stop_watching()  # a streaming response watches its client itself
         return Streamed(stream(a, events, tracker), events, media_type="text/event-stream", headers=headers)
@@ -246,6 +284,7 @@ async def _complete(srv: CoEServer, request: Request, chat: bool) -> Response:
 
 
 TIMEOUT_HEADER = "x-request-timeout"
+CONSOLE = Path(__file__).parent / "console"
 
 
 def _deadline(srv: CoEServer, request: Request) -> float | None:

@@ -81,7 +81,7 @@ def build_server(coe_path: str | Path, opts: ServerOptions, store=None) -> CoESe
         _ = rt.tokenizer.max_token_chars  # on the first request
     return CoEServer(coe, store, scheduler, runtimes, router, health, opts.limits, opts.api_key, contexts, warm,
                      admin_key=opts.admin_key, public_metrics=opts.public_metrics, cors_origins=opts.cors_origins,
-                     request_timeout_s=opts.request_timeout_s, tool_formats=tool_formats)
+                     request_timeout_s=opts.request_timeout_s, tool_formats=tool_formats, console=opts.console)
 
 
 def generation_defaults(checkpoint: Path) -> dict[str, float]:

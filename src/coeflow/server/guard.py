@@ -42,7 +42,8 @@ class Keys:
         """None if the request may pass, else which key it lacks."""
         if self.admin is not None and method == "POST" and path.startswith(ADMIN_PREFIX):
             return None if secrets.compare_digest(given, self.admin) else "admin key"
-        if self.api is None or path in PROBES or (path == "/metrics" and self.public_metrics):
+        shell = method == "GET" and (path == "/" or path.startswith("/console/"))  # the console's static files
+        if self.api is None or path in PROBES or (path == "/metrics" and self.public_metrics) or shell:
             return None
         if secrets.compare_digest(given, self.api) or (self.admin is not None and secrets.compare_digest(given, self.admin)):
             return None

@@ -40,6 +40,7 @@ class ServerOptions:
     host_mem: int | None = None
     kv_mem: int | None = None  # bytes of each model shape's KV cache; None: the engine's default
     prefix_cache: bool = True  # reuse the KV blocks of a prompt's prefix an earlier prompt computed
+    console: bool = True  # the web console at /
     dtype: str = "auto"  # each checkpoint's own (fp16 on a CPU: bf16); the CoE file may name one per expert
     device: str = "auto"  # cuda if present, else cpu
     fused: bool = True  # the compiled decode step; False: eager PyTorch

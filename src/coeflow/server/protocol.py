@@ -545,6 +545,22 @@ def parse_request(body: Any, chat: bool, limits: Limits) -> ParsedRequest:
                          tools, must_call, req.parallel_tool_calls is not False)
 
 
+class RouteBody(_Wire):
+    """POST /v1/route"""
+    prompt: str
+
+    _text = field_validator("prompt")(lambda v: _unicode(v))
+
+
+def parse_route(body: Any) -> RouteBody:
+    if not isinstance(body, dict):
+        raise bad("the request body must be a JSON object")
+    try:
+        return RouteBody.model_validate(body)
+    except ValidationError as e:
+        raise validation_error(e) from None
+
+
 class _Admin(_Wire):
     """A body of coeflow's own admin routes: no field OpenAI might add, so unknown ones are errors."""
 
