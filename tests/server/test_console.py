@@ -54,6 +54,9 @@ def test_the_page_loads_without_errors_and_lists_the_models(page, tmp_path):
     options = page.locator("#chat-model option").all_inner_texts()
     assert options[0] == "coe (routed)" and {"sql", "shell", "general"} <= set(options)
     assert not page.locator("#key-form").is_visible()  # no key is set: none is asked for
+    unlabelled = page.evaluate("""[...document.querySelectorAll('input, select, textarea')]
+        .filter(e => !e.labels || e.labels.length === 0).map(e => e.id)""")
+    assert unlabelled == []  # every control has a label a screen reader reads
     page.screenshot(path=tmp_path / "chat.png")
     assert page.errors == []
 
