@@ -78,7 +78,6 @@ def _bar():
                 state["bar"].close()
             return
         if "bar" not in state:
-            state["bar"] = tqdm(total=total, desc="tasks", unit="answer")
-        state["bar"].n = done
-        state["bar"].refresh()
+            state["bar"] = tqdm(total=total, desc="tasks", unit="answer", leave=False)
+        state["bar"].update(done - state["bar"].n)
     return update

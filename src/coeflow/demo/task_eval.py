@@ -5,6 +5,7 @@ greedily, as a user would ask it; each answer is checked the way the demo's tabl
 
 from __future__ import annotations
 
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -43,7 +44,7 @@ def evaluate(coe_path: str | Path, n: int = 40, seed: int = 0, concurrency: int 
     srv = build_server(coe.source, options or ServerOptions())
     if srv.router is None:
         systems.remove(ROUTED)
-    done = 0
+    done, lock = 0, threading.Lock()
     total = len(todo) * len(systems)
     with serving(srv) as url:
         client = OpenAI(base_url=url, api_key=srv.api_key or "eval", max_retries=2, timeout=300)
@@ -53,8 +54,9 @@ def evaluate(coe_path: str | Path, n: int = 40, seed: int = 0, concurrency: int 
             r = client.chat.completions.create(
                 model=task.domain if system == ORACLE else system, temperature=0, max_tokens=MAX_TOKENS[task.domain],
                 messages=[{"role": "user", "content": task.prompt}])
-            done += 1
-            progress(done, total)
+            with lock:
+                done += 1
+                progress(done, total)
             return check(task, r.choices[0].message.content or "")
 
         results: dict[str, list[bool]] = {}
