@@ -96,3 +96,14 @@ def test_probe_writes_a_spec_whose_model_reproduces_the_probe_models(tmp_path, m
     assert cost.tpot_s == pytest.approx(fit["step_s"], rel=0.05)
     with pytest.raises(ConfigError, match="no stack"):
         resolve_machine(str(path), stack="local-fused")
+
+
+def test_before_a_probe_local_cpu_is_a_one_line_error_saying_to_run_it(trace150, tmp_path, monkeypatch, capsys):
+    import coeflow.hw.probed as probed
+    monkeypatch.setattr(probed, "PROBE_DIR", tmp_path / "no-probe-here")
+    assert main(["simulate", "trace", "--trace", str(trace150), "--experts", "150", "--hw", "local-cpu"]) != 0
+    err = capsys.readouterr().err
+    assert "coeflow hw probe" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    from coeflow.bench.validate import run
+    with pytest.raises(ConfigError, match="run `coeflow hw probe`"):
+        run("unused-coe.yaml", hw="local-cpu")

@@ -108,6 +108,9 @@ def run(coe: str, engine: str = "eager", requests: int = 60, rate: float = 2.0, 
         rows_path: str | None = None, progress: Callable[[str], None] = lambda s: None) -> dict:
     """Calibrate on the trace of `seed`, validate on that of `seed + 1`; the report."""
     from coeflow.coefile import load_coe
+    from coeflow.hw.probed import load_probed
+    if hw == "local-cpu":
+        load_probed(hw)  # the one-line error that says to run `coeflow hw probe`, before minutes of serving
     names = tuple(load_coe(coe).expert_names)
 
     def served(seed: int) -> tuple[list[dict], dict]:

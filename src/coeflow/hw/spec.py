@@ -315,8 +315,10 @@ def load_hardware(name_or_path: str) -> Hardware:
     if not (path.suffix in (".yaml", ".yml") and path.is_file()):
         path = SPEC_DIR / f"{name_or_path}.yaml"
         if name_or_path == "stacks" or not path.is_file():
+            probe = ("; 'local-cpu' is this machine as `coeflow hw probe` measures it, for `simulate trace` "
+                     "and `compare`" if name_or_path == "local-cpu" else "")
             raise ConfigError(f"unknown hardware {name_or_path!r}; known: "
-                              f"{', '.join(list_hardware())} (or a path to a system .yaml)")
+                              f"{', '.join(list_hardware())} (or a path to a system .yaml){probe}")
     s: _SystemDoc = read_spec_file(path, _SystemDoc)
     device = load_device(s.device)
     hw = Hardware(
