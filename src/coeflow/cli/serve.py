@@ -110,8 +110,9 @@ def register(sub: argparse._SubParsersAction, help_text: str) -> None:
         "Serve a CoE behind one OpenAI-compatible endpoint. 'model' in a request is an expert's "
         "name, or 'coe' to let the router choose. Routes: POST /v1/chat/completions, "
         "POST /v1/completions, GET /v1/models, GET /v1/experts (tiers, hits, switch times), "
-        "POST /v1/experts/NAME/load|unload|pin (admin), GET /metrics (Prometheus), GET /health (alive), "
-        "GET /ready (warm-up done, not draining)."))
+        "POST /v1/experts/NAME/load|unload|pin (admin), POST /v1/route (the router's decision, nothing generated), "
+        "GET /v1/stats (the last minutes), GET /metrics (Prometheus), GET /health (alive), "
+        "GET /ready (warm-up done, not draining), GET / (the web console)."))
     p.add_argument("--coe", required=True, metavar="FILE", help="the CoE file (coe.yaml) or its directory")
     add_listen_options(p)
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
