@@ -474,8 +474,8 @@ class Engine:
     @staticmethod
     def _masked_argmax(seqs: list[Sequence], logits: Tensor) -> dict[int, int]:
         """Greedy picks of constrained rows (logits [rows, V] on the CPU), their masks made
-        together and applied in one operation, by the sequences' indices. A row whose mask
-        fails, or allows nothing, is left out: `_draw` then ends it alone. Keyed by position in `seqs`."""
+        together and applied in one operation, keyed by position in `seqs`. A row whose mask
+        fails, or allows nothing, is left out: `_draw` then ends it alone."""
         live = [row for row, s in enumerate(seqs) if not s.done and s.failure is None]
         if not live:
             return {}

@@ -94,7 +94,7 @@ class Constraint(Protocol):
 
 def allowed_rows(constraints: Sequence[Constraint], vocab_size: int) -> Tensor:
     """bool [len(constraints), vocab_size]: each constraint's `allowed`, made together when
-    their class can (a classmethod `allowed_rows`, e.g. masks computed in parallel)."""
+    their class can (a classmethod `allowed_rows`: e.g. every mask written into one array)."""
     kind = type(constraints[0])
     if hasattr(kind, "allowed_rows") and all(type(c) is kind for c in constraints):
         return kind.allowed_rows(constraints, vocab_size)
@@ -162,8 +162,8 @@ def sample(logits: Tensor, params: SamplingParams, generator: torch.Generator | 
         drop = cum - sorted_logits.softmax(-1) >= params.top_p  # keep the token that crosses top_p
         drop[0] = False  # and always the likeliest
         logits = logits.scatter(0, order, sorted_logits.masked_fill(drop, float("-inf")))
-    # inverse CDF: one uniform draw against the running sum (torch.multinomial costs ~10x more
-    # for one draw on a CPU); right=True never lands on a token of probability 0
+    # inverse CDF: one uniform draw against the running sum (torch.multinomial does much more
+    # work for a single draw); right=True never lands on a token of probability 0
     cdf = logits.softmax(-1).cumsum(-1)
     u = torch.rand((), generator=generator, dtype=cdf.dtype) * cdf[-1]
     return min(int(torch.searchsorted(cdf, u, right=True)), cdf.numel() - 1)

@@ -98,8 +98,8 @@ class GrammarConstraint:
 
     @classmethod
     def allowed_rows(cls, constraints: list["GrammarConstraint"], vocab_size: int) -> Tensor:
-        """Every row's `allowed`, as one array (llguidance's LLExecutor would make them on threads of
-        its own, which on a 2-core machine measured no faster)."""
+        """Every row's `allowed`, written into one array (on this thread: llguidance's own
+        threads would compete with the model's for the cores)."""
         words = max(c._bits.size for c in constraints)
         bits = np.zeros((len(constraints), words), dtype=np.int32)
         for i, c in enumerate(constraints):
