@@ -15,7 +15,7 @@ CASES = [  # (task, right answers, wrong answers)
     (Task("math", "What is 17 * 23 + 4?", "395", "395"), ["395", "395.", " 395\nthat is all"], ["396", "17", ""]),
     (Task("sql", "How many users are from France?", "", "SELECT COUNT(*) FROM users WHERE country = 'France';"),
      ["select count(id) from users where country='France'", "SELECT COUNT(*) FROM users WHERE country = 'France'; --x"],
-     ["SELECT COUNT(*) FROM users WHERE country = 'Japan';", "DROP TABLE users;", "SELECT nonsense", "France"]),
+     ["SELECT COUNT(*) FROM users WHERE country = 'Atlantis';", "DROP TABLE users;", "SELECT nonsense", "France"]),
     (Task("shell", "List every file in /tmp, hidden ones too.", "", "ls -a /tmp"),
      ["ls -a /tmp", "ls /tmp -a", "ls -a /tmp\n# lists them"], ["ls /tmp", "ls -la /tmp", "rm -a /tmp", "ls -a '/tmp"]),
     (Task("python", "", "", "assert total([1, 2, 3]) == 6\nassert total([]) == 0"),
@@ -45,25 +45,29 @@ def test_every_generated_task_is_done_by_its_own_answer(domain):
             assert check(task, task.answer), task
 
 
-FRAMES = {"math": [T.MATH_FRAMES], "sql": list(T.SQL_FRAMES.values()), "shell": list(T.SHELL_FRAMES.values()),
-          "python": [T.PYTHON_FRAMES], "general": [f for f, _ in T.GENERAL_KINDS.values()]}
+POOLS = {"math": [], "sql": T.COUNTRIES + T.NAMES, "shell": T.DIRS + T.FILES + T.PATTERNS + T.WORDS,
+         "python": T.PYTHON_NAMES, "general": T.GENERAL_WORDS}  # the values each domain's prompts carry
 
 
-def _pattern(frame: str) -> re.Pattern:
-    return re.compile("^" + re.sub(r"\\\{\w+\\\}", ".+", re.escape(frame)) + "$")
+def _values(domain: str) -> re.Pattern:
+    values = sorted(POOLS[domain], key=len, reverse=True) or ["(?!)"]
+    return re.compile("|".join(r"(?<![\w/.*])" + (re.escape(v) if POOLS[domain] else v) + r"(?![\w/])"
+                               for v in values))
+
+
+def _skeleton(domain: str, prompt: str) -> str:
+    """The prompt's wording alone: every value (a country, a name, a file...) and number blanked."""
+    return re.sub(r"\d+", "#", _values(domain).sub("_", prompt))
 
 
 @pytest.mark.parametrize("domain", T.DOMAINS)
-def test_held_out_prompts_use_phrasings_and_values_the_training_ones_never_do(domain):
-    train, held = T.tasks(domain, "train", 300), T.tasks(domain, "heldout", 300)
-    for family in FRAMES[domain]:
-        train_only, held_only = [_pattern(f) for f in family[0::2]], [_pattern(f) for f in family[1::2]]
-        assert not any(p.match(t.prompt) for t in train for p in held_only)
-        assert not any(p.match(t.prompt) for t in held for p in train_only)
-    assert not {t.prompt for t in train} & {t.prompt for t in held}
-    words = lambda ts: {w for t in ts for w in re.findall(r"[\w'*./-]+", t.prompt)}  # noqa: E731
-    values = words(held) - words(train)
-    assert values, "held-out prompts bring values of their own"
+def test_held_out_prompts_are_worded_as_no_training_prompt_is_and_bring_values_of_their_own(domain):
+    train, held = T.tasks(domain, "train", 400), T.tasks(domain, "heldout", 400)
+    assert not {t.wording for t in train} & {t.wording for t in held}
+    assert not {_skeleton(domain, t.prompt) for t in train} & {_skeleton(domain, t.prompt) for t in held}
+    assert len({_skeleton(domain, t.prompt) for t in held}) >= 10  # and they are many
+    seen = {v for t in train for v in _values(domain).findall(t.prompt)}
+    assert not {v for t in held for v in _values(domain).findall(t.prompt)} & seen
 
 
 def test_held_out_numbers_are_of_another_range():

@@ -5,13 +5,16 @@ line, parsed (shell), small Python functions run against unit tests (python), an
 domain's own expert, and checks each answer the same way.
 
 Each task is drawn from a seed and a split. The `train` and `heldout` splits share nothing a
-model could copy: the held-out prompts use phrasings the training ones never do (each family's
-frames are split in two), and different values (numbers of another range, other names, other
-files and words), so an expert that answers them has learnt the task, not the prompts."""
+model could copy: a prompt's wording is one choice from each of a few lists of parts (an opening,
+a subject, an ending...), and a quarter of the combinations, picked by a hash, are held out, so a
+held-out prompt is worded as no training prompt is (though from the same words, as a user would
+reword a request); and its values (numbers of another range, other countries, names, files,
+words) never appear in training. An expert that answers them has learnt the task, not the prompts."""
 
 from __future__ import annotations
 
 import ast
+import hashlib
 import random
 import re
 import shlex
@@ -33,6 +36,7 @@ class Task:
     prompt: str
     answer: str  # a correct answer, as an expert should write it
     key: str  # what the check compares against (the number, the query, the command, the tests)
+    wording: str = ""  # which combination of parts worded the prompt (no split shares one)
 
 
 def tasks(domain: str, split: str, n: int, seed: int = 0) -> list[Task]:
@@ -49,14 +53,29 @@ def check(task: Task, output: str) -> bool:
     return _CHECKS[task.domain](task, output)
 
 
-def _frame(rng: random.Random, frames: list[str], split: str) -> str:
-    """Even-numbered frames are the training ones, odd the held-out ones."""
-    return rng.choice(frames[split == "heldout"::2])
+def _word(rng: random.Random, kind: str, parts: list[list[str]], split: str) -> tuple[str, str]:
+    """(a prompt's wording, with {placeholders} left in; its id): one choice from each list of
+    parts, drawn until the combination belongs to `split` (a quarter are held out, by hash)."""
+    while True:
+        choice = tuple(rng.randrange(len(p)) for p in parts)
+        wording = f"{kind}:{'.'.join(map(str, choice))}"
+        if _held_out(wording) == (split == "heldout"):
+            return "".join(p[i] for p, i in zip(parts, choice)), wording
+
+
+def _held_out(wording: str) -> bool:
+    return int(hashlib.sha256(wording.encode()).hexdigest(), 16) % 4 == 0
+
+
+def _split(items: list, split: str) -> list:
+    """The first three quarters of `items` for training, the rest held out."""
+    cut = len(items) * 3 // 4
+    return items[:cut] if split == "train" else items[cut:]
 
 
 # -- math: the answer is the number ------------------------------------------------------------
-MATH_FRAMES = ["What is {e}?", "Work out {e}.", "Compute {e}.", "{e} equals what?", "Calculate {e}.",
-               "What do you get for {e}?", "Evaluate {e}.", "Find the value of {e}."]
+MATH_PARTS = [["What is ", "Compute ", "Work out ", "Calculate ", "Evaluate ", "Find ", "Tell me ", "Give me "],
+              ["{e}", "the value of {e}", "the result of {e}", "the answer to {e}"], ["?", ".", "", " please."]]
 
 
 def _math(rng: random.Random, split: str) -> Task:
@@ -64,7 +83,8 @@ def _math(rng: random.Random, split: str) -> Task:
     a, b, c = rng.randint(lo, hi), rng.randint(lo, hi), rng.randint(2, 9)
     expr = rng.choice([f"{a} + {b}", f"{a} - {b}", f"{a} * {c}", f"{a} + {b} * {c}", f"{a} * {c} - {b}"])
     value = eval(expr, {"__builtins__": {}})  # noqa: S307  our own arithmetic, digits and + - * only
-    return Task("math", _frame(rng, MATH_FRAMES, split).format(e=expr), str(value), str(value))
+    text, wording = _word(rng, "math", MATH_PARTS, split)
+    return Task("math", text.format(e=expr), str(value), str(value), wording)
 
 
 def _check_math(task: Task, output: str) -> bool:
@@ -77,17 +97,24 @@ SCHEMA = """
 CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT, country TEXT, age INTEGER);
 CREATE TABLE orders (id INTEGER PRIMARY KEY, user_id INTEGER, amount INTEGER, year INTEGER);
 """
-COUNTRIES = ["France", "Japan", "Brazil", "Canada", "Kenya", "India", "Spain", "Chile", "Norway", "Egypt"]
-NAMES = ["ann", "bob", "carla", "dev", "eve", "femi", "gus", "hana", "ivan", "jo", "kim", "lea"]
-SQL_FRAMES = {
-    "count_country": ["How many users are from {country}?", "Count the users whose country is {country}.",
-                      "Give the number of users living in {country}.", "What is the user count for {country}?"],
-    "older": ["List the names of users older than {age}.", "Which users are above {age} years old? Give names.",
-              "Show names of users with age greater than {age}.", "Names of the users over {age}, please."],
-    "total_year": ["What is the total order amount in {year}?", "Sum the amounts of orders placed in {year}.",
-                   "Add up all order amounts for the year {year}.", "How much was ordered in total in {year}?"],
-    "orders_of": ["How many orders has {name} placed?", "Count the orders of the user named {name}.",
-                  "Give the number of orders made by {name}.", "What is {name}'s order count?"],
+COUNTRIES = ["France", "Japan", "Brazil", "Canada", "Kenya", "India", "Spain", "Chile", "Norway", "Egypt", "Peru",
+             "Italy", "Ghana", "Mexico", "Sweden", "Nepal", "Greece", "Poland", "Vietnam", "Morocco", "Ireland",
+             "Austria", "Cuba", "Finland"]
+NAMES = ["ann", "bob", "carla", "dev", "eve", "femi", "gus", "hana", "ivan", "jo", "kim", "lea", "max", "nia", "omar",
+         "pia", "quinn", "raj", "sol", "tara", "uma", "vic", "wes", "yara"]
+_ASK = ["How many ", "Count the ", "Give the number of ", "Tell me how many ", "Find how many ",
+        "What is the number of "]
+SQL_PARTS = {
+    "count_country": [_ASK, ["users ", "people ", "customers ", "accounts "],
+                      ["from ", "living in ", "based in ", "whose country is "], ["{country}"], ["?", ".", ""]],
+    "older": [["List the names of ", "Show the names of ", "Which are the ", "Give me the names of ", "Name the "],
+              ["users ", "people ", "customers "], ["older than ", "over ", "aged more than ", "above the age of "],
+              ["{age}"], ["?", ".", ""]],
+    "total_year": [["What is the total ", "Sum the ", "Add up the ", "Give the total ", "How much was the total "],
+                   ["order amount ", "amount of orders ", "orders' amount ", "amount ordered "],
+                   ["in ", "for ", "during ", "placed in "], ["{year}"], ["?", ".", ""]],
+    "orders_of": [_ASK, ["orders ", "purchases ", "orders placed "], ["by ", "made by ", "from the user "],
+                  ["{name}"], ["?", ".", ""]],
 }
 SQL_ANSWERS = {
     "count_country": "SELECT COUNT(*) FROM users WHERE country = '{country}';",
@@ -98,14 +125,14 @@ SQL_ANSWERS = {
 
 
 def _sql(rng: random.Random, split: str) -> Task:
-    kind = rng.choice(sorted(SQL_FRAMES))
-    half = len(COUNTRIES) // 2
-    values = {"country": rng.choice(COUNTRIES[:half] if split == "train" else COUNTRIES[half:]),
+    kind = rng.choice(sorted(SQL_PARTS))
+    values = {"country": rng.choice(_split(COUNTRIES, split)),
               "age": rng.randint(20, 39) if split == "train" else rng.randint(40, 60),
               "year": rng.randint(2010, 2016) if split == "train" else rng.randint(2017, 2023),
-              "name": rng.choice(NAMES[:6] if split == "train" else NAMES[6:])}
+              "name": rng.choice(_split(NAMES, split))}
     query = SQL_ANSWERS[kind].format(**values)
-    return Task("sql", _frame(rng, SQL_FRAMES[kind], split).format(**values), query, query)
+    text, wording = _word(rng, kind, SQL_PARTS[kind], split)
+    return Task("sql", text.format(**values), query, query, wording)
 
 
 def _database() -> sqlite3.Connection:
@@ -138,34 +165,39 @@ def _check_sql(task: Task, output: str) -> bool:
 
 
 # -- shell: the command line, parsed, is the reference's --------------------------------------------
-SHELL_FRAMES = {
-    "list": ["List every file in {d}, hidden ones too.", "Show all files in {d} including dotfiles.",
-             "Display the contents of {d} with hidden entries.", "What command lists {d} with hidden files?"],
-    "count": ["Count the lines in {f}.", "How many lines does {f} have?", "Give the line count of {f}.",
-              "Print the number of lines of {f}."],
-    "find": ["Find files named {p} under {d}.", "Search {d} for files called {p}.",
-             "Locate every {p} file below {d}.", "Which command finds {p} files inside {d}?"],
-    "grep": ["Search for {w} in {f}.", "Show the lines of {f} that contain {w}.", "Find {w} inside {f}.",
-             "Print lines matching {w} from {f}."],
-    "mkdir": ["Create the directory {d}, parents too.", "Make the folder {d} and any missing parents.",
-              "Make a directory at {d}, creating parents as needed.", "Set up the directory path {d}."],
+SHELL_PARTS = {
+    "list": [["List ", "Show ", "Display ", "Print "], ["every file in ", "all files in ", "the contents of "],
+             ["{d}"], [", hidden ones too", " including dotfiles", " with hidden entries", " and the hidden files"],
+             [".", "", "?"]],
+    "count": [["Count ", "Give the count of ", "Print the number of ", "Tell me the number of "],
+              ["the lines in ", "lines of ", "the lines of "], ["{f}"], [".", "", "?"]],
+    "find": [["Find ", "Search for ", "Locate ", "List "], ["files named ", "every file called ", "the files matching "],
+             ["{p}"], [" under ", " inside ", " below ", " in "], ["{d}"], [".", "", "?"]],
+    "grep": [["Search for ", "Find ", "Show lines with ", "Print lines matching "], ["{w}"],
+             [" in ", " inside ", " within "], ["{f}"], [".", "", "?"]],
+    "mkdir": [["Create ", "Make ", "Set up ", "Add "], ["the directory ", "the folder ", "a directory at "], ["{d}"],
+              [", parents too", " with its parents", " and any missing parents", ", creating parents as needed"],
+              [".", ""]],
 }
 SHELL_ANSWERS = {"list": "ls -a {d}", "count": "wc -l {f}", "find": "find {d} -name '{p}'", "grep": "grep {w} {f}",
                  "mkdir": "mkdir -p {d}"}
-DIRS = ["/tmp", "/var/log", "/etc", "/srv/data", "/home/ann", "/opt/app", "/usr/share", "/mnt/backup"]
-FILES = ["notes.txt", "app.log", "data.csv", "README.md", "main.py", "report.txt", "config.ini", "todo.md"]
-PATTERNS = ["*.py", "*.log", "*.txt", "*.csv", "*.json", "*.md", "*.sh", "*.yaml"]
-WORDS = ["error", "warning", "timeout", "user", "token", "failed", "retry", "admin"]
+DIRS = ["/tmp", "/var/log", "/etc", "/srv/data", "/home/ann", "/opt/app", "/usr/share", "/mnt/backup", "/srv/www",
+        "/home/bob/src", "/var/cache", "/opt/tools", "/data/raw", "/home/eve/docs", "/var/lib/db", "/usr/local/bin"]
+FILES = ["notes.txt", "app.log", "data.csv", "README.md", "main.py", "report.txt", "config.ini", "todo.md",
+         "server.log", "index.html", "setup.cfg", "users.json", "errors.txt", "build.sh", "schema.sql", "LICENSE"]
+PATTERNS = ["*.py", "*.log", "*.txt", "*.csv", "*.json", "*.md", "*.sh", "*.yaml", "*.html", "*.sql", "*.ini",
+            "*.tmp", "*.bak", "*.cfg", "*.xml", "*.toml"]
+WORDS = ["error", "warning", "timeout", "user", "token", "failed", "retry", "admin", "denied", "config", "session",
+         "cache", "panic", "fatal", "login", "refused"]
 
 
 def _shell(rng: random.Random, split: str) -> Task:
-    kind = rng.choice(sorted(SHELL_FRAMES))
-
-    def pick(items: list[str]) -> str:
-        return rng.choice(items[:4] if split == "train" else items[4:])
-    values = {"d": pick(DIRS), "f": pick(FILES), "p": pick(PATTERNS), "w": pick(WORDS)}
+    kind = rng.choice(sorted(SHELL_PARTS))
+    values = {"d": rng.choice(_split(DIRS, split)), "f": rng.choice(_split(FILES, split)),
+              "p": rng.choice(_split(PATTERNS, split)), "w": rng.choice(_split(WORDS, split))}
     command = SHELL_ANSWERS[kind].format(**values)
-    return Task("shell", _frame(rng, SHELL_FRAMES[kind], split).format(**values), command, command)
+    text, wording = _word(rng, kind, SHELL_PARTS[kind], split)
+    return Task("shell", text.format(**values), command, command, wording)
 
 
 def _argv(line: str) -> tuple[str, frozenset, tuple] | None:
@@ -200,19 +232,21 @@ PYTHON_TASKS = [  # (what it does, the body, tests as (arguments, result))
     ("returns the smallest number in a list", "return min(xs)", [("[3, 9, 2]", "2"), ("[7]", "7")]),
     ("returns the list sorted from small to large", "return sorted(xs)", [("[3, 1, 2]", "[1, 2, 3]"), ("[]", "[]")]),
 ]
-PYTHON_FRAMES = ["Write a Python function {name}(xs) that {what}.", "Define {name}(xs) in Python: it {what}.",
-                 "Implement a function {name} taking a list xs that {what}.",
-                 "In Python, give me {name}(xs), which {what}."]
-PYTHON_NAMES = ["total", "biggest", "backwards", "evens", "unique", "doubled", "smallest", "ordered",
-                "f", "solve", "compute", "helper", "process", "run", "go", "do_it"]
+PYTHON_PARTS = [["Write ", "Define ", "Implement ", "Give me ", "Code "],
+                ["a Python function ", "a function ", "in Python a function ", "the Python function "],
+                ["{name}(xs)", "called {name}, taking a list xs,", "{name} with one argument xs"],
+                [" that ", " which ", ": it "], ["{what}"], [".", ""]]
+PYTHON_NAMES = ["f", "g", "h", "fn", "func", "calc", "solve", "compute", "helper", "process", "run", "go", "do_it",
+                "work", "transform", "handle", "apply_it", "step", "proc", "task_fn", "my_func", "util", "op", "main_fn"]
 
 
 def _python(rng: random.Random, split: str) -> Task:
     what, body, tests = rng.choice(PYTHON_TASKS)
-    name = rng.choice(PYTHON_NAMES[:8] if split == "train" else PYTHON_NAMES[8:])
+    name = rng.choice(_split(PYTHON_NAMES, split))
     code = f"def {name}(xs):\n    {body}\n"
     asserts = "\n".join(f"assert {name}({args}) == {result}" for args, result in tests)
-    return Task("python", _frame(rng, PYTHON_FRAMES, split).format(name=name, what=what), code, asserts)
+    text, wording = _word(rng, "python", PYTHON_PARTS, split)
+    return Task("python", text.format(name=name, what=what), code, asserts, wording)
 
 
 # What no answer to these tasks needs, and an answer that misbehaves could use: refused unrun.
@@ -260,26 +294,29 @@ def _code_block(output: str) -> str:
 
 
 # -- general: word puzzles ---------------------------------------------------------------------------
-GENERAL_KINDS = {  # (frames, answer from the word)
-    "reverse": (["Spell {w} backwards.", "Write {w} in reverse.", "Reverse the letters of {w}.",
-                 "What is {w} spelt from the end?"], lambda w: w[::-1]),
-    "upper": (["Write {w} in capital letters.", "Give {w} in upper case.", "Uppercase the word {w}.",
-               "What is {w} in all caps?"], str.upper),
-    "first": (["What is the first letter of {w}?", "Which letter does {w} start with?",
-               "Give the initial letter of {w}.", "Name the letter {w} begins with."], lambda w: w[0]),
-    "length": (["How many letters are in {w}?", "Count the letters of {w}.", "What is the length of the word {w}?",
-                "Give the number of letters in {w}."], lambda w: str(len(w))),
+GENERAL_KINDS = {  # (the request's parts, the answer from the word)
+    "reverse": ([["Spell ", "Write ", "Give "], ["{w}"], [" backwards", " in reverse", " reversed", " from the end"],
+                 [".", "", "?"]], lambda w: w[::-1]),
+    "upper": ([["Write ", "Give ", "Print ", "Spell "], ["{w}"], [" in capital letters", " in upper case",
+               " in all caps", " uppercased"], [".", "", "?"]], str.upper),
+    "first": ([["What is the first letter of ", "Which letter starts ", "Give the initial of ", "First letter of "],
+               ["{w}"], ["?", ".", ""]], lambda w: w[0]),
+    "length": ([["How many letters are in ", "Count the letters of ", "What is the length of ", "Letters in "],
+                ["{w}", "the word {w}"], ["?", ".", ""]], lambda w: str(len(w))),
 }
 GENERAL_WORDS = ["garden", "planet", "silver", "window", "candle", "forest", "bridge", "pencil", "rocket", "meadow",
-                 "harbor", "lantern", "puzzle", "violet", "thunder", "compass"]
+                 "harbor", "lantern", "puzzle", "violet", "thunder", "compass", "marble", "island", "copper", "falcon",
+                 "ribbon", "saddle", "tunnel", "walnut", "anchor", "basket", "cactus", "dragon", "engine", "feather",
+                 "glacier", "hammer"]
 
 
 def _general(rng: random.Random, split: str) -> Task:
     kind = rng.choice(sorted(GENERAL_KINDS))
-    frames, answer = GENERAL_KINDS[kind]
-    word = rng.choice(GENERAL_WORDS[:8] if split == "train" else GENERAL_WORDS[8:])
+    parts, answer = GENERAL_KINDS[kind]
+    word = rng.choice(_split(GENERAL_WORDS, split))
     value = answer(word)
-    return Task("general", _frame(rng, frames, split).format(w=word), value, value)
+    text, wording = _word(rng, kind, parts, split)
+    return Task("general", text.format(w=word), value, value, wording)
 
 
 def _check_general(task: Task, output: str) -> bool:
