@@ -73,3 +73,14 @@ def test_held_out_prompts_are_worded_as_no_training_prompt_is_and_bring_values_o
 def test_held_out_numbers_are_of_another_range():
     numbers = lambda split: {int(n) for t in T.tasks("math", split, 200) for n in re.findall(r"\d+", t.prompt)}  # noqa: E731
     assert max(n for n in numbers("train") if n > 9) <= 49 and min(n for n in numbers("heldout") if n > 9) >= 50
+
+
+def test_a_sql_answer_with_the_right_shape_but_another_value_is_wrong():
+    """The database gives each country, name, year and age its own answer, so a query that only
+    gets the template right is not counted."""
+    for task in T.tasks("sql", "heldout", 60):
+        for other in T.COUNTRIES + T.NAMES + [str(y) for y in range(2010, 2024)] + [str(a) for a in range(20, 61)]:
+            for value in re.findall(r"'(\w+)'|(\d{2,4})", task.key):
+                old = value[0] or value[1]
+                if other != old:
+                    assert not check(task, task.key.replace(old, other)), (task.key, other)

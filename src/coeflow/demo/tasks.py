@@ -14,6 +14,7 @@ words) never appear in training. An expert that answers them has learnt the task
 from __future__ import annotations
 
 import ast
+import functools
 import hashlib
 import random
 import re
@@ -22,6 +23,7 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -135,23 +137,36 @@ def _sql(rng: random.Random, split: str) -> Task:
     return Task("sql", text.format(**values), query, query, wording)
 
 
+@functools.cache
 def _database() -> sqlite3.Connection:
-    """The small database every SQL task is run against: fixed rows, the same for every check."""
-    db = sqlite3.connect(":memory:")
+    """The small database every SQL task is run against, the same for every check, built so that
+    different values give different answers (a query for the wrong country, name, year or age
+    returns other rows): country k has k + 1 users, the named user j has j + 1 orders, ages are
+    spread so that each age asked about gives another list, and amounts are drawn at random."""
+    db = sqlite3.connect(":memory:", check_same_thread=False)  # read only, under _DB_LOCK
     db.executescript(SCHEMA)
     rng = random.Random("sql-db")
-    for i, name in enumerate(NAMES, 1):
-        db.execute("INSERT INTO users VALUES (?, ?, ?, ?)", (i, name, COUNTRIES[i % len(COUNTRIES)], 18 + 4 * i))
-    for i in range(1, 120):
-        db.execute("INSERT INTO orders VALUES (?, ?, ?, ?)",
-                   (i, rng.randint(1, len(NAMES)), rng.randint(5, 500), rng.randint(2010, 2023)))
+    users = [(name, COUNTRIES[j % len(COUNTRIES)]) for j, name in enumerate(NAMES)]  # one named user a country
+    users += [(f"user{k}_{m}", country) for k, country in enumerate(COUNTRIES) for m in range(k)]
+    for i, (name, country) in enumerate(users, 1):
+        db.execute("INSERT INTO users VALUES (?, ?, ?, ?)", (i, name, country, 18 + (i * 7) % 61 + i // 61))
+    order = 1
+    for j in range(len(NAMES)):
+        for _ in range(j + 1):
+            db.execute("INSERT INTO orders VALUES (?, ?, ?, ?)", (order, j + 1, rng.randint(5, 500),
+                                                                  rng.randint(2010, 2023)))
+            order += 1
     return db
+
+
+_DB_LOCK = threading.Lock()
 
 
 def _rows(db: sqlite3.Connection, query: str) -> list | None:
     try:
-        return sorted(map(tuple, db.execute(query).fetchall()), key=repr)
-    except sqlite3.Error:
+        with _DB_LOCK:
+            return sorted(map(tuple, db.execute(query).fetchall()), key=repr)
+    except sqlite3.Error:  # a bad query, or several statements (none of them is run)
         return None
 
 
