@@ -119,7 +119,7 @@ class _Sampling(FileModel):
     min_p: float | None = None
     repetition_penalty: float | None = None
 
-    @field_validator("temperature", "top_p", "top_k", "min_p", "repetition_penalty")
+    @field_validator("*")  # every field is a sampling parameter with a range
     @classmethod
     def _in_range(cls, v: float | None, info) -> float | None:
         why = RANGES[info.field_name].problem(v) if v is not None else None

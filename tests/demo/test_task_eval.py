@@ -34,8 +34,7 @@ def test_every_system_answers_and_oracle_marks_equal_the_domain_experts(tmp_path
     from coeflow.server import ServerOptions
     # random weights get nothing right: mark an answer by its own text instead, so marks differ
     monkeypatch.setattr(task_eval, "check", lambda task, output: len(output) % 2 == 0)
-    seen = []
-    report = task_eval.evaluate(_coe(tmp_path), n=3, seed=1, progress=lambda done, total: seen.append((done, total)),
+    report = task_eval.evaluate(_coe(tmp_path), n=3, seed=1, progress=False,
                                 options=ServerOptions(fused=False, warm_up=False))
     rows = {(r["system"], r["domain"]): r for r in report["rows"]}
     systems = list(DOMAINS) + ["coe", "oracle"]
@@ -46,7 +45,6 @@ def test_every_system_answers_and_oracle_marks_equal_the_domain_experts(tmp_path
     for s in systems:
         mean = sum(rows[(s, d)]["accuracy"] for d in DOMAINS) / len(DOMAINS)
         assert abs(rows[(s, "mixed")]["accuracy"] - mean) < 1e-9
-    assert seen[-1] == (15 * 7, 15 * 7)
     assert "oracle" in task_eval.format_table(report)
 
 

@@ -21,6 +21,8 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 @pytest.fixture(scope="module")
 def console(coe_file):
     srv, ctx = start(coe_file)
+    for rt in srv.runtimes.values():  # greedy by default, as a CoE file's sampling: can set: the same answer each run
+        rt.sampling = {"temperature": 0.0}
     with ctx as url:
         yield srv, url.removesuffix("/v1")
 

@@ -85,7 +85,7 @@ def test_a_prompt_too_long_for_any_tokenization_is_refused_before_tokenizing(liv
     encode_chat = tok.encode_chat
     monkeypatch.setattr(tok, "encode_chat", lambda *a: tokenized.append(1) or encode_chat(*a))
     longest = max(rt.tokenizer.max_token_chars for rt in srv.runtimes.values())
-    text = "y" * (srv.limits.max_prompt_tokens * longest + 1)
+    text = "y" * (srv.opts.limits.max_prompt_tokens * longest + 1)
     r = httpx.post(f"{url}/chat/completions", json={"model": "sql", "messages": [{"role": "user", "content": text}]},
                    timeout=60)
     assert _openai_error(r, 400)["param"] == "messages" and tokenized == []

@@ -85,9 +85,11 @@ def test_a_required_call_round_trips_through_the_client(client, expert):
     (call,) = choice.message.tool_calls
     _check(call)
     # the client runs the tool and sends its result back, as an agent does
-    history = ASK + [choice.message.model_dump(exclude_none=True),
-                     {"role": "tool", "tool_call_id": call.id, "content": '{"temperature": 21}'}]
-    assert history[1]["content"] is None if "content" in history[1] else True
+    # the assistant turn as agents send it back: content null, the call as it came
+    called = {"role": "assistant", "content": None, "tool_calls": [
+        {"id": call.id, "type": "function", "function": {"name": call.function.name,
+                                                         "arguments": call.function.arguments}}]}
+    history = ASK + [called, {"role": "tool", "tool_call_id": call.id, "content": '{"temperature": 21}'}]
     again = client.chat.completions.create(model=expert, messages=history, tools=TOOLS, max_tokens=8,
                                            temperature=0)
     assert again.choices[0].finish_reason in ("stop", "length", "tool_calls")

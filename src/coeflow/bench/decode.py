@@ -124,14 +124,19 @@ def _runner(engine: str, path: Path, dtype: torch.dtype, prompts: list[list[int]
                                do_sample=False, streamer=stamps)
             return stamps.times[-1] - stamps.times[1]
         return gen, None
-    eng = Engine.from_checkpoint(path, dtype=dtype, device=device, fused=engine != "coeflow-eager",
-                                 cpu_kernel=engine != "coeflow-fused-inductor",
-                                 triton_gemv=engine != "coeflow-fused-cublas")
+    eng = _coeflow_engine(engine, path, dtype, device)
 
     def gen(k: int) -> float:
         times = [time.perf_counter() for _ in eng.stream(prompts, SamplingParams(max_tokens=k, ignore_eos=True))]
         return times[-1] - times[0]
     return gen, eng
+
+
+def _coeflow_engine(engine: str, path: Path, dtype: torch.dtype, device: str) -> Engine:
+    """The engine a coeflow row names: eager, fused, or fused without one of coeflow's kernels."""
+    return Engine.from_checkpoint(path, dtype=dtype, device=device, fused=engine != "coeflow-eager",
+                                  cpu_kernel=engine != "coeflow-fused-inductor",
+                                  triton_gemv=engine != "coeflow-fused-cublas")
 
 
 def _schema_runner(engine: str, path: Path, dtype: torch.dtype, prompts: list[list[int]], device: str
@@ -141,9 +146,7 @@ def _schema_runner(engine: str, path: Path, dtype: torch.dtype, prompts: list[li
     from coeflow.backend.real import ExpertRuntime
     from coeflow.model import Tokenizer
     from coeflow.server.structured import GrammarConstraint, grammar_for
-    eng = Engine.from_checkpoint(path, dtype=dtype, device=device, fused=engine != "coeflow-eager",
-                                 cpu_kernel=engine != "coeflow-fused-inductor",
-                                 triton_gemv=engine != "coeflow-fused-cublas")
+    eng = _coeflow_engine(engine, path, dtype, device)
     tok = Tokenizer.from_dir(path)
     runtime = ExpertRuntime(tok, frozenset(tok.eos_ids), ModelConfig.from_dir(path))
     grammar = grammar_for({"type": "json_schema", "json_schema": {"name": "bench", "schema": SCHEMA}})

@@ -60,24 +60,6 @@ def run_tasks(args: argparse.Namespace) -> int:
     from coeflow.demo.task_eval import evaluate, format_table
     if args.n < 1:
         raise ConfigError("--n must be at least 1")
-    bar = _bar()
-    report = evaluate(args.coe, n=args.n, seed=args.seed, progress=bar)
-    bar(0, 0)
+    report = evaluate(args.coe, n=args.n, seed=args.seed)
     print(json.dumps(report) if args.json else format_table(report))
     return 0
-
-
-def _bar():
-    """A progress bar on stderr (tqdm), closed by a call with total 0."""
-    from tqdm import tqdm
-    state: dict = {}
-
-    def update(done: int, total: int) -> None:
-        if total == 0:
-            if "bar" in state:
-                state["bar"].close()
-            return
-        if "bar" not in state:
-            state["bar"] = tqdm(total=total, desc="tasks", unit="answer", leave=False)
-        state["bar"].update(done - state["bar"].n)
-    return update

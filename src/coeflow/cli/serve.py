@@ -138,8 +138,8 @@ def run(args: argparse.Namespace) -> int:
         srv.recorder = TraceRecorder(args.record_trace, clock=srv.scheduler.clock.now)
         print(f"coeflow: recording requests to {args.record_trace}", flush=True)
     print(f"coeflow: serving {len(srv.coe.experts)} experts of {srv.coe.source} at http://{args.host}:{args.port}/v1"
-          + (" (API key required)" if srv.api_key else ""), flush=True)
-    if srv.console:
+          + (" (API key required)" if srv.opts.api_key else ""), flush=True)
+    if srv.opts.console:
         print(f"coeflow: web console at http://{args.host}:{args.port}/", flush=True)
     for name, why in srv.health.report(srv.coe.expert_names)["failed"].items():
         print(f"coeflow: expert {name} is unavailable: {why}", flush=True)

@@ -94,7 +94,7 @@ def run_demo(directory: str, opts, host: str = DEFAULT_HOST, port: int = DEFAULT
         if not once:
             say(f"\nstill serving at {url}; try:\n  curl {url}/chat/completions -H 'content-type: application/json' "
                 "-d '{\"model\": \"coe\", \"messages\": [{\"role\": \"user\", \"content\": \"what is 6 * 7?\"}]}'\n"
-                + (f"or open the web console: {url.removesuffix('/v1')}/\n" if srv.console else "") + "Ctrl-C to stop.")
+                + (f"or open the web console: {url.removesuffix('/v1')}/\n" if srv.opts.console else "") + "Ctrl-C to stop.")
             try:
                 threading.Event().wait()
             except KeyboardInterrupt:

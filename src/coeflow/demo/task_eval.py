@@ -5,11 +5,9 @@ greedily, as a user would ask it; each answer is checked the way the demo's tabl
 
 from __future__ import annotations
 
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
 
 from coeflow.demo.tasks import DOMAINS, Task, check, tasks
 from coeflow.errors import ConfigError
@@ -26,10 +24,12 @@ class Row:
     accuracy: float
 
 
-def evaluate(coe_path: str | Path, n: int = 40, seed: int = 0, concurrency: int = 8,
-             progress: Callable[[int, int], None] = lambda done, total: None, options=None) -> dict:
-    """`options`: the server's (coeflow.server.ServerOptions; default: as `coeflow serve` serves)."""
+def evaluate(coe_path: str | Path, n: int = 40, seed: int = 0, concurrency: int = 8, progress: bool = True,
+             options=None) -> dict:
+    """`progress`: a bar on stderr; `options`: the server's (coeflow.server.ServerOptions;
+    default: as `coeflow serve` serves)."""
     from openai import OpenAI
+    from tqdm import tqdm
 
     from coeflow.coefile import load_coe
     from coeflow.server import ServerOptions, build_server, serving
@@ -44,19 +44,15 @@ def evaluate(coe_path: str | Path, n: int = 40, seed: int = 0, concurrency: int 
     srv = build_server(coe.source, options or ServerOptions())
     if srv.router is None:
         systems.remove(ROUTED)
-    done, lock = 0, threading.Lock()
-    total = len(todo) * len(systems)
-    with serving(srv) as url:
-        client = OpenAI(base_url=url, api_key=srv.api_key or "eval", max_retries=2, timeout=300)
+    with serving(srv) as url, tqdm(total=len(todo) * len(systems), desc="tasks", unit="answer", leave=False,
+                                   disable=not progress) as bar:
+        client = OpenAI(base_url=url, api_key=srv.opts.api_key or "eval", max_retries=2, timeout=300)
 
         def ask(system: str, task: Task) -> bool:
-            nonlocal done
             r = client.chat.completions.create(
                 model=task.domain if system == ORACLE else system, temperature=0, max_tokens=MAX_TOKENS[task.domain],
                 messages=[{"role": "user", "content": task.prompt}])
-            with lock:
-                done += 1
-                progress(done, total)
+            bar.update(1)  # tqdm's own lock keeps the count across threads
             return check(task, r.choices[0].message.content or "")
 
         results: dict[str, list[bool]] = {}

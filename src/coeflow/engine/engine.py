@@ -433,17 +433,18 @@ class Engine:
         else:
             # the plain rows' argmax where the logits are, as on the greedy path; only the
             # others' logits go to the host to be sampled, masked or penalised
-            drawn = [i for i, s in enumerate(seqs) if not s.plain]
+            drawn = [i for i, s in enumerate(seqs) if not s.plain]  # the host rows' sequences, in order
             on_host = torch.tensor(drawn, device=self.device)
-            masked = [row for row, i in enumerate(drawn) if seqs[i].masked_greedy]
+            masked = [row for row, i in enumerate(drawn) if seqs[i].masked_greedy]  # host rows
 
             def draw(logits: Tensor) -> list[int]:
                 picks = argmax_rows(logits, len(seqs)) if len(drawn) < len(seqs) else [0] * len(seqs)
                 host = (logits if len(drawn) == len(seqs) else logits.index_select(0, on_host)).float().cpu()
-                found = self._masked_argmax([seqs[drawn[row]] for row in masked], host[masked]) if masked else {}
-                best = {drawn[masked[k]]: token for k, token in found.items()}
+                found = (dict(zip(masked, self._masked_argmax([seqs[drawn[row]] for row in masked], host[masked])))
+                         if masked else {})
                 for row, i in enumerate(drawn):
-                    picks[i] = best[i] if i in best else self._draw(seqs[i], host[row])
+                    token = found.get(row)
+                    picks[i] = token if token is not None else self._draw(seqs[i], host[row])
                 return picks
             chosen = step_tokens(self.runner, self.pool, tokens, positions, blocks, steps, draw)
         try:
@@ -472,20 +473,20 @@ class Engine:
         return seq.fail(seq.failure)
 
     @staticmethod
-    def _masked_argmax(seqs: list[Sequence], logits: Tensor) -> dict[int, int]:
+    def _masked_argmax(seqs: list[Sequence], logits: Tensor) -> list[int | None]:
         """Greedy picks of constrained rows (logits [rows, V] on the CPU), their masks made
-        together and applied in one operation, keyed by position in `seqs`. A row whose mask
-        fails, or allows nothing, is left out: `_draw` then ends it alone."""
+        together and applied in one operation, one a sequence. None for a row that is done, or
+        whose mask fails or allows nothing: `_draw` then takes it (and ends it alone)."""
+        out: list[int | None] = [None] * len(seqs)
         live = [row for row, s in enumerate(seqs) if not s.done and s.failure is None]
         if not live:
-            return {}
+            return out
         try:
             allowed = allowed_rows([seqs[row].constraint for row in live], logits.shape[1]).numpy()
         except Exception:  # noqa: BLE001  one row's grammar: each is tried alone
-            return {}
+            return out
         # in numpy: on rows of a few thousand logits, each torch call costs more than its work
         best = np.where(allowed, logits.numpy()[live], -np.inf).argmax(1).tolist()
-        out = {}
         for row, token, some in zip(live, best, allowed.any(1).tolist()):
             seq = seqs[row]
             if not some:

@@ -129,7 +129,7 @@ class Timing:
     outcome and token counts, into the metrics and one log line."""
 
     def __init__(self, srv: Any, expert: str, arrival: float, prompt_tokens: int, request_id: str,
-                 source_tier: str | None = None):
+                 source_tier: str):
         self.srv, self.expert, self.arrival, self.request_id = srv, expert, arrival, request_id
         self.source_tier = source_tier
         self.prompt_tokens = prompt_tokens
@@ -156,11 +156,12 @@ class Timing:
             m.tpot.labels(self.expert).observe(tpot)
         if outcome == "ok":
             m.latency.labels(self.expert).observe(self.last - self.arrival)
-        self.srv.recent.add(RequestRecord(self.srv.recent.clock(), self.expert, outcome == "ok",
-                                     None if self.first is None else self.first - self.arrival, tpot,
-                                     completion_tokens, self.source_tier))
+        now = self.srv.scheduler.clock.now()
+        self.srv.recent.add(RequestRecord(now, self.expert, outcome == "ok",
+                                          None if self.first is None else self.first - self.arrival, tpot,
+                                          completion_tokens, self.source_tier))
         log.info("request %s: %s on %s, %d prompt + %d completion tokens, %.3f s", self.request_id, outcome,
-                 self.expert, self.prompt_tokens, completion_tokens, self.srv.scheduler.clock.now() - self.arrival)
+                 self.expert, self.prompt_tokens, completion_tokens, now - self.arrival)
 
 
 @dataclass

@@ -29,12 +29,12 @@ from coeflow.server.answer import Answer, Events, Logprobs, Streamed, Timing, st
 from coeflow.server.guard import Keys, RequestId, openai_errors, read_json
 from coeflow.server.health import ExpertHealth
 from coeflow.server.metrics import LiveSources, Metrics
-from coeflow.server.protocol import (ROUTED, APIError, Limits, LoadBody, ParsedRequest, PinBody, bad, choice_params,
+from coeflow.server.options import ServerOptions
+from coeflow.server.protocol import (ROUTED, APIError, LoadBody, ParsedRequest, PinBody, bad, choice_params,
                                      parse_admin, parse_request, parse_route)
 from coeflow.server.stats import RecentRequests
 from coeflow.server.structured import GrammarConstraint
 from coeflow.server.tools import ToolFormat, ToolUse, call_grammar, takes_tools
-
 
 
 @dataclass
@@ -46,18 +46,12 @@ class CoEServer:
     runtimes: dict[str, Any]  # expert -> coeflow.backend.real.ExpertRuntime
     router: Any | None  # coeflow.router.Router
     health: ExpertHealth
-    limits: Limits = field(default_factory=Limits)
-    api_key: str | None = None
+    opts: ServerOptions = field(default_factory=ServerOptions)  # keys, limits, timeouts, CORS, console
     contexts: dict[str, int] = field(default_factory=dict)  # expert -> context length (tokens)
     warm_up: list[str] = field(default_factory=list)  # one expert per model shape, compiled at start
     recorder: Any | None = None  # coeflow.trace.TraceRecorder: one trace line per accepted request
     created: int = field(default_factory=lambda: int(time.time()))
-    admin_key: str | None = None  # POST /v1/experts/... needs it (and no other key) when set
-    public_metrics: bool = False  # /metrics open even with an API key
-    cors_origins: tuple[str, ...] = ()  # browsers' origins allowed to call (none: CORS off)
-    request_timeout_s: float | None = None  # a request not answered by then is cancelled (408)
     tool_formats: dict[str, ToolFormat | None] = field(default_factory=dict)  # expert -> how it calls tools
-    console: bool = True  # the web console at / (server/console/)
 
     def __post_init__(self) -> None:
         self.metrics = Metrics(LiveSources(
@@ -66,41 +60,41 @@ class CoEServer:
             tiers=lambda: {s.name: s.tier for s in self.store.status()},
             kv_stats=lambda: self.scheduler.backend.kv_stats(),
             step_rows=lambda: dict(self.scheduler.step_rows)))
-        self.recent = RecentRequests()
+        self.recent = RecentRequests(self.scheduler.clock.now)  # the clock requests are timed by
 
 
 @dataclass
 class Choice:
-    """Where a request goes and why. A routed request keeps the router's other choices, best
-    first, for when its expert fails (`instead`), and the experts that failed it (`failed`)."""
+    """Where a request goes and why. A routed request keeps the router's ranking of every
+    expert, for when its expert fails (`instead`), and the experts that failed it (`failed`)."""
     expert: str
     routed: bool
     confidence: float | None = None
     fell_back: bool = False
-    others: tuple[str, ...] = ()
+    candidates: tuple[tuple[str, float], ...] = ()  # (expert, score), likeliest first
     failed: tuple[str, ...] = ()
-    scores: tuple[tuple[str, float], ...] = ()  # the router's likeliest experts, with their scores
 
     def instead(self, srv: CoEServer) -> "Choice | None":
         """The router's next choice that can serve, after this expert failed; None if none can."""
         if not self.routed:
             return None
         failed = self.failed + (self.expert,)
-        rest = [e for e in self.others if e not in failed and srv.health.failure(e) is None]
-        return Choice(rest[0], True, self.confidence, True, tuple(rest[1:]), failed, self.scores) if rest else None
+        rest = [e for e, _ in self.candidates if e not in failed and srv.health.failure(e) is None]
+        return Choice(rest[0], True, self.confidence, True, self.candidates, failed) if rest else None
 
 
 def create_app(srv: CoEServer) -> FastAPI:
     app = FastAPI(title="coeflow", description="A Composition of Experts behind one OpenAI-compatible endpoint")
     openai_errors(app)
-    app.add_middleware(Keys, api_key=srv.api_key, admin_key=srv.admin_key, public_metrics=srv.public_metrics)
-    if srv.cors_origins:  # outside the keys: a browser's preflight carries none
-        app.add_middleware(CORSMiddleware, allow_origins=list(srv.cors_origins), allow_methods=["GET", "POST"],
+    opts = srv.opts
+    app.add_middleware(Keys, api_key=opts.api_key, admin_key=opts.admin_key, public_metrics=opts.public_metrics)
+    if opts.cors_origins:  # outside the keys: a browser's preflight carries none
+        app.add_middleware(CORSMiddleware, allow_origins=list(opts.cors_origins), allow_methods=["GET", "POST"],
                            allow_headers=["*"],  # ours (X-Request-Timeout, X-Request-Id) and SDKs' own
                            expose_headers=["X-Request-Id", "X-Coeflow-Expert", "X-Coeflow-Source-Tier",
                                            "X-Coeflow-Confidence", "X-Coeflow-Rerouted-From"])
     app.add_middleware(RequestId)  # outermost: every answer carries the id, a refusal too
-    if srv.console:
+    if opts.console:
         app.mount("/console", StaticFiles(directory=CONSOLE), name="console")
 
         @app.get("/", include_in_schema=False)
@@ -141,7 +135,7 @@ def create_app(srv: CoEServer) -> FastAPI:
     @app.post("/v1/route")
     async def route(request: Request) -> dict:
         """Where the router would send a prompt, and every expert's score; nothing is generated."""
-        prompt = parse_route(await read_json(request, srv.limits.max_body_bytes)).prompt
+        prompt = parse_route(await read_json(request, srv.opts.limits.max_body_bytes)).prompt
         return await asyncio.to_thread(_route, srv, prompt)
 
     @app.get("/v1/stats")
@@ -152,7 +146,7 @@ def create_app(srv: CoEServer) -> FastAPI:
 
     @app.post("/v1/experts/{name}/{action}")
     async def admin(name: str, action: str, request: Request) -> dict:
-        return await _admin(srv, name, action, await read_json(request, srv.limits.max_body_bytes, allow_empty=True))
+        return await _admin(srv, name, action, await read_json(request, srv.opts.limits.max_body_bytes, allow_empty=True))
 
     @app.post("/v1/chat/completions")
     async def chat(request: Request) -> Response:
@@ -220,8 +214,7 @@ def _choose(srv: CoEServer, req: ParsedRequest) -> Choice:
         t = time.perf_counter()
         d = srv.router.route(req.routing_text)
         srv.metrics.router_latency.observe(time.perf_counter() - t)
-        ranked = [d.expert] + [e for e, _ in d.candidates if e != d.expert]
-        choice = Choice(d.expert, True, d.confidence, d.fell_back, tuple(ranked[1:]), scores=tuple(d.candidates[:3]))
+        choice = Choice(d.expert, True, d.confidence, d.fell_back, tuple(d.candidates))
         if srv.health.failure(d.expert) is not None:  # never to a failed expert: the router's next choice
             choice = choice.instead(srv) or choice
         return choice
@@ -234,12 +227,12 @@ def _choose(srv: CoEServer, req: ParsedRequest) -> Choice:
 def _prepare(srv: CoEServer, body: Any, chat: bool) -> tuple[ParsedRequest, Choice, list[int]]:
     """A request's validation, routing and tokens: work that grows with its input, so run off
     the event loop, with its length checked before any of it is tokenized."""
-    req = parse_request(body, chat, srv.limits)
+    req = parse_request(body, chat, srv.opts.limits)
     chars = (sum(len(p) for p in req.prompts if isinstance(p, str)) if req.prompts is not None
              else sum(len(m["content"] or "") for m in req.messages or []))
     longest = max((rt.tokenizer.max_token_chars for rt in srv.runtimes.values()), default=1)
-    if chars > srv.limits.max_prompt_tokens * longest:
-        raise bad(f"the prompt has {chars} characters, more than {srv.limits.max_prompt_tokens} tokens can "
+    if chars > srv.opts.limits.max_prompt_tokens * longest:
+        raise bad(f"the prompt has {chars} characters, more than {srv.opts.limits.max_prompt_tokens} tokens can "
                   f"hold (--max-prompt-tokens)", "messages" if chat else "prompt")
     choice = _choose(srv, req)
     return req, choice, _prompt_ids(srv, req, choice.expert)
@@ -250,7 +243,7 @@ async def _complete(srv: CoEServer, request: Request, chat: bool) -> Response:
     whole or as a stream."""
     arrival = srv.scheduler.clock.now()
     request.state.deadline = _deadline(srv, request)
-    body = await read_json(request, srv.limits.max_body_bytes)
+    body = await read_json(request, srv.opts.limits.max_body_bytes)
     req, choice, prompts = await asyncio.to_thread(_prepare, srv, body, chat)
     if srv.recorder is not None:
         srv.recorder.record(arrival, req.model, req.routing_text, sum(map(len, prompts)), req.params.max_tokens,
@@ -259,7 +252,7 @@ async def _complete(srv: CoEServer, request: Request, chat: bool) -> Response:
     info = {"expert": choice.expert, "routed": choice.routed, "confidence": choice.confidence,
             "fell_back": choice.fell_back, "rerouted_from": list(choice.failed),
             "source_tier": first.source_tier, "switch_s": first.switch_s,
-            "queued_s": first.queued_s, "candidates": [list(c) for c in choice.scores]}
+            "queued_s": first.queued_s, "candidates": [list(c) for c in choice.candidates[:3]]}
     headers = {"x-coeflow-expert": choice.expert, "x-coeflow-source-tier": first.source_tier}
     if choice.confidence is not None:
         headers["x-coeflow-confidence"] = f"{choice.confidence:.4f}"
@@ -291,7 +284,7 @@ def _deadline(srv: CoEServer, request: Request) -> float | None:
     """When the request must be answered by (the event loop's clock): the server's
     --request-timeout, or the client's X-Request-Timeout seconds if sooner; None: no deadline."""
     given = request.headers.get(TIMEOUT_HEADER)
-    timeout = srv.request_timeout_s
+    timeout = srv.opts.request_timeout_s
     if given is not None:
         try:
             seconds = float(given)
@@ -358,8 +351,8 @@ def _fits(srv: CoEServer, req: ParsedRequest, expert: str, ids: list[int], param
         raise bad(f"'{param}' is empty after tokenisation", param)
     if max(ids) >= vocab:
         raise bad(f"'{param}' holds a token id outside expert {expert!r}'s vocabulary of {vocab}", param)
-    if len(ids) > srv.limits.max_prompt_tokens:
-        raise bad(f"'{param}' has {len(ids)} tokens; the limit is {srv.limits.max_prompt_tokens}", param)
+    if len(ids) > srv.opts.limits.max_prompt_tokens:
+        raise bad(f"'{param}' has {len(ids)} tokens; the limit is {srv.opts.limits.max_prompt_tokens}", param)
     ctx = srv.contexts.get(expert)
     if ctx and len(ids) + req.params.max_tokens > ctx:
         raise bad(f"'{param}' ({len(ids)} tokens) + max_tokens ({req.params.max_tokens}) exceeds the "

@@ -10,6 +10,7 @@ import logging
 from pathlib import Path
 
 from coeflow.coefile import SAMPLING_DEFAULTS, load_coe
+from coeflow.sampling_ranges import RANGES
 from coeflow.errors import CoeflowError, ConfigError
 from coeflow.model import ModelConfig, Tokenizer
 from coeflow.scheduler import Scheduler
@@ -79,16 +80,14 @@ def build_server(coe_path: str | Path, opts: ServerOptions, store=None) -> CoESe
     warm = [n for n in shapes.values() if health.failure(n) is None] if opts.warm_up and opts.fused else []
     for rt in runtimes.values():  # the prompt-length check's bound: a scan of the vocabulary, done now, not
         _ = rt.tokenizer.max_token_chars  # on the first request
-    return CoEServer(coe, store, scheduler, runtimes, router, health, opts.limits, opts.api_key, contexts, warm,
-                     admin_key=opts.admin_key, public_metrics=opts.public_metrics, cors_origins=opts.cors_origins,
-                     request_timeout_s=opts.request_timeout_s, tool_formats=tool_formats, console=opts.console)
+    return CoEServer(coe, store, scheduler, runtimes, router, health, opts, contexts, warm,
+                     tool_formats=tool_formats)
 
 
 def generation_defaults(checkpoint: Path) -> dict[str, float]:
     """The sampling defaults a checkpoint's generation_config.json gives (temperature, top_p,
     top_k, min_p, repetition_penalty), as vLLM takes them; one out of coeflow's range is left
     out with a warning rather than failing every request that leaves it unset."""
-    from coeflow.engine import InvalidRequestError, SamplingParams
     try:
         raw = json.loads((Path(checkpoint) / "generation_config.json").read_text())
     except (OSError, ValueError):
@@ -97,10 +96,9 @@ def generation_defaults(checkpoint: Path) -> dict[str, float]:
     for key in SAMPLING_DEFAULTS:
         value = raw.get(key) if isinstance(raw, dict) else None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            try:
-                SamplingParams(**{key: value})
-            except InvalidRequestError as e:
-                log.warning("%s: generation_config.json's %s ignored: %s", checkpoint, key, e)
+            why = RANGES[key].problem(value)
+            if why:
+                log.warning("%s: generation_config.json's %s ignored: it %s", checkpoint, key, why)
                 continue
             out[key] = int(value) if key == "top_k" else value
     return out

@@ -12,7 +12,7 @@ import dataclasses
 import json
 import re
 from dataclasses import dataclass
-from typing import Any, Callable, Literal
+from typing import Any, Callable, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
@@ -29,6 +29,7 @@ ROUTED = "coe"  # the model name that lets the router choose the expert
 MAX_CHOICES = 16  # `n`: choices of one request, each a sequence of its own (prompts x n, in completions)
 MAX_PROMPTS = 16  # prompts of one completions request
 TOOL_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_ModelT = TypeVar("_ModelT", bound=BaseModel)
 
 # OpenAI request fields coeflow does not honour: each with the values that ask for nothing (the
 # field's default, or what the answer is anyway); any other value is refused, naming the field.
@@ -302,7 +303,6 @@ class _Completion(_Wire):
             raise ValueError(f"must be from 1 to {MAX_CHOICES}, got {v}")
         return v
 
-
     @field_validator("top_k", mode="before")
     @classmethod
     def _minus_one_is_off(cls, v: Any) -> Any:
@@ -342,14 +342,12 @@ class _Completion(_Wire):
             raise ValueError(f"must be between 1 and {top}, got {v}")
         return v
 
-
     @field_validator("seed")
     @classmethod
     def _seed(cls, v: int | None) -> int | None:
         if v is not None and not SEED_MIN <= v <= SEED_MAX:
             raise ValueError(f"must be from {SEED_MIN} to {SEED_MAX}, got {v}")
         return v
-
 
     @field_validator("stop", mode="before")
     @classmethod
@@ -517,13 +515,7 @@ def _token_ids(v: Any) -> bool:
 
 
 def parse_request(body: Any, chat: bool, limits: Limits) -> ParsedRequest:
-    if not isinstance(body, dict):
-        raise bad("the request body must be a JSON object")
-    model = ChatRequest if chat else CompletionRequest
-    try:
-        req = model.model_validate(body, context={"limits": limits})
-    except ValidationError as e:
-        raise validation_error(e) from None
+    req = _validated(ChatRequest if chat else CompletionRequest, body, {"limits": limits})
     messages = [m.for_template() for m in req.messages] if chat else None
     tools, must_call = req.tool_use() if chat else (None, None)
     if not chat and req.model == ROUTED and any(isinstance(p, list) for p in req.prompt):
@@ -549,16 +541,11 @@ class RouteBody(_Wire):
     """POST /v1/route"""
     prompt: str
 
-    _text = field_validator("prompt")(lambda v: _unicode(v))
+    _text = field_validator("prompt")(_unicode)
 
 
 def parse_route(body: Any) -> RouteBody:
-    if not isinstance(body, dict):
-        raise bad("the request body must be a JSON object")
-    try:
-        return RouteBody.model_validate(body)
-    except ValidationError as e:
-        raise validation_error(e) from None
+    return _validated(RouteBody, body)
 
 
 class _Admin(_Wire):
@@ -589,9 +576,14 @@ def parse_admin(action: str, body: Any) -> _Admin:
     """The body of an admin action; an unknown action is a 404."""
     if action not in ADMIN_BODIES:
         raise APIError(404, f"unknown action {action!r}: use {', '.join(ADMIN_BODIES)}")
+    return _validated(ADMIN_BODIES[action], body)
+
+
+def _validated(model: type[_ModelT], body: Any, context: dict | None = None) -> _ModelT:
+    """`body` as `model`, or a 400 naming what is wrong."""
     if not isinstance(body, dict):
         raise bad("the request body must be a JSON object")
     try:
-        return ADMIN_BODIES[action].model_validate(body)
+        return model.model_validate(body, context=context)
     except ValidationError as e:
         raise validation_error(e) from None

@@ -6,7 +6,6 @@ console asks about now."""
 
 from __future__ import annotations
 
-import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable
@@ -37,7 +36,7 @@ class ExpertTotals:
 
 @dataclass
 class RecentRequests:
-    clock: Callable[[], float] = time.monotonic
+    clock: Callable[[], float]
     recent: deque = field(default_factory=deque)
     totals: dict[str, ExpertTotals] = field(default_factory=dict)
 

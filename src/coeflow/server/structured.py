@@ -84,26 +84,23 @@ class GrammarConstraint:
             raise CoeflowError(f"structured output is unavailable for this expert: {e}") from None
         if self.matcher.is_error():
             raise CoeflowError(f"the grammar cannot be matched: {self.matcher.get_error()}")
-        # the mask's bits, 32 tokens an int32, as llguidance writes them
-        self._bits = np.zeros((runtime.config.vocab_size + 31) // 32, dtype=np.int32)
+        self._words = (runtime.config.vocab_size + 31) // 32  # the mask: 32 tokens an int32, as llguidance writes it
 
     def allowed(self, vocab_size: int) -> Tensor:
-        self.matcher.unsafe_compute_mask_ptr(self._bits.ctypes.data, self._bits.nbytes)  # into _bits, no copy
-        mask = np.zeros(vocab_size, dtype=bool)  # tokens past the grammar's vocabulary: never
-        n = min(vocab_size, self._bits.size * 32)
-        mask[:n] = np.unpackbits(self._bits.view(np.uint8), count=n, bitorder="little").view(bool)
+        mask = self.allowed_rows([self], vocab_size)[0]
         if not mask.any():
             raise CoeflowError(f"the grammar allows no next token: {self.matcher.get_error() or 'a dead end'}")
-        return torch.from_numpy(mask)
+        return mask
 
     @classmethod
     def allowed_rows(cls, constraints: list["GrammarConstraint"], vocab_size: int) -> Tensor:
         """Every row's `allowed`, written into one array (on this thread: llguidance's own
-        threads would compete with the model's for the cores)."""
-        words = max(c._bits.size for c in constraints)
+        threads would compete with the model's for the cores); tokens past the grammar's
+        vocabulary are never allowed."""
+        words = max(c._words for c in constraints)
         bits = np.zeros((len(constraints), words), dtype=np.int32)
         for i, c in enumerate(constraints):
-            c.matcher.unsafe_compute_mask_ptr(bits[i].ctypes.data, words * 4)
+            c.matcher.unsafe_compute_mask_ptr(bits[i].ctypes.data, words * 4)  # into the array, no copy
         mask = np.zeros((len(constraints), vocab_size), dtype=bool)
         n = min(vocab_size, words * 32)
         mask[:, :n] = np.unpackbits(bits.view(np.uint8), axis=1, count=n, bitorder="little").view(bool)
