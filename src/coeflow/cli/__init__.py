@@ -19,6 +19,7 @@ COMMANDS: list[tuple[str, str]] = [
     ("route", "show which expert the router picks for a prompt, and why"),
     ("router", "train or evaluate the router"),
     ("coe", "CoE files: the checksums of the experts' weights (hash)"),
+    ("quantize", "write an int8 or int4 copy of a checkpoint (compressed-tensors format)"),
     ("eval", "evaluations of the CoE (perplexity)"),
     ("demo", "build and serve the demo CoE"),
     ("serve", "serve a CoE behind an OpenAI-compatible HTTP endpoint"),

@@ -15,7 +15,7 @@ from safetensors import safe_open
 
 from coeflow.errors import CheckpointError, UnsupportedModelError
 from coeflow.model import hostmem
-from coeflow.model.config import CACHE_LINE, ModelConfig, expected_shapes, weight_groups
+from coeflow.model.config import CACHE_LINE, ModelConfig, dense_dtype, expected_shapes, weight_groups
 
 SAFETENSORS_DTYPES: dict[str, torch.dtype] = {
     "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
@@ -24,6 +24,8 @@ SAFETENSORS_DTYPES: dict[str, torch.dtype] = {
 }
 # Tensors some exporters write that the model recomputes; skipped rather than refused.
 IGNORED_SUFFIXES = (".rotary_emb.inv_freq",)
+# ... and in a quantized checkpoint, each layer's dense shape (config.json implies it).
+QUANT_IGNORED_SUFFIXES = (".weight_shape",)
 MAX_HEADER_BYTES = 100 * 1024 * 1024
 
 
@@ -112,15 +114,19 @@ def index_checkpoint(path: str | Path, cfg: ModelConfig) -> dict[str, TensorInfo
     for file in checkpoint_files(path):
         found.update(read_safetensors_header(file))
     expected = expected_shapes(cfg)
+    ignored = IGNORED_SUFFIXES + (QUANT_IGNORED_SUFFIXES if cfg.quant else ())
     for name, info in found.items():
         if name in expected:
             if info.shape != expected[name]:
                 raise CheckpointError(f"{info.file}: tensor {name!r} has shape {list(info.shape)} but "
                                       f"config.json implies {list(expected[name])}")
-            if not info.dtype.is_floating_point:
+            if dense_dtype(name) and not info.dtype.is_floating_point:
                 raise CheckpointError(f"{info.file}: tensor {name!r} has dtype {info.dtype}, "
                                       "expected a floating-point type")
-        elif not name.endswith(IGNORED_SUFFIXES) and not (
+            if not dense_dtype(name) and info.dtype != torch.int32:
+                raise CheckpointError(f"{info.file}: tensor {name!r} has dtype {info.dtype}, "
+                                      "expected int32 (packed quantized values)")
+        elif not name.endswith(ignored) and not (
                 name == "lm_head.weight" and cfg.tie_word_embeddings):
             raise CheckpointError(f"{info.file}: unexpected tensor {name!r}; does config.json "
                                   "describe this checkpoint?")
@@ -156,14 +162,16 @@ def pooled_views(shapes: dict[str, tuple[int, ...]], cfg: ModelConfig, dtype: to
     """Uninitialised tensors of these shapes, views of one buffer: on the CPU in huge pages
     (a decode step streams every weight: hostmem). Each starts on a cache line, except that
     a weight group's later members (coeflow.engine.layers.cuda.join_groups) lie right after
-    the one before, so the group reads as one matrix."""
+    the one before, so the group reads as one matrix. Floating-point tensors are in `dtype`,
+    packed quantized weights in int32."""
     follows = {n for g in weight_groups(cfg) for n in g[1:]}
     offsets, total = {}, 0
+    dtypes = {n: dtype if dense_dtype(n) else torch.int32 for n in shapes}
     for name, shape in shapes.items():
         if name not in follows:
             total = -(-total // CACHE_LINE) * CACHE_LINE
         offsets[name] = total
-        total += math.prod(shape) * dtype.itemsize
+        total += math.prod(shape) * dtypes[name].itemsize
     pool = hostmem.empty(total) if device.type == "cpu" else torch.empty(total, dtype=torch.uint8, device=device)
-    return {n: pool[o:o + math.prod(shapes[n]) * dtype.itemsize].view(dtype).view(shapes[n])
+    return {n: pool[o:o + math.prod(shapes[n]) * dtypes[n].itemsize].view(dtypes[n]).view(shapes[n])
             for n, o in offsets.items()}

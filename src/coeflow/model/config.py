@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from coeflow.errors import CheckpointError, UnsupportedModelError
+from coeflow.model.quant import QuantScheme
 
 SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2")
 SUPPORTED_ROPE_TYPES = ("default", "linear", "llama3")
@@ -46,6 +47,7 @@ class ModelConfig:
     mlp_bias: bool = False
     # per layer: None for full attention, else the window in tokens
     sliding_windows: tuple[int | None, ...] = ()
+    quant: QuantScheme | None = None  # weight-only quantized linear layers (model/quant.py)
 
     @property
     def shape_key(self) -> tuple:
@@ -53,7 +55,13 @@ class ModelConfig:
         return (self.vocab_size, self.hidden_size, self.intermediate_size, self.num_layers,
                 self.num_heads, self.num_kv_heads, self.head_dim, self.qkv_bias, self.o_bias,
                 self.mlp_bias, self.tie_word_embeddings, self.sliding_windows, self.rope,
-                self.rms_norm_eps)
+                self.rms_norm_eps, self.quant)
+
+    def quantized(self, module: str) -> bool:
+        """Whether the linear layer `module` (Hugging Face name) holds quantized weights."""
+        if self.quant is None or (module == "lm_head" and self.tie_word_embeddings):
+            return False
+        return self.quant.quantizes(module)
 
     def num_params(self) -> int:
         return sum(_numel(s) for s in expected_shapes(self).values())
@@ -113,6 +121,7 @@ class ModelConfig:
             o_bias=model_type != "qwen2" and bool(raw.get("attention_bias", False)),
             mlp_bias=bool(raw.get("mlp_bias", False)),
             sliding_windows=_sliding_windows(raw, model_type, layers, source),
+            quant=QuantScheme.from_config(raw.get("quantization_config"), source),
         )
 
 
@@ -193,7 +202,25 @@ def expected_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
     shapes["model.norm.weight"] = (d,)
     if not cfg.tie_word_embeddings:
         shapes["lm_head.weight"] = (cfg.vocab_size, d)
-    return shapes
+    if cfg.quant is None:
+        return shapes
+    out: dict[str, tuple[int, ...]] = {}
+    for name, shape in shapes.items():  # a quantized layer's weight becomes its packed tensors
+        module = name.removesuffix(".weight")
+        if len(shape) == 2 and name != "model.embed_tokens.weight" and cfg.quantized(module):
+            why = cfg.quant.check_layer(module, *shape)
+            if why:
+                raise UnsupportedModelError(f"quantized layer {why}")
+            out.update({f"{module}.{k}": v for k, v in cfg.quant.shapes(*shape).items()})
+        else:
+            out[name] = shape
+    return out
+
+
+def dense_dtype(name: str) -> bool:
+    """Whether a checkpoint tensor holds floating-point values (a quantized layer's packed
+    weights are int32)."""
+    return not name.endswith(".weight_packed")
 
 
 def weight_groups(cfg: ModelConfig) -> list[list[str]]:
@@ -205,6 +232,8 @@ def weight_groups(cfg: ModelConfig) -> list[list[str]]:
         p = f"model.layers.{i}."
         for block, names, bias in (("self_attn", ("q_proj", "k_proj", "v_proj"), cfg.qkv_bias),
                                    ("mlp", ("gate_proj", "up_proj"), cfg.mlp_bias)):
+            if any(cfg.quantized(f"{p}{block}.{n}") for n in names):
+                continue  # read one layer at a time (engine.layers)
             for kind in ("weight", "bias") if bias else ("weight",):
                 groups.append([f"{p}{block}.{n}.{kind}" for n in names])
     return groups

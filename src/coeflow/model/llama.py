@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from coeflow.model.config import ModelConfig, RopeConfig
+from coeflow.model.quant import QuantLinear
 
 
 class RMSNorm(nn.Module):
@@ -164,6 +165,12 @@ class Transformer(nn.Module):
         self.model = Body(cfg)
         self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
         self.register_buffer("inv_freq", rope_inv_freq(cfg.rope, cfg.head_dim), persistent=False)
+        if cfg.quant is not None:  # quantized layers hold packed weights under their own names
+            for name, m in list(self.named_modules()):
+                if type(m) is nn.Linear and cfg.quantized(name):
+                    parent, _, attr = name.rpartition(".")
+                    setattr(self.get_submodule(parent), attr,
+                            QuantLinear(m.in_features, m.out_features, m.bias is not None, cfg.quant))
 
     def forward_cached(self, tokens: Tensor, positions: Tensor, k_pools: list[Tensor],
                        v_pools: list[Tensor], blocks: Tensor, last_only: bool = False,

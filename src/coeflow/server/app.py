@@ -161,7 +161,7 @@ def create_app(srv: CoEServer) -> FastAPI:
 
 def _expert_rows(srv: CoEServer) -> list[dict]:
     """GET /v1/experts: the store's status of each expert, with its queue, the dtype it is
-    served in, and why it is broken."""
+    served in, how its weights are quantized (None: dense), and why it is broken."""
     rows = []
     for s in srv.store.status():
         row = _status_dict(s)
@@ -169,6 +169,7 @@ def _expert_rows(srv: CoEServer) -> list[dict]:
         row["state"] = srv.health.state(s.name)
         row["error"] = srv.health.failure(s.name)
         row["dtype"] = dtype_name(srv.scheduler.backend.serving_dtype(s.name)) if row["error"] is None else None
+        row["quantization"] = srv.scheduler.backend.quantization(s.name) if row["error"] is None else None
         rows.append(row)
     return rows
 

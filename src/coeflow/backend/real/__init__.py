@@ -98,6 +98,11 @@ class RealBackend:
         layout = self._layouts.get(expert)
         return layout.dtype if layout is not None else self.dtypes.get(expert, self.dtype) or torch.float32
 
+    def quantization(self, expert: str) -> str | None:
+        """How the expert's linear layers are quantized ("int4-g128", "int8"), or None (dense)."""
+        layout = self._layouts.get(expert)
+        return layout.config.quant.name if layout is not None and layout.config.quant else None
+
     def expert_bytes(self, expert: str) -> int:
         return self._layouts[expert].block_bytes
 

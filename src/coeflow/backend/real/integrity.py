@@ -96,11 +96,17 @@ def check_finite(layout: ExpertLayout, pool: torch.Tensor, base: int) -> None:
     block = pool[base:base + layout.block_bytes]
     for start, end in _padding(layout):
         block[start:end].zero_()
-    lo, hi = torch.aminmax(block.view(layout.dtype))
-    if math.isfinite(lo.item()) and math.isfinite(hi.item()):
+    floats = [p for p in layout.tensors if p.dtype.is_floating_point]
+    if len(floats) == len(layout.tensors):
+        lo, hi = torch.aminmax(block.view(layout.dtype))
+        finite = math.isfinite(lo.item()) and math.isfinite(hi.item())
+    else:  # packed quantized weights are integers: only the others can hold a NaN
+        weights = layout.views(pool, base)
+        finite = all(bool(torch.isfinite(weights[p.name]).all()) for p in floats)
+    if finite:
         return
     weights = layout.views(pool, base)
-    bad = [p for p in layout.tensors if weights[p.name].numel() and not torch.isfinite(weights[p.name]).all()]
+    bad = [p for p in floats if weights[p.name].numel() and not torch.isfinite(weights[p.name]).all()]
     p = bad[0]
     t = weights[p.name]
     n = int(t.numel() - torch.isfinite(t).sum().item())

@@ -13,7 +13,7 @@ import torch
 
 from coeflow.model import ModelConfig, index_checkpoint
 from coeflow.model.checkpoint import TensorInfo, checkpoint_files
-from coeflow.model.config import CACHE_LINE, weight_groups
+from coeflow.model.config import CACHE_LINE, dense_dtype, weight_groups
 from coeflow.store.tiers import PAGE, align_up
 
 
@@ -23,7 +23,7 @@ class TensorSlot:
     name: str
     offset: int
     shape: tuple[int, ...]
-    dtype: torch.dtype  # the serving dtype
+    dtype: torch.dtype  # the serving dtype (packed quantized weights: their own, int32)
     source: TensorInfo  # where it is on disk (maybe another dtype)
 
     @property
@@ -64,8 +64,8 @@ class ExpertLayout:
 
     @property
     def dtype(self) -> torch.dtype:
-        """The serving dtype: every tensor of the block is in it."""
-        return self.tensors[0].dtype
+        """The serving dtype: every floating-point tensor of the block is in it."""
+        return self.tensors[0].dtype  # the embedding table, never quantized
 
     @property
     def converted(self) -> tuple[TensorSlot, ...]:
@@ -103,13 +103,14 @@ def plan_layout(path: str | Path, dtype: torch.dtype | None) -> ExpertLayout:
     offset = 0
     cur: Run | None = None
     for t, follows in _layout_order(cfg, infos):
-        direct = t.dtype == dtype
+        dt = dtype if dense_dtype(t.name) else t.dtype
+        direct = t.dtype == dt
         joins = (direct and cur is not None and cur.file == t.file
                  and cur.file_start + cur.length == t.start
-                 and (t.start - cur.file_start) % dtype.itemsize == 0)
+                 and (t.start - cur.file_start) % dt.itemsize == 0)
         if joins:
             assert cur is not None
-            slots.append(TensorSlot(t.name, cur.offset + cur.length, t.shape, dtype, t))
+            slots.append(TensorSlot(t.name, cur.offset + cur.length, t.shape, dt, t))
             cur = Run(cur.file, cur.file_start, cur.length + t.nbytes, cur.offset)
             runs[-1] = cur
             offset = cur.offset + cur.length
@@ -118,13 +119,13 @@ def plan_layout(path: str | Path, dtype: torch.dtype | None) -> ExpertLayout:
             offset = align_up(offset, CACHE_LINE)
             if direct:
                 offset += (t.start - offset) % PAGE
-        slots.append(TensorSlot(t.name, offset, t.shape, dtype, t))
+        slots.append(TensorSlot(t.name, offset, t.shape, dt, t))
         if direct:
             cur = Run(t.file, t.start, t.nbytes, offset)
             runs.append(cur)
         else:
             cur = None
-        offset += _numel(t.shape) * dtype.itemsize
+        offset += _numel(t.shape) * dt.itemsize
     by_name = {p.name: p for p in slots}
     stamps = []
     for f in checkpoint_files(Path(path)):  # all of them: a checksum covers every file

@@ -4,6 +4,8 @@
   loop streaming the weight at the memory's rate (MKL's GEMV reads it far slower);
 - attention of one query token as multiply-reduce and softmax, which Inductor fuses into its
   own loops (the flash-attention kernel's fixed cost dominates at decode shapes);
+- quantized weights (int8, int4) read packed by `coeflow::quant_linear` (AVX2 or AVX-512,
+  coeflow.model.kernels.quant) for 1 to 8 rows; more rows (prefill) dequantize;
 - with coeflow's AVX-512 kernels (coeflow.model.kernels): 2 to 8 rows, and one row on weights
   large enough to repay the call, through `coeflow::cpu_linear`, which reads each weight once
   for all rows (products reading the same input in one call); and a whole decoder layer as one
@@ -18,7 +20,9 @@ from torch import Tensor, nn
 
 from coeflow.engine.layers import swap_classes
 from coeflow.model import kernels
+from coeflow.model.kernels import quant as quant_kernel
 from coeflow.model.llama import MLP, Attention, DecoderLayer, Transformer
+from coeflow.model.quant import QuantLinear
 
 # One row goes to the kernel only for weights this large (together, for a group read from one
 # input): below it the call's fixed cost outweighs the kernel's faster stream.
@@ -35,7 +39,7 @@ def _finish(y: Tensor, x: Tensor, bias: Tensor | None) -> Tensor:
 
 def kernel_takes(rows: Tensor, layers: tuple[nn.Linear, ...]) -> bool:
     """Whether `coeflow::cpu_linear` computes `layers` (all reading `rows`, [M, K])."""
-    if not kernels.supports(rows, *(m.weight for m in layers)):
+    if any(isinstance(m, QuantLinear) for m in layers) or not kernels.supports(rows, *(m.weight for m in layers)):
         return False
     if rows.shape[0] > 1:
         return True
@@ -77,6 +81,17 @@ class KernelLinear(StreamedLinear):
     def forward(self, x: Tensor) -> Tensor:
         y = _kernel_products(x, [self])
         return y[0] if y is not None else super().forward(x)
+
+
+class PackedLinear(QuantLinear):
+    """A quantized layer whose decode rows read the packed weights (`coeflow::quant_linear`)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        rows = x.reshape(-1, x.shape[-1])
+        if quant_kernel.supports(rows, self.weight_packed, self.weight_scale):
+            return _finish(quant_kernel.quant_linear(rows, self.weight_packed, self.weight_scale, self.bits),
+                           x, self.bias)
+        return super().forward(x)
 
 
 class DecodeAttention(Attention):
@@ -121,6 +136,8 @@ def layer_kernel_fits(layer: DecoderLayer, rows: int, dtype: torch.dtype, k_pool
         return False
     a, m = layer.self_attn, layer.mlp
     linear = [*a.joinable(), a.o_proj, m.gate_proj, m.up_proj, m.down_proj]
+    if any(isinstance(l, QuantLinear) for l in linear):
+        return False
     norms = (layer.input_layernorm, layer.post_attention_layernorm)
     return (a.o_proj.bias is None and all(l.bias is None for l in m.joinable() + [m.down_proj])
             and all(l.weight.dtype == dtype and l.weight.stride(1) == 1 for l in linear)
@@ -130,12 +147,15 @@ def layer_kernel_fits(layer: DecoderLayer, rows: int, dtype: torch.dtype, k_pool
 
 class CpuLayers:
     """The CPU's decode layers; `kernels`: use coeflow's AVX-512 kernels (the caller has loaded
-    them: `coeflow.model.kernels.load`)."""
+    them: `coeflow.model.kernels.load`). Quantized layers read their packed weights wherever
+    the quantized kernel builds."""
 
     def __init__(self, kernels: bool) -> None:
         self.kernels = kernels
 
     def swap(self, model: Transformer) -> None:
+        if model.config.quant is not None and quant_kernel.load():
+            swap_classes(model, {QuantLinear: PackedLinear})
         if self.kernels:
             swap_classes(model, {nn.Linear: KernelLinear, Attention: KernelAttention, MLP: KernelMLP,
                                  DecoderLayer: KernelDecoderLayer})

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from coeflow.engine.layers import swap_classes
 from coeflow.model.kernels import gpu_gemv
 from coeflow.model.llama import MLP, Attention, Transformer
+from coeflow.model.quant import QuantLinear
 
 
 def _product(x: Tensor, weight: Tensor, bias: Tensor | None, gemv: gpu_gemv.Config | None) -> Tensor:
@@ -80,6 +81,10 @@ def join_groups(model: nn.Module) -> tuple[bool, ...]:
     for m in model.modules():
         if isinstance(m, (JoinedAttention, JoinedMLP)):
             layers = m.joinable()
+            if any(isinstance(l, QuantLinear) for l in layers):  # packed: nothing to join
+                m.joined_weight = m.joined_bias = None
+                joined.append(False)
+                continue
             w = adjacent_view([l.weight for l in layers])
             b = adjacent_view([l.bias for l in layers]) if layers[0].bias is not None else None
             if w is None or (layers[0].bias is not None and b is None):

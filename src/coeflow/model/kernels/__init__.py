@@ -108,15 +108,29 @@ def _build(flags: set[str], op: bool, layer: bool = True) -> Path:
     op library (C kernel + cpu_linear_op.cpp, and with `layer` the decoder layer's op), else
     the C kernel alone (for ctypes)."""
     cflags = EMULATE_CFLAGS if _emulating() else CFLAGS
-    parts = [SOURCE.read_bytes(), " ".join(cflags).encode(),
-             " ".join(sorted(f for f in flags if f in CPU_FLAGS)).encode()]
+    key = [" ".join(sorted(f for f in flags if f in CPU_FLAGS)).encode()]
     if _emulating():
-        parts.append(EMULATE_HEADER.read_bytes())
-    if op:
-        parts += [OP_SOURCE.read_bytes(), *(p.read_bytes() for p in LAYER_SOURCES if layer),
-                  " ".join(CXXFLAGS).encode(), torch.__version__.encode()]
-    key = hashlib.sha256(b"\0".join(parts)).hexdigest()[:16]
-    out = cache_dir() / f"{('cpu_linear_op' if layer else 'cpu_linear_op_nolayer') if op else SOURCE.stem}-{key}.so"
+        key.append(EMULATE_HEADER.read_bytes())
+    if not op:
+        return build_library(SOURCE.stem, [SOURCE], cflags, [], key)
+    if layer:
+        key.append(LAYER_SOURCES[0].read_bytes())  # the header both halves include
+    return build_library("cpu_linear_op" if layer else "cpu_linear_op_nolayer",
+                         [SOURCE, *([LAYER_SOURCES[1]] if layer else [])], cflags,
+                         [OP_SOURCE, *([LAYER_SOURCES[2]] if layer else [])], key)
+
+
+def build_library(stem: str, c_sources: list[Path], cflags: list[str], cpp_sources: list[Path],
+                  key: list[bytes]) -> Path:
+    """The shared library of these C sources (gcc with `cflags`) and, when `cpp_sources` are
+    given, torch op bindings (g++ against torch's headers), compiled unless a build of the same
+    sources, flags, `key` (what else it depends on: the CPU's flags) and torch exists in the
+    cache."""
+    parts = [*(p.read_bytes() for p in c_sources + cpp_sources), " ".join(cflags).encode(), *key]
+    if cpp_sources:
+        parts += [" ".join(CXXFLAGS).encode(), torch.__version__.encode()]
+    digest = hashlib.sha256(b"\0".join(parts)).hexdigest()[:16]
+    out = cache_dir() / f"{stem}-{digest}.so"
     if out.exists():
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -126,22 +140,20 @@ def _build(flags: set[str], op: bool, layer: bool = True) -> Path:
     # build beside the target, then rename: a concurrent first use never loads half a file
     with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
         so = Path(tmp) / "kernel.so"
-        if op:
+        if not cpp_sources:
+            _run([gcc, *cflags, "-shared", *map(str, c_sources), "-o", str(so)])
+        else:
             gxx = shutil.which("g++")
             if gxx is None:
                 raise RuntimeError("g++ not found")
             from torch.utils import cpp_extension  # imports setuptools: only when building
-            objs = [Path(tmp) / "kernel.o"] + ([Path(tmp) / "layer.o"] if layer else [])
-            _run([gcc, *cflags, "-c", str(SOURCE), "-o", str(objs[0])])
-            if layer:
-                _run([gcc, *cflags, "-c", str(LAYER_SOURCES[1]), "-o", str(objs[1])])
+            objs = [Path(tmp) / f"{i}.o" for i in range(len(c_sources))]
+            for src, obj in zip(c_sources, objs):
+                _run([gcc, *cflags, "-c", str(src), "-o", str(obj)])
             torch_lib = cpp_extension.library_paths()[0]
-            sources = [OP_SOURCE] + ([LAYER_SOURCES[2]] if layer else [])
             _run([gxx, *CXXFLAGS, "-shared", *(f"-I{d}" for d in cpp_extension.include_paths()),
-                  *map(str, sources), *map(str, objs), "-o", str(so),
+                  *map(str, cpp_sources), *map(str, objs), "-o", str(so),
                   f"-L{torch_lib}", "-lc10", "-ltorch_cpu", f"-Wl,-rpath,{torch_lib}"])
-        else:
-            _run([gcc, *cflags, "-shared", str(SOURCE), "-o", str(so)])
         os.replace(so, out)
     return out
 
