@@ -9,6 +9,8 @@ between two reads of memory, and each row is judged against the reads beside its
 
 from __future__ import annotations
 
+import math
+import shutil
 import statistics
 import tempfile
 import time
@@ -23,6 +25,7 @@ from coeflow.bench.machine import device_copy_gbps, machine_name, read_probe
 from coeflow.engine import Engine, SamplingParams
 from coeflow.errors import ConfigError
 from coeflow.model import ModelConfig, parse_dtype, resolve_device
+from coeflow.model.config import dense_dtype, expected_shapes
 
 # Random-weight Llama configs. "tiny" is overhead-bound; "medium" streams ~0.6 GB/token (fp32);
 # "1b" (TinyLlama-1.1B's shape) and "7b" are for the GPU check's "1B or more parameters".
@@ -82,13 +85,72 @@ def make_checkpoint(name: str, root: Path, device: str = "cpu") -> Path:
                        dtype=CHECKPOINT_DTYPES.get(name, torch.float32), device=device)
 
 
+# Quantized rows: the checkpoint quantized by `coeflow quantize --to NAME --lm-head` (every
+# product, as llama.cpp's Q8_0 and Q4_0 quantize theirs), served with bf16 activations.
+QUANTIZED = {"int8": 8, "int4": 4}
+
+
 def streamed_bytes(cfg: ModelConfig, dtype: torch.dtype) -> int:
     """Weight bytes one decode step must read: everything but the embedding table, of which a
-    step reads one row per token (unless it doubles as the output head)."""
-    params = cfg.num_params()
+    step reads one row per token (unless it doubles as the output head); packed quantized
+    weights at their packed size."""
+    shapes = expected_shapes(cfg)
     if not cfg.tie_word_embeddings:
-        params -= cfg.vocab_size * cfg.hidden_size
-    return params * dtype.itemsize
+        del shapes["model.embed_tokens.weight"]
+    return sum(math.prod(s) * (dtype.itemsize if dense_dtype(n) else 4) for n, s in shapes.items())
+
+
+# llama.cpp's GGUF type for each row's dtype: converted (f32, f16, bf16) or quantized from bf16.
+PEER_TYPES = {"fp32": "f32", "fp16": "f16", "bf16": "bf16", "int8": "Q8_0", "int4": "Q4_0"}
+
+
+def peer_tokens_per_s(llama_bench: Path, checkpoint: Path, dt_name: str, root: Path, new_tokens: int,
+                      repeats: int, progress: Callable[[str], None]) -> float:
+    """llama.cpp's decode rate (tokens/s, batch 1, this process's threads) on `checkpoint`
+    converted to GGUF by its own converter, quantized by its own llama-quantize for int8 (Q8_0)
+    and int4 (Q4_0, whose output head llama-quantize keeps at 6 bits): `llama-bench -p 0 -n`."""
+    import json
+    import subprocess
+    import sys
+
+    from coeflow.bench.llama_peer import CONVERTER
+    tree = next((d for d in llama_bench.resolve().parents if (d / CONVERTER).is_file()), None)
+    if tree is None:
+        raise ConfigError(f"--peer-llama-bench {llama_bench}: no {CONVERTER} above it (name the llama-bench "
+                          "built inside a llama.cpp source tree)")
+    kind = PEER_TYPES[dt_name]
+    dense = root / f"{checkpoint.name}-{'bf16' if dt_name in QUANTIZED else kind}.gguf"
+    if not dense.is_file():
+        progress(f"peer: converting {checkpoint.name} to GGUF")
+        run = subprocess.run([sys.executable, "-m", "coeflow.bench.gguf_convert", str(tree), str(checkpoint),
+                              "--outtype", "bf16" if dt_name in QUANTIZED else kind, "--outfile", str(dense)],
+                             capture_output=True, text=True)
+        if run.returncode != 0:
+            raise ConfigError(f"llama.cpp's converter failed on {checkpoint}: {run.stderr.strip()[-1500:]}")
+    gguf = dense
+    if dt_name in QUANTIZED:
+        gguf = root / f"{checkpoint.name}-{kind}.gguf"
+        if not gguf.is_file():
+            run = subprocess.run([str(llama_bench.with_name("llama-quantize")), str(dense), str(gguf), kind],
+                                 capture_output=True, text=True)
+            if run.returncode != 0:
+                raise ConfigError(f"llama-quantize failed: {run.stderr.strip()[-1500:]}")
+    progress(f"peer: llama-bench {gguf.name}")
+    run = subprocess.run([str(llama_bench), "-m", str(gguf), "-p", "0", "-n", str(new_tokens), "-r", str(repeats),
+                          "-t", str(torch.get_num_threads()), "-o", "json"], capture_output=True, text=True)
+    if run.returncode != 0:
+        raise ConfigError(f"llama-bench failed: {run.stderr.strip()[-1500:]}")
+    return float(json.loads(run.stdout)[0]["avg_ts"])
+
+
+def quantized_copy(path: Path, root: Path, dt_name: str) -> Path:
+    """`path` quantized for a QUANTIZED row, written once under `root`."""
+    from coeflow.model.convert import quant_scheme, quantize_checkpoint
+    out = root / f"{path.name}-{dt_name}"
+    if not (out / "config.json").is_file():
+        shutil.rmtree(out, ignore_errors=True)
+        quantize_checkpoint(path, out, quant_scheme(QUANTIZED[dt_name], lm_head=True))
+    return out
 
 
 class _Stamps:
@@ -188,12 +250,19 @@ def run(models: tuple[str, ...] = ("tiny", "medium"), dtypes: tuple[str, ...] = 
         batches: tuple[int, ...] = (1, 8), engines: tuple[str, ...] = ENGINES,
         new_tokens: int = 32, prompt_len: int = 16, repeats: int = 5, workdir: Path | None = None,
         device: str = "cpu", progress: Callable[[str], None] = lambda s: None,
-        checkpoints: tuple[Path, ...] = (), json_schema: bool = False) -> dict:
+        checkpoints: tuple[Path, ...] = (), json_schema: bool = False,
+        peer_llama_bench: Path | None = None) -> dict:
     """`models` are CONFIGS' names (random weights, written here); `checkpoints` are
     checkpoint directories benched as they are (named by their directory). `json_schema` adds,
-    after each coeflow engine's row, the same engine under SCHEMA (checkpoints with a tokenizer)."""
+    after each coeflow engine's row, the same engine under SCHEMA (checkpoints with a tokenizer).
+    `peer_llama_bench`: a built llama-bench, timed at batch 1 on each checkpoint (with a
+    tokenizer) and dtype after coeflow's rows, as engine "llama.cpp"."""
     resolve_device(device)  # a clear error for a device this machine lacks, before any work
     groups = [(e, e + WITH_SCHEMA) if json_schema and e.startswith("coeflow") else (e,) for e in engines]
+    if peer_llama_bench is not None and (models or any(
+            not (Path(c) / "tokenizer.json").is_file() for c in checkpoints)):
+        raise ConfigError("--peer-llama-bench needs checkpoints with a tokenizer (--checkpoint DIR): "
+                          "llama.cpp's converter reads it")
     if json_schema:
         if models or any(not (Path(c) / "tokenizer.json").is_file() for c in checkpoints):
             raise ConfigError("--json-schema needs checkpoints with a tokenizer (--checkpoint DIR), "
@@ -214,13 +283,16 @@ def run(models: tuple[str, ...] = ("tiny", "medium"), dtypes: tuple[str, ...] = 
             cfg = ModelConfig.from_dir(path)
             g = torch.Generator().manual_seed(1)
             for dt_name in dtypes:
-                dtype = parse_dtype(dt_name)
-                gbytes = streamed_bytes(cfg, dtype) / 1e9
+                dtype = torch.bfloat16 if dt_name in QUANTIZED else parse_dtype(dt_name)
+                run_path = quantized_copy(path, root, dt_name) if dt_name in QUANTIZED else path
+                gbytes = streamed_bytes(ModelConfig.from_dir(run_path), dtype) / 1e9
                 for batch in batches:
                     prompts = torch.randint(3, cfg.vocab_size, (batch, prompt_len), generator=g).tolist()
                     for group in groups:
+                        if dt_name in QUANTIZED and "hf-transformers" in group:
+                            continue  # transformers dequantizes such checkpoints into dense weights
                         progress(f"{name} {dt_name} batch {batch}: {' and '.join(group)}")
-                        runners = [_runner(engine, path, dtype, prompts, device) for engine in group]
+                        runners = [_runner(engine, run_path, dtype, prompts, device) for engine in group]
                         for gen, _ in runners:
                             gen(1 + new_tokens)  # warm-up (and compilation, for the fused engine)
                         runs: list[list[tuple[float, float, float]]] = [[] for _ in group]  # (s a step, reads)
@@ -245,6 +317,10 @@ def run(models: tuple[str, ...] = ("tiny", "medium"), dtypes: tuple[str, ...] = 
                                                 a / b for (a, _, _), (b, _, _) in zip(runs[0], runs[k]))
                                             if k else None))
                         del runners
+                    if peer_llama_bench is not None and batch == 1:
+                        tps = peer_tokens_per_s(peer_llama_bench, path, dt_name, root, new_tokens, repeats, progress)
+                        rows.append(Row("llama.cpp", name, cfg.num_params(), dt_name, 1, tokens_per_s=tps,
+                                        weight_gbps=0.0, ms_per_step=1e3 / tps))
     finally:
         if tmp:
             tmp.cleanup()
@@ -270,6 +346,10 @@ def format_table(report: dict) -> str:
         vs = f"  ({r['vs_first']:.2f}x the row above, paired runs)" if r.get("vs_first") else ""
         pct = (100 * r["weight_gbps"] / copy if copy
                else r.get("pct_of_read") or 100 * r["weight_gbps"] / read)
+        if not r["weight_gbps"]:  # a peer's row: its bytes a step are not known here
+            lines.append(f"{r['model']:8} {r['params'] / 1e6:7.1f}M {r['dtype']:5} {r['batch']:5d} "
+                         f"{r['engine']:27} {r['tokens_per_s']:9.1f} {r['ms_per_step']:8.2f}")
+            continue
         lines.append(f"{r['model']:8} {r['params'] / 1e6:7.1f}M {r['dtype']:5} {r['batch']:5d} "
                      f"{r['engine']:27} {r['tokens_per_s']:9.1f} {r['ms_per_step']:8.2f} "
                      f"{r['weight_gbps']:11.2f} {'' if copy else f'{read:.1f}':>9} {pct:11.1f}%"

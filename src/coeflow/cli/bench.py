@@ -45,7 +45,9 @@ def register(sub: argparse._SubParsersAction, help_text: str) -> None:
     d.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
                    help="where every engine runs (default cpu); on cuda the device's copy bandwidth is "
                         "measured too")
-    d.add_argument("--dtypes", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16", "fp16"])
+    d.add_argument("--dtypes", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16", "fp16", "int8", "int4"],
+                   help="weight dtypes (default fp32 bf16); int8 and int4: the checkpoint quantized by "
+                        "`coeflow quantize --lm-head` (coeflow rows only), weight GB/s counting packed bytes")
     d.add_argument("--batches", nargs="+", type=int, default=[1, 8])
     d.add_argument("--engines", nargs="+", default=["hf-transformers", "coeflow-eager", "coeflow-fused"],
                    choices=["hf-transformers", "coeflow-eager", "coeflow-fused", "coeflow-fused-inductor",
@@ -53,6 +55,9 @@ def register(sub: argparse._SubParsersAction, help_text: str) -> None:
                    help="coeflow-fused-inductor: the fused engine without coeflow's CPU linear kernel; "
                         "coeflow-fused-cublas: without coeflow's Triton kernel for one-row products "
                         "(GPU; coeflow-fused takes it where it measures faster than cuBLAS)")
+    d.add_argument("--peer-llama-bench", default=None, metavar="PATH", type=Path,
+                   help="also time llama.cpp (a built llama-bench, inside its source tree) at batch 1 on each "
+                        "--checkpoint, converted to GGUF by its converter: bf16, Q8_0 for int8, Q4_0 for int4")
     d.add_argument("--new-tokens", type=int, default=32, help="decode steps timed per run (default 32)")
     d.add_argument("--repeats", type=int, default=5,
                    help="timed runs per row, each between two reads of memory; the median (default 5)")
@@ -219,7 +224,7 @@ def _decode(args: argparse.Namespace) -> int:
     report = run(models=tuple(models), dtypes=tuple(args.dtypes), batches=tuple(args.batches),
                  engines=tuple(args.engines), new_tokens=args.new_tokens, repeats=args.repeats,
                  device=args.device, progress=_progress, checkpoints=tuple(Path(c) for c in args.checkpoint),
-                 json_schema=args.json_schema)
+                 json_schema=args.json_schema, peer_llama_bench=args.peer_llama_bench)
     print(json.dumps(report, indent=2) if args.json else format_table(report))
     return 0
 
