@@ -97,16 +97,26 @@ def test_kernel_matches_the_dequantized_product(bits, group, rows, scale_dtype):
     x = torch.randn(rows, 256)
     want = x @ dequantize(packed, scale, bits, torch.float32).T
     for p in (packed, wide[:, :packed.shape[1]]):
-        torch.testing.assert_close(quant_kernel.quant_linear(x, p, scale, bits), want, rtol=1e-4, atol=1e-3)
+        torch.testing.assert_close(quant_kernel.quant_linear(x, [p], [scale], bits), want, rtol=1e-4, atol=1e-3)
+    # in bf16, and beside a second weight read from the same x, each output as alone
+    other, other_scale = quantize(torch.randn(40, 256), bits, group)
+    other_scale = other_scale.to(scale_dtype)
+    both = quant_kernel.quant_linear(x.bfloat16(), [packed, other], [scale, other_scale], bits)
+    xb = x.bfloat16().float()
+    torch.testing.assert_close(both[:, :72], xb @ dequantize(packed, scale, bits, torch.float32).T, rtol=1e-4, atol=1e-3)
+    torch.testing.assert_close(both[:, 72:], xb @ dequantize(other, other_scale, bits, torch.float32).T,
+                               rtol=1e-4, atol=1e-3)
 
 
 @pytest.mark.skipif(not quant_kernel.load(), reason="the quantized CPU kernel needs x86-64 with AVX2 and gcc/g++")
 def test_kernel_refuses_operands_it_cannot_take():
     packed, scale = quantize(torch.randn(8, 64), 4, 32)
     with pytest.raises(RuntimeError, match="rows"):
-        quant_kernel.quant_linear(torch.randn(9, 64), packed, scale, 4)
+        quant_kernel.quant_linear(torch.randn(9, 64), [packed], [scale], 4)
+    with pytest.raises(RuntimeError, match="scales must be"):
+        quant_kernel.quant_linear(torch.randn(1, 96), [packed], [scale], 4)  # groups of 48
     with pytest.raises(RuntimeError, match="packed weight"):
-        quant_kernel.quant_linear(torch.randn(1, 128), packed, scale, 4)
+        quant_kernel.quant_linear(torch.randn(1, 64), [packed], [scale], 8)
 
 
 @pytest.mark.slow

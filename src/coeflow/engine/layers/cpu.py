@@ -83,22 +83,49 @@ class KernelLinear(StreamedLinear):
         return y[0] if y is not None else super().forward(x)
 
 
-class PackedLinear(QuantLinear):
-    """A quantized layer whose decode rows read the packed weights (`coeflow::quant_linear`)."""
-
-    def forward(self, x: Tensor) -> Tensor:
-        rows = x.reshape(-1, x.shape[-1])
-        if quant_kernel.supports(rows, self.weight_packed, self.weight_scale):
-            return _finish(quant_kernel.quant_linear(rows, self.weight_packed, self.weight_scale, self.bits),
-                           x, self.bias)
-        return super().forward(x)
-
-
 class DecodeAttention(Attention):
     def attend(self, q: Tensor, k_cache: Tensor, v_cache: Tensor, mask: Tensor) -> Tensor:
         if q.shape[2] != 1:
             return super().attend(q, k_cache, v_cache, mask)
         return decode_attention(q, k_cache, v_cache, mask)
+
+
+def _packed_products(x: Tensor, layers: list[nn.Module]) -> list[Tensor] | None:
+    """`[layer(x) for layer in layers]` from one `coeflow::quant_linear` call, or None where it
+    does not take them (not all quantized alike, too many rows)."""
+    rows = x.reshape(-1, x.shape[-1])
+    if not all(isinstance(m, QuantLinear) and m.bits == layers[0].bits for m in layers):
+        return None
+    packed, scales = [m.weight_packed for m in layers], [m.weight_scale for m in layers]
+    if not quant_kernel.supports(rows, packed, scales):
+        return None
+    y = quant_kernel.quant_linear(rows, packed, scales, layers[0].bits)
+    parts = y.split([m.out_features for m in layers], dim=-1)
+    return [_finish(part, x, m.bias) for m, part in zip(layers, parts)]
+
+
+class PackedLinear(QuantLinear):
+    """A quantized layer whose decode rows read the packed weights (`coeflow::quant_linear`)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = _packed_products(x, [self])
+        return y[0] if y is not None else super().forward(x)
+
+
+class PackedAttention(DecodeAttention):
+    """q, k and v of quantized layers from one call."""
+
+    def project(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        y = _packed_products(x, self.joinable())
+        return tuple(y) if y is not None else super().project(x)
+
+
+class PackedMLP(MLP):
+    """gate and up of quantized layers from one call."""
+
+    def gate_up(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        y = _packed_products(x, self.joinable())
+        return tuple(y) if y is not None else super().gate_up(x)
 
 
 class KernelAttention(DecodeAttention):
@@ -155,8 +182,10 @@ class CpuLayers:
 
     def swap(self, model: Transformer) -> None:
         if model.config.quant is not None and quant_kernel.load():
-            swap_classes(model, {QuantLinear: PackedLinear})
-        if self.kernels:
+            # the AVX-512 kernels take none of a quantized model's layers but a dense head
+            swap_classes(model, {QuantLinear: PackedLinear, Attention: PackedAttention, MLP: PackedMLP,
+                                 nn.Linear: KernelLinear if self.kernels else StreamedLinear})
+        elif self.kernels:
             swap_classes(model, {nn.Linear: KernelLinear, Attention: KernelAttention, MLP: KernelMLP,
                                  DecoderLayer: KernelDecoderLayer})
         else:

@@ -32,12 +32,13 @@ NARROW = ["-mavx2", "-mfma"]
 BASE_CFLAGS = ["-O3", "-fPIC", "-fopenmp", "-Wno-psabi"]
 
 _LIB = torch.library.Library("coeflow", "FRAGMENT")
-_LIB.define("quant_linear(Tensor x, Tensor packed, Tensor scale, int bits) -> Tensor")
+_LIB.define("quant_linear(Tensor x, Tensor[] packed, Tensor[] scales, int bits) -> Tensor")
+MAX_WEIGHTS = 8  # quant_linear_op.cpp's kMaxWeights
 
 
 @torch.library.register_fake("coeflow::quant_linear")
-def _(x: Tensor, packed: Tensor, scale: Tensor, bits: int) -> Tensor:
-    return x.new_empty((x.shape[0], packed.shape[0]), dtype=torch.float32)
+def _(x: Tensor, packed: list[Tensor], scales: list[Tensor], bits: int) -> Tensor:
+    return x.new_empty((x.shape[0], sum(p.shape[0] for p in packed)), dtype=torch.float32)
 
 
 _loaded: bool | None = None
@@ -74,16 +75,20 @@ def load() -> bool:
     return True
 
 
-def supports(x: Tensor, packed: Tensor, scale: Tensor) -> bool:
-    """Whether `quant_linear(x, packed, scale, bits)` may be called (the op loaded)."""
-    if not _loaded or x.device.type != "cpu" or x.dim() != 2 or not 1 <= x.shape[0] <= MAX_ROWS:
+def supports(x: Tensor, packed: list[Tensor], scales: list[Tensor]) -> bool:
+    """Whether `quant_linear(x, packed, scales, bits)` may be called (the op loaded)."""
+    if (not _loaded or x.device.type != "cpu" or x.dim() != 2 or not 1 <= x.shape[0] <= MAX_ROWS
+            or x.dtype not in (torch.float32, torch.bfloat16) or not 1 <= len(packed) <= MAX_WEIGHTS):
         return False
-    groups = scale.shape[1]
-    return (packed.stride(1) == 1 and scale.is_contiguous() and scale.dtype in (torch.float32, torch.bfloat16)
-            and x.shape[1] % groups == 0 and (x.shape[1] // groups) % 32 == 0)
+    groups = scales[0].shape[1]
+    return (x.shape[1] % groups == 0 and (x.shape[1] // groups) % 32 == 0
+            and all(p.stride(1) == 1 and s.is_contiguous() and s.dtype == scales[0].dtype
+                    and s.shape[1] == groups for p, s in zip(packed, scales))
+            and scales[0].dtype in (torch.float32, torch.bfloat16))
 
 
-def quant_linear(x: Tensor, packed: Tensor, scale: Tensor, bits: int) -> Tensor:
+def quant_linear(x: Tensor, packed: list[Tensor], scales: list[Tensor], bits: int) -> Tensor:
     """The op: x [M, K] @ w.T as float32 [M, N], w [N, K] given packed (int32 [N, K*bits/32])
-    with its scales [N, K/group]."""
-    return torch.ops.coeflow.quant_linear.default(x, packed, scale, bits)
+    with its scales [N, K/group]; given several weights that read the same x (q, k, v), their
+    outputs side by side, from one call."""
+    return torch.ops.coeflow.quant_linear.default(x, packed, scales, bits)

@@ -55,7 +55,8 @@ static inline __m128i load_bytes(const uint8_t *p) { return _mm_loadl_epi64((con
 static inline vf load_f(const float *p) { vf v; memcpy(&v, p, sizeof v); return v; }
 static inline float hsum(vf v) { float t = 0; for (int i = 0; i < VL; i++) t += v[i]; return t; }
 
-static inline float scale_at(const void *s, int bf16, long i) {
+/* Element i of a float32 or (bf16) bfloat16 array. */
+static inline float read_float(const void *s, int bf16, long i) {
     if (!bf16) return ((const float *)s)[i];
     uint32_t u = (uint32_t)((const uint16_t *)s)[i] << 16;
     float f;
@@ -80,24 +81,30 @@ static inline __attribute__((always_inline)) void unpack_chunk(const uint8_t *ro
 #endif
 }
 
-/* x [M, K] float32 into the kernel's order `xp` (4 bits: each chunk's even elements, then its
- * odd ones) and `xs` [M, K / group], each group's sum. */
-void coeflow_quant_prepare(const float *x, long ldx, int M, int K, int bits, int group, float *xp, float *xs) {
+/* x [M, K] (float32, or bfloat16 where x_bf16) into the kernel's order `xp` (4 bits: each
+ * chunk's even elements, then its odd ones), float32, and `xs` [M, K / group], each group's sum. */
+void coeflow_quant_prepare(const void *x, int x_bf16, long ldx, int M, int K, int bits, int group, float *xp,
+                           float *xs) {
     int G = K / group;
     for (int m = 0; m < M; m++) {
-        const float *xr = x + m * ldx;
         float *pr = xp + (long)m * K;
+        if (x_bf16) {
+            const uint16_t *xr = (const uint16_t *)x + m * ldx;
+            for (int k = 0; k < K; k++) pr[k] = read_float(xr, 1, k);
+        } else {
+            memcpy(pr, (const float *)x + m * ldx, K * sizeof(float));
+        }
         for (int g = 0; g < G; g++) {
             float t = 0;
-            for (int k = g * group; k < (g + 1) * group; k++) t += xr[k];
+            for (int k = g * group; k < (g + 1) * group; k++) t += pr[k];
             xs[m * G + g] = t;
         }
-        if (bits == 8) {
-            memcpy(pr, xr, K * sizeof(float));
-            continue;
-        }
-        for (int c = 0; c < K; c += CHUNK)
-            for (int j = 0; j < CHUNK / 2; j++) pr[c + j] = xr[c + 2 * j], pr[c + CHUNK / 2 + j] = xr[c + 2 * j + 1];
+        if (bits == 4)
+            for (int c = 0; c < K; c += CHUNK) {
+                float tmp[CHUNK];
+                memcpy(tmp, pr + c, sizeof tmp);
+                for (int j = 0; j < CHUNK / 2; j++) pr[c + j] = tmp[2 * j], pr[c + CHUNK / 2 + j] = tmp[2 * j + 1];
+            }
     }
 }
 
@@ -128,7 +135,7 @@ out_row(const float *xp, const float *xs, const int M, int K, const uint8_t *wr,
                 }
             }
         }
-        float s = scale_at(scale, bf16, n * G + g);
+        float s = read_float(scale, bf16, n * G + g);
         for (int m = 0; m < M; m++) {
             vf a = acc[m][0];
             for (int p = 1; p < P; p++) a += acc[m][p];
@@ -140,17 +147,27 @@ out_row(const float *xp, const float *xs, const int M, int K, const uint8_t *wr,
     for (int m = 0; m < M; m++) y[m * ldy + n] = hsum(tot[m]) - off * offsets[m];
 }
 
-/* xp, xs from coeflow_quant_prepare; w the packed rows, `ldw` bytes apart; scale [N, K/group]
- * float32 or (bf16) bfloat16. Returns 0, or -1 for operands the kernel does not take. */
-int coeflow_quant_linear(const float *xp, const float *xs, int M, int K, const uint8_t *w, long ldw, int bits,
-                         const void *scale, int bf16, int group, long N, float *y, long ldy, int nthreads) {
-    if (M < 1 || M > MAXM || (bits != 8 && bits != 4) || group % CHUNK || K % group) return -1;
+/* xp, xs from coeflow_quant_prepare; `nw` weights that read the same x (q, k, v), weight j
+ * with ns[j] packed rows `ldws[j]` bytes apart and scales [ns[j], K/group] float32 or (bf16)
+ * bfloat16; their outputs side by side in y [M, ldy]. Returns 0, or -1 for operands the kernel
+ * does not take. */
+int coeflow_quant_linear(const float *xp, const float *xs, int M, int K, int nw, const uint8_t *const *ws,
+                         const long *ldws, const long *ns, int bits, const void *const *scales, int bf16,
+                         int group, float *y, long ldy, int nthreads) {
+    if (M < 1 || M > MAXM || (bits != 8 && bits != 4) || group % CHUNK || K % group || nw < 1) return -1;
+    long total = 0;
+    for (int j = 0; j < nw; j++) total += ns[j];
 #pragma omp parallel for num_threads(nthreads) schedule(static)
-    for (long n = 0; n < N; n++) {
-        const uint8_t *wr = w + n * ldw;
+    for (long r = 0; r < total; r++) {
+        int j = 0;
+        long n = r;
+        while (n >= ns[j]) n -= ns[j++];
+        const uint8_t *wr = ws[j] + n * ldws[j];
+        const void *sc = scales[j];
+        float *yj = y + (r - n);  /* weight j's first output column */
         switch (M * 16 + bits) {
-#define CASE(mm) case mm * 16 + 8: out_row(xp, xs, mm, K, wr, 8, scale, bf16, group, n, y, ldy); break; \
-                 case mm * 16 + 4: out_row(xp, xs, mm, K, wr, 4, scale, bf16, group, n, y, ldy); break;
+#define CASE(mm) case mm * 16 + 8: out_row(xp, xs, mm, K, wr, 8, sc, bf16, group, n, yj, ldy); break; \
+                 case mm * 16 + 4: out_row(xp, xs, mm, K, wr, 4, sc, bf16, group, n, yj, ldy); break;
             CASE(1) CASE(2) CASE(3) CASE(4) CASE(5) CASE(6) CASE(7) CASE(8)
 #undef CASE
         }
