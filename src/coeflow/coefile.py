@@ -27,6 +27,8 @@ Shape (paths are relative to the CoE file's directory and may not leave it):
                                  # unset: read from its chat template's markers
         dtype: bf16              # optional: auto (its checkpoint's own), fp32, bf16 or fp16;
                                  # unset: coeflow serve --dtype
+        quantize: int4           # optional: int8 or int4 (as `coeflow quantize` writes it, made
+                                 # once into coeflow's cache), none (default) serves it as it is
 """
 
 from __future__ import annotations
@@ -67,6 +69,7 @@ class ExpertSpec:
     max_context: int | None = None  # prompt + output tokens a request may take, if below the checkpoint's
     tool_call_format: str | None = None  # hermes, llama3_json or mistral; None: as its chat template shows
     dtype: str | None = None  # auto, fp32, bf16 or fp16; None: the server's --dtype
+    quantize: int | None = None  # bits (8 or 4) of a copy served instead (coeflow.model.convert); None: as it is
 
 
 @dataclass(frozen=True)
@@ -147,6 +150,7 @@ class _ExpertEntry(FileModel):
     max_context: int | None = None
     tool_call_format: Literal["hermes", "llama3_json", "mistral"] | None = None
     dtype: Literal["auto", "fp32", "bf16", "fp16"] | None = None
+    quantize: Literal["int8", "int4", "none"] | None = None
 
     _name = field_validator("name")(_safe)
     _path = field_validator("path")(_non_empty)
@@ -235,7 +239,8 @@ def parse_coe(doc: Any, source: Path) -> CoEFile:
                            if v is not None),
             chat_template=(_resolve_inside(entry.chat_template, root, source, where, "chat_template")
                            if entry.chat_template else None),
-            max_context=entry.max_context, tool_call_format=entry.tool_call_format, dtype=entry.dtype))
+            max_context=entry.max_context, tool_call_format=entry.tool_call_format, dtype=entry.dtype,
+            quantize=int(entry.quantize[3:]) if entry.quantize not in (None, "none") else None))
     names = [e.name for e in experts]
     if parsed.fallback not in names:
         raise ConfigError(f"{source}: 'fallback' {parsed.fallback!r} is not one of the experts "

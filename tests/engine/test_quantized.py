@@ -195,33 +195,62 @@ def test_packed_tensor_of_the_wrong_shape_or_dtype_is_named(quantized, tmp_path)
 
 
 @pytest.mark.e2e
-def test_a_served_coe_mixes_quantized_and_dense_experts(tmp_path):
-    """Through the store (layout, pool, integrity checks) and the HTTP server: a quantized
-    expert answers what its checkpoint computes, beside dense ones, and reports its bytes."""
+def test_a_coe_entry_quantized_on_first_use_serves_beside_dense_experts(tmp_path, monkeypatch):
+    """`quantize: int8` in a CoE entry: the copy is made once into coeflow's cache and served
+    through the store (layout, pool, integrity checks) and the HTTP server, answering what the
+    copy computes, beside dense experts, with its packed bytes counted; a second start reuses it."""
+    import httpx
     import yaml
     from openai import OpenAI
 
     from coe_fixture import start, write_coe
-    coe = write_coe(tmp_path)
-    quantize_checkpoint(tmp_path / "experts" / "sql", tmp_path / "experts" / "sql-int8", quant_scheme(8))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    coe = write_coe(tmp_path / "coe")
     spec = yaml.safe_load(coe.read_text())
-    spec["experts"][0]["path"] = "experts/sql-int8"
+    spec["experts"][0]["quantize"] = "int8"  # sql
     coe.write_text(yaml.safe_dump(spec))
     prompt = [1, *range(40, 52)]
-    model = load_model(tmp_path / "experts" / "sql-int8")
+    for attempt in range(2):
+        srv, ctx = start(coe)
+        with ctx as url:
+            client = OpenAI(base_url=url, api_key="unused", max_retries=0, timeout=60)
+            got = client.completions.create(model="sql", prompt=prompt, max_tokens=8, temperature=0,
+                                            extra_body={"ignore_eos": True})
+            other = client.completions.create(model="shell", prompt=prompt, max_tokens=8, temperature=0)
+            experts = {e["name"]: e for e in httpx.get(url.removesuffix("/v1") + "/v1/experts").json()["data"]}
+        copies = list((tmp_path / "cache" / "coeflow" / "quantized").iterdir())
+        assert len(copies) == 1 and copies[0].name.startswith("sql-int8-")
+        if attempt == 0:
+            made = (copies[0] / "model.safetensors").stat().st_mtime_ns
+    assert (copies[0] / "model.safetensors").stat().st_mtime_ns == made  # reused, not made again
+    model = load_model(copies[0])
     ids = list(prompt)
     for _ in range(8):
         ids.append(int(model(torch.tensor([ids]))[0, -1].argmax()))
-    srv, ctx = start(coe)
-    with ctx as url:
-        client = OpenAI(base_url=url, api_key="unused", max_retries=0, timeout=60)
-        got = client.completions.create(model="sql", prompt=prompt, max_tokens=8, temperature=0,
-                                        extra_body={"ignore_eos": True})
-        other = client.completions.create(model="shell", prompt=prompt, max_tokens=8, temperature=0)
-        import httpx
-        experts = {e["name"]: e for e in httpx.get(url.removesuffix("/v1") + "/v1/experts").json()["data"]}
     tok = srv.scheduler.backend.runtimes["sql"].tokenizer
     assert got.choices[0].text == tok.decode(ids[len(prompt):])
     assert other.choices[0].text  # the dense experts serve beside it
     assert experts["sql"]["quantization"] == "int8" and experts["shell"]["quantization"] is None
     assert experts["sql"]["bytes"] < 0.6 * experts["shell"]["bytes"]
+
+
+@pytest.mark.e2e
+def test_a_coe_entry_whose_source_fails_its_checksum_is_not_quantized_and_fails_alone(tmp_path, monkeypatch):
+    import yaml
+    from openai import APIStatusError, OpenAI
+
+    from coe_fixture import start, write_coe
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    coe = write_coe(tmp_path / "coe")
+    spec = yaml.safe_load(coe.read_text())
+    spec["experts"][0].update(quantize="int4", sha256="0" * 64)
+    coe.write_text(yaml.safe_dump(spec))
+    srv, ctx = start(coe)
+    with ctx as url:
+        client = OpenAI(base_url=url, api_key="unused", max_retries=0, timeout=60)
+        with pytest.raises(APIStatusError) as e:
+            client.completions.create(model="sql", prompt="select", max_tokens=4)
+        assert e.value.status_code == 503 and "sha256" in str(e.value)
+        assert client.completions.create(model="shell", prompt="ls", max_tokens=4).choices[0].text is not None
+    assert not (tmp_path / "cache" / "coeflow" / "quantized").exists() or \
+        not any((tmp_path / "cache" / "coeflow" / "quantized").iterdir())

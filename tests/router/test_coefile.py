@@ -80,6 +80,7 @@ def test_a_directory_means_its_coe_yaml(tmp_path):
         (lambda d: d["experts"][0].update(sha256="g" * 64), ["experts[0] (python)", "'sha256'", "64 hexadecimal"]),
         (lambda d: d["experts"][0].update(sha256=12), ["experts[0] (python)", "'sha256'", "a string"]),
         (lambda d: d["experts"][0].update(dtype="int4"), ["experts[0] (python)", "'dtype'", "'auto'", "'bf16'"]),
+        (lambda d: d["experts"][0].update(quantize="int2"), ["experts[0] (python)", "'quantize'", "'int4'", "'none'"]),
         (lambda d: d["experts"][0].update(tool_call_format="json"), ["experts[0] (python)", "'tool_call_format'",
                                                                      "'hermes'"]),
     ],

@@ -41,9 +41,12 @@ def register(sub: argparse._SubParsersAction, help_text: str) -> None:
 
 def run_perplexity(args: argparse.Namespace) -> int:
     from coeflow.demo.perplexity import format_table, perplexity_report, read_samples
+    from coeflow.model.convert import with_quantized_experts
     from coeflow.router import load_router_for_coe
 
-    coe = load_coe(args.coe)
+    coe, failed = with_quantized_experts(load_coe(args.coe))
+    if failed:
+        raise ConfigError("; ".join(f"expert {k}: {v}" for k, v in failed.items()))
     data = Path(args.data) if args.data else coe.source.parent / HELDOUT
     if not data.exists():
         raise ConfigError(f"{data}: no held-out text; pass --data FILE.jsonl with {{\"text\", \"domain\"}} lines")

@@ -1,9 +1,14 @@
 """Writing converted checkpoints: a dense Hugging Face checkpoint quantized to int8 or int4
-weights (`coeflow quantize`), as a checkpoint directory any compressed-tensors reader loads."""
+weights (`coeflow quantize`), as a checkpoint directory any compressed-tensors reader loads;
+and the copies a CoE entry's `quantize:` serves, made once into coeflow's cache."""
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
+import logging
+import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -12,10 +17,14 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from coeflow.errors import CheckpointError, ConfigError, UnsupportedModelError
+from coeflow.cache import cache_root
+from coeflow.coefile import CoEFile
+from coeflow.errors import CheckpointError, CoeflowError, ConfigError, UnsupportedModelError
 from coeflow.model.checkpoint import checkpoint_files, index_checkpoint
 from coeflow.model.config import ModelConfig, expected_shapes
 from coeflow.model.quant import BITS, DEFAULT_GROUP, QuantScheme, quantize
+
+log = logging.getLogger(__name__)
 
 
 def quant_scheme(bits: int, group: int | None = None, lm_head: bool = False) -> QuantScheme:
@@ -79,3 +88,59 @@ def quantize_checkpoint(src: str | Path, out: str | Path, scheme: QuantScheme,
     save_file(tensors, str(out / "model.safetensors"), metadata={"format": "pt"})
     (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")  # last: a whole checkpoint
     return out
+
+
+def cached_quantized(src: str | Path, bits: int, sha256: str | None = None,
+                     progress: Callable[[int], None] | None = None) -> tuple[Path, str | None]:
+    """A quantized copy of `src` (`quant_scheme(bits)`; int4 in smaller groups where a layer's
+    inputs do not split into 128s) in coeflow's cache, made on first use
+    and reused while `src`'s files are unchanged (same names, sizes and times): what a CoE
+    entry's `quantize:` serves. With `sha256` (the CoE file's, of `src`), `src` is checked
+    against it before it is quantized, and the copy's own checksum is returned for the store
+    to check on each load (None without)."""
+    from coeflow.backend.real.integrity import checkpoint_sha256
+    src = Path(src).resolve()
+    cfg = ModelConfig.from_dir(src)
+    inputs = (cfg.hidden_size, cfg.num_heads * cfg.head_dim, cfg.intermediate_size)
+    # int4's groups of 128 inputs, or the largest smaller group every layer splits into
+    group = next((g for g in (128, 64, 32) if all(n % g == 0 for n in inputs)), None) if bits == 4 else None
+    scheme = quant_scheme(bits, group)
+    stamp = [str(src), scheme.name] + [f"{f.name}:{f.stat().st_size}:{f.stat().st_mtime_ns}"
+                                       for f in sorted(src.iterdir()) if f.is_file()]
+    key = hashlib.sha256("\n".join(stamp).encode()).hexdigest()[:16]
+    out = cache_root() / "quantized" / f"{src.name}-{scheme.name}-{key}"
+    record = out / "coeflow-copy.json"
+    if not record.is_file():
+        if sha256 is not None and checkpoint_sha256(src) != sha256:
+            raise CheckpointError(f"{src}: the sha256 of its files is not the CoE file's {sha256}: changed or "
+                                  "corrupt, so it is not quantized")
+        tmp = out.with_name(out.name + f".tmp{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        quantize_checkpoint(src, tmp, scheme, progress)
+        (tmp / record.name).write_text(json.dumps({"source": str(src), "scheme": scheme.name,
+                                                   "sha256": checkpoint_sha256(tmp)}) + "\n")
+        shutil.rmtree(out, ignore_errors=True)
+        os.replace(tmp, out)  # whole or not at all: a copy cut short is made again
+    return out, json.loads(record.read_text())["sha256"] if sha256 is not None else None
+
+
+def with_quantized_experts(coe: CoEFile) -> tuple[CoEFile, dict[str, str]]:
+    """`coe` with each expert whose entry says `quantize:` served from its quantized copy
+    (`cached_quantized`, made now where missing, with a progress line), and why any of those
+    could not be made (expert -> message; such an expert keeps its entry and is to be marked
+    failed by the caller)."""
+    experts, errors = [], {}
+    for spec in coe.experts:
+        if spec.quantize is None:
+            experts.append(spec)
+            continue
+        try:
+            log.info("expert %s: its int%d copy (made once, then reused from %s)", spec.name, spec.quantize,
+                     cache_root() / "quantized")
+            path, digest = cached_quantized(spec.path, spec.quantize, spec.sha256)
+        except CoeflowError as e:
+            errors[spec.name] = f"cannot quantize to int{spec.quantize}: {e}"
+            experts.append(spec)
+            continue
+        experts.append(dataclasses.replace(spec, path=path, sha256=digest))
+    return dataclasses.replace(coe, experts=tuple(experts)), errors

@@ -13,6 +13,7 @@ from coeflow.coefile import SAMPLING_DEFAULTS, load_coe
 from coeflow.sampling_ranges import RANGES
 from coeflow.errors import CoeflowError, ConfigError
 from coeflow.model import ModelConfig, Tokenizer
+from coeflow.model.convert import with_quantized_experts
 from coeflow.scheduler import Scheduler
 from coeflow.server.app import CoEServer
 from coeflow.server.health import ExpertHealth
@@ -29,7 +30,7 @@ def build_server(coe_path: str | Path, opts: ServerOptions, store=None) -> CoESe
     from coeflow.router import load_router_for_coe
     from coeflow.store import ExpertStore
 
-    coe = load_coe(coe_path)
+    coe, runtime_errors = with_quantized_experts(load_coe(coe_path))
     backend = RealBackend(opts.dtype, opts.device, fused=opts.fused, kv_mem=opts.kv_mem,
                           prefix_cache=opts.prefix_cache, dtypes={e.name: e.dtype for e in coe.experts if e.dtype})
     if store is None:
@@ -58,8 +59,10 @@ def build_server(coe_path: str | Path, opts: ServerOptions, store=None) -> CoESe
         tool_formats[name] = FORMATS[spec.tool_call_format] if spec.tool_call_format else detect(tok.chat_template)
         shapes.setdefault((cfg.shape_key, backend.serving_dtype(name)), name)
 
-    runtime_errors: dict[str, str] = {}
     for spec in coe.experts:
+        if spec.name in runtime_errors:
+            log.error("expert %s cannot serve: %s", spec.name, runtime_errors[spec.name])
+            continue
         try:
             load_runtime(spec.name)
         except CoeflowError as e:

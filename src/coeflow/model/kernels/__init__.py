@@ -37,6 +37,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from coeflow.cache import cache_root
+
 log = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_name("linear_avx512.c")
@@ -89,8 +91,7 @@ def _cpu_flags() -> set[str]:
 
 
 def cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "coeflow" / "kernels"
+    return cache_root() / "kernels"
 
 
 def _run(cmd: list[str]) -> None:
