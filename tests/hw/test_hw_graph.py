@@ -90,3 +90,31 @@ def test_verification_asks_the_lm_head_for_every_position():
     assert head(five).weight_bytes == head(one).weight_bytes  # the weights stream once
     with pytest.raises(ConfigError):
         decoder_graph(s, "decode", 1, 1, 1000, 16, logits=2)
+
+
+def test_quantized_products_read_their_packed_bytes_and_nothing_else_changes():
+    """int4 in groups of 128: 4 bits a weight plus a bf16 scale a group, in the layers'
+    products only; embeddings, norms and the head stay bf16; the FLOPs are the dense ones."""
+    s = load_shape("llama2-7b")
+    q = s.quantized(4, 128)
+    products = s.layers * (4 * 4096 * 4096 + 3 * 4096 * 11008)  # q, k, v, o; gate, up, down
+    dense = decoder_graph(s, "decode", 1, 1, 127, 1)
+    packed = decoder_graph(q, "decode", 1, 1, 127, 1)
+    assert dense.total("weight_bytes") - packed.total("weight_bytes") == pytest.approx(
+        products * (2 - (4 + 16 / 128) / 8), rel=1e-6)
+    assert packed.total("flops") == dense.total("flops")
+    assert s.weight_bytes() - q.weight_bytes() == pytest.approx(products * (2 - 4.125 / 8), rel=1e-6)
+
+
+def test_a_quantized_config_json_is_counted_as_quantized_and_other_schemes_refused(tmp_path):
+    raw = json.loads((MODELS_DIR / "llama2-7b.json").read_text())
+    weights = {"num_bits": 8, "type": "int", "symmetric": True, "strategy": "channel"}
+    raw["quantization_config"] = {"quant_method": "compressed-tensors", "format": "pack-quantized",
+                                  "config_groups": {"g": {"targets": ["Linear"], "weights": weights}}}
+    (tmp_path / "config.json").write_text(json.dumps(raw))
+    assert load_shape(str(tmp_path)).weight_bits == pytest.approx(8 + 16 / 4096)
+    raw["quantization_config"]["quant_method"] = "awq"
+    (tmp_path / "q2").mkdir()
+    (tmp_path / "q2" / "config.json").write_text(json.dumps(raw))
+    with pytest.raises(ConfigError, match="quant_method 'awq'"):
+        load_shape(str(tmp_path / "q2"))

@@ -23,6 +23,18 @@ def test_simulate_model_json_has_the_latency_fields(capsys):
     assert d["decode_step"]["launches"] > 0 and "hbm" in d["decode_step"]["bytes_by_tier"]
 
 
+def test_simulate_model_with_quantized_weights_reads_fewer_bytes_a_step(capsys):
+    steps = {}
+    for weights in ([], ["--weights", "int8"], ["--weights", "int4"]):
+        rc, out, _ = _run(capsys, "simulate", "model", "--hw", "h100", "--model", "llama2-7b", "--batch", "1",
+                          "--json", *weights)
+        assert rc == 0
+        steps[tuple(weights)] = json.loads(out)["decode_step"]
+    hbm = {k: v["bytes_by_tier"]["hbm"] for k, v in steps.items()}
+    assert hbm[()] > 1.9 * hbm[("--weights", "int8")] > 3.5 * hbm[("--weights", "int4")]
+    assert steps[()]["time_s"] > steps[("--weights", "int8")]["time_s"] > steps[("--weights", "int4")]["time_s"]
+
+
 def test_simulate_model_text_shows_the_breakdown(capsys):
     rc, out, _ = _run(capsys, "simulate", "model", "--hw", "sn40l-8", "--model", "mistral-7b")
     assert rc == 0

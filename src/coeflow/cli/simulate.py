@@ -11,6 +11,7 @@ import json
 from coeflow.errors import ConfigError
 from coeflow.extras import require
 from coeflow.hw import generation_cost, list_hardware, list_models, load_hardware, load_shape
+from coeflow.sim.workload import quantized_shape
 from coeflow.scheduler.decisions import SCHEDULES
 from coeflow.sim.replay import ReplayOptions
 from coeflow.store.policies import ONLINE_POLICIES
@@ -38,6 +39,10 @@ def register(subparsers, help_text: str) -> None:
     m.add_argument("--stack", default=None,
                    help="software stack from specs/stacks.yaml (default: the hardware's; "
                    "GPU: hf-eager, gpt-fast, nemo; RDU: rdu-unfused, rdu-fused-so, rdu-fused-ho)")
+    m.add_argument("--weights", default=None, choices=["int8", "int4"],
+                   help="the products' weights quantized as `coeflow quantize` writes them (int8 a scale a row, "
+                        "int4 a scale a group of 128): fewer bytes read and moved, the same FLOPs "
+                        "(default: as the config says; a quantized checkpoint's config.json says so itself)")
     m.add_argument("--json", action="store_true", help="print one JSON object (total_s, ttft_s, tpot_s, ...)")
     m.set_defaults(func=run_model)
 
@@ -82,6 +87,9 @@ def _replay_args(p: argparse.ArgumentParser) -> None:
     who.add_argument("--experts", type=int, metavar="N", help="N experts e0..e{N-1} of --expert-config (no checkpoints)")
     who.add_argument("--expert-config", default="llama2-7b", metavar="CONFIG",
                      help=f"shipped name ({', '.join(list_models())}) or config.json (default llama2-7b)")
+    who.add_argument("--expert-weights", default=None, choices=["int8", "int4"],
+                     help="--experts quantized as `coeflow quantize` writes them (a CoE file's experts: "
+                          "as their config.json or `quantize:` says)")
     p.add_argument("--router", metavar="CONFIG", default=None,
                    help="cost a router of this shape (a prefill + one token) on the compute before queueing, "
                         "on up to --router-batch prompts at once (default: routing costs nothing)")
@@ -126,7 +134,11 @@ def _simulate(args: argparse.Namespace, hw: str):
     from coeflow.trace import read_trace
     if (args.coe is None) == (args.experts is None):
         raise ConfigError("give --coe FILE or --experts N (with --expert-config)")
-    coe = coe_from_file(args.coe) if args.coe else coe_of_copies(args.experts, args.expert_config)
+    if args.coe and args.expert_weights:
+        raise ConfigError("--expert-weights applies to --experts; a CoE file's experts say it themselves "
+                          "(`quantize:`, or a quantized checkpoint)")
+    coe = coe_from_file(args.coe) if args.coe else coe_of_copies(
+        args.experts, args.expert_config, int(args.expert_weights[3:]) if args.expert_weights else None)
     machine = resolve_machine(hw, args.stack, args.tp)
     router = load_shape(args.router) if args.router else None
     backend = ModelledBackend(machine, coe.shapes, router)
@@ -229,6 +241,8 @@ def run_compare(args: argparse.Namespace) -> int:
 def run_model(args: argparse.Namespace) -> int:
     hw = load_hardware(args.hw)
     shape = load_shape(args.model)
+    if args.weights:
+        shape = quantized_shape(shape, int(args.weights[3:]))
     cost = generation_cost(hw, shape, args.batch, args.prompt, args.gen, args.tp, args.stack)
     if args.json:
         print(json.dumps(cost.to_dict(), indent=2))

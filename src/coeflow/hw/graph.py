@@ -113,8 +113,10 @@ def decoder_graph(shape: DecoderShape, phase: str, batch: int, new_tokens: int, 
     keys = _attended(s, new_tokens, context)
     kv_len = min(context + new_tokens, s.sliding_window or 10**12)
 
+    wb = s.product_bytes_per_param(B)  # a quantized shape's products read fewer bytes, same FLOPs
+
     def gemm(name: str, k: int, n: int, bias: bool = False) -> Op:
-        return Op(name, "gemm", flops=2.0 * m * k * n, weight_bytes=(k * n + (n if bias else 0)) * B,
+        return Op(name, "gemm", flops=2.0 * m * k * n, weight_bytes=k * n * wb + (n if bias else 0) * B,
                   in_bytes=m * k * B, out_bytes=m * n * B)
 
     def norm(name: str) -> Op:

@@ -9,12 +9,13 @@ this one only has to count."""
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from coeflow.errors import ConfigError
+from coeflow.errors import CoeflowError, ConfigError
+from coeflow.quantization import QuantScheme
 
 MODELS_DIR = Path(__file__).with_name("models")
 BYTES_BF16 = 2
@@ -39,6 +40,9 @@ class DecoderShape:
     tied_embeddings: bool
     sliding_window: int | None  # Mistral: attention looks back at most this many tokens
     max_positions: int
+    # bits a weight of the layers' products as stored, scales included (None: the dtype's own);
+    # embeddings, norms and the output head stay in the dtype (`quantized`)
+    weight_bits: float | None = None
 
     def layer_params(self) -> int:
         h, d = self.hidden, self.head_dim
@@ -59,8 +63,25 @@ class DecoderShape:
         head = 0 if self.tied_embeddings else self.vocab * self.hidden
         return self.layers * self.layer_params() + embed + head + 2 * self.hidden
 
+    def product_params(self) -> int:
+        """The layers' projection weights (no biases): what quantization packs."""
+        h, d = self.hidden, self.head_dim
+        return self.layers * (h * (self.heads + 2 * self.kv_heads) * d + self.heads * d * h
+                              + (3 if self.gated_mlp else 2) * h * self.intermediate)
+
+    def product_bytes_per_param(self, bytes_per_param: float = BYTES_BF16) -> float:
+        return self.weight_bits / 8 if self.weight_bits is not None else bytes_per_param
+
     def weight_bytes(self, bytes_per_param: int = BYTES_BF16) -> int:
-        return self.num_params() * bytes_per_param
+        products = self.product_params()
+        return round((self.num_params() - products) * bytes_per_param
+                     + products * self.product_bytes_per_param(bytes_per_param))
+
+    def quantized(self, bits: int, group: int | None) -> "DecoderShape":
+        """This shape with its products stored as coeflow quantize writes them: `bits` a weight
+        plus a bf16 scale a group of `group` inputs (None: one a row of the hidden width)."""
+        return replace(self, name=f"{self.name}-int{bits}",
+                       weight_bits=bits + 16 / (group or self.hidden))
 
     def kv_bytes_per_token(self, bytes_per_value: int = BYTES_BF16) -> int:
         """K and V of one token across all layers."""
@@ -109,7 +130,21 @@ def shape_from_dict(raw: dict[str, Any], name: str = "model") -> DecoderShape:
         tied_embeddings=bool(raw.get("tie_word_embeddings", bloom)),
         sliding_window=int(window) if window else None,
         max_positions=int(_pick(raw, "max_position_embeddings", "seq_length", default=2048)),
+        weight_bits=_weight_bits(raw, name, hidden),
     )
+
+
+def _weight_bits(raw: dict[str, Any], name: str, hidden: int) -> float | None:
+    """Bits a product weight of a quantized checkpoint (compressed-tensors pack-quantized, as
+    coeflow serves them), or None for a dense one."""
+    if not raw.get("quantization_config"):
+        return None
+    try:
+        scheme = QuantScheme.from_config(raw["quantization_config"], name)
+    except CoeflowError as e:
+        raise ConfigError(str(e)) from None
+    assert scheme is not None
+    return scheme.bits + 16 / (scheme.group or hidden)
 
 
 def list_models() -> list[str]:

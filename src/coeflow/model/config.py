@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from coeflow.errors import CheckpointError, UnsupportedModelError
-from coeflow.model.quant import QuantScheme
+from coeflow.quantization import QuantScheme
 
 SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2")
 SUPPORTED_ROPE_TYPES = ("default", "linear", "llama3")

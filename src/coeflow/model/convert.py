@@ -22,7 +22,8 @@ from coeflow.coefile import CoEFile
 from coeflow.errors import CheckpointError, CoeflowError, ConfigError, UnsupportedModelError
 from coeflow.model.checkpoint import checkpoint_files, index_checkpoint
 from coeflow.model.config import ModelConfig, expected_shapes
-from coeflow.model.quant import BITS, DEFAULT_GROUP, QuantScheme, quantize
+from coeflow.model.quant import quantize
+from coeflow.quantization import BITS, DEFAULT_GROUP, QuantScheme
 
 log = logging.getLogger(__name__)
 

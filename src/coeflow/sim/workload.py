@@ -12,6 +12,7 @@ from coeflow.sim.modelled import Machine
 from coeflow.sim.replay import ReplayOptions, SimRequest
 from coeflow.errors import ConfigError
 from coeflow.hw.shapes import DecoderShape, load_shape
+from coeflow.quantization import DEFAULT_GROUP
 from coeflow.trace.format import ROUTED, TraceRequest
 
 WORDS_TO_TOKENS = 4 / 3  # stated guess for prompts given only as text with no tokenizer at hand
@@ -24,13 +25,19 @@ class ModelledCoE:
     count_tokens: Callable[[str, str], int] | None = None  # (expert, text) -> tokens
 
 
-def coe_of_copies(n: int, config: str) -> ModelledCoE:
-    """N experts e0..e{N-1} of one shape (a shipped name like llama2-7b or a config.json):
-    no checkpoints needed."""
+def quantized_shape(shape: DecoderShape, bits: int) -> DecoderShape:
+    """`shape` as `coeflow quantize --to int{bits}` or a CoE entry's `quantize:` stores it: int8
+    a scale a row, int4 a scale a group of 128 inputs."""
+    return shape.quantized(bits, DEFAULT_GROUP[bits])
+
+
+def coe_of_copies(n: int, config: str, bits: int | None = None) -> ModelledCoE:
+    """N experts e0..e{N-1} of one shape (a shipped name like llama2-7b or a config.json),
+    quantized to `bits` if given: no checkpoints needed."""
     if n < 1:
         raise ConfigError("--experts must be >= 1")
     shape = load_shape(config)
-    return ModelledCoE({f"e{i}": shape for i in range(n)})
+    return ModelledCoE({f"e{i}": quantized_shape(shape, bits) if bits else shape for i in range(n)})
 
 
 def coe_from_file(path: str | Path, use_router: bool = True) -> ModelledCoE:
@@ -38,7 +45,8 @@ def coe_from_file(path: str | Path, use_router: bool = True) -> ModelledCoE:
     (if any) routes `coe` requests and its tokenizers count prompt tokens."""
     from coeflow.coefile import load_coe
     coe = load_coe(path)
-    shapes = {e.name: load_shape(str(e.path)) for e in coe.experts}
+    shapes = {e.name: quantized_shape(load_shape(str(e.path)), e.quantize) if e.quantize else load_shape(str(e.path))
+              for e in coe.experts}
     tokenizers: dict = {}
 
     def count(expert: str, text: str) -> int:
