@@ -31,6 +31,21 @@ def test_cache_report_has_every_policy_and_belady_is_best():
                 assert r["bytes_moved"] == misses * report["expert_bytes"]
 
 
+def test_quantized_experts_fit_more_slots_in_the_same_bytes_and_miss_less():
+    """The device tier is 4 bf16 experts' bytes; int8 and int4 experts are smaller, so it holds
+    more of them, and LRU and Belady (whose hits only grow with room) hit at least as often and
+    move fewer bytes on the same traces."""
+    report = run_cache(experts=32, capacity=4, length=3000, seed=1, weights=("bf16", "int8", "int4"))
+    sizes = report["weights_bytes"]
+    assert sizes["bf16"] > 1.9 * sizes["int8"] > 3.4 * sizes["int4"]
+    rows = {(r["trace"], r["weights"], r["policy"]): r for r in report["results"]}
+    for (trace, weights, policy), r in rows.items():
+        assert r["slots"] == 4 * sizes["bf16"] // sizes[weights]
+        if weights != "bf16" and policy in ("lru", "belady"):
+            dense = rows[(trace, "bf16", policy)]
+            assert r["hit_rate"] >= dense["hit_rate"] and r["bytes_moved"] < dense["bytes_moved"]
+
+
 def test_bench_cache_cli_prints_json(capsys):
     assert main(["bench", "cache", "--requests", "500", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)

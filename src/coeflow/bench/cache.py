@@ -14,10 +14,24 @@ import random
 from collections import Counter
 from typing import Callable
 
+from coeflow.hw.shapes import load_shape
+from coeflow.quantization import DEFAULT_GROUP
 from coeflow.store.policies import FIFO, LFU, LRFU, LRU, Belady
 from coeflow.store.tiers import simulate_cache
 
-EXPERT_BYTES = 300_000_000  # each expert ~300 MB, as in `coeflow bench switch`
+EXPERT_BYTES = 300_000_000  # each expert ~300 MB in bf16, as in `coeflow bench switch`
+WEIGHTS = ("bf16", "int8", "int4")
+
+
+def expert_bytes(weights: str) -> int:
+    """An expert's bytes stored as `weights`: EXPERT_BYTES in bf16, smaller in the proportion
+    of a quantized Llama-2-7B to its bf16 self (the hardware model's count: products packed
+    with their scales, embeddings and norms in bf16)."""
+    if weights == "bf16":
+        return EXPERT_BYTES
+    shape = load_shape("llama2-7b")
+    bits = int(weights[3:])
+    return round(EXPERT_BYTES * shape.quantized(bits, DEFAULT_GROUP[bits]).weight_bytes() / shape.weight_bytes())
 LRFU_HALF_LIFE = 50  # requests
 
 
@@ -52,37 +66,52 @@ def traces(n_experts: int, length: int, seed: int) -> dict[str, list[str]]:
 
 
 def run(experts: int = 32, capacity: int = 4, length: int = 20_000, seed: int = 0,
-        progress: Callable[[str], None] = lambda s: None) -> dict:
-    sizes = {f"e{i:02d}": EXPERT_BYTES for i in range(experts)}
+        progress: Callable[[str], None] = lambda s: None, weights: tuple[str, ...] = ("bf16",)) -> dict:
+    """`capacity` bf16 experts' bytes make the device tier; with `weights` int8 or int4 the same
+    bytes hold more of the smaller experts (each row says how many: `slots`)."""
     cap_bytes = capacity * EXPERT_BYTES
     rows = []
+    for w in weights:
+        rows += _replay(experts, cap_bytes, w, length, seed, progress)
+    return {"experts": experts, "capacity": capacity, "requests": length, "seed": seed,
+            "expert_bytes": EXPERT_BYTES, "weights_bytes": {w: expert_bytes(w) for w in weights},
+            "lrfu_half_life": LRFU_HALF_LIFE, "results": rows}
+
+
+def _replay(experts: int, cap_bytes: int, weights: str, length: int, seed: int,
+            progress: Callable[[str], None]) -> list[dict]:
+    size = expert_bytes(weights)
+    sizes = {f"e{i:02d}": size for i in range(experts)}
+    capacity = cap_bytes // size
+    rows = []
     for name, trace in traces(experts, length, seed).items():
-        progress(f"replaying {name}")
+        progress(f"replaying {name} ({weights})")
         opt = simulate_cache(trace, sizes, cap_bytes, Belady(trace))
         online = (LRU(), LFU(), FIFO(), LRFU(LRFU_HALF_LIFE))
         for r in [simulate_cache(trace, sizes, cap_bytes, p) for p in online] + [opt]:
-            rows.append({"trace": name, "policy": r.policy, "hit_rate": r.hit_rate,
+            rows.append({"trace": name, "weights": weights, "slots": capacity, "policy": r.policy, "hit_rate": r.hit_rate,
                          "bytes_moved": r.bytes_moved, "gb_moved": r.bytes_moved / 1e9,
                          "points_below_belady": 100 * (opt.hit_rate - r.hit_rate)})
         # A reference for i.i.d. traffic: the hit rate of keeping the k most requested experts
         # (known in hindsight) resident all along, each missing once. For an online policy that
         # does not know the future, this is about the best reachable on a stationary trace.
         top = (sum(n for _, n in Counter(trace).most_common(capacity)) - capacity) / len(trace)
-        rows.append({"trace": name, "policy": "top-k (oracle)", "hit_rate": top, "bytes_moved": None,
-                     "gb_moved": None, "points_below_belady": 100 * (opt.hit_rate - top)})
-    return {"experts": experts, "capacity": capacity, "requests": length, "seed": seed,
-            "expert_bytes": EXPERT_BYTES,
-            "lrfu_half_life": LRFU_HALF_LIFE, "results": rows}
+        rows.append({"trace": name, "weights": weights, "slots": capacity, "policy": "top-k (oracle)",
+                     "hit_rate": top, "bytes_moved": None, "gb_moved": None,
+                     "points_below_belady": 100 * (opt.hit_rate - top)})
+    return rows
 
 
 def format_table(report: dict) -> str:
-    lines = [f"{report['experts']} experts of {report['expert_bytes'] / 1e6:.0f} MB, device tier holds "
-             f"{report['capacity']}; {report['requests']} requests per trace (seed {report['seed']})",
+    sizes = ", ".join(f"{w} {b / 1e6:.0f} MB" for w, b in report["weights_bytes"].items())
+    lines = [f"{report['experts']} experts ({sizes}), device tier of {report['capacity']} bf16 experts' bytes; "
+             f"{report['requests']} requests per trace (seed {report['seed']})",
              f"lrfu half-life {report['lrfu_half_life']} requests; top-k (oracle): the k most requested "
              "experts kept for the whole trace",
-             f"{'trace':16} {'policy':14} {'hit rate':>8} {'GB moved':>9} {'pts below Belady':>17}"]
+             f"{'trace':16} {'weights':7} {'slots':>5} {'policy':14} {'hit rate':>8} {'GB moved':>9} "
+             f"{'pts below Belady':>17}"]
     for r in report["results"]:
         moved = f"{r['gb_moved']:9.1f}" if r["gb_moved"] is not None else f"{'-':>9}"
-        lines.append(f"{r['trace']:16} {r['policy']:14} {100 * r['hit_rate']:7.1f}% {moved} "
-                     f"{r['points_below_belady']:17.1f}")
+        lines.append(f"{r['trace']:16} {r['weights']:7} {r['slots']:5d} {r['policy']:14} {100 * r['hit_rate']:7.1f}% "
+                     f"{moved} {r['points_below_belady']:17.1f}")
     return "\n".join(lines)

@@ -90,6 +90,10 @@ def register(sub: argparse._SubParsersAction, help_text: str) -> None:
     c.add_argument("--capacity", type=int, default=4, help="experts the device tier holds (default 4)")
     c.add_argument("--requests", type=int, default=20000, help="requests per trace (default 20000)")
     c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--weights", nargs="+", default=["bf16"], choices=["bf16", "int8", "int4"],
+                   help="experts stored as these (default bf16): the device tier keeps --capacity bf16 experts' "
+                        "bytes, which hold more int8 or int4 experts (sized as a quantized Llama-2-7B against "
+                        "its bf16 self)")
     c.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     c.set_defaults(func=_cache)
 
@@ -243,7 +247,7 @@ def _switch(args: argparse.Namespace) -> int:
 def _cache(args: argparse.Namespace) -> int:
     from coeflow.bench.cache import format_table, run
     report = run(experts=args.experts, capacity=args.capacity, length=args.requests, seed=args.seed,
-                 progress=_progress)
+                 progress=_progress, weights=tuple(args.weights))
     print(json.dumps(report, indent=2) if args.json else format_table(report))
     return 0
 
