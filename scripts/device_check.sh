@@ -8,7 +8,8 @@
 # 5, 145 s in session 6), serve-large (the same with 1.2 GB experts, 259 s in session 6),
 # decode (`bench decode` on a 1.1B model, issue 2, 85 s before the Triton engine was added):
 # about 10 minutes in all, more than one call allows: name the steps. Not by default:
-# decode-7b (on a 6.7B model), profile (scripts/profile_decode.py, 140 s), profile-7b.
+# decode-7b (on a 6.7B model), decode-quant (issue 22: int8 and int4 on the 1B model), profile
+# (scripts/profile_decode.py, 140 s), profile-7b.
 # Results land in $OUT: gpu.txt, tests.txt, log.txt (every step's stderr) and a .json per
 # benchmark step.
 set -uo pipefail
@@ -53,6 +54,10 @@ decode)  # issue 2: a 1B config in bf16 at batch 1 against the device's copy ban
   # one-row products
   step decode 180 python3 -m coeflow bench decode --device cuda --models 1b --dtypes bf16 --batches 1 8 \
     --engines hf-transformers coeflow-eager coeflow-fused coeflow-fused-cublas --json ;;
+decode-quant)  # issue 22: the 1B config in bf16, int8 and int4 at batch 1, the packed layers through
+  # coeflow's Triton kernel (the quantized copies are made on the CPU first: a minute)
+  step decode-quant 240 python3 -m coeflow bench decode --device cuda --models 1b --dtypes bf16 int8 int4 \
+    --batches 1 --engines coeflow-fused --json ;;
 decode-7b)  # the same on Llama 2 7B's shape (the paper's experts), batch 1
   step decode-7b 330 python3 -m coeflow bench decode --device cuda --models 7b --dtypes bf16 --batches 1 \
     --engines hf-transformers coeflow-eager coeflow-fused coeflow-fused-cublas --json ;;

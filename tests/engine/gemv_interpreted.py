@@ -1,6 +1,7 @@
 """Run by test_gpu_gemv.py in a process of its own, with TRITON_INTERPRET=1 set before Triton
 is imported: Triton's interpreter runs coeflow's GPU kernel on CPU tensors. Prints one JSON
-object of findings; the test asserts on them. argv: checkpoint directories."""
+object of findings; the test asserts on them. argv: checkpoint directories, then a new directory
+for a quantized copy of the first."""
 
 from __future__ import annotations
 
@@ -37,6 +38,42 @@ def kernel_errors() -> list[dict]:
     return out
 
 
+def packed_errors() -> list[dict]:
+    """The packed kernel against x @ dequantized w, for 8 and 4 bits, a scale a row or a group
+    of 32, whole tiles and ragged ones, x in float32 and bfloat16."""
+    from coeflow.model.quant import dequantize, quantize
+    out = []
+    g = torch.Generator().manual_seed(1)
+    for dtype in (torch.float32, torch.bfloat16):
+        for bits, group in ((8, None), (4, 32), (4, 128)):
+            for n, k in ((96, 256), (50, 128), (40, 384)):
+                if group and k % group:
+                    continue
+                w = torch.randn(n, k, generator=g)
+                packed, scale = quantize(w, bits, group)
+                x = torch.randn(1, k, generator=g).to(dtype)
+                want = x.float() @ dequantize(packed, scale, bits, torch.float32).T
+                y = gpu_gemv.packed_linear(x, packed, scale.to(dtype), bits)
+                out.append(dict(dtype=str(dtype), bits=bits, group=group, n=n, k=k, shape=list(y.shape),
+                                rel_err=((y.float() - want).abs().max() / want.abs().max()).item()))
+    return out
+
+
+def decode_quantized(path: str, out: str) -> dict:
+    """Greedy decode of `path` quantized to int8 (a scale a row) with every one-row product of
+    the layers through the packed kernel, against transformers decoding the same file."""
+    from coeflow.model.convert import quant_scheme, quantize_checkpoint
+    quantize_checkpoint(path, out, quant_scheme(8))
+    gpu_gemv.ON = ("cpu",)
+    calls = []
+    packed = gpu_gemv.packed_linear
+    gpu_gemv.packed_linear = lambda x, p, s, bits: calls.append(tuple(p.shape)) or packed(x, p, s, bits)
+    engine = Engine.from_checkpoint(out, runner=lambda m: EagerRunner(m, CudaLayers(gemv=True)))
+    got = engine.generate([PROMPT], SamplingParams(max_tokens=6, ignore_eos=True))[0].token_ids
+    gpu_gemv.packed_linear = packed
+    return dict(tokens=got, want=hf_greedy(out, 6), calls=len(calls))
+
+
 def hf_greedy(path: str, n: int) -> list[int]:
     from transformers import AutoModelForCausalLM
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
@@ -66,6 +103,7 @@ def decode_through_kernel(path: str, separate: bool = False) -> dict:
 
 
 if __name__ == "__main__":
-    paths = sys.argv[1:]
+    *paths, scratch = sys.argv[1:]
     print(json.dumps(dict(kernel=kernel_errors(), decode={p: decode_through_kernel(p) for p in paths},
-                          separate=decode_through_kernel(paths[0], separate=True))))
+                          separate=decode_through_kernel(paths[0], separate=True),
+                          packed=packed_errors(), quantized=decode_quantized(paths[0], scratch))))

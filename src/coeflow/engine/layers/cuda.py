@@ -4,7 +4,9 @@
   lays back to back (`join_groups`; no copy): one large matrix streams faster than several
   small ones;
 - one-row products through coeflow's Triton kernel (coeflow.model.kernels.gpu_gemv) for the
-  weight shapes where it was timed faster than cuBLAS on this device (`choose_gemv`).
+  weight shapes where it was timed faster than cuBLAS on this device (`choose_gemv`);
+- one-row products of quantized layers (int8, int4) through its packed variant, which reads
+  the packed weights (no cuBLAS product does); prefill dequantizes.
 
 Nothing here needs a GPU to compute: the tests run these layers on the CPU (the Triton kernel
 through Triton's interpreter)."""
@@ -25,6 +27,17 @@ def _product(x: Tensor, weight: Tensor, bias: Tensor | None, gemv: gpu_gemv.Conf
     if gpu_gemv.takes(x, weight, bias, gemv):
         return gpu_gemv.linear(x, weight, bias, gemv)
     return F.linear(x, weight, bias)
+
+
+class PackedGemvLinear(QuantLinear):
+    """A quantized layer whose one-row products read the packed weights (the kernel); more
+    rows (prefill) dequantize."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if gpu_gemv.takes_packed(x, self.weight_packed, self.weight_scale):
+            y = gpu_gemv.packed_linear(x, self.weight_packed, self.weight_scale, self.bits)
+            return y if self.bias is None else y + self.bias
+        return super().forward(x)
 
 
 class GemvLinear(nn.Linear):
@@ -129,7 +142,8 @@ class CudaLayers:
         self.gemv = gemv
 
     def swap(self, model: Transformer) -> None:
-        swap_classes(model, {nn.Linear: GemvLinear, Attention: JoinedAttention, MLP: JoinedMLP})
+        swap_classes(model, {nn.Linear: GemvLinear, Attention: JoinedAttention, MLP: JoinedMLP,
+                             **({QuantLinear: PackedGemvLinear} if self.gemv else {})})
         for m in model.modules():
             if isinstance(m, (JoinedAttention, JoinedMLP)):
                 # buffers, so that a compiled step takes them as inputs, as it takes the weights

@@ -95,6 +95,26 @@ def takes(x: Tensor, w: Tensor, b: Tensor | None, config: Config | None) -> bool
             and w.stride(-1) == 1 and (b is None or b.stride(-1) == 1))
 
 
+# Packed (int8, int4) weights: no cuBLAS product reads them, so the kernel always takes one-row
+# products, in this config (a tile of 16 rows x 256 values; not yet timed on a GPU).
+PACKED_CONFIG = Config(16, 256, 4, 3)
+
+
+def packed_linear(x: Tensor, packed: Tensor, scale: Tensor, bits: int) -> Tensor:
+    """x (one row, any leading shape) @ w.T, w given packed with its scales
+    (coeflow.model.quant), through the kernel `coeflow::gpu_packed_gemv`."""
+    register()
+    y = torch.ops.coeflow.gpu_packed_gemv(x.reshape(1, x.shape[-1]).contiguous(), packed, scale, bits,
+                                          *PACKED_CONFIG)
+    return y.view(*x.shape[:-1], -1)
+
+
+def takes_packed(x: Tensor, packed: Tensor, scale: Tensor) -> bool:
+    """Whether a product of x on packed weights goes to the kernel: one row, on a GPU, each
+    row's words and the scales one after another."""
+    return x.device.type in ON and x.numel() == x.shape[-1] and packed.stride(-1) == 1 and scale.is_contiguous()
+
+
 _chosen: dict[tuple, Config | None] = {}
 _lock = threading.Lock()  # engines set their weights from the server's threads
 
