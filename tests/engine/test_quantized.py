@@ -35,8 +35,9 @@ def dense(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def quantized(dense, tmp_path_factory) -> dict[str, Path]:
+    """int8 with the output head quantized too, int4 with it dense."""
     root = tmp_path_factory.mktemp("quantized")
-    return {"int8": quantize_checkpoint(dense, root / "int8", quant_scheme(8)),
+    return {"int8": quantize_checkpoint(dense, root / "int8", quant_scheme(8, lm_head=True)),
             "int4": quantize_checkpoint(dense, root / "int4", quant_scheme(4, 32))}
 
 

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 QUANTIZE_HELP = """\
 Write a copy of a Hugging Face checkpoint (config.json, safetensors, tokenizer) whose linear
 layers hold int8 or int4 weights, by round-to-nearest with symmetric scales (no calibration
 data). The output is compressed-tensors' pack-quantized format, as vLLM, transformers and
 llm-compressor read and write it (W8A16 / W4A16), so it loads there too; coeflow serves it
-like any checkpoint (`model:` in a CoE file) and decodes from the packed weights, reading 1/2
+like any checkpoint (an expert's `path:` in a CoE file) and decodes from the packed weights, reading 1/2
 (int8) or 1/4 (int4) of bf16's bytes a token. Embeddings and norms stay in the checkpoint's
 dtype; so does the output head unless --lm-head. int4 takes one scale a group of 128 inputs
 (--group-size), int8 one a row. How much quality it costs: `coeflow eval perplexity` on a CoE
@@ -35,7 +36,6 @@ def register(sub: argparse._SubParsersAction, help_text: str) -> None:
 def run(args: argparse.Namespace) -> int:
     from coeflow.model.checkpoint import checkpoint_files
     from coeflow.model.convert import quant_scheme, quantize_checkpoint
-    from pathlib import Path
     scheme = quant_scheme(int(args.to.removeprefix("int")), args.group_size, args.lm_head)
     total = sum(f.stat().st_size for f in checkpoint_files(Path(args.model)))
     bar = _bar(total)

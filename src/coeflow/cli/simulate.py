@@ -11,7 +11,6 @@ import json
 from coeflow.errors import ConfigError
 from coeflow.extras import require
 from coeflow.hw import generation_cost, list_hardware, list_models, load_hardware, load_shape
-from coeflow.sim.workload import quantized_shape
 from coeflow.scheduler.decisions import SCHEDULES
 from coeflow.sim.replay import ReplayOptions
 from coeflow.store.policies import ONLINE_POLICIES
@@ -242,6 +241,7 @@ def run_model(args: argparse.Namespace) -> int:
     hw = load_hardware(args.hw)
     shape = load_shape(args.model)
     if args.weights:
+        from coeflow.sim.workload import quantized_shape
         shape = quantized_shape(shape, int(args.weights[3:]))
     cost = generation_cost(hw, shape, args.batch, args.prompt, args.gen, args.tp, args.stack)
     if args.json:

@@ -91,8 +91,7 @@ def quantize_checkpoint(src: str | Path, out: str | Path, scheme: QuantScheme,
     return out
 
 
-def cached_quantized(src: str | Path, bits: int, sha256: str | None = None,
-                     progress: Callable[[int], None] | None = None) -> tuple[Path, str | None]:
+def cached_quantized(src: str | Path, bits: int, sha256: str | None = None) -> tuple[Path, str | None]:
     """A quantized copy of `src` (`quant_scheme(bits)`; int4 in smaller groups where a layer's
     inputs do not split into 128s) in coeflow's cache, made on first use
     and reused while `src`'s files are unchanged (same names, sizes and times): what a CoE
@@ -117,7 +116,7 @@ def cached_quantized(src: str | Path, bits: int, sha256: str | None = None,
                                   "corrupt, so it is not quantized")
         tmp = out.with_name(out.name + f".tmp{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
-        quantize_checkpoint(src, tmp, scheme, progress)
+        quantize_checkpoint(src, tmp, scheme)
         (tmp / record.name).write_text(json.dumps({"source": str(src), "scheme": scheme.name,
                                                    "sha256": checkpoint_sha256(tmp)}) + "\n")
         shutil.rmtree(out, ignore_errors=True)
@@ -127,7 +126,7 @@ def cached_quantized(src: str | Path, bits: int, sha256: str | None = None,
 
 def with_quantized_experts(coe: CoEFile) -> tuple[CoEFile, dict[str, str]]:
     """`coe` with each expert whose entry says `quantize:` served from its quantized copy
-    (`cached_quantized`, made now where missing, with a progress line), and why any of those
+    (`cached_quantized`, made now where missing, with a log line), and why any of those
     could not be made (expert -> message; such an expert keeps its entry and is to be marked
     failed by the caller)."""
     experts, errors = [], {}

@@ -68,7 +68,6 @@ class QuantLinear(nn.Module):
     def __init__(self, in_features: int, out_features: int, bias: bool, scheme: QuantScheme):
         super().__init__()
         self.in_features, self.out_features, self.bits = in_features, out_features, scheme.bits
-        self.group = scheme.group_of(in_features)
         shapes = scheme.shapes(out_features, in_features)
         self.weight_packed = nn.Parameter(torch.empty(shapes["weight_packed"], dtype=torch.int32),
                                           requires_grad=False)

@@ -87,8 +87,9 @@ class CpuStep:
         lib = _lib()
         cfg, layers = model.config, list(model.model.layers)
         keys, values = pool.keys(), pool.values()
-        b, dtype, embed, head = rows, keys[0].dtype, model.model.embed_tokens.weight, model.lm_head.weight
-        if (lib is None or keys[0].device.type != "cpu"
+        b, dtype, embed = rows, keys[0].dtype, model.model.embed_tokens.weight
+        head = getattr(model.lm_head, "weight", None)  # None: a quantized head (the kernels read dense ones)
+        if (lib is None or head is None or keys[0].device.type != "cpu"
                 or not all(layer_kernel_fits(layer, b, dtype, k) for layer, k in zip(layers, keys))
                 or not kernel_takes(torch.empty(b, cfg.hidden_size, dtype=dtype), (model.lm_head,))
                 or embed.dtype != dtype or embed.stride(1) != 1 or model.model.norm.weight.dtype != dtype
