@@ -33,6 +33,12 @@ def test_simulate_model_with_quantized_weights_reads_fewer_bytes_a_step(capsys):
     hbm = {k: v["bytes_by_tier"]["hbm"] for k, v in steps.items()}
     assert hbm[()] > 1.9 * hbm[("--weights", "int8")] > 3.5 * hbm[("--weights", "int4")]
     assert steps[()]["time_s"] > steps[("--weights", "int8")]["time_s"] > steps[("--weights", "int4")]["time_s"]
+    rc, out, _ = _run(capsys, "simulate", "model", "--hw", "h100", "--model", "llama2-7b", "--batch", "1", "--json",
+                      "--weights", "int4", "--group-size", "32")
+    g32 = json.loads(out)["decode_step"]["bytes_by_tier"]["hbm"]
+    assert rc == 0 and g32 > hbm[("--weights", "int4")]  # four times the scales of groups of 128
+    rc, _, err = _run(capsys, "simulate", "model", "--hw", "h100", "--model", "llama2-7b", "--group-size", "32")
+    assert rc == 2 and "--group-size applies with --weights" in err
 
 
 def test_simulate_model_text_shows_the_breakdown(capsys):

@@ -42,6 +42,8 @@ def register(subparsers, help_text: str) -> None:
                    help="the products' weights quantized as `coeflow quantize` writes them (int8 a scale a row, "
                         "int4 a scale a group of 128): fewer bytes read and moved, the same FLOPs "
                         "(default: as the config says; a quantized checkpoint's config.json says so itself)")
+    m.add_argument("--group-size", type=int, default=None, metavar="N",
+                   help="with --weights: inputs sharing one scale (default: a row for int8, 128 for int4)")
     m.add_argument("--json", action="store_true", help="print one JSON object (total_s, ttft_s, tpot_s, ...)")
     m.set_defaults(func=run_model)
 
@@ -240,9 +242,11 @@ def run_compare(args: argparse.Namespace) -> int:
 def run_model(args: argparse.Namespace) -> int:
     hw = load_hardware(args.hw)
     shape = load_shape(args.model)
+    if args.group_size is not None and not args.weights:
+        raise ConfigError("--group-size applies with --weights int8|int4")
     if args.weights:
         from coeflow.sim.workload import quantized_shape
-        shape = quantized_shape(shape, int(args.weights[3:]))
+        shape = quantized_shape(shape, int(args.weights[3:]), args.group_size)
     cost = generation_cost(hw, shape, args.batch, args.prompt, args.gen, args.tp, args.stack)
     if args.json:
         print(json.dumps(cost.to_dict(), indent=2))

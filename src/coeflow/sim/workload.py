@@ -25,10 +25,10 @@ class ModelledCoE:
     count_tokens: Callable[[str, str], int] | None = None  # (expert, text) -> tokens
 
 
-def quantized_shape(shape: DecoderShape, bits: int) -> DecoderShape:
+def quantized_shape(shape: DecoderShape, bits: int, group: int | None = None) -> DecoderShape:
     """`shape` as `coeflow quantize --to int{bits}` or a CoE entry's `quantize:` stores it: int8
-    a scale a row, int4 a scale a group of 128 inputs."""
-    return shape.quantized(bits, DEFAULT_GROUP[bits])
+    a scale a row, int4 a scale a group of 128 inputs (or of `group`)."""
+    return shape.quantized(bits, group or DEFAULT_GROUP[bits])
 
 
 def coe_of_copies(n: int, config: str, bits: int | None = None) -> ModelledCoE:
