@@ -54,6 +54,8 @@ def test_round_to_nearest_error_is_within_half_a_step():
     for bits, group in ((8, None), (4, 32), (4, 128)):
         packed, scale = quantize(w, bits, group)
         g = group or 256
+        # each group's largest magnitude lands on the largest positive value, 2^(bits-1) - 1
+        torch.testing.assert_close(scale, w.abs().reshape(16, 256 // g, g).amax(-1) / ((1 << (bits - 1)) - 1))
         step = scale.repeat_interleave(g, dim=1)
         err = (dequantize(packed, scale, bits, torch.float32) - w).abs()
         assert (err <= step / 2 + 1e-6).all(), (bits, group)
