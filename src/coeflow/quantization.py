@@ -42,6 +42,11 @@ class QuantScheme:
     def group_of(self, in_features: int) -> int:
         return self.group or in_features
 
+    def bits_per_weight(self, in_features: int) -> float:
+        """Stored bits a weight of a layer with `in_features` inputs: the value and its share of
+        the group's scale (bf16, as `coeflow quantize` writes it from a bf16 checkpoint)."""
+        return self.bits + 16 / self.group_of(in_features)
+
     def shapes(self, out_features: int, in_features: int) -> dict[str, tuple[int, ...]]:
         """The tensors of one quantized layer, by suffix, and their shapes."""
         return {"weight_packed": (out_features, in_features * self.bits // 32),

@@ -44,8 +44,8 @@ def quantized(dense, tmp_path_factory) -> dict[str, Path]:
 @pytest.mark.parametrize("bits", [4, 8])
 def test_packing_is_compressed_tensors_own(bits):
     q = torch.randint(-(1 << (bits - 1)), 1 << (bits - 1), (6, 64), dtype=torch.int8)
-    assert torch.equal(pack(q, bits), ct_helpers.pack_to_int32(q, bits))
     theirs = ct_helpers.pack_to_int32(q, bits)
+    assert torch.equal(pack(q, bits), theirs)
     assert torch.equal(unpack(theirs, bits), q)
 
 
@@ -254,6 +254,7 @@ def test_a_coe_entry_whose_source_fails_its_checksum_is_not_quantized_and_fails_
         with pytest.raises(APIStatusError) as e:
             client.completions.create(model="sql", prompt="select", max_tokens=4)
         assert e.value.status_code == 503 and "sha256" in str(e.value)
-        assert client.completions.create(model="shell", prompt="ls", max_tokens=4).choices[0].text is not None
+        other = client.completions.create(model="shell", prompt="ls", max_tokens=4)  # the others serve
+        assert other.choices[0].finish_reason in ("stop", "length")
     assert not (tmp_path / "cache" / "coeflow" / "quantized").exists() or \
         not any((tmp_path / "cache" / "coeflow" / "quantized").iterdir())

@@ -15,7 +15,7 @@ from collections import Counter
 from typing import Callable
 
 from coeflow.hw.shapes import load_shape
-from coeflow.quantization import DEFAULT_GROUP
+from coeflow.sim.workload import quantized_shape
 from coeflow.store.policies import FIFO, LFU, LRFU, LRU, Belady
 from coeflow.store.tiers import simulate_cache
 
@@ -30,8 +30,7 @@ def expert_bytes(weights: str) -> int:
     if weights == "bf16":
         return EXPERT_BYTES
     shape = load_shape("llama2-7b")
-    bits = int(weights[3:])
-    return round(EXPERT_BYTES * shape.quantized(bits, DEFAULT_GROUP[bits]).weight_bytes() / shape.weight_bytes())
+    return round(EXPERT_BYTES * quantized_shape(shape, int(weights[3:])).weight_bytes() / shape.weight_bytes())
 LRFU_HALF_LIFE = 50  # requests
 
 

@@ -100,8 +100,8 @@ def streamed_bytes(cfg: ModelConfig, dtype: torch.dtype) -> int:
     return sum(math.prod(s) * (dtype.itemsize if dense_dtype(n) else 4) for n, s in shapes.items())
 
 
-# llama.cpp's GGUF type for each row's dtype: converted (f32, f16, bf16) or quantized from bf16.
-PEER_TYPES = {"fp32": "f32", "fp16": "f16", "bf16": "bf16", "int8": "Q8_0", "int4": "Q4_0"}
+# llama-quantize's type for a quantized row (the others are converted at their dtype).
+PEER_TYPES = {"int8": "Q8_0", "int4": "Q4_0"}
 
 
 def peer_tokens_per_s(llama_bench: Path, checkpoint: Path, dt_name: str, root: Path, new_tokens: int,
@@ -111,28 +111,17 @@ def peer_tokens_per_s(llama_bench: Path, checkpoint: Path, dt_name: str, root: P
     and int4 (Q4_0, whose output head llama-quantize keeps at 6 bits): `llama-bench -p 0 -n`."""
     import json
     import subprocess
-    import sys
 
-    from coeflow.bench.llama_peer import CONVERTER
-    tree = next((d for d in llama_bench.resolve().parents if (d / CONVERTER).is_file()), None)
-    if tree is None:
-        raise ConfigError(f"--peer-llama-bench {llama_bench}: no {CONVERTER} above it (name the llama-bench "
-                          "built inside a llama.cpp source tree)")
-    kind = PEER_TYPES[dt_name]
-    dense = root / f"{checkpoint.name}-{'bf16' if dt_name in QUANTIZED else kind}.gguf"
-    if not dense.is_file():
-        progress(f"peer: converting {checkpoint.name} to GGUF")
-        run = subprocess.run([sys.executable, "-m", "coeflow.bench.gguf_convert", str(tree), str(checkpoint),
-                              "--outtype", "bf16" if dt_name in QUANTIZED else kind, "--outfile", str(dense)],
-                             capture_output=True, text=True)
-        if run.returncode != 0:
-            raise ConfigError(f"llama.cpp's converter failed on {checkpoint}: {run.stderr.strip()[-1500:]}")
-    gguf = dense
+    from coeflow.bench.llama_peer import convert_experts, llama_tree
+    source = "bf16" if dt_name in QUANTIZED else dt_name
+    folder = convert_experts(llama_tree(llama_bench, "--peer-llama-bench"), {checkpoint.name: checkpoint},
+                             root / "gguf" / source, source, progress)
+    gguf = folder / f"{checkpoint.name}.gguf"
     if dt_name in QUANTIZED:
-        gguf = root / f"{checkpoint.name}-{kind}.gguf"
+        dense, gguf = gguf, root / "gguf" / f"{checkpoint.name}-{PEER_TYPES[dt_name]}.gguf"
         if not gguf.is_file():
-            run = subprocess.run([str(llama_bench.with_name("llama-quantize")), str(dense), str(gguf), kind],
-                                 capture_output=True, text=True)
+            run = subprocess.run([str(llama_bench.with_name("llama-quantize")), str(dense), str(gguf),
+                                  PEER_TYPES[dt_name]], capture_output=True, text=True)
             if run.returncode != 0:
                 raise ConfigError(f"llama-quantize failed: {run.stderr.strip()[-1500:]}")
     progress(f"peer: llama-bench {gguf.name}")

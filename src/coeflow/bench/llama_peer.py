@@ -21,15 +21,16 @@ CONVERTER = "convert_hf_to_gguf.py"
 OUTTYPES = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}  # coeflow's dtype names -> the converter's
 
 
-def llama_tree(server: Path) -> Path:
-    """The llama.cpp source tree a built llama-server lives in (its converter is there)."""
-    if not server.is_file():
-        raise ConfigError(f"--peer-llama-server {server}: no such file (build llama.cpp's llama-server first)")
-    for folder in server.resolve().parents:
+def llama_tree(binary: Path, option: str = "--peer-llama-server") -> Path:
+    """The llama.cpp source tree a built tool (llama-server, llama-bench) lives in (its converter
+    is there); `option` is the command-line option that named it, for the errors."""
+    if not binary.is_file():
+        raise ConfigError(f"{option} {binary}: no such file (build llama.cpp's {binary.name} first)")
+    for folder in binary.resolve().parents:
         if (folder / CONVERTER).is_file():
             return folder
-    raise ConfigError(f"no {CONVERTER} in any folder above {server}: name the llama-server built inside a "
-                      "llama.cpp source tree (e.g. llama.cpp/build/bin/llama-server)")
+    raise ConfigError(f"no {CONVERTER} in any folder above {binary}: name the {binary.name} built inside a "
+                      f"llama.cpp source tree (e.g. llama.cpp/build/bin/{binary.name})")
 
 
 def convert_experts(tree: Path, experts: dict[str, Path], out: Path, dtype: str,

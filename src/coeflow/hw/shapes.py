@@ -81,7 +81,7 @@ class DecoderShape:
         """This shape with its products stored as coeflow quantize writes them: `bits` a weight
         plus a bf16 scale a group of `group` inputs (None: one a row of the hidden width)."""
         return replace(self, name=f"{self.name}-int{bits}",
-                       weight_bits=bits + 16 / (group or self.hidden))
+                       weight_bits=QuantScheme(bits, group).bits_per_weight(self.hidden))
 
     def kv_bytes_per_token(self, bytes_per_value: int = BYTES_BF16) -> int:
         """K and V of one token across all layers."""
@@ -144,7 +144,7 @@ def _weight_bits(raw: dict[str, Any], name: str, hidden: int) -> float | None:
     except CoeflowError as e:
         raise ConfigError(str(e)) from None
     assert scheme is not None
-    return scheme.bits + 16 / (scheme.group or hidden)
+    return scheme.bits_per_weight(hidden)
 
 
 def list_models() -> list[str]:

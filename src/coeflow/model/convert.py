@@ -51,10 +51,9 @@ def quantize_checkpoint(src: str | Path, out: str | Path, scheme: QuantScheme,
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ConfigError(f"{out}: exists and is not an empty directory; choose a new --out")
     infos = index_checkpoint(src, cfg)
-    target = ModelConfig.from_dict({**json.loads((src / "config.json").read_text()),
-                                    "quantization_config": scheme.to_config()}, str(out / "config.json"))
-    try:
-        expected_shapes(target)  # a layer the groups do not divide, before any writing
+    config = {**json.loads((src / "config.json").read_text()), "quantization_config": scheme.to_config()}
+    try:  # the copy's tensors; a layer the groups do not divide is refused before any writing
+        packed = expected_shapes(ModelConfig.from_dict(config, str(out / "config.json")))
     except UnsupportedModelError as e:
         raise ConfigError(f"cannot quantize {src}: {e}; choose another --group-size") from None
     tensors: dict[str, torch.Tensor] = {}
@@ -67,11 +66,9 @@ def quantize_checkpoint(src: str | Path, out: str | Path, scheme: QuantScheme,
                 for name in names:
                     t = f.get_tensor(name)
                     module = name.removesuffix(".weight")
-                    if name.endswith(".weight") and t.dim() == 2 and target.quantized(module) \
-                            and name != "model.embed_tokens.weight":
-                        packed, scale = quantize(t, scheme.bits, scheme.group)
-                        tensors[f"{module}.weight_packed"] = packed
-                        tensors[f"{module}.weight_scale"] = scale
+                    if f"{module}.weight_packed" in packed:
+                        tensors[f"{module}.weight_packed"], tensors[f"{module}.weight_scale"] = quantize(
+                            t, scheme.bits, scheme.group)
                         tensors[f"{module}.weight_shape"] = torch.tensor(t.shape, dtype=torch.int64)
                     else:
                         tensors[name] = t.contiguous()
@@ -84,8 +81,6 @@ def quantize_checkpoint(src: str | Path, out: str | Path, scheme: QuantScheme,
     for f in src.iterdir():
         if f.is_file() and f.name not in skip:
             shutil.copy2(f, out / f.name)
-    config = json.loads((src / "config.json").read_text())
-    config["quantization_config"] = scheme.to_config()
     save_file(tensors, str(out / "model.safetensors"), metadata={"format": "pt"})
     (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")  # last: a whole checkpoint
     return out

@@ -89,24 +89,24 @@ def checkpoint_sha256(path: str | Path) -> str:
 
 def check_finite(layout: ExpertLayout, pool: torch.Tensor, base: int) -> None:
     """Raise CheckpointError naming the first tensor of the expert at pool[base:] that holds a
-    NaN or an infinity, and how many. Every tensor is in the serving dtype, so once the padding
-    between them is zeroed the whole block is scanned as one tensor: a single `aminmax` (a NaN
-    or an infinity anywhere shows in its minimum or maximum) reads each byte once, allocates
-    nothing its size, and pays the start of a parallel reduction once rather than per tensor."""
+    NaN or an infinity, and how many. Every tensor of a dense expert is in the serving dtype, so
+    once the padding between them is zeroed the whole block is scanned as one tensor: a single
+    `aminmax` (a NaN or an infinity anywhere shows in its minimum or maximum) reads each byte
+    once, allocates nothing its size, and pays the start of a parallel reduction once rather
+    than per tensor. A quantized expert's float tensors are scanned one by one."""
     block = pool[base:base + layout.block_bytes]
     for start, end in _padding(layout):
         block[start:end].zero_()
     floats = [p for p in layout.tensors if p.dtype.is_floating_point]
     if len(floats) == len(layout.tensors):
         lo, hi = torch.aminmax(block.view(layout.dtype))
-        finite = math.isfinite(lo.item()) and math.isfinite(hi.item())
-    else:  # packed quantized weights are integers: only the others can hold a NaN
-        weights = layout.views(pool, base)
-        finite = all(bool(torch.isfinite(weights[p.name]).all()) for p in floats)
-    if finite:
-        return
+        if math.isfinite(lo.item()) and math.isfinite(hi.item()):
+            return
+    # here, or with packed quantized weights (integers, no NaN to hold): the float tensors one by one
     weights = layout.views(pool, base)
     bad = [p for p in floats if weights[p.name].numel() and not torch.isfinite(weights[p.name]).all()]
+    if not bad:
+        return
     p = bad[0]
     t = weights[p.name]
     n = int(t.numel() - torch.isfinite(t).sum().item())

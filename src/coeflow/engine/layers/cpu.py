@@ -46,8 +46,26 @@ def kernel_takes(rows: Tensor, layers: tuple[nn.Linear, ...]) -> bool:
     return sum(m.weight.numel() * m.weight.element_size() for m in layers) >= KERNEL_ROW_MIN_BYTES
 
 
-def _kernel_products(x: Tensor, layers: list[nn.Linear]) -> list[Tensor] | None:
-    """`[layer(x) for layer in layers]` from one kernel call, or None where it does not take them."""
+def _packed_products(x: Tensor, layers: list[nn.Module]) -> list[Tensor] | None:
+    """`[layer(x) for layer in layers]` from one `coeflow::quant_linear` call, or None where it
+    does not take them (not all quantized alike, too many rows)."""
+    rows = x.reshape(-1, x.shape[-1])
+    if not all(isinstance(m, QuantLinear) and m.bits == layers[0].bits for m in layers):
+        return None
+    packed, scales = [m.weight_packed for m in layers], [m.weight_scale for m in layers]
+    if not quant_kernel.supports(rows, packed, scales):
+        return None
+    y = quant_kernel.quant_linear(rows, packed, scales, layers[0].bits)
+    parts = y.split([m.out_features for m in layers], dim=-1)
+    return [_finish(part, x, m.bias) for m, part in zip(layers, parts)]
+
+
+def _kernel_products(x: Tensor, layers: list[nn.Module]) -> list[Tensor] | None:
+    """`[layer(x) for layer in layers]` from one kernel call (`coeflow::quant_linear` for
+    quantized layers, `coeflow::cpu_linear` for dense ones), or None where neither takes them."""
+    packed = _packed_products(x, layers)
+    if packed is not None:
+        return packed
     rows = x.reshape(-1, x.shape[-1])
     if not kernel_takes(rows, tuple(layers)):
         return None
@@ -90,42 +108,12 @@ class DecodeAttention(Attention):
         return decode_attention(q, k_cache, v_cache, mask)
 
 
-def _packed_products(x: Tensor, layers: list[nn.Module]) -> list[Tensor] | None:
-    """`[layer(x) for layer in layers]` from one `coeflow::quant_linear` call, or None where it
-    does not take them (not all quantized alike, too many rows)."""
-    rows = x.reshape(-1, x.shape[-1])
-    if not all(isinstance(m, QuantLinear) and m.bits == layers[0].bits for m in layers):
-        return None
-    packed, scales = [m.weight_packed for m in layers], [m.weight_scale for m in layers]
-    if not quant_kernel.supports(rows, packed, scales):
-        return None
-    y = quant_kernel.quant_linear(rows, packed, scales, layers[0].bits)
-    parts = y.split([m.out_features for m in layers], dim=-1)
-    return [_finish(part, x, m.bias) for m, part in zip(layers, parts)]
-
-
 class PackedLinear(QuantLinear):
     """A quantized layer whose decode rows read the packed weights (`coeflow::quant_linear`)."""
 
     def forward(self, x: Tensor) -> Tensor:
         y = _packed_products(x, [self])
         return y[0] if y is not None else super().forward(x)
-
-
-class PackedAttention(DecodeAttention):
-    """q, k and v of quantized layers from one call."""
-
-    def project(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        y = _packed_products(x, self.joinable())
-        return tuple(y) if y is not None else super().project(x)
-
-
-class PackedMLP(MLP):
-    """gate and up of quantized layers from one call."""
-
-    def gate_up(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        y = _packed_products(x, self.joinable())
-        return tuple(y) if y is not None else super().gate_up(x)
 
 
 class KernelAttention(DecodeAttention):
@@ -182,8 +170,9 @@ class CpuLayers:
 
     def swap(self, model: Transformer) -> None:
         if model.config.quant is not None and quant_kernel.load():
+            # q/k/v and gate/up of quantized layers in one call each (KernelAttention, KernelMLP);
             # the AVX-512 kernels take none of a quantized model's layers but a dense head
-            swap_classes(model, {QuantLinear: PackedLinear, Attention: PackedAttention, MLP: PackedMLP,
+            swap_classes(model, {QuantLinear: PackedLinear, Attention: KernelAttention, MLP: KernelMLP,
                                  nn.Linear: KernelLinear if self.kernels else StreamedLinear})
         elif self.kernels:
             swap_classes(model, {nn.Linear: KernelLinear, Attention: KernelAttention, MLP: KernelMLP,
