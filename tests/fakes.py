@@ -40,6 +40,10 @@ class Plan:
     nbytes: int
     block_bytes: int
 
+    @property
+    def device_block_bytes(self) -> int:
+        return self.block_bytes
+
 
 class FakeBackend:
     """Experts of `sizes_mb[name]` MB; a move takes `s_per_mb` seconds per MB on the clock

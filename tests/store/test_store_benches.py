@@ -70,6 +70,10 @@ def test_switch_bench_reports_every_method_and_tier(tmp_path):
     assert report["raw_read_gbps"] > 0 and report["memcpy_gbps"] > 0
     got = {(r["method"], r["source_tier"]) for r in report["results"]}
     assert {("coeflow", t) for t in ("disk-cold", "disk-warm", "host", "device")} <= got
+    assert {("coeflow-delta1", t) for t in ("disk-cold", "disk-warm", "host", "device")} <= got
+    full = next(r["bytes"] for r in report["results"] if r["method"] == "coeflow")
+    delta = next(r["bytes"] for r in report["results"] if r["method"] == "coeflow-delta1")
+    assert delta * 8 < full  # a 1-bit delta of an fp32 expert moves far fewer bytes
     for m in ("hf-from_pretrained", "safetensors-load_state_dict", "raw-read"):
         assert {(m, "disk-cold"), (m, "disk-warm")} <= got
     assert all(r["ttft_s"] is None or r["ttft_s"] >= r["seconds"] for r in report["results"])

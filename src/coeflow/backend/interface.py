@@ -145,7 +145,8 @@ class ExpertPlan(Protocol):
     """How a backend will hold one expert: known from its checkpoint's headers alone."""
     config: Any  # coeflow.model.ModelConfig
     nbytes: int  # the weights' bytes
-    block_bytes: int  # what a tier grants for it (nbytes plus alignment)
+    block_bytes: int  # what the host tier grants for it (nbytes plus alignment)
+    device_block_bytes: int  # what the device tier grants (more for a delta: rebuilt whole there)
 
 
 class StoreBackend(Backend, Protocol):

@@ -7,7 +7,9 @@ across switches, as the server does), against the two ways a Python user loads a
 a model already built), all on the same files, in one run. The physical limits are measured
 in the same run: a raw sequential read of the same file into a preallocated buffer, and the
 memory copy bandwidth (pinned host -> device on a GPU). Each figure is the median of
-`repeats` runs."""
+`repeats` runs. A delta expert (a fine-tune of the first checkpoint stored as a 1-bit delta,
+coeflow.model.delta) switches from the same tiers: its rows count the bytes it moves (the delta),
+and its time includes rebuilding the expert from its base on the device."""
 
 from __future__ import annotations
 
@@ -51,6 +53,25 @@ class Row:
     seconds: float        # time until the weights are ready to run
     gbps: float           # bytes / seconds
     ttft_s: float | None  # time until the first token (load included)
+
+
+def make_delta(root: Path, base: Path, bits: int = 1) -> Path:
+    """A fine-tune of `base` (every weight moved by noise of 5% of its tensor's mean magnitude)
+    written as a `bits`-bit delta from it; the speed of a switch does not depend on the values."""
+    from safetensors.torch import load_file, save_file
+
+    from coeflow.model.convert import delta_checkpoint
+    out = root / f"{base.name}-delta{bits}"
+    if not (out / "config.json").exists():
+        ft = root / f"{base.name}-ft"
+        ft.mkdir(exist_ok=True)
+        g = torch.Generator().manual_seed(1)
+        tensors = {n: t + 0.05 * t.abs().mean() * torch.randn(t.shape, generator=g)
+                   for n, t in load_file(base / "model.safetensors").items()}
+        save_file(tensors, str(ft / "model.safetensors"), metadata={"format": "pt"})
+        (ft / "config.json").write_text((base / "config.json").read_text())
+        delta_checkpoint(ft, base, out, bits)
+    return out
 
 
 def make_experts(root: Path, size: str, n: int = 2) -> list[Path]:
@@ -257,6 +278,9 @@ def run(sizes: tuple[str, ...] = ("300MB",), repeats: int = 3, load_threads: int
                     s, ttft = _median([switch_to_b(source) for _ in range(repeats)])
                     ours.append(Row(size, "coeflow", source, nbytes, s, nbytes / s / 1e9, ttft))
                 del engine
+            progress(f"{size}: writing a fine-tune of the first checkpoint as a 1-bit delta")
+            ours += _delta_rows(size, root, a, make_delta(root, a), prompt, device, load_threads, repeats, sync,
+                                progress)
             for source, times in raw_times.items():
                 raw_s = statistics.median(times)
                 rows.append(Row(size, "raw-read", source, nbytes, raw_s, nbytes / raw_s / 1e9, None))
@@ -310,6 +334,56 @@ def run(sizes: tuple[str, ...] = ("300MB",), repeats: int = 3, load_threads: int
             "raw_read_gbps": raw_gbps[sizes[0]] if sizes else None, "raw_read_gbps_by_size": raw_gbps,
             "memcpy_gbps": mem_gbps, "load_avg": os.getloadavg(),
             "results": [asdict(r) for r in rows]}
+
+
+def _delta_rows(size: str, root: Path, base: Path, delta: Path, prompt: list[int], device: torch.device,
+                load_threads: int, repeats: int, sync: Callable[[], None],
+                progress: Callable[[str], None]) -> list[Row]:
+    """coeflow switching from the base (served too) to a delta of it, from each tier: the host
+    tier holds the base and the delta, the device the base and one rebuilt expert."""
+    from coeflow.backend.real import RealBackend
+    from coeflow.coefile import parse_coe
+    from coeflow.engine import Engine, SamplingParams
+    from coeflow.store import ExpertStore
+
+    files = sorted(delta.glob("*.safetensors"))
+    nbytes = sum(f.stat().st_size for f in files)
+    coe = parse_coe({"name": "bench-delta", "fallback": "base", "experts": [
+        {"name": "base", "path": base.name}, {"name": "delta", "path": delta.name}]}, root / "coe-delta.yaml")
+    dense, packed = plan_layout(base, torch.float32).block_bytes, plan_layout(delta, torch.float32).block_bytes
+    rows = []
+    with RealBackend("fp32", device, load_threads=load_threads) as backend, \
+            ExpertStore(coe, backend, device_mem=int(2.02 * dense), host_mem=int(1.01 * (dense + packed))) as store:
+        engine = Engine(store.config("base"), dtype="fp32", device=device, fused=False)
+        params = SamplingParams(max_tokens=1, ignore_eos=True)
+
+        def switch(source: str) -> tuple[float, float]:
+            with store.acquire("base") as lease:
+                engine.set_weights(lease.weights, "base")
+                engine.generate([prompt], params)
+            if source.startswith("disk"):
+                store.unload("delta", tier="disk")
+                (drop_page_cache if source == "disk-cold" else warm_page_cache)(files)
+            elif source == "host":
+                store.load("delta", tier="host")
+                store.unload("delta", tier="host")
+            else:
+                store.load("delta", tier="device")
+            t = time.perf_counter()
+            with store.acquire("delta") as lease:
+                assert lease.source_tier == source.split("-")[0], (lease.source_tier, source)
+                ready = time.perf_counter() - t
+                engine.set_weights(lease.weights, "delta")
+                engine.generate([prompt], params)
+                sync()
+                return ready, time.perf_counter() - t
+
+        switch("disk-warm")  # warm-up
+        for source in TIERS:
+            progress(f"{size}: coeflow, switch to a 1-bit delta expert from {source}")
+            s, ttft = _median([switch(source) for _ in range(repeats)])
+            rows.append(Row(size, "coeflow-delta1", source, nbytes, s, nbytes / s / 1e9, ttft))
+    return rows
 
 
 def format_table(report: dict) -> str:

@@ -20,6 +20,7 @@ COMMANDS: list[tuple[str, str]] = [
     ("router", "train or evaluate the router"),
     ("coe", "CoE files: the checksums of the experts' weights (hash)"),
     ("quantize", "write an int8 or int4 copy of a checkpoint (compressed-tensors format)"),
+    ("delta", "write a fine-tune as a compressed delta from its base (1, 2, 4 or 8 bits)"),
     ("eval", "evaluations of the CoE (perplexity)"),
     ("demo", "build and serve the demo CoE"),
     ("serve", "serve a CoE behind an OpenAI-compatible HTTP endpoint"),

@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     from coeflow.model.convert import quant_scheme, quantize_checkpoint
     scheme = quant_scheme(int(args.to.removeprefix("int")), args.group_size, args.lm_head)
     total = sum(f.stat().st_size for f in checkpoint_files(Path(args.model)))
-    bar = _bar(total)
+    bar = _bar(total, "quantizing")
     try:
         out = quantize_checkpoint(args.model, args.out, scheme, progress=bar.update if bar else None)
     finally:
@@ -50,10 +50,10 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _bar(total: int):
+def _bar(total: int, desc: str):
     """A progress bar over the bytes read, where tqdm is installed and stderr is a terminal."""
     try:
         from tqdm import tqdm
     except ImportError:
         return None
-    return tqdm(total=total, unit="B", unit_scale=True, desc="quantizing", disable=not sys.stderr.isatty())
+    return tqdm(total=total, unit="B", unit_scale=True, desc=desc, disable=not sys.stderr.isatty())

@@ -108,12 +108,15 @@ def checkpoint_files(path: Path) -> list[Path]:
 
 
 def index_checkpoint(path: str | Path, cfg: ModelConfig) -> dict[str, TensorInfo]:
-    """Every tensor the model needs, located and checked against the config's shapes."""
+    """Every tensor the checkpoint must hold (a delta checkpoint's own: coeflow.model.delta),
+    located and checked against the config's shapes."""
+    from coeflow.model.delta import DeltaSpec
     path = Path(path)
     found: dict[str, TensorInfo] = {}
     for file in checkpoint_files(path):
         found.update(read_safetensors_header(file))
-    expected = expected_shapes(cfg)
+    delta = DeltaSpec.of(path)
+    expected = delta.shapes(cfg) if delta is not None else expected_shapes(cfg)
     ignored = IGNORED_SUFFIXES + (QUANT_IGNORED_SUFFIXES if cfg.quant else ())
     for name, info in found.items():
         if name in expected:
@@ -125,7 +128,7 @@ def index_checkpoint(path: str | Path, cfg: ModelConfig) -> dict[str, TensorInfo
                                       "expected a floating-point type")
             if not dense_dtype(name) and info.dtype != torch.int32:
                 raise CheckpointError(f"{info.file}: tensor {name!r} has dtype {info.dtype}, "
-                                      "expected int32 (packed quantized values)")
+                                      "expected int32 (packed values)")
         elif not name.endswith(ignored) and not (
                 name == "lm_head.weight" and cfg.tie_word_embeddings):
             raise CheckpointError(f"{info.file}: unexpected tensor {name!r}; does config.json "
@@ -139,7 +142,21 @@ def index_checkpoint(path: str | Path, cfg: ModelConfig) -> dict[str, TensorInfo
 
 def load_weights(path: str | Path, cfg: ModelConfig, dtype: torch.dtype,
                  device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
-    """Read the checkpoint's tensors (Hugging Face names) in `dtype` on `device`."""
+    """Read the checkpoint's tensors (Hugging Face names) in `dtype` on `device`; a delta
+    checkpoint's are rebuilt as its base's plus the delta."""
+    from coeflow.model import delta
+    spec = delta.DeltaSpec.of(path)
+    if spec is not None:
+        delta.check_base(spec, cfg, path)
+        out = pooled_views(expected_shapes(cfg), cfg, dtype, torch.device(device))
+        delta.rebuild(load_weights(spec.base, cfg, dtype, device), _read(path, cfg, torch.float32, device),
+                      spec.bits, out)
+        return out
+    return _read(path, cfg, dtype, device)
+
+
+def _read(path: str | Path, cfg: ModelConfig, dtype: torch.dtype,
+          device: str | torch.device) -> dict[str, torch.Tensor]:
     infos = index_checkpoint(path, cfg)
     by_file: dict[Path, list[str]] = {}
     for name, info in infos.items():

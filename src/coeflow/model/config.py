@@ -219,8 +219,8 @@ def expected_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
 
 def dense_dtype(name: str) -> bool:
     """Whether a checkpoint tensor holds floating-point values (a quantized layer's packed
-    weights are int32)."""
-    return not name.endswith(".weight_packed")
+    weights and a delta's packed values are int32)."""
+    return not name.endswith((".weight_packed", ".delta_packed"))
 
 
 def weight_groups(cfg: ModelConfig) -> list[list[str]]:

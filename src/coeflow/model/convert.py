@@ -1,6 +1,7 @@
 """Writing converted checkpoints: a dense Hugging Face checkpoint quantized to int8 or int4
 weights (`coeflow quantize`), as a checkpoint directory any compressed-tensors reader loads;
-and the copies a CoE entry's `quantize:` serves, made once into coeflow's cache."""
+the copies a CoE entry's `quantize:` serves, made once into coeflow's cache; and a fine-tune
+stored as a compressed delta from its base (`coeflow delta`, coeflow.model.delta)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import json
 import logging
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
@@ -20,8 +21,9 @@ from safetensors.torch import save_file
 from coeflow.cache import cache_root
 from coeflow.coefile import CoEFile
 from coeflow.errors import CheckpointError, CoeflowError, ConfigError, UnsupportedModelError
-from coeflow.model.checkpoint import checkpoint_files, index_checkpoint
+from coeflow.model.checkpoint import TensorInfo, checkpoint_files, index_checkpoint
 from coeflow.model.config import ModelConfig, expected_shapes
+from coeflow.model.delta import DEFAULT_GROUP as DELTA_GROUP, KEY as DELTA_KEY, DeltaSpec, check_base, compress
 from coeflow.model.quant import quantize
 from coeflow.quantization import BITS, DEFAULT_GROUP, QuantScheme
 
@@ -48,8 +50,9 @@ def quantize_checkpoint(src: str | Path, out: str | Path, scheme: QuantScheme,
     cfg = ModelConfig.from_dir(src)
     if cfg.quant is not None:
         raise ConfigError(f"{src}: already quantized ({cfg.quant.name}); quantize its dense checkpoint")
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise ConfigError(f"{out}: exists and is not an empty directory; choose a new --out")
+    if DeltaSpec.of(src) is not None:
+        raise ConfigError(f"{src}: a delta checkpoint; quantize its base, or the fine-tune it was made from")
+    _check_out(out)
     infos = index_checkpoint(src, cfg)
     config = {**json.loads((src / "config.json").read_text()), "quantization_config": scheme.to_config()}
     try:  # the copy's tensors; a layer the groups do not divide is refused before any writing
@@ -57,6 +60,60 @@ def quantize_checkpoint(src: str | Path, out: str | Path, scheme: QuantScheme,
     except UnsupportedModelError as e:
         raise ConfigError(f"cannot quantize {src}: {e}; choose another --group-size") from None
     tensors: dict[str, torch.Tensor] = {}
+    for name, t in _tensors(src, infos, progress):
+        module = name.removesuffix(".weight")
+        if f"{module}.weight_packed" in packed:
+            tensors[f"{module}.weight_packed"], tensors[f"{module}.weight_scale"] = quantize(
+                t, scheme.bits, scheme.group)
+            tensors[f"{module}.weight_shape"] = torch.tensor(t.shape, dtype=torch.int64)
+        else:
+            tensors[name] = t.contiguous()
+    _write(src, out, tensors, config)
+    return out
+
+
+def delta_checkpoint(src: str | Path, base: str | Path, out: str | Path, bits: int, group: int | None = None,
+                     progress: Callable[[int], None] | None = None) -> Path:
+    """Write the fine-tune `src` to the new directory `out` as a delta from `base`
+    (coeflow.model.delta: sign bits and a scale a row at 1 bit; groups of `group` inputs, 128
+    by default, at 2, 4 or 8), recording `base`'s path (relative to `out`) and checksum; the
+    tokenizer and other files are `src`'s. Refuses a base of another shape, a quantized or
+    delta checkpoint on either side, and an `out` that exists and is not empty."""
+    from coeflow.backend.real.integrity import checkpoint_sha256
+    src, base, out = Path(src), Path(base), Path(out)
+    cfg = ModelConfig.from_dir(src)
+    for path, c in ((src, cfg), (base, ModelConfig.from_dir(base))):
+        if c.quant is not None or DeltaSpec.of(path) is not None:
+            raise ConfigError(f"{path}: quantized or a delta already; a delta is made between dense checkpoints")
+    if bits not in (1, 2, 4, 8):
+        raise ConfigError(f"cannot store a delta in {bits} bits; choose 1, 2, 4 or 8")
+    _check_out(out)
+    spec = DeltaSpec(base.resolve(), bits, None if bits == 1 else group or DELTA_GROUP)
+    check_base(spec, cfg, src)
+    shapes = spec.shapes(cfg)  # refuses groups that do not divide a matrix, before any writing
+    base_tensors = dict(_tensors(base, index_checkpoint(base, cfg), None))
+    tensors: dict[str, torch.Tensor] = {}
+    for name, t in _tensors(src, index_checkpoint(src, cfg), progress):
+        module = name.removesuffix(".weight")
+        if f"{module}.delta_packed" in shapes:
+            packed, scale = compress(t.float() - base_tensors[name].float(), bits, spec.group)
+            tensors[f"{module}.delta_packed"], tensors[f"{module}.delta_scale"] = packed, scale.to(t.dtype)
+        else:
+            tensors[name] = t.contiguous()
+    spec = DeltaSpec(spec.base, bits, spec.group, checkpoint_sha256(base))
+    config = {**json.loads((src / "config.json").read_text()), DELTA_KEY: spec.to_config(out)}
+    _write(src, out, tensors, config)
+    return out
+
+
+def _check_out(out: Path) -> None:
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ConfigError(f"{out}: exists and is not an empty directory; choose a new --out")
+
+
+def _tensors(src: Path, infos: dict[str, TensorInfo],
+             progress: Callable[[int], None] | None) -> Iterator[tuple[str, torch.Tensor]]:
+    """(name, tensor) of every tensor `infos` locates, file by file; `progress(bytes)` after each."""
     by_file: dict[Path, list[str]] = {}
     for name, info in infos.items():
         by_file.setdefault(info.file, []).append(name)
@@ -64,18 +121,15 @@ def quantize_checkpoint(src: str | Path, out: str | Path, scheme: QuantScheme,
         try:
             with safe_open(str(file), framework="pt") as f:
                 for name in names:
-                    t = f.get_tensor(name)
-                    module = name.removesuffix(".weight")
-                    if f"{module}.weight_packed" in packed:
-                        tensors[f"{module}.weight_packed"], tensors[f"{module}.weight_scale"] = quantize(
-                            t, scheme.bits, scheme.group)
-                        tensors[f"{module}.weight_shape"] = torch.tensor(t.shape, dtype=torch.int64)
-                    else:
-                        tensors[name] = t.contiguous()
+                    yield name, f.get_tensor(name)
                     if progress is not None:
                         progress(infos[name].nbytes)
         except (OSError, RuntimeError) as e:
             raise CheckpointError(f"{file}: cannot read tensors ({e})") from None
+
+
+def _write(src: Path, out: Path, tensors: dict[str, torch.Tensor], config: dict) -> None:
+    """`out` as a checkpoint: `tensors`, `config` and `src`'s other files (tokenizer, chat template)."""
     out.mkdir(parents=True, exist_ok=True)
     skip = {"config.json", "model.safetensors.index.json", *(f.name for f in checkpoint_files(src))}
     for f in src.iterdir():
@@ -83,7 +137,6 @@ def quantize_checkpoint(src: str | Path, out: str | Path, scheme: QuantScheme,
             shutil.copy2(f, out / f.name)
     save_file(tensors, str(out / "model.safetensors"), metadata={"format": "pt"})
     (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")  # last: a whole checkpoint
-    return out
 
 
 def cached_quantized(src: str | Path, bits: int, sha256: str | None = None) -> tuple[Path, str | None]:

@@ -39,18 +39,32 @@ def quantize(w: Tensor, bits: int, group: int | None) -> tuple[Tensor, Tensor]:
 
 def pack(q: Tensor, bits: int) -> Tensor:
     """Signed values [out, in] (int8) -> `weight_packed` int32 [out, in * bits / 32]."""
-    u = (q.to(torch.int16) + (1 << (bits - 1))).to(torch.uint8)
-    if bits == 4:
-        u = u[:, 0::2] | (u[:, 1::2] << 4)
-    return u.contiguous().view(torch.int32)
+    return pack_unsigned((q.to(torch.int16) + (1 << (bits - 1))).to(torch.uint8), bits)
 
 
 def unpack(packed: Tensor, bits: int) -> Tensor:
     """`weight_packed` int32 [out, words] -> the signed values, int8 [out, in]."""
+    return (unpack_unsigned(packed, bits).to(torch.int16) - (1 << (bits - 1))).to(torch.int8)
+
+
+def pack_unsigned(u: Tensor, bits: int) -> Tensor:
+    """Values [out, in] in [0, 2^bits) (uint8; bits 1, 2, 4 or 8) -> int32 [out, in * bits / 32],
+    element k of a row at bits k*bits.. of the row's little-endian words."""
+    per = 8 // bits
+    if per > 1:
+        shifts = torch.arange(0, 8, bits, dtype=torch.int32)
+        u = (u.view(u.shape[0], -1, per).to(torch.int32) << shifts).sum(-1).to(torch.uint8)
+    return u.contiguous().view(torch.int32)
+
+
+def unpack_unsigned(packed: Tensor, bits: int) -> Tensor:
+    """`pack_unsigned`'s inverse: uint8 [out, in]."""
     u = packed.contiguous().view(torch.uint8)
-    if bits == 4:
-        u = torch.stack((u & 15, u >> 4), dim=-1).reshape(u.shape[0], -1)
-    return (u.to(torch.int16) - (1 << (bits - 1))).to(torch.int8)
+    per = 8 // bits
+    if per > 1:
+        shifts = torch.arange(0, 8, bits, dtype=torch.uint8)
+        u = ((u[..., None] >> shifts) & ((1 << bits) - 1)).reshape(u.shape[0], -1)
+    return u
 
 
 def dequantize(packed: Tensor, scale: Tensor, bits: int, dtype: torch.dtype) -> Tensor:

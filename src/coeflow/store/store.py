@@ -11,6 +11,10 @@ Rules that make it safe to call from many threads at once:
   priority class leaves first and the policy (LRU by default) orders within it. Those rules
   live in tiers.Tier and tiers.Tiers, which the discrete-event replay uses too.
 - One load per expert at a time: concurrent prefetches and acquires share its Future.
+- A delta expert (coeflow.model.delta) holds only its delta on the host and is rebuilt from
+  its base on the device: its base is pinned to both tiers (an expert of the CoE file with the
+  same checkpoint, or an entry of the store's own, "base:NAME", left out of `status`) and is
+  loaded before any of its deltas.
 
 The store decides; the backend it is given (coeflow.backend.real.RealBackend on a real
 machine, a fake in tests) moves the bytes: this module holds no tensors of its own and takes
@@ -64,6 +68,7 @@ class ExpertStatus:
     error: str | None
     recent_switches: list[dict] = field(default_factory=list)
     leases: int = 0
+    base: str | None = None  # a delta expert's base checkpoint
 
 
 class Lease:
@@ -113,14 +118,18 @@ class _Expert:
     misses: int = 0
     last_used: float | None = None
     recent: deque = field(default_factory=lambda: deque(maxlen=RECENT_SWITCHES))
+    base: "_Expert | None" = None  # a delta expert's base
+    hidden: bool = False  # a base the CoE file does not serve
 
     @property
     def name(self) -> str:
         return self.spec.name
 
-    @property
-    def block_bytes(self) -> int:
-        return self.layout.block_bytes if self.layout else 0
+    def bytes_in(self, tier: str) -> int:
+        """What `tier` grants for the expert (a delta's device bytes are its rebuilt expert's)."""
+        if self.layout is None:
+            return 0
+        return self.layout.device_block_bytes if tier == "device" else self.layout.block_bytes
 
 
 def _gb(n: int) -> str:
@@ -152,21 +161,24 @@ class ExpertStore:
                 e.error = str(err)
                 log.warning("expert %s: marked failed: %s", spec.name, err)
             self._experts[spec.name] = e
+        self._attach_bases()
         valid = [e for e in self._experts.values() if e.layout is not None]
-        everything = sum(e.block_bytes for e in valid)
-        host_cap = parse_bytes(host_mem) if host_mem is not None else everything
+        everything = {t: sum(e.bytes_in(t) for e in valid) for t in ("host", "device")}
+        host_cap = parse_bytes(host_mem) if host_mem is not None else everything["host"]
         dev_cap = (parse_bytes(device_mem) if device_mem is not None
-                   else backend.default_device_budget(min(everything, host_cap)))
+                   else backend.default_device_budget(everything["device"] if host_mem is None
+                                                      else min(everything["device"], host_cap)))
         for e in valid:
             for tier, cap in (("device", dev_cap), ("host", host_cap)):
-                if e.block_bytes > cap:
+                if e.bytes_in(tier) > cap:
                     dtype = getattr(e.layout, "dtype", "its dtype")
-                    raise ConfigError(f"expert {e.name!r} needs {_gb(e.layout.nbytes)} in "
+                    raise ConfigError(f"expert {e.name!r} needs {_gb(e.bytes_in(tier))} in "
                                       f"{dtype} but the {tier} tier's budget is {_gb(cap)}")
-        pinned = sum(e.block_bytes for e in valid if e.pinned)
-        if pinned > min(dev_cap, host_cap):
-            raise ConfigError(f"pinned experts need {_gb(pinned)} but the device tier holds "
-                              f"{_gb(min(dev_cap, host_cap))}")
+        for tier, cap in (("device", dev_cap), ("host", host_cap)):
+            pinned = sum(e.bytes_in(tier) for e in valid if e.pinned)
+            if pinned > cap:
+                raise ConfigError(f"pinned experts and the bases of delta experts need {_gb(pinned)} but "
+                                  f"the {tier} tier holds {_gb(cap)}")
         backend.reserve(host_cap, dev_cap)
         # host: byte ranges of the backend's host pool; device: of its slab, or only a budget
         # where the engine attaches the host pool's tensors (no copy, so nothing to place)
@@ -254,7 +266,8 @@ class ExpertStore:
                     e.error = str(err)
                 raise ExpertUnavailableError(f"expert {name!r} is unavailable: {err}") from None
             with self._cond:
-                if layout.block_bytes > min(self.budgets.values()):
+                budgets = self.budgets
+                if layout.block_bytes > budgets["host"] or layout.device_block_bytes > budgets["device"]:
                     raise ConfigError(f"expert {name!r} needs {_gb(layout.nbytes)}, more than a tier's budget")
                 e.layout, e.error = layout, None
         with self._cond:
@@ -288,11 +301,13 @@ class ExpertStore:
         with self._cond:
             e = self._get(name)
             if pinned and not e.pinned and e.layout is not None:
-                total = e.block_bytes + sum(x.block_bytes for x in self._experts.values() if x.pinned)
-                cap = min(self.budgets.values())
-                if total > cap:
-                    raise ConfigError(f"pinning {name!r} would pin {_gb(total)}, more than the "
-                                      f"device tier's {_gb(cap)}")
+                for tier, cap in self.budgets.items():
+                    total = e.bytes_in(tier) + sum(x.bytes_in(tier) for x in self._experts.values() if x.pinned)
+                    if total > cap:
+                        raise ConfigError(f"pinning {name!r} would pin {_gb(total)}, more than the "
+                                          f"{tier} tier's {_gb(cap)}")
+            if not pinned and any(x.base is e for x in self._experts.values()):
+                raise ConfigError(f"expert {name!r} is the base of delta experts and stays pinned")
             e.pinned = pinned
             self._cond.notify_all()
             if pinned and e.error is None:
@@ -333,7 +348,8 @@ class ExpertStore:
                 bytes=e.layout.nbytes if e.layout else 0,
                 hits=e.hits, misses=e.misses, last_used=e.last_used, pinned=e.pinned,
                 priority=e.priority, error=e.error, recent_switches=list(e.recent), leases=e.leases,
-            ) for e in self._experts.values()]
+                base=str(e.base.spec.path) if e.base is not None else None,
+            ) for e in self._experts.values() if not e.hidden]
 
     @property
     def budgets(self) -> dict[str, int]:
@@ -424,6 +440,8 @@ class ExpertStore:
                     pass
             if e.error is not None:
                 raise ExpertUnavailableError(f"expert {e.name!r} is unavailable: {e.error}")
+            if e.base is not None:
+                self._await_base(e, target)
             self._to_host(e)
             if target == "device":
                 self._to_device(e)
@@ -437,6 +455,43 @@ class ExpertStore:
             fut.set_result(None)
         else:
             fut.set_exception(error)
+
+    def _await_base(self, e: _Expert, target: str) -> None:
+        """Wait until a delta expert's base is ready in `target` (it is pinned: it stays)."""
+        assert e.base is not None
+        with self._cond:
+            fut = self._ensure(e.base, target)
+        try:
+            fut.result()
+        except CoeflowError as err:
+            raise ExpertUnavailableError(f"expert {e.name!r}: its base {e.base.spec.path} is unavailable: "
+                                         f"{err}") from None
+
+    def _attach_bases(self) -> None:
+        """Give each delta expert its base entry: the CoE file's expert with the base's checkpoint
+        if there is one, else one of the store's own, pinned; a base that cannot be planned
+        marks its deltas failed."""
+        by_path = {e.spec.path.resolve(): e for e in self._experts.values() if e.spec.quantize is None}
+        for e in list(self._experts.values()):
+            delta = getattr(e.layout, "delta", None)
+            if delta is None:
+                continue
+            base = by_path.get(delta.base)
+            if base is None:
+                name = f"base:{delta.base.name}"
+                while name in self._experts:
+                    name += "'"
+                spec = ExpertSpec(name=name, path=delta.base, sha256=delta.base_sha256)
+                base = by_path[delta.base] = self._experts[name] = _Expert(spec, hidden=True)
+                try:
+                    base.layout = self.backend.plan(name, delta.base, sha256=delta.base_sha256)
+                except (CoeflowError, OSError) as err:
+                    base.error = str(err)
+            if base.error is not None:
+                e.error = f"its base {delta.base} cannot be served: {base.error}"
+                log.warning("expert %s: marked failed: %s", e.name, e.error)
+                continue
+            e.base, base.pinned = base, True
 
     def _to_host(self, e: _Expert) -> None:
         host = self._tiers.host
@@ -501,10 +556,11 @@ class ExpertStore:
         while True:
             if self._closed:
                 raise ExpertUnavailableError("the expert store is closed")
-            off = tier.grant(e.name, e.block_bytes)
+            nbytes = e.bytes_in(tier.name)
+            off = tier.grant(e.name, nbytes)
             if off is None:
                 self._sweep()  # experts past their TTL leave before any eviction
-                off = tier.make_room(e.name, e.block_bytes, self._clock(), self._usage,
+                off = tier.make_room(e.name, nbytes, self._clock(), self._usage,
                                      lambda n: n != e.name and self._evictable(self._experts[n]), evict)
             if off is not None:
                 return off
@@ -512,7 +568,7 @@ class ExpertStore:
                        for x in self._experts.values())
             if not busy:
                 raise ExpertUnavailableError(
-                    f"expert {e.name!r} ({_gb(e.block_bytes)}) does not fit in the {tier.name} tier "
+                    f"expert {e.name!r} ({_gb(nbytes)}) does not fit in the {tier.name} tier "
                     f"({_gb(tier.capacity)}): the rest is held by pinned experts")
             log.info("expert %s: waiting for room in the %s tier (held by leased or loading experts)",
                      e.name, tier.name)

@@ -24,7 +24,8 @@ from coeflow.backend.interface import Moved, WallClock
 from coeflow.engine import Engine
 from coeflow.engine.engine import KV_CACHE_BUDGET
 from coeflow.errors import CheckpointError, ConfigError
-from coeflow.model import ModelConfig, Tokenizer, parse_dtype, resolve_device
+from coeflow.model import ModelConfig, Tokenizer, hostmem, parse_dtype, resolve_device
+from coeflow.model.delta import rebuild
 from coeflow.backend.real.batch import RealBatch
 from coeflow.backend.real.integrity import check_finite
 from coeflow.backend.real.layout import ExpertLayout, plan_layout
@@ -68,6 +69,7 @@ class RealBackend:
         self._layouts: dict[str, ExpertLayout] = {}
         self._sha256: dict[str, str | None] = {}  # expert -> the checksum its CoE entry gives
         self._host_slots: dict[str, tuple[int, dict[str, torch.Tensor]]] = {}  # expert -> (slot, views)
+        self._bases: dict[Path, dict[str, torch.Tensor] | None] = {}  # a delta's base -> its device tensors
         self._host: HostPool | None = None
         self._dev: DevicePool | None = None
         self._stream: torch.cuda.Stream | None = None
@@ -90,6 +92,8 @@ class RealBackend:
         if dtype is None and layout.dtype == torch.float16 and self.device.type == "cpu":
             layout = plan_layout(path, torch.bfloat16)
         self._layouts[expert], self._sha256[expert] = layout, sha256
+        if layout.delta is not None:
+            self._bases.setdefault(layout.delta.base, None)
         return layout
 
     def serving_dtype(self, expert: str) -> torch.dtype:
@@ -99,8 +103,11 @@ class RealBackend:
         return layout.dtype if layout is not None else self.dtypes.get(expert, self.dtype) or torch.float32
 
     def quantization(self, expert: str) -> str | None:
-        """How the expert's linear layers are quantized ("int4-g128", "int8"), or None (dense)."""
+        """How the expert's linear layers are quantized ("int4-g128", "int8") or stored (a delta
+        from its base: "delta1", "delta4-g128"), or None (dense)."""
         layout = self._layouts.get(expert)
+        if layout is not None and layout.delta is not None:
+            return layout.delta.name
         return layout.config.quant.name if layout is not None and layout.config.quant else None
 
     def expert_bytes(self, expert: str) -> int:
@@ -127,7 +134,9 @@ class RealBackend:
         then the integrity checks: the checksum when the CoE file gives one, and no NaN or
         infinity in any tensor (CheckpointError otherwise, and the store marks the expert failed).
         host -> device: one async copy on the copy stream into the device slab at `slot`; on a
-        CPU the engine attaches the host pool's tensors, so the hop is free."""
+        CPU the engine attaches the host pool's tensors, so the hop is free. A delta expert is
+        rebuilt instead, its base's device tensors plus its delta, into the slot (on a CPU, into
+        memory of its own); its base must be on the device already (the store sees to it)."""
         layout, host = self._layouts[expert], self._host
         assert host is not None, "reserve() the tiers first"
         t = time.perf_counter()
@@ -142,16 +151,43 @@ class RealBackend:
             check_finite(layout, host.buffer, slot)
             weights = layout.views(host.buffer, slot)
             self._host_slots[expert] = (slot, weights)
+        elif (src, dst) == ("host", "device") and layout.delta is not None:
+            weights = self._rebuild(expert, slot)
         elif (src, dst) == ("host", "device"):
             host_slot, host_weights = self._host_slots[expert]
+            weights = host_weights
+            if self.device_copies:
+                assert self._dev is not None and self._stream is not None
+                copy_to_device(host.buffer, host_slot, self._dev.buffer, slot, layout.block_bytes, self._stream)
+                weights = layout.views(self._dev.buffer, slot)
+            path = layout.files[0].file.parent.resolve()
+            if path in self._bases:
+                self._bases[path] = weights
             if not self.device_copies:
-                return Moved(0.0, host_weights)
-            assert self._dev is not None and self._stream is not None
-            copy_to_device(host.buffer, host_slot, self._dev.buffer, slot, layout.block_bytes, self._stream)
-            weights = layout.views(self._dev.buffer, slot)
+                return Moved(0.0, weights)
         else:
             raise ConfigError(f"no move from tier {src!r} to {dst!r}; moves are disk->host, host->device")
         return Moved(time.perf_counter() - t, weights)
+
+    def _rebuild(self, expert: str, slot: int) -> dict[str, torch.Tensor]:
+        """The delta expert's dense tensors, its base's plus its delta, in the device slot (on
+        a CPU, in a buffer of its own, freed when the store drops it from the device tier)."""
+        layout = self._layouts[expert]
+        assert layout.delta is not None and layout.dense is not None
+        base = self._bases.get(layout.delta.base)
+        if base is None:
+            raise CheckpointError(f"expert {expert!r}: its base {layout.delta.base} is not on the device")
+        delta = self._host_slots[expert][1]
+        if not self.device_copies:
+            weights = layout.dense.views(hostmem.empty(layout.dense.block_bytes), 0)
+            rebuild(base, delta, layout.delta.bits, weights)
+            return weights
+        assert self._dev is not None and self._stream is not None
+        weights = layout.dense.views(self._dev.buffer, slot)
+        with torch.cuda.stream(self._stream):
+            rebuild(base, delta, layout.delta.bits, weights)
+        self._stream.synchronize()
+        return weights
 
     # -- compute --------------------------------------------------------------------------
     def engine(self, cfg: ModelConfig, dtype: torch.dtype) -> Engine:

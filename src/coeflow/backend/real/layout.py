@@ -14,6 +14,7 @@ import torch
 from coeflow.model import ModelConfig, index_checkpoint
 from coeflow.model.checkpoint import TensorInfo, checkpoint_files
 from coeflow.model.config import CACHE_LINE, dense_dtype, weight_groups
+from coeflow.model.delta import DeltaSpec, check_base
 from coeflow.store.tiers import PAGE, align_up
 
 
@@ -61,11 +62,20 @@ class ExpertLayout:
     files: tuple[FileStamp, ...]  # every safetensors file, in checkpoint_files order
     nbytes: int        # real tensor bytes in the serving dtype
     block_bytes: int   # nbytes plus alignment padding: what a tier grants
+    # a delta expert's: what its checkpoint says, and the layout of the dense expert rebuilt
+    # on the device (its base's)
+    delta: DeltaSpec | None = None
+    dense: "ExpertLayout | None" = None
 
     @property
     def dtype(self) -> torch.dtype:
         """The serving dtype: every floating-point tensor of the block is in it."""
-        return self.tensors[0].dtype  # the embedding table, never quantized
+        return next(p.dtype for p in self.tensors if p.dtype.is_floating_point)
+
+    @property
+    def device_block_bytes(self) -> int:
+        """What the device tier grants: the dense expert's bytes (a delta is rebuilt there)."""
+        return self.dense.block_bytes if self.dense is not None else self.block_bytes
 
     @property
     def converted(self) -> tuple[TensorSlot, ...]:
@@ -78,10 +88,11 @@ class ExpertLayout:
 
 
 def stored_dtype(infos: dict[str, TensorInfo]) -> torch.dtype:
-    """The dtype most of a checkpoint's weight bytes are stored in."""
+    """The floating-point dtype most of a checkpoint's weight bytes are stored in."""
     by_dtype: dict[torch.dtype, int] = {}
     for t in infos.values():
-        by_dtype[t.dtype] = by_dtype.get(t.dtype, 0) + t.nbytes
+        if t.dtype.is_floating_point:
+            by_dtype[t.dtype] = by_dtype.get(t.dtype, 0) + t.nbytes
     return max(by_dtype, key=by_dtype.__getitem__)
 
 
@@ -94,10 +105,16 @@ def plan_layout(path: str | Path, dtype: torch.dtype | None) -> ExpertLayout:
     aligned pages, which is faster than copying misaligned ones. A
     group's later members start right after the one before, which keeps that alignment only
     where the tensors between them in the file fill whole pages (a matter of speed only).
-    `dtype` None: the checkpoint's own (`stored_dtype`). Raises CheckpointError for a bad checkpoint."""
+    `dtype` None: the checkpoint's own (`stored_dtype`); a delta's is its base's. Raises
+    CheckpointError for a bad checkpoint (a delta: also for a base missing or of other shapes)."""
     cfg = ModelConfig.from_dir(path)
+    delta = DeltaSpec.of(path)
+    dense = None
+    if delta is not None:
+        check_base(delta, cfg, path)
+        dense = plan_layout(delta.base, dtype)
     infos = index_checkpoint(path, cfg)
-    dtype = dtype or stored_dtype(infos)
+    dtype = dense.dtype if dense is not None else dtype or stored_dtype(infos)
     slots: list[TensorSlot] = []
     runs: list[Run] = []
     offset = 0
@@ -138,6 +155,7 @@ def plan_layout(path: str | Path, dtype: torch.dtype | None) -> ExpertLayout:
         files=tuple(stamps),
         nbytes=sum(p.nbytes for p in slots),
         block_bytes=align_up(offset, PAGE),
+        delta=delta, dense=dense,
     )
 
 
