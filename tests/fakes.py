@@ -74,7 +74,7 @@ class FakeBackend:
     def reserve(self, host_bytes: int, device_bytes: int) -> None:
         self.reserved = (host_bytes, device_bytes)
 
-    def expert_bytes(self, expert: str) -> int:
+    def expert_bytes(self, expert: str, tier: str = "host") -> int:
         return self.sizes[expert]
 
     def move(self, expert: str, src: str, dst: str, slot: int = 0) -> Moved:

@@ -108,6 +108,27 @@ def test_experts_specialise_and_the_routed_coe_beats_every_single_expert(demo):
     assert rep["all_specialised"] and rep["coe_beats_every_single_expert"]
 
 
+def test_experts_are_fine_tunes_of_one_base_and_their_one_bit_deltas_serve_as_a_coe(demo):
+    """Every expert starts from base/ (trained on every domain); coe-delta1.yaml is the same CoE
+    from 1-bit deltas of them, a small fraction of the bytes, still specialised."""
+    from coeflow.model import load_model
+    from coeflow.model.delta import DeltaSpec
+    base = load_model(demo / "base").state_dict()
+    coe = load_coe(demo / "coe-delta1.yaml")
+    assert coe.expert_names == NAMES
+    for e in coe.experts:
+        spec = DeltaSpec.of(e.path)
+        assert spec is not None and spec.base == (demo / "base").resolve() and spec.bits == 1
+        full = (demo / "experts" / e.name / "model.safetensors").stat().st_size
+        assert (e.path / "model.safetensors").stat().st_size * 8 < full
+        tuned = load_model(demo / "experts" / e.name).state_dict()
+        rebuilt = load_model(e.path).state_dict()
+        near = sum(float((rebuilt[n] - tuned[n]).norm()) for n in tuned)
+        assert near < sum(float((base[n] - tuned[n]).norm()) for n in tuned), e.name
+    rep = perplexity_report(coe, read_samples(demo / "data" / "heldout_text.jsonl"), load_router_for_coe(coe))
+    assert rep["coe_beats_every_single_expert"]
+
+
 def test_router_beside_the_coe_routes_pasted_code(demo):
     router = Router.load(demo / "router")
     assert router.route("SELECT name, COUNT(*) FROM orders GROUP BY name;").expert == "sql"

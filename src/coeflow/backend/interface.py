@@ -100,8 +100,9 @@ class Backend(Protocol):
     def device_copies(self) -> bool:
         """Whether host -> device is a copy (GPU, RDU) or free (a CPU: a pointer swap)."""
 
-    def expert_bytes(self, expert: str) -> int:
-        """Bytes of the expert's weights as a tier holds them."""
+    def expert_bytes(self, expert: str, tier: str = "host") -> int:
+        """Bytes of the expert's weights as `tier` holds them (a delta expert is more on the
+        device, where it is rebuilt, than below it)."""
 
     def move(self, expert: str, src: str, dst: str, slot: int = 0) -> Moved:
         """Bring `expert` from tier `src` up to tier `dst` (one hop: disk -> host or host ->

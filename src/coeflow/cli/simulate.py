@@ -91,6 +91,11 @@ def _replay_args(p: argparse.ArgumentParser) -> None:
     who.add_argument("--expert-weights", default=None, choices=["int8", "int4"],
                      help="--experts quantized as `coeflow quantize` writes them (a CoE file's experts: "
                           "as their config.json or `quantize:` says)")
+    who.add_argument("--expert-delta", type=int, default=None, choices=[1, 2, 4, 8], metavar="BITS",
+                     help="--experts as BITS-bit deltas (1, 2, 4, 8) from one base of --expert-config, as `coeflow "
+                          "delta` writes them: the tiers below the device hold the deltas and the base once, a "
+                          "switch moves the delta and rebuilds the expert (a CoE file's delta experts say so "
+                          "themselves)")
     p.add_argument("--router", metavar="CONFIG", default=None,
                    help="cost a router of this shape (a prefill + one token) on the compute before queueing, "
                         "on up to --router-batch prompts at once (default: routing costs nothing)")
@@ -135,11 +140,14 @@ def _simulate(args: argparse.Namespace, hw: str):
     from coeflow.trace import read_trace
     if (args.coe is None) == (args.experts is None):
         raise ConfigError("give --coe FILE or --experts N (with --expert-config)")
-    if args.coe and args.expert_weights:
-        raise ConfigError("--expert-weights applies to --experts; a CoE file's experts say it themselves "
-                          "(`quantize:`, or a quantized checkpoint)")
+    if args.coe and (args.expert_weights or args.expert_delta):
+        raise ConfigError("--expert-weights and --expert-delta apply to --experts; a CoE file's experts say it "
+                          "themselves (`quantize:`, a quantized or a delta checkpoint)")
+    if args.expert_weights and args.expert_delta:
+        raise ConfigError("give --expert-weights or --expert-delta, not both: coeflow makes deltas of dense bases")
     coe = coe_from_file(args.coe) if args.coe else coe_of_copies(
-        args.experts, args.expert_config, int(args.expert_weights[3:]) if args.expert_weights else None)
+        args.experts, args.expert_config, int(args.expert_weights[3:]) if args.expert_weights else None,
+        delta_bits=args.expert_delta)
     machine = resolve_machine(hw, args.stack, args.tp)
     router = load_shape(args.router) if args.router else None
     backend = ModelledBackend(machine, coe.shapes, router)

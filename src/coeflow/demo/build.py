@@ -1,9 +1,12 @@
 """`build_demo(dir, seed)`: the demo CoE from nothing, on a CPU, in a few minutes.
 
-Steps: corpora (shipped stdlib text + generators) -> shared BPE tokenizer -> five tiny
-Llama experts (python, math, sql, shell; general is the fallback, trained mostly on prose
-with a little of every domain) -> coe.yaml -> router trained beside it. Held-out text for
-`coeflow eval perplexity` goes to data/heldout_text.jsonl.
+Steps: corpora (shipped stdlib text + generators) -> shared BPE tokenizer -> a tiny Llama
+base trained on every domain alike -> five experts fine-tuned from it (python, math, sql,
+shell; general is the fallback, tuned mostly on prose with a little of every domain), as
+Samba-CoE's experts are fine-tunes of a few bases -> coe.yaml -> router trained beside it ->
+each expert also as a 1-bit delta from the base (deltas/, coe-delta1.yaml: the same CoE
+served from its deltas, coeflow.model.delta). Held-out text for `coeflow eval perplexity`
+goes to data/heldout_text.jsonl.
 
 Cached: a stamp records the seed, the settings, the Python version and a digest of the
 files the build reads (`stamp.py`: data files and pipeline code); a second run with the
@@ -39,13 +42,16 @@ if TYPE_CHECKING:  # torch is slow to import: a cached build should not wait for
     import torch
 
 STAMP = ".coeflow-demo.json"
+BASE_THREADS = 2  # the base trains alone, on this many threads whatever the machine: same weights
+DELTA_BITS = 1
 
 
 @dataclass(frozen=True)
 class DemoSettings:
     vocab_size: int = 3072
     shape: ExpertShape = field(default_factory=lambda: ExpertShape(vocab_size=3072))
-    train: TrainSettings = field(default_factory=TrainSettings)
+    base_train: TrainSettings = field(default_factory=lambda: TrainSettings(steps=300))
+    train: TrainSettings = field(default_factory=lambda: TrainSettings(steps=120, lr=1e-3, warmup=10))  # fine-tunes
     train_chars: int = 1_200_000  # per domain
     tokenizer_chars: int = 250_000  # per domain
     generalist_prose_share: float = 0.6  # the rest is split evenly over the other domains
@@ -62,7 +68,8 @@ QUICK = DemoSettings(
     vocab_size=512,
     shape=ExpertShape(vocab_size=512, hidden_size=64, num_layers=1, num_heads=2, num_kv_heads=1,
                       intermediate_size=128, max_positions=256),
-    train=TrainSettings(steps=80, batch_size=8, seq_len=64, lr=5e-3, warmup=8),
+    base_train=TrainSettings(steps=80, batch_size=8, seq_len=64, lr=5e-3, warmup=8),
+    train=TrainSettings(steps=30, batch_size=8, seq_len=64, lr=2e-3, warmup=4),
     train_chars=120_000,
     tokenizer_chars=40_000,
     heldout_samples=6,
@@ -119,9 +126,17 @@ def build_demo(directory: str | Path = "demo-coe", seed: int = 0, settings: Demo
     streams = {n: _token_stream(tok, docs, bos, eos) for n, docs in train_docs.items()}
     config = llama_config(replace(settings.shape, vocab_size=tok.get_vocab_size()), bos, eos, pad)
 
-    jobs = []
     names = [e.name for e in EXPERTS]
     losses: dict[str, float] = {}
+    base_dir = d / "base"
+    base_key = {**key, "expert": "base"}
+    if force or not _stamp_matches(base_dir / STAMP, base_key) or not (base_dir / "model.safetensors").exists():
+        say(f"demo: training the base on every domain, {BASE_THREADS} threads")
+        job = _Job("base", [streams[n] for n in CORPORA], [1.0] * len(CORPORA), config, settings.base_train,
+                   seed * 1000 + len(EXPERTS), base_dir, tok_dir, base_key)
+        _, loss = _run_job(job, 0, progress, threads=BASE_THREADS)
+        say(f"demo: base trained, final loss {loss:.3f}")
+    jobs = []
     for i, spec in enumerate(EXPERTS):
         out = d / "experts" / spec.name
         expert_key = {**key, "expert": spec.name}
@@ -134,14 +149,17 @@ def build_demo(directory: str | Path = "demo-coe", seed: int = 0, settings: Demo
             data = [streams[FALLBACK]] + [streams[n] for n in others]
         else:
             mix, data = [1.0], [streams[spec.name]]
-        jobs.append(_Job(spec.name, data, mix, config, settings.train, seed * 1000 + i, out, tok_dir, expert_key))
+        jobs.append(_Job(spec.name, data, mix, config, settings.train, seed * 1000 + i, out, tok_dir, expert_key,
+                         init=base_dir))
     workers = max(1, min(workers or settings.workers or _cpu_count(), len(jobs)))
-    say(f"demo: training {len(jobs)} expert(s), {workers} at a time, one thread each")
+    say(f"demo: fine-tuning {len(jobs)} expert(s) from the base, {workers} at a time, one thread each")
     for name, loss in _run_jobs(jobs, workers, progress):
         losses[name] = loss
         say(f"demo: {name} trained, final loss {loss:.3f}")
+    _write_deltas(d, base_dir)
 
     coe_file = _write_coe_file(d)
+    _write_coe_file(d, "deltas", f"coe-delta{DELTA_BITS}.yaml")
     say("demo: training the router")
     coe = load_coe(coe_file)
     prompts = generate_router_prompts(
@@ -171,13 +189,15 @@ class _Job:
     out: Path
     tok_dir: Path
     stamp_key: dict
+    init: Path | None = None  # the checkpoint a fine-tune starts from
 
 
-def _run_job(job: _Job, position: int = 0, progress: bool = True) -> tuple[str, float]:
+def _run_job(job: _Job, position: int = 0, progress: bool = True, threads: int = 1) -> tuple[str, float]:
     import torch
 
-    torch.set_num_threads(1)
-    model, loss = train_expert(job.streams, job.mix, job.config, job.train, job.seed, job.name, progress, position)
+    torch.set_num_threads(threads)
+    model, loss = train_expert(job.streams, job.mix, job.config, job.train, job.seed, job.name, progress, position,
+                               init=job.init)
     _save_expert(model, job.tok_dir, job.out)
     (job.out / STAMP).write_text(json.dumps({**job.stamp_key, "train_loss": loss}))
     return job.name, loss
@@ -252,20 +272,33 @@ def _save_expert(model, tok_dir: Path, out: Path) -> None:
         (out / name).write_bytes((tok_dir / name).read_bytes())
 
 
-def _write_coe_file(d: Path) -> Path:
+def _write_deltas(d: Path, base_dir: Path) -> None:
+    """Each expert as a `DELTA_BITS`-bit delta from the base, in deltas/ (made again each build
+    that reaches this point: seconds)."""
+    import shutil
+
+    from coeflow.model.convert import delta_checkpoint
+    for e in EXPERTS:
+        out = d / "deltas" / e.name
+        shutil.rmtree(out, ignore_errors=True)
+        delta_checkpoint(d / "experts" / e.name, base_dir, out, DELTA_BITS)
+
+
+def _write_coe_file(d: Path, experts_dir: str = "experts", name: str = "coe.yaml") -> Path:
     doc = {
         "name": "demo",
         "fallback": FALLBACK,
         "router": "router/",
         "experts": [
-            {"name": e.name, "path": f"experts/{e.name}", "description": e.description, "examples": list(e.examples),
-             "pin": e.name == FALLBACK, "priority": 1 if e.name == FALLBACK else 0}
+            {"name": e.name, "path": f"{experts_dir}/{e.name}", "description": e.description,
+             "examples": list(e.examples), "pin": e.name == FALLBACK, "priority": 1 if e.name == FALLBACK else 0}
             for e in EXPERTS
         ],
     }
-    path = d / "coe.yaml"
-    path.write_text("# The demo CoE, written by `coeflow demo build`.\n" + yaml.safe_dump(doc, sort_keys=False,
-                    allow_unicode=True, width=110), encoding="utf-8")
+    what = "" if experts_dir == "experts" else f", each expert a {DELTA_BITS}-bit delta from base/"
+    path = d / name
+    path.write_text(f"# The demo CoE{what}, written by `coeflow demo build`.\n" + yaml.safe_dump(
+        doc, sort_keys=False, allow_unicode=True, width=110), encoding="utf-8")
     return path
 
 
@@ -287,6 +320,7 @@ def _stamp_matches(path: Path, key: dict) -> bool:
 
 
 def _complete(d: Path) -> bool:
-    files = [d / "coe.yaml", d / "router" / "router.json", d / "data" / "heldout_text.jsonl"]
-    files += [d / "experts" / e.name / "model.safetensors" for e in EXPERTS]
+    files = [d / "coe.yaml", d / f"coe-delta{DELTA_BITS}.yaml", d / "router" / "router.json",
+             d / "data" / "heldout_text.jsonl", d / "base" / "model.safetensors"]
+    files += [d / sub / e.name / "model.safetensors" for e in EXPERTS for sub in ("experts", "deltas")]
     return all(f.exists() for f in files)

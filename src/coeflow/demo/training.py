@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # torch and transformers load in seconds: only when training
@@ -63,16 +64,23 @@ def train_expert(
     desc: str = "expert",
     progress: bool = True,
     position: int = 0,
+    init: Path | None = None,
 ) -> tuple[LlamaForCausalLM, float]:
-    """Train a fresh model on windows drawn from `streams` (1-D token tensors) with the
-    given mixture weights. Returns the model and its final training loss (smoothed)."""
+    """Train a model on windows drawn from `streams` (1-D token tensors) with the given
+    mixture weights: a fresh one, or a fine-tune of the checkpoint `init`. Returns the model
+    and its final training loss (smoothed)."""
     import torch
     from tqdm import tqdm
     from transformers import LlamaForCausalLM
 
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
-    model = LlamaForCausalLM(config)
+    if init is None:
+        model = LlamaForCausalLM(config)
+    else:
+        from transformers.utils import logging as hf_logging
+        hf_logging.disable_progress_bar()  # the training's own bar is enough
+        model = LlamaForCausalLM.from_pretrained(init, dtype=torch.float32)
     model.train()
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]

@@ -43,6 +43,11 @@ class DecoderShape:
     # bits a weight of the layers' products as stored, scales included (None: the dtype's own);
     # embeddings, norms and the output head stay in the dtype (`quantized`)
     weight_bits: float | None = None
+    # a delta expert (coeflow.model.delta): bits a weight of every matrix as the tiers below the
+    # device store it, scales included, and its base (shapes with the same one share it); the
+    # device holds it rebuilt, as dense as its base
+    stored_bits: float | None = None
+    delta_base: str | None = None
 
     def layer_params(self) -> int:
         h, d = self.hidden, self.head_dim
@@ -76,6 +81,24 @@ class DecoderShape:
         products = self.product_params()
         return round((self.num_params() - products) * bytes_per_param
                      + products * self.product_bytes_per_param(bytes_per_param))
+
+    def matrix_params(self) -> int:
+        """Weights of every matrix (products, embeddings, head): what a delta compresses."""
+        return self.product_params() + self.vocab * self.hidden * (1 if self.tied_embeddings else 2)
+
+    def stored_bytes(self, bytes_per_param: int = BYTES_BF16) -> int:
+        """Bytes in the host tier and on disk, and moved by a switch: a delta's packed matrices
+        and whole vectors; any other expert's weight bytes."""
+        if self.stored_bits is None:
+            return self.weight_bytes(bytes_per_param)
+        matrices = self.matrix_params()
+        return round((self.num_params() - matrices) * bytes_per_param + matrices * self.stored_bits / 8)
+
+    def delta(self, bits: int, group: int | None, base: str) -> "DecoderShape":
+        """This shape as a delta from `base` that `coeflow delta --bits` writes: `bits` a
+        weight plus a bf16 scale a group of `group` inputs (None: one a row)."""
+        return replace(self, name=f"{self.name}-delta{bits}", stored_bits=bits + 16 / (group or self.hidden),
+                       delta_base=base)
 
     def quantized(self, bits: int, group: int | None) -> "DecoderShape":
         """This shape with its products stored as coeflow quantize writes them: `bits` a weight
@@ -131,7 +154,22 @@ def shape_from_dict(raw: dict[str, Any], name: str = "model") -> DecoderShape:
         sliding_window=int(window) if window else None,
         max_positions=int(_pick(raw, "max_position_embeddings", "seq_length", default=2048)),
         weight_bits=_weight_bits(raw, name, hidden),
+        **_delta(raw, name, hidden),
     )
+
+
+def _delta(raw: dict[str, Any], name: str, hidden: int) -> dict[str, Any]:
+    """A delta checkpoint's stored bits and base (coeflow.model.delta), or nothing."""
+    spec = raw.get("coeflow_delta")
+    if not spec:
+        return {}
+    try:
+        bits, group, base = int(spec["bits"]), spec.get("group"), str(spec["base"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise ConfigError(f"{name}: malformed coeflow_delta ({e!r})") from None
+    if not Path(base).is_absolute() and Path(name).is_file():
+        base = str((Path(name).parent / base).resolve())
+    return {"stored_bits": bits + 16 / (group or hidden), "delta_base": base}
 
 
 def _weight_bits(raw: dict[str, Any], name: str, hidden: int) -> float | None:

@@ -75,8 +75,8 @@ def quantize_checkpoint(src: str | Path, out: str | Path, scheme: QuantScheme,
 def delta_checkpoint(src: str | Path, base: str | Path, out: str | Path, bits: int, group: int | None = None,
                      progress: Callable[[int], None] | None = None) -> Path:
     """Write the fine-tune `src` to the new directory `out` as a delta from `base`
-    (coeflow.model.delta: sign bits and a scale a row at 1 bit; groups of `group` inputs, 128
-    by default, at 2, 4 or 8), recording `base`'s path (relative to `out`) and checksum; the
+    (coeflow.model.delta: sign bits and a scale a row at 1 bit; groups of `group` inputs at 2,
+    4 or 8: by default 128, or 64 or 32 where a matrix's inputs do not split into 128s), recording `base`'s path (relative to `out`) and checksum; the
     tokenizer and other files are `src`'s. Refuses a base of another shape, a quantized or
     delta checkpoint on either side, and an `out` that exists and is not empty."""
     from coeflow.backend.real.integrity import checkpoint_sha256
@@ -88,7 +88,10 @@ def delta_checkpoint(src: str | Path, base: str | Path, out: str | Path, bits: i
     if bits not in (1, 2, 4, 8):
         raise ConfigError(f"cannot store a delta in {bits} bits; choose 1, 2, 4 or 8")
     _check_out(out)
-    spec = DeltaSpec(base.resolve(), bits, None if bits == 1 else group or DELTA_GROUP)
+    if bits > 1 and group is None:  # 128 inputs a scale, or the largest smaller group every matrix splits into
+        inputs = (cfg.hidden_size, cfg.num_heads * cfg.head_dim, cfg.intermediate_size)
+        group = next((g for g in (DELTA_GROUP, 64, 32) if all(n % g == 0 for n in inputs)), None)
+    spec = DeltaSpec(base.resolve(), bits, None if bits == 1 else group)
     check_base(spec, cfg, src)
     shapes = spec.shapes(cfg)  # refuses groups that do not divide a matrix, before any writing
     base_tensors = dict(_tensors(base, index_checkpoint(base, cfg), None))

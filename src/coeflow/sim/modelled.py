@@ -56,14 +56,20 @@ class ModelledBackend:
         self.machine, self.shapes, self.router = machine, shapes, router
         self.clock = SimClock()
         self._bytes = {n: s.weight_bytes(machine.bytes_per_param) for n, s in shapes.items()}
+        self._stored = {n: s.stored_bytes(machine.bytes_per_param) for n, s in shapes.items()}
         self._steps: dict[tuple, StepTimes] = {}  # step costs by (shape, prefills, rows, context grain)
 
     @property
     def device_copies(self) -> bool:
         return not self.machine.device_is_host
 
-    def expert_bytes(self, expert: str) -> int:
-        return self._bytes[expert]
+    def expert_bytes(self, expert: str, tier: str = "host") -> int:
+        """As the tier holds it: a delta expert is its delta below the device, rebuilt there."""
+        return self._bytes[expert] if tier == "device" else self._stored[expert]
+
+    def bases(self) -> dict[str, int]:
+        """The bases of the delta experts and their bytes: each is held once in every tier."""
+        return {s.delta_base: self._bytes[n] for n, s in self.shapes.items() if s.delta_base is not None}
 
     def move(self, expert: str, src: str, dst: str, slot: int = 0) -> Moved:
         return Moved(self.move_s(expert, src, dst))
@@ -96,16 +102,19 @@ class ModelledBackend:
         return int(n * kv_bytes_per_device(big, n, KV_RESERVE_BATCH, KV_RESERVE_TOKENS))
 
     def move_s(self, expert: str, src: str, dst: str) -> float:
-        m, nbytes = self.machine, self._bytes[expert]
+        """A hop moves the bytes the lower tier holds. A delta expert is then rebuilt on the
+        device: its base read and the expert written, once each, at the device memory's peak."""
+        m, nbytes = self.machine, self._stored[expert]
         if (src, dst) == ("disk", "host"):
             if m.disk_read_bps is None:
                 raise ConfigError(f"{m.name} has no disk read rate in its spec: give a host tier "
                                   "that holds every expert")
             return m.disk_read_latency_s + nbytes / m.disk_read_bps
         if (src, dst) == ("host", "device"):
+            rebuild = 2 * self._bytes[expert] / self.bandwidth("device") if self.shapes[expert].delta_base else 0.0
             if m.device_is_host:
-                return 0.0
-            return switch_time_s(m.hw, float(nbytes), expert_store_tier(m.hw), devices=m.devices)
+                return rebuild
+            return switch_time_s(m.hw, float(nbytes), expert_store_tier(m.hw), devices=m.devices) + rebuild
         raise ConfigError(f"no move from tier {src!r} to {dst!r}; moves are disk->host, host->device")
 
     def batch_times(self, expert: str, batch: int, prompt: int, gen: int) -> BatchTimes:

@@ -192,7 +192,7 @@ class Replay:
             self.tiers.evict(victim, tier)
             self.evictions[tier] += 1
 
-        slot = self.tiers[tier].make_room(name, self.b.expert_bytes(name), now,
+        slot = self.tiers[tier].make_room(name, self.b.expert_bytes(name, tier), now,
                                           lambda n: Usage(self.last_used.get(n), self.uses.get(n, 0)),
                                           lambda n: n != name and self._evictable(n, now), evict)
         return slot is not None
@@ -397,10 +397,17 @@ def replay(backend: ReplayBackend, requests: list[SimRequest], opts: ReplayOptio
             budgets[tier] = given
         if tier not in budgets:
             raise ConfigError(f"give a {tier} tier budget")
+    bases = getattr(backend, "bases", lambda: {})()
+    for tier in budgets:  # the delta experts' bases stay in every tier
+        budgets[tier] -= sum(bases.values())
+        if budgets[tier] < 0:
+            raise ConfigError(f"the bases of the delta experts ({sum(bases.values()) / 1e9:.2f} GB) do not fit "
+                              f"in the {tier} tier")
     for r in requests:
-        if backend.expert_bytes(r.expert) > min(budgets.values()):
-            raise ConfigError(f"expert {r.expert!r} ({backend.expert_bytes(r.expert) / 1e9:.2f} GB) is larger "
-                              f"than a tier's budget ({min(budgets.values()) / 1e9:.2f} GB)")
+        for tier, budget in budgets.items():
+            if backend.expert_bytes(r.expert, tier) > budget:
+                raise ConfigError(f"expert {r.expert!r} ({backend.expert_bytes(r.expert, tier) / 1e9:.2f} GB) is "
+                                  f"larger than the {tier} tier's budget ({budget / 1e9:.2f} GB)")
     reqs = sorted(requests, key=lambda r: r.arrival_s)
     if opts.schedule == "static":
         return Replay(backend, reqs, opts, budgets).run()

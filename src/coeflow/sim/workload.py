@@ -13,6 +13,8 @@ from coeflow.sim.replay import ReplayOptions, SimRequest
 from coeflow.errors import ConfigError
 from coeflow.hw.shapes import DecoderShape, load_shape
 from coeflow.quantization import DEFAULT_GROUP
+
+DELTA_GROUP = 128  # coeflow.model.delta's default at 2-8 bits (not imported: the model is torch-free)
 from coeflow.trace.format import ROUTED, TraceRequest
 
 WORDS_TO_TOKENS = 4 / 3  # stated guess for prompts given only as text with no tokenizer at hand
@@ -31,13 +33,18 @@ def quantized_shape(shape: DecoderShape, bits: int, group: int | None = None) ->
     return shape.quantized(bits, group or DEFAULT_GROUP[bits])
 
 
-def coe_of_copies(n: int, config: str, bits: int | None = None) -> ModelledCoE:
+def coe_of_copies(n: int, config: str, bits: int | None = None, delta_bits: int | None = None) -> ModelledCoE:
     """N experts e0..e{N-1} of one shape (a shipped name like llama2-7b or a config.json),
-    quantized to `bits` if given: no checkpoints needed."""
+    quantized to `bits` if given, or stored as `delta_bits`-bit deltas from one base of that
+    shape (`coeflow delta`'s default groups): no checkpoints needed."""
     if n < 1:
         raise ConfigError("--experts must be >= 1")
     shape = load_shape(config)
-    return ModelledCoE({f"e{i}": quantized_shape(shape, bits) if bits else shape for i in range(n)})
+    if delta_bits:
+        shape = shape.delta(delta_bits, None if delta_bits == 1 else DELTA_GROUP, base=shape.name)
+    elif bits:
+        shape = quantized_shape(shape, bits)
+    return ModelledCoE({f"e{i}": shape for i in range(n)})
 
 
 def coe_from_file(path: str | Path, use_router: bool = True) -> ModelledCoE:

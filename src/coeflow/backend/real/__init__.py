@@ -110,8 +110,9 @@ class RealBackend:
             return layout.delta.name
         return layout.config.quant.name if layout is not None and layout.config.quant else None
 
-    def expert_bytes(self, expert: str) -> int:
-        return self._layouts[expert].block_bytes
+    def expert_bytes(self, expert: str, tier: str = "host") -> int:
+        layout = self._layouts[expert]
+        return layout.device_block_bytes if tier == "device" else layout.block_bytes
 
     def default_device_budget(self, everything: int) -> int:
         """The device tier's bytes when the user gives none: `everything` (room for every
