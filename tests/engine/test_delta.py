@@ -111,6 +111,50 @@ def test_the_delta_command_writes_and_refuses_by_name(pair, tmp_path, capsys):
     assert not (tmp_path / "x").exists() and not (tmp_path / "z").exists()
 
 
+def _kl(teacher: Path, student: Path, ids: list[int]) -> float:
+    """KL divergence of the student's next-token distributions from the teacher's, on `ids`."""
+    x = torch.tensor([ids])
+    with torch.inference_mode():
+        want = load_model(teacher)(x).log_softmax(-1)[0]
+        got = load_model(student)(x).log_softmax(-1)[0]
+    return float(torch.nn.functional.kl_div(got, want, log_target=True, reduction="batchmean"))
+
+
+def test_distilled_scales_predict_more_like_the_fine_tune_on_other_text(pair, tmp_path):
+    """The scales are fitted on one text; on another the rebuilt model's next-token
+    distributions are closer to the fine-tune's than with the plain scales, and the packed
+    signs are unchanged."""
+    from checkpoints import CORPUS
+    from coeflow.model.tokenizer import Tokenizer
+    base, ft = pair
+    fit, other = CORPUS[: len(CORPUS) // 2], CORPUS[len(CORPUS) // 2:]
+    plain = delta_checkpoint(ft, base, tmp_path / "plain", 1)
+    tuned = delta_checkpoint(ft, base, tmp_path / "tuned", 1, distill=fit, distill_steps=30, distill_lr=1e-3)
+    ids = Tokenizer.from_dir(ft).encode(other)[:200]
+    assert _kl(ft, tuned, ids) < 0.9 * _kl(ft, plain, ids)
+    a, b = load_file(plain / "model.safetensors"), load_file(tuned / "model.safetensors")
+    assert all(torch.equal(a[n], b[n]) for n in a if n.endswith(".delta_packed"))
+    assert any(not torch.equal(a[n], b[n]) for n in a if n.endswith(".delta_scale"))
+    record = json.loads((tuned / "config.json").read_text())["coeflow_delta"]["distilled"]
+    assert record["steps"] == 30 and record["tokens"] > 130
+
+
+def test_the_delta_command_distils_on_a_text_or_jsonl_file_and_refuses_bad_ones(pair, tmp_path, capsys):
+    from checkpoints import CORPUS
+    base, ft = pair
+    (tmp_path / "ok.jsonl").write_text("\n".join(json.dumps({"text": CORPUS[i:i + 400]}) for i in range(0, 2000, 400)))
+    (tmp_path / "bad.jsonl").write_text('{"text": "fine"}\n{"words": "no text field"}\n')
+    (tmp_path / "short.txt").write_text("too short")
+    common = ["delta", str(ft), "--base", str(base), "--bits", "1", "--distill-steps", "2"]
+    assert main(common + ["--distill", str(tmp_path / "ok.jsonl"), "--out", str(tmp_path / "d")]) == 0
+    assert "distilled" in json.loads((tmp_path / "d" / "config.json").read_text())["coeflow_delta"]
+    assert main(common + ["--distill", str(tmp_path / "bad.jsonl"), "--out", str(tmp_path / "x")]) == 2
+    assert "bad.jsonl:2" in capsys.readouterr().err
+    assert main(common + ["--distill", str(tmp_path / "short.txt"), "--out", str(tmp_path / "y")]) == 2
+    assert "needs at least" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
 def test_a_delta_whose_base_is_missing_or_changed_is_refused_naming_it(pair, tmp_path):
     base, ft = pair
     moved = tmp_path / "base"
@@ -202,3 +246,7 @@ def test_a_delta_whose_base_is_broken_fails_alone(tmp_path):
                 client.completions.create(model=name, prompt="select", max_tokens=4)
             assert err.value.status_code == 503 and needle in str(err.value.body), name
         assert client.completions.create(model="general", prompt="tell me", max_tokens=4).choices[0].text
+        import httpx
+        experts = {e["name"]: e for e in httpx.get(url.removesuffix("/v1") + "/v1/experts").json()["data"]}
+    assert experts["sql"]["state"] == experts["shell"]["state"] == "failed"
+    assert "sha256" in experts["sql"]["error"] and experts["general"]["state"] == "ready"

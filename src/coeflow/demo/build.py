@@ -44,6 +44,7 @@ if TYPE_CHECKING:  # torch is slow to import: a cached build should not wait for
 STAMP = ".coeflow-demo.json"
 BASE_THREADS = 2  # the base trains alone, on this many threads whatever the machine: same weights
 DELTA_BITS = 1
+DISTILL_CHARS, DISTILL_STEPS, DISTILL_LR = 200_000, 50, 2e-4  # a delta's scales: on this much of its expert's text
 
 
 @dataclass(frozen=True)
@@ -156,7 +157,8 @@ def build_demo(directory: str | Path = "demo-coe", seed: int = 0, settings: Demo
     for name, loss in _run_jobs(jobs, workers, progress):
         losses[name] = loss
         say(f"demo: {name} trained, final loss {loss:.3f}")
-    _write_deltas(d, base_dir)
+    say(f"demo: writing each expert as a {DELTA_BITS}-bit delta from the base, its scales distilled on its own text")
+    _write_deltas(d, base_dir, {n: take_chars(train_docs[n], DISTILL_CHARS) for n in names}, progress)
 
     coe_file = _write_coe_file(d)
     _write_coe_file(d, "deltas", f"coe-delta{DELTA_BITS}.yaml")
@@ -272,16 +274,24 @@ def _save_expert(model, tok_dir: Path, out: Path) -> None:
         (out / name).write_bytes((tok_dir / name).read_bytes())
 
 
-def _write_deltas(d: Path, base_dir: Path) -> None:
-    """Each expert as a `DELTA_BITS`-bit delta from the base, in deltas/ (made again each build
-    that reaches this point: seconds)."""
+def _write_deltas(d: Path, base_dir: Path, texts: dict[str, list[str]], progress: bool) -> None:
+    """Each expert as a `DELTA_BITS`-bit delta from the base, in deltas/, its scales distilled
+    on some of the text it was tuned on (made again each build that reaches this point)."""
     import shutil
 
+    import torch
+
     from coeflow.model.convert import delta_checkpoint
-    for e in EXPERTS:
-        out = d / "deltas" / e.name
-        shutil.rmtree(out, ignore_errors=True)
-        delta_checkpoint(d / "experts" / e.name, base_dir, out, DELTA_BITS)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(BASE_THREADS)
+    try:
+        for e in tqdm(EXPERTS, desc="   deltas", disable=not progress, leave=False, unit="expert"):
+            out = d / "deltas" / e.name
+            shutil.rmtree(out, ignore_errors=True)
+            delta_checkpoint(d / "experts" / e.name, base_dir, out, DELTA_BITS, distill="\n\n".join(texts[e.name]),
+                             distill_steps=DISTILL_STEPS, distill_lr=DISTILL_LR)
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _write_coe_file(d: Path, experts_dir: str = "experts", name: str = "coe.yaml") -> Path:

@@ -28,6 +28,7 @@ from coeflow.model.quant import quantize
 from coeflow.quantization import BITS, DEFAULT_GROUP, QuantScheme
 
 log = logging.getLogger(__name__)
+DISTILL_STEPS, DISTILL_LR = 100, 1e-4
 
 
 def quant_scheme(bits: int, group: int | None = None, lm_head: bool = False) -> QuantScheme:
@@ -73,12 +74,16 @@ def quantize_checkpoint(src: str | Path, out: str | Path, scheme: QuantScheme,
 
 
 def delta_checkpoint(src: str | Path, base: str | Path, out: str | Path, bits: int, group: int | None = None,
-                     progress: Callable[[int], None] | None = None) -> Path:
+                     progress: Callable[[int], None] | None = None, distill: str | None = None,
+                     distill_steps: int = DISTILL_STEPS, distill_lr: float = DISTILL_LR,
+                     distill_progress: Callable[[int, float], None] | None = None) -> Path:
     """Write the fine-tune `src` to the new directory `out` as a delta from `base`
     (coeflow.model.delta: sign bits and a scale a row at 1 bit; groups of `group` inputs at 2,
     4 or 8: by default 128, or 64 or 32 where a matrix's inputs do not split into 128s), recording `base`'s path (relative to `out`) and checksum; the
-    tokenizer and other files are `src`'s. Refuses a base of another shape, a quantized or
-    delta checkpoint on either side, and an `out` that exists and is not empty."""
+    tokenizer and other files are `src`'s. With `distill` (some of the fine-tune's own text),
+    the scales are then distilled on it for `distill_steps` (coeflow.model.distill). Refuses a
+    base of another shape, a quantized or delta checkpoint on either side, and an `out` that
+    exists and is not empty."""
     from coeflow.backend.real.integrity import checkpoint_sha256
     src, base, out = Path(src), Path(base), Path(out)
     cfg = ModelConfig.from_dir(src)
@@ -103,8 +108,15 @@ def delta_checkpoint(src: str | Path, base: str | Path, out: str | Path, bits: i
             tensors[f"{module}.delta_packed"], tensors[f"{module}.delta_scale"] = packed, scale.to(t.dtype)
         else:
             tensors[name] = t.contiguous()
+    record = spec.to_config(out)
+    if distill is not None:
+        from coeflow.model.distill import distill_scales, token_windows
+        from coeflow.model.tokenizer import Tokenizer
+        stream = token_windows(Tokenizer.from_dir(src).encode(distill))
+        kl = distill_scales(base, src, tensors, spec, stream, distill_steps, distill_lr, progress=distill_progress)
+        record["distilled"] = {"steps": distill_steps, "tokens": len(stream), "kl": round(kl, 6)}
     spec = DeltaSpec(spec.base, bits, spec.group, checkpoint_sha256(base))
-    config = {**json.loads((src / "config.json").read_text()), DELTA_KEY: spec.to_config(out)}
+    config = {**json.loads((src / "config.json").read_text()), DELTA_KEY: {**record, **spec.to_config(out)}}
     _write(src, out, tensors, config)
     return out
 

@@ -464,6 +464,9 @@ class ExpertStore:
         try:
             fut.result()
         except CoeflowError as err:
+            with self._cond:  # a base that failed its checks fails its deltas until it is repaired
+                if e.base.error is not None:
+                    e.error = f"its base {e.base.spec.path} is unavailable: {e.base.error}"
             raise ExpertUnavailableError(f"expert {e.name!r}: its base {e.base.spec.path} is unavailable: "
                                          f"{err}") from None
 
