@@ -41,7 +41,8 @@ tests)  # the CUDA paths: graphs across expert switches and threads, the pinned 
   timeout 100 python3 -m pytest -q -p no:cacheprovider tests/gpu > "$OUT/tests.txt" 2>&1
   echo "== tests rc=$? $(date +%T)"; tail -5 "$OUT/tests.txt" ;;
 switch)  # issue 3: host -> device from pinned memory on the copy stream; TTFT after a switch vs
-  # from_pretrained (straight to the GPU); torch's default threads for every contender
+  # from_pretrained (straight to the GPU); issue 22: a 1-bit delta's switch (its delta copied,
+  # the expert rebuilt in its slot); torch's default threads for every contender
   # (8 read threads: the machine has 16 cores)
   step switch 120 python3 -m coeflow bench switch --sizes 300MB 1.2GB --compute-threads 0 --load-threads 8 --json ;;
 serve)  # issue 5: the server under Zipf load against the reloading baseline, on the GPU

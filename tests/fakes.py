@@ -77,6 +77,9 @@ class FakeBackend:
     def expert_bytes(self, expert: str, tier: str = "host") -> int:
         return self.sizes[expert]
 
+    def evicted(self, expert: str, tier: str) -> None:
+        pass
+
     def move(self, expert: str, src: str, dst: str, slot: int = 0) -> Moved:
         assert self.reserved is not None, "a move before the tiers were reserved"
         pool = self.reserved[0] if dst == "host" else self.reserved[1]

@@ -250,3 +250,29 @@ def test_a_delta_whose_base_is_broken_fails_alone(tmp_path):
         experts = {e["name"]: e for e in httpx.get(url.removesuffix("/v1") + "/v1/experts").json()["data"]}
     assert experts["sql"]["state"] == experts["shell"]["state"] == "failed"
     assert "sha256" in experts["sql"]["error"] and experts["general"]["state"] == "ready"
+
+
+def test_on_a_cpu_a_rebuilt_expert_reuses_the_memory_of_one_evicted_before_it(pair, tmp_path):
+    """Two deltas of one base behind a device tier with room for the base and one rebuilt
+    expert: switching between them rebuilds each in the memory the other left (no fresh
+    pages a switch), with its own weights each time."""
+    from coeflow.backend.real import RealBackend
+    from coeflow.backend.real.layout import plan_layout
+    from coeflow.coefile import parse_coe
+    from coeflow.store import ExpertStore
+    base, ft = pair
+    d1 = delta_checkpoint(ft, base, tmp_path / "d1", 1)
+    d2 = delta_checkpoint(make_finetune(base, tmp_path / "ft2", 9), base, tmp_path / "d2", 1)
+    coe = parse_coe({"name": "t", "fallback": "a", "experts": [
+        {"name": "a", "path": "d1"}, {"name": "b", "path": "d2"}]}, tmp_path / "coe.yaml")
+    dense = plan_layout(base, torch.float32).block_bytes
+    expect = {"a": _state(d1), "b": _state(d2)}
+    with RealBackend("fp32", "cpu") as backend, \
+            ExpertStore(coe, backend, device_mem=2 * dense + 4096, host_mem=4 * dense) as store:
+        buffers = []
+        for name in ("a", "b", "a", "b"):
+            with store.acquire(name) as lease:
+                w = lease.weights["model.layers.1.mlp.down_proj.weight"]
+                assert torch.equal(w, expect[name]["model.layers.1.mlp.down_proj.weight"]), name
+                buffers.append(w.data_ptr())
+    assert buffers[1] == buffers[0] and buffers[2] == buffers[0] and buffers[3] == buffers[0]

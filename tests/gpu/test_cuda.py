@@ -180,3 +180,31 @@ def test_server_on_cuda_switches_experts_under_fused_decode(coe_file):
         assert list(tiers.values()).count("device") == 1
         engines = list(srv.scheduler.backend._engines.values())
         assert engines and all(_graphed(e) for e in engines)
+
+
+def test_a_delta_expert_is_rebuilt_in_its_device_slot_from_the_base_there(tmp_path):
+    """On CUDA the base lies in the device slab once; a delta expert's switch copies its delta
+    and rebuilds it into its slot, equal to the rebuilt checkpoint's weights."""
+    from safetensors.torch import load_file, save_file
+
+    from coeflow.backend.real import RealBackend
+    from coeflow.coefile import parse_coe
+    from coeflow.model import load_model
+    from coeflow.model.convert import delta_checkpoint
+    from coeflow.store import ExpertStore
+    base = make_checkpoint(tmp_path / "base", "llama-gqa", seed=1)
+    ft = tmp_path / "ft"
+    ft.mkdir()
+    tensors = {n: t * 1.05 for n, t in load_file(base / "model.safetensors").items()}
+    save_file(tensors, str(ft / "model.safetensors"), metadata={"format": "pt"})
+    for f in base.iterdir():
+        if f.name != "model.safetensors":
+            (ft / f.name).write_bytes(f.read_bytes())
+    delta_checkpoint(ft, base, tmp_path / "d", 1)
+    coe = parse_coe({"name": "t", "fallback": "d", "experts": [{"name": "d", "path": "d"}]}, tmp_path / "coe.yaml")
+    want = load_model(tmp_path / "d").state_dict()
+    with RealBackend("fp32", "cuda") as backend, ExpertStore(coe, backend, device_mem=None, host_mem=None) as store:
+        with store.acquire("d") as lease:
+            assert lease.source_tier != "device"
+            for name, w in lease.weights.items():
+                assert w.is_cuda and torch.allclose(w.cpu(), want[name]), name

@@ -164,6 +164,10 @@ class StoreBackend(Backend, Protocol):
     def reserve(self, host_bytes: int, device_bytes: int) -> None:
         """Allocate the tiers' memory (before any move)."""
 
+    def evicted(self, expert: str, tier: str) -> None:
+        """The store no longer holds `expert` in `tier`: memory the backend gave it there
+        beyond the tier's own (a delta rebuilt on a CPU) may be reused."""
+
 
 class WallClock:
     """Real time: monotonic (differences are durations even if the system clock is stepped),

@@ -288,7 +288,7 @@ class ExpertStore:
                     if e.leases or e.waiters:
                         raise ConfigError(f"expert {name!r} is in use ({e.leases} leases, "
                                           f"{e.waiters} waiting); release them first")
-                    self._tiers.evict(name, "device" if tier == "host" else "host")
+                    self._evict(name, "device" if tier == "host" else "host")
                     self._cond.notify_all()
                     return
             try:
@@ -456,6 +456,12 @@ class ExpertStore:
         else:
             fut.set_exception(error)
 
+    def _evict(self, name: str, tier: str) -> None:
+        """Drop `name` from `tier` (and, leaving the host, from the device) and tell the backend."""
+        self._tiers.evict(name, tier)
+        for t in ("device", "host") if tier == "host" else ("device",):
+            self.backend.evicted(name, t)
+
     def _await_base(self, e: _Expert, target: str) -> None:
         """Wait until a delta expert's base is ready in `target` (it is pinned: it stays)."""
         assert e.base is not None
@@ -554,7 +560,7 @@ class ExpertStore:
         held by leased or loading experts; refuses when only pinned experts hold it."""
         def evict(victim: str) -> None:
             log.info("expert %s: evicted from %s for %s (%s)", victim, tier.name, e.name, self.policy.name)
-            self._tiers.evict(victim, tier.name)
+            self._evict(victim, tier.name)
 
         while True:
             if self._closed:
@@ -589,7 +595,7 @@ class ExpertStore:
             idle_since = e.last_used if e.last_used is not None else loaded_at
             if now - idle_since > ttl:
                 log.info("expert %s: idle for %.0f s > ttl %.0f s, unloaded", e.name, now - idle_since, ttl)
-                self._tiers.evict(e.name, "host")
+                self._evict(e.name, "host")
 
     def _janitor_loop(self, interval: float) -> None:
         while not self._stop.wait(interval):

@@ -33,6 +33,7 @@ from coeflow.backend.real.loader import copy_to_device, read_expert
 from coeflow.backend.real.pool import DevicePool, HostPool
 
 log = logging.getLogger(__name__)
+SPARE_REBUILDS = 2  # evicted delta experts' buffers kept for reuse (CPU)
 
 
 @dataclass
@@ -70,6 +71,11 @@ class RealBackend:
         self._sha256: dict[str, str | None] = {}  # expert -> the checksum its CoE entry gives
         self._host_slots: dict[str, tuple[int, dict[str, torch.Tensor]]] = {}  # expert -> (slot, views)
         self._bases: dict[Path, dict[str, torch.Tensor] | None] = {}  # a delta's base -> its device tensors
+        # CPU: the buffers of the delta experts rebuilt on the device tier, and a few of those
+        # evicted since, reused by the next rebuild of the same size (faulting in fresh pages
+        # costs more than the rebuild)
+        self._rebuilt: dict[str, torch.Tensor] = {}
+        self._spare: list[torch.Tensor] = []
         self._host: HostPool | None = None
         self._dev: DevicePool | None = None
         self._stream: torch.cuda.Stream | None = None
@@ -180,8 +186,17 @@ class RealBackend:
             raise CheckpointError(f"expert {expert!r}: its base {layout.delta.base} is not on the device")
         delta = self._host_slots[expert][1]
         if not self.device_copies:
-            weights = layout.dense.views(hostmem.empty(layout.dense.block_bytes), 0)
+            size = layout.dense.block_bytes
+            with self._lock:
+                buf = next((b for b in self._spare if b.numel() == size), None)
+                if buf is not None:
+                    self._spare.remove(buf)
+            if buf is None:
+                buf = hostmem.empty(size)
+            weights = layout.dense.views(buf, 0)
             rebuild(base, delta, layout.delta.bits, weights)
+            with self._lock:
+                self._rebuilt[expert] = buf
             return weights
         assert self._dev is not None and self._stream is not None
         weights = layout.dense.views(self._dev.buffer, slot)
@@ -189,6 +204,14 @@ class RealBackend:
             rebuild(base, delta, layout.delta.bits, weights)
         self._stream.synchronize()
         return weights
+
+    def evicted(self, expert: str, tier: str) -> None:
+        if tier != "device":
+            return
+        with self._lock:
+            buf = self._rebuilt.pop(expert, None)
+            if buf is not None:
+                self._spare = [buf, *self._spare][:SPARE_REBUILDS]
 
     # -- compute --------------------------------------------------------------------------
     def engine(self, cfg: ModelConfig, dtype: torch.dtype) -> Engine:
