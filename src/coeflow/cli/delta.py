@@ -37,26 +37,26 @@ def register(sub: argparse._SubParsersAction, help_text: str) -> None:
     p.add_argument("--distill", metavar="FILE", default=None,
                    help="text the fine-tune was trained on (plain text, or JSONL lines with a \"text\" field): "
                         "distil the scales on it")
-    p.add_argument("--distill-steps", type=int, default=100, metavar="N",
+    p.add_argument("--distill-steps", type=int, default=None, metavar="N",
                    help="Adam steps of 8 windows of 128 tokens (default 100)")
-    p.add_argument("--distill-lr", type=float, default=1e-4, metavar="LR", help="learning rate (default 1e-4)")
+    p.add_argument("--distill-lr", type=float, default=None, metavar="LR", help="learning rate (default 1e-4)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from coeflow.model.checkpoint import checkpoint_files
-    from coeflow.model.convert import delta_checkpoint
+    from coeflow.model.convert import DISTILL_STEPS, delta_checkpoint
     from coeflow.model.delta import DeltaSpec
     total = sum(f.stat().st_size for f in checkpoint_files(Path(args.model)))
     text = _read_text(Path(args.distill)) if args.distill else None
-    if args.distill_steps < 1:
+    if args.distill_steps is not None and args.distill_steps < 1:
         raise ConfigError("--distill-steps must be >= 1")
+    given = {k: v for k, v in (("distill_steps", args.distill_steps), ("distill_lr", args.distill_lr)) if v is not None}
     bar = _bar(total, "delta")
-    steps = _steps_bar(args.distill_steps) if text is not None else None
+    steps = _steps_bar(given.get("distill_steps", DISTILL_STEPS)) if text is not None else None
     try:
         out = delta_checkpoint(args.model, args.base, args.out, args.bits, args.group_size,
-                               progress=bar.update if bar else None, distill=text,
-                               distill_steps=args.distill_steps, distill_lr=args.distill_lr,
+                               progress=bar.update if bar else None, distill=text, **given,
                                distill_progress=(lambda step, kl: steps.update(1)) if steps else None)
     finally:
         for b in (bar, steps):

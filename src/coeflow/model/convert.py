@@ -108,6 +108,7 @@ def delta_checkpoint(src: str | Path, base: str | Path, out: str | Path, bits: i
             tensors[f"{module}.delta_packed"], tensors[f"{module}.delta_scale"] = packed, scale.to(t.dtype)
         else:
             tensors[name] = t.contiguous()
+    spec = DeltaSpec(spec.base, bits, spec.group, checkpoint_sha256(base))
     record = spec.to_config(out)
     if distill is not None:
         from coeflow.model.distill import distill_scales, token_windows
@@ -115,8 +116,7 @@ def delta_checkpoint(src: str | Path, base: str | Path, out: str | Path, bits: i
         stream = token_windows(Tokenizer.from_dir(src).encode(distill))
         kl = distill_scales(base, src, tensors, spec, stream, distill_steps, distill_lr, progress=distill_progress)
         record["distilled"] = {"steps": distill_steps, "tokens": len(stream), "kl": round(kl, 6)}
-    spec = DeltaSpec(spec.base, bits, spec.group, checkpoint_sha256(base))
-    config = {**json.loads((src / "config.json").read_text()), DELTA_KEY: {**record, **spec.to_config(out)}}
+    config = {**json.loads((src / "config.json").read_text()), DELTA_KEY: record}
     _write(src, out, tensors, config)
     return out
 

@@ -178,7 +178,7 @@ class RealBackend:
 
     def _rebuild(self, expert: str, slot: int) -> dict[str, torch.Tensor]:
         """The delta expert's dense tensors, its base's plus its delta, in the device slot (on
-        a CPU, in a buffer of its own, freed when the store drops it from the device tier)."""
+        a CPU, in a buffer of its own: one an evicted delta left if one is the right size)."""
         layout = self._layouts[expert]
         assert layout.delta is not None and layout.dense is not None
         base = self._bases.get(layout.delta.base)
