@@ -196,7 +196,7 @@ def run(sizes: tuple[str, ...] = ("300MB",), repeats: int = 3, load_threads: int
 
     from coeflow.backend.real import RealBackend
     from coeflow.coefile import parse_coe
-    from coeflow.engine import Engine, SamplingParams
+    from coeflow.engine import Engine
     from coeflow.store import ExpertStore
 
     progress("measuring memory copy bandwidth (all threads)")
@@ -243,32 +243,10 @@ def run(sizes: tuple[str, ...] = ("300MB",), repeats: int = 3, load_threads: int
             with RealBackend("fp32", device, load_threads=load_threads) as backend, \
                     ExpertStore(coe, backend, device_mem=int(1.01 * block), host_mem=int(2.02 * block)) as store:
                 engine = Engine(store.config("a"), dtype="fp32", device=device, fused=False)
-                params = SamplingParams(max_tokens=1, ignore_eos=True)
 
                 def switch_to_b(source: str) -> tuple[float, float]:
-                    with store.acquire("a") as la:  # the engine runs expert a before the switch
-                        engine.set_weights(la.weights, "a")
-                        engine.generate([prompt], params)
-                    if source in ("disk-cold", "disk-warm"):
-                        raw_read(source)
-                        store.unload("b", tier="disk")
-                        if source == "disk-cold":
-                            cold_methods.add(drop_page_cache(files))
-                        else:
-                            warm_page_cache(files)
-                    elif source == "host":
-                        store.load("b", tier="host")
-                        store.unload("b", tier="host")
-                    else:
-                        store.load("b", tier="device")
-                    t = time.perf_counter()
-                    with store.acquire("b") as lb:
-                        assert lb.source_tier == source.split("-")[0], (lb.source_tier, source)
-                        ready = time.perf_counter() - t
-                        engine.set_weights(lb.weights, "b")
-                        engine.generate([prompt], params)
-                        sync()
-                        return ready, time.perf_counter() - t
+                    return _switch(store, engine, prompt, sync, "a", "b", source, files, cold_methods,
+                                   before=lambda: raw_read(source) if source.startswith("disk") else None)
 
                 switch_to_b("disk-warm")  # warm-up: allocator, kernels
                 raw_times["disk-warm"].clear()
@@ -336,6 +314,37 @@ def run(sizes: tuple[str, ...] = ("300MB",), repeats: int = 3, load_threads: int
             "results": [asdict(r) for r in rows]}
 
 
+def _switch(store, engine, prompt: list[int], sync: Callable[[], None], first: str, target: str, source: str,
+            files: list[Path], cold_methods: set[str], before: Callable[[], None] = lambda: None) -> tuple[float, float]:
+    """Run expert `first`, put `target` where `source` says (disk with the page cache cold or
+    warm, host, device), then time acquiring `target`: (until ready, until its first token)."""
+    from coeflow.engine import SamplingParams
+    params = SamplingParams(max_tokens=1, ignore_eos=True)
+    with store.acquire(first) as lease:
+        engine.set_weights(lease.weights, first)
+        engine.generate([prompt], params)
+    before()
+    if source.startswith("disk"):
+        store.unload(target, tier="disk")
+        if source == "disk-cold":
+            cold_methods.add(drop_page_cache(files))
+        else:
+            warm_page_cache(files)
+    elif source == "host":
+        store.load(target, tier="host")
+        store.unload(target, tier="host")
+    else:
+        store.load(target, tier="device")
+    t = time.perf_counter()
+    with store.acquire(target) as lease:
+        assert lease.source_tier == source.split("-")[0], (lease.source_tier, source)
+        ready = time.perf_counter() - t
+        engine.set_weights(lease.weights, target)
+        engine.generate([prompt], params)
+        sync()
+        return ready, time.perf_counter() - t
+
+
 def _delta_rows(size: str, root: Path, base: Path, delta: Path, prompt: list[int], device: torch.device,
                 load_threads: int, repeats: int, sync: Callable[[], None],
                 progress: Callable[[str], None]) -> list[Row]:
@@ -343,7 +352,7 @@ def _delta_rows(size: str, root: Path, base: Path, delta: Path, prompt: list[int
     tier holds the base and the delta, the device the base and one rebuilt expert."""
     from coeflow.backend.real import RealBackend
     from coeflow.coefile import parse_coe
-    from coeflow.engine import Engine, SamplingParams
+    from coeflow.engine import Engine
     from coeflow.store import ExpertStore
 
     files = sorted(delta.glob("*.safetensors"))
@@ -355,28 +364,9 @@ def _delta_rows(size: str, root: Path, base: Path, delta: Path, prompt: list[int
     with RealBackend("fp32", device, load_threads=load_threads) as backend, \
             ExpertStore(coe, backend, device_mem=int(2.02 * dense), host_mem=int(1.01 * (dense + packed))) as store:
         engine = Engine(store.config("base"), dtype="fp32", device=device, fused=False)
-        params = SamplingParams(max_tokens=1, ignore_eos=True)
 
         def switch(source: str) -> tuple[float, float]:
-            with store.acquire("base") as lease:
-                engine.set_weights(lease.weights, "base")
-                engine.generate([prompt], params)
-            if source.startswith("disk"):
-                store.unload("delta", tier="disk")
-                (drop_page_cache if source == "disk-cold" else warm_page_cache)(files)
-            elif source == "host":
-                store.load("delta", tier="host")
-                store.unload("delta", tier="host")
-            else:
-                store.load("delta", tier="device")
-            t = time.perf_counter()
-            with store.acquire("delta") as lease:
-                assert lease.source_tier == source.split("-")[0], (lease.source_tier, source)
-                ready = time.perf_counter() - t
-                engine.set_weights(lease.weights, "delta")
-                engine.generate([prompt], params)
-                sync()
-                return ready, time.perf_counter() - t
+            return _switch(store, engine, prompt, sync, "base", "delta", source, files, set())
 
         switch("disk-warm")  # warm-up
         for source in TIERS:
