@@ -32,7 +32,7 @@ from torch import Tensor
 
 from coeflow.errors import CheckpointError, ConfigError
 from coeflow.model.config import ModelConfig, expected_shapes
-from coeflow.model.quant import pack, pack_unsigned, unpack, unpack_unsigned
+from coeflow.model.quant import pack, pack_unsigned, unpack
 
 KEY = "coeflow_delta"
 BITS = (1, 2, 4, 8)
