@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -25,4 +26,5 @@ def test_demo_once_builds_serves_and_prints_a_routed_table(tmp_path):
     named = [next((e for e in ("python", "math", "sql", "shell", "general") if f" {e} " in row), None) for row in rows]
     assert all(named), rows
     assert {"python", "math", "sql", "shell"} <= set(named)  # mixed prompts reach mixed experts
+    assert not any(re.search(r"(\S+)( \1){5}", row) for row in rows), rows  # no answer a run of one token
     assert (tmp_path / "coe" / "coe.yaml").exists()

@@ -44,6 +44,9 @@ if TYPE_CHECKING:  # torch is slow to import: a cached build should not wait for
 STAMP = ".coeflow-demo.json"
 BASE_THREADS = 2  # the base trains alone, on this many threads whatever the machine: same weights
 DELTA_BITS = 1
+# Every expert's default for requests that leave it unset: tiny experts decoding greedily fall
+# into runs of one token ("# # # #"); 1.15 did not stop them on the demo's prompts, 1.3 did.
+REPETITION_PENALTY = 1.3
 DISTILL_CHARS, DISTILL_STEPS, DISTILL_LR = 200_000, 50, 2e-4  # a delta's scales: on this much of its expert's text
 
 
@@ -301,7 +304,8 @@ def _write_coe_file(d: Path, experts_dir: str = "experts", name: str = "coe.yaml
         "router": "router/",
         "experts": [
             {"name": e.name, "path": f"{experts_dir}/{e.name}", "description": e.description,
-             "examples": list(e.examples), "pin": e.name == FALLBACK, "priority": 1 if e.name == FALLBACK else 0}
+             "examples": list(e.examples), "pin": e.name == FALLBACK, "priority": 1 if e.name == FALLBACK else 0,
+             "sampling": {"repetition_penalty": REPETITION_PENALTY}}
             for e in EXPERTS
         ],
     }
