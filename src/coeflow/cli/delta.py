@@ -19,7 +19,8 @@ a CoE file, it takes 1/16 (1 bit, from bf16) of the expert's bytes on disk and i
 tier, its base is kept once in every tier, and a switch to it moves only the delta and rebuilds
 the expert on the device. With --distill FILE (some of the fine-tune's own text), the scales
 are then fitted for a few steps so that base + delta predicts the next token as the fine-tune
-does on it (BitDelta's second stage; the packed bits do not change). How much quality it
+does on it (BitDelta's second stage; the packed bits do not change; it holds the fine-tune
+and the base in float32, so it needs memory for two fp32 copies). How much quality it
 costs: `coeflow eval perplexity` on a CoE naming it."""
 
 

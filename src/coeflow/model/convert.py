@@ -99,12 +99,12 @@ def delta_checkpoint(src: str | Path, base: str | Path, out: str | Path, bits: i
     spec = DeltaSpec(base.resolve(), bits, None if bits == 1 else group)
     check_base(spec, cfg, src)
     shapes = spec.shapes(cfg)  # refuses groups that do not divide a matrix, before any writing
-    base_tensors = dict(_tensors(base, index_checkpoint(base, cfg), None))
+    base_infos = index_checkpoint(base, cfg)
     tensors: dict[str, torch.Tensor] = {}
     for name, t in _tensors(src, index_checkpoint(src, cfg), progress):
         module = name.removesuffix(".weight")
         if f"{module}.delta_packed" in shapes:
-            packed, scale = compress(t.float() - base_tensors[name].float(), bits, spec.group)
+            packed, scale = compress(t.float() - _tensor(base_infos[name]).float(), bits, spec.group)
             tensors[f"{module}.delta_packed"], tensors[f"{module}.delta_scale"] = packed, scale.to(t.dtype)
         else:
             tensors[name] = t.contiguous()
@@ -141,6 +141,15 @@ def _tensors(src: Path, infos: dict[str, TensorInfo],
                         progress(infos[name].nbytes)
         except (OSError, RuntimeError) as e:
             raise CheckpointError(f"{file}: cannot read tensors ({e})") from None
+
+
+def _tensor(info: TensorInfo) -> torch.Tensor:
+    """One tensor, read alone (a delta holds one base tensor in memory at a time)."""
+    try:
+        with safe_open(str(info.file), framework="pt") as f:
+            return f.get_tensor(info.name)
+    except (OSError, RuntimeError) as e:
+        raise CheckpointError(f"{info.file}: cannot read tensor {info.name!r} ({e})") from None
 
 
 def _write(src: Path, out: Path, tensors: dict[str, torch.Tensor], config: dict) -> None:
