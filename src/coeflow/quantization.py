@@ -15,6 +15,7 @@ BITS = (4, 8)
 # Groups and rows must be whole 32-value chunks: the CPU kernel reads 32 values at a time.
 GROUP_MULTIPLE = 32
 DEFAULT_GROUP = {4: 128, 8: None}  # None: one scale a row
+DELTA_GROUP = 128  # inputs a scale of a 2-8-bit delta (coeflow.model.delta); 1 bit: one a row
 
 
 @dataclass(frozen=True)

@@ -23,9 +23,9 @@ from coeflow.coefile import CoEFile
 from coeflow.errors import CheckpointError, CoeflowError, ConfigError, UnsupportedModelError
 from coeflow.model.checkpoint import TensorInfo, checkpoint_files, index_checkpoint
 from coeflow.model.config import ModelConfig, expected_shapes
-from coeflow.model.delta import DEFAULT_GROUP as DELTA_GROUP, KEY as DELTA_KEY, DeltaSpec, check_base, compress
+from coeflow.model.delta import KEY as DELTA_KEY, DeltaSpec, check_base, compress
 from coeflow.model.quant import quantize
-from coeflow.quantization import BITS, DEFAULT_GROUP, QuantScheme
+from coeflow.quantization import BITS, DEFAULT_GROUP, DELTA_GROUP, QuantScheme
 
 log = logging.getLogger(__name__)
 DISTILL_STEPS, DISTILL_LR = 100, 1e-4

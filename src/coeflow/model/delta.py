@@ -36,7 +36,6 @@ from coeflow.model.quant import pack, pack_unsigned, unpack
 
 KEY = "coeflow_delta"
 BITS = (1, 2, 4, 8)
-DEFAULT_GROUP = 128
 # Ratios of a group's largest magnitude tried as the clipping point of its scale (B >= 2):
 # a delta's values are heavy-tailed, so clipping the few largest ones lowers the error.
 CLIP_RATIOS = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4)

@@ -12,9 +12,7 @@ from coeflow.sim.modelled import Machine
 from coeflow.sim.replay import ReplayOptions, SimRequest
 from coeflow.errors import ConfigError
 from coeflow.hw.shapes import DecoderShape, load_shape
-from coeflow.quantization import DEFAULT_GROUP
-
-DELTA_GROUP = 128  # coeflow.model.delta's default at 2-8 bits (not imported: the model is torch-free)
+from coeflow.quantization import DEFAULT_GROUP, DELTA_GROUP
 from coeflow.trace.format import ROUTED, TraceRequest
 
 WORDS_TO_TOKENS = 4 / 3  # stated guess for prompts given only as text with no tokenizer at hand
