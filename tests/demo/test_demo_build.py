@@ -74,13 +74,13 @@ def test_an_edited_word_list_retrains_the_router_and_keeps_the_experts(demo, tmp
 
     built = tmp_path / "built"
     shutil.copytree(demo, built)
-    models = {p: p.stat().st_mtime_ns for p in (built / "experts").rglob("model.safetensors")}
+    models = {p: p.stat().st_mtime_ns for sub in ("experts", "deltas") for p in (built / sub).rglob("model.safetensors")}
     router = (built / "router" / "router.npz").stat().st_mtime_ns
     keywords = package_copy / "demo" / "data" / "prompts" / "sql" / "keywords.txt"
     keywords.write_text(keywords.read_text() + "QUALIFY\n")
     monkeypatch.setattr(stamp, "PACKAGE_DIR", package_copy)  # the build now sees the edited copy
     assert not build_demo(built, seed=0, settings=QUICK, progress=False).cached
-    assert {p: p.stat().st_mtime_ns for p in models} == models and len(models) == len(NAMES)
+    assert {p: p.stat().st_mtime_ns for p in models} == models and len(models) == 2 * len(NAMES)  # kept
     assert (built / "router" / "router.npz").stat().st_mtime_ns != router
     assert build_demo(built, seed=0, settings=QUICK, progress=False).cached
 

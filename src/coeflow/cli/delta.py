@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--distill-steps must be >= 1")
     given = {k: v for k, v in (("distill_steps", args.distill_steps), ("distill_lr", args.distill_lr)) if v is not None}
     bar = _bar(total, "delta")
-    steps = _steps_bar(given.get("distill_steps", DISTILL_STEPS)) if text is not None else None
+    steps = _bar(given.get("distill_steps", DISTILL_STEPS), "distilling", "step") if text is not None else None
     try:
         out = delta_checkpoint(args.model, args.base, args.out, args.bits, args.group_size,
                                progress=bar.update if bar else None, distill=text, **given,
@@ -89,11 +89,3 @@ def _read_text(path: Path) -> str:
                 raise ConfigError(f"--distill {path}:{i}: not a JSON object with a \"text\" field") from None
     return "\n\n".join(texts)
 
-
-def _steps_bar(total: int):
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        return None
-    import sys
-    return tqdm(total=total, unit="step", desc="distilling", disable=not sys.stderr.isatty())

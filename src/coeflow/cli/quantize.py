@@ -50,10 +50,10 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _bar(total: int, desc: str):
-    """A progress bar over the bytes read, where tqdm is installed and stderr is a terminal."""
+def _bar(total: int, desc: str, unit: str = "B"):
+    """A progress bar (over bytes read by default), where tqdm is installed and stderr is a terminal."""
     try:
         from tqdm import tqdm
     except ImportError:
         return None
-    return tqdm(total=total, unit="B", unit_scale=True, desc=desc, disable=not sys.stderr.isatty())
+    return tqdm(total=total, unit=unit, unit_scale=unit == "B", desc=desc, disable=not sys.stderr.isatty())

@@ -160,8 +160,10 @@ def build_demo(directory: str | Path = "demo-coe", seed: int = 0, settings: Demo
     for name, loss in _run_jobs(jobs, workers, progress):
         losses[name] = loss
         say(f"demo: {name} trained, final loss {loss:.3f}")
-    say(f"demo: writing each expert as a {DELTA_BITS}-bit delta from the base, its scales distilled on its own text")
-    _write_deltas(d, base_dir, {n: take_chars(train_docs[n], DISTILL_CHARS) for n in names}, progress)
+    stale = [n for n in names if n in {job.name for job in jobs} or not (d / "deltas" / n / "config.json").exists()]
+    if stale:
+        say(f"demo: writing {len(stale)} expert(s) as {DELTA_BITS}-bit deltas from the base, scales distilled on their text")
+        _write_deltas(d, base_dir, {n: take_chars(train_docs[n], DISTILL_CHARS) for n in stale}, progress)
 
     coe_file = _write_coe_file(d)
     _write_coe_file(d, "deltas", f"coe-delta{DELTA_BITS}.yaml")
@@ -278,8 +280,8 @@ def _save_expert(model, tok_dir: Path, out: Path) -> None:
 
 
 def _write_deltas(d: Path, base_dir: Path, texts: dict[str, list[str]], progress: bool) -> None:
-    """Each expert as a `DELTA_BITS`-bit delta from the base, in deltas/, its scales distilled
-    on some of the text it was tuned on (made again each build that reaches this point)."""
+    """The experts named in `texts` as `DELTA_BITS`-bit deltas from the base, in deltas/, each
+    one's scales distilled on its text (some of what it was tuned on)."""
     import shutil
 
     import torch
@@ -288,10 +290,10 @@ def _write_deltas(d: Path, base_dir: Path, texts: dict[str, list[str]], progress
     threads = torch.get_num_threads()
     torch.set_num_threads(BASE_THREADS)
     try:
-        for e in tqdm(EXPERTS, desc="   deltas", disable=not progress, leave=False, unit="expert"):
-            out = d / "deltas" / e.name
-            shutil.rmtree(out, ignore_errors=True)
-            delta_checkpoint(d / "experts" / e.name, base_dir, out, DELTA_BITS, distill="\n\n".join(texts[e.name]),
+        for name, text in tqdm(texts.items(), desc="   deltas", disable=not progress, leave=False, unit="expert"):
+            out = d / "deltas" / name
+            shutil.rmtree(out, ignore_errors=True)  # a delta cut short (no config.json yet) is made again
+            delta_checkpoint(d / "experts" / name, base_dir, out, DELTA_BITS, distill="\n\n".join(text),
                              distill_steps=DISTILL_STEPS, distill_lr=DISTILL_LR)
     finally:
         torch.set_num_threads(threads)

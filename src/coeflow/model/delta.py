@@ -125,9 +125,13 @@ def decompress(packed: Tensor, scale: Tensor, bits: int) -> Tensor:
         rows = packed.shape[0]
         signs = _sign_table(packed.device).index_select(0, packed.contiguous().view(torch.uint8).view(-1).int())
         return signs.view(rows, -1).mul_(scale.float())
-    q = unpack(packed, bits).float()
-    rows, n = q.shape
-    return (q.view(rows, scale.shape[1], -1) * scale.float()[..., None]).view(rows, n)
+    return scaled(unpack(packed, bits).float(), scale.float())
+
+
+def scaled(values: Tensor, scale: Tensor) -> Tensor:
+    """values [out, in] times their scales [out, groups], each scale over its group of inputs."""
+    rows, n = values.shape
+    return (values.view(rows, scale.shape[1], -1) * scale[..., None]).view(rows, n)
 
 
 def _sign_table(device: torch.device) -> Tensor:
@@ -161,8 +165,8 @@ def rebuild(base: dict[str, Tensor], delta: dict[str, Tensor], bits: int,
             dst[r:r + step].copy_(d.add_(base[name][r:r + step]))
 
 
-def check_base(spec: DeltaSpec, cfg: ModelConfig, source: str | Path) -> ModelConfig:
-    """The base's config, refused unless a dense checkpoint of the same shape as `cfg`'s."""
+def check_base(spec: DeltaSpec, cfg: ModelConfig, source: str | Path) -> None:
+    """Refuse a base that is not a dense checkpoint of the same shape as `cfg`'s."""
     try:
         base = ModelConfig.from_dir(spec.base)
     except CheckpointError as e:

@@ -13,7 +13,7 @@ from torch import Tensor
 from torch.func import functional_call
 
 from coeflow.errors import ConfigError
-from coeflow.model.delta import DeltaSpec, decompress
+from coeflow.model.delta import DeltaSpec, decompress, scaled
 
 WINDOW, BATCH = 128, 8  # tokens a row, rows a step
 
@@ -50,9 +50,7 @@ def distill_scales(base: Path, finetune: Path, tensors: dict[str, Tensor], spec:
     def weights() -> dict[str, Tensor]:
         out = dict(fixed)
         for name, v in values.items():
-            rows, n = v.shape
-            s = scales[name]
-            out[name] = fixed[name] + (v.view(rows, s.shape[1], -1) * s[..., None]).view(rows, n)
+            out[name] = fixed[name] + scaled(v, scales[name])
         if tied:
             out["lm_head.weight"] = out["model.embed_tokens.weight"]
         return out

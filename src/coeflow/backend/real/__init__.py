@@ -71,6 +71,7 @@ class RealBackend:
         self._sha256: dict[str, str | None] = {}  # expert -> the checksum its CoE entry gives
         self._host_slots: dict[str, tuple[int, dict[str, torch.Tensor]]] = {}  # expert -> (slot, views)
         self._bases: dict[Path, dict[str, torch.Tensor] | None] = {}  # a delta's base -> its device tensors
+        self._dirs: dict[str, Path] = {}  # expert -> its checkpoint directory, resolved
         # CPU: the buffers of the delta experts rebuilt on the device tier, and a few of those
         # evicted since, reused by the next rebuild of the same size (faulting in fresh pages
         # costs more than the rebuild)
@@ -98,6 +99,7 @@ class RealBackend:
         if dtype is None and layout.dtype == torch.float16 and self.device.type == "cpu":
             layout = plan_layout(path, torch.bfloat16)
         self._layouts[expert], self._sha256[expert] = layout, sha256
+        self._dirs[expert] = Path(path).resolve()
         if layout.delta is not None:
             self._bases.setdefault(layout.delta.base, None)
         return layout
@@ -167,9 +169,8 @@ class RealBackend:
                 assert self._dev is not None and self._stream is not None
                 copy_to_device(host.buffer, host_slot, self._dev.buffer, slot, layout.block_bytes, self._stream)
                 weights = layout.views(self._dev.buffer, slot)
-            path = layout.files[0].file.parent.resolve()
-            if path in self._bases:
-                self._bases[path] = weights
+            if self._dirs[expert] in self._bases:
+                self._bases[self._dirs[expert]] = weights
             if not self.device_copies:
                 return Moved(0.0, weights)
         else:
