@@ -45,3 +45,38 @@ def start(coe: Path, **opts):
     opts.setdefault("warm_up", False)
     srv = build_server(coe, ServerOptions(**opts))
     return srv, serving(srv)
+
+
+class OnRay:
+    """A CoE served on Ray Serve (`coeflow serve --ray`'s application) in the tests' cluster:
+    what the tests ask of a server object (`runtimes`: the experts' tokenizers), and the
+    replicas' user_config changed on every replica at once (through the mailbox)."""
+
+    def __init__(self, coe: Path, port: int, replicas: int = 2, **opts):
+        from coeflow.coefile import load_coe
+        from coeflow.server import ServerOptions
+        from coeflow.server.build import Runtimes
+        opts.setdefault("fused", False)
+        opts.setdefault("warm_up", False)
+        self.coe, self.replicas, self.opts = coe, replicas, ServerOptions(**opts)
+        self.runtimes = Runtimes(load_coe(coe), {}, {}).runtimes
+        self.url = f"http://127.0.0.1:{port}/v1"
+
+    def reconfigure(self, **config) -> None:
+        import ray
+
+        from coeflow.cluster.deploy import APP
+        from coeflow.cluster.mailbox import mailbox
+        answers = ray.get(mailbox(APP).ask_all.remote("reconfigure", (config,)))
+        assert [kind for kind, _ in answers.values()] == ["ok"] * self.replicas, answers
+
+    def __enter__(self) -> str:
+        from ray import serve
+
+        from coeflow.cluster.deploy import APP, application
+        serve.run(application(self.coe, self.opts, self.replicas, replica_cpus=1.0), name=APP, route_prefix="/")
+        return self.url
+
+    def __exit__(self, *exc) -> None:
+        from coeflow.cluster.deploy import shutdown
+        shutdown()

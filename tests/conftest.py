@@ -37,3 +37,42 @@ def live(coe_file):
 def client(live):
     from openai import OpenAI
     return OpenAI(base_url=live[1], api_key="unused", max_retries=0, timeout=60)
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """A Ray cluster on this machine, a head and two worker nodes of one CPU each (the expert
+    replicas take a worker each), with Serve's HTTP proxy on a free port; yields the port.
+    Started once, for the tests that serve on Ray."""
+    pytest.importorskip("ray", reason="Ray is an optional extra: pip install -e '.[ray]'")
+    import logging
+
+    import ray
+    from ray import serve
+    from ray.cluster_utils import Cluster
+
+    from coeflow.server import free_port
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    for _ in range(2):
+        cluster.add_node(num_cpus=1)
+    ray.init(address=cluster.address, namespace="coeflow", logging_level=logging.WARNING, log_to_driver=False)
+    cluster.wait_for_nodes()
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    try:
+        yield port
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+        cluster.shutdown()
+
+
+@pytest.fixture(scope="session")
+def on_ray(coe_file, ray_cluster):
+    """(OnRay, base_url): the test CoE deployed on the Ray cluster once for the session, two
+    expert replicas that decode one sequence at a time (so that others queue on a replica)."""
+    from coe_fixture import OnRay
+    from coeflow.server import Limits
+    srv = OnRay(coe_file, ray_cluster, max_batch=1, limits=Limits(max_tokens=256, max_prompt_tokens=200))
+    with srv as url:
+        yield srv, url

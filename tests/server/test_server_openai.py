@@ -1,18 +1,52 @@
 """The server as an OpenAI client sees it: chat and completions, streaming and not, routed and
-direct, concurrency, disconnects, every error in the OpenAI shape."""
+direct, concurrency, disconnects, every error in the OpenAI shape. Every test runs against one
+process and against the same CoE on Ray Serve (`coeflow serve --ray`: an ingress and two expert
+replicas on a three-node cluster)."""
 
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 
 import httpx
 import openai
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from coe_fixture import OnRay, start
 from coeflow.router import Router
 
 pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module", params=["single", pytest.param("ray", marks=pytest.mark.slow)])
+def live(request, coe_file):
+    """(server, base_url): one process, or the CoE on Ray (an OnRay in place of the server)."""
+    from coeflow.server import Limits
+    limits = Limits(max_tokens=256, max_prompt_tokens=200)
+    if request.param == "ray":
+        yield request.getfixturevalue("on_ray")
+        return
+    srv, ctx = start(coe_file, limits=limits)
+    with ctx as url:
+        yield srv, url
+
+
+@contextlib.contextmanager
+def queue_limit(srv, n: int):
+    """Each expert queue's limit set to `n` for a while (on Ray: every replica's)."""
+    if isinstance(srv, OnRay):
+        srv.reconfigure(max_queue=n)
+        try:
+            yield
+        finally:
+            srv.reconfigure(max_queue=srv.opts.max_queue)
+        return
+    before, srv.scheduler.max_queue = srv.scheduler.max_queue, n
+    try:
+        yield
+    finally:
+        srv.scheduler.max_queue = before
 
 
 def chat(client, model, text, **kw):
@@ -189,13 +223,9 @@ def test_openai_client_raises_typed_errors(client):
 
 
 def test_full_queue_is_a_429_with_a_message(live, client):
-    srv, _ = live
-    before, srv.scheduler.max_queue = srv.scheduler.max_queue, 0
-    try:
+    with queue_limit(live[0], 0):
         with pytest.raises(openai.RateLimitError, match="queue is full"):
             chat(client, "sql", "select")
-    finally:
-        srv.scheduler.max_queue = before
     assert chat(client, "sql", "select").choices[0].message.content is not None
 
 
@@ -257,7 +287,8 @@ def test_metrics_count_requests_tokens_and_latency(live, client):
     assert grew("coeflow_time_per_output_token_seconds_count") == len(sent)  # every request made > 1 token
     assert sum(v - before.get(k, 0) for k, v in after.items() if k.startswith("coeflow_expert_acquires_total")) \
         == len(sent)
-    assert after["coeflow_queue_depth"] == 0 and after["coeflow_expert_tier,tier=device"] == 1
+    replicas = getattr(srv, "replicas", 1)  # on Ray, each replica has a device tier of its own
+    assert after["coeflow_queue_depth"] == 0 and 1 <= after["coeflow_expert_tier,tier=device"] <= replicas
     assert grew("coeflow_queue_seconds_count") == grew("coeflow_request_seconds_count") == len(sent)
     assert after["coeflow_running"] == 0 and after["coeflow_kv_blocks,state=used"] == 0  # every block back
     assert after["coeflow_kv_blocks,state=free"] > 0

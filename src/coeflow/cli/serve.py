@@ -125,6 +125,15 @@ def register(sub: argparse._SubParsersAction, help_text: str) -> None:
                         "model, prompt text and length, max_tokens): replay it with `coeflow "
                         "simulate trace`. The file holds users' prompts")
     add_server_options(p)
+    r = p.add_argument_group("Ray Serve (pip install 'coeflow[ray]')")
+    r.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                   help="serve on Ray Serve: an ingress (these routes, the router) in front of expert replicas, "
+                        "each a whole coeflow core with the memory tiers above as its own budgets; requests go "
+                        "to a replica that already holds their expert. ADDRESS: a running cluster's (e.g. "
+                        "auto, or ray://head:10001); none: start Ray on this machine")
+    r.add_argument("--replicas", type=int, default=2, help="expert replicas (default %(default)s)")
+    r.add_argument("--replica-cpus", type=float, default=1.0, metavar="N",
+                   help="CPUs each expert replica reserves, and its torch threads (default %(default)s)")
     p.set_defaults(func=run)
 
 
@@ -132,6 +141,8 @@ def run(args: argparse.Namespace) -> int:
     from coeflow.server import build_server, serve
     from coeflow.server.logs import configure
     configure(args.log_level, args.log_format)
+    if args.ray is not None:
+        return run_on_ray(args)
     srv = build_server(args.coe, server_options(args))
     if args.record_trace:
         from coeflow.trace import TraceRecorder
@@ -150,5 +161,22 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if srv.recorder is not None:
             srv.recorder.close()
+    print("coeflow: stopped", flush=True)
+    return 0
+
+
+def run_on_ray(args: argparse.Namespace) -> int:
+    from coeflow.errors import ConfigError
+    from coeflow.extras import require
+    require(("ray",), "coeflow serve --ray", "ray")
+    if args.record_trace:
+        raise ConfigError("--record-trace is not available with --ray yet: record on one process")
+    if args.replicas < 1 or args.replica_cpus <= 0:
+        raise ConfigError("--replicas must be at least 1 and --replica-cpus more than 0")
+    from coeflow.cluster.deploy import serve_on_ray
+    print(f"coeflow: serving {args.coe} on Ray ({args.replicas} expert replicas) at "
+          f"http://{args.host}:{args.port}/v1; Ctrl-C stops", flush=True)
+    serve_on_ray(args.coe, server_options(args), None if args.ray == "local" else args.ray, args.host, args.port,
+                 args.replicas, args.replica_cpus)
     print("coeflow: stopped", flush=True)
     return 0

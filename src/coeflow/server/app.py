@@ -120,7 +120,7 @@ def create_app(srv: CoEServer) -> FastAPI:
 
     @app.get("/metrics")
     async def metrics() -> Response:
-        return PlainTextResponse(srv.metrics.render(), media_type="text/plain; version=0.0.4")
+        return PlainTextResponse(await asyncio.to_thread(srv.metrics.render), media_type="text/plain; version=0.0.4")
 
     @app.get("/v1/models")
     async def models() -> dict:
@@ -400,14 +400,20 @@ def _submit(srv: CoEServer, expert: str, prompts: list[list[int]], req: ParsedRe
                               arrival=arrival, constraint=constraints[k]) for k in range(req.choices)]
     try:
         srv.scheduler.submit_all(events.gens)
-    except QueueFullError as e:
+    except (QueueFullError, ShuttingDownError, InvalidRequestError) as e:
+        raise _refusal(srv, expert, e) from None
+
+
+def _refusal(srv: CoEServer, expert: str, e: CoeflowError) -> APIError:
+    """A request its expert's scheduler would not queue, in HTTP: when it was sent (one
+    process) or in its first event (an expert replica elsewhere, coeflow.cluster)."""
+    if isinstance(e, QueueFullError):
         srv.metrics.requests.labels(expert, "rejected").inc()
-        raise APIError(429, str(e), "rate_limit_error", code="queue_full", headers={"Retry-After": "1"}) from None
-    except ShuttingDownError as e:
-        raise APIError(503, str(e), "service_unavailable") from None
-    except InvalidRequestError as e:  # e.g. longer than the expert's KV cache could ever hold
-        srv.metrics.requests.labels(expert, "rejected").inc()
-        raise APIError(400, f"expert {expert!r}: {e}", param="max_tokens") from None
+        return APIError(429, str(e), "rate_limit_error", code="queue_full", headers={"Retry-After": "1"})
+    if isinstance(e, ShuttingDownError):
+        return APIError(503, str(e), "service_unavailable")
+    srv.metrics.requests.labels(expert, "rejected").inc()  # e.g. longer than the expert's KV cache could ever hold
+    return APIError(400, f"expert {expert!r}: {e}", param="max_tokens")
 
 
 async def _started(srv: CoEServer, expert: str, events: Events) -> Started:
@@ -420,6 +426,8 @@ async def _started(srv: CoEServer, expert: str, events: Events) -> Started:
         raise
     if isinstance(first, Failed):
         events.cancel()
+        if isinstance(first.error, (QueueFullError, ShuttingDownError, InvalidRequestError)):
+            raise _refusal(srv, expert, first.error)
         srv.metrics.requests.labels(expert, "failed").inc()
         status = 503 if isinstance(first.error, CoeflowError) else 500
         raise APIError(status, f"expert {expert!r} failed: {srv.health.public(str(first.error))}",

@@ -78,6 +78,7 @@ class GrammarConstraint:
 
     def __init__(self, runtime: Any, grammar: str) -> None:
         """Slow the first time for an expert (its vocabulary is read): build it off the event loop."""
+        self.grammar = grammar  # kept so that a replica elsewhere (coeflow serve --ray) can build it again
         try:
             self.matcher = llguidance.LLMatcher(_ll_tokenizer(runtime), grammar)
         except Exception as e:  # noqa: BLE001  e.g. a tokenizer llguidance cannot read

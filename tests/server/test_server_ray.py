@@ -1,0 +1,80 @@
+"""The CoE on Ray Serve, where it differs from one process: experts served from the replicas
+that hold them, /v1/experts saying where, and a replica killed under load losing no request
+that had not started, ending the one in flight with an error event, and healing by itself."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import httpx
+import openai
+import pytest
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+
+def _client(url: str):
+    return openai.OpenAI(base_url=url, api_key="unused", max_retries=0, timeout=120)
+
+
+def _where(url: str, expert: str) -> list[dict]:
+    row = next(r for r in httpx.get(f"{url}/experts", timeout=30).json()["data"] if r["name"] == expert)
+    return row["replicas"]
+
+
+def test_experts_say_which_replica_and_node_hold_them(on_ray):
+    _, url = on_ray
+    client = _client(url)
+    client.chat.completions.create(model="shell", messages=[{"role": "user", "content": "ls"}], max_tokens=2)
+    replicas = _where(url, "shell")
+    assert len(replicas) == 2 and len({r["node"] for r in replicas}) == 2  # one replica a worker node
+    assert sorted(r["tier"] for r in replicas)[0] == "device"  # the replica that served it holds it
+
+
+def test_a_killed_replica_loses_no_queued_request_and_heals(on_ray):
+    import ray
+    from ray import serve
+    _, url = on_ray
+    client = _client(url)
+    outcomes: dict[int, str] = {}
+    first_token = threading.Event()
+
+    def ask(i: int) -> None:
+        try:
+            n = 0
+            for chunk in client.chat.completions.create(
+                    model="general", messages=[{"role": "user", "content": f"a story {i}"}], max_tokens=250,
+                    stream=True, stream_options={"include_usage": True}, extra_body={"ignore_eos": True}):
+                first_token.set()
+                if chunk.usage is not None:
+                    n = chunk.usage.completion_tokens
+            outcomes[i] = f"ok {n}"
+        except openai.APIError as e:
+            outcomes[i] = f"error {e.message}"
+
+    threads = [threading.Thread(target=ask, args=(i,), daemon=True) for i in range(4)]
+    for t in threads:
+        t.start()
+        time.sleep(0.05)
+    assert first_token.wait(60)
+    holder = next(r for r in _where(url, "general") if r["tier"] == "device")
+    ray.kill(ray.get_actor(holder["actor"], namespace="serve"))
+    for t in threads:
+        t.join(120)
+    assert not any(t.is_alive() for t in threads), "a request hung after its replica was killed"
+    errors = [o for o in outcomes.values() if o.startswith("error")]
+    assert len(outcomes) == 4 and len(errors) <= 1, outcomes  # at most the one running on the killed replica
+    assert all(o == "ok 250" for o in outcomes.values() if not o.startswith("error")), outcomes
+    assert all("replica" in e and "lost" in e for e in errors), errors
+    # Ray Serve starts a replica in its place; the expert is served again without anyone's help
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        experts = serve.status().applications["coeflow"].deployments["Experts"]
+        if experts.replica_states.get("RUNNING", 0) == 2:
+            break
+        time.sleep(1)
+    assert experts.replica_states.get("RUNNING", 0) == 2
+    r = client.chat.completions.create(model="general", messages=[{"role": "user", "content": "again"}], max_tokens=4)
+    assert r.choices[0].finish_reason in ("stop", "length")
+    assert holder["replica"] not in {x["replica"] for x in _where(url, "general")}
