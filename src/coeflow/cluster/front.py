@@ -9,7 +9,6 @@ import asyncio
 import dataclasses
 import logging
 import threading
-import time
 from collections import Counter
 from typing import Any, Callable
 
