@@ -52,31 +52,35 @@ class OnRay:
     what the tests ask of a server object (`runtimes`: the experts' tokenizers), and the
     replicas' user_config changed on every replica at once (through the mailbox)."""
 
-    def __init__(self, coe: Path, port: int, replicas: int = 2, **opts):
+    def __init__(self, coe: Path, port: int, replicas: int = 2, replica_cpus: float = 1.0, app: str | None = None,
+                 **opts):
         from coeflow.coefile import load_coe
         from coeflow.server import ServerOptions
         from coeflow.server.build import Runtimes
         opts.setdefault("fused", False)
         opts.setdefault("warm_up", False)
-        self.coe, self.replicas, self.opts = coe, replicas, ServerOptions(**opts)
+        from coeflow.cluster.deploy import APP
+        self.coe, self.replicas, self.replica_cpus, self.opts = coe, replicas, replica_cpus, ServerOptions(**opts)
+        self.app = app or APP  # another name: served under /NAME beside the first
+        self.prefix = "/" if app is None else f"/{app}"
         self.runtimes = Runtimes(load_coe(coe), {}, {}).runtimes
-        self.url = f"http://127.0.0.1:{port}/v1"
+        self.url = f"http://127.0.0.1:{port}{self.prefix.rstrip('/')}/v1"
 
     def reconfigure(self, **config) -> None:
         import ray
 
-        from coeflow.cluster.deploy import APP
         from coeflow.cluster.mailbox import mailbox
-        answers = ray.get(mailbox(APP).ask_all.remote("reconfigure", (config,)))
+        answers = ray.get(mailbox(self.app).ask_all.remote("reconfigure", (config,)))
         assert [kind for kind, _ in answers.values()] == ["ok"] * self.replicas, answers
 
     def __enter__(self) -> str:
         from ray import serve
 
-        from coeflow.cluster.deploy import APP, application
-        serve.run(application(self.coe, self.opts, self.replicas, replica_cpus=1.0), name=APP, route_prefix="/")
+        from coeflow.cluster.deploy import application
+        serve.run(application(self.coe, self.opts, self.replicas, self.replica_cpus), name=self.app,
+                  route_prefix=self.prefix)
         return self.url
 
     def __exit__(self, *exc) -> None:
         from coeflow.cluster.deploy import shutdown
-        shutdown()
+        shutdown(self.app)

@@ -74,3 +74,14 @@ def test_serve_process_answers_and_stops_cleanly_on_ctrl_c(coe_file, log_format)
         assert all({"time", "level", "logger", "message"} <= set(x) for x in lines)
         assert any(x["logger"] == "uvicorn.access" for x in lines)
         assert any(x["message"].startswith("request ") and " ok on " in x["message"] for x in lines)
+
+
+@pytest.mark.parametrize("flags,needle", [(["--record-trace", "t.jsonl"], "--record-trace"),
+                                          (["--replicas", "0"], "--replicas")])
+def test_serve_on_ray_refuses_what_it_cannot_do_before_starting_ray(flags, needle):
+    pytest.importorskip("ray", reason="Ray is an optional extra: pip install -e '.[ray]'")
+    from coeflow.cli.serve import run
+    args = build_parser().parse_args(["serve", "--coe", "coe.yaml", "--ray", *flags])
+    assert args.ray == "local"
+    with pytest.raises(ConfigError, match=needle):
+        run(args)

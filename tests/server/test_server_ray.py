@@ -11,6 +11,8 @@ import httpx
 import openai
 import pytest
 
+from coe_fixture import OnRay, write_coe
+
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
@@ -78,3 +80,19 @@ def test_a_killed_replica_loses_no_queued_request_and_heals(on_ray):
     r = client.chat.completions.create(model="general", messages=[{"role": "user", "content": "again"}], max_tokens=4)
     assert r.choices[0].finish_reason in ("stop", "length")
     assert holder["replica"] not in {x["replica"] for x in _where(url, "general")}
+
+
+def test_a_broken_expert_is_503_on_ray_and_the_others_serve(tmp_path, ray_cluster):
+    with OnRay(write_coe(tmp_path, broken="shell"), ray_cluster, replicas=1, replica_cpus=0.25, app="broken") as url:
+        client = _client(url)
+        for _ in range(2):  # and again: the failure is sticky, the deployment stays up
+            with pytest.raises(openai.InternalServerError) as e:
+                client.chat.completions.create(model="shell", messages=[{"role": "user", "content": "ls"}],
+                                               max_tokens=4)
+            assert e.value.status_code == 503 and "shell" in str(e.value)
+            r = client.chat.completions.create(model="sql", messages=[{"role": "user", "content": "select"}],
+                                               max_tokens=4)
+            assert r.choices[0].finish_reason in ("stop", "length")
+        rows = {r["name"]: r for r in httpx.get(f"{url}/experts", timeout=30).json()["data"]}
+        assert rows["shell"]["state"] == "failed" and "truncated" in rows["shell"]["error"]
+        assert rows["sql"]["state"] == "ready" and not rows["sql"]["error"]

@@ -109,6 +109,14 @@ def register(sub: argparse._SubParsersAction, help_text: str) -> None:
                         "reloading; mixed: open-loop Poisson arrivals, outputs of 8-512 tokens, a shared "
                         "system text, continuous batching against static (`--schedule static`) and a "
                         "reloading baseline, on the demo CoE or --coe")
+    s.add_argument("--ray", action="store_true",
+                   help="zipf on Ray Serve (pip install 'coeflow[ray]'): the same experts and trace served by one "
+                        "process and by a Ray cluster of --nodes nodes started on this machine (an expert replica "
+                        "a worker node), then on Ray with one replica killed halfway; affinity, added latency, "
+                        "lost requests")
+    s.add_argument("--nodes", type=int, default=3, help="--ray: nodes of the cluster, the head included (default 3)")
+    s.add_argument("--host-slots", type=int, default=5,
+                   help="--ray: experts each server's (each replica's) host tier holds (default 5)")
     s.add_argument("--coe", default=None, help="mixed: the CoE file to serve (default: the demo CoE in "
                                                 "./demo-coe, built if missing)")
     s.add_argument("--rate", type=float, default=4.0, help="mixed: arrivals per second (default 4)")
@@ -197,11 +205,26 @@ def _serve(args: argparse.Namespace) -> int:
     require(("transformers", "openai"), "coeflow bench serve", "bench")
     if args.workload == "mixed":
         return _serve_mixed(args)
+    if args.ray:
+        return _serve_ray(args)
     from coeflow.bench.serve import format_table, run
     report = run(requests=args.requests, concurrency=args.concurrency, experts=args.experts,
                  device_slots=args.device_slots, zipf_s=args.zipf, max_tokens=args.max_tokens,
                  engine=args.engine, expert_size=args.expert_size, servers=tuple(args.servers), client=args.client,
                  progress=_progress)
+    print(json.dumps(report, indent=2) if args.json else format_table(report))
+    return 0
+
+
+def _serve_ray(args: argparse.Namespace) -> int:
+    require(("ray",), "coeflow bench serve --ray", "ray")
+    from coeflow.bench.ray_serve import format_table, run
+    from coeflow.errors import ConfigError
+    if args.nodes < 2:
+        raise ConfigError("--nodes must be at least 2: a head for the ingress and a worker for the experts")
+    report = run(requests=args.requests, concurrency=args.concurrency, nodes=args.nodes, experts=args.experts,
+                 expert_size=args.expert_size, device_slots=args.device_slots, host_slots=args.host_slots,
+                 zipf_s=args.zipf, max_tokens=args.max_tokens, engine=args.engine, progress=_progress)
     print(json.dumps(report, indent=2) if args.json else format_table(report))
     return 0
 

@@ -50,7 +50,9 @@ class Ingress:
     def __init__(self, experts: Any, coe_path: str, opts: ServerOptions) -> None:
         from coeflow.server.build import build_ingress
         status = ClusterStatus(mailbox(serve.get_replica_context().app_name), list(load_coe(coe_path).expert_names))
-        self.srv = build_ingress(coe_path, opts, RemoteScheduler(experts, status), status)
+        scheduler = RemoteScheduler(experts, status)
+        self.srv = build_ingress(coe_path, opts, scheduler, status)
+        scheduler.on_resend = lambda expert: self.srv.metrics.resent.labels(expert).inc()
 
     def __serve_build_asgi_app__(self) -> Any:
         from coeflow.server.app import create_app
@@ -84,8 +86,13 @@ def application(coe_path: str | Path, opts: ServerOptions, replicas: int = 2, re
 def build(args: dict[str, Any]) -> Any:
     """The builder for a Serve config file. `args`: `coe` (the CoE file), and optionally
     `replicas`, `replica_cpus`, `threads`, and any of ServerOptions' fields (`host_mem`,
-    `device_mem`, `max_batch`, `max_queue`, `api_key`, ...; `limits` as a mapping)."""
+    `device_mem`, `kv_mem` in bytes or as "64GB"; `max_batch`, `max_queue`, `api_key`, ...;
+    `limits` as a mapping)."""
+    from coeflow.store import parse_bytes
     args = dict(args)
+    for key in ("device_mem", "host_mem", "kv_mem"):
+        if isinstance(args.get(key), str):
+            args[key] = parse_bytes(args[key])
     coe = args.pop("coe")
     placement = {k: args.pop(k) for k in ("replicas", "replica_cpus", "threads") if k in args}
     if "limits" in args:

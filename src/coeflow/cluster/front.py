@@ -174,7 +174,7 @@ class RemoteScheduler:
         self._queued: Counter = Counter()
         self._running: Counter = Counter()
         self._stopping = False
-        self.retried = 0  # jobs sent again after their replica died before they started
+        self.on_resend: Callable[[str], None] = lambda expert: None  # a job sent again (the ingress counts them)
 
     @property
     def step_rows(self) -> dict[int, int]:
@@ -238,7 +238,7 @@ class RemoteScheduler:
                                 r.sink(Failed(lost))
                         return
                     log.warning("a job for %s lost its replica before it started (%s); sending it again", expert, e)
-                    self.retried += 1
+                    self.on_resend(expert)
                     await asyncio.sleep(RETRY_S)
         finally:  # cancelled sequences end here, in the counts
             for i in range(len(reqs)):

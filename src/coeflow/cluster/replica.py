@@ -41,25 +41,19 @@ class ExpertReplica:
         if self.srv.warm_up:
             self.srv.scheduler.warm_up(self.srv.warm_up, wait=False)
         self.srv.scheduler.start()
-        # Ray Serve's loader: it records which experts this replica holds, and requests for
-        # them are sent here first
-        async def load(expert: str) -> str:  # a function: Ray keeps its cache as an attribute of it
-            return await self._load(expert)
-        self.expert = serve.multiplexed(max_num_models_per_replica=experts_held)(load)
+
+        # Ray Serve's loader: it records which experts this replica was sent, so that requests
+        # for them come here first. It loads nothing: the job's submission starts the expert's
+        # prefetch, and its Started event says which tier it was found in.
+        async def held(expert: str) -> str:  # a function: Ray keeps its cache as an attribute of it
+            return expert
+        self.expert = serve.multiplexed(max_num_models_per_replica=experts_held)(held)
         ctx = serve.get_replica_context()
         self.replica, self.node = ctx.replica_id.unique_id, ray.get_runtime_context().get_node_id()
         self._mailbox_app = ctx.app_name
         self._closing = threading.Event()
         self._commands = ThreadPoolExecutor(4, thread_name_prefix="coeflow-mailbox")
         threading.Thread(target=self._answer_mailbox, name="coeflow-mailbox", daemon=True).start()
-
-    async def _load(self, expert: str) -> str:
-        """The expert into this replica's host tier. A load that fails is left to the scheduler, which fails the job by name."""
-        try:
-            await asyncio.wrap_future(self.srv.store.prefetch(expert, "host"))
-        except Exception:  # noqa: BLE001  reported as the job's Failed event
-            pass
-        return expert
 
     async def generate(self, job: Job) -> AsyncIterator[list[tuple[int, Any]]]:
         """The job's events, (sequence index, event), in batches. A refusal (queue full,

@@ -83,6 +83,9 @@ class Metrics:
                                  buckets=LATENCY_BUCKETS, registry=r)
         self.router_latency = Histogram("coeflow_router_latency_seconds", "time to route one prompt",
                                         buckets=LATENCY_BUCKETS, registry=r)
+        self.resent = Counter("coeflow_requests_resent", "requests sent to another expert replica because theirs "
+                              "was lost before they started (coeflow serve --ray; none in one process)",
+                              ["expert"], registry=r)
         r.register(_Live(live))
 
     def render(self) -> bytes:
