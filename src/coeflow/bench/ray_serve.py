@@ -1,7 +1,8 @@
 """`coeflow bench serve --ray`: one CoE and one Zipf trace, served in one run by one process
-(`single`) and by Ray Serve over a cluster of `nodes` nodes started on this machine (`ray`: the
-ingress on the head node, one expert replica on each worker node), then on Ray again with one
-replica killed halfway through the trace (`killed_replica`).
+(`single`, with the memory of the whole cluster: the replicas' tier budgets added up) and by Ray
+Serve over a cluster of `nodes` nodes started on this machine (`ray`: the ingress on the head
+node, one expert replica on each worker node), then on Ray again with one replica killed halfway
+through the trace (`killed_replica`).
 
 Each block: requests/s, TTFT p50/p99, completed and failed, from bench.serve's load generator
 in a process of its own. On Ray also:
@@ -54,8 +55,8 @@ def run(requests: int = 300, concurrency: int = 16, nodes: int = 3, experts: int
         device_slots: int = 2, host_slots: int = 5, zipf_s: float = 1.0, max_tokens: int = 16,
         engine: str = "eager", probes: int = 40, workdir: Path | None = None,
         progress: Callable[[str], None] = lambda s: None) -> dict:
-    """`host_slots`: experts each server's (each replica's) host tier holds; `device_slots`:
-    its device tier."""
+    """`host_slots`: experts each replica's host tier holds; `device_slots`: its device tier
+    (the single process holds the replicas' total)."""
     import ray
     import torch
     from ray import serve
@@ -78,16 +79,17 @@ def run(requests: int = 300, concurrency: int = 16, nodes: int = 3, experts: int
         expert_bytes = sum(f.stat().st_size for f in (root / "e0").glob("*.safetensors"))
         trace = zipf_trace(requests, experts, zipf_s, seed=0)
         popular = max(set(trace), key=trace.count)
-        opts = ServerOptions(device_mem=device_slots * (expert_bytes + MB), host_mem=host_slots * (expert_bytes + MB),
-                             fused=engine == "fused", warm_up=engine == "fused",
-                             limits=Limits(default_max_tokens=max_tokens))
+        def budgets(servers: int) -> ServerOptions:
+            return ServerOptions(device_mem=servers * device_slots * (expert_bytes + MB),
+                                 host_mem=servers * host_slots * (expert_bytes + MB), fused=engine == "fused",
+                                 warm_up=engine == "fused", limits=Limits(default_max_tokens=max_tokens))
         report: dict = {"machine": machine_name(), "requests": requests, "concurrency": concurrency, "nodes": nodes,
                         "replicas": replicas, "replica_threads": threads, "single_threads": torch.get_num_threads(),
                         "experts": experts, "expert_mb": expert_bytes / 1e6, "device_slots": device_slots,
                         "host_slots": host_slots, "zipf_s": zipf_s, "max_tokens": max_tokens, "engine": engine}
 
-        progress("single: one process, every core")
-        srv = build_server(coe, opts)
+        progress("single: one process, every core, the cluster's memory")
+        srv = build_server(coe, budgets(replicas))
         if srv.warm_up:
             srv.scheduler.warm_up(srv.warm_up)
             srv.warm_up = []
@@ -110,7 +112,7 @@ def run(requests: int = 300, concurrency: int = 16, nodes: int = 3, experts: int
         port = free_port()
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         url = f"http://127.0.0.1:{port}/v1"
-        serve.run(application(coe, opts, replicas, replica_cpus=threads), name=APP, route_prefix="/")
+        serve.run(application(coe, budgets(1), replicas, replica_cpus=threads), name=APP, route_prefix="/")
         load(url, [popular], 1, seed=1)
         overhead = _probe_ttft_ms(load, url, popular, probes) - single_probe
         progress(f"ray: {requests} requests, {concurrency} concurrent")
@@ -160,10 +162,10 @@ def run(requests: int = 300, concurrency: int = 16, nodes: int = 3, experts: int
 def format_table(r: dict) -> str:
     lines = [f"machine: {r['machine']}",
              f"{r['requests']} requests, {r['concurrency']} concurrent, Zipf s={r['zipf_s']} over {r['experts']} "
-             f"experts of {r['expert_mb']:.0f} MB, {r['max_tokens']} tokens each, engine {r['engine']}; each server "
-             f"(each replica) holds {r['host_slots']} experts in host memory, {r['device_slots']} on the device",
-             f"single: one process, {r['single_threads']} threads; ray: {r['nodes']} nodes on this machine, "
-             f"{r['replicas']} expert replicas of {r['replica_threads']} thread(s)",
+             f"experts of {r['expert_mb']:.0f} MB, {r['max_tokens']} tokens each, engine {r['engine']}",
+             f"ray: {r['nodes']} nodes on this machine, {r['replicas']} expert replicas of {r['replica_threads']} "
+             f"thread(s), each holding {r['host_slots']} experts in host memory and {r['device_slots']} on the device; "
+             f"single: one process of {r['single_threads']} threads holding as many as all replicas together",
              f"{'':8} {'req/s':>7} {'TTFT p50':>9} {'TTFT p99':>9} {'done':>5} {'failed':>6}  served from"]
     for label in ("single", "ray"):
         x = r[label]

@@ -4,6 +4,7 @@ the physical limit measured in the same run. Sub-commands register themselves be
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
@@ -116,7 +117,8 @@ def register(sub: argparse._SubParsersAction, help_text: str) -> None:
                         "lost requests")
     s.add_argument("--nodes", type=int, default=3, help="--ray: nodes of the cluster, the head included (default 3)")
     s.add_argument("--host-slots", type=int, default=5,
-                   help="--ray: experts each server's (each replica's) host tier holds (default 5)")
+                   help="--ray: experts each replica's host tier holds (the single process: all replicas' "
+                        "together; default 5)")
     s.add_argument("--coe", default=None, help="mixed: the CoE file to serve (default: the demo CoE in "
                                                 "./demo-coe, built if missing)")
     s.add_argument("--rate", type=float, default=4.0, help="mixed: arrivals per second (default 4)")
@@ -222,9 +224,10 @@ def _serve_ray(args: argparse.Namespace) -> int:
     from coeflow.errors import ConfigError
     if args.nodes < 2:
         raise ConfigError("--nodes must be at least 2: a head for the ingress and a worker for the experts")
-    report = run(requests=args.requests, concurrency=args.concurrency, nodes=args.nodes, experts=args.experts,
-                 expert_size=args.expert_size, device_slots=args.device_slots, host_slots=args.host_slots,
-                 zipf_s=args.zipf, max_tokens=args.max_tokens, engine=args.engine, progress=_progress)
+    with contextlib.redirect_stdout(sys.stderr):  # Ray's own messages, so that --json's output parses
+        report = run(requests=args.requests, concurrency=args.concurrency, nodes=args.nodes, experts=args.experts,
+                     expert_size=args.expert_size, device_slots=args.device_slots, host_slots=args.host_slots,
+                     zipf_s=args.zipf, max_tokens=args.max_tokens, engine=args.engine, progress=_progress)
     print(json.dumps(report, indent=2) if args.json else format_table(report))
     return 0
 
