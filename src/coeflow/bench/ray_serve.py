@@ -11,8 +11,9 @@ in a process of its own. On Ray also:
 - `overhead_p50_ms`: what Ray adds to a request, Serve's HTTP proxy, the ingress-to-replica
   call and the events relayed back: the p50 TTFT of requests sent one at a time to an expert
   in memory, on Ray minus in one process running with a replica's threads.
-`killed_replica`: completed, `resent` (sent to another replica because theirs was lost before
-they started, from the ingress's metrics), failed, and whether Ray Serve replaced the replica."""
+`killed_replica`: the replica with the most requests queued and running is killed halfway;
+completed, `resent` (sent to another replica because theirs was lost before they started, from
+the ingress's metrics), failed, and how soon Ray Serve replaced the replica."""
 
 from __future__ import annotations
 
@@ -63,6 +64,7 @@ def run(requests: int = 300, concurrency: int = 16, nodes: int = 3, experts: int
     from ray.cluster_utils import Cluster
 
     from coeflow.cluster.deploy import APP, application, shutdown
+    from coeflow.cluster.mailbox import mailbox
     from coeflow.server import Limits, ServerOptions, build_server, free_port, serving
     tmp = tempfile.TemporaryDirectory() if workdir is None else None
     root = Path(tmp.name) if tmp else Path(workdir)
@@ -125,13 +127,16 @@ def run(requests: int = 300, concurrency: int = 16, nodes: int = 3, experts: int
         killed: dict = {}
 
         def kill() -> None:
+            """Halfway through, the replica with the most requests queued and running."""
             time.sleep(result.wall_s / 2)
-            rows = httpx.get(f"{url}/experts", timeout=30).json()["data"]
-            holder = next((r for row in rows if row["name"] == popular for r in row["replicas"]
-                           if r["tier"] in ("device", "host")), None) or rows[0]["replicas"][0]
-            ray.kill(ray.get_actor(holder["actor"], namespace="serve"))
-            killed.update(replica=holder["replica"], at_s=time.monotonic())
+            answers = ray.get(mailbox(APP).ask_all.remote("status"))
+            reports = [rep for kind, rep in answers.values() if kind == "ok"]
+            busy = {rep.actor: sum(row["queued"] + row["running"] for row in rep.experts) for rep in reports}
+            victim = max(busy, key=busy.get)
+            ray.kill(ray.get_actor(victim, namespace="serve"))
+            killed.update(at_s=time.monotonic(), after_s=time.monotonic() - started, in_flight=busy[victim])
         killer = threading.Thread(target=kill, daemon=True)
+        started = time.monotonic()
         killer.start()
         hit = load(url, trace, concurrency, seed=4)
         killer.join()
@@ -143,8 +148,10 @@ def run(requests: int = 300, concurrency: int = 16, nodes: int = 3, experts: int
                 break
             time.sleep(0.5)
         report["killed_replica"] = {"completed": hit.completed, "resent": _resent(url) - resent_before,
-                                    "failed": hit.failed, "requests_per_s": hit.requests_per_s,
-                                    "ttft_p99_s": hit.ttft_p99_s, "replaced_after_s": healed_s}
+                                    "failed": hit.failed, "in_flight_at_kill": killed["in_flight"],
+                                    "killed_after_s": killed["after_s"], "wall_s": hit.wall_s,
+                                    "requests_per_s": hit.requests_per_s, "ttft_p99_s": hit.ttft_p99_s,
+                                    "replaced_after_s": healed_s}
         return report
     finally:
         pool.shutdown()
@@ -174,8 +181,9 @@ def format_table(r: dict) -> str:
     x, k = r["ray"], r["killed_replica"]
     lines.append(f"ray: affinity {x['affinity_hit_rate']:.1%}, added latency p50 {x['overhead_p50_ms']:.1f} ms")
     healed = f"replaced after {k['replaced_after_s']:.1f} s" if k["replaced_after_s"] is not None else "NOT replaced"
-    lines.append(f"one replica killed halfway: {k['completed']} completed, {k['resent']:.0f} resent, {k['failed']} "
-                 f"failed; {healed}")
+    lines.append(f"one replica killed {k['killed_after_s']:.0f} s into a {k['wall_s']:.0f} s run, "
+                 f"{k['in_flight_at_kill']} requests queued or running on it: {k['completed']} completed, "
+                 f"{k['resent']:.0f} resent, {k['failed']} failed; {healed}")
     return "\n".join(lines)
 
 

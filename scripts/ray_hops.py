@@ -1,0 +1,84 @@
+"""Where `coeflow serve --ray` adds latency to a request: the same routes timed one request at
+a time against one process and against Ray Serve (a three-node cluster on this machine, two
+expert replicas), each process decoding with one thread. `GET /v1/models` and `POST /v1/route`
+never leave the ingress (Serve's HTTP proxy hop alone); a chat completion of 1 token adds the
+ingress-to-replica call and the events relayed back; one of 8 tokens shows what each further
+relayed token costs. Prints one JSON object: the median milliseconds of each, by mode.
+
+    python scripts/ray_hops.py [--experts 3] [--repeats 30]"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+from coeflow.bench.serve import build_coe
+
+
+def timed(url: str, repeats: int) -> dict[str, float]:
+    chat = {"model": "e0", "messages": [{"role": "user", "content": "select"}], "ignore_eos": True}
+    calls = {"models": ("GET", "/models", None), "route": ("POST", "/route", {"prompt": "select x"}),
+             "chat_1_token": ("POST", "/chat/completions", chat | {"max_tokens": 1}),
+             "chat_8_tokens": ("POST", "/chat/completions", chat | {"max_tokens": 8})}
+    out = {}
+    with httpx.Client(timeout=60) as h:
+        for name, (method, path, body) in calls.items():
+            h.request(method, url + path, json=body)  # once untimed (first-call costs)
+            times = []
+            for _ in range(repeats):
+                t = time.perf_counter()
+                r = h.request(method, url + path, json=body)
+                times.append(time.perf_counter() - t)
+                assert r.status_code in (200, 404), r.text  # /route is a 404 without a router: still a hop
+            out[name] = round(statistics.median(times) * 1e3, 2)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--experts", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=30)
+    args = ap.parse_args()
+    import ray
+    import torch
+    from ray import serve
+    from ray.cluster_utils import Cluster
+
+    from coeflow.cluster.deploy import APP, application, shutdown
+    from coeflow.server import ServerOptions, build_server, free_port, serving
+    opts = ServerOptions(fused=False, warm_up=False)
+    with tempfile.TemporaryDirectory() as tmp:
+        coe = build_coe(Path(tmp), args.experts)
+        torch.set_num_threads(1)  # as a replica decodes
+        srv = build_server(coe, opts)
+        with serving(srv) as url:
+            report = {"single": timed(url, args.repeats)}
+        srv.store.close()
+        cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+        for _ in range(2):
+            cluster.add_node(num_cpus=1)
+        ray.init(address=cluster.address, namespace="coeflow", logging_level=logging.WARNING, log_to_driver=False)
+        try:
+            cluster.wait_for_nodes()
+            port = free_port()
+            serve.start(http_options={"host": "127.0.0.1", "port": port})
+            serve.run(application(coe, opts, 2, 1.0), name=APP, route_prefix="/")
+            report["ray"] = timed(f"http://127.0.0.1:{port}/v1", args.repeats)
+            shutdown()
+            serve.shutdown()
+        finally:
+            ray.shutdown()
+            cluster.shutdown()
+    report["added_ms"] = {k: round(report["ray"][k] - report["single"][k], 2) for k in report["single"]}
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
