@@ -66,6 +66,7 @@ def register(subparsers, help_text: str) -> None:
     t.add_argument("--hw", required=True, help=f"hardware name ({', '.join(list_hardware())}), "
                    "local-cpu (after `coeflow hw probe`), or a spec .yaml path")
     _replay_args(t)
+    _node_args(t)
     t.add_argument("--timeline", metavar="FILE", default=None, help="write the per-request timeline (JSONL)")
     t.add_argument("--json", action="store_true", help='one JSON object: {"summary": ..., "timeline": [...]}')
     t.set_defaults(func=run_trace)
@@ -75,6 +76,7 @@ def register(subparsers, help_text: str) -> None:
                        "--plot writes a PNG (latency percentiles, throughput, utilisation).")
     c.add_argument("--hw", action="append", required=True, help="hardware (repeat: --hw sn40l-8 --hw dgx-h100)")
     _replay_args(c)
+    _node_args(c)
     c.add_argument("--plot", metavar="FILE.png", default=None, help="write a PNG comparison plot")
     c.add_argument("--json", action="store_true", help="one JSON object: hardware -> summary")
     c.set_defaults(func=run_compare)
@@ -132,6 +134,19 @@ def _replay_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tp", type=int, default=None, help="tensor-parallel degree (default: every device)")
 
 
+def _node_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("nodes (as coeflow serve --ray spreads a CoE)")
+    g.add_argument("--nodes", type=int, default=1, metavar="K",
+                   help="K machines of --hw behind one ingress, each with its own tiers; a request goes to a node "
+                        "that holds its expert, an expert held nowhere to the node holding the fewest (default 1)")
+    g.add_argument("--hop-ms", type=float, default=None, metavar="MS",
+                   help="added to each request's first token and end for the ingress-to-node network hop "
+                        "(default 1 ms, with --nodes above 1: an RPC between two machines of a datacenter)")
+    g.add_argument("--p99-ttft", type=float, default=None, metavar="SECONDS",
+                   help="instead of --nodes: the fewest nodes (up to --max-nodes) whose p99 TTFT is at most this")
+    g.add_argument("--max-nodes", type=int, default=64, metavar="K", help="--p99-ttft's search bound (default 64)")
+
+
 def _simulate(args: argparse.Namespace, hw: str):
     from coeflow.sim.modelled import ModelledBackend
     from coeflow.sim.replay import replay
@@ -161,7 +176,18 @@ def _simulate(args: argparse.Namespace, hw: str):
                        host_mem=parse_bytes(args.host_mem) if args.host_mem else None, start_tier=start,
                        route_on_compute=True if router else None, router_batch=args.router_batch)
     reqs = resolve(read_trace(args.trace), coe)
-    return machine, replay(backend, reqs, opts)
+    if args.nodes < 1 or args.max_nodes < 1:
+        raise ConfigError("--nodes and --max-nodes must be at least 1")
+    if args.nodes == 1 and args.p99_ttft is None:
+        return machine, replay(backend, reqs, opts)
+    from coeflow.sim.nodes import HOP_S, fewest_nodes, replay_on_nodes
+    hop = HOP_S if args.hop_ms is None else args.hop_ms / 1e3
+
+    def on(k: int):
+        return replay_on_nodes(lambda: ModelledBackend(machine, coe.shapes, router), reqs, opts, k, hop)
+    if args.p99_ttft is not None:
+        return machine, fewest_nodes(on, args.p99_ttft, args.max_nodes)
+    return machine, on(args.nodes)
 
 
 def _fmt_s(x) -> str:
@@ -178,6 +204,15 @@ def _print_summary(s: dict, indent: str = "  ") -> None:
     print(f"{indent}loads: " + ", ".join(f"{k} {v} ({s['bytes_moved'][k] / 1e9:.2f} GB)" for k, v in s["loads"].items())
           + "; evictions: " + ", ".join(f"{k} {v}" for k, v in s["evictions"].items()))
     print(f"{indent}utilisation: " + ", ".join(f"{k} {100 * v:.1f}%" for k, v in s["utilisation"].items()))
+    if "nodes" in s:
+        reqs, experts = ([n[k] for n in s["node_shares"]] for k in ("requests", "experts"))
+        print(f"{indent}nodes {s['nodes']} (a {s['hop_s'] * 1e3:g} ms hop to each): {min(reqs)}-{max(reqs)} requests "
+              f"and {min(experts)}-{max(experts)} experts a node")
+    if "p99_ttft_target_s" in s:
+        tried = ", ".join(f"{k}: {_fmt_s(v)}" for k, v in s["p99_ttft_by_nodes"].items())
+        verdict = "the fewest that meet" if s["target_met"] else "NOT met by the most tried,"
+        print(f"{indent}{verdict} p99 TTFT <= {_fmt_s(s['p99_ttft_target_s'])}: {s['nodes']} nodes "
+              f"(p99 by nodes tried: {tried})")
 
 
 def run_trace(args: argparse.Namespace) -> int:
@@ -237,6 +272,12 @@ def run_compare(args: argparse.Namespace) -> int:
                       ("device mem bandwidth %", lambda s: 100 * s["utilisation"]["device memory bandwidth"]),
                       ("link host->device busy %", lambda s: 100 * s["utilisation"]["link host->device"])):
         print(f"{label:26s}" + "".join(f"{fn(out[n]):16.4g}" for n in names))
+    if "nodes" in out[names[0]]:
+        print(f"{'nodes':26s}" + "".join(f"{out[n]['nodes']:16d}" for n in names))
+    if args.p99_ttft is not None:
+        met = {n: out[n]["target_met"] for n in names}
+        print(f"fewest nodes with p99 TTFT <= {_fmt_s(args.p99_ttft)}: "
+              + ", ".join(f"{n} {out[n]['nodes']}" + ("" if met[n] else f" (not met at --max-nodes)") for n in names))
     if len(names) > 1:
         base = names[0]
         for n in names[1:]:
