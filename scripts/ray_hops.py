@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import statistics
 import tempfile
 import time
@@ -46,13 +45,11 @@ def main() -> None:
     ap.add_argument("--experts", type=int, default=3)
     ap.add_argument("--repeats", type=int, default=30)
     args = ap.parse_args()
-    import ray
     import torch
     from ray import serve
-    from ray.cluster_utils import Cluster
 
-    from coeflow.cluster.deploy import APP, application, shutdown
-    from coeflow.server import ServerOptions, build_server, free_port, serving
+    from coeflow.cluster.deploy import APP, application, local_cluster, shutdown
+    from coeflow.server import ServerOptions, build_server, serving
     opts = ServerOptions(fused=False, warm_up=False)
     with tempfile.TemporaryDirectory() as tmp:
         coe = build_coe(Path(tmp), args.experts)
@@ -61,21 +58,10 @@ def main() -> None:
         with serving(srv) as url:
             report = {"single": timed(url, args.repeats)}
         srv.store.close()
-        cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
-        for _ in range(2):
-            cluster.add_node(num_cpus=1)
-        ray.init(address=cluster.address, namespace="coeflow", logging_level=logging.WARNING, log_to_driver=False)
-        try:
-            cluster.wait_for_nodes()
-            port = free_port()
-            serve.start(http_options={"host": "127.0.0.1", "port": port})
+        with local_cluster(workers=2) as port:
             serve.run(application(coe, opts, 2, 1.0), name=APP, route_prefix="/")
             report["ray"] = timed(f"http://127.0.0.1:{port}/v1", args.repeats)
             shutdown()
-            serve.shutdown()
-        finally:
-            ray.shutdown()
-            cluster.shutdown()
     report["added_ms"] = {k: round(report["ray"][k] - report["single"][k], 2) for k in report["single"]}
     print(json.dumps(report, indent=2))
 

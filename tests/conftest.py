@@ -45,26 +45,9 @@ def ray_cluster():
     replicas take a worker each), with Serve's HTTP proxy on a free port; yields the port.
     Started once, for the tests that serve on Ray."""
     pytest.importorskip("ray", reason="Ray is an optional extra: pip install -e '.[ray]'")
-    import logging
-
-    import ray
-    from ray import serve
-    from ray.cluster_utils import Cluster
-
-    from coeflow.server import free_port
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
-    for _ in range(2):
-        cluster.add_node(num_cpus=1)
-    ray.init(address=cluster.address, namespace="coeflow", logging_level=logging.WARNING, log_to_driver=False)
-    cluster.wait_for_nodes()
-    port = free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    try:
+    from coeflow.cluster.deploy import local_cluster
+    with local_cluster(workers=2) as port:
         yield port
-    finally:
-        serve.shutdown()
-        ray.shutdown()
-        cluster.shutdown()
 
 
 @pytest.fixture(scope="session")

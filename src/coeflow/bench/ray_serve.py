@@ -17,7 +17,6 @@ the ingress's metrics), failed, and how soon Ray Serve replaced the replica."""
 
 from __future__ import annotations
 
-import logging
 import multiprocessing
 import tempfile
 import threading
@@ -61,11 +60,10 @@ def run(requests: int = 300, concurrency: int = 16, nodes: int = 3, experts: int
     import ray
     import torch
     from ray import serve
-    from ray.cluster_utils import Cluster
 
-    from coeflow.cluster.deploy import APP, application, shutdown
+    from coeflow.cluster.deploy import APP, application, local_cluster, shutdown
     from coeflow.cluster.mailbox import mailbox
-    from coeflow.server import Limits, ServerOptions, build_server, free_port, serving
+    from coeflow.server import Limits, ServerOptions, build_server, serving
     tmp = tempfile.TemporaryDirectory() if workdir is None else None
     root = Path(tmp.name) if tmp else Path(workdir)
     root.mkdir(parents=True, exist_ok=True)
@@ -74,7 +72,6 @@ def run(requests: int = 300, concurrency: int = 16, nodes: int = 3, experts: int
     def load(url: str, trace: list[str], conc: int, seed: int) -> RunResult:
         return pool.submit(_load_blocking, url, trace, conc, max_tokens, seed).result()
     replicas, threads = nodes - 1, 1
-    cluster = None
     try:
         progress(f"writing {experts} random-weight experts to {root}")
         coe = build_coe(root, experts, expert_size)
@@ -106,62 +103,51 @@ def run(requests: int = 300, concurrency: int = 16, nodes: int = 3, experts: int
         srv.store.close()
 
         progress(f"ray: starting a cluster of {nodes} nodes on this machine")
-        cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
-        for _ in range(replicas):
-            cluster.add_node(num_cpus=threads)
-        ray.init(address=cluster.address, namespace="coeflow", logging_level=logging.WARNING, log_to_driver=False)
-        cluster.wait_for_nodes()
-        port = free_port()
-        serve.start(http_options={"host": "127.0.0.1", "port": port})
-        url = f"http://127.0.0.1:{port}/v1"
-        serve.run(application(coe, budgets(1), replicas, replica_cpus=threads), name=APP, route_prefix="/")
-        load(url, [popular], 1, seed=1)
-        overhead = _probe_ttft_ms(load, url, popular, probes) - single_probe
-        progress(f"ray: {requests} requests, {concurrency} concurrent")
-        result = load(url, trace, concurrency, seed=2)
-        report["ray"] = asdict(result) | {"affinity_hit_rate": _affinity(result), "overhead_p50_ms": overhead,
-                                          "probe_ttft_p50_ms": {"single": single_probe, "ray": single_probe + overhead}}
+        with local_cluster(replicas, threads) as port:
+            url = f"http://127.0.0.1:{port}/v1"
+            serve.run(application(coe, budgets(1), replicas, replica_cpus=threads), name=APP, route_prefix="/")
+            load(url, [popular], 1, seed=1)
+            overhead = _probe_ttft_ms(load, url, popular, probes) - single_probe
+            progress(f"ray: {requests} requests, {concurrency} concurrent")
+            result = load(url, trace, concurrency, seed=2)
+            report["ray"] = asdict(result) | {
+                "affinity_hit_rate": _affinity(result), "overhead_p50_ms": overhead,
+                "probe_ttft_p50_ms": {"single": single_probe, "ray": single_probe + overhead}}
 
-        progress("killed_replica: the same trace, one replica killed halfway")
-        resent_before = _resent(url)
-        killed: dict = {}
+            progress("killed_replica: the same trace, one replica killed halfway")
+            resent_before = _resent(url)
+            killed: dict = {}
 
-        def kill() -> None:
-            """Halfway through, the replica with the most requests queued and running."""
-            time.sleep(result.wall_s / 2)
-            answers = ray.get(mailbox(APP).ask_all.remote("status"))
-            reports = [rep for kind, rep in answers.values() if kind == "ok"]
-            busy = {rep.actor: sum(row["queued"] + row["running"] for row in rep.experts) for rep in reports}
-            victim = max(busy, key=busy.get)
-            ray.kill(ray.get_actor(victim, namespace="serve"))
-            killed.update(at_s=time.monotonic(), after_s=time.monotonic() - started, in_flight=busy[victim])
-        killer = threading.Thread(target=kill, daemon=True)
-        started = time.monotonic()
-        killer.start()
-        hit = load(url, trace, concurrency, seed=4)
-        killer.join()
-        deadline, healed_s = time.monotonic() + 180, None
-        while time.monotonic() < deadline:
-            states = serve.status().applications[APP].deployments["Experts"].replica_states
-            if states.get("RUNNING", 0) == replicas:
-                healed_s = time.monotonic() - killed["at_s"]
-                break
-            time.sleep(0.5)
-        report["killed_replica"] = {"completed": hit.completed, "resent": _resent(url) - resent_before,
-                                    "failed": hit.failed, "in_flight_at_kill": killed["in_flight"],
-                                    "killed_after_s": killed["after_s"], "wall_s": hit.wall_s,
-                                    "requests_per_s": hit.requests_per_s, "ttft_p99_s": hit.ttft_p99_s,
-                                    "replaced_after_s": healed_s}
+            def kill() -> None:
+                """Halfway through, the replica with the most requests queued and running."""
+                time.sleep(result.wall_s / 2)
+                answers = ray.get(mailbox(APP).ask_all.remote("status"))
+                reports = [rep for kind, rep in answers.values() if kind == "ok"]
+                busy = {rep.actor: sum(row["queued"] + row["running"] for row in rep.experts) for rep in reports}
+                victim = max(busy, key=busy.get)
+                ray.kill(ray.get_actor(victim, namespace="serve"))
+                killed.update(at_s=time.monotonic(), after_s=time.monotonic() - started, in_flight=busy[victim])
+            killer = threading.Thread(target=kill, daemon=True)
+            started = time.monotonic()
+            killer.start()
+            hit = load(url, trace, concurrency, seed=4)
+            killer.join()
+            deadline, healed_s = time.monotonic() + 180, None
+            while time.monotonic() < deadline:
+                states = serve.status().applications[APP].deployments["Experts"].replica_states
+                if states.get("RUNNING", 0) == replicas:
+                    healed_s = time.monotonic() - killed["at_s"]
+                    break
+                time.sleep(0.5)
+            report["killed_replica"] = {"completed": hit.completed, "resent": _resent(url) - resent_before,
+                                        "failed": hit.failed, "in_flight_at_kill": killed["in_flight"],
+                                        "killed_after_s": killed["after_s"], "wall_s": hit.wall_s,
+                                        "requests_per_s": hit.requests_per_s, "ttft_p99_s": hit.ttft_p99_s,
+                                        "replaced_after_s": healed_s}
+            shutdown()
         return report
     finally:
         pool.shutdown()
-        if cluster is not None:
-            try:
-                shutdown()
-                serve.shutdown()
-            finally:
-                ray.shutdown()
-                cluster.shutdown()
         if tmp:
             tmp.cleanup()
 

@@ -5,11 +5,12 @@ expert deployment (replicas of coeflow's core), and `serve_on_ray`, which runs i
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import ray
 from ray import serve
@@ -115,6 +116,31 @@ def serve_on_ray(coe_path: str | Path, opts: ServerOptions, address: str | None,
         pass
     finally:
         shutdown()
+
+
+@contextlib.contextmanager
+def local_cluster(workers: int, worker_cpus: int = 1) -> Iterator[int]:
+    """A Ray cluster of a head (one CPU) and `workers` worker nodes on this machine (Ray's
+    cluster_utils, as for tests and benchmarks), with Serve's HTTP proxy started on a free port;
+    yields that port, and takes everything down at the end."""
+    from ray.cluster_utils import Cluster
+
+    from coeflow.server import free_port
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    try:
+        for _ in range(workers):
+            cluster.add_node(num_cpus=worker_cpus)
+        ray.init(address=cluster.address, namespace=NAMESPACE, logging_level=logging.WARNING, log_to_driver=False)
+        cluster.wait_for_nodes()
+        port = free_port()
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        try:
+            yield port
+        finally:
+            serve.shutdown()
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
 
 
 def shutdown(app: str = APP) -> None:
