@@ -58,9 +58,9 @@ def main() -> None:
         with serving(srv) as url:
             report = {"single": timed(url, args.repeats)}
         srv.store.close()
-        with local_cluster(workers=2) as port:
+        with local_cluster(workers=2) as local:
             serve.run(application(coe, opts, 2, 1.0), name=APP, route_prefix="/")
-            report["ray"] = timed(f"http://127.0.0.1:{port}/v1", args.repeats)
+            report["ray"] = timed(f"http://127.0.0.1:{local.port}/v1", args.repeats)
             shutdown()
     report["added_ms"] = {k: round(report["ray"][k] - report["single"][k], 2) for k in report["single"]}
     print(json.dumps(report, indent=2))

@@ -41,13 +41,13 @@ def client(live):
 
 @pytest.fixture(scope="session")
 def ray_cluster():
-    """A Ray cluster on this machine, a head and two worker nodes of one CPU each (the expert
-    replicas take a worker each), with Serve's HTTP proxy on a free port; yields the port.
-    Started once, for the tests that serve on Ray."""
+    """A Ray cluster on this machine (coeflow.cluster.deploy.LocalCluster), a head and three
+    worker nodes of one CPU each: the two expert replicas take a worker each, the third is where
+    a replica goes when its node is lost. Started once, for the tests that serve on Ray."""
     pytest.importorskip("ray", reason="Ray is an optional extra: pip install -e '.[ray]'")
     from coeflow.cluster.deploy import local_cluster
-    with local_cluster(workers=2) as port:
-        yield port
+    with local_cluster(workers=3) as local:
+        yield local
 
 
 @pytest.fixture(scope="session")
@@ -56,6 +56,6 @@ def on_ray(coe_file, ray_cluster):
     expert replicas that decode one sequence at a time (so that others queue on a replica)."""
     from coe_fixture import OnRay
     from coeflow.server import Limits
-    srv = OnRay(coe_file, ray_cluster, max_batch=1, limits=Limits(max_tokens=256, max_prompt_tokens=200))
+    srv = OnRay(coe_file, ray_cluster.port, max_batch=1, limits=Limits(max_tokens=256, max_prompt_tokens=200))
     with srv as url:
         yield srv, url

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import Callable
 
 import httpx
 import openai
@@ -34,10 +35,11 @@ def test_experts_say_which_replica_and_node_hold_them(on_ray):
     assert sorted(r["tier"] for r in replicas)[0] == "device"  # the replica that served it holds it
 
 
-def test_a_killed_replica_loses_no_queued_request_and_heals(on_ray):
-    import ray
-    from ray import serve
-    _, url = on_ray
+def _under_load(url: str, lose: Callable[[dict], None]) -> dict[int, str]:
+    """Four streamed requests for "general" (one decoding, the others queued behind it: the
+    replicas decode one sequence at a time), and `lose(row)` once the first token has come, `row`
+    being the replica that holds "general" (/v1/experts). Each request's outcome: "ok N" (N
+    tokens) or "error MESSAGE"; fails if any hangs."""
     client = _client(url)
     outcomes: dict[int, str] = {}
     first_token = threading.Event()
@@ -60,30 +62,54 @@ def test_a_killed_replica_loses_no_queued_request_and_heals(on_ray):
         t.start()
         time.sleep(0.05)
     assert first_token.wait(60)
-    holder = next(r for r in _where(url, "general") if r["tier"] == "device")
-    ray.kill(ray.get_actor(holder["actor"], namespace="serve"))
+    lose(next(r for r in _where(url, "general") if r["tier"] == "device"))
     for t in threads:
-        t.join(120)
-    assert not any(t.is_alive() for t in threads), "a request hung after its replica was killed"
-    errors = [o for o in outcomes.values() if o.startswith("error")]
-    assert len(outcomes) == 4 and len(errors) <= 1, outcomes  # at most the one running on the killed replica
-    assert all(o == "ok 250" for o in outcomes.values() if not o.startswith("error")), outcomes
-    assert all("replica" in e and "lost" in e for e in errors), errors
-    # Ray Serve starts a replica in its place; the expert is served again without anyone's help
-    deadline = time.monotonic() + 120
+        t.join(150)
+    assert not any(t.is_alive() for t in threads), "a request hung after its replica was lost"
+    return outcomes
+
+
+def _heals(url: str, lost_replica: str) -> None:
+    """Ray Serve starts a replica in the lost one's place; "general" is served again without
+    anyone's help, not by the lost replica."""
+    from ray import serve
+    deadline = time.monotonic() + 150
     while time.monotonic() < deadline:
         experts = serve.status().applications["coeflow"].deployments["Experts"]
         if experts.replica_states.get("RUNNING", 0) == 2:
             break
         time.sleep(1)
     assert experts.replica_states.get("RUNNING", 0) == 2
-    r = client.chat.completions.create(model="general", messages=[{"role": "user", "content": "again"}], max_tokens=4)
+    r = _client(url).chat.completions.create(model="general", messages=[{"role": "user", "content": "again"}],
+                                             max_tokens=4)
     assert r.choices[0].finish_reason in ("stop", "length")
-    assert holder["replica"] not in {x["replica"] for x in _where(url, "general")}
+    assert lost_replica not in {x["replica"] for x in _where(url, "general")}
+
+
+def _check(outcomes: dict[int, str]) -> None:
+    """Nothing lost: at most the request that was decoding on the lost replica ends with an
+    error (in the OpenAI shape, saying so); the others complete in full."""
+    errors = [o for o in outcomes.values() if o.startswith("error")]
+    assert len(outcomes) == 4 and len(errors) <= 1, outcomes
+    assert all(o == "ok 250" for o in outcomes.values() if not o.startswith("error")), outcomes
+    assert all("replica" in e and "lost" in e for e in errors), errors
+
+
+def test_a_killed_replica_loses_no_queued_request_and_heals(on_ray):
+    import ray
+    _, url = on_ray
+    lost: dict = {}
+
+    def kill(row: dict) -> None:
+        lost.update(row)
+        ray.kill(ray.get_actor(row["actor"], namespace="serve"))
+    _check(_under_load(url, kill))
+    _heals(url, lost["replica"])
 
 
 def test_a_broken_expert_is_503_on_ray_and_the_others_serve(tmp_path, ray_cluster):
-    with OnRay(write_coe(tmp_path, broken="shell"), ray_cluster, replicas=1, replica_cpus=0.25, app="broken") as url:
+    broken = write_coe(tmp_path, broken="shell")
+    with OnRay(broken, ray_cluster.port, replicas=1, replica_cpus=0.25, app="broken") as url:
         client = _client(url)
         for _ in range(2):  # and again: the failure is sticky, the deployment stays up
             with pytest.raises(openai.InternalServerError) as e:
@@ -96,3 +122,17 @@ def test_a_broken_expert_is_503_on_ray_and_the_others_serve(tmp_path, ray_cluste
         rows = {r["name"]: r for r in httpx.get(f"{url}/experts", timeout=30).json()["data"]}
         assert rows["shell"]["state"] == "failed" and "truncated" in rows["shell"]["error"]
         assert rows["sql"]["state"] == "ready" and not rows["sql"]["error"]
+
+
+def test_a_lost_node_loses_no_queued_request_and_its_replica_moves_to_another(on_ray, ray_cluster):
+    """Last here: it takes a worker node away from the session's cluster (the third is spare)."""
+    _, url = on_ray
+    lost: dict = {}
+
+    def lose_node(row: dict) -> None:
+        lost.update(row)
+        node = next(n for n in ray_cluster.cluster.worker_nodes if n.node_id == row["node"])
+        ray_cluster.cluster.remove_node(node, allow_graceful=False)
+    _check(_under_load(url, lose_node))
+    _heals(url, lost["replica"])
+    assert lost["node"] not in {x["node"] for x in _where(url, "general")}

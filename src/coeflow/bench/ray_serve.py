@@ -103,8 +103,8 @@ def run(requests: int = 300, concurrency: int = 16, nodes: int = 3, experts: int
         srv.store.close()
 
         progress(f"ray: starting a cluster of {nodes} nodes on this machine")
-        with local_cluster(replicas, threads) as port:
-            url = f"http://127.0.0.1:{port}/v1"
+        with local_cluster(replicas, threads) as local:
+            url = f"http://127.0.0.1:{local.port}/v1"
             serve.run(application(coe, budgets(1), replicas, replica_cpus=threads), name=APP, route_prefix="/")
             load(url, [popular], 1, seed=1)
             overhead = _probe_ttft_ms(load, url, popular, probes) - single_probe

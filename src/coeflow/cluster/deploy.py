@@ -16,7 +16,7 @@ import ray
 from ray import serve
 
 from coeflow.cluster.front import ClusterStatus, RemoteScheduler
-from coeflow.cluster.mailbox import NAMESPACE, mailbox
+from coeflow.cluster.mailbox import HEAD, NAMESPACE
 from coeflow.cluster.replica import DRAIN_S, ExpertReplica
 from coeflow.coefile import CoEFile, load_coe
 from coeflow.scheduler import MAX_QUEUE
@@ -50,7 +50,7 @@ class Ingress:
 
     def __init__(self, experts: Any, coe_path: str, opts: ServerOptions) -> None:
         from coeflow.server.build import build_ingress
-        status = ClusterStatus(mailbox(serve.get_replica_context().app_name), list(load_coe(coe_path).expert_names))
+        status = ClusterStatus(serve.get_replica_context().app_name, list(load_coe(coe_path).expert_names))
         scheduler = RemoteScheduler(experts, status)
         self.srv = build_ingress(coe_path, opts, scheduler, status)
         scheduler.on_resend = lambda expert: self.srv.metrics.resent.labels(expert).inc()
@@ -78,7 +78,10 @@ def application(coe_path: str | Path, opts: ServerOptions, replicas: int = 2, re
         ExpertReplica, name="Experts", num_replicas=replicas, ray_actor_options={"num_cpus": replica_cpus},
         max_ongoing_requests=max(max_queue, MAX_QUEUE) + opts.max_batch, user_config={"max_queue": max_queue},
         graceful_shutdown_timeout_s=DRAIN_S + 5)
-    ingress = serve.deployment(Ingress, name="Ingress", num_replicas=1, ray_actor_options={"num_cpus": 0},
+    # The ingress, like Serve's HTTP proxy (HEAD_ONLY), lives on the head node, whose loss takes
+    # the cluster down anyway: no worker's loss takes the endpoint with it.
+    ingress = serve.deployment(Ingress, name="Ingress", num_replicas=1,
+                               ray_actor_options={"num_cpus": 0, "resources": {HEAD: 0.001}},
                                max_ongoing_requests=INGRESS_CONCURRENCY)
     threads = threads or max(1, int(replica_cpus))
     return ingress.bind(experts.bind(coe_path, opts, per_replica, threads), coe_path, opts)
@@ -106,7 +109,7 @@ def serve_on_ray(coe_path: str | Path, opts: ServerOptions, address: str | None,
     """Join the Ray cluster at `address` (None: start one on this machine), deploy, and serve
     until interrupted; then the application is deleted and its mailbox with it."""
     ray.init(address=address, namespace=NAMESPACE, logging_level=logging.WARNING)
-    serve.start(http_options={"host": host, "port": port})
+    serve.start(http_options={"host": host, "port": port}, proxy_location="HeadOnly")
     serve.run(application(coe_path, opts, replicas, replica_cpus), name=APP, route_prefix="/")
     log.info("serving %s on Ray at http://%s:%d/v1 (%d expert replicas)", coe_path, host, port, replicas)
     try:
@@ -118,11 +121,17 @@ def serve_on_ray(coe_path: str | Path, opts: ServerOptions, address: str | None,
         shutdown()
 
 
+@dataclasses.dataclass
+class LocalCluster:
+    port: int  # Serve's HTTP proxy
+    cluster: Any  # ray.cluster_utils.Cluster: its worker_nodes can be removed, as a machine lost
+
+
 @contextlib.contextmanager
-def local_cluster(workers: int, worker_cpus: int = 1) -> Iterator[int]:
+def local_cluster(workers: int, worker_cpus: int = 1) -> Iterator[LocalCluster]:
     """A Ray cluster of a head (one CPU) and `workers` worker nodes on this machine (Ray's
     cluster_utils, as for tests and benchmarks), with Serve's HTTP proxy started on a free port;
-    yields that port, and takes everything down at the end."""
+    takes everything down at the end."""
     from ray.cluster_utils import Cluster
 
     from coeflow.server import free_port
@@ -133,9 +142,9 @@ def local_cluster(workers: int, worker_cpus: int = 1) -> Iterator[int]:
         ray.init(address=cluster.address, namespace=NAMESPACE, logging_level=logging.WARNING, log_to_driver=False)
         cluster.wait_for_nodes()
         port = free_port()
-        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        serve.start(http_options={"host": "127.0.0.1", "port": port}, proxy_location="HeadOnly")
         try:
-            yield port
+            yield LocalCluster(port, cluster)
         finally:
             serve.shutdown()
     finally:

@@ -15,6 +15,7 @@ from typing import Any, Callable
 import ray
 
 from coeflow.backend.interface import WallClock
+from coeflow.cluster.mailbox import mailbox
 from coeflow.cluster.messages import Job, Report, Sequence
 from coeflow.errors import CoeflowError
 from coeflow.model import parse_dtype
@@ -26,6 +27,10 @@ log = logging.getLogger(__name__)
 RETRIES = 3  # a job whose replica died before any of its sequences started is sent again this often
 RETRY_S = 0.5  # ... after waiting this long (Ray Serve notices the dead replica meanwhile)
 STATUS_S = 1.0  # the cached status is refreshed this often in the background
+
+
+# What a call to a replica raises when the replica died or cannot be reached (its node gone)
+LOST = (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError)
 
 
 class ReplicaLost(CoeflowError):
@@ -46,15 +51,23 @@ class ClusterStatus:
 
     TIERS = ("device", "host", "loading", "disk", "failed")  # best first
 
-    def __init__(self, mailbox: Any, experts: list[str]) -> None:
-        self.mailbox, self.experts = mailbox, experts
+    def __init__(self, app: str, experts: list[str]) -> None:
+        self.app, self.experts = app, experts
+        self.mailbox = mailbox(app)
         self.reports: dict[str, Report] = {}
         self._lock = threading.Lock()
         self._closing = threading.Event()
         threading.Thread(target=self._refresh_loop, name="coeflow-cluster-status", daemon=True).start()
 
+    def _ask_all(self, command: str, args: tuple, timeout_s: float) -> dict[str, Any]:
+        try:
+            return ray.get(self.mailbox.ask_all.remote(command, args, timeout_s))
+        except LOST:  # the mailbox itself was lost: find or make it again
+            self.mailbox = mailbox(self.app)
+            return ray.get(self.mailbox.ask_all.remote(command, args, timeout_s))
+
     def refresh(self) -> dict[str, Report]:
-        answers = ray.get(self.mailbox.ask_all.remote("status", (), 5.0))
+        answers = self._ask_all("status", (), 5.0)
         reports = {r: rep for r, (kind, rep) in answers.items() if kind == "ok"}
         with self._lock:
             self.reports = reports
@@ -114,7 +127,7 @@ class ClusterStatus:
 
     def _everywhere(self, command: str, args: tuple, timeout_s: float = 60.0) -> None:
         """An admin action on every replica; CoeflowError with the first replica's reason if any refused."""
-        answers = ray.get(self.mailbox.ask_all.remote(command, args, timeout_s))
+        answers = self._ask_all(command, args, timeout_s)
         if not answers:
             raise CoeflowError("no expert replica answered; is the expert deployment running?")
         errors = [value for kind, value in answers.values() if kind == "error"]
@@ -140,6 +153,10 @@ class ClusterStatus:
             for key, stats in rep.kv_stats.items():
                 total.setdefault(key, Counter()).update(stats)
         return {k: dict(v) for k, v in total.items()}
+
+    def warming_up(self) -> bool:
+        with self._lock:
+            return any(rep.warming_up for rep in self.reports.values())
 
     def step_rows(self) -> dict[int, int]:
         total: Counter = Counter()
@@ -182,8 +199,7 @@ class RemoteScheduler:
 
     @property
     def warming_up(self) -> bool:
-        with self.status._lock:
-            return any(rep.warming_up for rep in self.status.reports.values())
+        return self.status.warming_up()
 
     @property
     def draining(self) -> bool:
@@ -210,13 +226,19 @@ class RemoteScheduler:
         self._queued[reqs[0].expert] += len(reqs)
 
     async def _relay(self, reqs: list[GenRequest]) -> None:
-        """Send the job and relay its events; a job whose replica is lost before any sequence
-        started is sent again (Ray Serve picks a live replica), one lost later ends each
-        sequence not yet ended with ReplicaLost."""
+        """Send the job and relay its events. A job whose replica is lost before any sequence
+        started is sent again (Ray Serve picks a live replica); lost later, or failing any other
+        way, each sequence not yet ended ends with the reason."""
         expert = reqs[0].expert
         job = Job(expert, [Sequence(r.prompt_ids, r.params, getattr(r.constraint, "grammar", None)) for r in reqs])
         started: set[int] = set()
         ended: set[int] = set()
+
+        def end_all(error: Exception) -> None:
+            for i, r in enumerate(reqs):
+                if i not in ended:
+                    self._count(expert, i, Failed(error), started, ended)
+                    r.sink(Failed(error))
         try:
             for attempt in range(RETRIES + 1):
                 stream = self.handle.options(multiplexed_model_id=expert, stream=True).generate.remote(job)
@@ -225,21 +247,21 @@ class RemoteScheduler:
                         for i, ev in batch:
                             self._count(expert, i, ev, started, ended)
                             reqs[i].sink(ev)
+                    end_all(RuntimeError("the expert replica ended the job without an answer"))  # none left: a no-op
                     return
                 except asyncio.CancelledError:  # every sequence was cancelled: so is the replica's job
                     stream.cancel()
                     raise
-                except Exception as e:  # noqa: BLE001  the replica died or could not be reached
+                except LOST as e:
                     if started or attempt == RETRIES:
-                        lost = ReplicaLost(f"the expert replica serving {expert!r} was lost ({type(e).__name__})")
-                        for i, r in enumerate(reqs):
-                            if i not in ended:
-                                self._count(expert, i, Failed(lost), started, ended)
-                                r.sink(Failed(lost))
+                        end_all(ReplicaLost(f"the expert replica serving {expert!r} was lost ({type(e).__name__})"))
                         return
                     log.warning("a job for %s lost its replica before it started (%s); sending it again", expert, e)
                     self.on_resend(expert)
                     await asyncio.sleep(RETRY_S)
+                except Exception as e:  # noqa: BLE001  the replica's own failure, not its loss: not sent again
+                    end_all(RuntimeError(f"the expert replica failed: {type(e).__name__}: {e}"))
+                    return
         finally:  # cancelled sequences end here, in the counts
             for i in range(len(reqs)):
                 self._count(expert, i, Finished("cancelled", 0), started, ended)

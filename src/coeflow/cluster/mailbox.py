@@ -12,6 +12,7 @@ from typing import Any
 import ray
 
 NAMESPACE = "coeflow"
+HEAD = "node:__internal_head__"  # the resource Ray gives the head node alone
 POLL_S = 1.0  # a replica waits this long for a command before asking again
 TAKEN_S = POLL_S + 1.0  # a live replica is always waiting for its next command: one that has not
                         # taken a command this long after it was posted is gone
@@ -71,6 +72,7 @@ class Mailbox:
 
 
 def mailbox(app: str) -> Any:
-    """The mailbox of the Serve application `app` (made by whichever side asks first)."""
-    return Mailbox.options(name=f"mailbox-{app}", namespace=NAMESPACE, lifetime="detached",
-                           get_if_exists=True).remote()
+    """The mailbox of the Serve application `app` (made by whichever side asks first), on the
+    head node, with the ingress: a worker's loss does not take it away."""
+    return Mailbox.options(name=f"mailbox-{app}", namespace=NAMESPACE, lifetime="detached", get_if_exists=True,
+                           resources={HEAD: 0.001}).remote()

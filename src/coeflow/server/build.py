@@ -75,7 +75,7 @@ class Runtimes:
     `errors` (it answers 503), and `load(name)` reads it again."""
 
     def __init__(self, coe: CoEFile, runtimes: dict[str, Any], errors: dict[str, str]) -> None:
-        self.coe, self.runtimes, self.errors = coe, runtimes, errors
+        self.coe, self.runtimes = coe, runtimes
         self.contexts: dict[str, int] = {}
         self.tool_formats: dict[str, ToolFormat | None] = {}
         self.paths = {spec.name: spec.path for spec in coe.experts}
