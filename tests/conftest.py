@@ -41,9 +41,10 @@ def client(live):
 
 @pytest.fixture(scope="session")
 def ray_cluster():
-    """A Ray cluster on this machine (coeflow.cluster.deploy.LocalCluster), a head and three
-    worker nodes of one CPU each: the two expert replicas take a worker each, the third is where
-    a replica goes when its node is lost. Started once, for the tests that serve on Ray."""
+    """A Ray cluster on this machine (coeflow.cluster.deploy.LocalCluster), a head (no CPU: no
+    replica there) and three worker nodes of one CPU each: the two expert replicas take a worker
+    each, the third is where a replica goes when its node is lost. Started once, for the tests
+    that serve on Ray."""
     pytest.importorskip("ray", reason="Ray is an optional extra: pip install -e '.[ray]'")
     from coeflow.cluster.deploy import local_cluster
     with local_cluster(workers=3) as local:

@@ -131,7 +131,8 @@ def test_a_lost_node_loses_no_queued_request_and_its_replica_moves_to_another(on
 
     def lose_node(row: dict) -> None:
         lost.update(row)
-        node = next(n for n in ray_cluster.cluster.worker_nodes if n.node_id == row["node"])
+        node = next((n for n in ray_cluster.cluster.worker_nodes if n.node_id == row["node"]), None)
+        assert node is not None, f"the replica holding general is on no worker node: {row}"
         ray_cluster.cluster.remove_node(node, allow_graceful=False)
     _check(_under_load(url, lose_node))
     _heals(url, lost["replica"])

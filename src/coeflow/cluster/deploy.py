@@ -129,13 +129,14 @@ class LocalCluster:
 
 @contextlib.contextmanager
 def local_cluster(workers: int, worker_cpus: int = 1) -> Iterator[LocalCluster]:
-    """A Ray cluster of a head (one CPU) and `workers` worker nodes on this machine (Ray's
-    cluster_utils, as for tests and benchmarks), with Serve's HTTP proxy started on a free port;
-    takes everything down at the end."""
+    """A Ray cluster of a head and `workers` worker nodes on this machine (Ray's cluster_utils,
+    as for tests and benchmarks), with Serve's HTTP proxy started on a free port; takes
+    everything down at the end. The head has no CPU to give: expert replicas run on workers
+    only, as they would beside a head that keeps the cluster's own services."""
     from ray.cluster_utils import Cluster
 
     from coeflow.server import free_port
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
     try:
         for _ in range(workers):
             cluster.add_node(num_cpus=worker_cpus)
