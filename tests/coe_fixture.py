@@ -54,12 +54,12 @@ class OnRay:
 
     def __init__(self, coe: Path, port: int, replicas: int = 2, replica_cpus: float = 1.0, app: str | None = None,
                  **opts):
+        from coeflow.cluster.deploy import APP
         from coeflow.coefile import load_coe
         from coeflow.server import ServerOptions
         from coeflow.server.build import Runtimes
         opts.setdefault("fused", False)
         opts.setdefault("warm_up", False)
-        from coeflow.cluster.deploy import APP
         self.coe, self.replicas, self.replica_cpus, self.opts = coe, replicas, replica_cpus, ServerOptions(**opts)
         self.app = app or APP  # another name: served under /NAME beside the first
         self.prefix = "/" if app is None else f"/{app}"

@@ -1,6 +1,7 @@
-"""The CoE on Ray Serve, where it differs from one process: experts served from the replicas
-that hold them, /v1/experts saying where, and a replica killed under load losing no request
-that had not started, ending the one in flight with an error event, and healing by itself."""
+"""The CoE on Ray Serve, where it differs from one process: /v1/experts saying which replica and
+node hold an expert; a replica killed, or a whole worker node lost, under load losing no request
+that had not started, ending the one in flight with an error event, and healing by itself; a
+broken expert answering 503 while the others serve."""
 
 from __future__ import annotations
 
