@@ -16,9 +16,11 @@ import ray
 from ray import serve
 
 from coeflow.cluster.front import ClusterStatus, RemoteScheduler
+from coeflow.cluster import mailbox
 from coeflow.cluster.mailbox import HEAD, NAMESPACE
 from coeflow.cluster.replica import DRAIN_S, ExpertReplica
 from coeflow.coefile import CoEFile, load_coe
+from coeflow.model.checkpoint import checkpoint_files
 from coeflow.scheduler import MAX_QUEUE
 from coeflow.server.options import Limits, ServerOptions
 
@@ -32,7 +34,7 @@ def experts_per_replica(coe: CoEFile, host_mem: int | None) -> int:
     """Ray Serve's max_num_models_per_replica, from the replica's host budget: how many of the
     CoE's experts it holds at once, counting the largest first (bytes on disk, so a quantized or
     delta expert counts at its stored size)."""
-    sizes = sorted((sum(f.stat().st_size for f in Path(s.path).glob("*.safetensors")) for s in coe.experts),
+    sizes = sorted((sum(f.stat().st_size for f in checkpoint_files(Path(s.path))) for s in coe.experts),
                    reverse=True)
     if host_mem is None:
         return len(sizes)
@@ -157,7 +159,7 @@ def shutdown(app: str = APP) -> None:
     """Delete the application and its mailbox (the cluster itself stays up)."""
     serve.delete(app)
     try:
-        ray.kill(ray.get_actor(f"mailbox-{app}", namespace=NAMESPACE))
+        ray.kill(ray.get_actor(mailbox.name(app), namespace=NAMESPACE))
     except ValueError:
         pass
 

@@ -55,6 +55,7 @@ class ClusterStatus:
         self.app, self.experts = app, experts
         self.mailbox = mailbox(app)
         self.reports: dict[str, Report] = {}
+        self._by_expert: dict[str, list[tuple[Report, dict]]] = {}  # the reports' rows, by expert
         self._lock = threading.Lock()
         self._closing = threading.Event()
         threading.Thread(target=self._refresh_loop, name="coeflow-cluster-status", daemon=True).start()
@@ -69,8 +70,12 @@ class ClusterStatus:
     def refresh(self) -> dict[str, Report]:
         answers = self._ask_all("status", (), 5.0)
         reports = {r: rep for r, (kind, rep) in answers.items() if kind == "ok"}
+        by_expert: dict[str, list[tuple[Report, dict]]] = {}
+        for rep in reports.values():
+            for row in rep.experts:
+                by_expert.setdefault(row["name"], []).append((rep, row))
         with self._lock:
-            self.reports = reports
+            self.reports, self._by_expert = reports, by_expert
         return reports
 
     def _refresh_loop(self) -> None:
@@ -81,9 +86,9 @@ class ClusterStatus:
                 log.warning("cluster status: %s", e)
 
     def _rows(self, name: str) -> list[tuple[Report, dict]]:
+        """Each replica's row for `name` (read on every request: an index, not a scan)."""
         with self._lock:
-            reports = list(self.reports.values())
-        return [(rep, row) for rep in reports for row in rep.experts if row["name"] == name]
+            return self._by_expert.get(name, [])
 
     # -- what the HTTP app and ExpertHealth ask -----------------------------------------------
     def status(self) -> list[ClusterExpertStatus]:

@@ -71,8 +71,13 @@ class Mailbox:
         return {r: f.result() for r, f in asked.items() if f.done()}
 
 
+def name(app: str) -> str:
+    """The mailbox's actor name (namespace NAMESPACE) for the Serve application `app`."""
+    return f"mailbox-{app}"
+
+
 def mailbox(app: str) -> Any:
     """The mailbox of the Serve application `app` (made by whichever side asks first), on the
     head node, with the ingress: a worker's loss does not take it away."""
-    return Mailbox.options(name=f"mailbox-{app}", namespace=NAMESPACE, lifetime="detached", get_if_exists=True,
+    return Mailbox.options(name=name(app), namespace=NAMESPACE, lifetime="detached", get_if_exists=True,
                            resources={HEAD: 0.001}).remote()

@@ -5,7 +5,6 @@ events back in batches (all the events ready since the last), and answers the ma
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -18,7 +17,6 @@ from ray import serve
 from coeflow.cluster.mailbox import mailbox
 from coeflow.cluster.messages import Job, Report
 from coeflow.errors import CoeflowError
-from coeflow.model import dtype_name
 from coeflow.scheduler import Failed, Finished, GenRequest
 from coeflow.server.options import ServerOptions
 
@@ -49,7 +47,8 @@ class ExpertReplica:
             return expert
         self.expert = serve.multiplexed(max_num_models_per_replica=experts_held)(held)
         ctx = serve.get_replica_context()
-        self.replica, self.node = ctx.replica_id.unique_id, ray.get_runtime_context().get_node_id()
+        here = ray.get_runtime_context()
+        self.replica, self.node, self.actor = ctx.replica_id.unique_id, here.get_node_id(), here.get_actor_name()
         self._mailbox_app = ctx.app_name
         self._closing = threading.Event()
         self._commands = ThreadPoolExecutor(4, thread_name_prefix="coeflow-mailbox")
@@ -118,17 +117,13 @@ class ExpertReplica:
         box.answer.remote(cid, self.replica, result)
 
     def _do_status(self) -> Report:
+        from coeflow.server.app import expert_rows
         srv = self.srv
-        rows = []
-        for s in srv.store.status():
-            row = dataclasses.asdict(s)
-            failure = srv.health.failure(s.name)
-            row.update(queued=srv.scheduler.queued(s.name), running=srv.scheduler.running(s.name), error=failure,
-                       dtype=dtype_name(srv.scheduler.backend.serving_dtype(s.name)) if failure is None else None,
-                       quantization=srv.scheduler.backend.quantization(s.name) if failure is None else None)
-            rows.append(row)
-        return Report(self.replica, self.node, ray.get_runtime_context().get_actor_name(), rows, srv.scheduler.backend.kv_stats(), dict(srv.scheduler.step_rows),
-                      srv.scheduler.warming_up)
+        rows = expert_rows(srv)  # /v1/experts' rows, as one process gives them
+        for row in rows:
+            row["running"] = srv.scheduler.running(row["name"])
+        return Report(self.replica, self.node, self.actor, rows, srv.scheduler.backend.kv_stats(),
+                      dict(srv.scheduler.step_rows), srv.scheduler.warming_up)
 
     def _do_load(self, name: str, tier: str) -> None:
         self.srv.health.reload(name)

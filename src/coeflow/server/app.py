@@ -130,7 +130,7 @@ def create_app(srv: CoEServer) -> FastAPI:
 
     @app.get("/v1/experts")
     async def experts() -> dict:
-        return {"object": "list", "data": await asyncio.to_thread(_expert_rows, srv)}
+        return {"object": "list", "data": await asyncio.to_thread(expert_rows, srv)}
 
     @app.post("/v1/route")
     async def route(request: Request) -> dict:
@@ -159,7 +159,7 @@ def create_app(srv: CoEServer) -> FastAPI:
     return app
 
 
-def _expert_rows(srv: CoEServer) -> list[dict]:
+def expert_rows(srv: CoEServer) -> list[dict]:
     """GET /v1/experts: the store's status of each expert, with its queue, the dtype it is
     served in, how its weights are quantized (None: dense), and why it is broken."""
     rows = []

@@ -94,11 +94,13 @@ def fewest_nodes(on: Callable[[int], NodesResult], p99_ttft_s: float, max_nodes:
     k nodes), or on `max_nodes` if none is (`target_met` False). Doubles the count, then halves
     the interval: it takes the p99 to fall as nodes are added."""
     tried: dict[int, NodesResult] = {}
+    p99s: dict[int, float] = {}
 
     def p99(k: int) -> float:
         if k not in tried:
             tried[k] = on(k)
-        return tried[k].result.summary()["ttft_p99_s"]
+            p99s[k] = tried[k].result.summary()["ttft_p99_s"]
+        return p99s[k]
     low, high = 0, 1  # low fails (0: none tried), high is the next to try
     while p99(high) > p99_ttft_s:
         if high >= max_nodes:
@@ -110,7 +112,7 @@ def fewest_nodes(on: Callable[[int], NodesResult], p99_ttft_s: float, max_nodes:
             low, high = (low, mid) if p99(mid) <= p99_ttft_s else (mid, high)
     best = tried[high]
     best.target_p99_ttft_s = p99_ttft_s
-    best.tried = {k: r.result.summary()["ttft_p99_s"] for k, r in tried.items()}
+    best.tried = p99s
     return best
 
 
