@@ -3,7 +3,11 @@ a time against one process and against Ray Serve (a three-node cluster on this m
 expert replicas), each process decoding with one thread. `GET /v1/models` and `POST /v1/route`
 never leave the ingress (Serve's HTTP proxy hop alone); a chat completion of 1 token adds the
 ingress-to-replica call and the events relayed back; one of 8 tokens shows what each further
-relayed token costs. Prints one JSON object: the median milliseconds of each, by mode.
+relayed token costs. Then Ray Serve's own floor on the same cluster, with no coeflow in it: an
+HTTP deployment that answers at once (`floor_http`: the proxy hop), and an ingress on the head
+node that streams 1 or 8 items from a deployment on a worker through a handle, as coeflow's
+ingress streams events from an expert replica (`floor_stream_1`, `floor_stream_8`). Prints one
+JSON object: the median milliseconds of each, by mode.
 
     python scripts/ray_hops.py [--experts 3] [--repeats 30]"""
 
@@ -40,6 +44,48 @@ def timed(url: str, repeats: int) -> dict[str, float]:
     return out
 
 
+def floor_app():
+    """Ray Serve alone: what any application placed as coeflow's is (its ingress on the head
+    node, its replicas on workers) pays for the proxy hop and one streamed handle call."""
+    from ray import serve
+    from starlette.requests import Request
+
+    from coeflow.cluster.mailbox import HEAD
+
+    @serve.deployment(ray_actor_options={"num_cpus": 1.0})
+    class Items:
+        async def stream(self, n: int):
+            for i in range(n):
+                yield i
+
+    @serve.deployment(ray_actor_options={"num_cpus": 0, "resources": {HEAD: 0.001}})
+    class Front:
+        def __init__(self, items):
+            self.items = items
+
+        async def __call__(self, request: Request) -> dict:
+            n = int(request.query_params.get("n", "0"))
+            got = [x async for x in self.items.options(stream=True).stream.remote(n)] if n else []
+            return {"items": len(got)}
+
+    return Front.bind(Items.bind())
+
+
+def floor(url: str, repeats: int) -> dict[str, float]:
+    out = {}
+    with httpx.Client(timeout=60) as h:
+        for name, n in (("floor_http", 0), ("floor_stream_1", 1), ("floor_stream_8", 8)):
+            h.get(f"{url}?n={n}")
+            times = []
+            for _ in range(repeats):
+                t = time.perf_counter()
+                r = h.get(f"{url}?n={n}")
+                times.append(time.perf_counter() - t)
+                assert r.status_code == 200 and r.json()["items"] == n, r.text
+            out[name] = round(statistics.median(times) * 1e3, 2)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--experts", type=int, default=3)
@@ -62,6 +108,9 @@ def main() -> None:
             serve.run(application(coe, opts, 2, 1.0), name=APP, route_prefix="/")
             report["ray"] = timed(f"http://127.0.0.1:{local.port}/v1", args.repeats)
             shutdown()
+            serve.run(floor_app(), name="floor", route_prefix="/floor")
+            report["ray_serve_alone"] = floor(f"http://127.0.0.1:{local.port}/floor", args.repeats)
+            serve.delete("floor")
     report["added_ms"] = {k: round(report["ray"][k] - report["single"][k], 2) for k in report["single"]}
     print(json.dumps(report, indent=2))
 

@@ -21,13 +21,14 @@ EXPERTS = {
 }
 
 
-def write_coe(root: Path, broken: str | None = None) -> Path:
-    """Experts of one shape (one compiled step serves all). `broken` gets a truncated file."""
+def write_coe(root: Path, broken: str | None = None, pinned: str | None = None) -> Path:
+    """Experts of one shape (one compiled step serves all). `broken` gets a truncated file;
+    `pinned` is pinned (`pin: true`)."""
     experts = []
     for i, (name, examples) in enumerate(EXPERTS.items()):
         make_checkpoint(root / "experts" / name, "llama-gqa", seed=10 + i)
         experts.append({"name": name, "path": f"experts/{name}", "description": f"{name} expert",
-                        "examples": examples})
+                        "examples": examples, **({"pin": True} if name == pinned else {})})
     (root / "coe.yaml").write_text(yaml.safe_dump({"name": "test", "fallback": "general", "experts": experts}))
     from coeflow.coefile import load_coe
     from coeflow.router import examples_from_coe, train_router

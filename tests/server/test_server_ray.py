@@ -1,17 +1,22 @@
 """The CoE on Ray Serve, where it differs from one process: /v1/experts saying which replica and
 node hold an expert; a replica killed, or a whole worker node lost, under load losing no request
 that had not started, ending the one in flight with an error event, and healing by itself; a
-broken expert answering 503 while the others serve."""
+pinned expert placed at start-up; a broken expert answering 503 while the others serve; a Serve
+config file deployed with `serve deploy` and its queue limit changed without a restart."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 from typing import Callable
 
 import httpx
 import openai
 import pytest
+import yaml
 
 from coe_fixture import OnRay, write_coe
 
@@ -108,9 +113,14 @@ def test_a_killed_replica_loses_no_queued_request_and_heals(on_ray):
     _heals(url, lost["replica"])
 
 
-def test_a_broken_expert_is_503_on_ray_and_the_others_serve(tmp_path, ray_cluster):
-    broken = write_coe(tmp_path, broken="shell")
-    with OnRay(broken, ray_cluster.port, replicas=1, replica_cpus=0.25, app="broken") as url:
+def test_a_pinned_expert_is_placed_at_start_and_a_broken_one_is_503_while_the_others_serve(tmp_path, ray_cluster):
+    coe = write_coe(tmp_path, broken="shell", pinned="sql")
+    with OnRay(coe, ray_cluster.port, replicas=1, replica_cpus=0.25, app="broken") as url:
+        deadline = time.monotonic() + 60  # before any request: the replica's store loads its pinned expert
+        while [r["tier"] for r in _where(url, "sql")] != ["device"] and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert [r["tier"] for r in _where(url, "sql")] == ["device"]
+        assert [r["tier"] for r in _where(url, "general")] == ["disk"]  # not pinned: loaded when asked for
         client = _client(url)
         for _ in range(2):  # and again: the failure is sticky, the deployment stays up
             with pytest.raises(openai.InternalServerError) as e:
@@ -123,6 +133,53 @@ def test_a_broken_expert_is_503_on_ray_and_the_others_serve(tmp_path, ray_cluste
         rows = {r["name"]: r for r in httpx.get(f"{url}/experts", timeout=30).json()["data"]}
         assert rows["shell"]["state"] == "failed" and "truncated" in rows["shell"]["error"]
         assert rows["sql"]["state"] == "ready" and not rows["sql"]["error"]
+
+
+def test_a_serve_config_deploys_the_coe_and_a_new_queue_limit_reconfigures_its_replica(tmp_path, coe_file,
+                                                                                      ray_cluster):
+    """The Serve config file docs/server.md shows, sent with Ray's own `serve deploy`, as a user
+    would: the CoE answers under its route; deployed again with the expert deployment's
+    `user_config: {max_queue: 1}`, the same replica (not restarted) refuses a request for two
+    choices (two sequences to queue) with a 429."""
+    from ray import serve
+
+    from coeflow.cluster.deploy import shutdown
+    url = f"http://127.0.0.1:{ray_cluster.port}/deployed/v1"
+
+    def deploy(**experts) -> None:
+        config = {"applications": [{
+            "name": "deployed", "route_prefix": "/deployed", "import_path": "coeflow.cluster.deploy:build",
+            "args": {"coe": str(coe_file), "replicas": 1, "replica_cpus": 0.25, "fused": False, "warm_up": False},
+            **({"deployments": [{"name": "Experts", **experts}]} if experts else {})}]}
+        path = tmp_path / "serve.yaml"
+        path.write_text(yaml.safe_dump(config))
+        done = subprocess.run([str(Path(sys.executable).with_name("serve")), "deploy", str(path),
+                               "--address", ray_cluster.dashboard], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr[-2000:]
+
+    def answer() -> int:
+        r = httpx.post(f"{url}/chat/completions", timeout=60, json={
+            "model": "sql", "messages": [{"role": "user", "content": "select"}], "max_tokens": 2, "n": 2})
+        return r.status_code
+
+    try:
+        deploy()
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            app = serve.status().applications.get("deployed")
+            if app is not None and app.status == "RUNNING":
+                break
+            time.sleep(1)
+        assert answer() == 200
+        replica = [r["replica"] for r in _where(url, "sql")]
+        deploy(user_config={"max_queue": 1})
+        deadline = time.monotonic() + 60
+        while answer() != 429 and time.monotonic() < deadline:
+            time.sleep(1)
+        assert answer() == 429
+        assert [r["replica"] for r in _where(url, "sql")] == replica
+    finally:
+        shutdown("deployed")
 
 
 def test_a_lost_node_loses_no_queued_request_and_its_replica_moves_to_another(on_ray, ray_cluster):

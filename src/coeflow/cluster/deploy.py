@@ -126,6 +126,7 @@ def serve_on_ray(coe_path: str | Path, opts: ServerOptions, address: str | None,
 @dataclasses.dataclass
 class LocalCluster:
     port: int  # Serve's HTTP proxy
+    dashboard: str  # the head's dashboard, where `serve deploy --address` sends a config
     cluster: Any  # ray.cluster_utils.Cluster: its worker_nodes can be removed, as a machine lost
 
 
@@ -134,11 +135,14 @@ def local_cluster(workers: int, worker_cpus: int = 1) -> Iterator[LocalCluster]:
     """A Ray cluster of a head and `workers` worker nodes on this machine (Ray's cluster_utils,
     as for tests and benchmarks), with Serve's HTTP proxy started on a free port; takes
     everything down at the end. The head has no CPU to give: expert replicas run on workers
-    only, as they would beside a head that keeps the cluster's own services."""
+    only, as they would beside a head that keeps the cluster's own services. Its dashboard
+    takes Serve config files (`serve deploy --address`)."""
     from ray.cluster_utils import Cluster
 
     from coeflow.server import free_port
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
+    dashboard = free_port()
+    cluster = Cluster(initialize_head=True, head_node_args={
+        "num_cpus": 0, "include_dashboard": True, "dashboard_host": "127.0.0.1", "dashboard_port": dashboard})
     try:
         for _ in range(workers):
             cluster.add_node(num_cpus=worker_cpus)
@@ -147,7 +151,7 @@ def local_cluster(workers: int, worker_cpus: int = 1) -> Iterator[LocalCluster]:
         port = free_port()
         serve.start(http_options={"host": "127.0.0.1", "port": port}, proxy_location="HeadOnly")
         try:
-            yield LocalCluster(port, cluster)
+            yield LocalCluster(port, f"http://127.0.0.1:{dashboard}", cluster)
         finally:
             serve.shutdown()
     finally:
