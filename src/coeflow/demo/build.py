@@ -32,6 +32,7 @@ from tqdm import tqdm
 
 from coeflow.coefile import load_coe
 from coeflow.demo.corpora import CORPORA, take_chars
+from coeflow.demo.curriculum import Text
 from coeflow.demo.experts import EXPERTS, FALLBACK
 from coeflow.demo.prompts import generate_router_prompts, pasted_lines
 from coeflow.demo.stamp import EXPERT_INPUTS, PIPELINE_INPUTS, input_digest
@@ -136,7 +137,7 @@ def build_demo(directory: str | Path = "demo-coe", seed: int = 0, settings: Demo
     base_key = {**key, "expert": "base"}
     if force or not _stamp_matches(base_dir / STAMP, base_key) or not (base_dir / "model.safetensors").exists():
         say(f"demo: training the base on every domain, {BASE_THREADS} threads")
-        job = _Job("base", [streams[n] for n in CORPORA], [1.0] * len(CORPORA), config, settings.base_train,
+        job = _Job("base", [Text(streams[n]) for n in CORPORA], [1.0] * len(CORPORA), config, settings.base_train,
                    seed * 1000 + len(EXPERTS), base_dir, tok_dir, base_key)
         _, loss = _run_job(job, 0, progress, threads=BASE_THREADS)
         say(f"demo: base trained, final loss {loss:.3f}")
@@ -150,9 +151,9 @@ def build_demo(directory: str | Path = "demo-coe", seed: int = 0, settings: Demo
         if spec.name == FALLBACK:
             others = [n for n in names if n != FALLBACK]
             mix = [settings.generalist_prose_share] + [(1 - settings.generalist_prose_share) / len(others)] * len(others)
-            data = [streams[FALLBACK]] + [streams[n] for n in others]
+            data = [Text(streams[FALLBACK])] + [Text(streams[n]) for n in others]
         else:
-            mix, data = [1.0], [streams[spec.name]]
+            mix, data = [1.0], [Text(streams[spec.name])]
         jobs.append(_Job(spec.name, data, mix, config, settings.train, seed * 1000 + i, out, tok_dir, expert_key,
                          init=base_dir))
     workers = max(1, min(workers or settings.workers or _cpu_count(), len(jobs)))
@@ -188,7 +189,7 @@ def build_demo(directory: str | Path = "demo-coe", seed: int = 0, settings: Demo
 @dataclass
 class _Job:
     name: str
-    streams: list[torch.Tensor]
+    sources: list[Text]
     mix: list[float]
     config: object
     train: TrainSettings
@@ -203,7 +204,7 @@ def _run_job(job: _Job, position: int = 0, progress: bool = True, threads: int =
     import torch
 
     torch.set_num_threads(threads)
-    model, loss = train_expert(job.streams, job.mix, job.config, job.train, job.seed, job.name, progress, position,
+    model, loss = train_expert(job.sources, job.mix, job.config, job.train, job.seed, job.name, progress, position,
                                init=job.init)
     _save_expert(model, job.tok_dir, job.out)
     (job.out / STAMP).write_text(json.dumps({**job.stamp_key, "train_loss": loss}))

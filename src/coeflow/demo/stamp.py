@@ -14,6 +14,7 @@ PACKAGE_DIR = Path(__file__).parent.parent  # the coeflow package
 # names goes into the expert stamps on its own, so editing a description retrains nothing.)
 EXPERT_INPUTS = (
     "demo/corpora/*.py", "demo/data/corpora/*", "demo/datafiles.py", "demo/tokenizer.py", "demo/training.py",
+    "demo/curriculum.py",
     "demo/build.py",
 )
 # What the rest of the build depends on: the router's generated prompts and their vocabulary,

@@ -1,6 +1,7 @@
-"""Training one tiny Llama expert on the CPU with plain PyTorch: random windows of a token
-stream (or of several, mixed by weight), AdamW, warm-up then cosine decay. Deterministic
-for a seed: every random choice comes from one seeded generator, in one order."""
+"""Training one tiny Llama expert on the CPU with plain PyTorch: rows drawn from sources mixed
+by weight (windows of a token stream, packed chat examples: demo/curriculum.py), the loss on
+the tokens each source marks, AdamW, warm-up then cosine decay. Deterministic for a seed:
+every random choice comes from one seeded generator, in one order."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # torch and transformers load in seconds: only when training
-    import torch
     from transformers import LlamaConfig, LlamaForCausalLM
+
+    from coeflow.demo.curriculum import Examples, Text
 
 
 @dataclass(frozen=True)
@@ -56,7 +58,7 @@ def llama_config(shape: ExpertShape, bos_id: int, eos_id: int, pad_id: int) -> L
 
 
 def train_expert(
-    streams: list[torch.Tensor],
+    sources: list[Text | Examples],
     weights: list[float],
     config: LlamaConfig,
     settings: TrainSettings,
@@ -66,9 +68,9 @@ def train_expert(
     position: int = 0,
     init: Path | None = None,
 ) -> tuple[LlamaForCausalLM, float]:
-    """Train a model on windows drawn from `streams` (1-D token tensors) with the given
-    mixture weights: a fresh one, or a fine-tune of the checkpoint `init`. Returns the model
-    and its final training loss (smoothed)."""
+    """Train a model on rows drawn from `sources` with the given mixture weights: a fresh one,
+    or a fine-tune of the checkpoint `init`. Returns the model and its final training loss
+    (smoothed, over the tokens the sources mark)."""
     import torch
     from tqdm import tqdm
     from transformers import LlamaForCausalLM
@@ -98,14 +100,12 @@ def train_expert(
         for group in opt.param_groups:
             group["lr"] = lr
         which = torch.multinomial(mix, settings.batch_size, replacement=True, generator=gen)
-        rows = []
-        for s in which.tolist():
-            stream = streams[s]
-            start = int(torch.randint(0, len(stream) - t, (1,), generator=gen))
-            rows.append(stream[start : start + t])
-        batch = torch.stack(rows)
+        rows, marks = zip(*(sources[s].row(t, gen) for s in which.tolist()))
+        batch, counted = torch.stack(rows), torch.stack(marks)[:, 1:].reshape(-1)
         logits = model(input_ids=batch[:, :-1]).logits
-        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), batch[:, 1:].reshape(-1))
+        losses = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), batch[:, 1:].reshape(-1),
+                                                   reduction="none")
+        loss = losses[counted].mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
