@@ -14,8 +14,10 @@ JSON object: the median milliseconds of each, by mode.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -97,7 +99,8 @@ def main() -> None:
     from coeflow.cluster.deploy import APP, application, local_cluster, shutdown
     from coeflow.server import ServerOptions, build_server, serving
     opts = ServerOptions(fused=False, warm_up=False)
-    with tempfile.TemporaryDirectory() as tmp:
+    # Ray's own messages go to stderr, so that the one JSON object is all of stdout
+    with contextlib.redirect_stdout(sys.stderr), tempfile.TemporaryDirectory() as tmp:
         coe = build_coe(Path(tmp), args.experts)
         torch.set_num_threads(1)  # as a replica decodes
         srv = build_server(coe, opts)
