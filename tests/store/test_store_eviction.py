@@ -1,5 +1,6 @@
 """Who leaves a full tier: LRU by default, pinned and leased experts never, lower priority
-first, idle experts after their TTL; Belady is optimal on traces worked out by hand. The
+first, idle experts after their TTL, not an expert a queued request prefetched for another
+request's prefetch; Belady is optimal on traces worked out by hand. The
 store's decisions are bookkeeping, so they run on the fake backend with sizes set here."""
 
 from __future__ import annotations
@@ -63,6 +64,27 @@ def test_pinned_expert_is_loaded_at_start_and_never_evicted(tmp_path):
         for n in "bc":
             _use(store, n)
         assert _tiers(store)["a"] == "disk"
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("device_copies", [True, False], ids=["device-copies", "pointer-swap"])
+def test_a_prefetch_gives_way_to_experts_queued_requests_want(tmp_path, device_copies):
+    """Requests for more experts than the host holds are queued, each prefetching its expert:
+    the prefetches that find the host full of experts wanted by earlier ones load nothing
+    (rather than evict them before they run), and each expert is read from disk once."""
+    store = _store(tmp_path, "abcdefgh", device_n=1, host_n=4, device_copies=device_copies)
+    moves = store.backend.moves
+    try:
+        for n in "abcdefgh":  # eight queued requests, in arrival order
+            store.backend.clock.tick()
+            store.prefetch(n, "host").result()
+        assert [n for n, t in _tiers(store).items() if t != "disk"] == list("abcd")
+        for n in "abcdefgh":  # each runs in turn: a to d from memory, e to h from disk
+            assert _use(store, n) == ("host" if n in "abcd" else "disk")
+        assert sorted(n for n, src, _ in (m[:3] for m in moves) if src == "disk") == list("abcdefgh")
+        store.prefetch("a", "host").result()  # once used, an expert gives way to a prefetch like any other
+        assert _tiers(store)["a"] == "host"
     finally:
         store.close()
 

@@ -155,6 +155,7 @@ class Replay:
         self.loading_until: dict[str, float] = {}  # the latest load's completion
         self.deferred: set[str] = set()  # prefetches waiting for room
         self.prefetch_done: dict[str, float] = {}  # when each expert's latest prefetch completes
+        self.prefetched: set[str] = set()  # prefetched for a queued request, not acquired since
         self.busy: str | None = None  # leased by the worker
         self.link_free = {"host": 0.0, "device": 0.0}
         self.link_busy = {"disk->host": 0.0, "host->device": 0.0}
@@ -185,21 +186,27 @@ class Replay:
     def _evictable(self, name: str, now: float) -> bool:
         return name != self.busy and self.loading_until.get(name, -1.0) <= now
 
-    def _make_room(self, tier: str, name: str, now: float) -> bool:
-        """Grant `name`'s bytes in `tier`, evicting by the store's rules; False (nothing
-        evicted) while the running and loading experts hold the room."""
+    def _make_room(self, tier: str, name: str, now: float, yields: bool = False) -> bool:
+        """Grant `name`'s bytes in `tier`, evicting by the store's rules: experts prefetched
+        for queued requests last, and never for a prefetch (`yields`), which gives way instead;
+        False (nothing evicted) while the running and loading experts hold the room."""
         def evict(victim: str) -> None:
             self.tiers.evict(victim, tier)
             self.evictions[tier] += 1
+            if tier == "host":
+                self.prefetched.discard(victim)
 
-        slot = self.tiers[tier].make_room(name, self.b.expert_bytes(name, tier), now,
-                                          lambda n: Usage(self.last_used.get(n), self.uses.get(n, 0)),
-                                          lambda n: n != name and self._evictable(n, now), evict)
-        return slot is not None
+        def room(spare_wanted: bool) -> bool:
+            return self.tiers[tier].make_room(
+                name, self.b.expert_bytes(name, tier), now, lambda n: Usage(self.last_used.get(n), self.uses.get(n, 0)),
+                lambda n: n != name and self._evictable(n, now) and not (spare_wanted and n in self.prefetched),
+                evict) is not None
+        return room(True) or (not yields and room(False))
 
-    def ensure(self, name: str, now: float, top: str = "device") -> float | None:
+    def ensure(self, name: str, now: float, top: str = "device", yields: bool = False) -> float | None:
         """Start bringing `name` up to tier `top` (a store job); its completion time, or
-        None when the tiers are full of leased or loading experts (retried on release)."""
+        None when the tiers are full of leased or loading experts (retried on release). A
+        prefetch's job (`yields`) that finds no room it may take stops where it is."""
         self._account(now)
         if self.loading_until.get(name, -1.0) > now:
             return self.loading_until[name]
@@ -207,7 +214,9 @@ class Replay:
         for tier in ("host", "device")[: 1 if top == "host" else 2]:
             if name in self.tiers[tier]:
                 continue
-            if not self._make_room(tier, name, now):
+            if not self._make_room(tier, name, now, yields):
+                if yields:
+                    break
                 self.deferred.add(name)
                 return None
             src, dst = LINKS[tier]
@@ -224,7 +233,8 @@ class Replay:
         return t
 
     def _prefetch(self, name: str, now: float) -> None:
-        t = self.ensure(name, now, self.prefetch_to)
+        self.prefetched.add(name)
+        t = self.ensure(name, now, self.prefetch_to, yields=True)
         if t is not None:
             self.prefetch_done[name] = t
 
@@ -245,6 +255,7 @@ class Replay:
         from if the worker had to wait for a load, else None)."""
         self.policy.on_access(name, now)
         self.uses[name] = self.uses.get(name, 0) + 1
+        self.prefetched.discard(name)
         self.busy = name
         source = self.tiers.ready_tier(name, now)
         if source == "device":

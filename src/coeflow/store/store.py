@@ -11,6 +11,11 @@ Rules that make it safe to call from many threads at once:
   priority class leaves first and the policy (LRU by default) orders within it. Those rules
   live in tiers.Tier and tiers.Tiers, which the discrete-event replay uses too.
 - One load per expert at a time: concurrent prefetches and acquires share its Future.
+- A prefetch gives way: it evicts no expert that another prefetch brought up and no request
+  has acquired since (each is wanted by a queued request), and gives up instead (the request
+  loads its expert when it runs). Loads someone waits for evict those too, last. Without this,
+  a queue of more experts than a tier holds thrashes: each arrival's prefetch evicts an
+  expert queued before it, which is then read from disk again when it runs.
 - A delta expert (coeflow.model.delta) holds only its delta on the host and is rebuilt from
   its base on the device: its base is pinned to both tiers (an expert of the CoE file with the
   same checkpoint, or an entry of the store's own, "base:NAME", left out of `status`) and is
@@ -46,6 +51,11 @@ RECENT_SWITCHES = 10
 
 class ExpertUnavailableError(CoeflowError):
     """The expert cannot be served: its checkpoint is broken, or it cannot be made resident."""
+
+
+class _Yielded(Exception):
+    """A prefetch giving way (the store's rules above), inside its job: its Future resolves
+    as any finished prefetch's does, and the expert loads when acquired."""
 
 
 class UnknownExpertError(ConfigError, KeyError):
@@ -114,6 +124,8 @@ class _Expert:
     job_target: str | None = None
     leases: int = 0
     waiters: int = 0
+    prefetched: bool = False  # brought up by a prefetch and not acquired since
+    job_yields: bool = False  # its job is a prefetch's, which gives way (no one waits on it yet)
     hits: int = 0
     misses: int = 0
     last_used: float | None = None
@@ -220,7 +232,12 @@ class ExpertStore:
             e.waiters += 1
             fut = self._ensure(e, "device")
         try:
-            fut.result(timeout=timeout)
+            while True:
+                fut.result(timeout=timeout)
+                with self._cond:
+                    if self._tiers.device.ready(name):  # (the waiter keeps it there)
+                        break
+                    fut = self._ensure(e, "device")  # it joined a prefetch that gave way before it waited
         except BaseException as err:
             with self._cond:
                 e.waiters -= 1
@@ -233,8 +250,6 @@ class ExpertStore:
             raise
         with self._cond:
             e.waiters -= 1
-            if not self._tiers.device.ready(name):  # cannot happen while waiters > 0 protects it
-                raise ExpertUnavailableError(f"expert {name!r} left the device tier while awaited")
             return self._lease(e, source, t0, switched=True)
 
     @property
@@ -248,7 +263,9 @@ class ExpertStore:
         if tier not in ("host", "device"):
             raise ConfigError(f"cannot prefetch into tier {tier!r}; choose host or device")
         with self._cond:
-            return self._ensure(self._get(name), tier)
+            e = self._get(name)
+            e.prefetched = True
+            return self._ensure(e, tier, yields=True)
 
     def load(self, name: str, tier: str = "device") -> None:
         """Make `name` ready in `tier` ("host" or "device") and return. A failed expert is
@@ -394,6 +411,7 @@ class ExpertStore:
 
     def _lease(self, e: _Expert, source: str, t0: float, switched: bool) -> Lease:
         e.leases += 1
+        e.prefetched = False
         e.last_used = self._clock()
         seconds = self.backend.clock.now() - t0
         if switched:
@@ -409,10 +427,12 @@ class ExpertStore:
             e.last_used = self._clock()
             self._cond.notify_all()
 
-    def _ensure(self, e: _Expert, target: str) -> Future:
+    def _ensure(self, e: _Expert, target: str, yields: bool = False) -> Future:
         """The Future of a job bringing `e` up to `target` (lock held): a finished one if it
         is there already, the running job if that goes at least as high, else a new job
-        chained after the running one."""
+        chained after the running one. `yields`: a prefetch's, which gives way (ends without
+        moving the expert) rather than evict an expert another prefetch brought up, unless an
+        acquire or a load asks for the same job."""
         if e.error is not None:
             fut: Future = Future()
             fut.set_exception(ExpertUnavailableError(f"expert {e.name!r} is unavailable: {e.error}"))
@@ -422,10 +442,11 @@ class ExpertStore:
             fut.set_result(None)
             return fut
         if e.job is not None and RANK[e.job_target or "disk"] >= RANK[target]:
+            e.job_yields = e.job_yields and yields
             return e.job
         fut = Future()
         self._jobs.submit(self._run_job, e, target, e.job, fut)
-        e.job, e.job_target = fut, target
+        e.job, e.job_target, e.job_yields = fut, target, yields
         return fut
 
     def _run_job(self, e: _Expert, target: str, prev: Future | None, fut: Future) -> None:
@@ -445,11 +466,13 @@ class ExpertStore:
             self._to_host(e)
             if target == "device":
                 self._to_device(e)
+        except _Yielded:  # a prefetch that gave way is done: its expert loads when acquired
+            pass
         except BaseException as err:  # delivered to every waiter through the Future
             error = err
         with self._cond:
             if e.job is fut:
-                e.job, e.job_target = None, None
+                e.job, e.job_target, e.job_yields = None, None, False
             self._cond.notify_all()
         if error is None:
             fut.set_result(None)
@@ -459,6 +482,8 @@ class ExpertStore:
     def _evict(self, name: str, tier: str) -> None:
         """Drop `name` from `tier` (and, leaving the host, from the device) and tell the backend."""
         self._tiers.evict(name, tier)
+        if tier == "host":
+            self._experts[name].prefetched = False
         for t in ("device", "host") if tier == "host" else ("device",):
             self.backend.evicted(name, t)
 
@@ -562,6 +587,9 @@ class ExpertStore:
             log.info("expert %s: evicted from %s for %s (%s)", victim, tier.name, e.name, self.policy.name)
             self._evict(victim, tier.name)
 
+        def unwanted(n: str) -> bool:
+            return n != e.name and self._evictable(self._experts[n]) and not self._experts[n].prefetched
+
         while True:
             if self._closed:
                 raise ExpertUnavailableError("the expert store is closed")
@@ -569,6 +597,10 @@ class ExpertStore:
             off = tier.grant(e.name, nbytes)
             if off is None:
                 self._sweep()  # experts past their TTL leave before any eviction
+                off = tier.make_room(e.name, nbytes, self._clock(), self._usage, unwanted, evict)
+            if off is None and e.job_yields and not e.waiters:
+                raise _Yielded(f"expert {e.name!r}: prefetch gave way to experts queued requests want")
+            if off is None:
                 off = tier.make_room(e.name, nbytes, self._clock(), self._usage,
                                      lambda n: n != e.name and self._evictable(self._experts[n]), evict)
             if off is not None:
