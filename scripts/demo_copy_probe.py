@@ -93,7 +93,6 @@ def main() -> None:
     ap.add_argument("-n", type=int, default=40, help="held-out tasks a domain")
     args = ap.parse_args()
     from tokenizers import Tokenizer
-    from transformers import LlamaForCausalLM
     torch.set_num_threads(args.threads)
     docs = {name: corpus(0, 1_200_000, "train") for name, corpus in CORPORA.items()}
     texts = [t for name in CORPORA for t in take_chars(docs[name], 250_000)]
@@ -133,8 +132,8 @@ def main() -> None:
     @torch.no_grad()
     def answer(prompt: str, max_new: int) -> str:
         ids = fmt.example(tok, prompt, "")[0][:-1]  # the prompt's turn, up to the answer
-        out = LlamaForCausalLM.generate(model, torch.tensor([ids]), max_new_tokens=max_new, do_sample=False,
-                                        eos_token_id=eos, pad_token_id=eos)
+        out = model.generate(torch.tensor([ids]), max_new_tokens=max_new, do_sample=False, eos_token_id=eos,
+                             pad_token_id=eos)
         return tok.decode(out[0, len(ids):].tolist(), skip_special_tokens=True)
 
     model.eval()

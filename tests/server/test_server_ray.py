@@ -41,6 +41,16 @@ def test_experts_say_which_replica_and_node_hold_them(on_ray):
     assert sorted(r["tier"] for r in replicas)[0] == "device"  # the replica that served it holds it
 
 
+def _eventually(check: Callable[[], bool], seconds: float, every: float = 1.0) -> bool:
+    """Whether `check()` comes to hold within `seconds` (asked every `every` seconds)."""
+    deadline = time.monotonic() + seconds
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(every)
+    return True
+
+
 def _under_load(url: str, lose: Callable[[dict], None]) -> dict[int, str]:
     """Four streamed requests for "general" (one decoding, the others queued behind it: the
     replicas decode one sequence at a time), and `lose(row)` once the first token has come, `row`
@@ -79,13 +89,8 @@ def _heals(url: str, lost_replica: str) -> None:
     """Ray Serve starts a replica in the lost one's place; "general" is served again without
     anyone's help, not by the lost replica."""
     from ray import serve
-    deadline = time.monotonic() + 150
-    while time.monotonic() < deadline:
-        experts = serve.status().applications["coeflow"].deployments["Experts"]
-        if experts.replica_states.get("RUNNING", 0) == 2:
-            break
-        time.sleep(1)
-    assert experts.replica_states.get("RUNNING", 0) == 2
+    assert _eventually(lambda: serve.status().applications["coeflow"].deployments["Experts"]
+                       .replica_states.get("RUNNING", 0) == 2, 150)
     r = _client(url).chat.completions.create(model="general", messages=[{"role": "user", "content": "again"}],
                                              max_tokens=4)
     assert r.choices[0].finish_reason in ("stop", "length")
@@ -116,10 +121,8 @@ def test_a_killed_replica_loses_no_queued_request_and_heals(on_ray):
 def test_a_pinned_expert_is_placed_at_start_and_a_broken_one_is_503_while_the_others_serve(tmp_path, ray_cluster):
     coe = write_coe(tmp_path, broken="shell", pinned="sql")
     with OnRay(coe, ray_cluster.port, replicas=1, replica_cpus=0.25, app="broken") as url:
-        deadline = time.monotonic() + 60  # before any request: the replica's store loads its pinned expert
-        while [r["tier"] for r in _where(url, "sql")] != ["device"] and time.monotonic() < deadline:
-            time.sleep(0.5)
-        assert [r["tier"] for r in _where(url, "sql")] == ["device"]
+        # before any request: the replica's store loads its pinned expert
+        assert _eventually(lambda: [r["tier"] for r in _where(url, "sql")] == ["device"], 60, 0.5)
         assert [r["tier"] for r in _where(url, "general")] == ["disk"]  # not pinned: loaded when asked for
         client = _client(url)
         for _ in range(2):  # and again: the failure is sticky, the deployment stays up
@@ -164,19 +167,12 @@ def test_a_serve_config_deploys_the_coe_and_a_new_queue_limit_reconfigures_its_r
 
     try:
         deploy()
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            app = serve.status().applications.get("deployed")
-            if app is not None and app.status == "RUNNING":
-                break
-            time.sleep(1)
+        assert _eventually(lambda: getattr(serve.status().applications.get("deployed"), "status", None) == "RUNNING",
+                           120)
         assert answer() == 200
         replica = [r["replica"] for r in _where(url, "sql")]
         deploy(user_config={"max_queue": 1})
-        deadline = time.monotonic() + 60
-        while answer() != 429 and time.monotonic() < deadline:
-            time.sleep(1)
-        assert answer() == 429
+        assert _eventually(lambda: answer() == 429, 60)
         assert [r["replica"] for r in _where(url, "sql")] == replica
     finally:
         shutdown("deployed")

@@ -196,12 +196,11 @@ class Replay:
             if tier == "host":
                 self.prefetched.discard(victim)
 
-        def room(spare_wanted: bool) -> bool:
-            return self.tiers[tier].make_room(
-                name, self.b.expert_bytes(name, tier), now, lambda n: Usage(self.last_used.get(n), self.uses.get(n, 0)),
-                lambda n: n != name and self._evictable(n, now) and not (spare_wanted and n in self.prefetched),
-                evict) is not None
-        return room(True) or (not yields and room(False))
+        slot = self.tiers[tier].make_room(name, self.b.expert_bytes(name, tier), now,
+                                          lambda n: Usage(self.last_used.get(n), self.uses.get(n, 0)),
+                                          lambda n: n != name and self._evictable(n, now), evict,
+                                          spared=lambda n: n in self.prefetched, take_spared=not yields)
+        return slot is not None
 
     def ensure(self, name: str, now: float, top: str = "device", yields: bool = False) -> float | None:
         """Start bringing `name` up to tier `top` (a store job); its completion time, or

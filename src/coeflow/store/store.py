@@ -13,7 +13,8 @@ Rules that make it safe to call from many threads at once:
 - One load per expert at a time: concurrent prefetches and acquires share its Future.
 - A prefetch gives way: it evicts no expert that another prefetch brought up and no request
   has acquired since (each is wanted by a queued request), and gives up instead (the request
-  loads its expert when it runs). Loads someone waits for evict those too, last. Without this,
+  loads its expert when it runs). Loads someone waits for evict those too, last (Tier's
+  `spared`). Without this,
   a queue of more experts than a tier holds thrashes: each arrival's prefetch evicts an
   expert queued before it, which is then read from disk again when it runs.
 - A delta expert (coeflow.model.delta) holds only its delta on the host and is rebuilt from
@@ -587,22 +588,19 @@ class ExpertStore:
             log.info("expert %s: evicted from %s for %s (%s)", victim, tier.name, e.name, self.policy.name)
             self._evict(victim, tier.name)
 
-        def unwanted(n: str) -> bool:
-            return n != e.name and self._evictable(self._experts[n]) and not self._experts[n].prefetched
-
         while True:
             if self._closed:
                 raise ExpertUnavailableError("the expert store is closed")
             nbytes = e.bytes_in(tier.name)
+            yields = e.job_yields and not e.waiters
             off = tier.grant(e.name, nbytes)
             if off is None:
                 self._sweep()  # experts past their TTL leave before any eviction
-                off = tier.make_room(e.name, nbytes, self._clock(), self._usage, unwanted, evict)
-            if off is None and e.job_yields and not e.waiters:
-                raise _Yielded(f"expert {e.name!r}: prefetch gave way to experts queued requests want")
-            if off is None:
                 off = tier.make_room(e.name, nbytes, self._clock(), self._usage,
-                                     lambda n: n != e.name and self._evictable(self._experts[n]), evict)
+                                     lambda n: n != e.name and self._evictable(self._experts[n]), evict,
+                                     spared=lambda n: self._experts[n].prefetched, take_spared=not yields)
+            if off is None and yields:
+                raise _Yielded(f"expert {e.name!r}: prefetch gave way to experts queued requests want")
             if off is not None:
                 return off
             busy = any(x is not e and (x.leases or x.waiters or x.job is not None)

@@ -192,7 +192,17 @@ class Tier:
         return self._pick(cands, now).name if cands else None
 
     def make_room(self, name: str, nbytes: int, now: float, usage: Callable[[str], Usage],
-                  evictable: Callable[[str], bool], evict: Callable[[str], Any]) -> int | None:
+                  evictable: Callable[[str], bool], evict: Callable[[str], Any],
+                  spared: Callable[[str], bool] = lambda name: False, take_spared: bool = True) -> int | None:
+        """As `_make_room`, evicting the `spared` residents (experts queued requests want) only
+        when the others cannot make room, and then only if `take_spared` (a prefetch does not)."""
+        slot = self._make_room(name, nbytes, now, usage, lambda n: evictable(n) and not spared(n), evict)
+        if slot is None and take_spared:
+            slot = self._make_room(name, nbytes, now, usage, evictable, evict)
+        return slot
+
+    def _make_room(self, name: str, nbytes: int, now: float, usage: Callable[[str], Usage],
+                   evictable: Callable[[str], bool], evict: Callable[[str], Any]) -> int | None:
         """Grant `nbytes` to `name`, evicting victims one by one (as `victim` picks them)
         until a hole fits them; its slot. `evict(victim)` must drop the victim from this tier
         (the caller's hierarchy may drop it from others too). Evicts nothing and returns None
