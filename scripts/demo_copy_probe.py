@@ -9,8 +9,9 @@ the checks of coeflow.demo.tasks. Sources (`--mix NAME:WEIGHT,...`):
   copy             chat examples "Repeat: X" -> X (coeflow.demo.curriculum; no task value in X)
   repeat           random token sequences shown twice, the second counted
   task=DOMAIN      the tasks' train split
-  augtask=DOMAIN   the same prompts with their values (countries, names, paths...) replaced by
-                   words of the corpora, none a task value: the slot must be copied, not recalled
+  augtask=DOMAIN   training tasks whose values (countries, names, paths...) are words of the
+                   corpora drawn afresh each time (tasks(..., words=)), none a task value: the
+                   slot must be copied, not recalled
 
     python scripts/demo_copy_probe.py --phase base --steps 800 --mix text:0.5,copy:0.5 --out /tmp/base
     python scripts/demo_copy_probe.py --phase tune --init /tmp/base --mix augtask=sql:1 --domains sql
@@ -21,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import time
 from pathlib import Path
 
@@ -34,48 +34,24 @@ from coeflow.demo.task_eval import MAX_TOKENS
 from coeflow.demo.tokenizer import BOS, EOS, PAD, train_tokenizer
 from coeflow.demo.training import ExpertShape, TrainSettings, llama_config, train_expert
 
-POOLS = ("COUNTRIES", "NAMES", "DIRS", "FILES", "PATTERNS", "WORDS", "PYTHON_NAMES", "GENERAL_WORDS")
+POOLS = ("COUNTRIES", "NAMES", "DIRS", "FILES", "PATTERNS", "WORDS", "PYTHON_NAMES", "GENERAL_WORDS")  # task values
 
 
 class Repeat:
-    """Rows of random token sequences (4-20 tokens), each shown twice, the second counted."""
+    """Rows of random token sequences (lengths in `lengths`), each shown twice, the second counted."""
 
-    def __init__(self, vocab: int, bos: int):
-        self.vocab, self.bos = vocab, bos
+    def __init__(self, vocab: int, bos: int, lengths: tuple[int, int] = (4, 20)):
+        self.vocab, self.bos, self.lengths = vocab, bos, lengths
 
     def row(self, length: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         ids: list[int] = []
         mask: list[bool] = []
         while len(ids) < length:
-            n = int(torch.randint(4, 21, (1,), generator=gen))
+            n = int(torch.randint(self.lengths[0], self.lengths[1] + 1, (1,), generator=gen))
             x = torch.randint(8, self.vocab, (n,), generator=gen).tolist()
             ids += [self.bos, *x, *x]
             mask += [False] * (n + 1) + [True] * n
         return torch.tensor(ids[:length]), torch.tensor(mask[:length])
-
-
-def augmented_pairs(domains: list[str], words: list[str], n: int) -> list[tuple[str, str]]:
-    """Train-split prompts of `domains` whose value pools are redrawn from `words` each time."""
-    rng = random.Random(5)
-    saved = {k: getattr(task_set, k) for k in POOLS}
-    pairs = []
-    try:
-        for i in range(n):
-            pick = lambda k: [rng.choice(words) for _ in range(k)]  # noqa: E731
-            task_set.COUNTRIES = [w.capitalize() for w in pick(24)]
-            task_set.NAMES = [w.lower() for w in pick(24)]
-            task_set.DIRS = ["/" + "/".join(w.strip("/") for w in pick(rng.randint(1, 3))) for _ in range(16)]
-            task_set.FILES = [w + rng.choice([".txt", ".log", ".py", ".md", ""]) for w in pick(16)]
-            task_set.PATTERNS = ["*." + w[:4].lower() for w in pick(16)]
-            task_set.WORDS = [w.lower() for w in pick(16)]
-            task_set.PYTHON_NAMES = [w.lower().replace("-", "_").replace(".", "_") for w in pick(24)]
-            task_set.GENERAL_WORDS = ([w.lower() for w in pick(64) if w.isalpha()] * 2)[:32]
-            for d in domains:
-                pairs += curriculum.task_pairs(d, 1, i)
-    finally:
-        for k, v in saved.items():
-            setattr(task_set, k, v)
-    return pairs
 
 
 def main() -> None:
@@ -87,6 +63,11 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--seq", type=int, default=128)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeat-len", default="4-20", help="the repeat source's sequence lengths, MIN-MAX")
+    ap.add_argument("--kv-heads", type=int, default=2, help="key/value heads (the demo's 2; 6 is full multi-head)")
+    ap.add_argument("--layers", type=int, default=3)
+    ap.add_argument("--values-in-base", action="store_true",
+                    help="the tasks' values (both splits) in the tokenizer's text and among the words copied")
     ap.add_argument("--init", type=Path, help="the checkpoint a fine-tune starts from")
     ap.add_argument("--out", type=Path)
     ap.add_argument("--domains", default=",".join(task_set.DOMAINS), help="the domains a fine-tune is scored on")
@@ -97,9 +78,15 @@ def main() -> None:
     docs = {name: corpus(0, 1_200_000, "train") for name, corpus in CORPORA.items()}
     texts = [t for name in CORPORA for t in take_chars(docs[name], 250_000)]
     texts += [f"{p}\n{a}" for d in task_set.DOMAINS for p, a in curriculum.task_pairs(d, 2000, 0)]
+    values = sorted({str(v) for k in POOLS for v in getattr(task_set, k)})
+    if args.values_in_base:
+        texts += [" ".join(values) + "\n" + " ".join(f"'{v}'" for v in values)] * 8
     tok: Tokenizer = train_tokenizer(texts, 3072)  # the demo's, with the tasks' train split in its text
     bos, eos = tok.token_to_id(BOS), tok.token_to_id(EOS)
-    words = curriculum.copy_words([d for name in docs for d in docs[name]])
+    words = curriculum.copy_words([d for name in docs for d in docs[name]])  # no task value among them
+    copied = words
+    if args.values_in_base:
+        copied = sorted(set(words) | set(values)) + values * 20  # drawn often enough to be practised
 
     def source(spec: str):
         kind, _, domains = spec.partition("=")
@@ -109,18 +96,20 @@ def main() -> None:
                 ids += [bos, *enc.ids, eos]
             return curriculum.Text(torch.tensor(ids))
         if kind == "copy":
-            return curriculum.Examples(tok, curriculum.copy_pairs(words, 20_000, 0))
+            return curriculum.Examples(tok, curriculum.copy_pairs(copied, 20_000, 0))
         if kind == "repeat":
-            return Repeat(tok.get_vocab_size(), bos)
+            return Repeat(tok.get_vocab_size(), bos, tuple(map(int, args.repeat_len.split("-"))))
         if kind == "task":
             return curriculum.Examples(tok, [p for d in domains.split("+") for p in curriculum.task_pairs(d, 8000, 0)])
         if kind == "augtask":
-            return curriculum.Examples(tok, augmented_pairs(domains.split("+"), words, 8000))
+            return curriculum.Examples(tok, [(t.prompt, t.answer) for d in domains.split("+")
+                                             for t in task_set.tasks(d, "train", 8000, 0, words=words)])
         raise SystemExit(f"unknown source {spec!r}")
 
     parts = [item.rsplit(":", 1) for item in args.mix.split(",")]
     sources, weights = [source(name) for name, _ in parts], [float(w) for _, w in parts]
-    config = llama_config(ExpertShape(vocab_size=tok.get_vocab_size()), bos, eos, tok.token_to_id(PAD))
+    config = llama_config(ExpertShape(vocab_size=tok.get_vocab_size(), num_kv_heads=args.kv_heads, num_layers=args.layers),
+                          bos, eos, tok.token_to_id(PAD))
     t0 = time.perf_counter()
     model, loss = train_expert(sources, weights, config, TrainSettings(steps=args.steps, batch_size=args.batch,
                                seq_len=args.seq, lr=args.lr, warmup=20), seed=1, desc=args.phase, init=args.init)

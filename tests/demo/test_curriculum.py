@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from coeflow.demo import tasks as task_set
-from coeflow.demo.curriculum import ChatFormat, Examples, Text, copy_pairs, copy_words, task_pairs
+from coeflow.demo.curriculum import ChatFormat, Examples, Repeats, Text, copy_pairs, copy_words, task_pairs
 from coeflow.demo.tokenizer import save_tokenizer, train_tokenizer
 from coeflow.model.tokenizer import Tokenizer
 
@@ -49,9 +49,24 @@ def test_rows_are_packed_examples_of_the_asked_length_and_text_rows_count_every_
     bos = tok.token_to_id("<s>")
     starts = (ids == bos).nonzero().flatten().tolist()
     assert starts[0] == 0 and len(starts) >= 3  # whole examples, one after another
-    masks = {tuple(e.tolist()): m.tolist() for e, m in zip(examples.ids, examples.masks)}
+    fmt = ChatFormat.of(tok)
+    masks = {tuple(e): [bool(x) for x in m] for e, m in (fmt.example(tok, p, a) for p, a in pairs)}
     for a, b in zip(starts, starts[1:]):
         assert mask[a:b].tolist() == masks[tuple(ids[a:b].tolist())]  # an example and its mask, unchanged
     stream = torch.arange(1000)
     window, counted = Text(stream).row(50, gen)
     assert counted.all() and window.tolist() == list(range(window[0].item(), window[0].item() + 50))
+
+
+def test_repeat_rows_write_each_random_sequence_twice_and_count_the_second_copy():
+    gen = torch.Generator().manual_seed(0)
+    ids, mask = Repeats(vocab_size=50, bos=1, low=6, lengths=(3, 8)).row(400, gen)
+    assert ids.shape == mask.shape == (400,)
+    starts = (ids == 1).nonzero().flatten().tolist()
+    assert starts[0] == 0 and len(starts) > 20
+    for a, b in zip(starts, starts[1:]):  # whole sequences only (the row's last one may be cut)
+        body, counted = ids[a + 1:b].tolist(), mask[a:b].tolist()
+        n = len(body) // 2
+        assert 3 <= n <= 8 and len(body) == 2 * n and body[:n] == body[n:]
+        assert all(6 <= t < 50 for t in body)
+        assert counted == [False] * (n + 1) + [True] * n

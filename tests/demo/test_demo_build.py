@@ -129,6 +129,23 @@ def test_experts_are_fine_tunes_of_one_base_and_their_one_bit_deltas_serve_as_a_
     assert rep["coe_beats_every_single_expert"]
 
 
+def test_the_monolith_is_the_base_tuned_on_every_domain_and_the_build_measured_it_beside_the_coe(demo):
+    """coe-monolith.yaml: one model, a fine-tune of the same base, trained on the union of the
+    experts' data; data/tasks_eval.json: the build's `eval tasks` of every system, the monolith's
+    rows among them (QUICK models get nothing right: the rows are there, not the accuracy)."""
+    import json
+
+    from coeflow.model import load_model
+    mono = load_coe(demo / "coe-monolith.yaml")
+    assert mono.expert_names == ["monolith"]
+    base, tuned = load_model(demo / "base").state_dict(), load_model(mono.experts[0].path).state_dict()
+    assert tuned.keys() == base.keys() and any(not torch.equal(tuned[n], base[n]) for n in base)
+    report = json.loads((demo / "data" / "tasks_eval.json").read_text())
+    systems = {r["system"] for r in report["rows"]}
+    assert systems == set(NAMES) | {"coe", "oracle", "monolith"}
+    assert {r["n"] for r in report["rows"] if r["domain"] == "mixed"} == {5 * QUICK.eval_tasks}
+
+
 def test_router_beside_the_coe_routes_pasted_code(demo):
     router = Router.load(demo / "router")
     assert router.route("SELECT name, COUNT(*) FROM orders GROUP BY name;").expert == "sql"

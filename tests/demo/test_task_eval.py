@@ -48,6 +48,31 @@ def test_every_system_answers_and_oracle_marks_equal_the_domain_experts(tmp_path
     assert "oracle" in task_eval.format_table(report)
 
 
+def test_a_monolith_answers_every_task_beside_the_coe(tmp_path, monkeypatch):
+    """--monolith: a CoE file of one expert, asked every task as the system "monolith"; here it
+    is the math expert's checkpoint, so its marks are the math expert's own."""
+    from coeflow.server import ServerOptions
+    monkeypatch.setattr(task_eval, "check", lambda task, output: len(output) % 2 == 0)
+    coe = _coe(tmp_path)
+    (tmp_path / "mono.yaml").write_text(yaml.safe_dump({"name": "mono", "fallback": "one", "router": "none/",
+                                                         "experts": [{"name": "one", "path": "math"}]}))
+    report = task_eval.evaluate(coe, n=2, seed=1, progress=False, options=ServerOptions(fused=False, warm_up=False),
+                                monolith=tmp_path / "mono.yaml")
+    rows = {(r["system"], r["domain"]): r["accuracy"] for r in report["rows"]}
+    assert {s for s, _ in rows} == set(DOMAINS) | {"coe", "oracle", "monolith"}
+    assert all(rows[("monolith", d)] == rows[("math", d)] for d in list(DOMAINS) + ["mixed"])
+    assert "monolith" in task_eval.format_table(report)
+
+
+def test_a_monolith_file_of_several_experts_is_refused(tmp_path):
+    import pytest
+
+    from coeflow.errors import ConfigError
+    coe = _coe(tmp_path)
+    with pytest.raises(ConfigError, match="one expert, and this one has 5"):
+        task_eval.evaluate(coe, n=1, monolith=coe)
+
+
 def test_a_coe_without_the_demos_experts_is_refused(coe_file):
     import pytest
 

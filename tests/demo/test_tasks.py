@@ -84,3 +84,22 @@ def test_a_sql_answer_with_the_right_shape_but_another_value_is_wrong():
                 old = value[0] or value[1]
                 if other != old:
                     assert not check(task, task.key.replace(old, other)), (task.key, other)
+
+
+@pytest.mark.parametrize("domain", ["sql", "shell", "python", "general"])
+def test_training_tasks_filled_from_words_carry_those_words_and_no_task_value(domain):
+    """What the experts train on: values drawn afresh from other words, so an expert must copy the
+    prompt's value (none of the task lists, held-out ones included, ever appears)."""
+    words = ["amber", "lotus", "quartz", "tundra", "velvet", "x_1", "2019", "a b"]  # no value starts with a digit or has a space
+    drawn = T.tasks(domain, "train", 60, words=words)
+    assert all(check(t, t.answer) for t in drawn)
+    found = {w for t in drawn for w in words if w in t.prompt.lower()}
+    assert {"amber", "lotus", "quartz", "tundra", "velvet"} <= found and not {"2019", "a b"} & found
+    assert not any(_values(domain).search(t.prompt) for t in drawn)
+    if domain == "sql":  # ages and years spread wider than the split's, never into the held-out ones
+        numbers = {int(n) for t in drawn for n in re.findall(r"\d+", t.prompt)}
+        assert numbers - set(range(20, 40)) - set(range(2010, 2017))
+        assert not numbers & (set(range(40, 61)) | set(range(2017, 2024)))
+    assert T.tasks(domain, "train", 60, words=words) == drawn  # deterministic for the seed
+    with pytest.raises(ValueError, match="training tasks only"):
+        T.tasks(domain, "heldout", 1, words=words)

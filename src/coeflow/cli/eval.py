@@ -35,6 +35,9 @@ def register(sub: argparse._SubParsersAction, help_text: str) -> None:
     tp.add_argument("--coe", required=True, help="the CoE file (coe.yaml)")
     tp.add_argument("--n", type=int, default=40, help="held-out tasks per domain (default 40)")
     tp.add_argument("--seed", type=int, default=0, help="which tasks are drawn (default 0)")
+    tp.add_argument("--monolith", metavar="FILE",
+                    help="also ask a CoE file of one expert every task, as the system 'monolith' (the demo's "
+                    "coe-monolith.yaml: one model tuned on every domain's tasks with the five experts' compute)")
     tp.add_argument("--json", action="store_true", help='print one JSON object: "rows" of system, domain, n, accuracy')
     tp.set_defaults(func=run_tasks)
 
@@ -63,6 +66,6 @@ def run_tasks(args: argparse.Namespace) -> int:
     from coeflow.demo.task_eval import evaluate, format_table
     if args.n < 1:
         raise ConfigError("--n must be at least 1")
-    report = evaluate(args.coe, n=args.n, seed=args.seed)
+    report = evaluate(args.coe, n=args.n, seed=args.seed, monolith=args.monolith)
     print(json.dumps(report) if args.json else format_table(report))
     return 0

@@ -1,12 +1,18 @@
 """`build_demo(dir, seed)`: the demo CoE from nothing, on a CPU, in a few minutes.
 
 Steps: corpora (shipped stdlib text + generators) -> shared BPE tokenizer -> a tiny Llama
-base trained on every domain alike -> five experts fine-tuned from it (python, math, sql,
-shell; general is the fallback, tuned mostly on prose with a little of every domain), as
-Samba-CoE's experts are fine-tunes of a few bases -> coe.yaml -> router trained beside it ->
-each expert also as a 1-bit delta from the base (deltas/, coe-delta1.yaml: the same CoE
-served from its deltas, coeflow.model.delta). Held-out text for `coeflow eval perplexity`
-goes to data/heldout_text.jsonl.
+base trained on every domain's text alike, on chat examples asking for words back and on
+repeated random sequences (which teach it to copy what the prompt says: demo/curriculum.py) ->
+five experts fine-tuned from it on their
+domain's checkable tasks (demo/tasks.py) and text (python, math, sql, shell; general is the
+fallback: word puzzles and prose), as Samba-CoE's experts are fine-tunes of a few bases ->
+coe.yaml -> router trained beside it -> each expert also as a 1-bit delta from the base
+(deltas/, coe-delta1.yaml: the same CoE served from its deltas, coeflow.model.delta). Beside the
+experts, a **monolith**: the base fine-tuned on the union of the five experts' data for as many
+steps as the five together (coe-monolith.yaml), the one model of the same training compute the
+CoE is measured against. Held-out text for `coeflow eval perplexity` goes to
+data/heldout_text.jsonl; last, `coeflow eval tasks` runs on held-out tasks and its report goes to
+data/tasks_eval.json (the demo's closing line).
 
 Cached: a stamp records the seed, the settings, the Python version and a digest of the
 files the build reads (`stamp.py`: data files and pipeline code); a second run with the
@@ -21,7 +27,7 @@ import os
 import platform
 import random
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -32,10 +38,13 @@ from tqdm import tqdm
 
 from coeflow.coefile import load_coe
 from coeflow.demo.corpora import CORPORA, take_chars
-from coeflow.demo.curriculum import Text
+from coeflow.demo.curriculum import Examples, Repeats, Text, copy_pairs, copy_words
 from coeflow.demo.experts import EXPERTS, FALLBACK
 from coeflow.demo.prompts import generate_router_prompts, pasted_lines
 from coeflow.demo.stamp import EXPERT_INPUTS, PIPELINE_INPUTS, input_digest
+from coeflow.demo.task_eval import evaluate, format_table
+from coeflow.demo.tasks import tasks
+from coeflow.demo.tokenizer import SPECIAL_TOKENS
 from coeflow.demo.training import ExpertShape, TrainSettings, llama_config, train_expert
 from coeflow.router import examples_from_coe, read_jsonl, train_router
 
@@ -45,25 +54,34 @@ if TYPE_CHECKING:  # torch is slow to import: a cached build should not wait for
 STAMP = ".coeflow-demo.json"
 BASE_THREADS = 2  # the base trains alone, on this many threads whatever the machine: same weights
 DELTA_BITS = 1
-# Every expert's default for requests that leave it unset: tiny experts decoding greedily fall
-# into runs of one token ("# # # #"); 1.15 did not stop them on the demo's prompts, 1.3 did.
-REPETITION_PENALTY = 1.3
 DISTILL_CHARS, DISTILL_STEPS, DISTILL_LR = 200_000, 50, 2e-4  # a delta's scales: on this much of its expert's text
+MONOLITH, MONOLITH_FILE = "monolith", "coe-monolith.yaml"
+TASKS_EVAL = Path("data") / "tasks_eval.json"  # the build's `eval tasks` report, beside coe.yaml
 
 
 @dataclass(frozen=True)
 class DemoSettings:
     vocab_size: int = 3072
-    shape: ExpertShape = field(default_factory=lambda: ExpertShape(vocab_size=3072))
-    base_train: TrainSettings = field(default_factory=lambda: TrainSettings(steps=300))
-    train: TrainSettings = field(default_factory=lambda: TrainSettings(steps=120, lr=1e-3, warmup=10))  # fine-tunes
+    # Full multi-head attention (6 key/value heads): with grouped queries the base did not learn
+    # to copy within the build's steps (docs/benchmarks-log.md, "can the experts learn to copy?").
+    shape: ExpertShape = field(default_factory=lambda: ExpertShape(vocab_size=3072, num_kv_heads=6))
+    base_train: TrainSettings = field(default_factory=lambda: TrainSettings(steps=1000, batch_size=32, seq_len=64))
+    train: TrainSettings = field(default_factory=lambda: TrainSettings(steps=120, batch_size=32, seq_len=64, lr=2e-3,
+                                                                       warmup=10))  # fine-tunes; the monolith x5
+    # The base's rows: repeated random sequences, chat examples asking for words back, every
+    # domain's text (docs/benchmarks-log.md, "can the experts learn to copy?": runs N-T).
+    base_shares: tuple[float, float, float] = (0.4, 0.3, 0.3)
+    copy_examples: int = 20_000
+    task_share: float = 0.8  # an expert's rows of its tasks; the rest: its domain's text
+    task_examples: int = 8000  # per domain, values drawn from the corpora's words
     train_chars: int = 1_200_000  # per domain
     tokenizer_chars: int = 250_000  # per domain
-    generalist_prose_share: float = 0.6  # the rest is split evenly over the other domains
+    generalist_prose_share: float = 0.6  # of the general expert's text; the rest is split over the other domains
     heldout_samples: int = 40  # per domain
     heldout_chars: int = 1000  # per sample (about 250-400 tokens)
     router_prompts: int = 400  # per expert
     router_pasted: int = 150  # pasted-line prompts drawn from, per expert
+    eval_tasks: int = 20  # held-out tasks per domain in the build's `eval tasks` report
     workers: int | None = None  # expert-training processes; None: one per CPU core
 
 
@@ -75,12 +93,15 @@ QUICK = DemoSettings(
                       intermediate_size=128, max_positions=256),
     base_train=TrainSettings(steps=80, batch_size=8, seq_len=64, lr=5e-3, warmup=8),
     train=TrainSettings(steps=30, batch_size=8, seq_len=64, lr=2e-3, warmup=4),
+    task_examples=200,
+    copy_examples=500,
     train_chars=120_000,
     tokenizer_chars=40_000,
     heldout_samples=6,
     heldout_chars=400,
     router_prompts=80,
     router_pasted=20,
+    eval_tasks=2,
     workers=1,  # starting worker processes would cost more than these tiny trainings
 )
 
@@ -110,7 +131,7 @@ def build_demo(directory: str | Path = "demo-coe", seed: int = 0, settings: Demo
         return DemoResult(d, d / "coe.yaml", True, time.perf_counter() - t0, losses)
     if stamp.exists():
         stamp.unlink()
-    say = (lambda msg: tqdm.write(msg)) if progress else (lambda msg: None)
+    say = (lambda msg: tqdm.write(f"[{time.perf_counter() - t0:4.0f} s] {msg}")) if progress else (lambda msg: None)
 
     say("demo: preparing corpora")
     train_docs = {n: f(seed, settings.train_chars, "train") for n, f in CORPORA.items()}
@@ -123,7 +144,8 @@ def build_demo(directory: str | Path = "demo-coe", seed: int = 0, settings: Demo
     from coeflow.demo.tokenizer import BOS, EOS, PAD, save_tokenizer, train_tokenizer
 
     say("demo: training the tokenizer")
-    tok_texts = [t for n in CORPORA for t in take_chars(train_docs[n], settings.tokenizer_chars)]
+    task_text = [f"{t.prompt}\n{t.answer}" for n in CORPORA for t in tasks(n, "train", 500, seed)]
+    tok_texts = [t for n in CORPORA for t in take_chars(train_docs[n], settings.tokenizer_chars)] + task_text
     tok = train_tokenizer(tok_texts, settings.vocab_size)
     tok_dir = d / "tokenizer"
     save_tokenizer(tok, tok_dir, settings.shape.max_positions)
@@ -132,34 +154,43 @@ def build_demo(directory: str | Path = "demo-coe", seed: int = 0, settings: Demo
     config = llama_config(replace(settings.shape, vocab_size=tok.get_vocab_size()), bos, eos, pad)
 
     names = [e.name for e in EXPERTS]
+    words = copy_words([doc for n in CORPORA for doc in train_docs[n]])  # none of them a task's value
     losses: dict[str, float] = {}
     base_dir = d / "base"
     base_key = {**key, "expert": "base"}
     if force or not _stamp_matches(base_dir / STAMP, base_key) or not (base_dir / "model.safetensors").exists():
-        say(f"demo: training the base on every domain, {BASE_THREADS} threads")
-        job = _Job("base", [Text(streams[n]) for n in CORPORA], [1.0] * len(CORPORA), config, settings.base_train,
-                   seed * 1000 + len(EXPERTS), base_dir, tok_dir, base_key)
+        say(f"demo: training the base on every domain's text, repeats and copying, {BASE_THREADS} threads")
+        shares = settings.base_shares
+        job = _Job("base", [Repeats(tok.get_vocab_size(), bos, low=len(SPECIAL_TOKENS)),
+                            Examples(tok, copy_pairs(words, settings.copy_examples, seed))]
+                   + [Text(streams[n]) for n in CORPORA], [shares[0], shares[1]] + [shares[2] / len(CORPORA)] * len(CORPORA),
+                   config, settings.base_train, seed * 1000 + len(EXPERTS), base_dir, tok_dir, base_key)
         _, loss = _run_job(job, 0, progress, threads=BASE_THREADS)
         say(f"demo: base trained, final loss {loss:.3f}")
+    mixes = {spec.name: _expert_mix(spec.name, names, tok, streams, words, seed, settings) for spec in EXPERTS}
     jobs = []
+    monolith_key = {**key, "expert": MONOLITH}
+    if force or not _stamp_matches(d / MONOLITH / STAMP, monolith_key) or not (d / MONOLITH / "model.safetensors").exists():
+        # the union of the experts' rows, each expert's share equal, for the five fine-tunes' steps together;
+        # first, so that one worker trains it while the other trains the experts
+        jobs.append(_Job(MONOLITH, [src for data, _ in mixes.values() for src in data],
+                         [w / len(EXPERTS) for _, mix in mixes.values() for w in mix], config,
+                         replace(settings.train, steps=settings.train.steps * len(EXPERTS)), seed * 1000 + len(EXPERTS) + 1,
+                         d / MONOLITH, tok_dir, monolith_key, init=base_dir))
     for i, spec in enumerate(EXPERTS):
         out = d / "experts" / spec.name
         expert_key = {**key, "expert": spec.name}
         if not force and _stamp_matches(out / STAMP, expert_key) and (out / "model.safetensors").exists():
             losses[spec.name] = json.loads((out / STAMP).read_text())["train_loss"]
             continue
-        if spec.name == FALLBACK:
-            others = [n for n in names if n != FALLBACK]
-            mix = [settings.generalist_prose_share] + [(1 - settings.generalist_prose_share) / len(others)] * len(others)
-            data = [Text(streams[FALLBACK])] + [Text(streams[n]) for n in others]
-        else:
-            mix, data = [1.0], [Text(streams[spec.name])]
+        data, mix = mixes[spec.name]
         jobs.append(_Job(spec.name, data, mix, config, settings.train, seed * 1000 + i, out, tok_dir, expert_key,
                          init=base_dir))
     workers = max(1, min(workers or settings.workers or _cpu_count(), len(jobs)))
-    say(f"demo: fine-tuning {len(jobs)} expert(s) from the base, {workers} at a time, one thread each")
+    say(f"demo: fine-tuning {len(jobs)} model(s) from the base on tasks and text, {workers} at a time, one thread each")
     for name, loss in _run_jobs(jobs, workers, progress):
-        losses[name] = loss
+        if name != MONOLITH:
+            losses[name] = loss
         say(f"demo: {name} trained, final loss {loss:.3f}")
     stale = [n for n in names if n in {job.name for job in jobs} or not (d / "deltas" / n / "config.json").exists()]
     if stale:
@@ -168,18 +199,26 @@ def build_demo(directory: str | Path = "demo-coe", seed: int = 0, settings: Demo
 
     coe_file = _write_coe_file(d)
     _write_coe_file(d, "deltas", f"coe-delta{DELTA_BITS}.yaml")
+    _write_monolith_file(d)
     say("demo: training the router")
     coe = load_coe(coe_file)
     prompts = generate_router_prompts(
         seed, settings.router_prompts,
         {n: pasted_lines(n, train_docs[n], settings.router_pasted, seed) for n in CORPORA},
-    )
+    )  # and the prompts the experts were tuned on (train split: held-out ones are worded otherwise)
+    prompts += [{"prompt": t.prompt, "expert": n} for n in CORPORA for t in tasks(n, "train", settings.router_prompts // 4, seed)]
     with open(d / "data" / "router_train.jsonl", "w", encoding="utf-8") as f:
         for p in prompts:
             f.write(json.dumps(p, ensure_ascii=False) + "\n")
     data = examples_from_coe(coe) + read_jsonl(d / "data" / "router_train.jsonl", coe.expert_names)
     router = train_router(data, coe.expert_names, coe.fallback, seed=seed)
     router.save(coe.router_dir)
+    from coeflow.server import ServerOptions
+    say(f"demo: asking every expert, the routed CoE and the monolith {settings.eval_tasks} held-out tasks a domain")
+    report = evaluate(coe_file, n=settings.eval_tasks, seed=seed, progress=progress,
+                      options=ServerOptions(fused=False, warm_up=False), monolith=d / MONOLITH_FILE)
+    (d / TASKS_EVAL).write_text(json.dumps(report, indent=1) + "\n")
+    say(format_table(report))
     stamp.write_text(json.dumps({**full_key, "train_loss": losses}))
     seconds = time.perf_counter() - t0
     say(f"demo: built {coe_file} in {seconds:.0f} s")
@@ -225,7 +264,7 @@ def _run_jobs(jobs: list[_Job], workers: int, progress: bool):
     ctx = multiprocessing.get_context("spawn")  # no fork of a process holding torch threads
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
         futures = [pool.submit(_run_job, job, i % workers, progress) for i, job in enumerate(jobs)]
-        for f in futures:
+        for f in as_completed(futures):
             yield f.result()
 
 
@@ -300,6 +339,33 @@ def _write_deltas(d: Path, base_dir: Path, texts: dict[str, list[str]], progress
         torch.set_num_threads(threads)
 
 
+def _expert_mix(name: str, names: list[str], tok, streams: dict, words: list[str], seed: int,
+                s: DemoSettings) -> tuple[list, list[float]]:
+    """An expert's training rows and their weights: its domain's tasks, values drawn from
+    `words` (so that it learns to carry the prompt's value, not to recall a few), and its text;
+    the general expert's text mostly prose, with a little of every domain."""
+    pairs = [(t.prompt, t.answer) for t in tasks(name, "train", s.task_examples, seed, words=words)]
+    if name == FALLBACK:
+        others = [n for n in names if n != FALLBACK]
+        text = [s.generalist_prose_share] + [(1 - s.generalist_prose_share) / len(others)] * len(others)
+        data = [Examples(tok, pairs), Text(streams[FALLBACK])] + [Text(streams[n]) for n in others]
+    else:
+        text, data = [1.0], [Examples(tok, pairs), Text(streams[name])]
+    return data, [s.task_share] + [(1 - s.task_share) * w for w in text]
+
+
+def _write_monolith_file(d: Path) -> Path:
+    """coe-monolith.yaml: the monolith alone, as `eval tasks --monolith` takes it."""
+    doc = {"name": "demo-monolith", "fallback": MONOLITH, "router": "monolith-router/", "experts": [
+        {"name": MONOLITH, "path": MONOLITH, "description": "one model tuned on every domain's tasks and text, "
+         "with the five experts' training compute"}]}
+    path = d / MONOLITH_FILE
+    path.write_text("# The demo's monolith, written by `coeflow demo build`; no router is trained for it (ask it by "
+                    "name).\n"
+                    + yaml.safe_dump(doc, sort_keys=False, width=110), encoding="utf-8")
+    return path
+
+
 def _write_coe_file(d: Path, experts_dir: str = "experts", name: str = "coe.yaml") -> Path:
     doc = {
         "name": "demo",
@@ -307,8 +373,7 @@ def _write_coe_file(d: Path, experts_dir: str = "experts", name: str = "coe.yaml
         "router": "router/",
         "experts": [
             {"name": e.name, "path": f"{experts_dir}/{e.name}", "description": e.description,
-             "examples": list(e.examples), "pin": e.name == FALLBACK, "priority": 1 if e.name == FALLBACK else 0,
-             "sampling": {"repetition_penalty": REPETITION_PENALTY}}
+             "examples": list(e.examples), "pin": e.name == FALLBACK, "priority": 1 if e.name == FALLBACK else 0}
             for e in EXPERTS
         ],
     }
@@ -322,7 +387,8 @@ def _write_coe_file(d: Path, experts_dir: str = "experts", name: str = "coe.yaml
 def _stamp_keys(seed: int, settings: DemoSettings) -> tuple[dict, dict]:
     """What the experts depend on, and what the whole build depends on. The Python version is
     in both: the python and general corpora are this interpreter's standard library."""
-    settings_key = {k: v for k, v in asdict(settings).items() if k != "workers"}  # same weights either way
+    # as the stamp file reads back (JSON has no tuples); workers left out: same weights either way
+    settings_key = json.loads(json.dumps({k: v for k, v in asdict(settings).items() if k != "workers"}))
     key = {"expert_inputs": input_digest(EXPERT_INPUTS), "python": platform.python_version(), "seed": seed,
            "settings": settings_key, "experts": [e.name for e in EXPERTS]}
     return key, {**key, "pipeline_inputs": input_digest(PIPELINE_INPUTS)}
@@ -340,4 +406,5 @@ def _complete(d: Path) -> bool:
     files = [d / "coe.yaml", d / f"coe-delta{DELTA_BITS}.yaml", d / "router" / "router.json",
              d / "data" / "heldout_text.jsonl", d / "base" / "model.safetensors"]
     files += [d / sub / e.name / "model.safetensors" for e in EXPERTS for sub in ("experts", "deltas")]
+    files += [d / MONOLITH / "model.safetensors", d / MONOLITH_FILE, d / TASKS_EVAL]
     return all(f.exists() for f in files)

@@ -1,7 +1,12 @@
-"""What the demo's models learn from besides their domains' text: chat examples, a prompt and
-the answer a model should give, written as the chat template writes a conversation, with only
-the answer's tokens counted in the loss.
+"""What the demo's models learn from besides their domains' text: repeated random sequences, and
+chat examples, a prompt and the answer a model should give, written as the chat template writes
+a conversation, with only the answer's tokens counted in the loss.
 
+- **Repeats** (the base): random token sequences of 3-8 tokens, each written twice, the second
+  counted. Predicting the second copy needs attention to find the token just written in the
+  first and write the one after it (an induction head); with short sequences and full
+  multi-head attention, a model of the demo's size forms it within a few hundred steps (runs
+  M-T in docs/benchmarks-log.md), and the chat copying below builds on it.
 - **Copying** (the base): "Repeat: X" answered with X, bare or wrapped ('X', (X), X;...). The
   tasks' answers carry a value from the prompt (a country into a query, a directory into a
   command line), and a value held out of the tasks' training split must be carried without
@@ -9,7 +14,8 @@ the answer's tokens counted in the loss.
   copy words in general first. The words come from the training corpora, minus every value the
   tasks use (both splits), so the base never copies a task's value either.
 - **Tasks** (the experts and the monolith): the train split of `demo.tasks`, each prompt with
-  its reference answer.
+  its reference answer; the build fills their values from the corpora's words
+  (`tasks(..., words=)`), so that they too must be copied from the prompt.
 
 Each source gives training rows of a fixed length: examples drawn at random and packed one after
 another (each starts with BOS, as a chat does), as text windows are rows of the token stream."""
@@ -82,26 +88,56 @@ def task_pairs(domain: str, n: int, seed: int) -> list[tuple[str, str]]:
 
 
 class Examples:
-    """Chat examples, tokenized once; `row` packs randomly drawn ones into a training row."""
+    """Chat examples, tokenized once into one flat tensor (a worker process receives it as one
+    block, not one per example); `row` packs randomly drawn ones into a training row."""
 
     def __init__(self, tok: Tokenizer, pairs: list[tuple[str, str]]):
         import torch
         fmt = ChatFormat.of(tok)
-        self.ids, self.masks = [], []
+        ids: list[int] = []
+        mask: list[int] = []
+        starts = [0]
         for prompt, answer in pairs:
-            ids, mask = fmt.example(tok, prompt, answer)
-            self.ids.append(torch.tensor(ids, dtype=torch.long))
-            self.masks.append(torch.tensor(mask, dtype=torch.bool))
+            i, m = fmt.example(tok, prompt, answer)
+            ids += i
+            mask += m
+            starts.append(len(ids))
+        self.ids = torch.tensor(ids, dtype=torch.long)
+        self.mask = torch.tensor(mask, dtype=torch.bool)
+        self.starts = torch.tensor(starts, dtype=torch.long)
+
+    def __len__(self) -> int:
+        return len(self.starts) - 1
 
     def row(self, length: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         import torch
         ids, masks, have = [], [], 0
         while have < length:
-            i = int(torch.randint(0, len(self.ids), (1,), generator=gen))
-            ids.append(self.ids[i])
-            masks.append(self.masks[i])
-            have += len(self.ids[i])
+            i = int(torch.randint(0, len(self), (1,), generator=gen))
+            a, b = int(self.starts[i]), int(self.starts[i + 1])
+            ids.append(self.ids[a:b])
+            masks.append(self.mask[a:b])
+            have += b - a
         return torch.cat(ids)[:length], torch.cat(masks)[:length]
+
+
+class Repeats:
+    """Random token sequences (ids from `low` up, lengths `lengths`), each after BOS and
+    written twice, only the second counted."""
+
+    def __init__(self, vocab_size: int, bos: int, low: int, lengths: tuple[int, int] = (3, 8)):
+        self.vocab_size, self.bos, self.low, self.lengths = vocab_size, bos, low, lengths
+
+    def row(self, length: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        import torch
+        ids: list[int] = []
+        mask: list[bool] = []
+        while len(ids) < length:
+            n = int(torch.randint(self.lengths[0], self.lengths[1] + 1, (1,), generator=gen))
+            x = torch.randint(self.low, self.vocab_size, (n,), generator=gen).tolist()
+            ids += [self.bos, *x, *x]
+            mask += [False] * (n + 1) + [True] * n
+        return torch.tensor(ids[:length]), torch.tensor(mask[:length])
 
 
 class Text:

@@ -9,20 +9,20 @@ from pathlib import Path
 
 PACKAGE_DIR = Path(__file__).parent.parent  # the coeflow package
 
-# What the experts' weights depend on: the corpora (code and word lists), the tokenizer,
-# the training, and the build that mixes domains and seeds each expert. (The list of expert
+# What the experts' weights depend on: the corpora (code and word lists), the tasks, the
+# tokenizer, the training, and the build that mixes domains and seeds each expert. (The list of expert
 # names goes into the expert stamps on its own, so editing a description retrains nothing.)
 EXPERT_INPUTS = (
     "demo/corpora/*.py", "demo/data/corpora/*", "demo/datafiles.py", "demo/tokenizer.py", "demo/training.py",
-    "demo/curriculum.py",
+    "demo/curriculum.py", "demo/tasks.py",
     "demo/build.py",
 )
 # What the rest of the build depends on: the router's generated prompts and their vocabulary,
-# the coe.yaml entries, and the router's training. The held-out prompt sets are not read by
+# the coe.yaml entries, the router's training and the tasks' evaluation. The held-out prompt sets are not read by
 # the build, so editing them keeps the build.
 PIPELINE_INPUTS = EXPERT_INPUTS + (
     "demo/prompts.py", "demo/vocab.py", "demo/experts.py", "demo/data/experts.json", "demo/data/prompts/**/*",
-    "router/**/*.py",
+    "router/**/*.py", "demo/task_eval.py",
 )
 
 

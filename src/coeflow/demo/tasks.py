@@ -41,13 +41,19 @@ class Task:
     wording: str = ""  # which combination of parts worded the prompt (no split shares one)
 
 
-def tasks(domain: str, split: str, n: int, seed: int = 0) -> list[Task]:
-    """`n` tasks of `domain` from `split`, the same for the same seed."""
+def tasks(domain: str, split: str, n: int, seed: int = 0, words: list[str] | None = None) -> list[Task]:
+    """`n` tasks of `domain` from `split`, the same for the same seed. `words` (train split
+    only): fill the value slots (countries, names, paths, words...) from these words, drawn
+    afresh for every task, instead of the split's lists: a model trained on a few fixed values
+    recalls them rather than reading the prompt's, and must then answer a held-out value with
+    a training one."""
     if domain not in DOMAINS or split not in SPLITS:
         raise ValueError(f"domain must be one of {DOMAINS} and split one of {SPLITS}")
-    rng = random.Random(f"{domain}/{split}/{seed}")
-    make = _MAKERS[domain]
-    return [make(rng, split) for _ in range(n)]
+    if words is not None and split != "train":
+        raise ValueError("words fill training tasks only: the held-out split keeps its own values")
+    rng = random.Random(f"{domain}/{split}/{seed}" + ("/words" if words is not None else ""))
+    make, slots = _MAKERS[domain], _Slots(split, words)
+    return [make(rng, slots) for _ in range(n)]
 
 
 def check(task: Task, output: str) -> bool:
@@ -75,12 +81,68 @@ def _split(items: list, split: str) -> list:
     return items[:cut] if split == "train" else items[cut:]
 
 
+class _Slots:
+    """Where a task's values come from: its split's share of the lists below, or (for training)
+    words drawn afresh each time, shaped as the slot wants them (a capitalised country, a path,
+    a file name, an identifier...)."""
+
+    def __init__(self, split: str, words: list[str] | None = None):
+        self.split = split
+        self.words: list[str] | None = None
+        self.idents: list[str] = []
+        self.letters: list[str] = []
+        if words is not None:
+            self.words = [w for w in words if re.fullmatch(r"[A-Za-z][A-Za-z0-9_.-]{1,13}", w)]
+            self.idents = [i for i in (w.lower().replace("-", "_").replace(".", "_") for w in self.words)
+                           if i.isidentifier()]
+            self.letters = [w.lower() for w in self.words if w.isalpha()]
+            if not self.letters:
+                raise ValueError("words: none of letters only to fill the slots with")
+
+    def _pick(self, rng: random.Random, pool: list[str], shape: Callable[[random.Random, str], str],
+              words: list[str] | None = None) -> str:
+        if self.words is None:
+            return rng.choice(_split(pool, self.split))
+        return shape(rng, rng.choice(words or self.words))
+
+    def number(self, rng: random.Random, train: tuple[int, int], heldout: tuple[int, int], wide: list[int]) -> int:
+        """A number of the split's range; filled from words, one of `wide` (never a held-out one)."""
+        if self.words is not None:
+            return rng.choice(wide)
+        return rng.randint(*(train if self.split == "train" else heldout))
+
+    def country(self, rng: random.Random) -> str:
+        return self._pick(rng, COUNTRIES, lambda r, w: w.capitalize(), self.letters)
+
+    def name(self, rng: random.Random) -> str:
+        return self._pick(rng, NAMES, lambda r, w: w, self.idents)
+
+    def directory(self, rng: random.Random) -> str:
+        return self._pick(rng, DIRS, lambda r, w: "/" + "/".join([w] + r.sample(self.words, r.randint(0, 2))))
+
+    def file(self, rng: random.Random) -> str:
+        return self._pick(rng, FILES, lambda r, w: w + r.choice([".txt", ".log", ".py", ".md", ".csv", ".json", ""]))
+
+    def pattern(self, rng: random.Random) -> str:
+        return self._pick(rng, PATTERNS, lambda r, w: "*." + w[:r.randint(2, 4)].lower(), self.letters)
+
+    def word(self, rng: random.Random) -> str:
+        return self._pick(rng, WORDS, lambda r, w: w.lower(), self.letters)
+
+    def python_name(self, rng: random.Random) -> str:
+        return self._pick(rng, PYTHON_NAMES, lambda r, w: w, self.idents)
+
+    def general_word(self, rng: random.Random) -> str:
+        return self._pick(rng, GENERAL_WORDS, lambda r, w: w, self.letters)
+
+
 # -- math: the answer is the number ------------------------------------------------------------
 MATH_PARTS = [["What is ", "Compute ", "Work out ", "Calculate ", "Evaluate ", "Find ", "Tell me ", "Give me "],
               ["{e}", "the value of {e}", "the result of {e}", "the answer to {e}"], ["?", ".", "", " please."]]
 
 
-def _math(rng: random.Random, split: str) -> Task:
+def _math(rng: random.Random, slots: _Slots) -> Task:
+    split = slots.split
     lo, hi = (2, 49) if split == "train" else (50, 99)  # held-out numbers are larger
     a, b, c = rng.randint(lo, hi), rng.randint(lo, hi), rng.randint(2, 9)
     expr = rng.choice([f"{a} + {b}", f"{a} - {b}", f"{a} * {c}", f"{a} + {b} * {c}", f"{a} * {c} - {b}"])
@@ -126,12 +188,13 @@ SQL_ANSWERS = {
 }
 
 
-def _sql(rng: random.Random, split: str) -> Task:
+def _sql(rng: random.Random, slots: _Slots) -> Task:
+    split = slots.split
     kind = rng.choice(sorted(SQL_PARTS))
-    values = {"country": rng.choice(_split(COUNTRIES, split)),
-              "age": rng.randint(20, 39) if split == "train" else rng.randint(40, 60),
-              "year": rng.randint(2010, 2016) if split == "train" else rng.randint(2017, 2023),
-              "name": rng.choice(_split(NAMES, split))}
+    values = {"country": slots.country(rng),
+              "age": slots.number(rng, (20, 39), (40, 60), [*range(18, 40), *range(61, 100)]),
+              "year": slots.number(rng, (2010, 2016), (2017, 2023), [*range(1950, 2017), *range(2024, 2061)]),
+              "name": slots.name(rng)}
     query = SQL_ANSWERS[kind].format(**values)
     text, wording = _word(rng, kind, SQL_PARTS[kind], split)
     return Task("sql", text.format(**values), query, query, wording)
@@ -206,10 +269,10 @@ WORDS = ["error", "warning", "timeout", "user", "token", "failed", "retry", "adm
          "cache", "panic", "fatal", "login", "refused"]
 
 
-def _shell(rng: random.Random, split: str) -> Task:
+def _shell(rng: random.Random, slots: _Slots) -> Task:
+    split = slots.split
     kind = rng.choice(sorted(SHELL_PARTS))
-    values = {"d": rng.choice(_split(DIRS, split)), "f": rng.choice(_split(FILES, split)),
-              "p": rng.choice(_split(PATTERNS, split)), "w": rng.choice(_split(WORDS, split))}
+    values = {"d": slots.directory(rng), "f": slots.file(rng), "p": slots.pattern(rng), "w": slots.word(rng)}
     command = SHELL_ANSWERS[kind].format(**values)
     text, wording = _word(rng, kind, SHELL_PARTS[kind], split)
     return Task("shell", text.format(**values), command, command, wording)
@@ -255,9 +318,10 @@ PYTHON_NAMES = ["f", "g", "h", "fn", "func", "calc", "solve", "compute", "helper
                 "work", "transform", "handle", "apply_it", "step", "proc", "task_fn", "my_func", "util", "op", "main_fn"]
 
 
-def _python(rng: random.Random, split: str) -> Task:
+def _python(rng: random.Random, slots: _Slots) -> Task:
+    split = slots.split
     what, body, tests = rng.choice(PYTHON_TASKS)
-    name = rng.choice(_split(PYTHON_NAMES, split))
+    name = slots.python_name(rng)
     code = f"def {name}(xs):\n    {body}\n"
     asserts = "\n".join(f"assert {name}({args}) == {result}" for args, result in tests)
     text, wording = _word(rng, "python", PYTHON_PARTS, split)
@@ -325,10 +389,11 @@ GENERAL_WORDS = ["garden", "planet", "silver", "window", "candle", "forest", "br
                  "glacier", "hammer"]
 
 
-def _general(rng: random.Random, split: str) -> Task:
+def _general(rng: random.Random, slots: _Slots) -> Task:
+    split = slots.split
     kind = rng.choice(sorted(GENERAL_KINDS))
     parts, answer = GENERAL_KINDS[kind]
-    word = rng.choice(_split(GENERAL_WORDS, split))
+    word = slots.general_word(rng)
     value = answer(word)
     text, wording = _word(rng, kind, parts, split)
     return Task("general", text.format(w=word), value, value, wording)
@@ -339,7 +404,7 @@ def _check_general(task: Task, output: str) -> bool:
     return bool(words) and words[0] == task.key
 
 
-_MAKERS: dict[str, Callable[[random.Random, str], Task]] = {
+_MAKERS: dict[str, Callable[[random.Random, _Slots], Task]] = {
     "math": _math, "sql": _sql, "shell": _shell, "python": _python, "general": _general}
 _CHECKS: dict[str, Callable[[Task, str], bool]] = {
     "math": _check_math, "sql": _check_sql, "shell": _check_shell, "python": _check_python,
