@@ -81,6 +81,9 @@ class DemoSettings:
     heldout_chars: int = 1000  # per sample (about 250-400 tokens)
     router_prompts: int = 400  # per expert
     router_pasted: int = 150  # pasted-line prompts drawn from, per expert
+    # Training tasks' prompts among the router's, per expert: more route held-out tasks better and
+    # the hand-written held-out prompts worse (docs/demo.md).
+    router_tasks: int = 10
     eval_tasks: int = 20  # held-out tasks per domain in the build's `eval tasks` report
     workers: int | None = None  # expert-training processes; None: one per CPU core
 
@@ -101,6 +104,7 @@ QUICK = DemoSettings(
     heldout_chars=400,
     router_prompts=80,
     router_pasted=20,
+    router_tasks=4,
     eval_tasks=2,
     workers=1,  # starting worker processes would cost more than these tiny trainings
 )
@@ -205,8 +209,8 @@ def build_demo(directory: str | Path = "demo-coe", seed: int = 0, settings: Demo
     prompts = generate_router_prompts(
         seed, settings.router_prompts,
         {n: pasted_lines(n, train_docs[n], settings.router_pasted, seed) for n in CORPORA},
-    )  # and the prompts the experts were tuned on (train split: held-out ones are worded otherwise)
-    prompts += [{"prompt": t.prompt, "expert": n} for n in CORPORA for t in tasks(n, "train", settings.router_prompts // 4, seed)]
+    )  # and a few of the prompts the experts were tuned on (train split: held-out ones are worded otherwise)
+    prompts += [{"prompt": t.prompt, "expert": n} for n in CORPORA for t in tasks(n, "train", settings.router_tasks, seed)]
     with open(d / "data" / "router_train.jsonl", "w", encoding="utf-8") as f:
         for p in prompts:
             f.write(json.dumps(p, ensure_ascii=False) + "\n")
