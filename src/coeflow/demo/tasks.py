@@ -92,7 +92,8 @@ class _Slots:
         self.idents: list[str] = []
         self.letters: list[str] = []
         if words is not None:
-            self.words = [w for w in words if re.fullmatch(r"[A-Za-z][A-Za-z0-9_.-]{1,13}", w)]
+            taken = {v.lower() for v in _task_values()}  # a task's value is never a word to fill with, in any case
+            self.words = [w for w in words if re.fullmatch(r"[A-Za-z][A-Za-z0-9_.-]{1,13}", w) and w.lower() not in taken]
             self.idents = [i for i in (w.lower().replace("-", "_").replace(".", "_") for w in self.words)
                            if i.isidentifier()]
             self.letters = [w.lower() for w in self.words if w.isalpha()]
@@ -103,7 +104,10 @@ class _Slots:
               words: list[str] | None = None) -> str:
         if self.words is None:
             return rng.choice(_split(pool, self.split))
-        return shape(rng, rng.choice(words or self.words))
+        while True:  # a word shaped into a slot can become a task's value ("tara", "*.xml"): drawn again
+            value = shape(rng, rng.choice(words or self.words))
+            if value not in _task_values():
+                return value
 
     def number(self, rng: random.Random, train: tuple[int, int], heldout: tuple[int, int], wide: list[int]) -> int:
         """A number of the split's range; filled from words, one of `wide` (never a held-out one)."""
@@ -134,6 +138,13 @@ class _Slots:
 
     def general_word(self, rng: random.Random) -> str:
         return self._pick(rng, GENERAL_WORDS, lambda r, w: w, self.letters)
+
+
+@functools.cache
+def _task_values() -> frozenset[str]:
+    """Every value the tasks' lists hold, in both splits."""
+    return frozenset(v for pool in (COUNTRIES, NAMES, DIRS, FILES, PATTERNS, WORDS, PYTHON_NAMES, GENERAL_WORDS)
+                     for v in pool)
 
 
 # -- math: the answer is the number ------------------------------------------------------------
