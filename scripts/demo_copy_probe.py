@@ -37,23 +37,6 @@ from coeflow.demo.training import ExpertShape, TrainSettings, llama_config, trai
 POOLS = ("COUNTRIES", "NAMES", "DIRS", "FILES", "PATTERNS", "WORDS", "PYTHON_NAMES", "GENERAL_WORDS")  # task values
 
 
-class Repeat:
-    """Rows of random token sequences (lengths in `lengths`), each shown twice, the second counted."""
-
-    def __init__(self, vocab: int, bos: int, lengths: tuple[int, int] = (4, 20)):
-        self.vocab, self.bos, self.lengths = vocab, bos, lengths
-
-    def row(self, length: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        ids: list[int] = []
-        mask: list[bool] = []
-        while len(ids) < length:
-            n = int(torch.randint(self.lengths[0], self.lengths[1] + 1, (1,), generator=gen))
-            x = torch.randint(8, self.vocab, (n,), generator=gen).tolist()
-            ids += [self.bos, *x, *x]
-            mask += [False] * (n + 1) + [True] * n
-        return torch.tensor(ids[:length]), torch.tensor(mask[:length])
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--phase", choices=["base", "tune"], required=True)
@@ -98,7 +81,7 @@ def main() -> None:
         if kind == "copy":
             return curriculum.Examples(tok, curriculum.copy_pairs(copied, 20_000, 0))
         if kind == "repeat":
-            return Repeat(tok.get_vocab_size(), bos, tuple(map(int, args.repeat_len.split("-"))))
+            return curriculum.Repeats(tok.get_vocab_size(), bos, low=8, lengths=tuple(map(int, args.repeat_len.split("-"))))
         if kind == "task":
             return curriculum.Examples(tok, [p for d in domains.split("+") for p in curriculum.task_pairs(d, 8000, 0)])
         if kind == "augtask":
