@@ -38,7 +38,7 @@ from tqdm import tqdm
 
 from coeflow.coefile import load_coe
 from coeflow.demo.corpora import CORPORA, take_chars
-from coeflow.demo.curriculum import Examples, Repeats, Text, copy_pairs, copy_words
+from coeflow.demo.curriculum import Examples, Repeats, Source, Text, copy_pairs, copy_words, task_pairs
 from coeflow.demo.experts import EXPERTS, FALLBACK
 from coeflow.demo.prompts import generate_router_prompts, pasted_lines
 from coeflow.demo.stamp import EXPERT_INPUTS, PIPELINE_INPUTS, input_digest
@@ -148,7 +148,7 @@ def build_demo(directory: str | Path = "demo-coe", seed: int = 0, settings: Demo
     from coeflow.demo.tokenizer import BOS, EOS, PAD, save_tokenizer, train_tokenizer
 
     say("demo: training the tokenizer")
-    task_text = [f"{t.prompt}\n{t.answer}" for n in CORPORA for t in tasks(n, "train", 500, seed)]
+    task_text = [f"{p}\n{a}" for n in CORPORA for p, a in task_pairs(n, 500, seed)]
     tok_texts = [t for n in CORPORA for t in take_chars(train_docs[n], settings.tokenizer_chars)] + task_text
     tok = train_tokenizer(tok_texts, settings.vocab_size)
     tok_dir = d / "tokenizer"
@@ -232,7 +232,7 @@ def build_demo(directory: str | Path = "demo-coe", seed: int = 0, settings: Demo
 @dataclass
 class _Job:
     name: str
-    sources: list[Text]
+    sources: list[Source]
     mix: list[float]
     config: object
     train: TrainSettings
@@ -348,7 +348,7 @@ def _expert_mix(name: str, names: list[str], tok, streams: dict, words: list[str
     """An expert's training rows and their weights: its domain's tasks, values drawn from
     `words` (so that it learns to carry the prompt's value, not to recall a few), and its text;
     the general expert's text mostly prose, with a little of every domain."""
-    pairs = [(t.prompt, t.answer) for t in tasks(name, "train", s.task_examples, seed, words=words)]
+    pairs = task_pairs(name, s.task_examples, seed, words)
     if name == FALLBACK:
         others = [n for n in names if n != FALLBACK]
         text = [s.generalist_prose_share] + [(1 - s.generalist_prose_share) / len(others)] * len(others)

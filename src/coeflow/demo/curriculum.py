@@ -25,7 +25,7 @@ from __future__ import annotations
 import random
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from coeflow.demo import tasks as task_set
 
@@ -36,6 +36,13 @@ if TYPE_CHECKING:
 COPY_ASKS = ["Repeat: {x}", "Say {x}", "Copy this: {x}", "Write {x}", "Echo {x}", "Give back {x}", "Repeat {x}"]
 COPY_WRAPS = ["{x}", "'{x}'", "({x})", "{x};", "x = {x}", "the {x}"]
 _WORD = re.compile(r"[A-Za-z_./*0-9-]{2,14}")
+
+
+class Source(Protocol):
+    """Where a training row comes from (Examples, Repeats, Text): token ids and which of them
+    the loss counts."""
+
+    def row(self, length: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]: ...
 
 
 @dataclass(frozen=True)
@@ -65,9 +72,7 @@ class ChatFormat:
 
 def copy_words(docs: list[str]) -> list[str]:
     """Words of the training corpora to copy, none of them a value any task uses."""
-    values = {str(v) for v in (*task_set.COUNTRIES, *task_set.NAMES, *task_set.DIRS, *task_set.FILES,
-                               *task_set.PATTERNS, *task_set.WORDS, *task_set.GENERAL_WORDS, *task_set.PYTHON_NAMES)}
-    return sorted({w for d in docs for w in _WORD.findall(d)} - values)
+    return sorted({w for d in docs for w in _WORD.findall(d)} - task_set.task_values())
 
 
 def copy_pairs(words: list[str], n: int, seed: int) -> list[tuple[str, str]]:
@@ -82,9 +87,10 @@ def copy_pairs(words: list[str], n: int, seed: int) -> list[tuple[str, str]]:
     return out
 
 
-def task_pairs(domain: str, n: int, seed: int) -> list[tuple[str, str]]:
-    """n (prompt, reference answer) pairs of the tasks' train split."""
-    return [(t.prompt, t.answer) for t in task_set.tasks(domain, "train", n, seed)]
+def task_pairs(domain: str, n: int, seed: int, words: list[str] | None = None) -> list[tuple[str, str]]:
+    """n (prompt, reference answer) pairs of the tasks' train split (`words`: their values drawn
+    from these, as `tasks` does)."""
+    return [(t.prompt, t.answer) for t in task_set.tasks(domain, "train", n, seed, words)]
 
 
 class Examples:

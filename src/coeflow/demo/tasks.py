@@ -92,7 +92,7 @@ class _Slots:
         self.idents: list[str] = []
         self.letters: list[str] = []
         if words is not None:
-            taken = {v.lower() for v in _task_values()}  # a task's value is never a word to fill with, in any case
+            taken = {v.lower() for v in task_values()}  # a task's value is never a word to fill with, in any case
             self.words = [w for w in words if re.fullmatch(r"[A-Za-z][A-Za-z0-9_.-]{1,13}", w) and w.lower() not in taken]
             self.idents = [i for i in (w.lower().replace("-", "_").replace(".", "_") for w in self.words)
                            if i.isidentifier()]
@@ -106,7 +106,7 @@ class _Slots:
             return rng.choice(_split(pool, self.split))
         while True:  # a word shaped into a slot can become a task's value ("tara", "*.xml"): drawn again
             value = shape(rng, rng.choice(words or self.words))
-            if value not in _task_values():
+            if value not in task_values():
                 return value
 
     def number(self, rng: random.Random, train: tuple[int, int], heldout: tuple[int, int], wide: list[int]) -> int:
@@ -141,7 +141,7 @@ class _Slots:
 
 
 @functools.cache
-def _task_values() -> frozenset[str]:
+def task_values() -> frozenset[str]:
     """Every value the tasks' lists hold, in both splits."""
     return frozenset(v for pool in (COUNTRIES, NAMES, DIRS, FILES, PATTERNS, WORDS, PYTHON_NAMES, GENERAL_WORDS)
                      for v in pool)

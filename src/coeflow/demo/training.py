@@ -1,5 +1,5 @@
 """Training one tiny Llama expert on the CPU with plain PyTorch: rows drawn from sources mixed
-by weight (windows of a token stream, packed chat examples: demo/curriculum.py), the loss on
+by weight (windows of a token stream, repeats, packed chat examples: demo/curriculum.py), the loss on
 the tokens each source marks, AdamW, warm-up then cosine decay. Deterministic for a seed:
 every random choice comes from one seeded generator, in one order."""
 
@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # torch and transformers load in seconds: only when training
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from coeflow.demo.curriculum import Examples, Text
+    from coeflow.demo.curriculum import Source
 
 
 @dataclass(frozen=True)
@@ -58,7 +58,7 @@ def llama_config(shape: ExpertShape, bos_id: int, eos_id: int, pad_id: int) -> L
 
 
 def train_expert(
-    sources: list[Text | Examples],
+    sources: list[Source],
     weights: list[float],
     config: LlamaConfig,
     settings: TrainSettings,

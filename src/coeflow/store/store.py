@@ -14,9 +14,8 @@ Rules that make it safe to call from many threads at once:
 - A prefetch gives way: it evicts no expert that another prefetch brought up and no request
   has acquired since (each is wanted by a queued request), and gives up instead (the request
   loads its expert when it runs). Loads someone waits for evict those too, last (Tier's
-  `spared`). Without this,
-  a queue of more experts than a tier holds thrashes: each arrival's prefetch evicts an
-  expert queued before it, which is then read from disk again when it runs.
+  `spared`). Without this, a queue of more experts than a tier holds thrashes: each arrival's
+  prefetch evicts an expert queued before it, which is then read from disk again when it runs.
 - A delta expert (coeflow.model.delta) holds only its delta on the host and is rebuilt from
   its base on the device: its base is pinned to both tiers (an expert of the CoE file with the
   same checkpoint, or an entry of the store's own, "base:NAME", left out of `status`) and is
